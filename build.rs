@@ -1,0 +1,53 @@
+//! Embeds the OpenCL C kernel templates of `cl/` into the runtime crate and checks them.
+//!
+//! Every template the Rust side names is listed in `TEMPLATES`; a missing or empty one, or
+//! one that does not define the kernels it is listed with, fails the build with a message
+//! naming the file. The generated `$OUT_DIR/kernels.rs` holds the templates, in order, as
+//! `(file name, source)` pairs.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+/// Template files, in the order they are concatenated, with the kernels each must define.
+const TEMPLATES: &[(&str, &[&str])] = &[
+    ("common.cl", &[]),
+    ("forward.cl", &["tb_forward"]),
+    ("loss.cl", &["tb_loss"]),
+    ("backward.cl", &["tb_backward"]),
+    ("update.cl", &["tb_sgd"]),
+    ("train_step.cl", &["tb_train_step"]),
+];
+
+fn main() {
+    let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("cl");
+    println!("cargo:rerun-if-changed=cl");
+    let mut out = String::from("/// The kernel templates of `cl/`, in order: (file name, OpenCL C source).\n");
+    out.push_str("pub(crate) const TEMPLATES: &[(&str, &str)] = &[\n");
+    let mut problems = Vec::new();
+    for (name, kernels) in TEMPLATES {
+        let path = dir.join(name);
+        println!("cargo:rerun-if-changed={}", path.display());
+        match std::fs::read_to_string(&path) {
+            Err(err) => problems.push(format!("cl/{name}: cannot be read ({err})")),
+            Ok(src) if src.trim().is_empty() => problems.push(format!("cl/{name}: is empty")),
+            Ok(src) => {
+                for kernel in *kernels {
+                    let needle = format!("void {kernel}(");
+                    if !src.contains("__kernel") || !src.contains(&needle) {
+                        problems.push(format!("cl/{name}: does not define `__kernel void {kernel}(...)`"));
+                    }
+                }
+                if src.matches('{').count() != src.matches('}').count() {
+                    problems.push(format!("cl/{name}: unbalanced braces"));
+                }
+                let _ = writeln!(out, "    ({name:?}, include_str!({:?})),", path.display().to_string());
+            }
+        }
+    }
+    out.push_str("];\n");
+    if !problems.is_empty() {
+        panic!("tensorbridge: bad OpenCL kernel templates:\n  {}", problems.join("\n  "));
+    }
+    let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("kernels.rs");
+    std::fs::write(&dest, out).expect("writing kernels.rs into OUT_DIR");
+}

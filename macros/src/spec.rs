@@ -1,0 +1,302 @@
+//! [`Declaration`] -> [`Spec`]: every rule of a declaration checked, every mistake collected
+//! (so a user sees them all at once), and a plain model description with no `syn` types
+//! left besides the pass-through attributes.
+
+use proc_macro2::Span;
+use syn::{Attribute, Expr, ExprArray, ExprLit, ExprUnary, Ident, Lit, UnOp, Visibility};
+
+use crate::parse::Declaration;
+
+/// The largest value of any single size (`batch`, `features`, `classes`, a hidden width):
+/// 2^20. Anything larger is almost certainly a typo, and would not fit an OpenCL work-group
+/// plan or a host buffer anyway.
+pub const MAX_DIM: u64 = 1 << 20;
+/// The largest number of elements in one buffer (the batch `[batch x features]`, one weight
+/// matrix, the logits): 2^28, i.e. 1 GiB of `f32`.
+pub const MAX_ELEMENTS: u64 = 1 << 28;
+/// The most hidden layers a declaration may have.
+pub const MAX_HIDDEN_LAYERS: usize = 64;
+
+const KEYS: [&str; 5] = ["batch", "features", "classes", "hidden", "storage"];
+
+/// Element type of host and device buffers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+}
+
+/// A validated model declaration.
+pub struct Spec {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub batch: usize,
+    pub features: usize,
+    pub classes: usize,
+    pub hidden: Vec<usize>,
+    // Read by later code generation (f16 storage); only f32 exists today.
+    #[allow(dead_code)]
+    pub storage: Storage,
+}
+
+impl Spec {
+    /// Layer widths: `[features, hidden..., classes]`.
+    pub fn layers(&self) -> Vec<usize> {
+        let mut dims = vec![self.features];
+        dims.extend_from_slice(&self.hidden);
+        dims.push(self.classes);
+        dims
+    }
+
+    /// Checks every rule; returns all mistakes combined into one error.
+    pub fn validate(decl: Declaration) -> syn::Result<Spec> {
+        let mut errors = Errors::default();
+        if let Some(param) = decl.generics.params.first() {
+            errors.push(syn::Error::new_spanned(
+                param,
+                "a model has no generic parameters: its shapes are the literals in its body",
+            ));
+        }
+        if let Some(clause) = &decl.generics.where_clause {
+            errors.push(syn::Error::new_spanned(clause, "a model has no `where` clause"));
+        }
+
+        let mut batch = None;
+        let mut features = None;
+        let mut classes = None;
+        let mut hidden = None;
+        let mut storage = None;
+        let mut seen: Vec<Ident> = Vec::new();
+        for entry in &decl.entries {
+            let key = entry.key.to_string();
+            if let Some(first) = seen.iter().find(|k| **k == entry.key) {
+                let mut err = syn::Error::new(
+                    entry.key.span(),
+                    format!("duplicate key `{key}`: each key may appear once"),
+                );
+                err.combine(syn::Error::new(first.span(), format!("`{key}` first given here")));
+                errors.push(err);
+                continue;
+            }
+            seen.push(entry.key.clone());
+            match key.as_str() {
+                "batch" => batch = errors.take(size(&entry.key, &entry.value)),
+                "features" => features = errors.take(size(&entry.key, &entry.value)),
+                "classes" => classes = errors.take(size(&entry.key, &entry.value)),
+                "hidden" => hidden = errors.take(hidden_list(&entry.value)),
+                "storage" => storage = errors.take(storage_kind(&entry.value)),
+                _ => errors.push(unknown_key(&entry.key)),
+            }
+        }
+        for (name, value, example) in [
+            ("batch", &batch, "batch: 2"),
+            ("features", &features, "features: 4"),
+            ("classes", &classes, "classes: 2"),
+        ] {
+            if value.is_none() && !seen.iter().any(|k| k == name) {
+                errors.push(syn::Error::new(
+                    decl.body_span,
+                    format!("missing key `{name}`: add `{example},` (a positive integer)"),
+                ));
+            }
+        }
+        if let Some(classes) = classes {
+            if classes < 2 {
+                errors.push(syn::Error::new(
+                    value_span(&decl, "classes"),
+                    "`classes` must be at least 2: a classifier chooses between classes",
+                ));
+            }
+        }
+        if let (Some(batch), Some(features), Some(classes)) = (batch, features, classes) {
+            let hidden_dims: &[usize] = hidden.as_deref().unwrap_or(&[]);
+            check_elements(&mut errors, &decl, "batch", "[batch x features]", batch, features);
+            check_elements(&mut errors, &decl, "batch", "[batch x classes]", batch, classes);
+            let mut dims = vec![features];
+            dims.extend_from_slice(hidden_dims);
+            dims.push(classes);
+            for (l, pair) in dims.windows(2).enumerate() {
+                let key = if l == 0 { "features" } else { "hidden" };
+                check_elements(&mut errors, &decl, key, &format!("w{l}"), pair[0], pair[1]);
+            }
+            for &h in hidden_dims {
+                check_elements(&mut errors, &decl, "hidden", "[batch x hidden]", batch, h);
+            }
+        }
+        errors.finish()?;
+        Ok(Spec {
+            attrs: decl.attrs,
+            vis: decl.vis,
+            name: decl.name,
+            batch: batch.unwrap_or(0),
+            features: features.unwrap_or(0),
+            classes: classes.unwrap_or(0),
+            hidden: hidden.unwrap_or_default(),
+            storage: storage.unwrap_or(Storage::F32),
+        })
+    }
+}
+
+/// Collects errors so that all of them are reported together.
+#[derive(Default)]
+struct Errors(Option<syn::Error>);
+
+impl Errors {
+    fn push(&mut self, err: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(err),
+            None => self.0 = Some(err),
+        }
+    }
+    fn take<T>(&mut self, result: syn::Result<T>) -> Option<T> {
+        result.map_err(|e| self.push(e)).ok()
+    }
+    fn finish(self) -> syn::Result<()> {
+        self.0.map_or(Ok(()), Err)
+    }
+}
+
+fn value_span(decl: &Declaration, key: &str) -> Span {
+    decl.entries
+        .iter()
+        .find(|e| e.key == key)
+        .map_or(decl.body_span, |e| syn::spanned::Spanned::span(&e.value))
+}
+
+fn check_elements(errors: &mut Errors, decl: &Declaration, key: &str, what: &str, rows: usize, cols: usize) {
+    let n = rows as u64 * cols as u64;
+    if n > MAX_ELEMENTS {
+        errors.push(syn::Error::new(
+            value_span(decl, key),
+            format!(
+                "{what} would hold {rows} x {cols} = {n} elements; the most one buffer may hold is {MAX_ELEMENTS} (1 GiB of f32)"
+            ),
+        ));
+    }
+}
+
+/// A positive integer literal no larger than [`MAX_DIM`].
+fn size(key: &Ident, value: &Expr) -> syn::Result<usize> {
+    positive_int(value, &format!("`{key}`"))
+}
+
+fn positive_int(value: &Expr, what: &str) -> syn::Result<usize> {
+    let allowed = format!("a positive integer literal from 1 to {MAX_DIM}");
+    match value {
+        Expr::Lit(ExprLit { lit: Lit::Int(int), .. }) => {
+            if !int.suffix().is_empty() && int.suffix() != "usize" {
+                return Err(syn::Error::new_spanned(
+                    int,
+                    format!("{what} takes an unsuffixed integer (write `{}`), not `{int}`", int.base10_digits()),
+                ));
+            }
+            match int.base10_parse::<u64>() {
+                Ok(0) => Err(syn::Error::new_spanned(int, format!("{what} must not be zero: expected {allowed}"))),
+                Ok(n) if n <= MAX_DIM => Ok(n as usize),
+                _ => Err(syn::Error::new_spanned(
+                    int,
+                    format!("{what} = {} is too large: expected {allowed}", int.base10_digits()),
+                )),
+            }
+        }
+        Expr::Unary(ExprUnary { op: UnOp::Neg(_), .. }) => Err(syn::Error::new_spanned(
+            value,
+            format!("{what} must not be negative: expected {allowed}"),
+        )),
+        Expr::Lit(ExprLit { lit: Lit::Float(_), .. }) => Err(syn::Error::new_spanned(
+            value,
+            format!("{what} must be an integer, not a float: expected {allowed}"),
+        )),
+        _ => Err(syn::Error::new_spanned(
+            value,
+            format!("{what} must be {allowed} (constants and expressions are not evaluated)"),
+        )),
+    }
+}
+
+/// `[h1, h2, ...]`: each a positive integer; `[]` means no hidden layer.
+fn hidden_list(value: &Expr) -> syn::Result<Vec<usize>> {
+    let Expr::Array(ExprArray { elems, .. }) = value else {
+        return Err(syn::Error::new_spanned(
+            value,
+            "`hidden` takes a list of layer widths such as `[32, 16]` (`[]` for none)",
+        ));
+    };
+    if elems.len() > MAX_HIDDEN_LAYERS {
+        return Err(syn::Error::new_spanned(
+            value,
+            format!("`hidden` lists {} layers; at most {MAX_HIDDEN_LAYERS} are allowed", elems.len()),
+        ));
+    }
+    let mut errors = Errors::default();
+    let widths: Vec<usize> = elems
+        .iter()
+        .filter_map(|e| errors.take(positive_int(e, "a hidden layer's width")))
+        .collect();
+    errors.finish()?;
+    Ok(widths)
+}
+
+fn storage_kind(value: &Expr) -> syn::Result<Storage> {
+    let allowed = "`storage` takes `f32`";
+    match value {
+        Expr::Path(p) if p.path.is_ident("f32") => Ok(Storage::F32),
+        Expr::Path(p) if p.path.is_ident("f16") => Err(syn::Error::new_spanned(
+            value,
+            "`storage: f16` is not available in this version of tensorbridge yet; use `storage: f32` (the default)",
+        )),
+        _ => Err(syn::Error::new_spanned(value, allowed)),
+    }
+}
+
+fn unknown_key(key: &Ident) -> syn::Error {
+    let name = key.to_string();
+    let allowed = KEYS.map(|k| format!("`{k}`")).join(", ");
+    let closest = KEYS
+        .iter()
+        .map(|k| (edit_distance(&name, k), *k))
+        .min()
+        .filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    let hint = match closest {
+        Some((_, k)) => format!("; did you mean `{k}`?"),
+        None => String::new(),
+    };
+    syn::Error::new(key.span(), format!("unknown key `{name}`: expected one of {allowed}{hint}"))
+}
+
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions), so that
+/// `featurse` is one edit away from `features`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in d.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for j in 0..=b.len() {
+        d[0][j] = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            d[i][j] = (d[i - 1][j] + 1).min(d[i][j - 1] + 1).min(d[i - 1][j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                d[i][j] = d[i][j].min(d[i - 2][j - 2] + 1);
+            }
+        }
+    }
+    d[a.len()][b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::edit_distance;
+
+    #[test]
+    fn transposition_is_one_edit() {
+        assert_eq!(edit_distance("featurse", "features"), 1);
+        assert_eq!(edit_distance("clases", "classes"), 1);
+        assert_eq!(edit_distance("batch", "batch"), 0);
+        assert_eq!(edit_distance("", "abc"), 3);
+    }
+}

@@ -1,0 +1,109 @@
+//! The [`Backend`] trait and its implementations, one module per backend. The model code
+//! (`engine.rs`) calls only this trait; nothing outside `opencl.rs` names an OpenCL type.
+//!
+//! Layouts shared by every backend (and by the kernels in `cl/`):
+//! - a batch `x` is `[batch x features]`, column-major (nalgebra's order): `x[f * B + r]`;
+//! - logits are `[batch x classes]`, column-major: `z[c * B + r]`;
+//! - parameters (and gradients) are one flat buffer, layer after layer: `w_l`
+//!   (`[in x out]`, column-major: `w[o * in + i]`) then `b_l` (`[out]`).
+
+use crate::error::Result;
+
+pub(crate) mod cpu;
+
+/// A device-resident `f32` buffer: where it lives decides how it is read back.
+pub(crate) enum Buffer {
+    /// Host memory (the CPU backend).
+    Host(Box<[f32]>),
+}
+
+impl Buffer {
+    /// Where the buffer lives, for messages.
+    pub(crate) fn location(&self) -> String {
+        match self {
+            Buffer::Host(_) => "the CPU".to_string(),
+        }
+    }
+
+    /// Copies the whole buffer into `out` (same length).
+    pub(crate) fn read_into(&self, out: &mut [f32]) -> Result<()> {
+        match self {
+            Buffer::Host(data) => {
+                out.copy_from_slice(data);
+                Ok(())
+            }
+        }
+    }
+}
+
+/// One validated batch: `x` is `[batch x features]` column-major, `y` holds `batch` labels
+/// (all `< classes`), and only the first `rows` rows count (the rest is padding).
+#[derive(Clone, Copy)]
+pub(crate) struct Batch<'a> {
+    pub x: &'a [f32],
+    pub y: &'a [u32],
+    pub rows: usize,
+}
+
+/// What every backend computes. Inputs arrive validated (finite, labels in range, `rows` in
+/// `1..=batch`, `lr` finite and >= 0); backends never need to re-check them.
+pub(crate) trait Backend {
+    /// Copies `data` into a new buffer on the device.
+    fn upload(&self, data: &[f32]) -> Result<Buffer>;
+    /// Replaces the parameters (flat layout, see the module docs).
+    fn write_params(&mut self, flat: &[f32]) -> Result<()>;
+    /// Reads the parameters into `out` (flat layout).
+    fn read_params(&self, out: &mut [f32]) -> Result<()>;
+    /// Logits of a device-resident batch, left on the device.
+    fn forward(&mut self, x: &Buffer) -> Result<Buffer>;
+    /// Mean softmax cross-entropy over the batch's valid rows.
+    fn loss(&mut self, batch: Batch<'_>) -> Result<f32>;
+    /// The loss and its gradient with respect to every parameter (flat layout, into `out`).
+    fn gradients(&mut self, batch: Batch<'_>, out: &mut [f32]) -> Result<f32>;
+    /// One SGD step `p -= lr * dL/dp`; returns the loss before it. A non-finite loss leaves
+    /// the parameters unchanged and is returned as `Error::NonFiniteLoss`.
+    fn train_step(&mut self, batch: Batch<'_>, lr: f32) -> Result<f32>;
+}
+
+/// Offsets of one dense layer in the flat parameter buffer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LayerSlot {
+    pub fan_in: usize,
+    pub fan_out: usize,
+    /// Start of `w` (`fan_in * fan_out` values).
+    pub w: usize,
+    /// Start of `b` (`fan_out` values).
+    pub b: usize,
+}
+
+/// The slots of every layer for widths `dims = [features, hidden..., classes]`.
+pub(crate) fn layer_slots(dims: &[usize]) -> impl Iterator<Item = LayerSlot> + '_ {
+    let mut offset = 0;
+    dims.windows(2).map(move |pair| {
+        let slot = LayerSlot {
+            fan_in: pair[0],
+            fan_out: pair[1],
+            w: offset,
+            b: offset + pair[0] * pair[1],
+        };
+        offset = slot.b + slot.fan_out;
+        slot
+    })
+}
+
+/// The slot of layer `l` alone; a `const fn`, so that with constant widths it folds away.
+#[inline(always)]
+pub(crate) const fn layer_slot(dims: &[usize], l: usize) -> LayerSlot {
+    let mut offset = 0;
+    let mut k = 0;
+    while k < l {
+        offset += dims[k] * dims[k + 1] + dims[k + 1];
+        k += 1;
+    }
+    LayerSlot {
+        fan_in: dims[l],
+        fan_out: dims[l + 1],
+        w: offset,
+        b: offset + dims[l] * dims[l + 1],
+    }
+}

@@ -1,0 +1,281 @@
+//! [`Engine`]: the runtime behind every model the macro declares. A generated model
+//! dereferences to its engine, so `model.forward(..)`, `model.train_step(..)` and the rest
+//! are the methods documented here.
+
+use std::fmt;
+
+use crate::backend::cpu::CpuBackend;
+use crate::backend::{layer_slots, Backend, Batch, Buffer};
+use crate::device::{Device, DeviceKind};
+use crate::error::{Error, Result};
+use crate::model::{HostTensor, Model, Params};
+use crate::rng::Rng;
+use crate::tensor::DeviceTensor;
+
+/// The seed [`Engine::new`] uses: every model created with `new` starts from the same
+/// parameters on every machine and in every version.
+pub const DEFAULT_SEED: u64 = 0x7E45_0B21_D6E5_0001;
+
+/// The backends an engine can run on.
+enum Backends<M: Model> {
+    Cpu(CpuBackend<M>),
+}
+
+impl<M: Model> Backends<M> {
+    fn get(&mut self) -> &mut dyn Backend {
+        match self {
+            Backends::Cpu(b) => b,
+        }
+    }
+    fn get_ref(&self) -> &dyn Backend {
+        match self {
+            Backends::Cpu(b) => b,
+        }
+    }
+}
+
+/// A model's parameters on a device, and every operation of the runtime API.
+///
+/// Validation (on the host, before any arithmetic, so a bad call changes nothing):
+/// - labels: every label `< CLASSES`, else [`Error::LabelOutOfRange`] (`BATCH` compares);
+/// - host inputs (`to_device`, `logits`, `predict`, `loss`, `gradients`, `train_step`): every
+///   value finite, else [`Error::NonFinite`] (`BATCH * FEATURES` compares, less than the
+///   forward pass's multiply-adds by a factor of the first layer's width);
+/// - parameters (`with_params`, `set_params`): every value finite (one pass over them);
+/// - learning rate: finite and `>= 0`, else [`Error::InvalidLearningRate`];
+/// - training: a non-finite loss is [`Error::NonFiniteLoss`] and the update is skipped.
+pub struct Engine<M: Model> {
+    device: Device,
+    backend: Backends<M>,
+}
+
+impl<M: Model> Engine<M> {
+    /// Creates the model on `device`, its parameters initialised from [`DEFAULT_SEED`]:
+    /// weights of hidden (ReLU) layers He-normal (`N(0, 2 / fan_in)`), of the head
+    /// LeCun-normal (`N(0, 1 / fan_in)`), biases zero. Costs one pass over the parameters
+    /// and, on OpenCL, building (or loading from the cache) the model's kernels.
+    pub fn new(device: &Device) -> Result<Self> {
+        Self::with_seed(device, DEFAULT_SEED)
+    }
+
+    /// Like [`Engine::new`] with a seed of your own.
+    pub fn with_seed(device: &Device, seed: u64) -> Result<Self> {
+        Self::from_flat(device, &initial_params(M::LAYERS, seed))
+    }
+
+    /// Creates the model on `device` with the given parameters.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if a parameter is NaN or infinite.
+    pub fn with_params(device: &Device, params: &M::Params) -> Result<Self> {
+        let flat = flatten(params);
+        check_params(M::LAYERS, &flat)?;
+        Self::from_flat(device, &flat)
+    }
+
+    fn from_flat(device: &Device, flat: &[f32]) -> Result<Self> {
+        let backend = match device.kind() {
+            DeviceKind::Cpu => Backends::Cpu(CpuBackend::new(flat)),
+        };
+        Ok(Engine { device: device.clone(), backend })
+    }
+
+    /// The device the model lives on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Copies the parameters to the host (device -> host).
+    pub fn params(&self) -> Result<M::Params> {
+        let mut flat = vec![0.0; M::Params::LEN];
+        self.backend.get_ref().read_params(&mut flat)?;
+        Ok(M::Params::from_flat(&flat))
+    }
+
+    /// Replaces the parameters (host -> device).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if a parameter is NaN or infinite; the old ones are kept.
+    pub fn set_params(&mut self, params: &M::Params) -> Result<()> {
+        let flat = flatten(params);
+        check_params(M::LAYERS, &flat)?;
+        self.backend.get().write_params(&flat)
+    }
+
+    /// Copies a batch to the device (the seed's `Tensor(x)`).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite value.
+    pub fn to_device(&self, x: &M::Input) -> Result<DeviceTensor<M::Input>> {
+        let flat = x.as_flat();
+        check_finite("input", flat, M::BATCH)?;
+        Ok(DeviceTensor::new(self.backend.get_ref().upload(flat)?))
+    }
+
+    /// Runs the forward pass on a device-resident batch; the logits stay on the device
+    /// until [`DeviceTensor::to_host`].
+    ///
+    /// # Errors
+    /// [`Error::DeviceMismatch`] if `x` lives on another device.
+    pub fn forward(&mut self, x: &DeviceTensor<M::Input>) -> Result<DeviceTensor<M::Logits>> {
+        self.check_same_device(&x.buffer)?;
+        Ok(DeviceTensor::new(self.backend.get().forward(&x.buffer)?))
+    }
+
+    fn check_same_device(&self, buffer: &Buffer) -> Result<()> {
+        let ok = match (buffer, self.device.kind()) {
+            (Buffer::Host(_), DeviceKind::Cpu) => true,
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::DeviceMismatch { tensor_device: buffer.location(), model_device: self.device.name() })
+        }
+    }
+
+    /// Logits for a host batch: host in, host out.
+    pub fn logits(&mut self, x: &M::Input) -> Result<M::Logits> {
+        let xd = self.to_device(x)?;
+        self.forward(&xd)?.to_host()
+    }
+
+    /// The predicted class of every row (argmax of the logits; the first on ties).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a non-finite input, or if the logits overflowed.
+    pub fn predict(&mut self, x: &M::Input) -> Result<M::Labels> {
+        let logits = self.logits(x)?;
+        let flat = logits.as_flat();
+        check_finite("logits", flat, M::BATCH)?;
+        let b = M::BATCH;
+        let classes: Vec<u32> = (0..b)
+            .map(|r| {
+                let mut best = 0;
+                for c in 1..M::CLASSES {
+                    if flat[c * b + r] > flat[best * b + r] {
+                        best = c;
+                    }
+                }
+                best as u32
+            })
+            .collect();
+        Ok(M::Labels::from_flat(&classes))
+    }
+
+    /// Mean softmax cross-entropy of the batch.
+    pub fn loss(&mut self, x: &M::Input, y: &M::Labels) -> Result<f32> {
+        self.loss_rows(x, y, M::BATCH)
+    }
+
+    /// Like [`Engine::loss`], counting only the first `rows` rows (a padded last batch).
+    pub fn loss_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize) -> Result<f32> {
+        let batch = validate::<M>(x, y, rows)?;
+        self.backend.get().loss(batch)
+    }
+
+    /// The loss and its gradient with respect to every parameter.
+    pub fn gradients(&mut self, x: &M::Input, y: &M::Labels) -> Result<(f32, M::Params)> {
+        self.gradients_rows(x, y, M::BATCH)
+    }
+
+    /// Like [`Engine::gradients`], counting only the first `rows` rows.
+    pub fn gradients_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize) -> Result<(f32, M::Params)> {
+        let batch = validate::<M>(x, y, rows)?;
+        let mut flat = vec![0.0; M::Params::LEN];
+        let loss = self.backend.get().gradients(batch, &mut flat)?;
+        Ok((loss, M::Params::from_flat(&flat)))
+    }
+
+    /// One SGD step (`p -= lr * dL/dp`); returns the loss before the step.
+    ///
+    /// # Errors
+    /// Those of the input checks, [`Error::InvalidLearningRate`], and
+    /// [`Error::NonFiniteLoss`] (the update is then not applied).
+    pub fn train_step(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<f32> {
+        self.train_step_rows(x, y, M::BATCH, lr)
+    }
+
+    /// Like [`Engine::train_step`], counting only the first `rows` rows (a padded batch:
+    /// the step is exactly the one on those rows alone).
+    pub fn train_step_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<f32> {
+        if !lr.is_finite() || lr < 0.0 {
+            return Err(Error::InvalidLearningRate { lr });
+        }
+        let batch = validate::<M>(x, y, rows)?;
+        self.backend.get().train_step(batch, lr)
+    }
+}
+
+impl<M: Model> fmt::Debug for Engine<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct(M::NAME)
+            .field("batch", &M::BATCH)
+            .field("layers", &M::LAYERS)
+            .field("device", &self.device.name())
+            .finish_non_exhaustive()
+    }
+}
+
+fn flatten<P: Params>(params: &P) -> Vec<f32> {
+    let mut flat = vec![0.0; P::LEN];
+    params.write_flat(&mut flat);
+    flat
+}
+
+/// Checks labels, inputs and `rows`; returns the batch as flat slices.
+fn validate<'a, M: Model>(x: &'a M::Input, y: &'a M::Labels, rows: usize) -> Result<Batch<'a>> {
+    if rows == 0 || rows > M::BATCH {
+        return Err(Error::InvalidRowCount { rows, batch: M::BATCH });
+    }
+    let labels = y.as_flat();
+    check_labels(labels, M::CLASSES)?;
+    let flat = x.as_flat();
+    check_finite("input", flat, M::BATCH)?;
+    Ok(Batch { x: flat, y: labels, rows })
+}
+
+/// Every label `< classes`.
+pub(crate) fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
+    // One branch-free pass in the common case; the error path finds the row.
+    if labels.iter().fold(true, |ok, &l| ok & ((l as usize) < classes)) {
+        return Ok(());
+    }
+    let (row, &label) = labels
+        .iter()
+        .enumerate()
+        .find(|(_, &l)| l as usize >= classes)
+        .unwrap_or((0, &0));
+    Err(Error::LabelOutOfRange { row, label, classes })
+}
+
+/// Every value of a column-major buffer with `rows` rows finite.
+pub(crate) fn check_finite(what: &str, flat: &[f32], rows: usize) -> Result<()> {
+    if flat.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        return Ok(());
+    }
+    let (k, &value) = flat.iter().enumerate().find(|(_, v)| !v.is_finite()).unwrap_or((0, &0.0));
+    Err(Error::NonFinite { what: what.to_string(), row: k % rows, column: k / rows, value })
+}
+
+/// Every parameter finite; the error names the field (`w0`, `b1`, ...) and the position.
+fn check_params(dims: &[usize], flat: &[f32]) -> Result<()> {
+    for (l, slot) in layer_slots(dims).enumerate() {
+        check_finite(&format!("w{l}"), &flat[slot.w..slot.b], slot.fan_in)?;
+        check_finite(&format!("b{l}"), &flat[slot.b..slot.b + slot.fan_out], slot.fan_out)?;
+    }
+    Ok(())
+}
+
+/// Seeded initial parameters in the flat layout.
+pub(crate) fn initial_params(dims: &[usize], seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let layers = dims.len() - 1;
+    let mut flat = Vec::new();
+    for (l, slot) in layer_slots(dims).enumerate() {
+        let gain = if l + 1 < layers { 2.0 } else { 1.0 };
+        let std = (gain / slot.fan_in as f64).sqrt();
+        flat.extend((0..slot.fan_in * slot.fan_out).map(|_| (rng.normal() * std) as f32));
+        flat.extend(std::iter::repeat(0.0).take(slot.fan_out));
+    }
+    flat
+}

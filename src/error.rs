@@ -1,0 +1,143 @@
+//! [`Error`]: every way a tensorbridge call can fail, with what the caller needs to act.
+
+use std::path::PathBuf;
+
+/// The result of every fallible tensorbridge call.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, as one enum. Each variant carries what a user needs to
+/// find the cause: the row and label, the value and where it was, the OpenCL call and
+/// code, the build log, the file and byte offset.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A label is not a class of the model (`label >= classes`). Checked on the host
+    /// before any arithmetic or kernel runs.
+    #[error("label {label} in row {row} is out of range: the model has {classes} classes (0..{classes})")]
+    LabelOutOfRange {
+        /// Row of the batch.
+        row: usize,
+        /// The offending label.
+        label: u32,
+        /// The model's number of classes.
+        classes: usize,
+    },
+
+    /// An input or parameter value is NaN or infinite.
+    #[error("{what} holds a non-finite value {value} at row {row}, column {column}")]
+    NonFinite {
+        /// Which buffer: "input", "w0", "b1", ...
+        what: String,
+        /// Row of that buffer.
+        row: usize,
+        /// Column of that buffer.
+        column: usize,
+        /// The value found (NaN, inf or -inf).
+        value: f32,
+    },
+
+    /// A training step produced a non-finite loss (diverged: learning rate too large, or
+    /// parameters already huge). The step's update was not applied.
+    #[error("the loss is {loss}: training diverged, the update was not applied (try a smaller learning rate)")]
+    NonFiniteLoss {
+        /// The loss computed (NaN or infinite).
+        loss: f32,
+    },
+
+    /// The learning rate is negative, NaN or infinite.
+    #[error("learning rate {lr} is invalid: expected a finite value >= 0")]
+    InvalidLearningRate {
+        /// The rate given.
+        lr: f32,
+    },
+
+    /// A number of valid rows outside `1..=batch`.
+    #[error("{rows} valid rows requested, but a batch holds 1 to {batch} rows")]
+    InvalidRowCount {
+        /// Rows requested.
+        rows: usize,
+        /// The model's batch size.
+        batch: usize,
+    },
+
+    /// A device tensor was used with a model on another device.
+    #[error("a tensor that lives on {tensor_device} was given to a model on {model_device}; move it through the host")]
+    DeviceMismatch {
+        /// Where the tensor lives.
+        tensor_device: String,
+        /// Where the model lives.
+        model_device: String,
+    },
+
+    /// A shape or length that does not match what is required.
+    #[error("shape mismatch for {what}: expected {expected}, found {found}")]
+    ShapeMismatch {
+        /// What was checked.
+        what: String,
+        /// What the model requires.
+        expected: String,
+        /// What was given.
+        found: String,
+    },
+
+    /// `TENSORBRIDGE_DEVICE` or a device index names no usable device.
+    #[error("invalid device selection {value:?}: {reason}")]
+    InvalidDevice {
+        /// The text or index given.
+        value: String,
+        /// Why it was refused, and what is allowed.
+        reason: String,
+    },
+
+    /// No OpenCL device could be used.
+    #[error("no OpenCL device available: {reason}")]
+    NoOpenClDevice {
+        /// Why (library missing, no platform, no device, ...).
+        reason: String,
+    },
+
+    /// An OpenCL call failed.
+    #[error("OpenCL call {call} failed with {name} ({code})")]
+    OpenCl {
+        /// The API call or step that failed.
+        call: &'static str,
+        /// The OpenCL error code (negative), or -2000 when the library could not be loaded.
+        code: i32,
+        /// The code's name, e.g. `CL_OUT_OF_RESOURCES`.
+        name: &'static str,
+    },
+
+    /// The device compiler rejected a kernel program.
+    #[error("building the OpenCL program for {device} failed:\n{log}")]
+    KernelBuild {
+        /// The device the program was built for.
+        device: String,
+        /// The device compiler's build log.
+        log: String,
+    },
+
+    /// The model cannot run on this device (e.g. a shape larger than the device allows).
+    #[error("unsupported on {device}: {reason}")]
+    Unsupported {
+        /// The device.
+        device: String,
+        /// What is not supported, and why.
+        reason: String,
+    },
+
+    /// Reading or writing a file failed.
+    #[error("I/O error on {path}: {source}", path = path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+}

@@ -1,0 +1,122 @@
+//! # tensorbridge
+//!
+//! A static runtime for small, compile-time-configured classifiers. [`model!`] turns a
+//! fixed-shape declaration into a model whose host buffers are statically sized nalgebra
+//! matrices and whose kernels are specialised for exactly those shapes, on an OpenCL device
+//! or on the CPU backend wherever none is present.
+//!
+//! The workflow is a bridge with two directions: the host prepares and slices data, the
+//! batch crosses to the device ([`Engine::to_device`]), the device runs the forward and
+//! backward passes, and the results cross back ([`DeviceTensor::to_host`]) for metrics.
+//!
+//! ```
+//! use tensorbridge::nalgebra::{matrix, vector};
+//! use tensorbridge::{host, Device};
+//!
+//! tensorbridge::model! {
+//!     /// The seed's cat-vs-dog head: 4 features, 2 classes, batches of 2.
+//!     pub struct CatDog {
+//!         batch: 2,
+//!         features: 4,
+//!         classes: 2,
+//!     }
+//! }
+//!
+//! # fn main() -> tensorbridge::Result<()> {
+//! // Host: a mini-batch and its labels (0 = cat, 1 = dog).
+//! let x = matrix![0.9, 0.8, 0.1, 0.05;
+//!                 0.1, 0.2, 0.8, 0.95];
+//! let y = vector![0u32, 1];
+//!
+//! // The model, with the seed's head weights and zero bias.
+//! let device = Device::auto();
+//! let params = CatDogParams {
+//!     w0: matrix![10.0, 2.0; 10.0, 1.0; -8.0, 9.0; 1.0, 10.0],
+//!     b0: vector![0.0, 0.0],
+//! };
+//! let mut model = CatDog::with_params(&device, params)?;
+//!
+//! // Across the bridge and back.
+//! let xd = model.to_device(&x)?;
+//! let logits = model.forward(&xd)?.to_host()?;
+//! assert!((logits[(0, 0)] - 16.25).abs() < 1e-4);  // 0.9*10 + 0.8*10 + 0.1*-8 + 0.05*1
+//! assert!((logits[(1, 1)] - 17.1).abs() < 1e-4);   // 0.1*2 + 0.2*1 + 0.8*9 + 0.95*10
+//!
+//! // Host: argmax and accuracy.
+//! let predicted = host::argmax_rows(&logits);
+//! assert_eq!(predicted, vec![0, 1]);
+//! assert_eq!(host::accuracy(&predicted, y.as_slice()), 1.0);
+//!
+//! // Training: one SGD step returns the loss before it.
+//! let before = model.loss(&x, &y)?;
+//! let loss = model.train_step(&x, &y, 0.1)?;
+//! assert_eq!(loss, before);
+//! assert!(model.loss(&x, &y)? < before);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! Every mistake in a declaration is a compile error pointing at the token at fault; every
+//! bad runtime input (a label `>= classes`, a NaN) is an [`Error`], never a panic and never
+//! an out-of-bounds read.
+#![deny(missing_docs)]
+
+mod backend;
+mod device;
+mod engine;
+mod error;
+pub mod host;
+mod kernels;
+mod model;
+pub mod rng;
+mod tensor;
+
+pub use device::{Device, DEVICE_ENV};
+pub use engine::{Engine, DEFAULT_SEED};
+pub use error::{Error, Result};
+pub use model::{boxed_zeros, Element, HostTensor, Model, Params};
+pub use tensor::DeviceTensor;
+
+pub use half;
+pub use nalgebra;
+
+/// Declares a fixed-shape classifier.
+///
+/// ```
+/// tensorbridge::model! {
+///     /// Doc comments and attributes pass through to the struct.
+///     #[allow(dead_code)]
+///     pub struct Iris {
+///         batch: 16,      // rows per batch
+///         features: 4,    // inputs per row
+///         classes: 3,     // labels are 0..3
+///         hidden: [8],    // optional: dense ReLU layers before the linear head
+///     }
+/// }
+/// # use tensorbridge::Model;
+/// assert_eq!(Iris::LAYERS, &[4, 8, 3]);
+/// ```
+///
+/// Keys: `batch`, `features`, `classes` (required; positive integer literals, at most
+/// 2^20 each, `classes` at least 2), `hidden` (optional list of widths, `[]` for none, at
+/// most 64 layers), `storage` (optional, `f32`). No buffer (the batch, a weight matrix, the
+/// logits) may exceed 2^28 elements (1 GiB of `f32`). Every mistake is a compile error
+/// pointing at the token at fault.
+///
+/// For `struct CatDog` it generates:
+/// - `CatDog`, implementing [`Model`] (`BATCH`, `FEATURES`, `CLASSES`, `LAYERS`;
+///   `Input = SMatrix<f32, B, F>`, `Labels = SVector<u32, B>`, `Logits = SMatrix<f32, B, C>`,
+///   `Params = CatDogParams`), with `CatDog::new(&device)`, `CatDog::with_params(&device, p)`,
+///   `CatDog::kernel_source()`, and the runtime API of [`Engine`] through `Deref`;
+/// - `CatDogParams` with public fields `w0: SMatrix<f32, F, C>`, `b0: SVector<f32, C>` (and
+///   `w1, b1, ...` for hidden layers), deriving `Clone`, `Debug`, `PartialEq`.
+///
+/// Host buffers of more than 16384 elements (64 KiB) are boxed (`Box<SMatrix<..>>`) so they
+/// never sit on the stack; make them with [`boxed_zeros`].
+pub use tensorbridge_macros::model;
+
+#[doc(hidden)]
+pub mod __private {
+    //! Used by the code `model!` generates; not a public API.
+    pub use crate::kernels::kernel_source;
+}

@@ -1,0 +1,43 @@
+//! [`DeviceTensor`]: a host buffer's contents living on a device (the seed's `Tensor(x)`).
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use crate::backend::Buffer;
+use crate::error::Result;
+use crate::model::HostTensor;
+
+/// A tensor resident on a model's device, typed by the host buffer it mirrors (for
+/// example `SMatrix<f32, 2, 4>`), so that a batch and logits cannot be confused.
+///
+/// Made by `Engine::to_device` (host -> device) and `Engine::forward`; read back with
+/// [`DeviceTensor::to_host`] (the seed's `.asnumpy()`).
+pub struct DeviceTensor<T: HostTensor<Elem = f32>> {
+    pub(crate) buffer: Buffer,
+    _host: PhantomData<fn() -> T>,
+}
+
+impl<T: HostTensor<Elem = f32>> DeviceTensor<T> {
+    pub(crate) fn new(buffer: Buffer) -> Self {
+        DeviceTensor { buffer, _host: PhantomData }
+    }
+
+    /// Copies the tensor back into a host buffer. On OpenCL this waits for the kernels
+    /// that produce it and costs one device -> host transfer.
+    pub fn to_host(&self) -> Result<T> {
+        let mut flat = vec![0.0f32; T::ROWS * T::COLS];
+        self.buffer.read_into(&mut flat)?;
+        Ok(T::from_flat(&flat))
+    }
+
+    /// Rows and columns.
+    pub fn shape(&self) -> (usize, usize) {
+        (T::ROWS, T::COLS)
+    }
+}
+
+impl<T: HostTensor<Elem = f32>> fmt::Debug for DeviceTensor<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DeviceTensor<[{} x {}] on {}>", T::ROWS, T::COLS, self.buffer.location())
+    }
+}
