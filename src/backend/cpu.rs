@@ -188,7 +188,9 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
             sum += e;
         }
         let label = y[r] as usize;
-        total += max + sum.ln() - z[label * batch + r];
+        // (max - z_label) first: exact when the label holds the maximum, so a confident
+        // row's tiny loss is not lost to the rounding of `max + ln(sum)`.
+        total += (max - z[label * batch + r]) + sum.ln();
         let scale = inv_rows / sum;
         for c in 0..classes {
             dz[c * batch + r] *= scale;

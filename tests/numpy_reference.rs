@@ -1,0 +1,98 @@
+//! Forward, loss, gradients and one SGD step against NumPy (float64), computed by
+//! `fixtures/numpy_reference.py` independently of tensorbridge, on the CPU backend.
+//! Linear and MLP models, full and masked (padded) batches, at odd sizes.
+
+mod common;
+mod reference {
+    include!("fixtures/numpy_reference.rs");
+}
+
+use common::{assert_close, col, f64s, mat};
+use tensorbridge::Device;
+
+tensorbridge::model! { struct Linear { batch: 3, features: 5, classes: 7 } }
+tensorbridge::model! { struct LinearMasked { batch: 4, features: 5, classes: 3 } }
+tensorbridge::model! { struct Mlp { batch: 3, features: 5, hidden: [6, 4], classes: 3 } }
+tensorbridge::model! { struct MlpMasked { batch: 5, features: 4, hidden: [8], classes: 3 } }
+
+// f32 arithmetic against a float64 reference: relative 1e-5 plus a small absolute floor.
+const ATOL: f64 = 2e-6;
+const RTOL: f64 = 1e-5;
+
+/// Runs one fixture case through every API call that computes something.
+macro_rules! check_case {
+    ($model:ident, $params:ident, $case:ident, [$(($w:ident, $b:ident, $gw:ident, $gb:ident, $sw:ident, $sb:ident, $W:ident, $B:ident, $GW:ident, $GB:ident, $SW:ident, $SB:ident)),+]) => {{
+        use reference::$case as r;
+        let device = Device::cpu();
+        let params = $params { $($w: mat(&r::$W), $b: col(&r::$B)),+ };
+        let mut model = $model::with_params(&device, params).unwrap();
+        let x = mat(&r::X);
+        let y = tensorbridge::nalgebra::SVector::<u32, { r::Y.len() }>::from_column_slice(&r::Y);
+
+        let logits = model.logits(&x).unwrap();
+        let expected_logits = mat(&r::LOGITS);
+        // Masked cases: only the valid rows' logits are defined by the reference's loss, but
+        // the forward pass runs on every row, so all of them are compared.
+        assert_close("logits", logits.as_slice(), &f64s(&expected_logits), 1e-5, RTOL);
+
+        let loss = model.loss_rows(&x, &y, r::ROWS).unwrap();
+        assert_close("loss", &[loss], &[r::LOSS], ATOL, RTOL);
+
+        let (loss_g, grads) = model.gradients_rows(&x, &y, r::ROWS).unwrap();
+        assert_eq!(loss_g, loss);
+        $(
+            assert_close(stringify!($gw), grads.$gw.as_slice(), &f64s(&mat(&r::$GW)), ATOL, RTOL);
+            assert_close(stringify!($gb), grads.$gb.as_slice(), &f64s(&col(&r::$GB)), ATOL, RTOL);
+        )+
+
+        let before = model.train_step_rows(&x, &y, r::ROWS, r::LR).unwrap();
+        assert_eq!(before, loss, "train_step returns the loss before the step");
+        let stepped = model.params().unwrap();
+        $(
+            assert_close(stringify!($sw), stepped.$w.as_slice(), &f64s(&mat(&r::$SW)), ATOL, RTOL);
+            assert_close(stringify!($sb), stepped.$b.as_slice(), &f64s(&col(&r::$SB)), ATOL, RTOL);
+        )+
+    }};
+}
+
+#[test]
+fn linear_matches_numpy() {
+    check_case!(Linear, LinearParams, linear, [(w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0)]);
+}
+
+#[test]
+fn masked_linear_counts_only_valid_rows_like_numpy() {
+    check_case!(
+        LinearMasked,
+        LinearMaskedParams,
+        linear_masked,
+        [(w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0)]
+    );
+}
+
+#[test]
+fn two_hidden_layer_mlp_matches_numpy() {
+    check_case!(
+        Mlp,
+        MlpParams,
+        mlp,
+        [
+            (w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0),
+            (w1, b1, w1, b1, w1, b1, W1, B1, GW1, GB1, STEP_W1, STEP_B1),
+            (w2, b2, w2, b2, w2, b2, W2, B2, GW2, GB2, STEP_W2, STEP_B2)
+        ]
+    );
+}
+
+#[test]
+fn masked_mlp_matches_numpy() {
+    check_case!(
+        MlpMasked,
+        MlpMaskedParams,
+        mlp_masked,
+        [
+            (w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0),
+            (w1, b1, w1, b1, w1, b1, W1, B1, GW1, GB1, STEP_W1, STEP_B1)
+        ]
+    );
+}
