@@ -67,6 +67,8 @@ impl Spec {
         let mut hidden = None;
         let mut storage = None;
         let mut seen: Vec<Ident> = Vec::new();
+        // Keys an unknown key was taken for (`featurse` -> `features`): not reported missing too.
+        let mut suggested: Vec<&str> = Vec::new();
         for entry in &decl.entries {
             let key = entry.key.to_string();
             if let Some(first) = seen.iter().find(|k| **k == entry.key) {
@@ -85,7 +87,11 @@ impl Spec {
                 "classes" => classes = errors.take(size(&entry.key, &entry.value)),
                 "hidden" => hidden = errors.take(hidden_list(&entry.value)),
                 "storage" => storage = errors.take(storage_kind(&entry.value)),
-                _ => errors.push(unknown_key(&entry.key)),
+                _ => {
+                    let (err, suggestion) = unknown_key(&entry.key);
+                    suggested.extend(suggestion);
+                    errors.push(err);
+                }
             }
         }
         for (name, value, example) in [
@@ -93,7 +99,7 @@ impl Spec {
             ("features", &features, "features: 4"),
             ("classes", &classes, "classes: 2"),
         ] {
-            if value.is_none() && !seen.iter().any(|k| k == name) {
+            if value.is_none() && !seen.iter().any(|k| k == name) && !suggested.contains(&name) {
                 errors.push(syn::Error::new(
                     decl.body_span,
                     format!("missing key `{name}`: add `{example},` (a positive integer)"),
@@ -249,7 +255,8 @@ fn storage_kind(value: &Expr) -> syn::Result<Storage> {
     }
 }
 
-fn unknown_key(key: &Ident) -> syn::Error {
+/// The error for an unknown key, and the known key it is probably a misspelling of.
+fn unknown_key(key: &Ident) -> (syn::Error, Option<&'static str>) {
     let name = key.to_string();
     let allowed = KEYS.map(|k| format!("`{k}`")).join(", ");
     let closest = KEYS
@@ -261,7 +268,8 @@ fn unknown_key(key: &Ident) -> syn::Error {
         Some((_, k)) => format!("; did you mean `{k}`?"),
         None => String::new(),
     };
-    syn::Error::new(key.span(), format!("unknown key `{name}`: expected one of {allowed}{hint}"))
+    let err = syn::Error::new(key.span(), format!("unknown key `{name}`: expected one of {allowed}{hint}"));
+    (err, closest.map(|(_, k)| k))
 }
 
 /// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions), so that
