@@ -134,6 +134,43 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+
+    /// A `.npy` file could not be read: the file, the byte offset at fault and why.
+    #[error("{path}: byte {offset}: {kind}", path = path.display())]
+    Npy {
+        /// The file (`<memory>` for bytes given directly).
+        path: PathBuf,
+        /// Byte offset in the file of the part at fault.
+        offset: u64,
+        /// What is wrong.
+        kind: crate::npy::NpyErrorKind,
+    },
+
+    /// A checkpoint could not be loaded: not a safetensors file, or its tensors do not
+    /// match the model's declaration.
+    #[error("checkpoint {path}: {kind}", path = path.display())]
+    Checkpoint {
+        /// The checkpoint file.
+        path: PathBuf,
+        /// What is wrong.
+        kind: crate::checkpoint::CheckpointErrorKind,
+    },
+
+    /// A dataset, or a part of one, holds no rows where rows are needed.
+    #[error("{what} is empty")]
+    EmptyDataset {
+        /// Which dataset: "the training set", "the test part of the split", ...
+        what: String,
+    },
+
+    /// A train/test split that cannot be made.
+    #[error("cannot split with test fraction {test_fraction}: {reason}")]
+    InvalidSplit {
+        /// The fraction asked for.
+        test_fraction: f64,
+        /// Why it cannot be done.
+        reason: String,
+    },
 }
 
 impl Error {

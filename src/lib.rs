@@ -62,20 +62,26 @@
 #![deny(missing_docs)]
 
 mod backend;
+pub mod checkpoint;
+pub mod data;
 mod device;
 mod engine;
 mod error;
 pub mod host;
 mod kernels;
 mod model;
+pub mod npy;
 pub mod rng;
 mod tensor;
+pub mod train;
 
 pub use device::{Device, DEVICE_ENV};
 pub use engine::{Engine, DEFAULT_SEED};
 pub use error::{Error, Result};
 pub use model::{boxed_zeros, Element, HostTensor, Model, Params};
 pub use tensor::DeviceTensor;
+pub use data::{Dataset, Standardizer};
+pub use train::{EpochStats, FitOptions, History, Metrics};
 
 pub use half;
 pub use nalgebra;

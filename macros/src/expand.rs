@@ -139,6 +139,15 @@ pub fn expand(spec: &Spec) -> TokenStream {
                 ::tensorbridge::Engine::with_params(device, &params).map(|engine| Self { engine })
             }
 
+            /// Creates the model on `device` with the parameters of a checkpoint that
+            /// `save` wrote (see [`tensorbridge::Engine::load`]).
+            #vis fn load(
+                device: &::tensorbridge::Device,
+                path: impl ::std::convert::AsRef<::std::path::Path>,
+            ) -> ::tensorbridge::Result<Self> {
+                ::tensorbridge::Engine::load(device, path).map(<Self as ::tensorbridge::Model>::from_engine)
+            }
+
             /// The complete OpenCL C source specialised for this model's shapes.
             #vis fn kernel_source() -> &'static str {
                 <Self as ::tensorbridge::Model>::kernel_source()

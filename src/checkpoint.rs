@@ -1,0 +1,298 @@
+//! Checkpoints: [`Engine::save`] and [`Engine::load`] in the
+//! [safetensors](https://huggingface.co/docs/safetensors) format, readable by
+//! `safetensors.numpy.load_file` and PyTorch.
+//!
+//! One tensor per parameter, named as the fields of the model's `Params`: `w0`, `b0`, `w1`,
+//! `b1`, ...; weights have shape `[in, out]` and biases `[out]`, all `F32`, little-endian,
+//! row-major (C order) as safetensors requires — nalgebra stores `[in x out]` column-major,
+//! so saving transposes the layout (not the matrix) and loading transposes it back. The
+//! header's `__metadata__` names the model and its layer widths, for people reading the file.
+//!
+//! Saving is atomic: the bytes go to a temporary file in the same directory, which is
+//! flushed to disk and then renamed over the target, so a crash or a failure at any point
+//! leaves either the old checkpoint or the new one at the path, never a mixture.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+use crate::backend::layer_slots;
+use crate::device::Device;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::{Model, Params};
+
+/// Why a checkpoint was refused. Carried by [`Error::Checkpoint`] with the file's path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckpointErrorKind {
+    /// Not a valid safetensors file.
+    #[error("not a valid safetensors file: {reason}")]
+    Format {
+        /// What the safetensors parser reported.
+        reason: String,
+    },
+    /// A tensor the model needs is absent.
+    #[error("tensor '{name}' is missing: {model} (layers {layers}) needs {expected}")]
+    MissingTensor {
+        /// The missing tensor.
+        name: String,
+        /// The model's name.
+        model: &'static str,
+        /// The model's layer widths, e.g. `4 -> 8 -> 3`.
+        layers: String,
+        /// Every tensor the model needs.
+        expected: String,
+    },
+    /// A tensor the model does not have (e.g. a checkpoint of a deeper model).
+    #[error("unexpected tensor '{name}': {model} (layers {layers}) has only {expected}")]
+    UnexpectedTensor {
+        /// The tensor found.
+        name: String,
+        /// The model's name.
+        model: &'static str,
+        /// The model's layer widths.
+        layers: String,
+        /// Every tensor the model has.
+        expected: String,
+    },
+    /// A tensor of another element type than `F32`.
+    #[error("tensor '{name}' has dtype {found}, expected F32")]
+    WrongDtype {
+        /// The tensor.
+        name: String,
+        /// The dtype found.
+        found: String,
+    },
+    /// A tensor whose shape differs from the declaration.
+    #[error("tensor '{name}' has shape {found:?}, but {model} declares {expected:?}")]
+    WrongShape {
+        /// The tensor.
+        name: String,
+        /// The model's name.
+        model: &'static str,
+        /// The declared shape.
+        expected: Vec<usize>,
+        /// The shape in the file.
+        found: Vec<usize>,
+    },
+}
+
+impl<M: Model> Engine<M> {
+    /// Saves the parameters to `path` as a safetensors file (see the
+    /// [module docs](crate::checkpoint) for the layout), atomically replacing any file there.
+    /// Costs one device -> host copy of the parameters and one file write with `fsync`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written; the old file, if any, is then intact.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        let mut flat = vec![0.0; M::Params::LEN];
+        self.params()?.write_flat(&mut flat);
+        let bytes = to_safetensors::<M>(&flat).map_err(|reason| Error::Checkpoint {
+            path: path.to_path_buf(),
+            kind: CheckpointErrorKind::Format { reason },
+        })?;
+        write_atomically(path, |file| file.write_all(&bytes))
+    }
+
+    /// Creates the model on `device` with the parameters saved at `path` by [`Engine::save`]
+    /// (or by any program that writes the same tensor names and shapes). Generated models
+    /// offer this as `Name::load(&device, path)`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; [`Error::Checkpoint`] if it is not a
+    /// safetensors file or a tensor is missing, unexpected, not `F32`, or shaped otherwise
+    /// than the declaration; [`Error::NonFinite`] if a parameter is NaN or infinite.
+    pub fn load(device: &Device, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let flat = from_safetensors::<M>(&bytes)
+            .map_err(|kind| Error::Checkpoint { path: path.to_path_buf(), kind })?;
+        Engine::with_params(device, &M::Params::from_flat(&flat))
+    }
+}
+
+/// `(name, shape, start of the values in the flat layout)` of every tensor, in order.
+fn tensors_of<M: Model>() -> Vec<(String, Vec<usize>, usize)> {
+    layer_slots(M::LAYERS)
+        .enumerate()
+        .flat_map(|(l, s)| {
+            [(format!("w{l}"), vec![s.fan_in, s.fan_out], s.w), (format!("b{l}"), vec![s.fan_out], s.b)]
+        })
+        .collect()
+}
+
+fn layers_text<M: Model>() -> String {
+    M::LAYERS.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" -> ")
+}
+
+/// The safetensors bytes of the flat parameters.
+fn to_safetensors<M: Model>(flat: &[f32]) -> std::result::Result<Vec<u8>, String> {
+    let mut buffers = Vec::new();
+    for (name, shape, start) in tensors_of::<M>() {
+        let mut bytes = Vec::with_capacity(shape.iter().product::<usize>() * 4);
+        if let [fan_in, fan_out] = shape[..] {
+            // Column-major `w[o * in + i]` -> row-major `[i][o]`.
+            for i in 0..fan_in {
+                for o in 0..fan_out {
+                    bytes.extend_from_slice(&flat[start + o * fan_in + i].to_le_bytes());
+                }
+            }
+        } else {
+            for v in &flat[start..start + shape[0]] {
+                bytes.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        buffers.push((name, shape, bytes));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, bytes)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
+        .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
+        .map_err(|e| e.to_string())?;
+    let metadata = HashMap::from([
+        ("format".to_string(), "tensorbridge".to_string()),
+        ("model".to_string(), M::NAME.to_string()),
+        ("layers".to_string(), layers_text::<M>()),
+    ]);
+    safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
+}
+
+/// The flat parameters from safetensors bytes, every name, dtype and shape checked.
+fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<f32>, CheckpointErrorKind> {
+    let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointErrorKind::Format { reason: e.to_string() })?;
+    let expected = tensors_of::<M>();
+    let expected_names = expected.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    let mut names = file.names();
+    names.sort_unstable();
+    for name in names {
+        if !expected.iter().any(|(n, _, _)| n == name) {
+            return Err(CheckpointErrorKind::UnexpectedTensor {
+                name: name.to_string(),
+                model: M::NAME,
+                layers: layers_text::<M>(),
+                expected: expected_names,
+            });
+        }
+    }
+    let mut flat = vec![0.0f32; M::Params::LEN];
+    for (name, shape, start) in &expected {
+        let view = file.tensor(name).map_err(|_| CheckpointErrorKind::MissingTensor {
+            name: name.clone(),
+            model: M::NAME,
+            layers: layers_text::<M>(),
+            expected: expected_names.clone(),
+        })?;
+        if view.dtype() != Dtype::F32 {
+            return Err(CheckpointErrorKind::WrongDtype { name: name.clone(), found: format!("{:?}", view.dtype()) });
+        }
+        if view.shape() != shape.as_slice() {
+            return Err(CheckpointErrorKind::WrongShape {
+                name: name.clone(),
+                model: M::NAME,
+                expected: shape.clone(),
+                found: view.shape().to_vec(),
+            });
+        }
+        // The parser checked that the data holds exactly product(shape) F32 values.
+        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        if let [fan_in, _] = shape[..] {
+            // Row-major `[i][o]` (index k = i * out + o) -> column-major `w[o * in + i]`.
+            let fan_out = shape[1];
+            for (k, v) in values.enumerate() {
+                let (i, o) = (k / fan_out, k % fan_out);
+                flat[start + o * fan_in + i] = v;
+            }
+        } else {
+            for (k, v) in values.enumerate() {
+                flat[start + k] = v;
+            }
+        }
+    }
+    Ok(flat)
+}
+
+/// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which is
+/// flushed to disk and renamed over `path`. On any error the temporary file is removed and
+/// `path` is untouched.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut File) -> std::io::Result<()>,
+) -> Result<()> {
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let io = |e| Error::io(path, e);
+    let mut tmp = tempfile::Builder::new().prefix(".tensorbridge-").suffix(".tmp").tempfile_in(&dir).map_err(io)?;
+    write(tmp.as_file_mut()).map_err(io)?;
+    tmp.as_file().sync_all().map_err(io)?;
+    // On failure the `PersistError` drops the temporary file, which deletes it.
+    tmp.persist(path).map_err(|e| io(e.error))?;
+    // Make the rename itself durable (best effort: not every platform can sync a directory).
+    if let Ok(d) = File::open(&dir) {
+        let _ = d.sync_all();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("tensorbridge-ckpt-unit-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn entries(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn failure_mid_write_leaves_the_old_file_and_no_temporary() {
+        let dir = scratch("midwrite");
+        let path = dir.join("model.safetensors");
+        std::fs::write(&path, b"old contents").unwrap();
+        let result = write_atomically(&path, |f| {
+            f.write_all(b"half of the new")?;
+            Err(std::io::Error::other("injected failure"))
+        });
+        assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"old contents");
+        assert_eq!(entries(&dir), vec!["model.safetensors".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn failed_rename_leaves_no_temporary() {
+        let dir = scratch("rename");
+        // The target is a non-empty directory: the rename fails after the write succeeded.
+        let path = dir.join("occupied");
+        std::fs::create_dir_all(path.join("inside")).unwrap();
+        let result = write_atomically(&path, |f| f.write_all(b"new"));
+        assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+        assert_eq!(entries(&dir), vec!["occupied".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn success_replaces_the_file() {
+        let dir = scratch("ok");
+        let path = dir.join("f.bin");
+        std::fs::write(&path, b"old").unwrap();
+        write_atomically(&path, |f| f.write_all(b"new")).unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new");
+        assert_eq!(entries(&dir), vec!["f.bin".to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

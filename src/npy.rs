@@ -1,0 +1,498 @@
+//! `.npy` files: the bridge to NumPy itself. [`read_matrix`] and [`read_labels`] load files
+//! that `numpy.save` wrote; [`write_matrix`] writes files that `numpy.load` reads.
+//!
+//! ```
+//! use tensorbridge::nalgebra::matrix;
+//! use tensorbridge::npy;
+//!
+//! let m = matrix![1.0f32, 2.0, 3.0; 4.0, 5.0, 6.0];
+//! let bytes = npy::matrix_to_bytes(&m);
+//! assert_eq!(npy::matrix_from_bytes(&bytes)?, m);
+//! # Ok::<(), tensorbridge::Error>(())
+//! ```
+//!
+//! # What is read
+//! Format versions 1.0, 2.0 and 3.0; little- and big-endian; C and Fortran order; dtypes
+//! `f2`, `f4`, `f8` and the signed and unsigned integers of 1, 2, 4 and 8 bytes (labels:
+//! integers only, never negative). Everything else is an [`Error::Npy`] naming the file, the
+//! byte offset and an [`NpyErrorKind`] — never a panic: bad magic, unknown versions,
+//! truncated files, data that disagrees with the header's shape (too short or too long),
+//! shapes whose size overflows, object (pickled) and structured dtypes, and headers that are
+//! not the dictionary literal NumPy writes.
+//!
+//! # Cost and memory
+//! The header's shape is checked against the file's length *before* anything is allocated
+//! for the data, so a forged header asking for 2^60 elements is an error, not an
+//! out-of-memory abort; headers themselves are limited to [`MAX_HEADER_LEN`] bytes. Reading
+//! costs one pass over the file plus one copy into the matrix.
+//!
+//! # Why hand-written
+//! The format is small (a magic string, a version, a length and a Python dict literal;
+//! NumPy's own spec is a page), and the crates that read it did not fit the requirements:
+//! `npyz` (the maintained one) reports errors as `std::io::Error` without a byte offset,
+//! sizes its output from the header's shape (so a forged shape means a huge allocation
+//! attempt before the data runs out), and leaves C/Fortran order and f16 to the caller;
+//! `ndarray-npy` brings `ndarray` into a crate built on `nalgebra`. Writing the reader
+//! here takes about 500 lines, including a depth-limited literal parser, and is fuzzed
+//! (`fuzz/fuzz_targets/npy_read.rs`).
+
+mod header;
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::{Path, PathBuf};
+
+use nalgebra::{DMatrix, Dim, Matrix, RawStorage};
+
+use crate::error::{Error, Result};
+use header::{Dtype, Header, Scalar};
+
+/// The six bytes every `.npy` file starts with.
+pub const MAGIC: &[u8; 6] = b"\x93NUMPY";
+
+/// The longest header accepted, in bytes (NumPy's writer never exceeds a few hundred for the
+/// arrays read here; its reader refuses more than 10000 by default).
+pub const MAX_HEADER_LEN: usize = 1 << 20;
+
+/// Why a `.npy` file was refused. Carried by [`Error::Npy`] with the file and byte offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum NpyErrorKind {
+    /// The file does not start with `\x93NUMPY`.
+    #[error("not an .npy file: it does not start with the magic string \\x93NUMPY")]
+    BadMagic,
+    /// A format version other than 1.0, 2.0 or 3.0.
+    #[error("format version {major}.{minor} is not supported (1.0, 2.0 and 3.0 are)")]
+    UnsupportedVersion {
+        /// Major version byte.
+        major: u8,
+        /// Minor version byte.
+        minor: u8,
+    },
+    /// The header claims more than [`MAX_HEADER_LEN`] bytes.
+    #[error("the header claims {len} bytes, more than the {MAX_HEADER_LEN} allowed")]
+    HeaderTooLong {
+        /// The claimed length.
+        len: u64,
+    },
+    /// The header is not the Python dictionary literal NumPy writes.
+    #[error("the header is not a valid dictionary literal: {reason}")]
+    HeaderSyntax {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A required key (`descr`, `fortran_order`, `shape`) is missing.
+    #[error("the header lacks the key '{key}'")]
+    MissingKey {
+        /// The missing key.
+        key: &'static str,
+    },
+    /// The header has a key other than `descr`, `fortran_order` and `shape`.
+    #[error("the header has an unexpected key {key}")]
+    UnexpectedKey {
+        /// The key found.
+        key: String,
+    },
+    /// A key's value has the wrong type or range.
+    #[error("invalid value for '{key}': {reason}")]
+    InvalidValue {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A dtype other than the floats and integers this reader decodes.
+    #[error("dtype '{descr}' is not supported: {reason}")]
+    UnsupportedDtype {
+        /// The `descr` string.
+        descr: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A structured (record) dtype.
+    #[error("structured dtypes are not supported: save a plain numeric array")]
+    StructuredDtype,
+    /// An object array: pickled Python objects, never read.
+    #[error("object arrays (dtype 'O') hold pickled Python objects and are never read")]
+    ObjectDtype,
+    /// The array has a number of dimensions the caller cannot use.
+    #[error("a {ndim}-dimensional array of shape {shape:?} cannot be read as {expected}")]
+    WrongDimensions {
+        /// Number of dimensions in the file.
+        ndim: usize,
+        /// The shape in the file.
+        shape: Vec<u64>,
+        /// What was asked for.
+        expected: &'static str,
+    },
+    /// The shape's element or byte count does not fit in 64 bits.
+    #[error("the shape is too large: its size overflows")]
+    ShapeTooLarge,
+    /// Fewer bytes follow the header than its shape and dtype require (or the prelude
+    /// itself is cut short).
+    #[error("the file is truncated: {expected} bytes are needed here, only {found} are present")]
+    Truncated {
+        /// Bytes needed.
+        expected: u64,
+        /// Bytes present.
+        found: u64,
+    },
+    /// More bytes follow the data than the header's shape describes.
+    #[error("the shape describes {expected} data bytes, but {found} follow the header")]
+    TrailingData {
+        /// Bytes the shape describes.
+        expected: u64,
+        /// Bytes present.
+        found: u64,
+    },
+    /// A label file holds floating-point values.
+    #[error("labels must be integers, but the dtype is '{descr}'")]
+    NotIntegers {
+        /// The `descr` string.
+        descr: String,
+    },
+    /// A negative label.
+    #[error("label {value} at index {index} is negative")]
+    NegativeLabel {
+        /// Index of the label.
+        index: usize,
+        /// The value found.
+        value: i64,
+    },
+    /// A label too large for `u32`.
+    #[error("label {value} at index {index} does not fit in u32")]
+    LabelTooLarge {
+        /// Index of the label.
+        index: usize,
+        /// The value found.
+        value: u64,
+    },
+}
+
+/// Reads a 2-D array as a matrix of `f32` (a 1-D array of n values is an n x 1 matrix, a
+/// 0-D array a 1 x 1 matrix). `f8` values are rounded to the nearest `f32` (beyond the
+/// `f32` range they become infinite); integers are converted exactly up to 2^24.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be opened or read; [`Error::Npy`] for everything in
+/// the module docs, and for arrays of more than two dimensions.
+pub fn read_matrix(path: impl AsRef<Path>) -> Result<DMatrix<f32>> {
+    let path = path.as_ref();
+    let (header, data, data_offset) = read_file(path)?;
+    to_matrix(&header, &data).map_err(|(offset, kind)| npy_error(path, data_offset + offset, kind))
+}
+
+/// Reads an integer array of class labels: 1-D, or 2-D with one row or one column.
+///
+/// # Errors
+/// As [`read_matrix`]; also [`NpyErrorKind::NotIntegers`] for a float dtype, and
+/// [`NpyErrorKind::NegativeLabel`] / [`NpyErrorKind::LabelTooLarge`] at the offending
+/// element's byte offset.
+pub fn read_labels(path: impl AsRef<Path>) -> Result<Vec<u32>> {
+    let path = path.as_ref();
+    let (header, data, data_offset) = read_file(path)?;
+    to_labels(&header, &data).map_err(|(offset, kind)| npy_error(path, data_offset + offset, kind))
+}
+
+/// Like [`read_matrix`], from the bytes of a whole `.npy` file (errors name the path
+/// `<memory>`).
+pub fn matrix_from_bytes(bytes: &[u8]) -> Result<DMatrix<f32>> {
+    let path = Path::new(MEMORY);
+    let (header, data_offset) = parse_prelude(&mut &bytes[..], bytes.len() as u64, path)?;
+    let data = &bytes[data_offset as usize..];
+    to_matrix(&header, data).map_err(|(offset, kind)| npy_error(path, data_offset + offset, kind))
+}
+
+/// Like [`read_labels`], from the bytes of a whole `.npy` file.
+pub fn labels_from_bytes(bytes: &[u8]) -> Result<Vec<u32>> {
+    let path = Path::new(MEMORY);
+    let (header, data_offset) = parse_prelude(&mut &bytes[..], bytes.len() as u64, path)?;
+    let data = &bytes[data_offset as usize..];
+    to_labels(&header, data).map_err(|(offset, kind)| npy_error(path, data_offset + offset, kind))
+}
+
+/// Writes any `f32` matrix (static or dynamic) as a `.npy` file: format 1.0, dtype `<f4`,
+/// C order, shape `(rows, cols)`, header padded to 64 bytes as NumPy does. The file is
+/// replaced atomically (written to a temporary file in the same directory, then renamed),
+/// so a failure never leaves a half-written file at `path`.
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be written.
+pub fn write_matrix<R: Dim, C: Dim, S: RawStorage<f32, R, C>>(
+    path: impl AsRef<Path>,
+    matrix: &Matrix<f32, R, C, S>,
+) -> Result<()> {
+    let bytes = matrix_to_bytes(matrix);
+    crate::checkpoint::write_atomically(path.as_ref(), |file| std::io::Write::write_all(file, &bytes))
+}
+
+/// The bytes [`write_matrix`] writes.
+pub fn matrix_to_bytes<R: Dim, C: Dim, S: RawStorage<f32, R, C>>(matrix: &Matrix<f32, R, C, S>) -> Vec<u8> {
+    let (rows, cols) = matrix.shape();
+    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // Prelude (10 bytes) + dict + padding + '\n' is a multiple of 64.
+    let unpadded = MAGIC.len() + 4 + dict.len() + 1;
+    let padding = (64 - unpadded % 64) % 64;
+    let header_len = dict.len() + padding + 1;
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header_len + rows * cols * 4);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    // A two-dimensional dict is below 100 bytes, far below the u16 limit of version 1.0.
+    out.extend_from_slice(&(header_len as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.extend(std::iter::repeat(b' ').take(padding));
+    out.push(b'\n');
+    for r in 0..rows {
+        for c in 0..cols {
+            out.extend_from_slice(&matrix[(r, c)].to_le_bytes());
+        }
+    }
+    out
+}
+
+const MEMORY: &str = "<memory>";
+
+fn npy_error(path: &Path, offset: u64, kind: NpyErrorKind) -> Error {
+    Error::Npy { path: PathBuf::from(path), offset, kind }
+}
+
+/// Opens `path`, parses the header, checks the data size against the file's length, and
+/// only then reads the data. Returns the header, the data bytes and their offset.
+fn read_file(path: &Path) -> Result<(Header, Vec<u8>, u64)> {
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let total = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut reader = BufReader::new(file);
+    let (header, data_offset) = parse_prelude(&mut reader, total, path)?;
+    // `parse_prelude` checked that exactly this many bytes remain, and they fit in memory
+    // as a file of that size does.
+    let len = usize::try_from(total - data_offset).map_err(|_| npy_error(path, data_offset, NpyErrorKind::ShapeTooLarge))?;
+    let mut data = vec![0u8; len];
+    reader.read_exact(&mut data).map_err(|e| Error::io(path, e))?;
+    Ok((header, data, data_offset))
+}
+
+/// Reads and validates everything before the data from `reader`, whose whole length is
+/// `total` bytes; checks that exactly the bytes the shape needs follow. Returns the header
+/// and the offset of the data.
+fn parse_prelude(reader: &mut impl Read, total: u64, path: &Path) -> Result<(Header, u64)> {
+    let err = |offset: u64, kind| npy_error(path, offset, kind);
+    let io = |e| Error::io(path, e);
+
+    // Magic and version: 8 bytes.
+    let mut prelude = [0u8; 8];
+    let have = total.min(8) as usize;
+    reader.read_exact(&mut prelude[..have]).map_err(io)?;
+    let magic_len = have.min(MAGIC.len());
+    if prelude[..magic_len] != MAGIC[..magic_len] {
+        return Err(err(0, NpyErrorKind::BadMagic));
+    }
+    if have < 8 {
+        return Err(err(total, NpyErrorKind::Truncated { expected: 10, found: total }));
+    }
+    let (major, minor) = (prelude[6], prelude[7]);
+    let len_bytes = match (major, minor) {
+        (1, 0) => 2,
+        (2, 0) | (3, 0) => 4,
+        _ => return Err(err(6, NpyErrorKind::UnsupportedVersion { major, minor })),
+    };
+    let header_start = 8 + len_bytes;
+    if total < header_start {
+        return Err(err(total, NpyErrorKind::Truncated { expected: header_start, found: total }));
+    }
+    let mut len_buf = [0u8; 4];
+    reader.read_exact(&mut len_buf[..len_bytes as usize]).map_err(io)?;
+    let header_len = u64::from(u32::from_le_bytes(len_buf));
+    if header_len > MAX_HEADER_LEN as u64 {
+        return Err(err(8, NpyErrorKind::HeaderTooLong { len: header_len }));
+    }
+    let data_offset = header_start + header_len;
+    if total < data_offset {
+        return Err(err(total, NpyErrorKind::Truncated { expected: header_len, found: total - header_start }));
+    }
+    let mut text = vec![0u8; header_len as usize];
+    reader.read_exact(&mut text).map_err(io)?;
+    if major == 3 && std::str::from_utf8(&text).is_err() {
+        let reason = "a version 3.0 header must be UTF-8".to_string();
+        return Err(err(header_start, NpyErrorKind::HeaderSyntax { reason }));
+    }
+    let header = header::parse_header(&text).map_err(|(at, kind)| err(header_start + at as u64, kind))?;
+
+    let shape_err = || err(header_start + header.shape_at as u64, NpyErrorKind::ShapeTooLarge);
+    let count = header.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(shape_err)?;
+    let expected = count.checked_mul(header.dtype.scalar.size() as u64).ok_or_else(shape_err)?;
+    let found = total - data_offset;
+    if found < expected {
+        return Err(err(total, NpyErrorKind::Truncated { expected, found }));
+    }
+    if found > expected {
+        return Err(err(data_offset + expected, NpyErrorKind::TrailingData { expected, found }));
+    }
+    Ok((header, data_offset))
+}
+
+/// An error and its byte offset within the data.
+type DataError = (u64, NpyErrorKind);
+
+/// `(rows, cols)` of a 0-, 1- or 2-D array. The counts fit in `usize` because the data
+/// (already checked to be present) holds that many elements.
+fn matrix_shape(header: &Header) -> Result<(usize, usize), DataError> {
+    let dims: Vec<usize> = header.shape.iter().map(|&d| d as usize).collect();
+    match dims.as_slice() {
+        [] => Ok((1, 1)),
+        [n] => Ok((*n, 1)),
+        [r, c] => Ok((*r, *c)),
+        _ => Err((0, wrong_dims(header, "a matrix (at most 2 dimensions)"))),
+    }
+}
+
+fn wrong_dims(header: &Header, expected: &'static str) -> NpyErrorKind {
+    NpyErrorKind::WrongDimensions { ndim: header.shape.len(), shape: header.shape.clone(), expected }
+}
+
+fn to_matrix(header: &Header, data: &[u8]) -> Result<DMatrix<f32>, DataError> {
+    let (rows, cols) = matrix_shape(header)?;
+    let values = decode_f32(header.dtype, data);
+    Ok(if header.fortran_order {
+        DMatrix::from_vec(rows, cols, values)
+    } else {
+        DMatrix::from_row_slice(rows, cols, &values)
+    })
+}
+
+fn to_labels(header: &Header, data: &[u8]) -> Result<Vec<u32>, DataError> {
+    match header.shape.as_slice() {
+        [] | [_] => {}
+        [r, c] if *r == 1 || *c == 1 => {}
+        _ => return Err((0, wrong_dims(header, "labels (1-D, or 2-D with one row or column)"))),
+    }
+    let Dtype { scalar, big_endian } = header.dtype;
+    if !scalar.is_integer() {
+        return Err((0, NpyErrorKind::NotIntegers { descr: header.descr.clone() }));
+    }
+    let size = scalar.size();
+    let mut out = Vec::with_capacity(data.len() / size);
+    for (index, chunk) in data.chunks_exact(size).enumerate() {
+        let at = (index * size) as u64;
+        let value = read_int(scalar, big_endian, chunk);
+        if value < 0 {
+            return Err((at, NpyErrorKind::NegativeLabel { index, value: value as i64 }));
+        }
+        let label = u32::try_from(value).map_err(|_| (at, NpyErrorKind::LabelTooLarge { index, value: value as u64 }))?;
+        out.push(label);
+    }
+    Ok(out)
+}
+
+/// One integer element as `i128` (wide enough for every `i8..u64`).
+fn read_int(scalar: Scalar, big_endian: bool, b: &[u8]) -> i128 {
+    macro_rules! int {
+        ($t:ty, $n:literal) => {{
+            let mut a = [0u8; $n];
+            a.copy_from_slice(&b[..$n]);
+            i128::from(if big_endian { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) })
+        }};
+    }
+    match scalar {
+        Scalar::I8 => int!(i8, 1),
+        Scalar::I16 => int!(i16, 2),
+        Scalar::I32 => int!(i32, 4),
+        Scalar::I64 => int!(i64, 8),
+        Scalar::U8 => int!(u8, 1),
+        Scalar::U16 => int!(u16, 2),
+        Scalar::U32 => int!(u32, 4),
+        Scalar::U64 => int!(u64, 8),
+        // Callers pass integer types only; floats never reach here.
+        Scalar::F16 | Scalar::F32 | Scalar::F64 => 0,
+    }
+}
+
+/// Every element converted to `f32`, in file order.
+fn decode_f32(dtype: Dtype, data: &[u8]) -> Vec<f32> {
+    let Dtype { scalar, big_endian } = dtype;
+    macro_rules! decode {
+        ($t:ty, $n:literal, $conv:expr) => {
+            data.chunks_exact($n)
+                .map(|c| {
+                    let mut a = [0u8; $n];
+                    a.copy_from_slice(c);
+                    let v = if big_endian { <$t>::from_be_bytes(a) } else { <$t>::from_le_bytes(a) };
+                    $conv(v)
+                })
+                .collect()
+        };
+    }
+    match scalar {
+        Scalar::F16 => decode!(u16, 2, |v| half::f16::from_bits(v).to_f32()),
+        Scalar::F32 => decode!(f32, 4, |v| v),
+        Scalar::F64 => decode!(f64, 8, |v| v as f32),
+        Scalar::I8 => decode!(i8, 1, |v| v as f32),
+        Scalar::I16 => decode!(i16, 2, |v| v as f32),
+        Scalar::I32 => decode!(i32, 4, |v| v as f32),
+        Scalar::I64 => decode!(i64, 8, |v| v as f32),
+        Scalar::U8 => decode!(u8, 1, |v| v as f32),
+        Scalar::U16 => decode!(u16, 2, |v| v as f32),
+        Scalar::U32 => decode!(u32, 4, |v| v as f32),
+        Scalar::U64 => decode!(u64, 8, |v| v as f32),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A file with the given version, header text and data, built by hand.
+    fn file(major: u8, header: &str, data: &[u8]) -> Vec<u8> {
+        let mut out = MAGIC.to_vec();
+        out.extend_from_slice(&[major, 0]);
+        if major == 1 {
+            out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        } else {
+            out.extend_from_slice(&(header.len() as u32).to_le_bytes());
+        }
+        out.extend_from_slice(header.as_bytes());
+        out.extend_from_slice(data);
+        out
+    }
+
+    fn kind(result: Result<impl std::fmt::Debug>) -> (u64, NpyErrorKind) {
+        match result {
+            Err(Error::Npy { offset, kind, .. }) => (offset, kind),
+            other => panic!("expected an npy error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn big_endian_fortran_f8_reads() {
+        // [[1, 2, 3], [4, 5, 6]] stored column by column: 1 4 2 5 3 6.
+        let data: Vec<u8> = [1.0f64, 4.0, 2.0, 5.0, 3.0, 6.0].iter().flat_map(|v| v.to_be_bytes()).collect();
+        let bytes = file(2, "{'descr': '>f8', 'fortran_order': True, 'shape': (2, 3), }\n", &data);
+        let m = matrix_from_bytes(&bytes).unwrap();
+        assert_eq!(m, DMatrix::from_row_slice(2, 3, &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]));
+    }
+
+    #[test]
+    fn absurd_shape_is_refused_before_allocating() {
+        let bytes = file(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (65536, 65536), }\n", &[]);
+        assert!(matches!(kind(matrix_from_bytes(&bytes)), (_, NpyErrorKind::Truncated { .. })));
+        let bytes = file(1, "{'descr': '<f8', 'fortran_order': False, 'shape': (4294967296, 4294967296, 16), }\n", &[]);
+        assert!(matches!(kind(matrix_from_bytes(&bytes)), (60, NpyErrorKind::ShapeTooLarge)));
+    }
+
+    #[test]
+    fn negative_label_reports_its_offset() {
+        let data: Vec<u8> = [0i16, 2, -1].iter().flat_map(|v| v.to_le_bytes()).collect();
+        let header = "{'descr': '<i2', 'fortran_order': False, 'shape': (3,), }\n";
+        let bytes = file(1, header, &data);
+        let offset = 10 + header.len() as u64 + 4;
+        assert_eq!(kind(labels_from_bytes(&bytes)), (offset, NpyErrorKind::NegativeLabel { index: 2, value: -1 }));
+    }
+
+    #[test]
+    fn written_header_is_aligned_to_64_bytes() {
+        let bytes = matrix_to_bytes(&DMatrix::<f32>::zeros(150, 4));
+        let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert_eq!((10 + header_len) % 64, 0);
+        assert_eq!(bytes[10 + header_len - 1], b'\n');
+        assert_eq!(bytes.len(), 10 + header_len + 150 * 4 * 4);
+    }
+}

@@ -1,0 +1,340 @@
+//! The training loop on the host: [`Engine::fit`] runs one epoch per entry of a
+//! learning-rate list (the seed's "learning-rate list", a plain host slice), shuffling the
+//! rows every epoch; [`Engine::evaluate`] measures accuracy, loss and the confusion matrix.
+//! Every row of a dataset counts exactly once in each epoch's steps and in every metric: a
+//! short last batch is padded and masked (see [`crate::data::Batches`]), never dropped.
+
+mod plot;
+
+use std::fmt;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use nalgebra::DMatrix;
+
+use crate::data::{Dataset, MiniBatch};
+use crate::engine::{check_finite, Engine};
+use crate::error::{Error, Result};
+use crate::model::{HostTensor, Model, Params};
+use crate::rng::Rng;
+
+/// What happened in one epoch of [`Engine::fit`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct EpochStats {
+    /// 1-based epoch number.
+    pub epoch: usize,
+    /// The learning rate of this epoch.
+    pub learning_rate: f32,
+    /// Mean over the epoch's rows of the loss each batch had just before its step.
+    pub step_loss: f32,
+    /// Mean loss on the whole training set after the epoch.
+    pub loss: f32,
+    /// Accuracy on the whole training set after the epoch.
+    pub accuracy: f64,
+    /// Metrics on the validation set after the epoch, if [`FitOptions::validation`] gave one.
+    pub validation: Option<Metrics>,
+}
+
+/// The per-epoch record [`Engine::fit`] returns.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct History {
+    /// One entry per epoch, in order.
+    pub epochs: Vec<EpochStats>,
+}
+
+impl History {
+    /// The training loss after each epoch.
+    pub fn losses(&self) -> Vec<f32> {
+        self.epochs.iter().map(|e| e.loss).collect()
+    }
+
+    /// The training accuracy after each epoch.
+    pub fn accuracies(&self) -> Vec<f64> {
+        self.epochs.iter().map(|e| e.accuracy).collect()
+    }
+
+    /// The last epoch, if any ran.
+    pub fn last(&self) -> Option<&EpochStats> {
+        self.epochs.last()
+    }
+
+    /// Writes the loss and accuracy curves (and the validation accuracy, if recorded) as a
+    /// self-contained SVG image, replacing any file at `path` atomically.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written.
+    pub fn write_svg(&self, path: impl AsRef<Path>) -> Result<()> {
+        let svg = plot::render(self);
+        crate::checkpoint::write_atomically(path.as_ref(), |f| std::io::Write::write_all(f, svg.as_bytes()))
+    }
+}
+
+/// Accuracy, loss and confusion matrix of a model on a dataset.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Metrics {
+    /// Fraction of rows whose predicted class (argmax of the logits) is the label.
+    pub accuracy: f64,
+    /// Mean softmax cross-entropy over the rows.
+    pub loss: f32,
+    /// `[classes x classes]`: entry `(t, p)` counts rows of true class `t` predicted as `p`.
+    pub confusion: DMatrix<usize>,
+    /// Number of rows measured.
+    pub rows: usize,
+}
+
+impl fmt::Display for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "accuracy {:.4}, loss {:.4} over {} rows", self.accuracy, self.loss, self.rows)?;
+        writeln!(f, "confusion matrix (rows: true class, columns: predicted class):")?;
+        let width = self.confusion.iter().max().map_or(1, |m| m.to_string().len()).max(2);
+        write!(f, "{:>5}", "")?;
+        for p in 0..self.confusion.ncols() {
+            write!(f, " {p:>width$}")?;
+        }
+        for t in 0..self.confusion.nrows() {
+            write!(f, "\n{t:>5}")?;
+            for p in 0..self.confusion.ncols() {
+                write!(f, " {:>width$}", self.confusion[(t, p)])?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Options of [`Engine::fit_with`]. [`FitOptions::new`] (also the `Default`): a progress bar
+/// on a terminal, shuffling on, no validation set, no plot, no callback.
+pub struct FitOptions<'a> {
+    progress: bool,
+    shuffle: bool,
+    plot: Option<PathBuf>,
+    validation: Option<&'a Dataset>,
+    on_epoch: Option<Box<dyn FnMut(&EpochStats) + 'a>>,
+}
+
+impl Default for FitOptions<'_> {
+    fn default() -> Self {
+        FitOptions { progress: true, shuffle: true, plot: None, validation: None, on_epoch: None }
+    }
+}
+
+impl<'a> FitOptions<'a> {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether to draw a progress bar on standard error. Even when on, the bar is drawn
+    /// only if standard error is a terminal (never in CI logs or pipes).
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
+    }
+
+    /// Whether to shuffle the rows each epoch (on by default). Off, every epoch visits the
+    /// rows in dataset order, which makes a run reproducible by hand.
+    pub fn shuffle(mut self, on: bool) -> Self {
+        self.shuffle = on;
+        self
+    }
+
+    /// Writes the loss/accuracy curves as an SVG image to `path` when training ends.
+    pub fn plot_svg(mut self, path: impl Into<PathBuf>) -> Self {
+        self.plot = Some(path.into());
+        self
+    }
+
+    /// Evaluates on `data` after every epoch (recorded in [`EpochStats::validation`]).
+    pub fn validation(mut self, data: &'a Dataset) -> Self {
+        self.validation = Some(data);
+        self
+    }
+
+    /// Calls `f` after every epoch, e.g. to print a line of progress (the progress bar, if
+    /// drawn, is cleared while `f` runs, so its output is not garbled).
+    pub fn on_epoch(mut self, f: impl FnMut(&EpochStats) + 'a) -> Self {
+        self.on_epoch = Some(Box::new(f));
+        self
+    }
+}
+
+impl<M: Model> Engine<M> {
+    /// Trains on `train` for `learning_rates.len()` epochs, epoch `e` with SGD at
+    /// `learning_rates[e]`, the rows shuffled every epoch from `seed` (the same seed gives
+    /// the same run); with the defaults of [`FitOptions`].
+    ///
+    /// Cost per epoch: one `train_step_rows` per batch (`ceil(n / BATCH)` of them), then one
+    /// forward pass over the training set to record its loss and accuracy.
+    ///
+    /// # Errors
+    /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`]; those of
+    /// [`Engine::train_step`] (a negative or NaN rate, a diverging loss). On an error the
+    /// parameters are those after the last successful step.
+    pub fn fit(&mut self, train: &Dataset, learning_rates: &[f32], seed: u64) -> Result<History> {
+        self.fit_with(train, learning_rates, seed, FitOptions::new())
+    }
+
+    /// [`Engine::fit`] with options: progress bar, shuffling, a validation set, a per-epoch
+    /// callback, an SVG plot of the curves.
+    ///
+    /// # Errors
+    /// Those of [`Engine::fit`]; [`Error::Io`] if the plot cannot be written.
+    pub fn fit_with(
+        &mut self,
+        train: &Dataset,
+        learning_rates: &[f32],
+        seed: u64,
+        mut options: FitOptions<'_>,
+    ) -> Result<History> {
+        if train.is_empty() {
+            return Err(Error::EmptyDataset { what: "the training set".to_string() });
+        }
+        train.check_fits::<M>("the training set")?;
+        if let Some(v) = options.validation {
+            v.check_fits::<M>("the validation set")?;
+        }
+        if let Some(&lr) = learning_rates.iter().find(|lr| !lr.is_finite() || **lr < 0.0) {
+            return Err(Error::InvalidLearningRate { lr });
+        }
+        let steps = train.len().div_ceil(M::BATCH) * learning_rates.len();
+        let bar = progress_bar(steps as u64, options.progress);
+        let mut rng = Rng::new(seed);
+        let mut order: Vec<usize> = (0..train.len()).collect();
+        let mut history = History::default();
+        for (e, &lr) in learning_rates.iter().enumerate() {
+            if options.shuffle {
+                rng.shuffle(&mut order);
+            }
+            let mut loss_sum = 0.0f64;
+            for batch in train.batches_in_order::<M>(order.clone())? {
+                let loss = self.train_step_rows(&batch.x, &batch.y, batch.rows, lr)?;
+                loss_sum += f64::from(loss) * batch.rows as f64;
+                bar.inc(1);
+            }
+            let after = self.evaluate(train)?;
+            let validation = options.validation.map(|v| self.evaluate(v)).transpose()?;
+            let stats = EpochStats {
+                epoch: e + 1,
+                learning_rate: lr,
+                step_loss: (loss_sum / train.len() as f64) as f32,
+                loss: after.loss,
+                accuracy: after.accuracy,
+                validation,
+            };
+            bar.set_message(format!("epoch {} loss {:.4} accuracy {:.4}", e + 1, stats.loss, stats.accuracy));
+            if let Some(f) = options.on_epoch.as_mut() {
+                bar.suspend(|| f(&stats));
+            }
+            history.epochs.push(stats);
+        }
+        bar.finish_and_clear();
+        if let Some(path) = &options.plot {
+            history.write_svg(path)?;
+        }
+        Ok(history)
+    }
+
+    /// Accuracy, mean loss and confusion matrix over every row of `data` (the last batch
+    /// padded and masked). Cost: two forward passes per batch (one for the logits, one in
+    /// `loss_rows`); the parameters are not changed.
+    ///
+    /// # Errors
+    /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`]; [`Error::NonFinite`] if
+    /// the logits overflow.
+    pub fn evaluate(&mut self, data: &Dataset) -> Result<Metrics> {
+        if data.is_empty() {
+            return Err(Error::EmptyDataset { what: "the dataset to evaluate".to_string() });
+        }
+        let classes = M::CLASSES;
+        let mut confusion = DMatrix::<usize>::zeros(classes, classes);
+        let (mut loss_sum, mut correct) = (0.0f64, 0usize);
+        for batch in data.batches::<M>()? {
+            let predicted = self.batch_predictions(&batch)?;
+            let labels = batch.y.as_flat();
+            for (r, &p) in predicted.iter().enumerate() {
+                let t = labels[r] as usize;
+                confusion[(t, p as usize)] += 1;
+                correct += usize::from(t == p as usize);
+            }
+            loss_sum += f64::from(self.loss_rows(&batch.x, &batch.y, batch.rows)?) * batch.rows as f64;
+        }
+        let n = data.len();
+        Ok(Metrics { accuracy: correct as f64 / n as f64, loss: (loss_sum / n as f64) as f32, confusion, rows: n })
+    }
+
+    /// The logits of every row of `data`, `[len x CLASSES]` (for example to save with
+    /// [`crate::npy::write_matrix`]).
+    ///
+    /// # Errors
+    /// Those of [`Dataset::check_fits`] and of the forward pass.
+    pub fn logits_of(&mut self, data: &Dataset) -> Result<DMatrix<f32>> {
+        let mut out = DMatrix::zeros(data.len(), M::CLASSES);
+        let mut start = 0;
+        for batch in data.batches::<M>()? {
+            let logits = self.logits(&batch.x)?;
+            let flat = logits.as_flat();
+            for r in 0..batch.rows {
+                for c in 0..M::CLASSES {
+                    out[(start + r, c)] = flat[c * M::BATCH + r];
+                }
+            }
+            start += batch.rows;
+        }
+        Ok(out)
+    }
+
+    /// The mean loss over every row of `data` and its gradient with respect to every
+    /// parameter: each batch's `gradients_rows` weighted by its share of the rows, so the
+    /// result is exactly that of one batch holding all rows. Changes nothing.
+    ///
+    /// # Errors
+    /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`] and [`Engine::gradients`].
+    pub fn dataset_gradients(&mut self, data: &Dataset) -> Result<(f32, M::Params)> {
+        if data.is_empty() {
+            return Err(Error::EmptyDataset { what: "the dataset to differentiate on".to_string() });
+        }
+        let n = data.len() as f64;
+        let mut total = vec![0.0f64; M::Params::LEN];
+        let mut flat = vec![0.0f32; M::Params::LEN];
+        let mut loss = 0.0f64;
+        for batch in data.batches::<M>()? {
+            let (l, g) = self.gradients_rows(&batch.x, &batch.y, batch.rows)?;
+            let share = batch.rows as f64 / n;
+            loss += f64::from(l) * share;
+            g.write_flat(&mut flat);
+            for (t, &v) in total.iter_mut().zip(&flat) {
+                *t += f64::from(v) * share;
+            }
+        }
+        let out: Vec<f32> = total.iter().map(|&v| v as f32).collect();
+        Ok((loss as f32, M::Params::from_flat(&out)))
+    }
+
+    /// Argmax of the logits of a batch's valid rows.
+    fn batch_predictions(&mut self, batch: &MiniBatch<M>) -> Result<Vec<u32>> {
+        let logits = self.logits(&batch.x)?;
+        let flat = logits.as_flat();
+        check_finite("logits", flat, M::BATCH)?;
+        Ok((0..batch.rows)
+            .map(|r| {
+                let mut best = 0;
+                for c in 1..M::CLASSES {
+                    if flat[c * M::BATCH + r] > flat[best * M::BATCH + r] {
+                        best = c;
+                    }
+                }
+                best as u32
+            })
+            .collect())
+    }
+}
+
+/// A progress bar on standard error when asked for and it is a terminal; hidden otherwise.
+fn progress_bar(steps: u64, wanted: bool) -> ProgressBar {
+    if !wanted || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let style = ProgressStyle::with_template("{bar:30} {pos}/{len} steps {elapsed} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar());
+    ProgressBar::new(steps).with_style(style)
+}
