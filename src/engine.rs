@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::opencl::OpenClBackend;
 use crate::backend::{layer_slots, Backend, Batch, Buffer};
 use crate::device::{Device, DeviceKind};
 use crate::error::{Error, Result};
@@ -18,18 +19,46 @@ pub const DEFAULT_SEED: u64 = 0x7E45_0B21_D6E5_0001;
 
 /// The backends an engine can run on.
 enum Backends<M: Model> {
-    Cpu(CpuBackend<M>),
+    /// The CPU backend, and the losses of its deferred steps (see
+    /// [`Engine::train_step_deferred`]).
+    Cpu(CpuBackend<M>, Vec<f32>),
+    OpenCl(OpenClBackend<M>),
 }
 
 impl<M: Model> Backends<M> {
     fn get(&mut self) -> &mut dyn Backend {
         match self {
-            Backends::Cpu(b) => b,
+            Backends::Cpu(b, _) => b,
+            Backends::OpenCl(b) => b,
         }
     }
     fn get_ref(&self) -> &dyn Backend {
         match self {
-            Backends::Cpu(b) => b,
+            Backends::Cpu(b, _) => b,
+            Backends::OpenCl(b) => b,
+        }
+    }
+    fn train_step_deferred(&mut self, batch: Batch<'_>, lr: f32) -> Result<()> {
+        match self {
+            Backends::Cpu(b, losses) => {
+                let loss = match b.train_step(batch, lr) {
+                    Ok(loss) | Err(Error::NonFiniteLoss { loss }) => loss,
+                    Err(err) => return Err(err),
+                };
+                losses.push(loss);
+                Ok(())
+            }
+            Backends::OpenCl(b) => b.train_step_deferred(batch, lr),
+        }
+    }
+    fn take_losses(&mut self) -> Result<Vec<f32>> {
+        let losses = match self {
+            Backends::Cpu(_, losses) => std::mem::take(losses),
+            Backends::OpenCl(b) => return b.take_losses(),
+        };
+        match losses.iter().find(|l| !l.is_finite()) {
+            Some(&loss) => Err(Error::NonFiniteLoss { loss }),
+            None => Ok(losses),
         }
     }
 }
@@ -75,7 +104,8 @@ impl<M: Model> Engine<M> {
 
     fn from_flat(device: &Device, flat: &[f32]) -> Result<Self> {
         let backend = match device.kind() {
-            DeviceKind::Cpu => Backends::Cpu(CpuBackend::new(flat)),
+            DeviceKind::Cpu => Backends::Cpu(CpuBackend::new(flat), Vec::new()),
+            DeviceKind::OpenCl { device, path } => Backends::OpenCl(OpenClBackend::new(device, *path, flat)?),
         };
         Ok(Engine { device: device.clone(), backend })
     }
@@ -125,6 +155,8 @@ impl<M: Model> Engine<M> {
     fn check_same_device(&self, buffer: &Buffer) -> Result<()> {
         let ok = match (buffer, self.device.kind()) {
             (Buffer::Host(_), DeviceKind::Cpu) => true,
+            (Buffer::OpenCl(t), DeviceKind::OpenCl { device, .. }) => t.is_on(device),
+            _ => false,
         };
         if ok {
             Ok(())
@@ -133,10 +165,16 @@ impl<M: Model> Engine<M> {
         }
     }
 
-    /// Logits for a host batch: host in, host out.
+    /// Logits for a host batch: host in, host out (no intermediate device tensor is kept).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
     pub fn logits(&mut self, x: &M::Input) -> Result<M::Logits> {
-        let xd = self.to_device(x)?;
-        self.forward(&xd)?.to_host()
+        let flat = x.as_flat();
+        check_finite("input", flat, M::BATCH)?;
+        let mut logits = M::Logits::zeroed();
+        self.backend.get().logits_into(flat, logits.as_flat_mut())?;
+        Ok(logits)
     }
 
     /// The predicted class of every row (argmax of the logits; the first on ties).
@@ -145,21 +183,20 @@ impl<M: Model> Engine<M> {
     /// [`Error::NonFinite`] for a non-finite input, or if the logits overflowed.
     pub fn predict(&mut self, x: &M::Input) -> Result<M::Labels> {
         let logits = self.logits(x)?;
-        let flat = logits.as_flat();
-        check_finite("logits", flat, M::BATCH)?;
+        let z = logits.as_flat();
+        check_finite("logits", z, M::BATCH)?;
         let b = M::BATCH;
-        let classes: Vec<u32> = (0..b)
-            .map(|r| {
-                let mut best = 0;
-                for c in 1..M::CLASSES {
-                    if flat[c * b + r] > flat[best * b + r] {
-                        best = c;
-                    }
+        let mut classes = M::Labels::zeroed();
+        for (r, class) in classes.as_flat_mut().iter_mut().enumerate() {
+            let mut best = 0;
+            for c in 1..M::CLASSES {
+                if z[c * b + r] > z[best * b + r] {
+                    best = c;
                 }
-                best as u32
-            })
-            .collect();
-        Ok(M::Labels::from_flat(&classes))
+            }
+            *class = best as u32;
+        }
+        Ok(classes)
     }
 
     /// Mean softmax cross-entropy of the batch.

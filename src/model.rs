@@ -53,10 +53,19 @@ mod sealed {
 
 /// Element types of host buffers: `f32`, `u32` and `half::f16`. All of them are valid when
 /// every bit is zero, which is what lets large buffers be allocated directly on the heap.
-pub trait Element: Scalar + Copy + Send + Sync + sealed::Sealed {}
-impl Element for f32 {}
-impl Element for u32 {}
-impl Element for half::f16 {}
+pub trait Element: Scalar + Copy + Send + Sync + sealed::Sealed {
+    /// Zero.
+    const ZERO: Self;
+}
+impl Element for f32 {
+    const ZERO: Self = 0.0;
+}
+impl Element for u32 {
+    const ZERO: Self = 0;
+}
+impl Element for half::f16 {
+    const ZERO: Self = half::f16::ZERO;
+}
 
 /// A statically sized host buffer (`SMatrix`, or `Box<SMatrix>` when large) seen as one
 /// flat column-major slice.
@@ -69,6 +78,10 @@ pub trait HostTensor: Clone + Send + Sync + 'static {
     const COLS: usize;
     /// The elements, column-major (nalgebra's order).
     fn as_flat(&self) -> &[Self::Elem];
+    /// The elements, column-major, mutably.
+    fn as_flat_mut(&mut self) -> &mut [Self::Elem];
+    /// A buffer of zeros (allocated directly on the heap when boxed).
+    fn zeroed() -> Self;
     /// Builds the buffer from `ROWS * COLS` column-major elements.
     ///
     /// # Panics
@@ -84,6 +97,12 @@ impl<T: Element, const R: usize, const C: usize> HostTensor for SMatrix<T, R, C>
     fn as_flat(&self) -> &[T] {
         self.as_slice()
     }
+    fn as_flat_mut(&mut self) -> &mut [T] {
+        self.as_mut_slice()
+    }
+    fn zeroed() -> Self {
+        SMatrix::from_element(T::ZERO)
+    }
     fn from_flat(flat: &[T]) -> Self {
         SMatrix::from_column_slice(flat)
     }
@@ -95,6 +114,12 @@ impl<T: Element, const R: usize, const C: usize> HostTensor for Box<SMatrix<T, R
     const COLS: usize = C;
     fn as_flat(&self) -> &[T] {
         self.as_slice()
+    }
+    fn as_flat_mut(&mut self) -> &mut [T] {
+        self.as_mut_slice()
+    }
+    fn zeroed() -> Self {
+        boxed_zeros::<T, R, C>()
     }
     fn from_flat(flat: &[T]) -> Self {
         let mut boxed = boxed_zeros::<T, R, C>();

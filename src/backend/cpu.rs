@@ -15,8 +15,28 @@ use crate::model::Model;
 /// A layer with at least this many multiply-adds (`batch * in * out`) runs its columns on
 /// rayon's thread pool; smaller ones run on the calling thread. Measured with
 /// `benches/cpu_threshold.rs` on a 2-core machine: below about 2^16 the fork/join cost
-/// (a few microseconds) is larger than the work saved.
+/// (a few microseconds) is larger than the work saved. Override with the environment
+/// variable `TENSORBRIDGE_PAR_MIN_MACS` (read once, at the first large-enough check).
 pub const PAR_MIN_MACS: usize = 1 << 16;
+
+/// The threshold in force: [`PAR_MIN_MACS`] or `TENSORBRIDGE_PAR_MIN_MACS`.
+fn par_min_macs() -> usize {
+    static VALUE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *VALUE.get_or_init(|| {
+        std::env::var("TENSORBRIDGE_PAR_MIN_MACS")
+            .ok()
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(PAR_MIN_MACS)
+    })
+}
+
+/// Whether a layer of `macs` multiply-adds is worth spreading over threads. Layers smaller
+/// than 4096 multiply-adds never are, which keeps the tiny models' hot path free of even
+/// the threshold lookup.
+#[inline(always)]
+fn parallel(macs: usize) -> bool {
+    macs >= 4096 && macs >= par_min_macs()
+}
 
 /// The CPU backend of model `M`.
 pub(crate) struct CpuBackend<M> {
@@ -106,6 +126,12 @@ impl<M: Model> Backend for CpuBackend<M> {
         Ok(Buffer::Host(self.logits().into()))
     }
 
+    fn logits_into(&mut self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        self.run_forward(x);
+        out.copy_from_slice(self.logits());
+        Ok(())
+    }
+
     fn loss(&mut self, batch: Batch<'_>) -> Result<f32> {
         self.run_forward(batch.x);
         let n = M::BATCH * M::CLASSES;
@@ -146,7 +172,7 @@ fn dense_forward(a: &[f32], params: &[f32], slot: LayerSlot, z: &mut [f32], batc
             relu_in_place(zc);
         }
     };
-    if batch * slot.fan_in * slot.fan_out >= PAR_MIN_MACS {
+    if parallel(batch * slot.fan_in * slot.fan_out) {
         z.par_chunks_exact_mut(batch).enumerate().for_each(column);
     } else {
         z.chunks_exact_mut(batch).enumerate().for_each(column);
@@ -177,21 +203,27 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
             }
             continue;
         }
-        let mut max = f32::NEG_INFINITY;
-        for c in 0..classes {
-            max = max.max(z[c * batch + r]);
+        // The row's maximum contributes exp(0) = 1 exactly: sum = 1 + rest, and
+        // ln(sum) = ln_1p(rest) keeps a confident row's tiny loss accurate.
+        let mut top = 0;
+        for c in 1..classes {
+            if z[c * batch + r] > z[top * batch + r] {
+                top = c;
+            }
         }
-        let mut sum = 0.0f32;
+        let max = z[top * batch + r];
+        let mut rest = 0.0f32;
         for c in 0..classes {
-            let e = (z[c * batch + r] - max).exp();
+            let e = if c == top { 1.0 } else { (z[c * batch + r] - max).exp() };
             dz[c * batch + r] = e;
-            sum += e;
+            if c != top {
+                rest += e;
+            }
         }
         let label = y[r] as usize;
-        // (max - z_label) first: exact when the label holds the maximum, so a confident
-        // row's tiny loss is not lost to the rounding of `max + ln(sum)`.
-        total += (max - z[label * batch + r]) + sum.ln();
-        let scale = inv_rows / sum;
+        // (max - z_label) first: exact when the label holds the maximum.
+        total += (max - z[label * batch + r]) + rest.ln_1p();
+        let scale = inv_rows / (1.0 + rest);
         for c in 0..classes {
             dz[c * batch + r] *= scale;
         }
@@ -209,7 +241,7 @@ fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: Lay
             *g = dot(&a[i * batch..(i + 1) * batch], dzc);
         }
     };
-    if batch * slot.fan_in * slot.fan_out >= PAR_MIN_MACS {
+    if parallel(batch * slot.fan_in * slot.fan_out) {
         gw.par_chunks_exact_mut(slot.fan_in).enumerate().for_each(column);
     } else {
         gw.chunks_exact_mut(slot.fan_in).enumerate().for_each(column);
@@ -237,7 +269,7 @@ fn input_grads(w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot
             }
         }
     };
-    if batch * slot.fan_in * slot.fan_out >= PAR_MIN_MACS {
+    if parallel(batch * slot.fan_in * slot.fan_out) {
         da.par_chunks_exact_mut(batch).enumerate().for_each(column);
     } else {
         da.chunks_exact_mut(batch).enumerate().for_each(column);

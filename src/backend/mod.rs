@@ -10,11 +10,14 @@
 use crate::error::Result;
 
 pub(crate) mod cpu;
+pub(crate) mod opencl;
 
 /// A device-resident `f32` buffer: where it lives decides how it is read back.
 pub(crate) enum Buffer {
     /// Host memory (the CPU backend).
     Host(Box<[f32]>),
+    /// A buffer on an OpenCL device (the type is private to `opencl`).
+    OpenCl(opencl::ClTensor),
 }
 
 impl Buffer {
@@ -22,6 +25,7 @@ impl Buffer {
     pub(crate) fn location(&self) -> String {
         match self {
             Buffer::Host(_) => "the CPU".to_string(),
+            Buffer::OpenCl(t) => t.location(),
         }
     }
 
@@ -32,6 +36,7 @@ impl Buffer {
                 out.copy_from_slice(data);
                 Ok(())
             }
+            Buffer::OpenCl(t) => t.read_into(out),
         }
     }
 }
@@ -56,6 +61,13 @@ pub(crate) trait Backend {
     fn read_params(&self, out: &mut [f32]) -> Result<()>;
     /// Logits of a device-resident batch, left on the device.
     fn forward(&mut self, x: &Buffer) -> Result<Buffer>;
+    /// Logits of a host batch, written into `out` (`[batch x classes]`). The default goes
+    /// through [`Backend::upload`] and [`Backend::forward`]; backends override it to skip
+    /// the intermediate buffers.
+    fn logits_into(&mut self, x: &[f32], out: &mut [f32]) -> Result<()> {
+        let x = self.upload(x)?;
+        self.forward(&x)?.read_into(out)
+    }
     /// Mean softmax cross-entropy over the batch's valid rows.
     fn loss(&mut self, batch: Batch<'_>) -> Result<f32>;
     /// The loss and its gradient with respect to every parameter (flat layout, into `out`).
