@@ -283,7 +283,7 @@ fn parse_prelude(reader: &mut impl Read, total: u64, path: &Path) -> Result<(Hea
     let have = total.min(8) as usize;
     reader.read_exact(&mut prelude[..have]).map_err(io)?;
     let magic_len = have.min(MAGIC.len());
-    if prelude[..magic_len] != MAGIC[..magic_len] {
+    if have == 0 || prelude[..magic_len] != MAGIC[..magic_len] {
         return Err(err(0, NpyErrorKind::BadMagic));
     }
     if have < 8 {

@@ -1,0 +1,224 @@
+//! Checkpoints: save/load round trips, the on-disk layout (checked by NumPy reading the
+//! safetensors file by hand), validation errors, and atomicity under a kill mid-write.
+
+#[path = "fixtures/numpy_support.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use safetensors::tensor::{Dtype, TensorView};
+use tensorbridge::checkpoint::CheckpointErrorKind;
+use tensorbridge::nalgebra::{matrix, vector};
+use tensorbridge::{Device, Error};
+
+tensorbridge::model! {
+    /// Linear, 4 -> 3.
+    pub struct Lin { batch: 2, features: 4, classes: 3 }
+}
+tensorbridge::model! {
+    /// Linear, 4 -> 2.
+    pub struct Lin2 { batch: 2, features: 4, classes: 2 }
+}
+tensorbridge::model! {
+    /// 4 -> 5 -> 3.
+    pub struct Mlp { batch: 2, features: 4, classes: 3, hidden: [5] }
+}
+tensorbridge::model! {
+    /// Large enough (about 1 MiB of parameters) that a save takes a while.
+    pub struct Big { batch: 1, features: 512, classes: 8, hidden: [512] }
+}
+
+fn lin_params() -> LinParams {
+    LinParams {
+        w0: matrix![1.0, 2.0, 3.0; 4.0, 5.0, 6.0; 7.0, 8.0, 9.0; 10.0, 11.0, 12.0],
+        b0: vector![-1.0, 0.5, 0.25],
+    }
+}
+
+fn checkpoint_error(result: tensorbridge::Result<impl std::fmt::Debug>) -> CheckpointErrorKind {
+    match result {
+        Err(Error::Checkpoint { kind, .. }) => kind,
+        other => panic!("expected a checkpoint error, got {other:?}"),
+    }
+}
+
+/// Writes a safetensors file with the given `(name, dtype, shape, bytes)` tensors.
+fn write_tensors(path: &Path, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) {
+    let views: Vec<(&str, TensorView<'_>)> =
+        tensors.iter().map(|(n, d, s, b)| (*n, TensorView::new(*d, s.clone(), b).unwrap())).collect();
+    std::fs::write(path, safetensors::serialize(views, None::<HashMap<String, String>>).unwrap()).unwrap();
+}
+
+fn f32_bytes(n: usize) -> Vec<u8> {
+    (0..n).flat_map(|k| (k as f32).to_le_bytes()).collect()
+}
+
+#[test]
+fn save_then_load_restores_exactly() {
+    let dir = support::scratch("ckpt-roundtrip");
+    let device = Device::cpu();
+    let model = Mlp::new(&device).unwrap();
+    let path = dir.join("mlp.safetensors");
+    model.save(&path).unwrap();
+    let loaded = Mlp::load(&device, &path).unwrap();
+    assert_eq!(loaded.params().unwrap(), model.params().unwrap());
+    // Saving again replaces the file.
+    let other = Lin::with_params(&device, lin_params()).unwrap();
+    let path = dir.join("lin.safetensors");
+    Lin::new(&device).unwrap().save(&path).unwrap();
+    other.save(&path).unwrap();
+    assert_eq!(Lin::load(&device, &path).unwrap().params().unwrap(), lin_params());
+    // No temporary files are left behind.
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn the_file_holds_row_major_in_out_tensors_numpy_can_read() {
+    if !support::numpy_available("the_file_holds_row_major_in_out_tensors_numpy_can_read") {
+        return;
+    }
+    let dir = support::scratch("ckpt-numpy");
+    let path = dir.join("lin.safetensors");
+    Lin::with_params(&Device::cpu(), lin_params()).unwrap().save(&path).unwrap();
+    // The safetensors layout read by hand: u64 header length, JSON header, raw data.
+    let script = r#"
+import sys, json, struct, numpy as np
+raw = open(sys.argv[1], 'rb').read()
+n = struct.unpack('<Q', raw[:8])[0]
+header = json.loads(raw[8:8 + n])
+data = raw[8 + n:]
+for name in sorted(k for k in header if k != '__metadata__'):
+    t = header[name]
+    a, b = t['data_offsets']
+    arr = np.frombuffer(data[a:b], dtype='<f4').reshape(t['shape'])
+    print(name, t['dtype'], arr.shape, arr.ravel().tolist())
+print(header['__metadata__']['model'], header['__metadata__']['layers'])
+"#;
+    let out = support::python(script, &[path.to_str().unwrap()]);
+    let lines: Vec<&str> = out.lines().collect();
+    // w0 is [in, out] = [4, 3] in C order: row i holds the weights of input i.
+    assert_eq!(lines[0], "b0 F32 (3,) [-1.0, 0.5, 0.25]");
+    assert_eq!(lines[1], "w0 F32 (4, 3) [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]");
+    assert_eq!(lines[2], "Lin 4 -> 3");
+}
+
+#[test]
+fn shape_mismatches_name_the_tensor_and_both_shapes() {
+    let dir = support::scratch("ckpt-shapes");
+    let device = Device::cpu();
+    let path = dir.join("lin.safetensors");
+    Lin::with_params(&device, lin_params()).unwrap().save(&path).unwrap();
+    let kind = checkpoint_error(Lin2::load(&device, &path));
+    assert_eq!(
+        kind,
+        CheckpointErrorKind::WrongShape { name: "w0".into(), model: "Lin2", expected: vec![4, 2], found: vec![4, 3] }
+    );
+    let message = Error::Checkpoint { path: path.clone(), kind }.to_string();
+    assert!(message.contains("lin.safetensors") && message.contains("w0") && message.contains("[4, 2]"), "{message}");
+
+    // A deeper checkpoint into a linear model: its extra tensors are named.
+    let mlp_path = dir.join("mlp.safetensors");
+    Mlp::new(&device).unwrap().save(&mlp_path).unwrap();
+    assert!(matches!(checkpoint_error(Lin::load(&device, &mlp_path)), CheckpointErrorKind::UnexpectedTensor { name, .. } if name == "b1"));
+    // A linear checkpoint into a deeper model: w0 is [4, 3], not [4, 5].
+    assert!(matches!(
+        checkpoint_error(Mlp::load(&device, &path)),
+        CheckpointErrorKind::WrongShape { name, expected, found, .. } if name == "w0" && expected == vec![4, 5] && found == vec![4, 3]
+    ));
+}
+
+#[test]
+fn missing_wrong_dtype_and_garbage_are_errors() {
+    let dir = support::scratch("ckpt-bad");
+    let device = Device::cpu();
+    let path = dir.join("bad.safetensors");
+
+    write_tensors(&path, &[("w0", Dtype::F32, vec![4, 3], f32_bytes(12))]);
+    assert!(matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::MissingTensor { name, .. } if name == "b0"));
+
+    let f64_bytes: Vec<u8> = (0..12).flat_map(|k| (k as f64).to_le_bytes()).collect();
+    write_tensors(&path, &[("w0", Dtype::F64, vec![4, 3], f64_bytes), ("b0", Dtype::F32, vec![3], f32_bytes(3))]);
+    assert!(matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::WrongDtype { name, .. } if name == "w0"));
+
+    write_tensors(&path, &[("w0", Dtype::F32, vec![12], f32_bytes(12)), ("b0", Dtype::F32, vec![3], f32_bytes(3))]);
+    assert!(matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::WrongShape { .. }));
+
+    let mut nan = f32_bytes(3);
+    nan[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    write_tensors(&path, &[("w0", Dtype::F32, vec![4, 3], f32_bytes(12)), ("b0", Dtype::F32, vec![3], nan)]);
+    assert!(matches!(Lin::load(&device, &path), Err(Error::NonFinite { .. })));
+
+    std::fs::write(&path, b"definitely not a safetensors file").unwrap();
+    assert!(matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::Format { .. }));
+    std::fs::write(&path, b"").unwrap();
+    assert!(matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::Format { .. }));
+    assert!(matches!(Lin::load(&device, dir.join("absent.safetensors")), Err(Error::Io { .. })));
+}
+
+#[test]
+fn a_save_that_cannot_start_leaves_nothing() {
+    let dir = support::scratch("ckpt-nodir");
+    let model = Lin::new(&Device::cpu()).unwrap();
+    let result = model.save(dir.join("missing-subdir").join("x.safetensors"));
+    assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0);
+}
+
+const CHILD_ENV: &str = "TENSORBRIDGE_TEST_CHECKPOINT_CHILD";
+
+/// Run by `killing_a_save_mid_write_leaves_a_whole_checkpoint` as a child process: saves
+/// two parameter sets to the same path, alternately, until it is killed. Does nothing
+/// when run as an ordinary test.
+#[test]
+fn checkpoint_writer_child() {
+    let Ok(path) = std::env::var(CHILD_ENV) else { return };
+    let device = Device::cpu();
+    let a = tensorbridge::Engine::<Big>::with_seed(&device, 1).unwrap();
+    let b = tensorbridge::Engine::<Big>::with_seed(&device, 2).unwrap();
+    for k in 0..u64::MAX {
+        let model = if k % 2 == 0 { &a } else { &b };
+        model.save(&path).unwrap();
+        eprintln!("saved {k}");
+    }
+}
+
+#[test]
+fn killing_a_save_mid_write_leaves_a_whole_checkpoint() {
+    let dir = support::scratch("ckpt-kill");
+    let path = dir.join("big.safetensors");
+    let device = Device::cpu();
+    let a = tensorbridge::Engine::<Big>::with_seed(&device, 1).unwrap().params().unwrap();
+    let b = tensorbridge::Engine::<Big>::with_seed(&device, 2).unwrap().params().unwrap();
+    // (Not `with_params(a.clone())`: cloning a boxed 1 MiB matrix goes through the stack
+    // in debug builds.)
+    tensorbridge::Engine::<Big>::with_seed(&device, 1).unwrap().save(&path).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut rng = tensorbridge::rng::Rng::new(11);
+    let mut saves = 0;
+    for round in 0..8 {
+        let mut child = Command::new(&exe)
+            .args(["--exact", "checkpoint_writer_child", "--nocapture", "--test-threads", "1"])
+            .env(CHILD_ENV, &path)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(150 + rng.below(250)));
+        child.kill().unwrap(); // SIGKILL: no destructor, no cleanup runs
+        child.wait().unwrap();
+        let mut log = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut log).unwrap();
+        saves += log.lines().filter(|l| l.starts_with("saved ")).count();
+        let loaded = Big::load(&device, &path).unwrap_or_else(|e| panic!("round {round}: {e}"));
+        let p = loaded.params().unwrap();
+        assert!(p == a || p == b, "round {round}: the checkpoint is neither of the two saved");
+    }
+    // The kills interrupted a running save loop, not a child still starting up.
+    assert!(saves > 0, "no save completed before the kills");
+    eprintln!("{saves} saves completed across 8 kills");
+}
