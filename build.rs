@@ -13,7 +13,7 @@ const TEMPLATES: &[(&str, &[&str])] = &[
     ("common.cl", &[]),
     ("forward.cl", &["tb_forward"]),
     ("loss.cl", &["tb_loss"]),
-    ("backward.cl", &["tb_backward"]),
+    ("backward.cl", &["tb_backward", "tb_backward_inputs"]),
     ("update.cl", &["tb_sgd"]),
     ("train_step.cl", &["tb_train_step"]),
 ];

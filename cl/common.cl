@@ -1,1 +1,66 @@
-// PLACEHOLDER: shared helpers.
+// tensorbridge: helpers shared by every kernel.
+//
+// Layouts (column-major, as nalgebra stores them):
+//   batch x      [TB_BATCH x TB_FEATURES]  x[f * TB_BATCH + r]
+//   labels       TB_BATCH uints stored as raw bits after x in the batch buffer, at TB_Y
+//   activations  layer l reads [TB_BATCH x TB_IN_l] at TB_AIN_l and writes
+//                [TB_BATCH x TB_OUT_l] at TB_AOUT_l of the activation scratch
+//   parameters   per layer: w_l [TB_IN_l x TB_OUT_l] at TB_W_l (w[o * in + i]),
+//                then b_l [TB_OUT_l] at TB_B_l = TB_W_l + TB_IN_l * TB_OUT_l
+//   gradients    the same layout as the parameters
+//
+// The shape constants are #defined in front of this file (see `defines` in
+// src/kernels.rs); TB_TILE comes from the build options (the host picks it from the
+// device's work-group limit), with a default here.
+
+#ifndef TB_TILE
+#define TB_TILE 16
+#endif
+// Row stride of a local tile: one spare column avoids bank conflicts on GPUs.
+#define TB_TILE_STRIDE (TB_TILE + 1)
+
+// What the fused kernel and the host agree `mode` means.
+#define TB_MODE_FORWARD 0
+#define TB_MODE_LOSS 1
+#define TB_MODE_GRADIENTS 2
+#define TB_MODE_STEP 3
+
+// A label read from the batch buffer. Labels are validated on the host; the clamp only
+// guarantees that no input whatever can make a kernel read outside the logits.
+inline uint tb_label(__global const float *batch, const int r) {
+    return min(as_uint(batch[TB_Y + r]), (uint)(TB_CLASSES - 1));
+}
+
+// The number of rows that count, clamped to 1..=TB_BATCH for the same reason.
+inline int tb_rows(const int rows) {
+    return clamp(rows, 1, TB_BATCH);
+}
+
+// The shape of layer `layer`, looked up at run time by the tiled kernels. The lookup is a
+// switch over constants, and the kernels call their tiled bodies after it, outside any
+// branch: a barrier inside a switch is legal when uniform, but some compilers handle it
+// badly (PoCL 3.1 corrupted memory in a probe).
+typedef struct {
+    int n_in;
+    int n_out;
+    int w;
+    int relu;
+} tb_layer;
+
+inline tb_layer tb_layer_shape(const int layer) {
+    tb_layer s = {0, 0, 0, 0};
+#define TB_SHAPE_CASE(l)    \
+    case l:                 \
+        s.n_in = TB_IN_##l;   \
+        s.n_out = TB_OUT_##l; \
+        s.w = TB_W_##l;       \
+        s.relu = TB_RELU_##l; \
+        break;
+    switch (layer) {
+        TB_LAYER_LIST(TB_SHAPE_CASE)
+        default:
+            break;
+    }
+#undef TB_SHAPE_CASE
+    return s;
+}

@@ -1,2 +1,163 @@
-// PLACEHOLDER: replaced by the OpenCL backend work.
-__kernel void tb_train_step(__global float *p) { }
+// tensorbridge: the whole step in one launch and one work-group, for models whose
+// activations fit in local memory (TB_FUSED == 1, decided from the shape in
+// src/kernels.rs; the host also checks the device's limits before using it).
+//
+// `mode` picks how far it goes (uniform across the work-group):
+//   TB_MODE_FORWARD    logits -> logits_out
+//   TB_MODE_LOSS       + mean softmax cross-entropy -> losses[loss_slot]
+//   TB_MODE_GRADIENTS  + dL/dparams -> grads
+//   TB_MODE_STEP       + params -= lr * grads, unless the loss is not finite
+// The batch and every activation and delta live in local memory; parameters and
+// gradients stay in global memory. Work-items stride over each stage's outputs, with a
+// barrier between stages.
+
+#if TB_FUSED
+
+// z = a . W + b for one layer, ReLU for hidden ones.
+inline void tb_local_dense(__global const float *w, __global const float *bias,
+                           __local const float *a, __local float *z,
+                           const int n_in, const int n_out, const int relu, const int lid) {
+    for (int k = lid; k < TB_BATCH * n_out; k += TB_FUSED_WG) {
+        const int r = k % TB_BATCH;
+        const int o = k / TB_BATCH;
+        float acc = bias[o];
+        for (int i = 0; i < n_in; ++i) {
+            acc += a[i * TB_BATCH + r] * w[o * n_in + i];
+        }
+        if (relu && acc < 0.0f) {
+            acc = 0.0f;
+        }
+        z[k] = acc;
+    }
+}
+
+// gw[i, o] = sum_{r < rows} a[r, i] dz[r, o]; gb[o] = sum_{r < rows} dz[r, o] (gb follows gw).
+inline void tb_local_grad_weights(__local const float *a, __local const float *dz,
+                                  __global float *gw, const int n_in, const int n_out,
+                                  const int rows, const int lid) {
+    for (int k = lid; k < n_in * n_out + n_out; k += TB_FUSED_WG) {
+        float acc = 0.0f;
+        if (k < n_in * n_out) {
+            const int o = k / n_in;
+            const int i = k % n_in;
+            for (int r = 0; r < rows; ++r) {
+                acc += a[i * TB_BATCH + r] * dz[o * TB_BATCH + r];
+            }
+        } else {
+            const int o = k - n_in * n_out;
+            for (int r = 0; r < rows; ++r) {
+                acc += dz[o * TB_BATCH + r];
+            }
+        }
+        gw[k] = acc;
+    }
+}
+
+// da[r, i] = (sum_o dz[r, o] w[i, o]) * (a[r, i] > 0).
+inline void tb_local_grad_inputs(__global const float *w, __local const float *dz,
+                                 __local float *da, __local const float *a,
+                                 const int n_in, const int n_out, const int lid) {
+    for (int k = lid; k < TB_BATCH * n_in; k += TB_FUSED_WG) {
+        const int r = k % TB_BATCH;
+        const int i = k / TB_BATCH;
+        float acc = 0.0f;
+        for (int o = 0; o < n_out; ++o) {
+            acc += dz[o * TB_BATCH + r] * w[o * n_in + i];
+        }
+        da[k] = (a[k] <= 0.0f) ? 0.0f : acc;
+    }
+}
+
+__kernel __attribute__((reqd_work_group_size(TB_FUSED_WG, 1, 1)))
+void tb_train_step(__global float *params, __global float *grads,
+                   __global const float *x, __global const float *batch,
+                   const int rows_arg, const float lr, const int mode,
+                   __global float *losses, const int loss_slot,
+                   __global float *logits_out) {
+    __local float acts[TB_ACTS];
+    __local float delta_a[TB_DELTA];
+    __local float delta_b[TB_DELTA];
+    __local float red[TB_FUSED_WG];
+    const int lid = get_local_id(0);
+    const int rows = tb_rows(rows_arg);
+    const float inv_rows = 1.0f / (float)rows;
+
+    for (int k = lid; k < TB_BATCH * TB_FEATURES; k += TB_FUSED_WG) {
+        acts[k] = x[k];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+
+#define TB_FUSED_FORWARD(l)                                                            \
+    tb_local_dense(params + TB_W_##l, params + TB_B_##l, acts + TB_AIN_##l,             \
+                   acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_RELU_##l, lid);        \
+    barrier(CLK_LOCAL_MEM_FENCE);
+    TB_LAYER_LIST(TB_FUSED_FORWARD)
+#undef TB_FUSED_FORWARD
+
+    __local const float *logits = acts + TB_AOUT_LAST;
+    if (mode == TB_MODE_FORWARD) {
+        for (int k = lid; k < TB_BATCH * TB_CLASSES; k += TB_FUSED_WG) {
+            logits_out[k] = logits[k];
+        }
+        return;
+    }
+
+    float part = 0.0f;
+    for (int r = lid; r < TB_BATCH; r += TB_FUSED_WG) {
+        if (r >= rows) {
+            for (int c = 0; c < TB_CLASSES; ++c) {
+                delta_a[c * TB_BATCH + r] = 0.0f;
+            }
+            continue;
+        }
+        float row_loss;
+        TB_ROW_LOSS((logits + r), (delta_a + r), tb_label(batch, r), inv_rows, row_loss);
+        part += row_loss;
+    }
+    red[lid] = part;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int s = TB_FUSED_WG / 2; s > 0; s >>= 1) {
+        if (lid < s) {
+            red[lid] += red[lid + s];
+        }
+        barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float loss = red[0] * inv_rows;
+    if (lid == 0) {
+        losses[loss_slot] = loss;
+    }
+    if (mode == TB_MODE_LOSS) {
+        return;
+    }
+
+    __local float *dz = delta_a;
+    __local float *dz_below = delta_b;
+#define TB_FUSED_BACKWARD(l)                                                           \
+    tb_local_grad_weights(acts + TB_AIN_##l, dz, grads + TB_W_##l, TB_IN_##l,           \
+                          TB_OUT_##l, rows, lid);                                       \
+    if (l > 0) {                                                                        \
+        tb_local_grad_inputs(params + TB_W_##l, dz, dz_below, acts + TB_AIN_##l,        \
+                             TB_IN_##l, TB_OUT_##l, lid);                               \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                   \
+        __local float *swap_ = dz;                                                      \
+        dz = dz_below;                                                                  \
+        dz_below = swap_;                                                               \
+    }
+    TB_LAYER_LIST_REV(TB_FUSED_BACKWARD)
+#undef TB_FUSED_BACKWARD
+
+    if (mode == TB_MODE_STEP && isfinite(loss)) {
+        barrier(CLK_GLOBAL_MEM_FENCE);
+        for (int k = lid; k < TB_PARAMS; k += TB_FUSED_WG) {
+            params[k] -= lr * grads[k];
+        }
+    }
+}
+
+#else
+
+// The model is too large for one work-group: the host runs the tiled kernels instead.
+__kernel void tb_train_step(__global float *params) {
+}
+
+#endif

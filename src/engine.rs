@@ -241,6 +241,40 @@ impl<M: Model> Engine<M> {
         let batch = validate::<M>(x, y, rows)?;
         self.backend.get().train_step(batch, lr)
     }
+
+    /// One SGD step like [`Engine::train_step`], without waiting for its loss: on OpenCL
+    /// the batch is uploaded, the step's kernels are enqueued, and the loss is written into
+    /// a record on the device, so a loop of steps never stalls on a device -> host round
+    /// trip. Read the losses with [`Engine::take_losses`]. A step whose loss is not finite
+    /// still skips its update (on the device), and is reported by `take_losses`.
+    ///
+    /// # Errors
+    /// Those of the input checks and [`Error::InvalidLearningRate`], before anything is
+    /// enqueued; OpenCL errors from enqueueing.
+    pub fn train_step_deferred(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<()> {
+        self.train_step_deferred_rows(x, y, M::BATCH, lr)
+    }
+
+    /// Like [`Engine::train_step_deferred`], counting only the first `rows` rows.
+    pub fn train_step_deferred_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<()> {
+        if !lr.is_finite() || lr < 0.0 {
+            return Err(Error::InvalidLearningRate { lr });
+        }
+        let batch = validate::<M>(x, y, rows)?;
+        self.backend.train_step_deferred(batch, lr)
+    }
+
+    /// The losses of every [`Engine::train_step_deferred`] since the last call, oldest
+    /// first, and clears the record. On OpenCL this waits for those steps and costs one
+    /// device -> host read (two when the device-side ring of 1024 entries wrapped; a
+    /// longer run drains it to the host every 1024 steps).
+    ///
+    /// # Errors
+    /// [`Error::NonFiniteLoss`] with the first non-finite loss if any step diverged (those
+    /// steps did not update the parameters; the record is cleared all the same).
+    pub fn take_losses(&mut self) -> Result<Vec<f32>> {
+        self.backend.take_losses()
+    }
 }
 
 impl<M: Model> fmt::Debug for Engine<M> {

@@ -78,7 +78,7 @@ pub mod rng;
 mod tensor;
 pub mod train;
 
-pub use device::{Device, DEVICE_ENV};
+pub use device::{Device, DeviceInfo, DeviceType, KernelPath, CACHE_DIR_ENV, DEVICE_ENV};
 pub use engine::{Engine, DEFAULT_SEED};
 pub use error::{Error, Result};
 pub use model::{boxed_zeros, Element, HostTensor, Model, Params};

@@ -121,7 +121,9 @@ impl<M: Model> Backend for CpuBackend<M> {
     }
 
     fn forward(&mut self, x: &Buffer) -> Result<Buffer> {
-        let Buffer::Host(x) = x;
+        let Buffer::Host(x) = x else {
+            return Err(Error::DeviceMismatch { tensor_device: x.location(), model_device: "the CPU".to_string() });
+        };
         self.run_forward(x);
         Ok(Buffer::Host(self.logits().into()))
     }
