@@ -1,44 +1,54 @@
-//! Train step and inference step on the CPU backend at the anchor shapes `seed`
-//! (batch 2, features 4, classes 2) and `iris` (batch 16, features 4, classes 3): the same
-//! workload as `../shared/bench/numpy_anchor.py` (one SGD step: forward, mean softmax
-//! cross-entropy, backward, update; inference: logits, argmax, accuracy).
+//! Train step and inference step on the CPU backend at the anchor shapes of
+//! `../shared/bench` (one SGD step: forward, mean softmax cross-entropy, backward, update;
+//! inference: logits, argmax, accuracy; float32):
 //!
-//! Run: `cargo bench --bench train_step`; compare with the anchor run in the same session
-//! (`python3 ../shared/bench/numpy_anchor.py`), as a ratio.
+//! | name   | batch | features | hidden | classes |
+//! |--------|-------|----------|--------|---------|
+//! | seed   | 2     | 4        | -      | 2       |
+//! | iris   | 16    | 4        | -      | 3       |
+//! | digits | 32    | 64       | 32     | 10      |
+//! | mnist  | 128   | 784      | 128    | 10      |
+//! | wide   | 256   | 1024     | 1024   | 16      |
+//!
+//! Run: `cargo bench --bench train_step [-- SHAPE]`; compare with the anchor run in the same
+//! session (`python3 ../shared/bench/numpy_anchor.py`), as a ratio.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
-use tensorbridge::nalgebra::{SMatrix, SVector};
 use tensorbridge::rng::Rng;
-use tensorbridge::{Device, Model};
+use tensorbridge::{Device, Engine, HostTensor, Model};
 
 tensorbridge::model! { struct Seed { batch: 2, features: 4, classes: 2 } }
 tensorbridge::model! { struct Iris { batch: 16, features: 4, classes: 3 } }
+tensorbridge::model! { struct Digits { batch: 32, features: 64, hidden: [32], classes: 10 } }
+tensorbridge::model! { struct Mnist { batch: 128, features: 784, hidden: [128], classes: 10 } }
+tensorbridge::model! { struct Wide { batch: 256, features: 1024, hidden: [1024], classes: 16 } }
 
-macro_rules! bench_shape {
-    ($c:expr, $name:literal, $model:ty) => {{
-        const B: usize = <$model as Model>::BATCH;
-        const F: usize = <$model as Model>::FEATURES;
-        let mut rng = Rng::new(0);
-        let x = SMatrix::<f32, B, F>::from_fn(|_, _| rng.normal() as f32);
-        let y = SVector::<u32, B>::from_fn(|_, _| rng.below(<$model as Model>::CLASSES as u64) as u32);
-        let mut model = <$model>::new(&Device::cpu()).unwrap();
-        let mut group = $c.benchmark_group($name);
-        group.bench_function("train_step", |b| {
-            b.iter(|| model.train_step(black_box(&x), black_box(&y), black_box(0.01)).unwrap())
-        });
-        group.bench_function("infer", |b| {
-            b.iter(|| {
-                let predicted = model.predict(black_box(&x)).unwrap();
-                predicted.iter().zip(y.iter()).filter(|(p, l)| p == l).count() as f32 / B as f32
-            })
-        });
-        group.finish();
-    }};
+fn bench_shape<M: Model>(c: &mut Criterion, name: &str) {
+    let mut rng = Rng::new(0);
+    let x_flat: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|_| rng.normal() as f32).collect();
+    let y_flat: Vec<u32> = (0..M::BATCH).map(|_| rng.below(M::CLASSES as u64) as u32).collect();
+    let (x, y) = (M::Input::from_flat(&x_flat), M::Labels::from_flat(&y_flat));
+    let mut model = Engine::<M>::new(&Device::cpu()).expect("model");
+    let mut group = c.benchmark_group(name);
+    group.bench_function("train_step", |b| {
+        b.iter(|| model.train_step(black_box(&x), black_box(&y), black_box(0.01)).expect("step"))
+    });
+    group.bench_function("infer", |b| {
+        b.iter(|| {
+            let predicted = model.predict(black_box(&x)).expect("predict");
+            let correct = predicted.as_flat().iter().zip(y.as_flat()).filter(|(p, l)| p == l).count();
+            correct as f32 / M::BATCH as f32
+        })
+    });
+    group.finish();
 }
 
 fn shapes(c: &mut Criterion) {
-    bench_shape!(c, "seed", Seed);
-    bench_shape!(c, "iris", Iris);
+    bench_shape::<Seed>(c, "seed");
+    bench_shape::<Iris>(c, "iris");
+    bench_shape::<Digits>(c, "digits");
+    bench_shape::<Mnist>(c, "mnist");
+    bench_shape::<Wide>(c, "wide");
 }
 
 criterion_group!(benches, shapes);

@@ -14,6 +14,8 @@ tensorbridge::model! { struct Linear { batch: 3, features: 5, classes: 7 } }
 tensorbridge::model! { struct LinearMasked { batch: 4, features: 5, classes: 3 } }
 tensorbridge::model! { struct Mlp { batch: 3, features: 5, hidden: [6, 4], classes: 3 } }
 tensorbridge::model! { struct MlpMasked { batch: 5, features: 4, hidden: [8], classes: 3 } }
+tensorbridge::model! { struct MlpGemm { batch: 24, features: 24, hidden: [16], classes: 10 } }
+tensorbridge::model! { struct MlpGemmThreads { batch: 32, features: 40, hidden: [56], classes: 8 } }
 
 // f32 arithmetic against a float64 reference: relative 1e-5 plus a small absolute floor.
 const ATOL: f64 = 2e-6;
@@ -90,6 +92,32 @@ fn masked_mlp_matches_numpy() {
         MlpMasked,
         MlpMaskedParams,
         mlp_masked,
+        [
+            (w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0),
+            (w1, b1, w1, b1, w1, b1, W1, B1, GW1, GB1, STEP_W1, STEP_B1)
+        ]
+    );
+}
+
+#[test]
+fn mlp_through_the_packed_gemm_matches_numpy() {
+    check_case!(
+        MlpGemm,
+        MlpGemmParams,
+        mlp_gemm,
+        [
+            (w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0),
+            (w1, b1, w1, b1, w1, b1, W1, B1, GW1, GB1, STEP_W1, STEP_B1)
+        ]
+    );
+}
+
+#[test]
+fn mlp_through_the_threaded_gemm_matches_numpy() {
+    check_case!(
+        MlpGemmThreads,
+        MlpGemmThreadsParams,
+        mlp_gemm_threads,
         [
             (w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0),
             (w1, b1, w1, b1, w1, b1, W1, B1, GW1, GB1, STEP_W1, STEP_B1)

@@ -19,6 +19,11 @@ use crate::model::Model;
 /// variable `TENSORBRIDGE_PAR_MIN_MACS` (read once, at the first large-enough check).
 pub const PAR_MIN_MACS: usize = 1 << 16;
 
+/// A layer with at least this many multiply-adds goes through the `gemm` crate's packed
+/// kernels; smaller ones through the loops here, whose constant bounds LLVM unrolls.
+/// Measured with `benches/cpu_threshold.rs`.
+pub const GEMM_MIN_MACS: usize = 1 << 13;
+
 /// The threshold in force: [`PAR_MIN_MACS`] or `TENSORBRIDGE_PAR_MIN_MACS`.
 fn par_min_macs() -> usize {
     static VALUE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
@@ -163,6 +168,20 @@ impl<M: Model> Backend for CpuBackend<M> {
 fn dense_forward(a: &[f32], params: &[f32], slot: LayerSlot, z: &mut [f32], batch: usize, relu: bool) {
     let w = &params[slot.w..slot.b];
     let bias = &params[slot.b..slot.b + slot.fan_out];
+    let macs = batch * slot.fan_in * slot.fan_out;
+    if macs >= GEMM_MIN_MACS {
+        for (zc, &bo) in z.chunks_exact_mut(batch).zip(bias) {
+            zc.fill(bo);
+        }
+        // z += a · W
+        let a = View::col_major(a, batch, slot.fan_in);
+        let w = View::col_major(w, slot.fan_in, slot.fan_out);
+        gemm_acc(z, batch, slot.fan_out, a, w, macs);
+        if relu {
+            relu_in_place(z);
+        }
+        return;
+    }
     let column = |(o, zc): (usize, &mut [f32])| {
         zc.fill(bias[o]);
         for (i, &wio) in w[o * slot.fan_in..(o + 1) * slot.fan_in].iter().enumerate() {
@@ -174,7 +193,7 @@ fn dense_forward(a: &[f32], params: &[f32], slot: LayerSlot, z: &mut [f32], batc
             relu_in_place(zc);
         }
     };
-    if parallel(batch * slot.fan_in * slot.fan_out) {
+    if parallel(macs) {
         z.par_chunks_exact_mut(batch).enumerate().for_each(column);
     } else {
         z.chunks_exact_mut(batch).enumerate().for_each(column);
@@ -237,19 +256,28 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
 /// dL/dW and dL/db of one layer: `gW[i, o] = Σ_r a[r, i] · dz[r, o]`, `gb[o] = Σ_r dz[r, o]`.
 #[inline(always)]
 fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: LayerSlot, batch: usize) {
+    for (g, dzc) in gb.iter_mut().zip(dz.chunks_exact(batch)) {
+        *g = sum(dzc);
+    }
+    let macs = batch * slot.fan_in * slot.fan_out;
+    if macs >= GEMM_MIN_MACS {
+        // gW = aᵀ · dz
+        gw.fill(0.0);
+        let at = View::col_major(a, batch, slot.fan_in).t();
+        let dz = View::col_major(dz, batch, slot.fan_out);
+        gemm_acc(gw, slot.fan_in, slot.fan_out, at, dz, macs);
+        return;
+    }
     let column = |(o, gwc): (usize, &mut [f32])| {
         let dzc = &dz[o * batch..(o + 1) * batch];
         for (i, g) in gwc.iter_mut().enumerate() {
             *g = dot(&a[i * batch..(i + 1) * batch], dzc);
         }
     };
-    if parallel(batch * slot.fan_in * slot.fan_out) {
+    if parallel(macs) {
         gw.par_chunks_exact_mut(slot.fan_in).enumerate().for_each(column);
     } else {
         gw.chunks_exact_mut(slot.fan_in).enumerate().for_each(column);
-    }
-    for (o, g) in gb.iter_mut().enumerate() {
-        *g = dz[o * batch..(o + 1) * batch].iter().sum();
     }
 }
 
@@ -257,6 +285,20 @@ fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: Lay
 /// ReLU derivative (`a[r, i] > 0`, `a` being that layer's output).
 #[inline(always)]
 fn input_grads(w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot, batch: usize) {
+    let macs = batch * slot.fan_in * slot.fan_out;
+    if macs >= GEMM_MIN_MACS {
+        // da = dz · Wᵀ, then the ReLU mask
+        da.fill(0.0);
+        let dzv = View::col_major(dz, batch, slot.fan_out);
+        let wt = View::col_major(w, slot.fan_in, slot.fan_out).t();
+        gemm_acc(da, batch, slot.fan_in, dzv, wt, macs);
+        for (d, &ar) in da.iter_mut().zip(a) {
+            if ar <= 0.0 {
+                *d = 0.0;
+            }
+        }
+        return;
+    }
     let column = |(i, dac): (usize, &mut [f32])| {
         dac.fill(0.0);
         for o in 0..slot.fan_out {
@@ -271,22 +313,121 @@ fn input_grads(w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot
             }
         }
     };
-    if parallel(batch * slot.fan_in * slot.fan_out) {
+    if parallel(macs) {
         da.par_chunks_exact_mut(batch).enumerate().for_each(column);
     } else {
         da.chunks_exact_mut(batch).enumerate().for_each(column);
     }
 }
 
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
+/// A read-only strided matrix: element `(r, c)` is `data[r * rs + c * cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f32],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
 }
 
-/// `p -= lr * g`, elementwise.
+impl<'a> View<'a> {
+    /// A column-major `rows x cols` matrix.
+    fn col_major(data: &'a [f32], rows: usize, cols: usize) -> Self {
+        View { data, rows, cols, rs: 1, cs: rows }
+    }
+    /// The transpose (no copy).
+    fn t(self) -> Self {
+        View { data: self.data, rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs }
+    }
+    /// Whether every element lies inside `data`.
+    fn in_bounds(&self) -> bool {
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+    }
+}
+
+/// `dst += lhs · rhs` with `dst` column-major `m x n`, through the `gemm` crate (packed,
+/// cache-blocked, AVX-512 where the CPU has it), on rayon's threads when `macs` is large.
+fn gemm_acc(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>, macs: usize) {
+    let k = lhs.cols;
+    // The shapes come from the model's constants; a mismatch is a bug in this file.
+    assert!(
+        lhs.rows == m && rhs.rows == k && rhs.cols == n && dst.len() == m * n && lhs.in_bounds() && rhs.in_bounds(),
+        "gemm operand shapes disagree"
+    );
+    let parallelism = if parallel(macs) {
+        gemm::Parallelism::Rayon(rayon::current_num_threads())
+    } else {
+        gemm::Parallelism::None
+    };
+    // SAFETY: the assert above checked that `dst` holds exactly the m x n column-major
+    // result and that every element `(r, c)` of `lhs` (m x k) and `rhs` (k x n) addressed
+    // through its strides lies inside its slice; `dst` is a unique borrow, so it aliases
+    // neither operand. `gemm` reads and writes nothing else.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            m as isize,
+            1,
+            true,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
+}
+
+/// Dot product with eight independent accumulators, so that it vectorises.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ac.zip(bc) {
+        for k in 0..8 {
+            acc[k] += x[k] * y[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// Sum with eight independent accumulators.
+#[inline(always)]
+fn sum(a: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let chunks = a.chunks_exact(8);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for x in chunks {
+        for k in 0..8 {
+            acc[k] += x[k];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `p -= lr * g`, elementwise (in parallel chunks for large models).
 #[inline(always)]
 fn sgd(params: &mut [f32], grads: &[f32], lr: f32) {
-    for (p, g) in params.iter_mut().zip(grads) {
-        *p -= lr * g;
+    let step = |(p, g): (&mut [f32], &[f32])| {
+        for (p, g) in p.iter_mut().zip(g) {
+            *p -= lr * g;
+        }
+    };
+    const CHUNK: usize = 1 << 15;
+    if params.len() >= 4 * CHUNK {
+        params.par_chunks_mut(CHUNK).zip(grads.par_chunks(CHUNK)).for_each(step);
+    } else {
+        step((params, grads));
     }
 }
