@@ -1,8 +1,8 @@
 //! The CPU backend: the same functions as the OpenCL kernels, in plain Rust over the flat
 //! column-major layouts of [`super`]. Generic over the model, so every loop bound is a
-//! compile-time constant: at small shapes LLVM unrolls and vectorises the whole step. Above
-//! [`PAR_MIN_MACS`] multiply-adds per layer the columns of a layer are spread over rayon's
-//! threads.
+//! compile-time constant: at small shapes LLVM unrolls and vectorises the whole step. Layers
+//! of at least [`GEMM_MIN_MACS`] multiply-adds go through the `gemm` crate's packed kernels,
+//! and from [`PAR_MIN_MACS`] on those run on rayon's threads.
 
 use std::marker::PhantomData;
 
@@ -12,7 +12,7 @@ use super::{layer_slot, layer_slots, Backend, Batch, Buffer, LayerSlot};
 use crate::error::{Error, Result};
 use crate::model::Model;
 
-/// A layer with at least this many multiply-adds (`batch * in * out`) runs its columns on
+/// A layer with at least this many multiply-adds (`batch * in * out`) runs its GEMMs on
 /// rayon's thread pool; smaller ones run on the calling thread. Measured with
 /// `benches/cpu_threshold.rs` on a 2-core machine: below about 2^16 the fork/join cost
 /// (a few microseconds) is larger than the work saved. Override with the environment
@@ -182,9 +182,13 @@ fn dense_forward(a: &[f32], params: &[f32], slot: LayerSlot, z: &mut [f32], batc
         }
         return;
     }
-    let column = |(o, zc): (usize, &mut [f32])| {
+    // Small layers: plain loops over constant bounds, which LLVM unrolls completely at
+    // the smallest shapes.
+    for o in 0..slot.fan_out {
+        let zc = &mut z[o * batch..(o + 1) * batch];
         zc.fill(bias[o]);
-        for (i, &wio) in w[o * slot.fan_in..(o + 1) * slot.fan_in].iter().enumerate() {
+        for i in 0..slot.fan_in {
+            let wio = w[o * slot.fan_in + i];
             for (zr, &ar) in zc.iter_mut().zip(&a[i * batch..(i + 1) * batch]) {
                 *zr += ar * wio;
             }
@@ -192,11 +196,6 @@ fn dense_forward(a: &[f32], params: &[f32], slot: LayerSlot, z: &mut [f32], batc
         if relu {
             relu_in_place(zc);
         }
-    };
-    if parallel(macs) {
-        z.par_chunks_exact_mut(batch).enumerate().for_each(column);
-    } else {
-        z.chunks_exact_mut(batch).enumerate().for_each(column);
     }
 }
 
@@ -256,8 +255,8 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
 /// dL/dW and dL/db of one layer: `gW[i, o] = Σ_r a[r, i] · dz[r, o]`, `gb[o] = Σ_r dz[r, o]`.
 #[inline(always)]
 fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: LayerSlot, batch: usize) {
-    for (g, dzc) in gb.iter_mut().zip(dz.chunks_exact(batch)) {
-        *g = sum(dzc);
+    for (o, g) in gb.iter_mut().enumerate() {
+        *g = sum(&dz[o * batch..(o + 1) * batch]);
     }
     let macs = batch * slot.fan_in * slot.fan_out;
     if macs >= GEMM_MIN_MACS {
@@ -268,16 +267,12 @@ fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: Lay
         gemm_acc(gw, slot.fan_in, slot.fan_out, at, dz, macs);
         return;
     }
-    let column = |(o, gwc): (usize, &mut [f32])| {
+    for o in 0..slot.fan_out {
         let dzc = &dz[o * batch..(o + 1) * batch];
-        for (i, g) in gwc.iter_mut().enumerate() {
-            *g = dot(&a[i * batch..(i + 1) * batch], dzc);
+        for i in 0..slot.fan_in {
+            let ac = &a[i * batch..(i + 1) * batch];
+            gw[o * slot.fan_in + i] = ac.iter().zip(dzc).fold(0.0, |g, (x, d)| g + x * d);
         }
-    };
-    if parallel(macs) {
-        gw.par_chunks_exact_mut(slot.fan_in).enumerate().for_each(column);
-    } else {
-        gw.chunks_exact_mut(slot.fan_in).enumerate().for_each(column);
     }
 }
 
@@ -299,7 +294,8 @@ fn input_grads(w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot
         }
         return;
     }
-    let column = |(i, dac): (usize, &mut [f32])| {
+    for i in 0..slot.fan_in {
+        let dac = &mut da[i * batch..(i + 1) * batch];
         dac.fill(0.0);
         for o in 0..slot.fan_out {
             let wio = w[o * slot.fan_in + i];
@@ -312,11 +308,6 @@ fn input_grads(w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot
                 *d = 0.0;
             }
         }
-    };
-    if parallel(macs) {
-        da.par_chunks_exact_mut(batch).enumerate().for_each(column);
-    } else {
-        da.chunks_exact_mut(batch).enumerate().for_each(column);
     }
 }
 
@@ -386,20 +377,6 @@ fn gemm_acc(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>, m
             parallelism,
         );
     }
-}
-
-/// Dot product with eight independent accumulators, so that it vectorises.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ac.remainder().iter().zip(bc.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ac.zip(bc) {
-        for k in 0..8 {
-            acc[k] += x[k] * y[k];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }
 
 /// Sum with eight independent accumulators.
