@@ -263,8 +263,20 @@ impl Device {
     #[doc(hidden)]
     pub fn __build_source(&self, source: &str) -> Result<()> {
         match &self.kind {
-            DeviceKind::Cpu => Err(Error::Unsupported { device: self.name(), reason: "no OpenCL compiler".to_string() }),
+            DeviceKind::Cpu => {
+                Err(Error::Unsupported { device: self.name(), reason: "no OpenCL compiler".to_string() })
+            }
             DeviceKind::OpenCl { device, .. } => opencl::build_source(device, source),
+        }
+    }
+
+    /// Launches an empty kernel and waits for it: the launch floor, for benchmarks. Not a
+    /// public API.
+    #[doc(hidden)]
+    pub fn __empty_launch(&self) -> Result<()> {
+        match &self.kind {
+            DeviceKind::Cpu => Ok(()),
+            DeviceKind::OpenCl { device, .. } => opencl::empty_launch(device),
         }
     }
 

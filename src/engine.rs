@@ -22,20 +22,20 @@ enum Backends<M: Model> {
     /// The CPU backend, and the losses of its deferred steps (see
     /// [`Engine::train_step_deferred`]).
     Cpu(CpuBackend<M>, Vec<f32>),
-    OpenCl(OpenClBackend<M>),
+    OpenCl(Box<OpenClBackend<M>>),
 }
 
 impl<M: Model> Backends<M> {
     fn get(&mut self) -> &mut dyn Backend {
         match self {
             Backends::Cpu(b, _) => b,
-            Backends::OpenCl(b) => b,
+            Backends::OpenCl(b) => &mut **b,
         }
     }
     fn get_ref(&self) -> &dyn Backend {
         match self {
             Backends::Cpu(b, _) => b,
-            Backends::OpenCl(b) => b,
+            Backends::OpenCl(b) => &**b,
         }
     }
     fn train_step_deferred(&mut self, batch: Batch<'_>, lr: f32) -> Result<()> {
@@ -105,7 +105,7 @@ impl<M: Model> Engine<M> {
     fn from_flat(device: &Device, flat: &[f32]) -> Result<Self> {
         let backend = match device.kind() {
             DeviceKind::Cpu => Backends::Cpu(CpuBackend::new(flat), Vec::new()),
-            DeviceKind::OpenCl { device, path } => Backends::OpenCl(OpenClBackend::new(device, *path, flat)?),
+            DeviceKind::OpenCl { device, path } => Backends::OpenCl(Box::new(OpenClBackend::new(device, *path, flat)?)),
         };
         Ok(Engine { device: device.clone(), backend })
     }

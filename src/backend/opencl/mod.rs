@@ -49,9 +49,10 @@ pub(crate) fn open(index: Option<usize>, want: impl Fn(&crate::device::DeviceInf
                 reason: format!("there are {count} usable OpenCL devices (opencl:0 to opencl:{})", count - 1),
             })
         }
-        None => found.iter().position(|f| want(&f.info)).ok_or_else(|| Error::NoOpenClDevice {
-            reason: "no OpenCL device of the wanted type".to_string(),
-        })?,
+        None => found
+            .iter()
+            .position(|f| want(&f.info))
+            .ok_or_else(|| Error::NoOpenClDevice { reason: "no OpenCL device of the wanted type".to_string() })?,
     };
     Ok(Arc::new(ClDevice::open(found.swap_remove(pos))?))
 }
@@ -71,6 +72,23 @@ fn build_options(device: &ClDevice) -> Result<(String, usize)> {
 pub(crate) fn build_source(device: &ClDevice, source: &str) -> Result<()> {
     let (options, _) = build_options(device)?;
     program::build_from_source(device, source, &options).map(drop)
+}
+
+/// One launch of an empty kernel (one work-item) and `clFinish`: the floor under any
+/// kernel's cost on this device.
+pub(crate) fn empty_launch(device: &ClDevice) -> Result<()> {
+    let mut slot = device.empty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if slot.is_none() {
+        let program = program::build_from_source(device, "__kernel void tb_empty(void) {}", "")?;
+        *slot = Some((Queue::new(&device.context, device.id)?, Kernel::new(&program, "tb_empty")?));
+    }
+    match slot.as_ref() {
+        Some((queue, kernel)) => {
+            queue.launch(kernel, &[1], &[1])?;
+            queue.finish()
+        }
+        None => Ok(()),
+    }
 }
 
 /// Where this device's programs came from: (compiled, loaded from disk, reused in memory).
@@ -181,7 +199,9 @@ impl<M: Model> OpenClBackend<M> {
         let dims = M::LAYERS;
         let (b, f) = (M::BATCH, M::FEATURES);
         let acts = acts_len(dims, b);
-        for (what, n) in [("the activation scratch", acts), ("the parameter count", M::Params::LEN), ("the batch", b * (f + 1))] {
+        for (what, n) in
+            [("the activation scratch", acts), ("the parameter count", M::Params::LEN), ("the batch", b * (f + 1))]
+        {
             to_i32(n, device, what)?;
         }
         let (options, tile) = build_options(device)?;
@@ -238,7 +258,9 @@ impl<M: Model> OpenClBackend<M> {
         let delta = [Mem::new::<f32>(context, delta_n)?, Mem::new::<f32>(context, delta_n)?];
         let losses = Mem::from_slice(context, &vec![0.0f32; LOSS_RING + 1])?;
         let words = b * f + b;
-        let slot = || -> Result<Slot> { Ok(Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None }) };
+        let slot = || -> Result<Slot> {
+            Ok(Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None })
+        };
         let slots = [slot()?, slot()?];
         let mut offsets = Vec::new();
         let mut a_in = 0;
@@ -284,20 +306,22 @@ impl<M: Model> OpenClBackend<M> {
         Ok(index)
     }
 
-    /// The fused kernel in `mode` on `x` (and the batch buffer's labels).
-    fn run_fused(&mut self, x: Which, labels: Which, rows: usize, lr: f32, mode: i32, slot: usize, out: Which) -> Result<()> {
-        let rows = rows as i32;
+    /// The fused kernel in `mode` (loss, gradients or step) on staging slot `batch`, the
+    /// loss going to `slot`.
+    fn run_fused(&mut self, batch: usize, rows: usize, lr: f32, mode: i32, slot: usize) -> Result<()> {
         let k = &mut self.kernels.fused;
+        let batch = &self.slots[batch & 1].mem;
         k.set_mem(0, &self.params)?;
         k.set_mem(1, &self.grads)?;
-        k.set_mem(2, pick(x, &self.slots, &self.acts))?;
-        k.set_mem(3, pick(labels, &self.slots, &self.acts))?;
-        k.set_scalar(4, rows)?;
+        k.set_mem(2, batch)?;
+        k.set_mem(3, batch)?;
+        k.set_scalar(4, rows as i32)?;
         k.set_scalar(5, lr)?;
         k.set_scalar(6, mode)?;
         k.set_mem(7, &self.losses)?;
         k.set_scalar(8, slot as i32)?;
-        k.set_mem(9, pick(out, &self.slots, &self.grads))?;
+        // Written only in MODE_FORWARD, which `forward` runs with a buffer of its own.
+        k.set_mem(9, &self.grads)?;
         self.queue.launch(k, &[self.plan.fused_wg], &[self.plan.fused_wg])
     }
 
@@ -400,7 +424,7 @@ impl<M: Model> OpenClBackend<M> {
     fn enqueue(&mut self, batch: Batch<'_>, lr: f32, mode: i32, slot: usize) -> Result<()> {
         let b = self.upload_batch(batch)?;
         if self.plan.fused {
-            return self.run_fused(Which::Slot(b), Which::Slot(b), batch.rows, lr, mode, slot, Which::Dummy);
+            return self.run_fused(b, batch.rows, lr, mode, slot);
         }
         self.run_tiled_forward(Input::Slot(b), None)?;
         self.run_tiled_loss(b, batch.rows, slot)?;
@@ -465,20 +489,6 @@ impl<M: Model> OpenClBackend<M> {
 enum Input<'a> {
     Tensor(&'a Mem),
     Slot(usize),
-}
-
-/// Which buffer a kernel argument names.
-#[derive(Clone, Copy)]
-enum Which {
-    Slot(usize),
-    Dummy,
-}
-
-fn pick<'a>(which: Which, slots: &'a [Slot; 2], dummy: &'a Mem) -> &'a Mem {
-    match which {
-        Which::Slot(i) => &slots[i & 1].mem,
-        Which::Dummy => dummy,
-    }
 }
 
 impl<M> Drop for OpenClBackend<M> {

@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use opencl3::device as dv;
-use opencl3::error_codes::{error_text, CL_PLATFORM_NOT_FOUND_KHR, DLOPEN_FUNCTION_NOT_AVAILABLE, DLOPEN_RUNTIME_LOAD_FAILED};
+use opencl3::error_codes::{
+    error_text, CL_PLATFORM_NOT_FOUND_KHR, DLOPEN_FUNCTION_NOT_AVAILABLE, DLOPEN_RUNTIME_LOAD_FAILED,
+};
 use opencl3::platform::platform as pf;
 use opencl3::types::{cl_device_id, cl_platform_id};
 
-use super::cl::{bytes_to_string, read_u64, read_usize, Context, Program};
+use super::cl::{bytes_to_string, read_u64, read_usize, Context, Kernel, Program, Queue};
 use crate::device::{DeviceInfo, DeviceType};
 use crate::error::{Error, Result};
 
@@ -126,6 +128,8 @@ pub(crate) struct ClDevice {
     pub serial: u64,
     pub programs: Mutex<HashMap<String, Arc<Program>>>,
     pub counts: BuildCounts,
+    /// The empty kernel of the launch-floor benchmark, made on first use.
+    pub empty: Mutex<Option<(Queue, Kernel)>>,
 }
 
 // SAFETY: a root `cl_device_id` is an opaque handle valid for the whole process, usable
@@ -144,6 +148,7 @@ impl ClDevice {
             serial: NEXT_CONTEXT.fetch_add(1, Ordering::Relaxed),
             programs: Mutex::new(HashMap::new()),
             counts: BuildCounts::default(),
+            empty: Mutex::new(None),
         })
     }
 

@@ -114,7 +114,10 @@ pub(crate) fn build_from_source(device: &ClDevice, source: &str, options: &str) 
     program.build(device.id, options).map_err(|(code, log)| Error::KernelBuild {
         device: device.label(),
         log: if log.trim().is_empty() {
-            format!("(the driver gave no build log; clBuildProgram returned {})", opencl3::error_codes::error_text(code))
+            format!(
+                "(the driver gave no build log; clBuildProgram returned {})",
+                opencl3::error_codes::error_text(code)
+            )
         } else {
             log
         },

@@ -1,0 +1,54 @@
+//! Fallback where the ICD loader finds no platform (`OCL_ICD_VENDORS` = an empty
+//! directory): `Device::auto()` gives the CPU backend and `Device::opencl()` a clear
+//! error. Runs in a child process, so the variable is set before the loader starts.
+
+use std::process::Command;
+
+use tensorbridge::{Device, Error};
+
+const CHILD: &str = "TENSORBRIDGE_FALLBACK_CHILD";
+
+fn run_child(test: &str, device_env: Option<&str>) {
+    let empty = std::env::temp_dir().join(format!("tensorbridge-no-vendors-{}", std::process::id()));
+    std::fs::create_dir_all(&empty).unwrap();
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = Command::new(exe);
+    cmd.args([test, "--exact", "--nocapture"]).env(CHILD, "1").env("OCL_ICD_VENDORS", &empty);
+    match device_env {
+        Some(v) => cmd.env("TENSORBRIDGE_DEVICE", v),
+        None => cmd.env_remove("TENSORBRIDGE_DEVICE"),
+    };
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+}
+
+#[test]
+fn no_platform_falls_back_to_the_cpu() {
+    if std::env::var_os(CHILD).is_none() {
+        return run_child("no_platform_falls_back_to_the_cpu", None);
+    }
+    assert!(Device::auto().is_cpu());
+    match Device::opencl() {
+        Err(Error::NoOpenClDevice { reason }) => assert!(reason.contains("no platform"), "{reason}"),
+        other => panic!("expected NoOpenClDevice, got {other:?}"),
+    }
+    assert!(Device::list().is_err());
+}
+
+#[test]
+fn asking_for_opencl_without_a_platform_warns_and_uses_the_cpu() {
+    if std::env::var_os(CHILD).is_none() {
+        return run_child("asking_for_opencl_without_a_platform_warns_and_uses_the_cpu", Some("opencl"));
+    }
+    assert!(matches!(Device::try_auto(), Err(Error::NoOpenClDevice { .. })));
+    assert!(Device::auto().is_cpu());
+}
+
+#[test]
+fn a_bad_device_name_is_refused() {
+    assert!(matches!(Device::from_name("vulkan"), Err(Error::InvalidDevice { .. })));
+    assert!(matches!(Device::from_name("opencl:x"), Err(Error::InvalidDevice { .. })));
+    assert!(Device::from_name(" CPU ").unwrap().is_cpu());
+}
