@@ -39,25 +39,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (train, test) = data.split_stratified(0.3, SPLIT_SEED)?;
     let scaler = Standardizer::fit(&train)?;
     let (train, test) = (scaler.apply(&train)?, scaler.apply(&test)?);
-    println!("digits: {} rows, {} train / {} test, {} features", data.len(), train.len(), test.len(), data.n_features());
+    println!(
+        "digits: {} rows, {} train / {} test, {} features",
+        data.len(),
+        train.len(),
+        test.len(),
+        data.n_features()
+    );
 
     let device = Device::auto();
     println!("device: {device}");
     let mut model = Digits::new(&device)?;
     // The learning-rate list: 30 epochs, 0.1 for 20, then 0.02.
     let rates: Vec<f32> = (0..30).map(|e| if e < 20 { 0.1 } else { 0.02 }).collect();
-    let options = FitOptions::new()
-        .validation(&test)
-        .plot_svg(out_dir.join("digits_curves.svg"))
-        .on_epoch(|e| {
-            if e.epoch % 5 == 0 || e.epoch == 1 {
-                let test_acc = e.validation.as_ref().map_or(f64::NAN, |m| m.accuracy);
-                println!(
-                    "epoch {:>3}  lr {:.2}  loss {:.4}  train accuracy {:.3}  test accuracy {:.3}",
-                    e.epoch, e.learning_rate, e.loss, e.accuracy, test_acc
-                );
-            }
-        });
+    let options = FitOptions::new().validation(&test).plot_svg(out_dir.join("digits_curves.svg")).on_epoch(|e| {
+        if e.epoch % 5 == 0 || e.epoch == 1 {
+            let test_acc = e.validation.as_ref().map_or(f64::NAN, |m| m.accuracy);
+            println!(
+                "epoch {:>3}  lr {:.2}  loss {:.4}  train accuracy {:.3}  test accuracy {:.3}",
+                e.epoch, e.learning_rate, e.loss, e.accuracy, test_acc
+            );
+        }
+    });
     let history = model.fit_with(&train, &rates, TRAIN_SEED, options)?;
     let final_train = history.last().map_or(f64::NAN, |e| e.accuracy);
 
@@ -71,6 +74,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The checkpoint restores the same model.
     let mut restored = Digits::load(&device, &checkpoint)?;
     assert_eq!(restored.evaluate(&test)?.accuracy, metrics.accuracy);
-    println!("saved {}, {} and {}", checkpoint.display(), logits_path.display(), out_dir.join("digits_curves.svg").display());
+    println!(
+        "saved {}, {} and {}",
+        checkpoint.display(),
+        logits_path.display(),
+        out_dir.join("digits_curves.svg").display()
+    );
     Ok(())
 }

@@ -29,10 +29,8 @@ const TRAIN_SEED: u64 = 1;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let data_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
-    let out_dir = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| std::env::temp_dir().join("tensorbridge-iris"));
+    let out_dir =
+        std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("tensorbridge-iris"));
     std::fs::create_dir_all(&out_dir)?;
 
     let data = Dataset::from_npy(data_dir.join("iris_features.npy"), data_dir.join("iris_labels.npy"))?;
@@ -46,18 +44,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut model = Iris::new(&device)?;
     // The learning-rate list: 150 epochs, 0.5 for 100, then 0.1.
     let rates: Vec<f32> = (0..150).map(|e| if e < 100 { 0.5 } else { 0.1 }).collect();
-    let options = FitOptions::new()
-        .validation(&test)
-        .plot_svg(out_dir.join("iris_curves.svg"))
-        .on_epoch(|e| {
-            if e.epoch % 25 == 0 || e.epoch == 1 {
-                let test_acc = e.validation.as_ref().map_or(f64::NAN, |m| m.accuracy);
-                println!(
-                    "epoch {:>3}  lr {:.2}  loss {:.4}  train accuracy {:.3}  test accuracy {:.3}",
-                    e.epoch, e.learning_rate, e.loss, e.accuracy, test_acc
-                );
-            }
-        });
+    let options = FitOptions::new().validation(&test).plot_svg(out_dir.join("iris_curves.svg")).on_epoch(|e| {
+        if e.epoch % 25 == 0 || e.epoch == 1 {
+            let test_acc = e.validation.as_ref().map_or(f64::NAN, |m| m.accuracy);
+            println!(
+                "epoch {:>3}  lr {:.2}  loss {:.4}  train accuracy {:.3}  test accuracy {:.3}",
+                e.epoch, e.learning_rate, e.loss, e.accuracy, test_acc
+            );
+        }
+    });
     let history = model.fit_with(&train, &rates, TRAIN_SEED, options)?;
     let final_train = history.last().map_or(f64::NAN, |e| e.accuracy);
 
@@ -71,6 +66,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The checkpoint restores the same model.
     let mut restored = Iris::load(&device, &checkpoint)?;
     assert_eq!(restored.evaluate(&test)?.accuracy, metrics.accuracy);
-    println!("saved {}, {} and {}", checkpoint.display(), logits_path.display(), out_dir.join("iris_curves.svg").display());
+    println!(
+        "saved {}, {} and {}",
+        checkpoint.display(),
+        logits_path.display(),
+        out_dir.join("iris_curves.svg").display()
+    );
     Ok(())
 }

@@ -110,8 +110,8 @@ impl<M: Model> Engine<M> {
     pub fn load(device: &Device, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        let flat = from_safetensors::<M>(&bytes)
-            .map_err(|kind| Error::Checkpoint { path: path.to_path_buf(), kind })?;
+        let flat =
+            from_safetensors::<M>(&bytes).map_err(|kind| Error::Checkpoint { path: path.to_path_buf(), kind })?;
         Engine::with_params(device, &M::Params::from_flat(&flat))
     }
 }
@@ -120,9 +120,7 @@ impl<M: Model> Engine<M> {
 fn tensors_of<M: Model>() -> Vec<(String, Vec<usize>, usize)> {
     layer_slots(M::LAYERS)
         .enumerate()
-        .flat_map(|(l, s)| {
-            [(format!("w{l}"), vec![s.fan_in, s.fan_out], s.w), (format!("b{l}"), vec![s.fan_out], s.b)]
-        })
+        .flat_map(|(l, s)| [(format!("w{l}"), vec![s.fan_in, s.fan_out], s.w), (format!("b{l}"), vec![s.fan_out], s.b)])
         .collect()
 }
 
@@ -219,10 +217,7 @@ fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<f32>, Che
 /// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which is
 /// flushed to disk and renamed over `path`. On any error the temporary file is removed and
 /// `path` is untouched.
-pub(crate) fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut File) -> std::io::Result<()>,
-) -> Result<()> {
+pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),

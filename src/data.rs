@@ -313,7 +313,8 @@ impl Standardizer {
             let constant = column.iter().all(|&v| v == column[0]);
             let std = var.sqrt();
             mean.push(m as f32);
-            scale.push(if constant || !(std > 0.0) || !std.is_finite() { 1.0 } else { std as f32 });
+            let usable = !constant && std.is_finite() && std > 0.0;
+            scale.push(if usable { std as f32 } else { 1.0 });
         }
         Ok(Standardizer { mean, scale })
     }

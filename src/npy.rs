@@ -265,7 +265,8 @@ fn read_file(path: &Path) -> Result<(Header, Vec<u8>, u64)> {
     let (header, data_offset) = parse_prelude(&mut reader, total, path)?;
     // `parse_prelude` checked that exactly this many bytes remain, and they fit in memory
     // as a file of that size does.
-    let len = usize::try_from(total - data_offset).map_err(|_| npy_error(path, data_offset, NpyErrorKind::ShapeTooLarge))?;
+    let len =
+        usize::try_from(total - data_offset).map_err(|_| npy_error(path, data_offset, NpyErrorKind::ShapeTooLarge))?;
     let mut data = vec![0u8; len];
     reader.read_exact(&mut data).map_err(|e| Error::io(path, e))?;
     Ok((header, data, data_offset))
@@ -377,7 +378,8 @@ fn to_labels(header: &Header, data: &[u8]) -> Result<Vec<u32>, DataError> {
         if value < 0 {
             return Err((at, NpyErrorKind::NegativeLabel { index, value: value as i64 }));
         }
-        let label = u32::try_from(value).map_err(|_| (at, NpyErrorKind::LabelTooLarge { index, value: value as u64 }))?;
+        let label =
+            u32::try_from(value).map_err(|_| (at, NpyErrorKind::LabelTooLarge { index, value: value as u64 }))?;
         out.push(label);
     }
     Ok(out)

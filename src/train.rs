@@ -109,8 +109,11 @@ pub struct FitOptions<'a> {
     shuffle: bool,
     plot: Option<PathBuf>,
     validation: Option<&'a Dataset>,
-    on_epoch: Option<Box<dyn FnMut(&EpochStats) + 'a>>,
+    on_epoch: Option<EpochCallback<'a>>,
 }
+
+/// A per-epoch callback of [`FitOptions::on_epoch`].
+type EpochCallback<'a> = Box<dyn FnMut(&EpochStats) + 'a>;
 
 impl Default for FitOptions<'_> {
     fn default() -> Self {

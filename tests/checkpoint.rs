@@ -5,8 +5,8 @@
 mod support;
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::io::Read;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -124,7 +124,9 @@ fn shape_mismatches_name_the_tensor_and_both_shapes() {
     // A deeper checkpoint into a linear model: its extra tensors are named.
     let mlp_path = dir.join("mlp.safetensors");
     Mlp::new(&device).unwrap().save(&mlp_path).unwrap();
-    assert!(matches!(checkpoint_error(Lin::load(&device, &mlp_path)), CheckpointErrorKind::UnexpectedTensor { name, .. } if name == "b1"));
+    assert!(
+        matches!(checkpoint_error(Lin::load(&device, &mlp_path)), CheckpointErrorKind::UnexpectedTensor { name, .. } if name == "b1")
+    );
     // A linear checkpoint into a deeper model: w0 is [4, 3], not [4, 5].
     assert!(matches!(
         checkpoint_error(Mlp::load(&device, &path)),
@@ -139,11 +141,15 @@ fn missing_wrong_dtype_and_garbage_are_errors() {
     let path = dir.join("bad.safetensors");
 
     write_tensors(&path, &[("w0", Dtype::F32, vec![4, 3], f32_bytes(12))]);
-    assert!(matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::MissingTensor { name, .. } if name == "b0"));
+    assert!(
+        matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::MissingTensor { name, .. } if name == "b0")
+    );
 
     let f64_bytes: Vec<u8> = (0..12).flat_map(|k| (k as f64).to_le_bytes()).collect();
     write_tensors(&path, &[("w0", Dtype::F64, vec![4, 3], f64_bytes), ("b0", Dtype::F32, vec![3], f32_bytes(3))]);
-    assert!(matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::WrongDtype { name, .. } if name == "w0"));
+    assert!(
+        matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::WrongDtype { name, .. } if name == "w0")
+    );
 
     write_tensors(&path, &[("w0", Dtype::F32, vec![12], f32_bytes(12)), ("b0", Dtype::F32, vec![3], f32_bytes(3))]);
     assert!(matches!(checkpoint_error(Lin::load(&device, &path)), CheckpointErrorKind::WrongShape { .. }));

@@ -24,8 +24,11 @@ fn iris() -> Dataset {
 
 /// Rows `r` with features `(r, 10 r)` and label `r % 3`.
 fn counting(n: usize) -> Dataset {
-    Dataset::new(DMatrix::from_fn(n, 2, |r, c| (r * if c == 0 { 1 } else { 10 }) as f32), (0..n).map(|r| (r % 3) as u32).collect())
-        .unwrap()
+    Dataset::new(
+        DMatrix::from_fn(n, 2, |r, c| (r * if c == 0 { 1 } else { 10 }) as f32),
+        (0..n).map(|r| (r % 3) as u32).collect(),
+    )
+    .unwrap()
 }
 
 #[test]
@@ -57,7 +60,11 @@ fn stratified_split_keeps_class_proportions() {
     for part in [&train, &test] {
         for r in 0..part.len() {
             let k = (0..data.len())
-                .find(|&k| seen[k] == 0 && data.labels()[k] == part.labels()[r] && data.features().row(k) == part.features().row(r))
+                .find(|&k| {
+                    seen[k] == 0
+                        && data.labels()[k] == part.labels()[r]
+                        && data.features().row(k) == part.features().row(r)
+                })
                 .expect("row comes from the dataset");
             seen[k] += 1;
         }
@@ -100,8 +107,8 @@ fn standardizer_uses_population_statistics_of_the_training_set() {
     assert_eq!(s.scale()[1], 1.0);
     let z = s.apply(&train).unwrap();
     let expected = [-1.5, -0.5, 0.5, 1.5].map(|v: f32| v / 1.25f32.sqrt());
-    for r in 0..4 {
-        assert!((z.features()[(r, 0)] - expected[r]).abs() < 1e-6);
+    for (r, e) in expected.iter().enumerate() {
+        assert!((z.features()[(r, 0)] - e).abs() < 1e-6);
         assert_eq!(z.features()[(r, 1)], 0.0, "a constant column becomes zeros, not NaN");
     }
     // Another set is standardised with the training statistics, not its own.

@@ -60,10 +60,7 @@ fn bad_magic_and_versions() {
     let mut npz = b"PK\x03\x04".to_vec();
     npz.extend_from_slice(&[0; 40]);
     assert_eq!(refused(&dir, "zip.npy", &npz), (0, NpyErrorKind::BadMagic));
-    assert_eq!(
-        refused(&dir, "prefix.npy", b"\x93NUM"),
-        (4, NpyErrorKind::Truncated { expected: 10, found: 4 })
-    );
+    assert_eq!(refused(&dir, "prefix.npy", b"\x93NUM"), (4, NpyErrorKind::Truncated { expected: 10, found: 4 }));
     let mut v4 = v1(F4_2X2, &f4_data(4));
     v4[6] = 4;
     assert_eq!(refused(&dir, "v4.npy", &v4), (6, NpyErrorKind::UnsupportedVersion { major: 4, minor: 0 }));
@@ -148,14 +145,14 @@ fn object_and_structured_dtypes_are_refused() {
 fn garbage_headers_are_refused_with_their_offset() {
     let dir = support::scratch("npy-garbage");
     let cases: &[(&str, u64)] = &[
-        ("", 10),                                                                  // nothing at all
-        ("not a dict at all\n", 10),                                               // a name
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2)\n", 67),        // no closing brace
+        ("", 10),                                                                    // nothing at all
+        ("not a dict at all\n", 10),                                                 // a name
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2)\n", 67),          // no closing brace
         ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), } extra\n", 70), // trailing text
-        ("{'descr': '<f4, 'fortran_order': False, 'shape': (2, 2), }\n", 27),      // unbalanced quote
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2.5), }\n", 65),   // a float in the shape
-        ("{'descr': '<f4', 'fortran_order': Maybe, 'shape': (2, 2), }\n", 44),     // an unknown name
-        ("\u{1}\u{2}\u{3}", 10),                                                   // control characters
+        ("{'descr': '<f4, 'fortran_order': False, 'shape': (2, 2), }\n", 27),        // unbalanced quote
+        ("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2.5), }\n", 65),     // a float in the shape
+        ("{'descr': '<f4', 'fortran_order': Maybe, 'shape': (2, 2), }\n", 44),       // an unknown name
+        ("\u{1}\u{2}\u{3}", 10),                                                     // control characters
     ];
     for (k, (header, offset)) in cases.iter().enumerate() {
         let (at, kind) = refused(&dir, "garbage.npy", &v1(header, &f4_data(4)));
@@ -179,7 +176,8 @@ fn garbage_headers_are_refused_with_their_offset() {
         refused(&dir, "negative.npy", &v1(negative, &[])).1,
         NpyErrorKind::InvalidValue { key: "shape", .. }
     ));
-    let deep = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {}2{}, }}\n", "(".repeat(5000), ",)".repeat(5000));
+    let deep =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {}2{}, }}\n", "(".repeat(5000), ",)".repeat(5000));
     assert!(matches!(refused(&dir, "deep.npy", &v1(&deep, &[])).1, NpyErrorKind::HeaderSyntax { .. }));
     let mut v3 = b"\x93NUMPY\x03\x00".to_vec();
     let bad_utf8 = b"{'descr': '<f4', 'fortran_order': False, 'shape': (0,), '\xff': 1}\n";
@@ -205,7 +203,8 @@ fn random_mutations_never_panic() {
         v1("{'descr': '>i2', 'fortran_order': True, 'shape': (3,), }\n", &[0, 1, 0, 2, 0, 3]),
         v1("{'descr': '<f2', 'fortran_order': False, 'shape': (), }\n", &[0, 60]),
     ];
-    let tokens: &[&[u8]] = &[b"(", b")", b"{", b"}", b"'", b",", b"-", b"L", b"9999999999999999999999", b"'|O'", b"True"];
+    let tokens: &[&[u8]] =
+        &[b"(", b")", b"{", b"}", b"'", b",", b"-", b"L", b"9999999999999999999999", b"'|O'", b"True"];
     let mut rng = Rng::new(0x5EED);
     let mut accepted = 0;
     for _ in 0..20_000 {

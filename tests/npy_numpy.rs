@@ -90,11 +90,24 @@ fn files_we_write_load_in_numpy() {
         return;
     }
     let dir = scratch("npy-write");
-    let dynamic = DMatrix::from_row_slice(3, 4, &[
-        1.5f32, -2.25, 0.0, 1e-30, //
-        3.4028235e38, -1.0, 7.0, 0.1, //
-        -0.0, 1e6, 2.5e-3, 42.0,
-    ]);
+    let dynamic = DMatrix::from_row_slice(
+        3,
+        4,
+        &[
+            1.5f32,
+            -2.25,
+            0.0,
+            1e-30, //
+            3.4028235e38,
+            -1.0,
+            7.0,
+            0.1, //
+            -0.0,
+            1e6,
+            2.5e-3,
+            42.0,
+        ],
+    );
     let fixed = matrix![1.0f32, 2.0, 3.0; 4.0, 5.0, 6.0];
     let empty = DMatrix::<f32>::zeros(0, 3);
     npy::write_matrix(dir.join("dynamic.npy"), &dynamic).unwrap();
@@ -117,8 +130,7 @@ fn files_we_write_load_in_numpy() {
     let expect = |k: usize, shape: &str, m: &DMatrix<f32>| {
         assert_eq!(lines[2 * k], format!("<f4 True {shape}"), "file {k}");
         let values = floats(lines.get(2 * k + 1).copied().unwrap_or(""));
-        let ours: Vec<f64> =
-            (0..m.nrows()).flat_map(|r| (0..m.ncols()).map(move |c| f64::from(m[(r, c)]))).collect();
+        let ours: Vec<f64> = (0..m.nrows()).flat_map(|r| (0..m.ncols()).map(move |c| f64::from(m[(r, c)]))).collect();
         assert_eq!(values, ours, "values of file {k}");
     };
     expect(0, "3 4", &dynamic);
@@ -201,7 +213,11 @@ np.save(os.path.join(d, 'cube.npy'), np.zeros((2, 2, 2), dtype='<f4'))
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
         if name.starts_with("y_") || name == "column.npy" || name == "row.npy" {
-            assert_eq!(npy::read_labels(&path).unwrap_or_else(|e| panic!("{name}: {e}")), vec![0, 2, 1, 9, 3], "{name}");
+            assert_eq!(
+                npy::read_labels(&path).unwrap_or_else(|e| panic!("{name}: {e}")),
+                vec![0, 2, 1, 9, 3],
+                "{name}"
+            );
         }
     }
     let kind = |name: &str, labels: bool| -> (u64, NpyErrorKind) {

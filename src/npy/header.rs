@@ -439,7 +439,10 @@ mod tests {
             err("{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (2,)}"),
             (10, NpyErrorKind::StructuredDtype)
         ));
-        assert!(matches!(err("{'descr': '|O', 'fortran_order': False, 'shape': (2,)}"), (10, NpyErrorKind::ObjectDtype)));
+        assert!(matches!(
+            err("{'descr': '|O', 'fortran_order': False, 'shape': (2,)}"),
+            (10, NpyErrorKind::ObjectDtype)
+        ));
         assert!(matches!(
             err("{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}"),
             (_, NpyErrorKind::InvalidValue { key: "shape", .. })

@@ -56,11 +56,7 @@ pub(super) fn render(history: &History) -> String {
     for k in 0..=5 {
         let f = k as f64 / 5.0;
         let y = TOP + plot_h * (1.0 - f);
-        let _ = writeln!(
-            s,
-            r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##,
-            WIDTH - RIGHT
-        );
+        let _ = writeln!(s, r##"<line x1="{LEFT}" y1="{y:.1}" x2="{:.1}" y2="{y:.1}" stroke="#ddd"/>"##, WIDTH - RIGHT);
         let _ = writeln!(
             s,
             r#"<text x="{:.1}" y="{:.1}" text-anchor="end" fill="{LOSS_COLOUR}">{}</text>"#,
@@ -87,10 +83,8 @@ pub(super) fn render(history: &History) -> String {
             i + 1
         );
     }
-    let _ = writeln!(
-        s,
-        r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##
-    );
+    let _ =
+        writeln!(s, r##"<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" fill="none" stroke="#333"/>"##);
     let _ = writeln!(
         s,
         r#"<text x="{:.1}" y="{:.1}" text-anchor="middle">epoch</text>"#,
@@ -145,7 +139,7 @@ fn polyline(values: &[f64], x_of: &impl Fn(usize) -> f64, y_of: impl Fn(f64) -> 
 
 /// The smallest of 1, 2, 2.5, 5 times a power of ten at or above `v` (1 for `v <= 0`).
 fn nice_ceiling(v: f64) -> f64 {
-    if !(v > 0.0) || !v.is_finite() {
+    if v.is_nan() || v <= 0.0 || v.is_infinite() {
         return 1.0;
     }
     let power = 10f64.powf(v.log10().floor());
