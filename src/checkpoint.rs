@@ -6,7 +6,8 @@
 //! `b1`, ...; weights have shape `[in, out]` and biases `[out]`, all `F32`, little-endian,
 //! row-major (C order) as safetensors requires — nalgebra stores `[in x out]` column-major,
 //! so saving transposes the layout (not the matrix) and loading transposes it back. The
-//! header's `__metadata__` names the model and its layer widths, for people reading the file.
+//! header's `__metadata__` holds one entry, `"tensorbridge": "<model>: <layer widths>"`, for
+//! people reading the file; the same parameters always give the same bytes.
 //!
 //! Saving is atomic: the bytes go to a temporary file in the same directory, which is
 //! flushed to disk and then renamed over the target, so a crash or a failure at any point
@@ -152,11 +153,9 @@ fn to_safetensors<M: Model>(flat: &[f32]) -> std::result::Result<Vec<u8>, String
         .map(|(name, shape, bytes)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
         .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| e.to_string())?;
-    let metadata = HashMap::from([
-        ("format".to_string(), "tensorbridge".to_string()),
-        ("model".to_string(), M::NAME.to_string()),
-        ("layers".to_string(), layers_text::<M>()),
-    ]);
+    // One entry only: safetensors takes a `HashMap`, whose order would otherwise make the
+    // bytes of two saves of the same parameters differ.
+    let metadata = HashMap::from([("tensorbridge".to_string(), format!("{}: {}", M::NAME, layers_text::<M>()))]);
     safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
 }
 

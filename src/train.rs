@@ -166,13 +166,17 @@ impl<M: Model> Engine<M> {
     /// `learning_rates[e]`, the rows shuffled every epoch from `seed` (the same seed gives
     /// the same run); with the defaults of [`FitOptions`].
     ///
-    /// Cost per epoch: one `train_step_rows` per batch (`ceil(n / BATCH)` of them), then one
-    /// forward pass over the training set to record its loss and accuracy.
+    /// Cost per epoch: one [`Engine::train_step_deferred_rows`] per batch (`ceil(n / BATCH)`
+    /// of them, enqueued without waiting for their losses), one [`Engine::take_losses`] at
+    /// the end of the epoch, then one evaluation of the training set (see
+    /// [`Engine::evaluate`]) to record its loss and accuracy. Losses still pending from the
+    /// caller's own deferred steps are drained and dropped.
     ///
     /// # Errors
-    /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`]; those of
-    /// [`Engine::train_step`] (a negative or NaN rate, a diverging loss). On an error the
-    /// parameters are those after the last successful step.
+    /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`];
+    /// [`Error::InvalidLearningRate`] for a negative or non-finite rate (before any step);
+    /// [`Error::NonFiniteLoss`] at the end of an epoch in which a step diverged (that
+    /// step's update was skipped, the epoch's later steps were applied).
     pub fn fit(&mut self, train: &Dataset, learning_rates: &[f32], seed: u64) -> Result<History> {
         self.fit_with(train, learning_rates, seed, FitOptions::new())
     }
@@ -208,12 +212,18 @@ impl<M: Model> Engine<M> {
             if options.shuffle {
                 rng.shuffle(&mut order);
             }
-            let mut loss_sum = 0.0f64;
+            // The steps are enqueued without waiting for their losses (on OpenCL, no
+            // device -> host round trip per step); the epoch's losses come back at its end.
+            let mut rows = Vec::with_capacity(train.len().div_ceil(M::BATCH));
             for batch in train.batches_in_order::<M>(order.clone())? {
-                let loss = self.train_step_rows(&batch.x, &batch.y, batch.rows, lr)?;
-                loss_sum += f64::from(loss) * batch.rows as f64;
+                self.train_step_deferred_rows(&batch.x, &batch.y, batch.rows, lr)?;
+                rows.push(batch.rows);
                 bar.inc(1);
             }
+            let losses = self.take_losses()?;
+            // Losses pending from the caller's own deferred steps come first; skip them.
+            let ours = &losses[losses.len().saturating_sub(rows.len())..];
+            let loss_sum: f64 = ours.iter().zip(&rows).map(|(&l, &r)| f64::from(l) * r as f64).sum();
             let after = self.evaluate(train)?;
             let validation = options.validation.map(|v| self.evaluate(v)).transpose()?;
             let stats = EpochStats {

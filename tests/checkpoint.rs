@@ -97,14 +97,14 @@ for name in sorted(k for k in header if k != '__metadata__'):
     a, b = t['data_offsets']
     arr = np.frombuffer(data[a:b], dtype='<f4').reshape(t['shape'])
     print(name, t['dtype'], arr.shape, arr.ravel().tolist())
-print(header['__metadata__']['model'], header['__metadata__']['layers'])
+print(header['__metadata__']['tensorbridge'])
 "#;
     let out = support::python(script, &[path.to_str().unwrap()]);
     let lines: Vec<&str> = out.lines().collect();
     // w0 is [in, out] = [4, 3] in C order: row i holds the weights of input i.
     assert_eq!(lines[0], "b0 F32 (3,) [-1.0, 0.5, 0.25]");
     assert_eq!(lines[1], "w0 F32 (4, 3) [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]");
-    assert_eq!(lines[2], "Lin 4 -> 3");
+    assert_eq!(lines[2], "Lin: 4 -> 3");
 }
 
 #[test]
@@ -227,4 +227,27 @@ fn killing_a_save_mid_write_leaves_a_whole_checkpoint() {
     // The kills interrupted a running save loop, not a child still starting up.
     assert!(saves > 0, "no save completed before the kills");
     eprintln!("{saves} saves completed across 8 kills");
+}
+
+#[test]
+fn checkpoints_move_between_cpu_and_opencl() {
+    let device = match Device::from_name("opencl") {
+        Ok(device) => device,
+        Err(err) => {
+            if std::env::var("TENSORBRIDGE_REQUIRE_OPENCL").as_deref() == Ok("1") {
+                panic!("TENSORBRIDGE_REQUIRE_OPENCL=1 but no OpenCL device: {err}");
+            }
+            eprintln!("note: checkpoints_move_between_cpu_and_opencl: skipped ({err})");
+            return;
+        }
+    };
+    let dir = support::scratch("ckpt-devices");
+    let path = dir.join("mlp.safetensors");
+    let cpu = Mlp::new(&Device::cpu()).unwrap();
+    cpu.save(&path).unwrap();
+    let on_device = Mlp::load(&device, &path).unwrap();
+    assert_eq!(on_device.params().unwrap(), cpu.params().unwrap());
+    let again = dir.join("again.safetensors");
+    on_device.save(&again).unwrap();
+    assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&path).unwrap(), "byte-identical files");
 }
