@@ -34,8 +34,12 @@ fn main() -> tensorbridge::Result<()> {
         0.3,  0.25, 0.75, 0.7;  // dog 5
     ];
     let all_labels: SVector<u32, 10> = vector![0, 1, 0, 1, 0, 1, 0, 1, 0, 1];
-    println!("Stage 1 (host): {} cached feature vectors of {} features, labels {:?}",
-        all_features.nrows(), all_features.ncols(), all_labels.as_slice());
+    println!(
+        "Stage 1 (host): {} cached feature vectors of {} features, labels {:?}",
+        all_features.nrows(),
+        all_features.ncols(),
+        all_labels.as_slice()
+    );
 
     // Slice rows 0..2 as the mini-batch: a statically sized [2 x 4] view, copied out.
     let x: SMatrix<f32, 2, 4> = all_features.fixed_rows::<2>(0).into_owned();
@@ -45,10 +49,7 @@ fn main() -> tensorbridge::Result<()> {
     // ---- Stage 2: across the bridge.
     let device = Device::auto();
     println!("Stage 2 (bridge): device = {device}");
-    let params = CatDogParams {
-        w0: matrix![10.0, 2.0; 10.0, 1.0; -8.0, 9.0; 1.0, 10.0],
-        b0: vector![0.0, 0.0],
-    };
+    let params = CatDogParams { w0: matrix![10.0, 2.0; 10.0, 1.0; -8.0, 9.0; 1.0, 10.0], b0: vector![0.0, 0.0] };
     let mut model = CatDog::with_params(&device, params)?;
     let x_device = model.to_device(&x)?;
     println!("  x is now {x_device:?}");

@@ -311,11 +311,7 @@ pub(crate) fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
     if labels.iter().fold(true, |ok, &l| ok & ((l as usize) < classes)) {
         return Ok(());
     }
-    let (row, &label) = labels
-        .iter()
-        .enumerate()
-        .find(|(_, &l)| l as usize >= classes)
-        .unwrap_or((0, &0));
+    let (row, &label) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes).unwrap_or((0, &0));
     Err(Error::LabelOutOfRange { row, label, classes })
 }
 
@@ -346,7 +342,7 @@ pub(crate) fn initial_params(dims: &[usize], seed: u64) -> Vec<f32> {
         let gain = if l + 1 < layers { 2.0 } else { 1.0 };
         let std = (gain / slot.fan_in as f64).sqrt();
         flat.extend((0..slot.fan_in * slot.fan_out).map(|_| (rng.normal() * std) as f32));
-        flat.extend(std::iter::repeat(0.0).take(slot.fan_out));
+        flat.extend(std::iter::repeat_n(0.0, slot.fan_out));
     }
     flat
 }

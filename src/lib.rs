@@ -78,12 +78,12 @@ pub mod rng;
 mod tensor;
 pub mod train;
 
+pub use data::{Dataset, Standardizer};
 pub use device::{Device, DeviceInfo, DeviceType, KernelPath, CACHE_DIR_ENV, DEVICE_ENV};
 pub use engine::{Engine, DEFAULT_SEED};
 pub use error::{Error, Result};
 pub use model::{boxed_zeros, Element, HostTensor, Model, Params};
 pub use tensor::DeviceTensor;
-pub use data::{Dataset, Standardizer};
 pub use train::{EpochStats, FitOptions, History, Metrics};
 
 pub use half;
@@ -123,6 +123,11 @@ pub use nalgebra;
 /// Host buffers of more than 16384 elements (64 KiB) are boxed (`Box<SMatrix<..>>`) so they
 /// never sit on the stack; make them with [`boxed_zeros`].
 pub use tensorbridge_macros::model;
+
+/// The README's code blocks, compiled and run as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
 
 #[doc(hidden)]
 pub mod __private {

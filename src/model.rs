@@ -131,9 +131,19 @@ impl<T: Element, const R: usize, const C: usize> HostTensor for Box<SMatrix<T, R
 /// A zeroed `SMatrix` allocated directly on the heap, never on the stack (a 1024 x 1024
 /// matrix is 4 MiB: more than a test thread's whole stack).
 pub fn boxed_zeros<T: Element, const R: usize, const C: usize>() -> Box<SMatrix<T, R, C>> {
-    let zeroed = Box::<SMatrix<T, R, C>>::new_zeroed();
-    // SAFETY: `SMatrix<T, R, C>` is a `#[repr(C)]` array of `R * C` values of `T`, and every
-    // `Element` (f32, u32, f16) is a plain number for which all-zero bits are a valid value
-    // (0.0 or 0). So the zeroed allocation is a fully initialised matrix.
-    unsafe { zeroed.assume_init() }
+    let layout = std::alloc::Layout::new::<SMatrix<T, R, C>>();
+    if layout.size() == 0 {
+        return Box::new(SMatrix::from_element(T::ZERO));
+    }
+    // SAFETY: `layout` has a non-zero size (checked above), as `alloc_zeroed` requires.
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<SMatrix<T, R, C>>();
+    if ptr.is_null() {
+        std::alloc::handle_alloc_error(layout);
+    }
+    // SAFETY: `ptr` is non-null, was allocated by the global allocator with the layout of
+    // `SMatrix<T, R, C>` (as `Box` requires), and points to zeroed memory. `SMatrix<T, R, C>`
+    // is a `#[repr(C)]` array of `R * C` values of `T`, and every `Element` (f32, u32, f16) is
+    // a plain number for which all-zero bits are a valid value (0.0 or 0): the allocation is a
+    // fully initialised matrix, owned by nobody else.
+    unsafe { Box::from_raw(ptr) }
 }

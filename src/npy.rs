@@ -240,7 +240,7 @@ pub fn matrix_to_bytes<R: Dim, C: Dim, S: RawStorage<f32, R, C>>(matrix: &Matrix
     // A two-dimensional dict is below 100 bytes, far below the u16 limit of version 1.0.
     out.extend_from_slice(&(header_len as u16).to_le_bytes());
     out.extend_from_slice(dict.as_bytes());
-    out.extend(std::iter::repeat(b' ').take(padding));
+    out.extend(std::iter::repeat_n(b' ', padding));
     out.push(b'\n');
     for r in 0..rows {
         for c in 0..cols {

@@ -70,11 +70,11 @@ fn hidden_layers_are_he_initialised_and_the_head_lecun() {
 fn large_host_buffers_are_boxed_and_stay_statically_sized() {
     let _: fn(&Big) -> &tensorbridge::Engine<Big> = |b| b;
     let x: <Big as Model>::Input = tensorbridge::boxed_zeros::<f32, 300, 100>();
-    let _: &Box<SMatrix<f32, 300, 100>> = &x;
+    let _: Box<SMatrix<f32, 300, 100>> = x.clone();
     assert_eq!(<<Big as Model>::Input as HostTensor>::ROWS, 300);
     let mut model = Big::new(&Device::cpu()).unwrap();
     let p = model.params().unwrap();
-    let _: &Box<SMatrix<f32, 100, 200>> = &p.w0;
+    let _: Box<SMatrix<f32, 100, 200>> = p.w0.clone();
     let _: &SVector<f32, 200> = &p.b0;
     let logits = model.logits(&x).unwrap();
     // Zero input, zero bias: every logit is exactly zero.

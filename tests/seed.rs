@@ -1,6 +1,9 @@
 //! The seed's worked example (../shared/seed/README.md), with expectations worked out by
 //! hand — not copied from the document, whose second row of logits is misprinted.
 
+// Index loops mirror the hand arithmetic they check.
+#![allow(clippy::needless_range_loop)]
+
 use tensorbridge::nalgebra::{matrix, vector, SMatrix, SVector};
 use tensorbridge::{host, Device, Model};
 

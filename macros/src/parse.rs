@@ -52,13 +52,11 @@ impl Parse for Declaration {
         let brace = braced!(body in input);
         let mut entries = Vec::new();
         while !body.is_empty() {
-            let key: Ident = body.parse().map_err(|e| {
-                syn::Error::new(e.span(), "expected a key such as `batch`, `features` or `classes`")
-            })?;
+            let key: Ident = body
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), "expected a key such as `batch`, `features` or `classes`"))?;
             if !body.peek(Token![:]) || body.peek(Token![::]) {
-                return Err(body.error(format!(
-                    "expected `:` after `{key}`; write `{key}: VALUE`"
-                )));
+                return Err(body.error(format!("expected `:` after `{key}`; write `{key}: VALUE`")));
             }
             body.parse::<Token![:]>()?;
             let value = parse_value(&body, &key)?;
@@ -74,14 +72,7 @@ impl Parse for Declaration {
         if !input.is_empty() {
             return Err(input.error("unexpected tokens after the model's `{ ... }`: declare one model per `model!`"));
         }
-        Ok(Declaration {
-            attrs,
-            vis,
-            name,
-            generics,
-            body_span: brace.span.join(),
-            entries,
-        })
+        Ok(Declaration { attrs, vis, name, generics, body_span: brace.span.join(), entries })
     }
 }
 

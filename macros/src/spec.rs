@@ -72,10 +72,8 @@ impl Spec {
         for entry in &decl.entries {
             let key = entry.key.to_string();
             if let Some(first) = seen.iter().find(|k| **k == entry.key) {
-                let mut err = syn::Error::new(
-                    entry.key.span(),
-                    format!("duplicate key `{key}`: each key may appear once"),
-                );
+                let mut err =
+                    syn::Error::new(entry.key.span(), format!("duplicate key `{key}`: each key may appear once"));
                 err.combine(syn::Error::new(first.span(), format!("`{key}` first given here")));
                 errors.push(err);
                 continue;
@@ -94,11 +92,9 @@ impl Spec {
                 }
             }
         }
-        for (name, value, example) in [
-            ("batch", &batch, "batch: 2"),
-            ("features", &features, "features: 4"),
-            ("classes", &classes, "classes: 2"),
-        ] {
+        for (name, value, example) in
+            [("batch", &batch, "batch: 2"), ("features", &features, "features: 4"), ("classes", &classes, "classes: 2")]
+        {
             if value.is_none() && !seen.iter().any(|k| k == name) && !suggested.contains(&name) {
                 errors.push(syn::Error::new(
                     decl.body_span,
@@ -163,10 +159,7 @@ impl Errors {
 }
 
 fn value_span(decl: &Declaration, key: &str) -> Span {
-    decl.entries
-        .iter()
-        .find(|e| e.key == key)
-        .map_or(decl.body_span, |e| syn::spanned::Spanned::span(&e.value))
+    decl.entries.iter().find(|e| e.key == key).map_or(decl.body_span, |e| syn::spanned::Spanned::span(&e.value))
 }
 
 fn check_elements(errors: &mut Errors, decl: &Declaration, key: &str, what: &str, rows: usize, cols: usize) {
@@ -205,14 +198,12 @@ fn positive_int(value: &Expr, what: &str) -> syn::Result<usize> {
                 )),
             }
         }
-        Expr::Unary(ExprUnary { op: UnOp::Neg(_), .. }) => Err(syn::Error::new_spanned(
-            value,
-            format!("{what} must not be negative: expected {allowed}"),
-        )),
-        Expr::Lit(ExprLit { lit: Lit::Float(_), .. }) => Err(syn::Error::new_spanned(
-            value,
-            format!("{what} must be an integer, not a float: expected {allowed}"),
-        )),
+        Expr::Unary(ExprUnary { op: UnOp::Neg(_), .. }) => {
+            Err(syn::Error::new_spanned(value, format!("{what} must not be negative: expected {allowed}")))
+        }
+        Expr::Lit(ExprLit { lit: Lit::Float(_), .. }) => {
+            Err(syn::Error::new_spanned(value, format!("{what} must be an integer, not a float: expected {allowed}")))
+        }
         _ => Err(syn::Error::new_spanned(
             value,
             format!("{what} must be {allowed} (constants and expressions are not evaluated)"),
@@ -235,10 +226,8 @@ fn hidden_list(value: &Expr) -> syn::Result<Vec<usize>> {
         ));
     }
     let mut errors = Errors::default();
-    let widths: Vec<usize> = elems
-        .iter()
-        .filter_map(|e| errors.take(positive_int(e, "a hidden layer's width")))
-        .collect();
+    let widths: Vec<usize> =
+        elems.iter().filter_map(|e| errors.take(positive_int(e, "a hidden layer's width"))).collect();
     errors.finish()?;
     Ok(widths)
 }
@@ -259,11 +248,7 @@ fn storage_kind(value: &Expr) -> syn::Result<Storage> {
 fn unknown_key(key: &Ident) -> (syn::Error, Option<&'static str>) {
     let name = key.to_string();
     let allowed = KEYS.map(|k| format!("`{k}`")).join(", ");
-    let closest = KEYS
-        .iter()
-        .map(|k| (edit_distance(&name, k), *k))
-        .min()
-        .filter(|(d, k)| *d <= 2.max(k.len() / 3));
+    let closest = KEYS.iter().map(|k| (edit_distance(&name, k), *k)).min().filter(|(d, k)| *d <= 2.max(k.len() / 3));
     let hint = match closest {
         Some((_, k)) => format!("; did you mean `{k}`?"),
         None => String::new(),
@@ -281,8 +266,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
     for (i, row) in d.iter_mut().enumerate() {
         row[0] = i;
     }
-    for j in 0..=b.len() {
-        d[0][j] = j;
+    for (j, cell) in d[0].iter_mut().enumerate() {
+        *cell = j;
     }
     for i in 1..=a.len() {
         for j in 1..=b.len() {

@@ -28,10 +28,7 @@ pub const GEMM_MIN_MACS: usize = 1 << 13;
 fn par_min_macs() -> usize {
     static VALUE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *VALUE.get_or_init(|| {
-        std::env::var("TENSORBRIDGE_PAR_MIN_MACS")
-            .ok()
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(PAR_MIN_MACS)
+        std::env::var("TENSORBRIDGE_PAR_MIN_MACS").ok().and_then(|v| v.trim().parse().ok()).unwrap_or(PAR_MIN_MACS)
     })
 }
 
@@ -108,7 +105,6 @@ impl<M: Model> CpuBackend<M> {
         loss
     }
 }
-
 
 impl<M: Model> Backend for CpuBackend<M> {
     fn upload(&self, data: &[f32]) -> Result<Buffer> {
@@ -345,11 +341,8 @@ fn gemm_acc(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>, m
         lhs.rows == m && rhs.rows == k && rhs.cols == n && dst.len() == m * n && lhs.in_bounds() && rhs.in_bounds(),
         "gemm operand shapes disagree"
     );
-    let parallelism = if parallel(macs) {
-        gemm::Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        gemm::Parallelism::None
-    };
+    let parallelism =
+        if parallel(macs) { gemm::Parallelism::Rayon(rayon::current_num_threads()) } else { gemm::Parallelism::None };
     // SAFETY: the assert above checked that `dst` holds exactly the m x n column-major
     // result and that every element `(r, c)` of `lhs` (m x k) and `rhs` (k x n) addressed
     // through its strides lies inside its slice; `dst` is a unique borrow, so it aliases

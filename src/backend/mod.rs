@@ -92,12 +92,7 @@ pub(crate) struct LayerSlot {
 pub(crate) fn layer_slots(dims: &[usize]) -> impl Iterator<Item = LayerSlot> + '_ {
     let mut offset = 0;
     dims.windows(2).map(move |pair| {
-        let slot = LayerSlot {
-            fan_in: pair[0],
-            fan_out: pair[1],
-            w: offset,
-            b: offset + pair[0] * pair[1],
-        };
+        let slot = LayerSlot { fan_in: pair[0], fan_out: pair[1], w: offset, b: offset + pair[0] * pair[1] };
         offset = slot.b + slot.fan_out;
         slot
     })
@@ -112,10 +107,5 @@ pub(crate) const fn layer_slot(dims: &[usize], l: usize) -> LayerSlot {
         offset += dims[k] * dims[k + 1] + dims[k + 1];
         k += 1;
     }
-    LayerSlot {
-        fan_in: dims[l],
-        fan_out: dims[l + 1],
-        w: offset,
-        b: offset + dims[l] * dims[l + 1],
-    }
+    LayerSlot { fan_in: dims[l], fan_out: dims[l + 1], w: offset, b: offset + dims[l] * dims[l + 1] }
 }
