@@ -95,7 +95,7 @@ impl<M: Model> CpuBackend<M> {
             let (w, b) = (slot.w, slot.b);
             let (gw, gb) = self.grads[w..b + slot.fan_out].split_at_mut(b - w);
             let dz = &self.delta[..M::BATCH * slot.fan_out];
-            weight_grads(input, dz, gw, gb, slot, M::BATCH);
+            weight_grads(input, dz, gw, gb, slot, M::BATCH, batch.rows);
             if l > 0 {
                 let da = &mut self.delta_below[..M::BATCH * slot.fan_in];
                 input_grads(&self.params[w..b], dz, da, input, slot, M::BATCH);
@@ -248,25 +248,28 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
     total * inv_rows
 }
 
-/// dL/dW and dL/db of one layer: `gW[i, o] = Σ_r a[r, i] · dz[r, o]`, `gb[o] = Σ_r dz[r, o]`.
+/// dL/dW and dL/db of one layer: `gW[i, o] = Σ_r a[r, i] · dz[r, o]`, `gb[o] = Σ_r dz[r, o]`,
+/// summed over the first `rows` rows only: a padding row never enters a gradient, even
+/// when its activations overflowed (inf · 0 would be NaN).
 #[inline(always)]
-fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: LayerSlot, batch: usize) {
+fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: LayerSlot, batch: usize, rows: usize) {
     for (o, g) in gb.iter_mut().enumerate() {
-        *g = sum(&dz[o * batch..(o + 1) * batch]);
+        *g = sum(&dz[o * batch..o * batch + rows]);
     }
-    let macs = batch * slot.fan_in * slot.fan_out;
+    let macs = rows * slot.fan_in * slot.fan_out;
     if macs >= GEMM_MIN_MACS {
-        // gW = aᵀ · dz
+        // gW = aᵀ · dz over the valid rows: column-major views with `rows` rows and a
+        // column stride of `batch`.
         gw.fill(0.0);
-        let at = View::col_major(a, batch, slot.fan_in).t();
-        let dz = View::col_major(dz, batch, slot.fan_out);
+        let at = View { data: a, rows, cols: slot.fan_in, rs: 1, cs: batch }.t();
+        let dz = View { data: dz, rows, cols: slot.fan_out, rs: 1, cs: batch };
         gemm_acc(gw, slot.fan_in, slot.fan_out, at, dz, macs);
         return;
     }
     for o in 0..slot.fan_out {
-        let dzc = &dz[o * batch..(o + 1) * batch];
+        let dzc = &dz[o * batch..o * batch + rows];
         for i in 0..slot.fan_in {
-            let ac = &a[i * batch..(i + 1) * batch];
+            let ac = &a[i * batch..i * batch + rows];
             gw[o * slot.fan_in + i] = ac.iter().zip(dzc).fold(0.0, |g, (x, d)| g + x * d);
         }
     }
