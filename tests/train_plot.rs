@@ -1,0 +1,73 @@
+//! The training-curve SVG and the per-epoch callback of `fit_with`.
+
+#[path = "fixtures/numpy_support.rs"]
+mod support;
+
+use tensorbridge::data::Dataset;
+use tensorbridge::nalgebra::DMatrix;
+use tensorbridge::{Device, FitOptions};
+
+tensorbridge::model! {
+    /// Two features, two classes.
+    pub struct Pair { batch: 4, features: 2, classes: 2 }
+}
+
+/// Two separable blobs: class 0 around (-1, -1), class 1 around (1, 1).
+fn blobs() -> Dataset {
+    let x = DMatrix::from_fn(12, 2, |r, c| if r % 2 == 0 { -1.0 } else { 1.0 } + 0.1 * ((r * 3 + c) % 5) as f32);
+    Dataset::new(x, (0..12).map(|r| (r % 2) as u32).collect()).unwrap()
+}
+
+#[test]
+fn fit_writes_an_svg_of_the_curves_and_calls_back_each_epoch() {
+    let dir = support::scratch("plot");
+    let path = dir.join("curves.svg");
+    let data = blobs();
+    let mut seen = Vec::new();
+    let mut model = Pair::new(&Device::cpu()).unwrap();
+    let options = FitOptions::new().progress(false).validation(&data).plot_svg(&path).on_epoch(|e| seen.push(e.epoch));
+    let history = model.fit_with(&data, &[0.5, 0.5, 0.2], 3, options).unwrap();
+    assert_eq!(seen, vec![1, 2, 3]);
+    assert_eq!(history.epochs.len(), 3);
+    assert!(history.epochs.iter().all(|e| e.validation.as_ref().is_some_and(|m| m.rows == 12)));
+
+    let svg = std::fs::read_to_string(&path).unwrap();
+    assert!(svg.starts_with("<svg xmlns=\"http://www.w3.org/2000/svg\"") && svg.trim_end().ends_with("</svg>"));
+    // Training loss, training accuracy, validation accuracy: three lines of three points.
+    let lines: Vec<&str> = svg.lines().filter(|l| l.starts_with("<polyline")).collect();
+    assert_eq!(lines.len(), 3);
+    for line in lines {
+        let points = line.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
+        assert_eq!(points.split_whitespace().count(), 3, "{line}");
+    }
+    if support::numpy_available("fit_writes_an_svg_of_the_curves_and_calls_back_each_epoch") {
+        // Well-formed XML, by Python's parser.
+        let out = support::python(
+            "import sys, xml.etree.ElementTree as ET\n\
+             root = ET.parse(sys.argv[1]).getroot()\n\
+             print(root.tag, len(root.findall('{http://www.w3.org/2000/svg}polyline')))",
+            &[path.to_str().unwrap()],
+        );
+        assert_eq!(out.trim(), "{http://www.w3.org/2000/svg}svg 3");
+    }
+}
+
+#[test]
+fn fit_refuses_bad_inputs_before_any_step() {
+    let data = blobs();
+    let mut model = Pair::new(&Device::cpu()).unwrap();
+    let before = model.params().unwrap();
+    let quiet = || FitOptions::new().progress(false);
+    assert!(matches!(
+        model.fit_with(&data, &[0.1, f32::NAN], 0, quiet()),
+        Err(tensorbridge::Error::InvalidLearningRate { .. })
+    ));
+    let empty = Dataset::new(DMatrix::zeros(0, 2), vec![]).unwrap();
+    assert!(matches!(model.fit_with(&empty, &[0.1], 0, quiet()), Err(tensorbridge::Error::EmptyDataset { .. })));
+    let three = Dataset::new(DMatrix::zeros(2, 3), vec![0, 1]).unwrap();
+    assert!(matches!(model.fit_with(&three, &[0.1], 0, quiet()), Err(tensorbridge::Error::ShapeMismatch { .. })));
+    assert_eq!(model.params().unwrap(), before, "nothing was trained");
+    // No learning rates: no epochs, nothing changes.
+    assert!(model.fit_with(&data, &[], 0, quiet()).unwrap().epochs.is_empty());
+    assert_eq!(model.params().unwrap(), before);
+}
