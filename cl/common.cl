@@ -19,6 +19,15 @@
 // Row stride of a local tile: one spare column avoids bank conflicts on GPUs.
 #define TB_TILE_STRIDE (TB_TILE + 1)
 
+// `for (K = LID; K < N; K += WG)` in a form PoCL 3.1 compiles correctly: a trip count that
+// is the same for every work-item, and the bound checked inside. The plain form, after a
+// barrier, made PoCL's work-item loops run past N (it wrote past the end of the parameter
+// buffer: heap corruption at iris's shape). A `continue` in the body moves to the next K.
+#define TB_STRIDED_FOR(K, N, WG, LID)                                  \
+    for (int K##_base_ = 0; K##_base_ < (N); K##_base_ += (WG))       \
+        if (K##_base_ + (LID) < (N))                                   \
+            for (int K = K##_base_ + (LID), K##_once_ = 1; K##_once_; K##_once_ = 0)
+
 // What the fused kernel and the host agree `mode` means.
 #define TB_MODE_FORWARD 0
 #define TB_MODE_LOSS 1

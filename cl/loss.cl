@@ -49,7 +49,7 @@ __kernel void tb_loss(__global const float *logits, const int logits_off,
     const float inv_rows = 1.0f / (float)rows;
     __global const float *z = logits + logits_off;
     float part = 0.0f;
-    for (int r = lid; r < TB_BATCH; r += wg) {
+    TB_STRIDED_FOR(r, TB_BATCH, wg, lid) {
         if (r >= rows) {
             for (int c = 0; c < TB_CLASSES; ++c) {
                 dz[c * TB_BATCH + r] = 0.0f;

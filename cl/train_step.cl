@@ -17,7 +17,7 @@
 inline void tb_local_dense(__global const float *w, __global const float *bias,
                            __local const float *a, __local float *z,
                            const int n_in, const int n_out, const int relu, const int lid) {
-    for (int k = lid; k < TB_BATCH * n_out; k += TB_FUSED_WG) {
+    TB_STRIDED_FOR(k, TB_BATCH * n_out, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int o = k / TB_BATCH;
         float acc = bias[o];
@@ -35,7 +35,7 @@ inline void tb_local_dense(__global const float *w, __global const float *bias,
 inline void tb_local_grad_weights(__local const float *a, __local const float *dz,
                                   __global float *gw, const int n_in, const int n_out,
                                   const int rows, const int lid) {
-    for (int k = lid; k < n_in * n_out + n_out; k += TB_FUSED_WG) {
+    TB_STRIDED_FOR(k, n_in * n_out + n_out, TB_FUSED_WG, lid) {
         float acc = 0.0f;
         if (k < n_in * n_out) {
             const int o = k / n_in;
@@ -57,7 +57,7 @@ inline void tb_local_grad_weights(__local const float *a, __local const float *d
 inline void tb_local_grad_inputs(__global const float *w, __local const float *dz,
                                  __local float *da, __local const float *a,
                                  const int n_in, const int n_out, const int lid) {
-    for (int k = lid; k < TB_BATCH * n_in; k += TB_FUSED_WG) {
+    TB_STRIDED_FOR(k, TB_BATCH * n_in, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int i = k / TB_BATCH;
         float acc = 0.0f;
@@ -82,7 +82,7 @@ void tb_train_step(__global float *params, __global float *grads,
     const int rows = tb_rows(rows_arg);
     const float inv_rows = 1.0f / (float)rows;
 
-    for (int k = lid; k < TB_BATCH * TB_FEATURES; k += TB_FUSED_WG) {
+    TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
         acts[k] = x[k];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -96,14 +96,14 @@ void tb_train_step(__global float *params, __global float *grads,
 
     __local const float *logits = acts + TB_AOUT_LAST;
     if (mode == TB_MODE_FORWARD) {
-        for (int k = lid; k < TB_BATCH * TB_CLASSES; k += TB_FUSED_WG) {
+        TB_STRIDED_FOR(k, TB_BATCH * TB_CLASSES, TB_FUSED_WG, lid) {
             logits_out[k] = logits[k];
         }
         return;
     }
 
     float part = 0.0f;
-    for (int r = lid; r < TB_BATCH; r += TB_FUSED_WG) {
+    TB_STRIDED_FOR(r, TB_BATCH, TB_FUSED_WG, lid) {
         if (r >= rows) {
             for (int c = 0; c < TB_CLASSES; ++c) {
                 delta_a[c * TB_BATCH + r] = 0.0f;
@@ -146,9 +146,11 @@ void tb_train_step(__global float *params, __global float *grads,
     TB_LAYER_LIST_REV(TB_FUSED_BACKWARD)
 #undef TB_FUSED_BACKWARD
 
+    // Every work-item reaches this barrier, whatever the mode: barriers stay out of
+    // run-time conditions, which PoCL 3.1 handles badly.
+    barrier(CLK_GLOBAL_MEM_FENCE);
     if (mode == TB_MODE_STEP && isfinite(loss)) {
-        barrier(CLK_GLOBAL_MEM_FENCE);
-        for (int k = lid; k < TB_PARAMS; k += TB_FUSED_WG) {
+        TB_STRIDED_FOR(k, TB_PARAMS, TB_FUSED_WG, lid) {
             params[k] -= lr * grads[k];
         }
     }

@@ -44,7 +44,11 @@ pub(crate) const LOSS_MAX_WG: usize = 256;
 /// Whether and how a shape runs fused, from its layer widths and batch alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct FusedPlan {
-    /// The shape qualifies for the fused kernel.
+    /// The fused kernel fits the shape (local memory): it is compiled in (`TB_FUSED`), and
+    /// [`KernelPath::Fused`](crate::KernelPath::Fused) may force it.
+    pub fits: bool,
+    /// [`KernelPath::Auto`](crate::KernelPath::Auto) picks it: it fits, and a step is at
+    /// most [`FUSED_MAX_MACS`] multiply-adds.
     pub fused: bool,
     /// Its work-group size (a power of two).
     pub wg: usize,
@@ -77,7 +81,8 @@ pub(crate) fn fused_plan(dims: &[usize], batch: usize) -> FusedPlan {
     let wg = widest_stage.next_power_of_two().clamp(1, FUSED_MAX_WG);
     let floats = acts_len(dims, batch) + 2 * delta_len(dims, batch) + wg;
     let local_bytes = floats.saturating_mul(4);
-    FusedPlan { fused: local_bytes <= FUSED_MAX_LOCAL_BYTES && macs <= FUSED_MAX_MACS, wg, local_bytes }
+    let fits = local_bytes <= FUSED_MAX_LOCAL_BYTES;
+    FusedPlan { fits, fused: fits && macs <= FUSED_MAX_MACS, wg, local_bytes }
 }
 
 /// The `#define`s that specialise the templates for model `M`.
@@ -97,7 +102,7 @@ pub fn defines<M: Model>() -> String {
     let _ = writeln!(s, "#define TB_Y {}", batch * M::FEATURES);
     let _ = writeln!(s, "#define TB_ACTS {}", acts_len(dims, batch));
     let _ = writeln!(s, "#define TB_DELTA {}", delta_len(dims, batch));
-    let _ = writeln!(s, "#define TB_FUSED {}", u8::from(plan.fused));
+    let _ = writeln!(s, "#define TB_FUSED {}", u8::from(plan.fits));
     let _ = writeln!(s, "#define TB_FUSED_WG {}", plan.wg);
     let mut a_in = 0;
     for (l, slot) in layer_slots(dims).enumerate() {

@@ -43,6 +43,15 @@
 // Row stride of a local tile: one spare column avoids bank conflicts on GPUs.
 #define TB_TILE_STRIDE (TB_TILE + 1)
 
+// `for (K = LID; K < N; K += WG)` in a form PoCL 3.1 compiles correctly: a trip count that
+// is the same for every work-item, and the bound checked inside. The plain form, after a
+// barrier, made PoCL's work-item loops run past N (it wrote past the end of the parameter
+// buffer: heap corruption at iris's shape). A `continue` in the body moves to the next K.
+#define TB_STRIDED_FOR(K, N, WG, LID)                                  \
+    for (int K##_base_ = 0; K##_base_ < (N); K##_base_ += (WG))       \
+        if (K##_base_ + (LID) < (N))                                   \
+            for (int K = K##_base_ + (LID), K##_once_ = 1; K##_once_; K##_once_ = 0)
+
 // What the fused kernel and the host agree `mode` means.
 #define TB_MODE_FORWARD 0
 #define TB_MODE_LOSS 1
@@ -191,7 +200,7 @@ __kernel void tb_loss(__global const float *logits, const int logits_off,
     const float inv_rows = 1.0f / (float)rows;
     __global const float *z = logits + logits_off;
     float part = 0.0f;
-    for (int r = lid; r < TB_BATCH; r += wg) {
+    TB_STRIDED_FOR(r, TB_BATCH, wg, lid) {
         if (r >= rows) {
             for (int c = 0; c < TB_CLASSES; ++c) {
                 dz[c * TB_BATCH + r] = 0.0f;
@@ -352,7 +361,7 @@ __kernel void tb_sgd(__global float *params, __global const float *grads, const 
 inline void tb_local_dense(__global const float *w, __global const float *bias,
                            __local const float *a, __local float *z,
                            const int n_in, const int n_out, const int relu, const int lid) {
-    for (int k = lid; k < TB_BATCH * n_out; k += TB_FUSED_WG) {
+    TB_STRIDED_FOR(k, TB_BATCH * n_out, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int o = k / TB_BATCH;
         float acc = bias[o];
@@ -370,7 +379,7 @@ inline void tb_local_dense(__global const float *w, __global const float *bias,
 inline void tb_local_grad_weights(__local const float *a, __local const float *dz,
                                   __global float *gw, const int n_in, const int n_out,
                                   const int rows, const int lid) {
-    for (int k = lid; k < n_in * n_out + n_out; k += TB_FUSED_WG) {
+    TB_STRIDED_FOR(k, n_in * n_out + n_out, TB_FUSED_WG, lid) {
         float acc = 0.0f;
         if (k < n_in * n_out) {
             const int o = k / n_in;
@@ -392,7 +401,7 @@ inline void tb_local_grad_weights(__local const float *a, __local const float *d
 inline void tb_local_grad_inputs(__global const float *w, __local const float *dz,
                                  __local float *da, __local const float *a,
                                  const int n_in, const int n_out, const int lid) {
-    for (int k = lid; k < TB_BATCH * n_in; k += TB_FUSED_WG) {
+    TB_STRIDED_FOR(k, TB_BATCH * n_in, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int i = k / TB_BATCH;
         float acc = 0.0f;
@@ -417,7 +426,7 @@ void tb_train_step(__global float *params, __global float *grads,
     const int rows = tb_rows(rows_arg);
     const float inv_rows = 1.0f / (float)rows;
 
-    for (int k = lid; k < TB_BATCH * TB_FEATURES; k += TB_FUSED_WG) {
+    TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
         acts[k] = x[k];
     }
     barrier(CLK_LOCAL_MEM_FENCE);
@@ -431,14 +440,14 @@ void tb_train_step(__global float *params, __global float *grads,
 
     __local const float *logits = acts + TB_AOUT_LAST;
     if (mode == TB_MODE_FORWARD) {
-        for (int k = lid; k < TB_BATCH * TB_CLASSES; k += TB_FUSED_WG) {
+        TB_STRIDED_FOR(k, TB_BATCH * TB_CLASSES, TB_FUSED_WG, lid) {
             logits_out[k] = logits[k];
         }
         return;
     }
 
     float part = 0.0f;
-    for (int r = lid; r < TB_BATCH; r += TB_FUSED_WG) {
+    TB_STRIDED_FOR(r, TB_BATCH, TB_FUSED_WG, lid) {
         if (r >= rows) {
             for (int c = 0; c < TB_CLASSES; ++c) {
                 delta_a[c * TB_BATCH + r] = 0.0f;
@@ -481,9 +490,11 @@ void tb_train_step(__global float *params, __global float *grads,
     TB_LAYER_LIST_REV(TB_FUSED_BACKWARD)
 #undef TB_FUSED_BACKWARD
 
+    // Every work-item reaches this barrier, whatever the mode: barriers stay out of
+    // run-time conditions, which PoCL 3.1 handles badly.
+    barrier(CLK_GLOBAL_MEM_FENCE);
     if (mode == TB_MODE_STEP && isfinite(loss)) {
-        barrier(CLK_GLOBAL_MEM_FENCE);
-        for (int k = lid; k < TB_PARAMS; k += TB_FUSED_WG) {
+        TB_STRIDED_FOR(k, TB_PARAMS, TB_FUSED_WG, lid) {
             params[k] -= lr * grads[k];
         }
     }

@@ -223,23 +223,21 @@ impl<M: Model> OpenClBackend<M> {
             }
         }
         let shape = fused_plan(dims, b);
-        let fused_fits = shape.fused
+        let fused_fits = shape.fits
             && kernels.fused.max_work_group(device.id)? >= shape.wg
             && kernels.fused.local_mem(device.id)? <= device.info.local_mem_bytes;
         let fused = match path {
-            KernelPath::Auto => fused_fits,
+            KernelPath::Auto => fused_fits && shape.fused,
             KernelPath::Tiled => false,
             KernelPath::Fused if fused_fits => true,
             KernelPath::Fused => {
                 return Err(Error::Unsupported {
                     device: device.label(),
                     reason: format!(
-                        "the fused kernel was asked for, but `{}` needs {} bytes of local memory and {} multiply-adds per step (limits {} and {}) or the device cannot run its work-group of {}",
+                        "the fused kernel was asked for, but `{}` needs {} bytes of local memory (limit {}) or the device cannot run its work-group of {}",
                         M::NAME,
                         shape.local_bytes,
-                        3 * dims.windows(2).map(|p| b * p[0] * p[1]).sum::<usize>(),
                         crate::kernels::FUSED_MAX_LOCAL_BYTES,
-                        crate::kernels::FUSED_MAX_MACS,
                         shape.wg
                     ),
                 })
