@@ -1,14 +1,30 @@
 //! Forward, loss, gradients and one SGD step against NumPy (float64), computed by
-//! `fixtures/numpy_reference.py` independently of tensorbridge, on the CPU backend.
-//! Linear and MLP models, full and masked (padded) batches, at odd sizes.
+//! `fixtures/numpy_reference.py` independently of tensorbridge: on the CPU backend, and on
+//! OpenCL through both the fused and the tiled kernels when a device is present (skipped
+//! with a notice otherwise; a failure under `TENSORBRIDGE_REQUIRE_OPENCL=1`). Linear and MLP
+//! models, full and masked (padded) batches, at odd sizes and at sizes that take the CPU's
+//! GEMM paths.
 
 mod common;
+mod opencl_common;
 mod reference {
     include!("fixtures/numpy_reference.rs");
 }
 
 use common::{assert_close, col, f64s, mat};
-use tensorbridge::Device;
+use tensorbridge::{Device, KernelPath};
+
+/// The CPU, and OpenCL through each kernel path when a device is present. A path a model
+/// does not fit (the fused kernel for a large one) fails with `Unsupported`, and
+/// `check_case!` skips it with a notice.
+fn devices() -> Vec<Device> {
+    let mut all = vec![Device::cpu()];
+    if let Some(cl) = opencl_common::opencl() {
+        all.push(cl.with_kernel_path(KernelPath::Fused));
+        all.push(cl.with_kernel_path(KernelPath::Tiled));
+    }
+    all
+}
 
 tensorbridge::model! { struct Linear { batch: 3, features: 5, classes: 7 } }
 tensorbridge::model! { struct LinearMasked { batch: 4, features: 5, classes: 3 } }
@@ -17,7 +33,8 @@ tensorbridge::model! { struct MlpMasked { batch: 5, features: 4, hidden: [8], cl
 tensorbridge::model! { struct MlpGemm { batch: 24, features: 24, hidden: [16], classes: 10 } }
 tensorbridge::model! { struct MlpGemmThreads { batch: 32, features: 40, hidden: [56], classes: 8 } }
 
-// f32 arithmetic against a float64 reference: relative 1e-5 plus a small absolute floor.
+// f32 arithmetic against a float64 reference: relative 1e-5 plus a small absolute floor
+// (OpenCL sums in other orders than the CPU; both stay inside this).
 const ATOL: f64 = 2e-6;
 const RTOL: f64 = 1e-5;
 
@@ -25,9 +42,16 @@ const RTOL: f64 = 1e-5;
 macro_rules! check_case {
     ($model:ident, $params:ident, $case:ident, [$(($w:ident, $b:ident, $gw:ident, $gb:ident, $sw:ident, $sb:ident, $W:ident, $B:ident, $GW:ident, $GB:ident, $SW:ident, $SB:ident)),+]) => {{
         use reference::$case as r;
-        let device = Device::cpu();
+        for device in devices() {
         let params = $params { $($w: mat(&r::$W), $b: col(&r::$B)),+ };
-        let mut model = $model::with_params(&device, params).unwrap();
+        let mut model = match $model::with_params(&device, params) {
+            Ok(model) => model,
+            Err(tensorbridge::Error::Unsupported { reason, .. }) => {
+                eprintln!("{}: {device} skipped: {reason}", stringify!($case));
+                continue;
+            }
+            Err(err) => panic!("{device}: {err}"),
+        };
         let x = mat(&r::X);
         let y = tensorbridge::nalgebra::SVector::<u32, { r::Y.len() }>::from_column_slice(&r::Y);
 
@@ -35,25 +59,26 @@ macro_rules! check_case {
         let expected_logits = mat(&r::LOGITS);
         // Masked cases: only the valid rows' logits are defined by the reference's loss, but
         // the forward pass runs on every row, so all of them are compared.
-        assert_close("logits", logits.as_slice(), &f64s(&expected_logits), 1e-5, RTOL);
+        assert_close(&format!("{device}: logits"), logits.as_slice(), &f64s(&expected_logits), 1e-5, RTOL);
 
         let loss = model.loss_rows(&x, &y, r::ROWS).unwrap();
-        assert_close("loss", &[loss], &[r::LOSS], ATOL, RTOL);
+        assert_close(&format!("{device}: loss"), &[loss], &[r::LOSS], ATOL, RTOL);
 
         let (loss_g, grads) = model.gradients_rows(&x, &y, r::ROWS).unwrap();
-        assert_eq!(loss_g, loss);
+        assert_eq!(loss_g, loss, "{device}");
         $(
-            assert_close(stringify!($gw), grads.$gw.as_slice(), &f64s(&mat(&r::$GW)), ATOL, RTOL);
-            assert_close(stringify!($gb), grads.$gb.as_slice(), &f64s(&col(&r::$GB)), ATOL, RTOL);
+            assert_close(&format!("{device}: {}", stringify!($gw)), grads.$gw.as_slice(), &f64s(&mat(&r::$GW)), ATOL, RTOL);
+            assert_close(&format!("{device}: {}", stringify!($gb)), grads.$gb.as_slice(), &f64s(&col(&r::$GB)), ATOL, RTOL);
         )+
 
         let before = model.train_step_rows(&x, &y, r::ROWS, r::LR).unwrap();
-        assert_eq!(before, loss, "train_step returns the loss before the step");
+        assert_eq!(before, loss, "{device}: train_step returns the loss before the step");
         let stepped = model.params().unwrap();
         $(
-            assert_close(stringify!($sw), stepped.$w.as_slice(), &f64s(&mat(&r::$SW)), ATOL, RTOL);
-            assert_close(stringify!($sb), stepped.$b.as_slice(), &f64s(&col(&r::$SB)), ATOL, RTOL);
+            assert_close(&format!("{device}: {}", stringify!($sw)), stepped.$w.as_slice(), &f64s(&mat(&r::$SW)), ATOL, RTOL);
+            assert_close(&format!("{device}: {}", stringify!($sb)), stepped.$b.as_slice(), &f64s(&col(&r::$SB)), ATOL, RTOL);
         )+
+        }
     }};
 }
 
