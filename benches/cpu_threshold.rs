@@ -21,7 +21,7 @@ tensorbridge::model! { struct M18 { batch: 64, features: 256, classes: 16 } }
 tensorbridge::model! { struct M20 { batch: 64, features: 512, classes: 32 } }
 
 /// Median over 15 trials of the mean time of one train step, in microseconds.
-fn time_step<M: Model>() -> f64 {
+fn time_step<M: Model<Storage = f32>>() -> f64 {
     let x_flat: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| (k % 11) as f32 / 11.0 - 0.5).collect();
     let y_flat: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
     let x = M::Input::from_flat(&x_flat);

@@ -20,13 +20,13 @@ tensorbridge::model! {
     pub struct Wide { batch: 64, features: 300, classes: 10 }
 }
 
-fn data<M: Model>() -> (M::Input, M::Labels) {
+fn data<M: Model<Storage = f32>>() -> (M::Input, M::Labels) {
     let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((k * 37 % 101) as f32 / 101.0) - 0.5).collect();
     let y: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
     (M::Input::from_flat(&x), M::Labels::from_flat(&y))
 }
 
-fn step<M: Model>(c: &mut Criterion, name: &str, device: &Device, label: &str) {
+fn step<M: Model<Storage = f32>>(c: &mut Criterion, name: &str, device: &Device, label: &str) {
     let (x, y) = data::<M>();
     let Ok(mut model) = Engine::<M>::new(device) else { return };
     c.bench_function(&format!("{name}/train_step/{label}"), |b| b.iter(|| model.train_step(&x, &y, 1e-3)));

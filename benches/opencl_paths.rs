@@ -18,7 +18,7 @@ tensorbridge::model! { struct S590k { batch: 4, features: 768, classes: 64 } }
 tensorbridge::model! { struct Mlp { batch: 8, features: 64, hidden: [32], classes: 10 } }
 
 /// Median over 9 trials of the mean microseconds per deferred train step.
-fn time<M: Model>(device: &Device) -> Option<f64> {
+fn time<M: Model<Storage = f32>>(device: &Device) -> Option<f64> {
     let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((k * 37 % 101) as f32 / 101.0) - 0.5).collect();
     let y: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
     let (x, y) = (M::Input::from_flat(&x), M::Labels::from_flat(&y));
@@ -38,7 +38,7 @@ fn time<M: Model>(device: &Device) -> Option<f64> {
     Some(trials[4])
 }
 
-fn row<M: Model>(fused: &Device, tiled: &Device) {
+fn row<M: Model<Storage = f32>>(fused: &Device, tiled: &Device) {
     let macs: usize = 3 * M::LAYERS.windows(2).map(|p| M::BATCH * p[0] * p[1]).sum::<usize>();
     let show = |t: Option<f64>| t.map_or("      -".to_string(), |t| format!("{t:9.1}"));
     let (f, t) = (time::<M>(fused), time::<M>(tiled));

@@ -23,7 +23,7 @@ tensorbridge::model! { struct Digits { batch: 32, features: 64, hidden: [32], cl
 tensorbridge::model! { struct Mnist { batch: 128, features: 784, hidden: [128], classes: 10 } }
 tensorbridge::model! { struct Wide { batch: 256, features: 1024, hidden: [1024], classes: 16 } }
 
-fn bench_shape<M: Model>(c: &mut Criterion, name: &str) {
+fn bench_shape<M: Model<Storage = f32>>(c: &mut Criterion, name: &str) {
     let mut rng = Rng::new(0);
     let x_flat: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|_| rng.normal() as f32).collect();
     let y_flat: Vec<u32> = (0..M::BATCH).map(|_| rng.below(M::CLASSES as u64) as u32).collect();

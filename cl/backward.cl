@@ -47,7 +47,7 @@ inline void tb_tiled_grad_weights(__global const float *a, __global const float 
     }
 }
 
-inline void tb_tiled_grad_inputs(__global const float *w, __global const float *dz,
+inline void tb_tiled_grad_inputs(__global const TB_P_T *w, __global const float *dz,
                                  __global float *da, __global const float *a,
                                  const int n_in, const int n_out,
                                  __local float *td, __local float *tw) {
@@ -62,7 +62,7 @@ inline void tb_tiled_grad_inputs(__global const float *w, __global const float *
         const int od = o0 + li;
         td[li * TB_TILE_STRIDE + lr] = (r < TB_BATCH && od < n_out) ? dz[od * TB_BATCH + r] : 0.0f;
         const int iw = i0 + lr;
-        tw[li * TB_TILE_STRIDE + lr] = (od < n_out && iw < n_in) ? w[od * n_in + iw] : 0.0f;
+        tw[li * TB_TILE_STRIDE + lr] = (od < n_out && iw < n_in) ? TB_LOAD_P(w, od * n_in + iw) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < TB_TILE; ++kk) {
             acc += td[kk * TB_TILE_STRIDE + lr] * tw[kk * TB_TILE_STRIDE + li];
@@ -89,7 +89,7 @@ void tb_backward(__global const float *a, const int a_off,
 // The delta of layer `layer - 1` (into `da`), from layer `layer`'s delta `dz`, its weights
 // and its input `acts + a_off` (the ReLU output below). Never launched for layer 0.
 __kernel __attribute__((reqd_work_group_size(TB_TILE, TB_TILE, 1)))
-void tb_backward_inputs(__global const float *params, __global const float *dz,
+void tb_backward_inputs(__global const TB_P_T *params, __global const float *dz,
                         __global float *da, __global const float *acts, const int a_off,
                         const int layer) {
     __local float td[TB_TILE * TB_TILE_STRIDE];

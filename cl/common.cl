@@ -2,7 +2,8 @@
 //
 // Layouts (column-major, as nalgebra stores them):
 //   batch x      [TB_BATCH x TB_FEATURES]  x[f * TB_BATCH + r]
-//   labels       TB_BATCH uints stored as raw bits after x in the batch buffer, at TB_Y
+//   labels       TB_BATCH uints stored as raw bits after x in the batch buffer, at the
+//                32-bit word TB_Y (x is TB_X_T: float, or half two a word)
 //   activations  layer l reads [TB_BATCH x TB_IN_l] at TB_AIN_l and writes
 //                [TB_BATCH x TB_OUT_l] at TB_AOUT_l of the activation scratch
 //   parameters   per layer: w_l [TB_IN_l x TB_OUT_l] at TB_W_l (w[o * in + i]),
@@ -27,6 +28,25 @@
     for (int K##_base_ = 0; K##_base_ < (N); K##_base_ += (WG))       \
         if (K##_base_ + (LID) < (N))                                   \
             for (int K = K##_base_ + (LID), K##_once_ = 1; K##_once_; K##_once_ = 0)
+
+// Storage of the batch's features and of the parameters: `float`, or `half` when the host
+// #defines TB_STORAGE_F16 (`storage: f16`). Half values are only ever loaded and stored,
+// through the core vload_half / vstore_half_rte (round to nearest even, as the host's
+// half::f16::from_f32), so no cl_khr_fp16 is needed; every arithmetic operation and
+// every accumulator is float. Gradients, activations, logits and losses are always float.
+#ifdef TB_STORAGE_F16
+#define TB_X_T half
+#define TB_P_T half
+#define TB_LOAD_X(p, k) vload_half((k), (p))
+#define TB_LOAD_P(p, k) vload_half((k), (p))
+#define TB_STORE_P(p, k, v) vstore_half_rte((v), (k), (p))
+#else
+#define TB_X_T float
+#define TB_P_T float
+#define TB_LOAD_X(p, k) ((p)[k])
+#define TB_LOAD_P(p, k) ((p)[k])
+#define TB_STORE_P(p, k, v) ((p)[k] = (v))
+#endif
 
 // What the fused kernel and the host agree `mode` means.
 #define TB_MODE_FORWARD 0
@@ -72,4 +92,14 @@ inline tb_layer tb_layer_shape(const int layer) {
     }
 #undef TB_SHAPE_CASE
     return s;
+}
+
+// f16 storage, tiled path: the batch widened to float at the start of the activation
+// scratch, where the tiled kernels read layer 0's input. NDRange: round_up(TB_BATCH *
+// TB_FEATURES, local size). Never launched for f32 storage.
+__kernel void tb_widen_x(__global const TB_X_T *x, __global float *out) {
+    const int k = get_global_id(0);
+    if (k < TB_BATCH * TB_FEATURES) {
+        out[k] = TB_LOAD_X(x, k);
+    }
 }

@@ -5,7 +5,7 @@
 // NDRange: (round_up(TB_BATCH, TB_TILE), round_up(TB_OUT_l, TB_TILE)), local
 // (TB_TILE, TB_TILE). Out-of-range items load zeros and store nothing.
 
-inline void tb_tiled_dense(__global const float *w, __global const float *bias,
+inline void tb_tiled_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
                            __global const float *a, __global float *z,
                            const int n_in, const int n_out, const int relu,
                            __local float *ta, __local float *tw) {
@@ -13,13 +13,13 @@ inline void tb_tiled_dense(__global const float *w, __global const float *bias,
     const int lc = get_local_id(1);
     const int r = get_group_id(0) * TB_TILE + lr;
     const int o = get_group_id(1) * TB_TILE + lc;
-    float acc = (r < TB_BATCH && o < n_out) ? bias[o] : 0.0f;
+    float acc = (r < TB_BATCH && o < n_out) ? TB_LOAD_P(bias, o) : 0.0f;
     for (int k0 = 0; k0 < n_in; k0 += TB_TILE) {
         // ta[kk][rr] = a(row0 + rr, k0 + kk); tw[oo][kk] = w(k0 + kk, col0 + oo).
         const int ka = k0 + lc;
         ta[lc * TB_TILE_STRIDE + lr] = (r < TB_BATCH && ka < n_in) ? a[ka * TB_BATCH + r] : 0.0f;
         const int kw = k0 + lr;
-        tw[lc * TB_TILE_STRIDE + lr] = (o < n_out && kw < n_in) ? w[o * n_in + kw] : 0.0f;
+        tw[lc * TB_TILE_STRIDE + lr] = (o < n_out && kw < n_in) ? TB_LOAD_P(w, o * n_in + kw) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < TB_TILE; ++kk) {
             acc += ta[kk * TB_TILE_STRIDE + lr] * tw[lc * TB_TILE_STRIDE + kk];
@@ -36,7 +36,7 @@ inline void tb_tiled_dense(__global const float *w, __global const float *bias,
 
 // Layer `layer` of the model: reads `in + in_off`, writes `out + out_off`.
 __kernel __attribute__((reqd_work_group_size(TB_TILE, TB_TILE, 1)))
-void tb_forward(__global const float *params,
+void tb_forward(__global const TB_P_T *params,
                 __global const float *in, const int in_off,
                 __global float *out, const int out_off,
                 const int layer) {

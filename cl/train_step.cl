@@ -14,15 +14,15 @@
 #if TB_FUSED
 
 // z = a . W + b for one layer, ReLU for hidden ones.
-inline void tb_local_dense(__global const float *w, __global const float *bias,
+inline void tb_local_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
                            __local const float *a, __local float *z,
                            const int n_in, const int n_out, const int relu, const int lid) {
     TB_STRIDED_FOR(k, TB_BATCH * n_out, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int o = k / TB_BATCH;
-        float acc = bias[o];
+        float acc = TB_LOAD_P(bias, o);
         for (int i = 0; i < n_in; ++i) {
-            acc += a[i * TB_BATCH + r] * w[o * n_in + i];
+            acc += a[i * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
         }
         if (relu && acc < 0.0f) {
             acc = 0.0f;
@@ -54,7 +54,7 @@ inline void tb_local_grad_weights(__local const float *a, __local const float *d
 }
 
 // da[r, i] = (sum_o dz[r, o] w[i, o]) * (a[r, i] > 0).
-inline void tb_local_grad_inputs(__global const float *w, __local const float *dz,
+inline void tb_local_grad_inputs(__global const TB_P_T *w, __local const float *dz,
                                  __local float *da, __local const float *a,
                                  const int n_in, const int n_out, const int lid) {
     TB_STRIDED_FOR(k, TB_BATCH * n_in, TB_FUSED_WG, lid) {
@@ -62,15 +62,15 @@ inline void tb_local_grad_inputs(__global const float *w, __local const float *d
         const int i = k / TB_BATCH;
         float acc = 0.0f;
         for (int o = 0; o < n_out; ++o) {
-            acc += dz[o * TB_BATCH + r] * w[o * n_in + i];
+            acc += dz[o * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
         }
         da[k] = (a[k] <= 0.0f) ? 0.0f : acc;
     }
 }
 
 __kernel __attribute__((reqd_work_group_size(TB_FUSED_WG, 1, 1)))
-void tb_train_step(__global float *params, __global float *grads,
-                   __global const float *x, __global const float *batch,
+void tb_train_step(__global TB_P_T *params, __global float *grads,
+                   __global const TB_X_T *x, __global const float *batch,
                    const int rows_arg, const float lr, const int mode,
                    __global float *losses, const int loss_slot,
                    __global float *logits_out) {
@@ -83,7 +83,7 @@ void tb_train_step(__global float *params, __global float *grads,
     const float inv_rows = 1.0f / (float)rows;
 
     TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
-        acts[k] = x[k];
+        acts[k] = TB_LOAD_X(x, k);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -151,7 +151,7 @@ void tb_train_step(__global float *params, __global float *grads,
     barrier(CLK_GLOBAL_MEM_FENCE);
     if (mode == TB_MODE_STEP && isfinite(loss)) {
         TB_STRIDED_FOR(k, TB_PARAMS, TB_FUSED_WG, lid) {
-            params[k] -= lr * grads[k];
+            TB_STORE_P(params, k, TB_LOAD_P(params, k) - lr * grads[k]);
         }
     }
 }

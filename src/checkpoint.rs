@@ -3,7 +3,8 @@
 //! `safetensors.numpy.load_file` and PyTorch.
 //!
 //! One tensor per parameter, named as the fields of the model's `Params`: `w0`, `b0`, `w1`,
-//! `b1`, ...; weights have shape `[in, out]` and biases `[out]`, all `F32`, little-endian,
+//! `b1`, ...; weights have shape `[in, out]` and biases `[out]`, all `F32` (`F16` for a model
+//! declared with `storage: f16`; loading checks the dtype against the declaration), little-endian,
 //! row-major (C order) as safetensors requires — nalgebra stores `[in x out]` column-major,
 //! so saving transposes the layout (not the matrix) and loading transposes it back. The
 //! header's `__metadata__` holds one entry, `"tensorbridge": "<model>: <layer widths>"`, for
@@ -24,7 +25,7 @@ use crate::backend::layer_slots;
 use crate::device::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{Model, Params};
+use crate::model::{Element, Model, Params, StorageElement};
 
 /// Why a checkpoint was refused. Carried by [`Error::Checkpoint`] with the file's path.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -60,13 +61,18 @@ pub enum CheckpointErrorKind {
         /// Every tensor the model has.
         expected: String,
     },
-    /// A tensor of another element type than `F32`.
-    #[error("tensor '{name}' has dtype {found}, expected F32")]
+    /// A tensor of another element type than the model's storage (`F32`, or `F16` for
+    /// `storage: f16`).
+    #[error("tensor '{name}' has dtype {found}, but the model stores {expected} (declared `storage: {storage}`)")]
     WrongDtype {
         /// The tensor.
         name: String,
         /// The dtype found.
         found: String,
+        /// The dtype the model needs: `F32` or `F16`.
+        expected: &'static str,
+        /// The model's declared storage, `f32` or `f16`.
+        storage: &'static str,
     },
     /// A tensor whose shape differs from the declaration.
     #[error("tensor '{name}' has shape {found:?}, but {model} declares {expected:?}")]
@@ -91,7 +97,7 @@ impl<M: Model> Engine<M> {
     /// [`Error::Io`] if the file cannot be written; the old file, if any, is then intact.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
-        let mut flat = vec![0.0; M::Params::LEN];
+        let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
         self.params()?.write_flat(&mut flat);
         let bytes = to_safetensors::<M>(&flat).map_err(|reason| Error::Checkpoint {
             path: path.to_path_buf(),
@@ -106,8 +112,9 @@ impl<M: Model> Engine<M> {
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be read; [`Error::Checkpoint`] if it is not a
-    /// safetensors file or a tensor is missing, unexpected, not `F32`, or shaped otherwise
-    /// than the declaration; [`Error::NonFinite`] if a parameter is NaN or infinite.
+    /// safetensors file or a tensor is missing, unexpected, of another dtype than the
+    /// model's storage (`F32`, or `F16` for `storage: f16`), or shaped otherwise than the
+    /// declaration; [`Error::NonFinite`] if a parameter is NaN or infinite.
     pub fn load(device: &Device, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -130,27 +137,36 @@ fn layers_text<M: Model>() -> String {
 }
 
 /// The safetensors bytes of the flat parameters.
-fn to_safetensors<M: Model>(flat: &[f32]) -> std::result::Result<Vec<u8>, String> {
+/// The safetensors dtype of model `M`'s storage.
+fn dtype_of<M: Model>() -> Dtype {
+    if M::Storage::IS_F16 {
+        Dtype::F16
+    } else {
+        Dtype::F32
+    }
+}
+
+fn to_safetensors<M: Model>(flat: &[M::Storage]) -> std::result::Result<Vec<u8>, String> {
     let mut buffers = Vec::new();
     for (name, shape, start) in tensors_of::<M>() {
-        let mut bytes = Vec::with_capacity(shape.iter().product::<usize>() * 4);
+        let mut bytes = Vec::with_capacity(shape.iter().product::<usize>() * std::mem::size_of::<M::Storage>());
         if let [fan_in, fan_out] = shape[..] {
             // Column-major `w[o * in + i]` -> row-major `[i][o]`.
             for i in 0..fan_in {
                 for o in 0..fan_out {
-                    bytes.extend_from_slice(&flat[start + o * fan_in + i].to_le_bytes());
+                    flat[start + o * fan_in + i].extend_le_bytes(&mut bytes);
                 }
             }
         } else {
             for v in &flat[start..start + shape[0]] {
-                bytes.extend_from_slice(&v.to_le_bytes());
+                v.extend_le_bytes(&mut bytes);
             }
         }
         buffers.push((name, shape, bytes));
     }
     let views = buffers
         .iter()
-        .map(|(name, shape, bytes)| Ok((name.as_str(), TensorView::new(Dtype::F32, shape.clone(), bytes)?)))
+        .map(|(name, shape, bytes)| Ok((name.as_str(), TensorView::new(dtype_of::<M>(), shape.clone(), bytes)?)))
         .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
         .map_err(|e| e.to_string())?;
     // One entry only: safetensors takes a `HashMap`, whose order would otherwise make the
@@ -160,7 +176,7 @@ fn to_safetensors<M: Model>(flat: &[f32]) -> std::result::Result<Vec<u8>, String
 }
 
 /// The flat parameters from safetensors bytes, every name, dtype and shape checked.
-fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<f32>, CheckpointErrorKind> {
+fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<M::Storage>, CheckpointErrorKind> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointErrorKind::Format { reason: e.to_string() })?;
     let expected = tensors_of::<M>();
     let expected_names = expected.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(", ");
@@ -176,7 +192,7 @@ fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<f32>, Che
             });
         }
     }
-    let mut flat = vec![0.0f32; M::Params::LEN];
+    let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
     for (name, shape, start) in &expected {
         let view = file.tensor(name).map_err(|_| CheckpointErrorKind::MissingTensor {
             name: name.clone(),
@@ -184,8 +200,13 @@ fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<f32>, Che
             layers: layers_text::<M>(),
             expected: expected_names.clone(),
         })?;
-        if view.dtype() != Dtype::F32 {
-            return Err(CheckpointErrorKind::WrongDtype { name: name.clone(), found: format!("{:?}", view.dtype()) });
+        if view.dtype() != dtype_of::<M>() {
+            return Err(CheckpointErrorKind::WrongDtype {
+                name: name.clone(),
+                found: format!("{:?}", view.dtype()),
+                expected: if M::Storage::IS_F16 { "F16" } else { "F32" },
+                storage: M::Storage::NAME,
+            });
         }
         if view.shape() != shape.as_slice() {
             return Err(CheckpointErrorKind::WrongShape {
@@ -195,8 +216,8 @@ fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<f32>, Che
                 found: view.shape().to_vec(),
             });
         }
-        // The parser checked that the data holds exactly product(shape) F32 values.
-        let values = view.data().chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+        // The parser checked that the data holds exactly product(shape) values of the dtype.
+        let values = view.data().chunks_exact(std::mem::size_of::<M::Storage>()).map(M::Storage::from_le_slice);
         if let [fan_in, _] = shape[..] {
             // Row-major `[i][o]` (index k = i * out + o) -> column-major `w[o * in + i]`.
             let fan_out = shape[1];

@@ -34,7 +34,7 @@ use std::path::Path;
 use nalgebra::DMatrix;
 
 use crate::error::{Error, Result};
-use crate::model::{HostTensor, Model};
+use crate::model::{Element, HostTensor, Model, StorageElement};
 use crate::npy;
 use crate::rng::Rng;
 
@@ -203,7 +203,8 @@ impl Dataset {
     /// Mini-batches for model `M`, rows in dataset order. See [`Batches`].
     ///
     /// # Errors
-    /// Those of [`Dataset::check_fits`].
+    /// Those of [`Dataset::check_fits`]; for a model with `f16` storage,
+    /// [`Error::StorageOverflow`] (naming the row and column) for a value beyond ±65504.
     pub fn batches<M: Model>(&self) -> Result<Batches<'_, M>> {
         self.batches_in_order((0..self.len()).collect())
     }
@@ -211,7 +212,7 @@ impl Dataset {
     /// Mini-batches for model `M`, rows in an order shuffled by `rng`.
     ///
     /// # Errors
-    /// Those of [`Dataset::check_fits`].
+    /// As [`Dataset::batches`].
     pub fn shuffled_batches<M: Model>(&self, rng: &mut Rng) -> Result<Batches<'_, M>> {
         let mut order: Vec<usize> = (0..self.len()).collect();
         rng.shuffle(&mut order);
@@ -221,14 +222,37 @@ impl Dataset {
     /// Mini-batches over the rows listed in `order` (each index `< len()`).
     pub(crate) fn batches_in_order<M: Model>(&self, order: Vec<usize>) -> Result<Batches<'_, M>> {
         self.check_fits::<M>("the dataset")?;
+        if M::Storage::IS_F16 {
+            self.check_storage_range::<M::Storage>()?;
+        }
         Ok(Batches {
             data: self,
             order,
             next: 0,
-            x: vec![0.0; M::BATCH * M::FEATURES],
+            x: vec![M::Storage::ZERO; M::BATCH * M::FEATURES],
             y: vec![0; M::BATCH],
             _model: std::marker::PhantomData,
         })
+    }
+}
+
+impl Dataset {
+    /// Every feature within the range of storage `T` (the features are finite already).
+    fn check_storage_range<T: StorageElement>(&self) -> Result<()> {
+        let over = |v: &f32| !T::from_f32(*v).is_finite();
+        match self.features.iter().enumerate().find(|(_, v)| over(v)) {
+            None => Ok(()),
+            Some((k, &value)) => {
+                let rows = self.features.nrows();
+                Err(Error::StorageOverflow {
+                    what: "features".to_string(),
+                    row: k % rows,
+                    column: k / rows,
+                    value,
+                    max: T::MAX,
+                })
+            }
+        }
     }
 }
 
@@ -251,7 +275,7 @@ pub struct Batches<'a, M: Model> {
     data: &'a Dataset,
     order: Vec<usize>,
     next: usize,
-    x: Vec<f32>,
+    x: Vec<M::Storage>,
     y: Vec<u32>,
     _model: std::marker::PhantomData<fn() -> M>,
 }
@@ -266,13 +290,14 @@ impl<M: Model> Iterator for Batches<'_, M> {
             return None;
         }
         self.next += chunk.len();
-        self.x.fill(0.0);
+        self.x.fill(M::Storage::ZERO);
         self.y.fill(0);
         let features = &self.data.features;
         for (r, &row) in chunk.iter().enumerate() {
             for f in 0..M::FEATURES {
                 // Both buffers are column-major: the batch `x[f * B + r]`.
-                self.x[f * b + r] = features[(row, f)];
+                // (`f16` storage: rounded to nearest; the range was checked up front.)
+                self.x[f * b + r] = M::Storage::from_f32(features[(row, f)]);
             }
             self.y[r] = self.data.labels[row];
         }

@@ -9,7 +9,7 @@ use crate::backend::opencl::OpenClBackend;
 use crate::backend::{layer_slots, Backend, Batch, Buffer};
 use crate::device::{Device, DeviceKind};
 use crate::error::{Error, Result};
-use crate::model::{HostTensor, Model, Params};
+use crate::model::{Element, HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 use crate::tensor::DeviceTensor;
 
@@ -26,19 +26,19 @@ enum Backends<M: Model> {
 }
 
 impl<M: Model> Backends<M> {
-    fn get(&mut self) -> &mut dyn Backend {
+    fn get(&mut self) -> &mut dyn Backend<M::Storage> {
         match self {
             Backends::Cpu(b, _) => b,
             Backends::OpenCl(b) => &mut **b,
         }
     }
-    fn get_ref(&self) -> &dyn Backend {
+    fn get_ref(&self) -> &dyn Backend<M::Storage> {
         match self {
             Backends::Cpu(b, _) => b,
             Backends::OpenCl(b) => &**b,
         }
     }
-    fn train_step_deferred(&mut self, batch: Batch<'_>, lr: f32) -> Result<()> {
+    fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<()> {
         match self {
             Backends::Cpu(b, losses) => {
                 let loss = match b.train_step(batch, lr) {
@@ -89,7 +89,8 @@ impl<M: Model> Engine<M> {
 
     /// Like [`Engine::new`] with a seed of your own.
     pub fn with_seed(device: &Device, seed: u64) -> Result<Self> {
-        Self::from_flat(device, &initial_params(M::LAYERS, seed))
+        let flat: Vec<M::Storage> = initial_params(M::LAYERS, seed).into_iter().map(M::Storage::from_f32).collect();
+        Self::from_flat(device, &flat)
     }
 
     /// Creates the model on `device` with the given parameters.
@@ -102,7 +103,7 @@ impl<M: Model> Engine<M> {
         Self::from_flat(device, &flat)
     }
 
-    fn from_flat(device: &Device, flat: &[f32]) -> Result<Self> {
+    fn from_flat(device: &Device, flat: &[M::Storage]) -> Result<Self> {
         let backend = match device.kind() {
             DeviceKind::Cpu => Backends::Cpu(CpuBackend::new(flat), Vec::new()),
             DeviceKind::OpenCl { device, path } => Backends::OpenCl(Box::new(OpenClBackend::new(device, *path, flat)?)),
@@ -117,7 +118,7 @@ impl<M: Model> Engine<M> {
 
     /// Copies the parameters to the host (device -> host).
     pub fn params(&self) -> Result<M::Params> {
-        let mut flat = vec![0.0; M::Params::LEN];
+        let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
         self.backend.get_ref().read_params(&mut flat)?;
         Ok(M::Params::from_flat(&flat))
     }
@@ -210,17 +211,19 @@ impl<M: Model> Engine<M> {
         self.backend.get().loss(batch)
     }
 
-    /// The loss and its gradient with respect to every parameter.
-    pub fn gradients(&mut self, x: &M::Input, y: &M::Labels) -> Result<(f32, M::Params)> {
+    /// The loss and its gradient with respect to every parameter, in `f32` whatever the
+    /// storage: `M::Grads` is `<Name>Params` for `f32` models and `<Name>Grads` (the same
+    /// fields in `f32`) for `f16` models.
+    pub fn gradients(&mut self, x: &M::Input, y: &M::Labels) -> Result<(f32, M::Grads)> {
         self.gradients_rows(x, y, M::BATCH)
     }
 
     /// Like [`Engine::gradients`], counting only the first `rows` rows.
-    pub fn gradients_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize) -> Result<(f32, M::Params)> {
+    pub fn gradients_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize) -> Result<(f32, M::Grads)> {
         let batch = validate::<M>(x, y, rows)?;
         let mut flat = vec![0.0; M::Params::LEN];
         let loss = self.backend.get().gradients(batch, &mut flat)?;
-        Ok((loss, M::Params::from_flat(&flat)))
+        Ok((loss, M::Grads::from_flat(&flat)))
     }
 
     /// One SGD step (`p -= lr * dL/dp`); returns the loss before the step.
@@ -287,14 +290,14 @@ impl<M: Model> fmt::Debug for Engine<M> {
     }
 }
 
-fn flatten<P: Params>(params: &P) -> Vec<f32> {
-    let mut flat = vec![0.0; P::LEN];
+fn flatten<P: Params>(params: &P) -> Vec<P::Elem> {
+    let mut flat = vec![P::Elem::ZERO; P::LEN];
     params.write_flat(&mut flat);
     flat
 }
 
 /// Checks labels, inputs and `rows`; returns the batch as flat slices.
-fn validate<'a, M: Model>(x: &'a M::Input, y: &'a M::Labels, rows: usize) -> Result<Batch<'a>> {
+fn validate<'a, M: Model>(x: &'a M::Input, y: &'a M::Labels, rows: usize) -> Result<Batch<'a, M::Storage>> {
     if rows == 0 || rows > M::BATCH {
         return Err(Error::InvalidRowCount { rows, batch: M::BATCH });
     }
@@ -316,16 +319,16 @@ pub(crate) fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
 }
 
 /// Every value of a column-major buffer with `rows` rows finite.
-pub(crate) fn check_finite(what: &str, flat: &[f32], rows: usize) -> Result<()> {
+pub(crate) fn check_finite<T: StorageElement>(what: &str, flat: &[T], rows: usize) -> Result<()> {
     if flat.iter().fold(true, |ok, v| ok & v.is_finite()) {
         return Ok(());
     }
-    let (k, &value) = flat.iter().enumerate().find(|(_, v)| !v.is_finite()).unwrap_or((0, &0.0));
+    let (k, value) = flat.iter().enumerate().find(|(_, v)| !v.is_finite()).map_or((0, 0.0), |(k, v)| (k, v.to_f32()));
     Err(Error::NonFinite { what: what.to_string(), row: k % rows, column: k / rows, value })
 }
 
 /// Every parameter finite; the error names the field (`w0`, `b1`, ...) and the position.
-fn check_params(dims: &[usize], flat: &[f32]) -> Result<()> {
+fn check_params<T: StorageElement>(dims: &[usize], flat: &[T]) -> Result<()> {
     for (l, slot) in layer_slots(dims).enumerate() {
         check_finite(&format!("w{l}"), &flat[slot.w..slot.b], slot.fan_in)?;
         check_finite(&format!("b{l}"), &flat[slot.b..slot.b + slot.fan_out], slot.fan_out)?;

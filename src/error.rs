@@ -36,6 +36,28 @@ pub enum Error {
         value: f32,
     },
 
+    /// A finite `f32` value that the model's `f16` storage cannot hold: beyond ±65504 it
+    /// would round to infinity. Raised where the library converts (a [`Dataset`]'s rows
+    /// into an `f16` model's batches), never silently turned into `inf`.
+    ///
+    /// [`Dataset`]: crate::data::Dataset
+    #[error(
+        "{what} holds {value} at row {row}, column {column}, beyond the largest value f16 storage can hold (±{max}); \
+         standardise or rescale the data"
+    )]
+    StorageOverflow {
+        /// Which data: "features", ...
+        what: String,
+        /// Row of that data.
+        row: usize,
+        /// Column of that data.
+        column: usize,
+        /// The value found.
+        value: f32,
+        /// The largest finite value of the storage type (65504 for `f16`).
+        max: f32,
+    },
+
     /// A training step produced a non-finite loss (diverged: learning rate too large, or
     /// parameters already huge). The step's update was not applied.
     #[error("the loss is {loss}: training diverged, the update was not applied (try a smaller learning rate)")]

@@ -22,7 +22,7 @@
 use std::fmt::Write as _;
 
 use crate::backend::layer_slots;
-use crate::model::{Model, Params};
+use crate::model::{Model, Params, StorageElement};
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
@@ -103,7 +103,15 @@ pub fn defines<M: Model>() -> String {
     let _ = writeln!(s, "#define TB_LAYERS {layers}");
     let _ = writeln!(s, "#define TB_PARAMS {}", M::Params::LEN);
     let _ = writeln!(s, "#define TB_MAX_WIDTH {}", dims.iter().copied().max().unwrap_or(0));
-    let _ = writeln!(s, "#define TB_Y {}", batch * M::FEATURES);
+    // The labels follow the features in the batch buffer, at this 32-bit word.
+    let x_values = batch * M::FEATURES;
+    if M::Storage::IS_F16 {
+        // Storage `f16`: the features are `half`, two a word (see cl/common.cl).
+        let _ = writeln!(s, "#define TB_STORAGE_F16 1");
+        let _ = writeln!(s, "#define TB_Y {}", x_values.div_ceil(2));
+    } else {
+        let _ = writeln!(s, "#define TB_Y {x_values}");
+    }
     let _ = writeln!(s, "#define TB_ACTS {}", acts_len(dims, batch));
     let _ = writeln!(s, "#define TB_DELTA {}", delta_len(dims, batch));
     let _ = writeln!(s, "#define TB_FUSED {}", u8::from(plan.fits));

@@ -17,14 +17,21 @@ pub trait Model: Sized + 'static {
     const CLASSES: usize;
     /// Layer widths `[features, hidden..., classes]`.
     const LAYERS: &'static [usize];
-    /// A batch on the host: `SMatrix<f32, BATCH, FEATURES>` (boxed when large).
-    type Input: HostTensor<Elem = f32>;
+    /// The element type of the stored batch and parameters (`storage:` in the
+    /// declaration): `f32` (the default) or `half::f16`. Arithmetic is `f32` either way.
+    type Storage: StorageElement;
+    /// A batch on the host: `SMatrix<Storage, BATCH, FEATURES>` (boxed when large).
+    type Input: HostTensor<Elem = Self::Storage>;
     /// Labels on the host: `SVector<u32, BATCH>` (boxed when large).
     type Labels: HostTensor<Elem = u32>;
     /// Logits on the host: `SMatrix<f32, BATCH, CLASSES>` (boxed when large).
     type Logits: HostTensor<Elem = f32>;
-    /// The parameters, `<Name>Params`.
-    type Params: Params;
+    /// The parameters, `<Name>Params`, stored as [`Model::Storage`].
+    type Params: Params<Elem = Self::Storage>;
+    /// The gradients that [`Engine::gradients`] returns: always `f32`. For `f32` storage
+    /// this is `<Name>Params` itself; for `f16` storage it is `<Name>Grads`, the same
+    /// fields in `f32`.
+    type Grads: Params<Elem = f32>;
 
     /// The complete OpenCL C source specialised for this model.
     fn kernel_source() -> &'static str;
@@ -36,12 +43,14 @@ pub trait Model: Sized + 'static {
 /// A model's parameter set: `w0, b0, w1, b1, ...`, convertible to and from one flat
 /// buffer (each matrix column-major, as nalgebra stores it, in field order).
 pub trait Params: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
-    /// Number of `f32` values in all layers together.
+    /// The element type of every field (`f32` or `half::f16`).
+    type Elem: StorageElement;
+    /// Number of values in all layers together.
     const LEN: usize;
     /// Writes every parameter into `out`, whose length is [`Params::LEN`].
-    fn write_flat(&self, out: &mut [f32]);
+    fn write_flat(&self, out: &mut [Self::Elem]);
     /// Builds the parameters from a flat buffer of length [`Params::LEN`].
-    fn from_flat(flat: &[f32]) -> Self;
+    fn from_flat(flat: &[Self::Elem]) -> Self;
 }
 
 mod sealed {
@@ -65,6 +74,112 @@ impl Element for u32 {
 }
 impl Element for half::f16 {
     const ZERO: Self = half::f16::ZERO;
+}
+
+/// The element types a model may store its batch and parameters in (`storage: f32` or
+/// `storage: f16`): `f32` and `half::f16`. Arithmetic is always `f32`; `f16` values are
+/// widened exactly on load and rounded to nearest, ties to even, on store (as
+/// `half::f16::from_f32` and OpenCL's `vstore_half_rte`).
+///
+/// Every method is trivial for `f32` (identity), so code generic over the storage compiles
+/// to the same machine code for `f32` models as before `f16` existed.
+pub trait StorageElement: Element + PartialEq + std::fmt::Debug + Default {
+    /// Whether this is `half::f16`.
+    const IS_F16: bool;
+    /// `"f32"` or `"f16"`, for messages.
+    const NAME: &'static str;
+    /// The largest finite value (`f32::MAX`, or 65504 for `f16`).
+    const MAX: f32;
+    /// The value as `f32` (exact).
+    fn to_f32(self) -> f32;
+    /// The nearest value (ties to even); beyond [`StorageElement::MAX`] it is infinite.
+    fn from_f32(v: f32) -> Self;
+    /// `v` rounded to this type and widened back (identity for `f32`).
+    fn round_f32(v: f32) -> f32;
+    /// Neither NaN nor infinite.
+    fn is_finite(self) -> bool;
+    /// The slice itself when the type is `f32` (no copy), else `None`.
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]>;
+    /// The slice itself, mutably, when the type is `f32`, else `None`.
+    fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// The little-endian bytes of the value (4 for `f32`, 2 for `f16`).
+    fn extend_le_bytes(self, out: &mut Vec<u8>);
+    /// The value from its little-endian bytes (`bytes.len()` is the type's size).
+    fn from_le_slice(bytes: &[u8]) -> Self;
+}
+
+impl StorageElement for f32 {
+    const IS_F16: bool = false;
+    const NAME: &'static str = "f32";
+    const MAX: f32 = f32::MAX;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        self
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        v
+    }
+    #[inline(always)]
+    fn round_f32(v: f32) -> f32 {
+        v
+    }
+    #[inline(always)]
+    fn is_finite(self) -> bool {
+        f32::is_finite(self)
+    }
+    #[inline(always)]
+    fn as_f32_slice(s: &[Self]) -> Option<&[f32]> {
+        Some(s)
+    }
+    #[inline(always)]
+    fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]> {
+        Some(s)
+    }
+    fn extend_le_bytes(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn from_le_slice(bytes: &[u8]) -> Self {
+        let mut b = [0u8; 4];
+        b.copy_from_slice(&bytes[..4]);
+        f32::from_le_bytes(b)
+    }
+}
+
+impl StorageElement for half::f16 {
+    const IS_F16: bool = true;
+    const NAME: &'static str = "f16";
+    const MAX: f32 = 65504.0;
+    #[inline(always)]
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+    #[inline(always)]
+    fn from_f32(v: f32) -> Self {
+        half::f16::from_f32(v)
+    }
+    #[inline(always)]
+    fn round_f32(v: f32) -> f32 {
+        half::f16::from_f32(v).to_f32()
+    }
+    #[inline(always)]
+    fn is_finite(self) -> bool {
+        half::f16::is_finite(self)
+    }
+    #[inline(always)]
+    fn as_f32_slice(_: &[Self]) -> Option<&[f32]> {
+        None
+    }
+    #[inline(always)]
+    fn as_f32_slice_mut(_: &mut [Self]) -> Option<&mut [f32]> {
+        None
+    }
+    fn extend_le_bytes(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+    fn from_le_slice(bytes: &[u8]) -> Self {
+        half::f16::from_le_bytes([bytes[0], bytes[1]])
+    }
 }
 
 /// A statically sized host buffer (`SMatrix`, or `Box<SMatrix>` when large) seen as one

@@ -45,6 +45,7 @@ use std::path::{Path, PathBuf};
 use nalgebra::{DMatrix, Dim, Matrix, RawStorage};
 
 use crate::error::{Error, Result};
+use crate::model::StorageElement;
 use header::{Dtype, Header, Scalar};
 
 /// The six bytes every `.npy` file starts with.
@@ -211,30 +212,34 @@ pub fn labels_from_bytes(bytes: &[u8]) -> Result<Vec<u32>> {
     to_labels(&header, data).map_err(|(offset, kind)| npy_error(path, data_offset + offset, kind))
 }
 
-/// Writes any `f32` matrix (static or dynamic) as a `.npy` file: format 1.0, dtype `<f4`,
-/// C order, shape `(rows, cols)`, header padded to 64 bytes as NumPy does. The file is
+/// Writes any `f32` or `f16` matrix (static or dynamic; an `f16` model's batch or
+/// parameters) as a `.npy` file: format 1.0, dtype `<f4` (`<f2` for `half::f16`, which
+/// NumPy reads as `float16`), C order, shape `(rows, cols)`, header padded to 64 bytes as NumPy does. The file is
 /// replaced atomically (written to a temporary file in the same directory, then renamed),
 /// so a failure never leaves a half-written file at `path`.
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be written.
-pub fn write_matrix<R: Dim, C: Dim, S: RawStorage<f32, R, C>>(
+pub fn write_matrix<T: StorageElement, R: Dim, C: Dim, S: RawStorage<T, R, C>>(
     path: impl AsRef<Path>,
-    matrix: &Matrix<f32, R, C, S>,
+    matrix: &Matrix<T, R, C, S>,
 ) -> Result<()> {
     let bytes = matrix_to_bytes(matrix);
     crate::checkpoint::write_atomically(path.as_ref(), |file| std::io::Write::write_all(file, &bytes))
 }
 
 /// The bytes [`write_matrix`] writes.
-pub fn matrix_to_bytes<R: Dim, C: Dim, S: RawStorage<f32, R, C>>(matrix: &Matrix<f32, R, C, S>) -> Vec<u8> {
+pub fn matrix_to_bytes<T: StorageElement, R: Dim, C: Dim, S: RawStorage<T, R, C>>(
+    matrix: &Matrix<T, R, C, S>,
+) -> Vec<u8> {
     let (rows, cols) = matrix.shape();
-    let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let descr = if T::IS_F16 { "<f2" } else { "<f4" };
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
     // Prelude (10 bytes) + dict + padding + '\n' is a multiple of 64.
     let unpadded = MAGIC.len() + 4 + dict.len() + 1;
     let padding = (64 - unpadded % 64) % 64;
     let header_len = dict.len() + padding + 1;
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header_len + rows * cols * 4);
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header_len + rows * cols * std::mem::size_of::<T>());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&[1, 0]);
     // A two-dimensional dict is below 100 bytes, far below the u16 limit of version 1.0.
@@ -244,7 +249,7 @@ pub fn matrix_to_bytes<R: Dim, C: Dim, S: RawStorage<f32, R, C>>(matrix: &Matrix
     out.push(b'\n');
     for r in 0..rows {
         for c in 0..cols {
-            out.extend_from_slice(&matrix[(r, c)].to_le_bytes());
+            matrix[(r, c)].extend_le_bytes(&mut out);
         }
     }
     out

@@ -5,19 +5,26 @@ use std::marker::PhantomData;
 
 use crate::backend::Buffer;
 use crate::error::Result;
-use crate::model::HostTensor;
+use crate::model::{HostTensor, StorageElement};
 
 /// A tensor resident on a model's device, typed by the host buffer it mirrors (for
-/// example `SMatrix<f32, 2, 4>`), so that a batch and logits cannot be confused.
+/// example `SMatrix<f32, 2, 4>`, or `SMatrix<f16, 2, 4>` for an `f16` model's batch), so
+/// that a batch and logits cannot be confused.
 ///
 /// Made by `Engine::to_device` (host -> device) and `Engine::forward`; read back with
 /// [`DeviceTensor::to_host`] (the seed's `.asnumpy()`).
-pub struct DeviceTensor<T: HostTensor<Elem = f32>> {
+pub struct DeviceTensor<T: HostTensor>
+where
+    T::Elem: StorageElement,
+{
     pub(crate) buffer: Buffer,
     _host: PhantomData<fn() -> T>,
 }
 
-impl<T: HostTensor<Elem = f32>> DeviceTensor<T> {
+impl<T: HostTensor> DeviceTensor<T>
+where
+    T::Elem: StorageElement,
+{
     pub(crate) fn new(buffer: Buffer) -> Self {
         DeviceTensor { buffer, _host: PhantomData }
     }
@@ -25,7 +32,7 @@ impl<T: HostTensor<Elem = f32>> DeviceTensor<T> {
     /// Copies the tensor back into a host buffer. On OpenCL this waits for the kernels
     /// that produce it and costs one device -> host transfer.
     pub fn to_host(&self) -> Result<T> {
-        let mut flat = vec![0.0f32; T::ROWS * T::COLS];
+        let mut flat = vec![<T::Elem as crate::model::Element>::ZERO; T::ROWS * T::COLS];
         self.buffer.read_into(&mut flat)?;
         Ok(T::from_flat(&flat))
     }
@@ -36,7 +43,10 @@ impl<T: HostTensor<Elem = f32>> DeviceTensor<T> {
     }
 }
 
-impl<T: HostTensor<Elem = f32>> fmt::Debug for DeviceTensor<T> {
+impl<T: HostTensor> fmt::Debug for DeviceTensor<T>
+where
+    T::Elem: StorageElement,
+{
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "DeviceTensor<[{} x {}] on {}>", T::ROWS, T::COLS, self.buffer.location())
     }

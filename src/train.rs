@@ -301,8 +301,8 @@ impl<M: Model> Engine<M> {
     /// result is exactly that of one batch holding all rows. Changes nothing.
     ///
     /// # Errors
-    /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`] and [`Engine::gradients`].
-    pub fn dataset_gradients(&mut self, data: &Dataset) -> Result<(f32, M::Params)> {
+    /// [`Error::EmptyDataset`]; those of [`Dataset::batches`] and [`Engine::gradients`].
+    pub fn dataset_gradients(&mut self, data: &Dataset) -> Result<(f32, M::Grads)> {
         if data.is_empty() {
             return Err(Error::EmptyDataset { what: "the dataset to differentiate on".to_string() });
         }
@@ -320,7 +320,7 @@ impl<M: Model> Engine<M> {
             }
         }
         let out: Vec<f32> = total.iter().map(|&v| v as f32).collect();
-        Ok((loss as f32, M::Params::from_flat(&out)))
+        Ok((loss as f32, M::Grads::from_flat(&out)))
     }
 
     /// Argmax of the logits of a batch's valid rows.

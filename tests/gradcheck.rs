@@ -11,7 +11,7 @@ tensorbridge::model! { struct Deep { batch: 3, features: 5, hidden: [6, 4], clas
 /// Compares every analytic gradient with (L(p + h) - L(p - h)) / 2h, in f32 with h = 1e-2
 /// (the loss is smooth away from ReLU kinks; a kink inside [p - h, p + h] is detected and
 /// skipped, as a finite difference across it is meaningless).
-fn check<M: Model>(seed: u64) {
+fn check<M: Model<Storage = f32>>(seed: u64) {
     let device = Device::cpu();
     let mut rng = Rng::new(seed);
     let x_flat: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|_| rng.normal() as f32).collect();

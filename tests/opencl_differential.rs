@@ -35,26 +35,26 @@ tensorbridge::model! {
 const ABS: f32 = 1e-5;
 const REL: f32 = 1e-4;
 
-fn input<M: Model>(seed: u64) -> M::Input {
+fn input<M: Model<Storage = f32>>(seed: u64) -> M::Input {
     let n = M::BATCH * M::FEATURES;
     M::Input::from_flat(&(0..n).map(|k| noise(seed, k) * 2.0).collect::<Vec<_>>())
 }
 
-fn labels<M: Model>(seed: u64) -> M::Labels {
+fn labels<M: Model<Storage = f32>>(seed: u64) -> M::Labels {
     let c = M::CLASSES as u32;
     M::Labels::from_flat(
         &(0..M::BATCH).map(|r| ((noise(seed ^ 0xABCD, r) + 1.0) * 1000.0) as u32 % c).collect::<Vec<_>>(),
     )
 }
 
-fn flat<P: Params>(p: &P) -> Vec<f32> {
+fn flat<P: Params<Elem = f32>>(p: &P) -> Vec<f32> {
     let mut out = vec![0.0; P::LEN];
     p.write_flat(&mut out);
     out
 }
 
 /// Every API call, on `device` and on the CPU, from the same parameters and data.
-fn every_call_agrees<M: Model>(device: &Device, seed: u64) {
+fn every_call_agrees<M: Model<Storage = f32>>(device: &Device, seed: u64) {
     let mut cl = Engine::<M>::with_seed(device, seed).expect("model on OpenCL");
     let mut cpu = Engine::<M>::with_seed(&Device::cpu(), seed).expect("model on the CPU");
     let (x, y) = (input::<M>(seed), labels::<M>(seed));
@@ -142,7 +142,7 @@ fn every_call_agrees<M: Model>(device: &Device, seed: u64) {
 }
 
 /// 300 SGD steps over 4 rotating batches end with the same parameters on both devices.
-fn training_agrees<M: Model>(device: &Device, seed: u64, lr: f32) {
+fn training_agrees<M: Model<Storage = f32>>(device: &Device, seed: u64, lr: f32) {
     let mut cl = Engine::<M>::with_seed(device, seed).unwrap();
     let mut cpu = Engine::<M>::with_seed(&Device::cpu(), seed).unwrap();
     let batches: Vec<_> = (0..4).map(|k| (input::<M>(seed + k), labels::<M>(seed + k))).collect();

@@ -16,7 +16,7 @@ tensorbridge::model! {
     pub struct Mlp { batch: 4, features: 3, classes: 4, hidden: [5] }
 }
 
-fn check<M: Model>(device: &Device) {
+fn check<M: Model<Storage = f32>>(device: &Device) {
     let x = M::Input::from_flat(&(0..M::BATCH * M::FEATURES).map(|k| noise(21, k)).collect::<Vec<_>>());
     let y = M::Labels::from_flat(&(0..M::BATCH).map(|r| (r * 3 % M::CLASSES) as u32).collect::<Vec<_>>());
     let mut model = Engine::<M>::with_seed(device, 5).unwrap();

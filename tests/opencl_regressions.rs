@@ -13,7 +13,7 @@ tensorbridge::model! { struct TallMlp { batch: 32, features: 2, hidden: [3], cla
 /// compiled the kernel's `for (k = lid; k < TB_PARAMS; k += WG)` update so that it wrote
 /// past the parameter buffer, corrupting the heap (an abort after a few hundred steps at
 /// iris's shape). The parameters must also still match the CPU backend's.
-fn many_fused_steps<M: Model>(device: &Device) {
+fn many_fused_steps<M: Model<Storage = f32>>(device: &Device) {
     let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((k * 29 % 53) as f32 / 53.0) - 0.5).collect();
     let y: Vec<u32> = (0..M::BATCH).map(|r| (r * 7 % M::CLASSES) as u32).collect();
     let (x, y) = (M::Input::from_flat(&x), M::Labels::from_flat(&y));

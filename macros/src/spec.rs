@@ -23,6 +23,7 @@ const KEYS: [&str; 5] = ["batch", "features", "classes", "hidden", "storage"];
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
     F32,
+    F16,
 }
 
 /// A validated model declaration.
@@ -34,8 +35,6 @@ pub struct Spec {
     pub features: usize,
     pub classes: usize,
     pub hidden: Vec<usize>,
-    // Read by later code generation (f16 storage); only f32 exists today.
-    #[allow(dead_code)]
     pub storage: Storage,
 }
 
@@ -233,14 +232,13 @@ fn hidden_list(value: &Expr) -> syn::Result<Vec<usize>> {
 }
 
 fn storage_kind(value: &Expr) -> syn::Result<Storage> {
-    let allowed = "`storage` takes `f32`";
     match value {
         Expr::Path(p) if p.path.is_ident("f32") => Ok(Storage::F32),
-        Expr::Path(p) if p.path.is_ident("f16") => Err(syn::Error::new_spanned(
+        Expr::Path(p) if p.path.is_ident("f16") => Ok(Storage::F16),
+        _ => Err(syn::Error::new_spanned(
             value,
-            "`storage: f16` is not available in this version of tensorbridge yet; use `storage: f32` (the default)",
+            "`storage` takes `f32` or `f16` (f16: half the memory and transfers, arithmetic still in f32)",
         )),
-        _ => Err(syn::Error::new_spanned(value, allowed)),
     }
 }
 

@@ -3,6 +3,12 @@
 //! compile-time constant: at small shapes LLVM unrolls and vectorises the whole step. Layers
 //! of at least [`GEMM_MIN_MACS`] multiply-adds go through the `gemm` crate's packed kernels,
 //! and from [`PAR_MIN_MACS`] on those run on rayon's threads.
+//!
+//! `f16` storage: the parameters are held as `f32` values that are all exactly
+//! representable in `f16` (rounded to nearest-even when set and after every SGD step, as the
+//! OpenCL kernels' `vstore_half_rte`), and an `f16` batch is widened into a scratch buffer
+//! before the step. The arithmetic is then exactly the `f32` path's; `f32` models skip both
+//! conversions at compile time (see `StorageElement::as_f32_slice`).
 
 use std::marker::PhantomData;
 
@@ -10,7 +16,7 @@ use rayon::prelude::*;
 
 use super::{layer_slot, layer_slots, Backend, Batch, Buffer, LayerSlot};
 use crate::error::{Error, Result};
-use crate::model::Model;
+use crate::model::{Model, StorageElement};
 
 /// A layer with at least this many multiply-adds (`batch * in * out`) runs its GEMMs on
 /// rayon's thread pool; smaller ones run on the calling thread. Measured with
@@ -50,18 +56,21 @@ pub(crate) struct CpuBackend<M> {
     /// dL/d(pre-activation) of the layer being back-propagated, and of the one below it.
     delta: Vec<f32>,
     delta_below: Vec<f32>,
+    /// The batch widened to `f32` (`f16` storage only; empty for `f32`).
+    x32: Vec<f32>,
     _model: PhantomData<fn() -> M>,
 }
 
 impl<M: Model> CpuBackend<M> {
-    pub(crate) fn new(flat: &[f32]) -> Self {
+    pub(crate) fn new(flat: &[M::Storage]) -> Self {
         let widest = M::LAYERS.iter().copied().max().unwrap_or(0);
         CpuBackend {
-            params: flat.to_vec(),
+            params: flat.iter().map(|v| v.to_f32()).collect(),
             grads: vec![0.0; flat.len()],
             acts: M::LAYERS[1..].iter().map(|&d| vec![0.0; M::BATCH * d]).collect(),
             delta: vec![0.0; M::BATCH * widest],
             delta_below: vec![0.0; M::BATCH * widest],
+            x32: Vec::new(),
             _model: PhantomData,
         }
     }
@@ -77,13 +86,34 @@ impl<M: Model> CpuBackend<M> {
         }
     }
 
+    /// Runs `f` on the batch as `f32`: the slice itself for `f32` storage, else widened
+    /// into `self.x32`.
+    #[inline(always)]
+    fn with_x32<R>(&mut self, x: &[M::Storage], f: impl FnOnce(&mut Self, &[f32]) -> R) -> R {
+        if let Some(x) = M::Storage::as_f32_slice(x) {
+            return f(self, x);
+        }
+        let mut x32 = std::mem::take(&mut self.x32);
+        x32.clear();
+        x32.extend(x.iter().map(|v| v.to_f32()));
+        let out = f(self, &x32);
+        self.x32 = x32;
+        out
+    }
+
     fn logits(&self) -> &[f32] {
         self.acts.last().map_or(&[], Vec::as_slice)
     }
 
     /// Forward and backward: fills `self.grads`, returns the loss.
     #[inline(always)]
-    fn run_gradients(&mut self, batch: Batch<'_>) -> f32 {
+    fn run_gradients(&mut self, batch: Batch<'_, M::Storage>) -> f32 {
+        self.with_x32(batch.x, |this, x| this.run_gradients_f32(x, batch.y, batch.rows))
+    }
+
+    #[inline(always)]
+    fn run_gradients_f32(&mut self, x: &[f32], y: &[u32], rows: usize) -> f32 {
+        let batch = Batch { x, y, rows };
         self.run_forward(batch.x);
         let classes = M::CLASSES;
         let n = M::BATCH * classes;
@@ -106,18 +136,35 @@ impl<M: Model> CpuBackend<M> {
     }
 }
 
-impl<M: Model> Backend for CpuBackend<M> {
-    fn upload(&self, data: &[f32]) -> Result<Buffer> {
-        Ok(Buffer::Host(data.into()))
+impl<M: Model> Backend<M::Storage> for CpuBackend<M> {
+    fn upload(&self, data: &[M::Storage]) -> Result<Buffer> {
+        Ok(Buffer::Host(match M::Storage::as_f32_slice(data) {
+            Some(data) => data.into(),
+            None => data.iter().map(|v| v.to_f32()).collect(),
+        }))
     }
 
-    fn write_params(&mut self, flat: &[f32]) -> Result<()> {
-        self.params.copy_from_slice(flat);
+    fn write_params(&mut self, flat: &[M::Storage]) -> Result<()> {
+        match M::Storage::as_f32_slice(flat) {
+            Some(flat) => self.params.copy_from_slice(flat),
+            None => {
+                for (p, v) in self.params.iter_mut().zip(flat) {
+                    *p = v.to_f32();
+                }
+            }
+        }
         Ok(())
     }
 
-    fn read_params(&self, out: &mut [f32]) -> Result<()> {
-        out.copy_from_slice(&self.params);
+    fn read_params(&self, out: &mut [M::Storage]) -> Result<()> {
+        match M::Storage::as_f32_slice_mut(out) {
+            Some(out) => out.copy_from_slice(&self.params),
+            None => {
+                for (o, &p) in out.iter_mut().zip(&self.params) {
+                    *o = M::Storage::from_f32(p);
+                }
+            }
+        }
         Ok(())
     }
 
@@ -129,31 +176,31 @@ impl<M: Model> Backend for CpuBackend<M> {
         Ok(Buffer::Host(self.logits().into()))
     }
 
-    fn logits_into(&mut self, x: &[f32], out: &mut [f32]) -> Result<()> {
-        self.run_forward(x);
+    fn logits_into(&mut self, x: &[M::Storage], out: &mut [f32]) -> Result<()> {
+        self.with_x32(x, |this, x| this.run_forward(x));
         out.copy_from_slice(self.logits());
         Ok(())
     }
 
-    fn loss(&mut self, batch: Batch<'_>) -> Result<f32> {
-        self.run_forward(batch.x);
+    fn loss(&mut self, batch: Batch<'_, M::Storage>) -> Result<f32> {
+        self.with_x32(batch.x, |this, x| this.run_forward(x));
         let n = M::BATCH * M::CLASSES;
         let logits = self.acts.last().map_or(&[][..], Vec::as_slice);
         Ok(softmax_xent(logits, batch.y, batch.rows, M::BATCH, M::CLASSES, &mut self.delta[..n]))
     }
 
-    fn gradients(&mut self, batch: Batch<'_>, out: &mut [f32]) -> Result<f32> {
+    fn gradients(&mut self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32> {
         let loss = self.run_gradients(batch);
         out.copy_from_slice(&self.grads);
         Ok(loss)
     }
 
-    fn train_step(&mut self, batch: Batch<'_>, lr: f32) -> Result<f32> {
+    fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
         let loss = self.run_gradients(batch);
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss { loss });
         }
-        sgd(&mut self.params, &self.grads, lr);
+        sgd::<M::Storage>(&mut self.params, &self.grads, lr);
         Ok(loss)
     }
 }
@@ -389,12 +436,13 @@ fn sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `p -= lr * g`, elementwise (in parallel chunks for large models).
+/// `p -= lr * g`, elementwise (in parallel chunks for large models), each result rounded
+/// to the storage type `T` (a no-op for `f32`).
 #[inline(always)]
-fn sgd(params: &mut [f32], grads: &[f32], lr: f32) {
+fn sgd<T: StorageElement>(params: &mut [f32], grads: &[f32], lr: f32) {
     let step = |(p, g): (&mut [f32], &[f32])| {
         for (p, g) in p.iter_mut().zip(g) {
-            *p -= lr * g;
+            *p = T::round_f32(*p - lr * g);
         }
     };
     const CHUNK: usize = 1 << 15;

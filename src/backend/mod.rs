@@ -6,15 +6,20 @@
 //! - logits are `[batch x classes]`, column-major: `z[c * B + r]`;
 //! - parameters (and gradients) are one flat buffer, layer after layer: `w_l`
 //!   (`[in x out]`, column-major: `w[o * in + i]`) then `b_l` (`[out]`).
+//!
+//! The batch and the parameters are in the model's storage type `T` (`f32` or `f16`, see
+//! [`StorageElement`]); logits, losses and gradients are always `f32`.
 
 use crate::error::Result;
+use crate::model::StorageElement;
 
 pub(crate) mod cpu;
 pub(crate) mod opencl;
 
-/// A device-resident `f32` buffer: where it lives decides how it is read back.
+/// A device-resident buffer: where it lives decides how it is read back.
 pub(crate) enum Buffer {
-    /// Host memory (the CPU backend).
+    /// Host memory (the CPU backend), always widened to `f32` (exactly: every `f16` is an
+    /// `f32`).
     Host(Box<[f32]>),
     /// A buffer on an OpenCL device (the type is private to `opencl`).
     OpenCl(opencl::ClTensor),
@@ -29,11 +34,14 @@ impl Buffer {
         }
     }
 
-    /// Copies the whole buffer into `out` (same length).
-    pub(crate) fn read_into(&self, out: &mut [f32]) -> Result<()> {
+    /// Copies the whole buffer into `out` (same length), whose element type is the one the
+    /// buffer was made with.
+    pub(crate) fn read_into<T: StorageElement>(&self, out: &mut [T]) -> Result<()> {
         match self {
             Buffer::Host(data) => {
-                out.copy_from_slice(data);
+                for (o, &v) in out.iter_mut().zip(data.iter()) {
+                    *o = T::from_f32(v);
+                }
                 Ok(())
             }
             Buffer::OpenCl(t) => t.read_into(out),
@@ -43,38 +51,46 @@ impl Buffer {
 
 /// One validated batch: `x` is `[batch x features]` column-major, `y` holds `batch` labels
 /// (all `< classes`), and only the first `rows` rows count (the rest is padding).
-#[derive(Clone, Copy)]
-pub(crate) struct Batch<'a> {
-    pub x: &'a [f32],
+pub(crate) struct Batch<'a, T> {
+    pub x: &'a [T],
     pub y: &'a [u32],
     pub rows: usize,
 }
 
-/// What every backend computes. Inputs arrive validated (finite, labels in range, `rows` in
-/// `1..=batch`, `lr` finite and >= 0); backends never need to re-check them.
-pub(crate) trait Backend {
+impl<T> Clone for Batch<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Batch<'_, T> {}
+
+/// What every backend computes, for a model stored as `T`. Inputs arrive validated
+/// (finite, labels in range, `rows` in `1..=batch`, `lr` finite and >= 0); backends never
+/// need to re-check them.
+pub(crate) trait Backend<T: StorageElement> {
     /// Copies `data` into a new buffer on the device.
-    fn upload(&self, data: &[f32]) -> Result<Buffer>;
+    fn upload(&self, data: &[T]) -> Result<Buffer>;
     /// Replaces the parameters (flat layout, see the module docs).
-    fn write_params(&mut self, flat: &[f32]) -> Result<()>;
+    fn write_params(&mut self, flat: &[T]) -> Result<()>;
     /// Reads the parameters into `out` (flat layout).
-    fn read_params(&self, out: &mut [f32]) -> Result<()>;
+    fn read_params(&self, out: &mut [T]) -> Result<()>;
     /// Logits of a device-resident batch, left on the device.
     fn forward(&mut self, x: &Buffer) -> Result<Buffer>;
     /// Logits of a host batch, written into `out` (`[batch x classes]`). The default goes
     /// through [`Backend::upload`] and [`Backend::forward`]; backends override it to skip
     /// the intermediate buffers.
-    fn logits_into(&mut self, x: &[f32], out: &mut [f32]) -> Result<()> {
+    fn logits_into(&mut self, x: &[T], out: &mut [f32]) -> Result<()> {
         let x = self.upload(x)?;
         self.forward(&x)?.read_into(out)
     }
     /// Mean softmax cross-entropy over the batch's valid rows.
-    fn loss(&mut self, batch: Batch<'_>) -> Result<f32>;
+    fn loss(&mut self, batch: Batch<'_, T>) -> Result<f32>;
     /// The loss and its gradient with respect to every parameter (flat layout, into `out`).
-    fn gradients(&mut self, batch: Batch<'_>, out: &mut [f32]) -> Result<f32>;
-    /// One SGD step `p -= lr * dL/dp`; returns the loss before it. A non-finite loss leaves
-    /// the parameters unchanged and is returned as `Error::NonFiniteLoss`.
-    fn train_step(&mut self, batch: Batch<'_>, lr: f32) -> Result<f32>;
+    fn gradients(&mut self, batch: Batch<'_, T>, out: &mut [f32]) -> Result<f32>;
+    /// One SGD step `p -= lr * dL/dp` (computed in `f32`, then rounded to `T`); returns
+    /// the loss before it. A non-finite loss leaves the parameters unchanged and is
+    /// returned as `Error::NonFiniteLoss`.
+    fn train_step(&mut self, batch: Batch<'_, T>, lr: f32) -> Result<f32>;
 }
 
 /// Offsets of one dense layer in the flat parameter buffer.

@@ -26,7 +26,8 @@
 //
 // Layouts (column-major, as nalgebra stores them):
 //   batch x      [TB_BATCH x TB_FEATURES]  x[f * TB_BATCH + r]
-//   labels       TB_BATCH uints stored as raw bits after x in the batch buffer, at TB_Y
+//   labels       TB_BATCH uints stored as raw bits after x in the batch buffer, at the
+//                32-bit word TB_Y (x is TB_X_T: float, or half two a word)
 //   activations  layer l reads [TB_BATCH x TB_IN_l] at TB_AIN_l and writes
 //                [TB_BATCH x TB_OUT_l] at TB_AOUT_l of the activation scratch
 //   parameters   per layer: w_l [TB_IN_l x TB_OUT_l] at TB_W_l (w[o * in + i]),
@@ -51,6 +52,25 @@
     for (int K##_base_ = 0; K##_base_ < (N); K##_base_ += (WG))       \
         if (K##_base_ + (LID) < (N))                                   \
             for (int K = K##_base_ + (LID), K##_once_ = 1; K##_once_; K##_once_ = 0)
+
+// Storage of the batch's features and of the parameters: `float`, or `half` when the host
+// #defines TB_STORAGE_F16 (`storage: f16`). Half values are only ever loaded and stored,
+// through the core vload_half / vstore_half_rte (round to nearest even, as the host's
+// half::f16::from_f32), so no cl_khr_fp16 is needed; every arithmetic operation and
+// every accumulator is float. Gradients, activations, logits and losses are always float.
+#ifdef TB_STORAGE_F16
+#define TB_X_T half
+#define TB_P_T half
+#define TB_LOAD_X(p, k) vload_half((k), (p))
+#define TB_LOAD_P(p, k) vload_half((k), (p))
+#define TB_STORE_P(p, k, v) vstore_half_rte((v), (k), (p))
+#else
+#define TB_X_T float
+#define TB_P_T float
+#define TB_LOAD_X(p, k) ((p)[k])
+#define TB_LOAD_P(p, k) ((p)[k])
+#define TB_STORE_P(p, k, v) ((p)[k] = (v))
+#endif
 
 // What the fused kernel and the host agree `mode` means.
 #define TB_MODE_FORWARD 0
@@ -98,6 +118,16 @@ inline tb_layer tb_layer_shape(const int layer) {
     return s;
 }
 
+// f16 storage, tiled path: the batch widened to float at the start of the activation
+// scratch, where the tiled kernels read layer 0's input. NDRange: round_up(TB_BATCH *
+// TB_FEATURES, local size). Never launched for f32 storage.
+__kernel void tb_widen_x(__global const TB_X_T *x, __global float *out) {
+    const int k = get_global_id(0);
+    if (k < TB_BATCH * TB_FEATURES) {
+        out[k] = TB_LOAD_X(x, k);
+    }
+}
+
 // ---- cl/forward.cl
 // tensorbridge: the forward pass of one dense layer, tiled through local memory.
 //
@@ -106,7 +136,7 @@ inline tb_layer tb_layer_shape(const int layer) {
 // NDRange: (round_up(TB_BATCH, TB_TILE), round_up(TB_OUT_l, TB_TILE)), local
 // (TB_TILE, TB_TILE). Out-of-range items load zeros and store nothing.
 
-inline void tb_tiled_dense(__global const float *w, __global const float *bias,
+inline void tb_tiled_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
                            __global const float *a, __global float *z,
                            const int n_in, const int n_out, const int relu,
                            __local float *ta, __local float *tw) {
@@ -114,13 +144,13 @@ inline void tb_tiled_dense(__global const float *w, __global const float *bias,
     const int lc = get_local_id(1);
     const int r = get_group_id(0) * TB_TILE + lr;
     const int o = get_group_id(1) * TB_TILE + lc;
-    float acc = (r < TB_BATCH && o < n_out) ? bias[o] : 0.0f;
+    float acc = (r < TB_BATCH && o < n_out) ? TB_LOAD_P(bias, o) : 0.0f;
     for (int k0 = 0; k0 < n_in; k0 += TB_TILE) {
         // ta[kk][rr] = a(row0 + rr, k0 + kk); tw[oo][kk] = w(k0 + kk, col0 + oo).
         const int ka = k0 + lc;
         ta[lc * TB_TILE_STRIDE + lr] = (r < TB_BATCH && ka < n_in) ? a[ka * TB_BATCH + r] : 0.0f;
         const int kw = k0 + lr;
-        tw[lc * TB_TILE_STRIDE + lr] = (o < n_out && kw < n_in) ? w[o * n_in + kw] : 0.0f;
+        tw[lc * TB_TILE_STRIDE + lr] = (o < n_out && kw < n_in) ? TB_LOAD_P(w, o * n_in + kw) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < TB_TILE; ++kk) {
             acc += ta[kk * TB_TILE_STRIDE + lr] * tw[lc * TB_TILE_STRIDE + kk];
@@ -137,7 +167,7 @@ inline void tb_tiled_dense(__global const float *w, __global const float *bias,
 
 // Layer `layer` of the model: reads `in + in_off`, writes `out + out_off`.
 __kernel __attribute__((reqd_work_group_size(TB_TILE, TB_TILE, 1)))
-void tb_forward(__global const float *params,
+void tb_forward(__global const TB_P_T *params,
                 __global const float *in, const int in_off,
                 __global float *out, const int out_off,
                 const int layer) {
@@ -276,7 +306,7 @@ inline void tb_tiled_grad_weights(__global const float *a, __global const float 
     }
 }
 
-inline void tb_tiled_grad_inputs(__global const float *w, __global const float *dz,
+inline void tb_tiled_grad_inputs(__global const TB_P_T *w, __global const float *dz,
                                  __global float *da, __global const float *a,
                                  const int n_in, const int n_out,
                                  __local float *td, __local float *tw) {
@@ -291,7 +321,7 @@ inline void tb_tiled_grad_inputs(__global const float *w, __global const float *
         const int od = o0 + li;
         td[li * TB_TILE_STRIDE + lr] = (r < TB_BATCH && od < n_out) ? dz[od * TB_BATCH + r] : 0.0f;
         const int iw = i0 + lr;
-        tw[li * TB_TILE_STRIDE + lr] = (od < n_out && iw < n_in) ? w[od * n_in + iw] : 0.0f;
+        tw[li * TB_TILE_STRIDE + lr] = (od < n_out && iw < n_in) ? TB_LOAD_P(w, od * n_in + iw) : 0.0f;
         barrier(CLK_LOCAL_MEM_FENCE);
         for (int kk = 0; kk < TB_TILE; ++kk) {
             acc += td[kk * TB_TILE_STRIDE + lr] * tw[kk * TB_TILE_STRIDE + li];
@@ -318,7 +348,7 @@ void tb_backward(__global const float *a, const int a_off,
 // The delta of layer `layer - 1` (into `da`), from layer `layer`'s delta `dz`, its weights
 // and its input `acts + a_off` (the ReLU output below). Never launched for layer 0.
 __kernel __attribute__((reqd_work_group_size(TB_TILE, TB_TILE, 1)))
-void tb_backward_inputs(__global const float *params, __global const float *dz,
+void tb_backward_inputs(__global const TB_P_T *params, __global const float *dz,
                         __global float *da, __global const float *acts, const int a_off,
                         const int layer) {
     __local float td[TB_TILE * TB_TILE_STRIDE];
@@ -332,13 +362,13 @@ void tb_backward_inputs(__global const float *params, __global const float *dz,
 // step's loss (losses[loss_slot], written by tb_loss) is not finite, so a diverged step
 // never corrupts the parameters. NDRange: round_up(TB_PARAMS, local size).
 
-__kernel void tb_sgd(__global float *params, __global const float *grads, const float lr,
+__kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const float lr,
                      __global const float *losses, const int loss_slot) {
     const int k = get_global_id(0);
     if (k >= TB_PARAMS || !isfinite(losses[loss_slot])) {
         return;
     }
-    params[k] -= lr * grads[k];
+    TB_STORE_P(params, k, TB_LOAD_P(params, k) - lr * grads[k]);
 }
 
 // ---- cl/train_step.cl
@@ -358,15 +388,15 @@ __kernel void tb_sgd(__global float *params, __global const float *grads, const 
 #if TB_FUSED
 
 // z = a . W + b for one layer, ReLU for hidden ones.
-inline void tb_local_dense(__global const float *w, __global const float *bias,
+inline void tb_local_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
                            __local const float *a, __local float *z,
                            const int n_in, const int n_out, const int relu, const int lid) {
     TB_STRIDED_FOR(k, TB_BATCH * n_out, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int o = k / TB_BATCH;
-        float acc = bias[o];
+        float acc = TB_LOAD_P(bias, o);
         for (int i = 0; i < n_in; ++i) {
-            acc += a[i * TB_BATCH + r] * w[o * n_in + i];
+            acc += a[i * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
         }
         if (relu && acc < 0.0f) {
             acc = 0.0f;
@@ -398,7 +428,7 @@ inline void tb_local_grad_weights(__local const float *a, __local const float *d
 }
 
 // da[r, i] = (sum_o dz[r, o] w[i, o]) * (a[r, i] > 0).
-inline void tb_local_grad_inputs(__global const float *w, __local const float *dz,
+inline void tb_local_grad_inputs(__global const TB_P_T *w, __local const float *dz,
                                  __local float *da, __local const float *a,
                                  const int n_in, const int n_out, const int lid) {
     TB_STRIDED_FOR(k, TB_BATCH * n_in, TB_FUSED_WG, lid) {
@@ -406,15 +436,15 @@ inline void tb_local_grad_inputs(__global const float *w, __local const float *d
         const int i = k / TB_BATCH;
         float acc = 0.0f;
         for (int o = 0; o < n_out; ++o) {
-            acc += dz[o * TB_BATCH + r] * w[o * n_in + i];
+            acc += dz[o * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
         }
         da[k] = (a[k] <= 0.0f) ? 0.0f : acc;
     }
 }
 
 __kernel __attribute__((reqd_work_group_size(TB_FUSED_WG, 1, 1)))
-void tb_train_step(__global float *params, __global float *grads,
-                   __global const float *x, __global const float *batch,
+void tb_train_step(__global TB_P_T *params, __global float *grads,
+                   __global const TB_X_T *x, __global const float *batch,
                    const int rows_arg, const float lr, const int mode,
                    __global float *losses, const int loss_slot,
                    __global float *logits_out) {
@@ -427,7 +457,7 @@ void tb_train_step(__global float *params, __global float *grads,
     const float inv_rows = 1.0f / (float)rows;
 
     TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
-        acts[k] = x[k];
+        acts[k] = TB_LOAD_X(x, k);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -495,7 +525,7 @@ void tb_train_step(__global float *params, __global float *grads,
     barrier(CLK_GLOBAL_MEM_FENCE);
     if (mode == TB_MODE_STEP && isfinite(loss)) {
         TB_STRIDED_FOR(k, TB_PARAMS, TB_FUSED_WG, lid) {
-            params[k] -= lr * grads[k];
+            TB_STORE_P(params, k, TB_LOAD_P(params, k) - lr * grads[k]);
         }
     }
 }

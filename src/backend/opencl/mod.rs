@@ -6,6 +6,13 @@
 //! from one of two staging slots) and nothing comes down unless asked for: the step's loss
 //! is written into a device-side record (`losses`) that `train_step` reads at once and
 //! `train_step_deferred` leaves for [`OpenClBackend::take_losses`].
+//!
+//! `f16` storage: the parameter buffer and the batch's features are `half` on the device
+//! (2 bytes a value: half the upload per step), read through `vload_half` and written
+//! through `vstore_half_rte` (no `cl_khr_fp16` needed), with all arithmetic in `float`.
+//! Gradients, activations, logits and losses stay `float`. The tiled path first widens the
+//! batch into the activation scratch (`tb_widen_x`, one launch), so that its kernels read
+//! `float` inputs in every layer.
 
 mod cl;
 mod platform;
@@ -21,7 +28,7 @@ use super::{Backend, Batch, Buffer};
 use crate::device::KernelPath;
 use crate::error::{Error, Result};
 use crate::kernels::{acts_len, delta_len, fused_plan, LOSS_MAX_WG};
-use crate::model::{Model, Params};
+use crate::model::{Model, Params, StorageElement};
 
 /// Deferred losses kept on the device before they are drained to the host.
 const LOSS_RING: usize = 1024;
@@ -34,7 +41,8 @@ const MODE_GRADIENTS: i32 = 2;
 const MODE_STEP: i32 = 3;
 
 /// Every kernel of the program, by name.
-const KERNELS: &[&str] = &["tb_forward", "tb_loss", "tb_backward", "tb_backward_inputs", "tb_sgd", "tb_train_step"];
+const KERNELS: &[&str] =
+    &["tb_forward", "tb_loss", "tb_backward", "tb_backward_inputs", "tb_sgd", "tb_train_step", "tb_widen_x"];
 
 /// Opens the `index`-th usable device of [`enumerate`] (or the first whose type passes
 /// `want`, when `index` is `None`).
@@ -109,8 +117,9 @@ impl ClTensor {
         self.device.label()
     }
 
-    /// Waits for the kernels that write the tensor, then copies it into `out`.
-    pub(crate) fn read_into(&self, out: &mut [f32]) -> Result<()> {
+    /// Waits for the kernels that write the tensor, then copies it into `out` (of the
+    /// element type the tensor was made with).
+    pub(crate) fn read_into<T: Copy>(&self, out: &mut [T]) -> Result<()> {
         self.queue.read(&self.mem, 0, out)
     }
 
@@ -136,6 +145,8 @@ struct Kernels {
     backward_inputs: Kernel,
     sgd: Kernel,
     fused: Kernel,
+    /// `f16` batch -> `float` activation scratch (tiled path of `f16` models only).
+    widen: Kernel,
 }
 
 // SAFETY: `Kernels` exposes its kernels only through `&mut OpenClBackend` (every method
@@ -183,6 +194,17 @@ pub(crate) struct OpenClBackend<M> {
     _model: PhantomData<fn() -> M>,
 }
 
+/// 32-bit words of the batch's features in a staging slot: one per `f32`, one per two
+/// `f16` (the labels follow, at `TB_Y` in the kernels).
+fn x_words<M: Model>() -> usize {
+    let n = M::BATCH * M::FEATURES;
+    if M::Storage::IS_F16 {
+        n.div_ceil(2)
+    } else {
+        n
+    }
+}
+
 fn round_up(n: usize, m: usize) -> usize {
     n.div_ceil(m) * m
 }
@@ -195,7 +217,7 @@ fn to_i32(v: usize, device: &ClDevice, what: &str) -> Result<i32> {
 }
 
 impl<M: Model> OpenClBackend<M> {
-    pub(crate) fn new(device: &Arc<ClDevice>, path: KernelPath, flat: &[f32]) -> Result<Self> {
+    pub(crate) fn new(device: &Arc<ClDevice>, path: KernelPath, flat: &[M::Storage]) -> Result<Self> {
         let dims = M::LAYERS;
         let (b, f) = (M::BATCH, M::FEATURES);
         let acts = acts_len(dims, b);
@@ -213,6 +235,7 @@ impl<M: Model> OpenClBackend<M> {
             backward_inputs: Kernel::new(&program, "tb_backward_inputs")?,
             sgd: Kernel::new(&program, "tb_sgd")?,
             fused: Kernel::new(&program, "tb_train_step")?,
+            widen: Kernel::new(&program, "tb_widen_x")?,
         };
         for k in [&kernels.forward, &kernels.backward, &kernels.backward_inputs] {
             if k.max_work_group(device.id)? < tile * tile {
@@ -255,7 +278,7 @@ impl<M: Model> OpenClBackend<M> {
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
         let delta = [Mem::new::<f32>(context, delta_n)?, Mem::new::<f32>(context, delta_n)?];
         let losses = Mem::from_slice(context, &vec![0.0f32; LOSS_RING + 1])?;
-        let words = b * f + b;
+        let words = x_words::<M>() + b;
         let slot = || -> Result<Slot> {
             Ok(Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None })
         };
@@ -285,16 +308,30 @@ impl<M: Model> OpenClBackend<M> {
     }
 
     /// Writes the batch (`x` bits, then the labels) into the next staging slot; returns it.
-    fn upload_batch(&mut self, batch: Batch<'_>) -> Result<usize> {
+    fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<usize> {
         let index = self.next_slot;
         self.next_slot ^= 1;
         let slot = &mut self.slots[index];
         if let Some(event) = slot.write.take() {
             event.wait()?;
         }
-        let (xs, ys) = slot.staging.split_at_mut(batch.x.len());
-        for (s, v) in xs.iter_mut().zip(batch.x) {
-            *s = v.to_bits();
+        let (xs, ys) = slot.staging.split_at_mut(x_words::<M>());
+        match M::Storage::as_f32_slice(batch.x) {
+            Some(x) => {
+                for (s, v) in xs.iter_mut().zip(x) {
+                    *s = v.to_bits();
+                }
+            }
+            None => {
+                // Two halves a word, the lower index in the low bits: the bytes of a
+                // little-endian `half` array (`vload_half(k, x)` reads bytes 2k and 2k + 1).
+                // (f16 -> f32 -> f16 is exact.)
+                let bits =
+                    |v: Option<&M::Storage>| v.map_or(0, |v| u32::from(half::f16::from_f32(v.to_f32()).to_bits()));
+                for (s, pair) in xs.iter_mut().zip(batch.x.chunks(2)) {
+                    *s = bits(pair.first()) | (bits(pair.get(1)) << 16);
+                }
+            }
         }
         ys.copy_from_slice(batch.y);
         // SAFETY: `slot.staging` is neither written nor freed before `slot.write` has
@@ -328,10 +365,14 @@ impl<M: Model> OpenClBackend<M> {
     fn run_tiled_forward(&mut self, x: Input<'_>, out: Option<&Mem>) -> Result<()> {
         let layers = self.offsets.len();
         let t = self.plan.tile;
+        if M::Storage::IS_F16 {
+            self.widen_x(x)?;
+        }
         for (l, &(a_in, a_out)) in self.offsets.iter().enumerate() {
             let k = &mut self.kernels.forward;
             k.set_mem(0, &self.params)?;
-            if l == 0 {
+            // f16: layer 0 reads the widened batch at offset 0 of the scratch (`a_in` is 0).
+            if l == 0 && !M::Storage::IS_F16 {
                 match x {
                     Input::Tensor(mem) => k.set_mem(1, mem)?,
                     Input::Slot(i) => k.set_mem(1, &self.slots[i].mem)?,
@@ -358,6 +399,20 @@ impl<M: Model> OpenClBackend<M> {
         Ok(())
     }
 
+    /// `f16` storage: widens the batch `x` into the activation scratch at offset 0, where
+    /// the tiled kernels read layer 0's input.
+    fn widen_x(&mut self, x: Input<'_>) -> Result<()> {
+        let k = &mut self.kernels.widen;
+        match x {
+            Input::Tensor(mem) => k.set_mem(0, mem)?,
+            Input::Slot(i) => k.set_mem(0, &self.slots[i].mem)?,
+        }
+        k.set_mem(1, &self.acts)?;
+        let n = M::BATCH * M::FEATURES;
+        let wg = 64.min(self.device.info.max_work_group_size.max(1));
+        self.queue.launch(k, &[round_up(n, wg)], &[wg])
+    }
+
     /// The tiled loss: logits from the scratch, dz into `delta[0]`, loss into `slot`.
     fn run_tiled_loss(&mut self, batch: usize, rows: usize, slot: usize) -> Result<()> {
         let logits_off = self.offsets.last().map_or(0, |o| o.1);
@@ -380,7 +435,7 @@ impl<M: Model> OpenClBackend<M> {
             let (a_in, _) = self.offsets[l];
             let (fan_in, fan_out) = (M::LAYERS[l], M::LAYERS[l + 1]);
             let k = &mut self.kernels.backward;
-            if l == 0 {
+            if l == 0 && !M::Storage::IS_F16 {
                 k.set_mem(0, &self.slots[batch].mem)?;
                 k.set_scalar(1, 0i32)?;
             } else {
@@ -419,7 +474,7 @@ impl<M: Model> OpenClBackend<M> {
 
     /// Enqueues the batch and the kernels of `mode` (loss, gradients or step), the loss
     /// going to `slot`. Reads nothing back.
-    fn enqueue(&mut self, batch: Batch<'_>, lr: f32, mode: i32, slot: usize) -> Result<()> {
+    fn enqueue(&mut self, batch: Batch<'_, M::Storage>, lr: f32, mode: i32, slot: usize) -> Result<()> {
         let b = self.upload_batch(batch)?;
         if self.plan.fused {
             return self.run_fused(b, batch.rows, lr, mode, slot);
@@ -471,7 +526,7 @@ impl<M: Model> OpenClBackend<M> {
     }
 
     /// One step whose loss stays on the device until [`Self::take_losses`].
-    pub(crate) fn train_step_deferred(&mut self, batch: Batch<'_>, lr: f32) -> Result<()> {
+    pub(crate) fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<()> {
         if self.record.pending == LOSS_RING {
             self.drain()?;
         }
@@ -496,17 +551,17 @@ impl<M> Drop for OpenClBackend<M> {
     }
 }
 
-impl<M: Model> Backend for OpenClBackend<M> {
-    fn upload(&self, data: &[f32]) -> Result<Buffer> {
+impl<M: Model> Backend<M::Storage> for OpenClBackend<M> {
+    fn upload(&self, data: &[M::Storage]) -> Result<Buffer> {
         let mem = Mem::from_slice(&self.device.context, data)?;
         Ok(Buffer::OpenCl(ClTensor { mem, queue: Arc::clone(&self.queue), device: Arc::clone(&self.device) }))
     }
 
-    fn write_params(&mut self, flat: &[f32]) -> Result<()> {
+    fn write_params(&mut self, flat: &[M::Storage]) -> Result<()> {
         self.queue.write(&self.params, 0, flat)
     }
 
-    fn read_params(&self, out: &mut [f32]) -> Result<()> {
+    fn read_params(&self, out: &mut [M::Storage]) -> Result<()> {
         self.queue.read(&self.params, 0, out)
     }
 
@@ -517,11 +572,11 @@ impl<M: Model> Backend for OpenClBackend<M> {
         if !x.is_on(&self.device) {
             return Err(Error::DeviceMismatch { tensor_device: x.location(), model_device: self.device.label() });
         }
-        if x.mem.len::<f32>() < M::BATCH * M::FEATURES {
+        if x.mem.len::<M::Storage>() < M::BATCH * M::FEATURES {
             return Err(Error::ShapeMismatch {
                 what: "device tensor".to_string(),
                 expected: format!("{} values", M::BATCH * M::FEATURES),
-                found: format!("{} values", x.mem.len::<f32>()),
+                found: format!("{} values", x.mem.len::<M::Storage>()),
             });
         }
         if !Arc::ptr_eq(&x.queue, &self.queue) {
@@ -548,19 +603,19 @@ impl<M: Model> Backend for OpenClBackend<M> {
         Ok(Buffer::OpenCl(ClTensor { mem: out, queue: Arc::clone(&self.queue), device: Arc::clone(&self.device) }))
     }
 
-    fn loss(&mut self, batch: Batch<'_>) -> Result<f32> {
+    fn loss(&mut self, batch: Batch<'_, M::Storage>) -> Result<f32> {
         self.enqueue(batch, 0.0, MODE_LOSS, IMMEDIATE)?;
         self.read_loss(IMMEDIATE)
     }
 
-    fn gradients(&mut self, batch: Batch<'_>, out: &mut [f32]) -> Result<f32> {
+    fn gradients(&mut self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32> {
         self.enqueue(batch, 0.0, MODE_GRADIENTS, IMMEDIATE)?;
         let loss = self.read_loss(IMMEDIATE)?;
         self.queue.read(&self.grads, 0, out)?;
         Ok(loss)
     }
 
-    fn train_step(&mut self, batch: Batch<'_>, lr: f32) -> Result<f32> {
+    fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
         self.enqueue(batch, lr, MODE_STEP, IMMEDIATE)?;
         let loss = self.read_loss(IMMEDIATE)?;
         if !loss.is_finite() {
