@@ -248,7 +248,11 @@ impl<T: Element, const R: usize, const C: usize> HostTensor for Box<SMatrix<T, R
 pub fn boxed_zeros<T: Element, const R: usize, const C: usize>() -> Box<SMatrix<T, R, C>> {
     let layout = std::alloc::Layout::new::<SMatrix<T, R, C>>();
     if layout.size() == 0 {
-        return Box::new(SMatrix::from_element(T::ZERO));
+        // SAFETY: for a zero-sized type, a dangling, well-aligned, non-null pointer is a
+        // valid `Box` (it is never dereferenced for data nor deallocated). A temporary value
+        // is avoided on purpose: in debug builds its stack slot would exist in this frame
+        // even for large `R * C`.
+        return unsafe { Box::from_raw(std::ptr::NonNull::<SMatrix<T, R, C>>::dangling().as_ptr()) };
     }
     // SAFETY: `layout` has a non-zero size (checked above), as `alloc_zeroed` requires.
     let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<SMatrix<T, R, C>>();

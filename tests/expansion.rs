@@ -81,3 +81,32 @@ fn large_host_buffers_are_boxed_and_stay_statically_sized() {
     assert!(logits.iter().all(|&v| v == 0.0));
     assert_eq!(logits.shape(), (300, 200));
 }
+
+tensorbridge::model! {
+    /// A 1024 x 1024 head: `w0` alone is 4 MiB, boxed.
+    struct Square { batch: 2, features: 1024, classes: 1024 }
+}
+
+#[test]
+fn cloning_large_params_never_goes_through_the_stack() {
+    let params = Square::new(&Device::cpu()).unwrap().params().unwrap();
+    // A 256 KiB stack: a clone that built the 4 MiB matrix on the stack would overflow it
+    // (and abort the test process).
+    let copy = std::thread::Builder::new()
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            let copy = params.clone();
+            assert_eq!(copy, params);
+            copy.w0[(1023, 1023)]
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(copy.is_finite());
+}
+
+#[test]
+fn f16_host_matrices_have_nalgebras_constructors() {
+    let z = SMatrix::<tensorbridge::half::f16, 2, 3>::zeros();
+    assert!(z.iter().all(|v| v.to_f32() == 0.0));
+}

@@ -40,6 +40,7 @@ pub fn expand(spec: &Spec) -> TokenStream {
     let mut grad_fields = Vec::new();
     let mut writes = Vec::new();
     let mut reads = Vec::new();
+    let mut clones = Vec::new();
     let mut offset = 0usize;
     for (l, pair) in layers.windows(2).enumerate() {
         let (fan_in, fan_out) = (pair[0], pair[1]);
@@ -79,6 +80,12 @@ pub fn expand(spec: &Spec) -> TokenStream {
             #w: ::tensorbridge::HostTensor::from_flat(&flat[#w_start..#w_end]),
             #b: ::tensorbridge::HostTensor::from_flat(&flat[#b_start..#b_end]),
         });
+        // Through the flat view: a boxed matrix is copied heap to heap, never through the
+        // stack as `#[derive(Clone)]` does for `Box<SMatrix<..>>` (4 MiB at 1024 x 1024).
+        clones.push(quote! {
+            #w: ::tensorbridge::HostTensor::from_flat(::tensorbridge::HostTensor::as_flat(&self.#w)),
+            #b: ::tensorbridge::HostTensor::from_flat(::tensorbridge::HostTensor::as_flat(&self.#b)),
+        });
     }
     let params_len = offset;
     let dims_doc = layers.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" -> ");
@@ -97,9 +104,15 @@ pub fn expand(spec: &Spec) -> TokenStream {
             );
             let items = quote! {
                 #[doc = #grads_doc]
-                #[derive(Clone, Debug, PartialEq)]
+                #[derive(Debug, PartialEq)]
                 #vis struct #grads_name {
                     #(#grad_fields)*
+                }
+
+                impl ::std::clone::Clone for #grads_name {
+                    fn clone(&self) -> Self {
+                        Self { #(#clones)* }
+                    }
                 }
 
                 impl ::tensorbridge::Params for #grads_name {
@@ -132,9 +145,15 @@ pub fn expand(spec: &Spec) -> TokenStream {
         }
 
         #[doc = #params_doc]
-        #[derive(Clone, Debug, PartialEq)]
+        #[derive(Debug, PartialEq)]
         #vis struct #params_name {
             #(#fields)*
+        }
+
+        impl ::std::clone::Clone for #params_name {
+            fn clone(&self) -> Self {
+                Self { #(#clones)* }
+            }
         }
 
         impl ::tensorbridge::Params for #params_name {
