@@ -309,20 +309,34 @@ fn validate<'a, M: Model>(x: &'a M::Input, y: &'a M::Labels, rows: usize) -> Res
 }
 
 /// Every label `< classes`.
+#[inline]
 pub(crate) fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
-    // One branch-free pass in the common case; the error path finds the row.
+    // One branch-free pass in the common case; the cold path finds the row.
     if labels.iter().fold(true, |ok, &l| ok & ((l as usize) < classes)) {
         return Ok(());
     }
+    label_error(labels, classes)
+}
+
+#[cold]
+#[inline(never)]
+fn label_error(labels: &[u32], classes: usize) -> Result<()> {
     let (row, &label) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes).unwrap_or((0, &0));
     Err(Error::LabelOutOfRange { row, label, classes })
 }
 
 /// Every value of a column-major buffer with `rows` rows finite.
+#[inline]
 pub(crate) fn check_finite<T: StorageElement>(what: &str, flat: &[T], rows: usize) -> Result<()> {
     if flat.iter().fold(true, |ok, v| ok & v.is_finite()) {
         return Ok(());
     }
+    finite_error(what, flat, rows)
+}
+
+#[cold]
+#[inline(never)]
+fn finite_error<T: StorageElement>(what: &str, flat: &[T], rows: usize) -> Result<()> {
     let (k, value) = flat.iter().enumerate().find(|(_, v)| !v.is_finite()).map_or((0, 0.0), |(k, v)| (k, v.to_f32()));
     Err(Error::NonFinite { what: what.to_string(), row: k % rows, column: k / rows, value })
 }
