@@ -1,10 +1,10 @@
 //! Where spreading a layer over rayon's threads starts to pay on the CPU backend.
 //!
-//! For linear models of growing size it times one train step with the threshold forced off
-//! (everything on the calling thread) and forced on (every layer on rayon), each in a child
-//! process of its own (the threshold is read once per process from
-//! `TENSORBRIDGE_PAR_MIN_MACS`), and prints the ratio. The crossover is the size at which
-//! `PAR_MIN_MACS` in `src/backend/cpu.rs` should sit.
+//! For linear models of growing size (outputs wide enough to split) it times one train step
+//! with the threshold forced off (everything on the calling thread) and forced on (every
+//! GEMM split over rayon's threads), each in a child process of its own (the threshold is
+//! read once per process from `TENSORBRIDGE_PAR_MIN_MACS`), and prints the ratio (above 1:
+//! the threads pay). The crossover is where `PAR_MIN_MACS` in `src/backend/cpu.rs` sits.
 //!
 //! Run: `cargo bench --bench cpu_threshold`
 
@@ -12,13 +12,13 @@ use std::time::Instant;
 
 use tensorbridge::{Device, HostTensor, Model};
 
-tensorbridge::model! { struct M12 { batch: 16, features: 16, classes: 16 } }
-tensorbridge::model! { struct M14 { batch: 16, features: 64, classes: 16 } }
-tensorbridge::model! { struct M15 { batch: 32, features: 64, classes: 16 } }
-tensorbridge::model! { struct M16 { batch: 32, features: 128, classes: 16 } }
-tensorbridge::model! { struct M17 { batch: 64, features: 128, classes: 16 } }
-tensorbridge::model! { struct M18 { batch: 64, features: 256, classes: 16 } }
-tensorbridge::model! { struct M20 { batch: 64, features: 512, classes: 32 } }
+tensorbridge::model! { struct M17 { batch: 32, features: 64, classes: 64 } }
+tensorbridge::model! { struct M19 { batch: 64, features: 128, classes: 64 } }
+tensorbridge::model! { struct M21 { batch: 64, features: 256, classes: 128 } }
+tensorbridge::model! { struct M22 { batch: 128, features: 256, classes: 128 } }
+tensorbridge::model! { struct M23 { batch: 128, features: 256, classes: 256 } }
+tensorbridge::model! { struct M24 { batch: 128, features: 512, classes: 256 } }
+tensorbridge::model! { struct M26 { batch: 256, features: 1024, classes: 256 } }
 
 /// Median over 15 trials of the mean time of one train step, in microseconds.
 fn time_step<M: Model<Storage = f32>>() -> f64 {
@@ -50,13 +50,13 @@ fn time_step<M: Model<Storage = f32>>() -> f64 {
 
 fn child() {
     let rows = [
-        ("16x16x16", 16 * 16 * 16, time_step::<M12>()),
-        ("16x64x16", 16 * 64 * 16, time_step::<M14>()),
-        ("32x64x16", 32 * 64 * 16, time_step::<M15>()),
-        ("32x128x16", 32 * 128 * 16, time_step::<M16>()),
-        ("64x128x16", 64 * 128 * 16, time_step::<M17>()),
-        ("64x256x16", 64 * 256 * 16, time_step::<M18>()),
-        ("64x512x32", 64 * 512 * 32, time_step::<M20>()),
+        ("32x64x64", 32 * 64 * 64, time_step::<M17>()),
+        ("64x128x64", 64 * 128 * 64, time_step::<M19>()),
+        ("64x256x128", 64 * 256 * 128, time_step::<M21>()),
+        ("128x256x128", 128 * 256 * 128, time_step::<M22>()),
+        ("128x256x256", 128 * 256 * 256, time_step::<M23>()),
+        ("128x512x256", 128 * 512 * 256, time_step::<M24>()),
+        ("256x1024x256", 256 * 1024 * 256, time_step::<M26>()),
     ];
     for (name, macs, us) in rows {
         println!("{name} {macs} {us}");

@@ -18,16 +18,18 @@ use super::{layer_slot, layer_slots, Backend, Batch, Buffer, LayerSlot};
 use crate::error::{Error, Result};
 use crate::model::{Model, Params, StorageElement};
 
-/// A layer with at least this many multiply-adds (`batch * in * out`) runs its GEMMs on
-/// rayon's thread pool; smaller ones run on the calling thread. Measured with
-/// `benches/cpu_threshold.rs` on a 2-core machine: below about 2^16 the fork/join cost
-/// (a few microseconds) is larger than the work saved. Override with the environment
-/// variable `TENSORBRIDGE_PAR_MIN_MACS` (read once, at the first large-enough check).
-pub const PAR_MIN_MACS: usize = 1 << 16;
+/// A layer with at least this many multiply-adds (`batch * in * out`) splits its GEMMs
+/// over rayon's threads; smaller ones run on the calling thread. Measured with
+/// `benches/cpu_threshold.rs` on a 2-core machine (train steps of linear layers, threads
+/// against one thread): 0.29x at 2^17, 0.61x at 2^22, 0.87x at 2^23, 1.6x at 2^24, 1.9x
+/// at 2^26 — waking the pool costs tens of microseconds there. Override with the
+/// environment variable `TENSORBRIDGE_PAR_MIN_MACS` (read once, at the first check).
+pub const PAR_MIN_MACS: usize = 12 << 20;
 
 /// A layer with at least this many multiply-adds goes through the `gemm` crate's packed
-/// kernels; smaller ones through the loops here, whose constant bounds LLVM unrolls.
-/// Measured with `benches/cpu_threshold.rs`.
+/// kernels; smaller ones through the loops here, whose constant bounds LLVM unrolls (the
+/// seed and iris shapes stay there). Chosen, not measured: below a few thousand
+/// multiply-adds, packing costs more than it saves.
 pub const GEMM_MIN_MACS: usize = 1 << 13;
 
 /// The threshold in force: [`PAR_MIN_MACS`] or `TENSORBRIDGE_PAR_MIN_MACS`.
