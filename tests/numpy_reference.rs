@@ -149,3 +149,22 @@ fn mlp_through_the_threaded_gemm_matches_numpy() {
         ]
     );
 }
+
+/// The GEMM cases again in a child process with `TENSORBRIDGE_PAR_MIN_MACS=0`, so that every
+/// GEMM splits its columns over rayon's threads (the threshold is read once per process,
+/// and real models of these sizes stay on one thread).
+#[test]
+fn gemm_cases_match_numpy_with_every_gemm_threaded() {
+    if std::env::var_os("TENSORBRIDGE_PAR_MIN_MACS").is_some() {
+        return; // the child runs only the two cases below
+    }
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("TENSORBRIDGE_PAR_MIN_MACS", "0")
+        .env("RAYON_NUM_THREADS", "2")
+        .args(["--exact", "mlp_through_the_packed_gemm_matches_numpy", "mlp_through_the_threaded_gemm_matches_numpy"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("2 passed"), "the child ran other tests than the two GEMM cases: {stdout}");
+}
