@@ -52,3 +52,50 @@ fn a_bad_device_name_is_refused() {
     assert!(matches!(Device::from_name("opencl:x"), Err(Error::InvalidDevice { .. })));
     assert!(Device::from_name(" CPU ").unwrap().is_cpu());
 }
+
+/// A machine with no libOpenCL at all: the child runs in a mount namespace where every
+/// `libOpenCL.so*` the dynamic linker knows is hidden behind `/dev/null`, so loading the
+/// library fails. Needs root and `unshare` (CI has both); skipped with a notice elsewhere.
+#[test]
+fn no_opencl_library_falls_back_to_the_cpu() {
+    if std::env::var_os(CHILD).is_none() {
+        let exe = std::env::current_exe().unwrap();
+        let hide = r#"for f in $(ldconfig -p | awk '/libOpenCL\.so/ {print $NF}'); do mount --bind /dev/null "$(readlink -f "$f")" || exit 97; done; exec "$0" "$@""#;
+        let out = Command::new("unshare")
+            .args(["-m", "sh", "-c", hide])
+            .arg(exe)
+            .args(["no_opencl_library_falls_back_to_the_cpu", "--exact", "--nocapture"])
+            .env(CHILD, "1")
+            .env_remove("TENSORBRIDGE_DEVICE")
+            .output();
+        let out = match out {
+            Ok(out) if out.status.code() != Some(97) && !String::from_utf8_lossy(&out.stderr).contains("unshare:") => {
+                out
+            }
+            other => {
+                eprintln!("notice: cannot hide libOpenCL here (needs root and unshare), skipped: {other:?}");
+                return;
+            }
+        };
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "child failed:\n{text}");
+        assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+        return;
+    }
+    assert!(Device::auto().is_cpu());
+    match Device::opencl() {
+        Err(Error::NoOpenClDevice { reason }) => eprintln!("Device::opencl(): {reason}"),
+        other => panic!("expected NoOpenClDevice, got {other:?}"),
+    }
+    assert!(Device::list().is_err());
+    // The CPU backend works as ever in the same process.
+    tensorbridge::model! { struct Tiny { batch: 2, features: 2, classes: 2 } }
+    let mut model = Tiny::new(&Device::auto()).unwrap();
+    let x = tensorbridge::nalgebra::matrix![1.0, 0.0; 0.0, 1.0];
+    let y = tensorbridge::nalgebra::vector![0u32, 1];
+    let first = model.train_step(&x, &y, 0.5).unwrap();
+    for _ in 0..20 {
+        model.train_step(&x, &y, 0.5).unwrap();
+    }
+    assert!(model.loss(&x, &y).unwrap() < first);
+}
