@@ -122,11 +122,12 @@ impl<M: Model> CpuBackend<M> {
         self.run_forward(batch.x);
         let classes = M::CLASSES;
         let n = M::BATCH * classes;
-        let logits = self.acts.last().map_or(&[][..], Vec::as_slice);
+        let logits = &self.acts.last().map_or(&[][..], Vec::as_slice)[..n];
+        let (y, dz) = (&batch.y[..M::BATCH], &mut self.delta[..n]);
         let loss = if batch.rows == M::BATCH {
-            softmax_xent(logits, batch.y, M::BATCH, M::BATCH, classes, &mut self.delta[..n])
+            softmax_xent(logits, y, M::BATCH, M::BATCH, classes, dz)
         } else {
-            softmax_xent(logits, batch.y, batch.rows, M::BATCH, classes, &mut self.delta[..n])
+            softmax_xent(logits, y, batch.rows, M::BATCH, classes, dz)
         };
         for l in (0..M::LAYERS.len() - 1).rev() {
             let slot = layer_slot(M::LAYERS, l);
