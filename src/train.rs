@@ -248,8 +248,8 @@ impl<M: Model> Engine<M> {
     }
 
     /// Accuracy, mean loss and confusion matrix over every row of `data` (the last batch
-    /// padded and masked). Cost: two forward passes per batch (one for the logits, one in
-    /// `loss_rows`); the parameters are not changed.
+    /// padded and masked). Cost: one forward pass and one logits read per batch; the loss
+    /// is computed from those logits on the host, in f64. The parameters are not changed.
     ///
     /// # Errors
     /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`]; [`Error::NonFinite`] if
@@ -262,14 +262,14 @@ impl<M: Model> Engine<M> {
         let mut confusion = DMatrix::<usize>::zeros(classes, classes);
         let (mut loss_sum, mut correct) = (0.0f64, 0usize);
         for batch in data.batches::<M>()? {
-            let predicted = self.batch_predictions(&batch)?;
+            let (predicted, batch_loss) = self.batch_outcome(&batch)?;
             let labels = batch.y.as_flat();
             for (r, &p) in predicted.iter().enumerate() {
                 let t = labels[r] as usize;
                 confusion[(t, p as usize)] += 1;
                 correct += usize::from(t == p as usize);
             }
-            loss_sum += f64::from(self.loss_rows(&batch.x, &batch.y, batch.rows)?) * batch.rows as f64;
+            loss_sum += batch_loss;
         }
         let n = data.len();
         Ok(Metrics { accuracy: correct as f64 / n as f64, loss: (loss_sum / n as f64) as f32, confusion, rows: n })
@@ -324,21 +324,25 @@ impl<M: Model> Engine<M> {
     }
 
     /// Argmax of the logits of a batch's valid rows.
-    fn batch_predictions(&mut self, batch: &MiniBatch<M>) -> Result<Vec<u32>> {
+    /// The predicted class of each valid row of a batch and the sum of their softmax
+    /// cross-entropies, from one forward pass: the logits come back once and the loss is
+    /// computed from them on the host, in f64 (stable log-sum-exp).
+    fn batch_outcome(&mut self, batch: &MiniBatch<M>) -> Result<(Vec<u32>, f64)> {
         let logits = self.logits(&batch.x)?;
-        let flat = logits.as_flat();
-        check_finite("logits", flat, M::BATCH)?;
-        Ok((0..batch.rows)
-            .map(|r| {
-                let mut best = 0;
-                for c in 1..M::CLASSES {
-                    if flat[c * M::BATCH + r] > flat[best * M::BATCH + r] {
-                        best = c;
-                    }
-                }
-                best as u32
-            })
-            .collect())
+        let z = logits.as_flat();
+        check_finite("logits", z, M::BATCH)?;
+        let labels = batch.y.as_flat();
+        let mut predicted = Vec::with_capacity(batch.rows);
+        let mut loss = 0.0f64;
+        for (r, &label) in labels.iter().enumerate().take(batch.rows) {
+            let at = |c: usize| f64::from(z[c * M::BATCH + r]);
+            let best = (1..M::CLASSES).fold(0, |best, c| if at(c) > at(best) { c } else { best });
+            let max = at(best);
+            let sum: f64 = (0..M::CLASSES).map(|c| (at(c) - max).exp()).sum();
+            loss += (max - at(label as usize)) + sum.ln();
+            predicted.push(best as u32);
+        }
+        Ok((predicted, loss))
     }
 }
 
