@@ -51,14 +51,11 @@ impl<M: Model> Backends<M> {
             Backends::OpenCl(b) => b.train_step_deferred(batch, lr),
         }
     }
+    /// Every deferred loss recorded since the last call, oldest first, unchecked.
     fn take_losses(&mut self) -> Result<Vec<f32>> {
-        let losses = match self {
-            Backends::Cpu(_, losses) => std::mem::take(losses),
-            Backends::OpenCl(b) => return b.take_losses(),
-        };
-        match losses.iter().find(|l| !l.is_finite()) {
-            Some(&loss) => Err(Error::NonFiniteLoss { loss }),
-            None => Ok(losses),
+        match self {
+            Backends::Cpu(_, losses) => Ok(std::mem::take(losses)),
+            Backends::OpenCl(b) => b.take_losses(),
         }
     }
 }
@@ -76,6 +73,9 @@ impl<M: Model> Backends<M> {
 pub struct Engine<M: Model> {
     device: Device,
     backend: Backends<M>,
+    /// Deferred losses of the caller's own steps, set aside while `fit` runs steps of its
+    /// own; [`Engine::take_losses`] returns them first.
+    held_losses: Vec<f32>,
 }
 
 impl<M: Model> Engine<M> {
@@ -108,7 +108,7 @@ impl<M: Model> Engine<M> {
             DeviceKind::Cpu => Backends::Cpu(CpuBackend::new(flat), Vec::new()),
             DeviceKind::OpenCl { device, path } => Backends::OpenCl(Box::new(OpenClBackend::new(device, *path, flat)?)),
         };
-        Ok(Engine { device: device.clone(), backend })
+        Ok(Engine { device: device.clone(), backend, held_losses: Vec::new() })
     }
 
     /// The device the model lives on.
@@ -276,7 +276,23 @@ impl<M: Model> Engine<M> {
     /// [`Error::NonFiniteLoss`] with the first non-finite loss if any step diverged (those
     /// steps did not update the parameters; the record is cleared all the same).
     pub fn take_losses(&mut self) -> Result<Vec<f32>> {
-        self.backend.take_losses()
+        let mut losses = std::mem::take(&mut self.held_losses);
+        losses.extend(self.backend.take_losses()?);
+        finite_losses(losses)
+    }
+
+    /// Sets aside the deferred losses recorded so far, so that internal steps (`fit`'s)
+    /// can read their own with [`Engine::take_own_losses`] and lose none of the caller's.
+    pub(crate) fn hold_losses(&mut self) -> Result<()> {
+        let losses = self.backend.take_losses()?;
+        self.held_losses.extend(losses);
+        Ok(())
+    }
+
+    /// The deferred losses recorded since [`Engine::hold_losses`], checked like
+    /// [`Engine::take_losses`]; held ones stay held.
+    pub(crate) fn take_own_losses(&mut self) -> Result<Vec<f32>> {
+        finite_losses(self.backend.take_losses()?)
     }
 }
 
@@ -287,6 +303,14 @@ impl<M: Model> fmt::Debug for Engine<M> {
             .field("layers", &M::LAYERS)
             .field("device", &self.device.name())
             .finish_non_exhaustive()
+    }
+}
+
+/// The losses, or [`Error::NonFiniteLoss`] for the first that is not finite.
+fn finite_losses(losses: Vec<f32>) -> Result<Vec<f32>> {
+    match losses.iter().find(|l| !l.is_finite()) {
+        Some(&loss) => Err(Error::NonFiniteLoss { loss }),
+        None => Ok(losses),
     }
 }
 

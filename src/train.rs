@@ -169,8 +169,8 @@ impl<M: Model> Engine<M> {
     /// Cost per epoch: one [`Engine::train_step_deferred_rows`] per batch (`ceil(n / BATCH)`
     /// of them, enqueued without waiting for their losses), one [`Engine::take_losses`] at
     /// the end of the epoch, then one evaluation of the training set (see
-    /// [`Engine::evaluate`]) to record its loss and accuracy. Losses still pending from the
-    /// caller's own deferred steps are drained and dropped.
+    /// [`Engine::evaluate`]) to record its loss and accuracy. Losses pending from the
+    /// caller's own deferred steps are kept for the caller's next [`Engine::take_losses`].
     ///
     /// # Errors
     /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`];
@@ -203,6 +203,7 @@ impl<M: Model> Engine<M> {
         if let Some(&lr) = learning_rates.iter().find(|lr| !lr.is_finite() || **lr < 0.0) {
             return Err(Error::InvalidLearningRate { lr });
         }
+        self.hold_losses()?;
         let steps = train.len().div_ceil(M::BATCH) * learning_rates.len();
         let bar = progress_bar(steps as u64, options.progress);
         let mut rng = Rng::new(seed);
@@ -220,10 +221,8 @@ impl<M: Model> Engine<M> {
                 rows.push(batch.rows);
                 bar.inc(1);
             }
-            let losses = self.take_losses()?;
-            // Losses pending from the caller's own deferred steps come first; skip them.
-            let ours = &losses[losses.len().saturating_sub(rows.len())..];
-            let loss_sum: f64 = ours.iter().zip(&rows).map(|(&l, &r)| f64::from(l) * r as f64).sum();
+            let losses = self.take_own_losses()?;
+            let loss_sum: f64 = losses.iter().zip(&rows).map(|(&l, &r)| f64::from(l) * r as f64).sum();
             let after = self.evaluate(train)?;
             let validation = options.validation.map(|v| self.evaluate(v)).transpose()?;
             let stats = EpochStats {

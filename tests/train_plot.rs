@@ -71,3 +71,18 @@ fn fit_refuses_bad_inputs_before_any_step() {
     assert!(model.fit_with(&data, &[], 0, quiet()).unwrap().epochs.is_empty());
     assert_eq!(model.params().unwrap(), before);
 }
+
+#[test]
+fn fit_keeps_the_callers_pending_deferred_losses() {
+    let data = blobs();
+    let mut model = Pair::new(&Device::cpu()).unwrap();
+    let x = tensorbridge::nalgebra::matrix![-1.0, -1.0; 1.0, 1.0; -1.0, -0.9; 0.9, 1.0];
+    let y = tensorbridge::nalgebra::vector![0u32, 1, 0, 1];
+    let mine = [model.loss(&x, &y).unwrap()];
+    model.train_step_deferred(&x, &y, 0.1).unwrap();
+    let history = model.fit(&data, &[0.5, 0.2], 3).unwrap();
+    assert_eq!(history.epochs.len(), 2);
+    // The step before `fit` is still pending, with its loss, and nothing of fit's is.
+    assert_eq!(model.take_losses().unwrap(), mine);
+    assert!(model.take_losses().unwrap().is_empty());
+}
