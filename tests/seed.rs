@@ -149,3 +149,22 @@ fn huge_logits_give_finite_loss_and_gradients() {
     assert!((grads.b0 - vector![0.0, 0.0]).abs().max() < 1e-6);
     assert!((grads.w0[(0, 0)] - (0.9 - 0.1) / 2.0).abs() < 1e-6);
 }
+
+tensorbridge::model! {
+    /// Many classes and rows: the loss's running product of (1 + rest) needs flushing.
+    struct ManyClasses { batch: 128, features: 1, classes: 1000 }
+}
+
+#[test]
+fn uniform_logits_over_many_classes_cost_ln_classes_per_row() {
+    // Zero weights and bias: every logit is 0, every row's loss is ln(1000), and the
+    // product of the 128 rows' softmax sums (1000^128) would overflow f64 unflushed.
+    let zero = ManyClassesParams { w0: SMatrix::zeros(), b0: SVector::zeros() };
+    let mut model = ManyClasses::with_params(&Device::cpu(), zero).unwrap();
+    let x = SMatrix::<f32, 128, 1>::from_fn(|r, _| r as f32);
+    let y = SVector::<u32, 128>::from_fn(|r, _| (r * 7 % 1000) as u32);
+    let loss = model.loss(&x, &y).unwrap() as f64;
+    assert!((loss - 1000f64.ln()).abs() < 1e-5, "loss {loss} vs ln 1000 = {}", 1000f64.ln());
+    let rows = model.loss_rows(&x, &y, 3).unwrap() as f64;
+    assert!((rows - 1000f64.ln()).abs() < 1e-5, "3 rows: {rows}");
+}
