@@ -9,6 +9,7 @@ use crate::backend::opencl::OpenClBackend;
 use crate::backend::{layer_slots, Backend, Batch, Buffer};
 use crate::device::{Device, DeviceKind};
 use crate::error::{Error, Result};
+use crate::host::argmax_column_major;
 use crate::model::{Element, HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 use crate::tensor::DeviceTensor;
@@ -186,16 +187,9 @@ impl<M: Model> Engine<M> {
         let logits = self.logits(x)?;
         let z = logits.as_flat();
         check_finite("logits", z, M::BATCH)?;
-        let b = M::BATCH;
         let mut classes = M::Labels::zeroed();
         for (r, class) in classes.as_flat_mut().iter_mut().enumerate() {
-            let mut best = 0;
-            for c in 1..M::CLASSES {
-                if z[c * b + r] > z[best * b + r] {
-                    best = c;
-                }
-            }
-            *class = best as u32;
+            *class = argmax_column_major(z, M::BATCH, M::CLASSES, r) as u32;
         }
         Ok(classes)
     }

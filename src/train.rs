@@ -16,6 +16,7 @@ use nalgebra::DMatrix;
 use crate::data::{Dataset, MiniBatch};
 use crate::engine::{check_finite, Engine};
 use crate::error::{Error, Result};
+use crate::host::argmax_column_major;
 use crate::model::{HostTensor, Model, Params};
 use crate::rng::Rng;
 
@@ -335,7 +336,7 @@ impl<M: Model> Engine<M> {
         let mut loss = 0.0f64;
         for (r, &label) in labels.iter().enumerate().take(batch.rows) {
             let at = |c: usize| f64::from(z[c * M::BATCH + r]);
-            let best = (1..M::CLASSES).fold(0, |best, c| if at(c) > at(best) { c } else { best });
+            let best = argmax_column_major(z, M::BATCH, M::CLASSES, r);
             let max = at(best);
             let sum: f64 = (0..M::CLASSES).map(|c| (at(c) - max).exp()).sum();
             loss += (max - at(label as usize)) + sum.ln();

@@ -8,7 +8,7 @@
 
 mod opencl_common;
 
-use opencl_common::{assert_close, noise, opencl};
+use opencl_common::{assert_close, noise, opencl, paths};
 use tensorbridge::{Device, Engine, Error, HostTensor, KernelPath, Model, Params};
 
 tensorbridge::model! {
@@ -171,10 +171,6 @@ fn training_agrees<M: Model<Storage = f32>>(device: &Device, seed: u64, lr: f32)
         1e-4,
         1e-3,
     );
-}
-
-fn paths(device: &Device) -> Vec<Device> {
-    vec![device.clone(), device.with_kernel_path(KernelPath::Tiled)]
 }
 
 #[test]

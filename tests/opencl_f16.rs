@@ -14,11 +14,11 @@
 
 mod opencl_common;
 
-use opencl_common::{assert_close, noise, opencl};
+use opencl_common::{assert_close, noise, opencl, paths};
 use tensorbridge::half::f16;
 use tensorbridge::nalgebra::DMatrix;
 use tensorbridge::rng::Rng;
-use tensorbridge::{Dataset, Device, Engine, HostTensor, KernelPath, Model, Params};
+use tensorbridge::{Dataset, Device, Engine, HostTensor, Model, Params};
 
 tensorbridge::model! {
     /// The seed's shape in f16.
@@ -80,10 +80,6 @@ fn flat<P: Params>(p: &P) -> Vec<f32> {
     let mut out = vec![P::Elem::default(); P::LEN];
     p.write_flat(&mut out);
     out.iter().map(|v| tensorbridge::StorageElement::to_f32(*v)).collect()
-}
-
-fn paths(device: &Device) -> Vec<Device> {
-    vec![device.clone(), device.with_kernel_path(KernelPath::Tiled)]
 }
 
 /// The f16 model on OpenCL against the f32 model on OpenCL fed the same (widened) values.

@@ -36,6 +36,11 @@ pub fn opencl() -> Option<Device> {
     }
 }
 
+/// The device as found (the automatic kernel choice) and forced onto the tiled kernels.
+pub fn paths(device: &Device) -> Vec<Device> {
+    vec![device.clone(), device.with_kernel_path(tensorbridge::KernelPath::Tiled)]
+}
+
 /// `|a - b| <= abs + rel * max(|a|, |b|)` for every pair, else a panic naming the first
 /// that differs.
 #[track_caller]
