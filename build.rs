@@ -3,14 +3,17 @@
 //! Every template the Rust side names is listed in `TEMPLATES`; a missing or empty one, or
 //! one that does not define the kernels it is listed with, fails the build with a message
 //! naming the file. The generated `$OUT_DIR/kernels.rs` holds the templates, in order, as
-//! `(file name, source)` pairs.
+//! `(file name, source)` pairs, and, read from each kernel's signature in `cl/`, the kernel's
+//! name and the index of every argument (`kernel::tb_sgd::LR`, ...): the host sets
+//! arguments by these names, so a kernel's argument order is written once, in its `.cl`
+//! file.
 
 use std::fmt::Write as _;
 use std::path::Path;
 
 /// Template files, in the order they are concatenated, with the kernels each must define.
 const TEMPLATES: &[(&str, &[&str])] = &[
-    ("common.cl", &[]),
+    ("common.cl", &["tb_widen_x"]),
     ("forward.cl", &["tb_forward"]),
     ("loss.cl", &["tb_loss"]),
     ("backward.cl", &["tb_backward", "tb_backward_inputs"]),
@@ -45,9 +48,48 @@ fn main() {
         }
     }
     out.push_str("];\n");
+    out.push_str("/// Every kernel of the program, by name, with its arguments' indices.\n");
+    out.push_str("#[allow(dead_code)]\npub(crate) mod kernel {\n");
+    let mut names = Vec::new();
+    for (name, kernels) in TEMPLATES {
+        let src = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        for kernel in *kernels {
+            match arguments(&src, kernel) {
+                Some(args) => {
+                    let _ = writeln!(out, "    /// `{kernel}` (cl/{name}).\n    pub(crate) mod {kernel} {{");
+                    let _ = writeln!(out, "        pub(crate) const NAME: &str = {kernel:?};");
+                    for (k, arg) in args.iter().enumerate() {
+                        let _ = writeln!(out, "        pub(crate) const {}: u32 = {k};", arg.to_uppercase());
+                    }
+                    out.push_str("    }\n");
+                    names.push(kernel.to_string());
+                }
+                None => problems.push(format!("cl/{name}: cannot read the arguments of `{kernel}`")),
+            }
+        }
+    }
+    let _ = writeln!(out, "    /// Every kernel's name.\n    pub(crate) const ALL: &[&str] = &{names:?};\n}}");
     if !problems.is_empty() {
         panic!("tensorbridge: bad OpenCL kernel templates:\n  {}", problems.join("\n  "));
     }
     let dest = Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("kernels.rs");
     std::fs::write(&dest, out).expect("writing kernels.rs into OUT_DIR");
+}
+
+/// The argument names of the first definition of `__kernel ... void kernel(...)` in `src`:
+/// the last identifier of each comma-separated parameter.
+fn arguments(src: &str, kernel: &str) -> Option<Vec<String>> {
+    let start = src.find(&format!("void {kernel}("))? + kernel.len() + 6;
+    let end = start + src[start..].find(')')?;
+    let params = src[start..end].trim();
+    if params.is_empty() || params == "void" {
+        return Some(Vec::new());
+    }
+    params
+        .split(',')
+        .map(|p| {
+            let name: String = p.trim().rsplit(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).next()?.to_string();
+            (!name.is_empty()).then_some(name)
+        })
+        .collect()
 }

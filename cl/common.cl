@@ -48,11 +48,8 @@
 #define TB_STORE_P(p, k, v) ((p)[k] = (v))
 #endif
 
-// What the fused kernel and the host agree `mode` means.
-#define TB_MODE_FORWARD 0
-#define TB_MODE_LOSS 1
-#define TB_MODE_GRADIENTS 2
-#define TB_MODE_STEP 3
+// What the fused kernel and the host agree `mode` means: TB_MODE_FORWARD, TB_MODE_LOSS,
+// TB_MODE_GRADIENTS and TB_MODE_STEP are #defined by the host (kernels.rs, `Mode`).
 
 // A label read from the batch buffer. Labels are validated on the host; the clamp only
 // guarantees that no input whatever can make a kernel read outside the logits.

@@ -7,7 +7,7 @@
 // A NaN logit makes the loss NaN (never silently finite), so the update is skipped.
 // The mean goes to losses[loss_slot].
 
-#define TB_LOSS_WG 256
+// TB_LOSS_WG (a power of two) is #defined by the host (kernels.rs, `LOSS_MAX_WG`).
 
 // The loss of row r (r < rows), writing that row's dz. Shared with the fused kernel
 // through this macro, so both compute exactly the same arithmetic. The row's maximum

@@ -15,78 +15,19 @@
 //! leaves either the old checkpoint or the new one at the path, never a mixture.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
-use crate::backend::layer_slots;
 use crate::device::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
+use crate::fsutil::write_atomically;
+use crate::layout::layer_slots;
 use crate::model::{Element, Model, Params, StorageElement};
 
-/// Why a checkpoint was refused. Carried by [`Error::Checkpoint`] with the file's path.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CheckpointErrorKind {
-    /// Not a valid safetensors file.
-    #[error("not a valid safetensors file: {reason}")]
-    Format {
-        /// What the safetensors parser reported.
-        reason: String,
-    },
-    /// A tensor the model needs is absent.
-    #[error("tensor '{name}' is missing: {model} (layers {layers}) needs {expected}")]
-    MissingTensor {
-        /// The missing tensor.
-        name: String,
-        /// The model's name.
-        model: &'static str,
-        /// The model's layer widths, e.g. `4 -> 8 -> 3`.
-        layers: String,
-        /// Every tensor the model needs.
-        expected: String,
-    },
-    /// A tensor the model does not have (e.g. a checkpoint of a deeper model).
-    #[error("unexpected tensor '{name}': {model} (layers {layers}) has only {expected}")]
-    UnexpectedTensor {
-        /// The tensor found.
-        name: String,
-        /// The model's name.
-        model: &'static str,
-        /// The model's layer widths.
-        layers: String,
-        /// Every tensor the model has.
-        expected: String,
-    },
-    /// A tensor of another element type than the model's storage (`F32`, or `F16` for
-    /// `storage: f16`).
-    #[error("tensor '{name}' has dtype {found}, but the model stores {expected} (declared `storage: {storage}`)")]
-    WrongDtype {
-        /// The tensor.
-        name: String,
-        /// The dtype found.
-        found: String,
-        /// The dtype the model needs: `F32` or `F16`.
-        expected: &'static str,
-        /// The model's declared storage, `f32` or `f16`.
-        storage: &'static str,
-    },
-    /// A tensor whose shape differs from the declaration.
-    #[error("tensor '{name}' has shape {found:?}, but {model} declares {expected:?}")]
-    WrongShape {
-        /// The tensor.
-        name: String,
-        /// The model's name.
-        model: &'static str,
-        /// The declared shape.
-        expected: Vec<usize>,
-        /// The shape in the file.
-        found: Vec<usize>,
-    },
-}
+pub use crate::error::CheckpointErrorKind;
 
 impl<M: Model> Engine<M> {
     /// Saves the parameters to `path` as a safetensors file (see the
@@ -232,82 +173,4 @@ fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<M::Storag
         }
     }
     Ok(flat)
-}
-
-/// Writes a file atomically: `write` fills a temporary file in `path`'s directory, which is
-/// flushed to disk and renamed over `path`. On any error the temporary file is removed and
-/// `path` is untouched.
-pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let io = |e| Error::io(path, e);
-    let mut tmp = tempfile::Builder::new().prefix(".tensorbridge-").suffix(".tmp").tempfile_in(&dir).map_err(io)?;
-    write(tmp.as_file_mut()).map_err(io)?;
-    tmp.as_file().sync_all().map_err(io)?;
-    // On failure the `PersistError` drops the temporary file, which deletes it.
-    tmp.persist(path).map_err(|e| io(e.error))?;
-    // Make the rename itself durable (best effort: not every platform can sync a directory).
-    if let Ok(d) = File::open(&dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("tensorbridge-ckpt-unit-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    fn entries(dir: &Path) -> Vec<String> {
-        let mut names: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
-        names.sort();
-        names
-    }
-
-    #[test]
-    fn failure_mid_write_leaves_the_old_file_and_no_temporary() {
-        let dir = scratch("midwrite");
-        let path = dir.join("model.safetensors");
-        std::fs::write(&path, b"old contents").unwrap();
-        let result = write_atomically(&path, |f| {
-            f.write_all(b"half of the new")?;
-            Err(std::io::Error::other("injected failure"))
-        });
-        assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
-        assert_eq!(std::fs::read(&path).unwrap(), b"old contents");
-        assert_eq!(entries(&dir), vec!["model.safetensors".to_string()]);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn failed_rename_leaves_no_temporary() {
-        let dir = scratch("rename");
-        // The target is a non-empty directory: the rename fails after the write succeeded.
-        let path = dir.join("occupied");
-        std::fs::create_dir_all(path.join("inside")).unwrap();
-        let result = write_atomically(&path, |f| f.write_all(b"new"));
-        assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
-        assert_eq!(entries(&dir), vec!["occupied".to_string()]);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn success_replaces_the_file() {
-        let dir = scratch("ok");
-        let path = dir.join("f.bin");
-        std::fs::write(&path, b"old").unwrap();
-        write_atomically(&path, |f| f.write_all(b"new")).unwrap();
-        assert_eq!(std::fs::read(&path).unwrap(), b"new");
-        assert_eq!(entries(&dir), vec!["f.bin".to_string()]);
-        std::fs::remove_dir_all(&dir).unwrap();
-    }
 }

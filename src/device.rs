@@ -1,20 +1,29 @@
 //! [`Device`]: where a model's parameters live and its arithmetic runs.
 
 use std::fmt;
+#[cfg(feature = "opencl")]
 use std::sync::Arc;
 
-use crate::backend::opencl::{self, ClDevice};
+use crate::backend::cpu::CpuBackend;
+#[cfg(feature = "opencl")]
+use crate::backend::opencl::{self, ClDevice, OpenClBackend};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
-
-/// The environment variable that overrides [`Device::auto`]: `cpu`, `opencl` or
-/// `opencl:N` (the N-th usable OpenCL device of [`Device::list`]).
-pub const DEVICE_ENV: &str = "TENSORBRIDGE_DEVICE";
+use crate::info::{DeviceInfo, DeviceType, KernelPath};
+use crate::model::Model;
 
 /// The environment variable that sets the directory of the OpenCL program-binary cache;
 /// an empty value or `off` turns the cache off. Unset, the cache lives in the user's cache
 /// directory (`$XDG_CACHE_HOME/tensorbridge`, `~/.cache/tensorbridge`,
 /// `~/Library/Caches/tensorbridge`, `%LOCALAPPDATA%\tensorbridge`).
+#[cfg(not(feature = "opencl"))]
 pub const CACHE_DIR_ENV: &str = "TENSORBRIDGE_CACHE_DIR";
+#[cfg(feature = "opencl")]
+pub use crate::backend::opencl::CACHE_DIR_ENV;
+
+/// The environment variable that overrides [`Device::auto`]: `cpu`, `opencl` or
+/// `opencl:N` (the N-th usable OpenCL device of [`Device::list`]).
+pub const DEVICE_ENV: &str = "TENSORBRIDGE_DEVICE";
 
 /// A compute device: the CPU backend (nalgebra + rayon) or an OpenCL device.
 ///
@@ -28,99 +37,17 @@ pub struct Device {
 #[derive(Clone)]
 pub(crate) enum DeviceKind {
     Cpu,
-    OpenCl { device: Arc<ClDevice>, path: KernelPath },
+    #[cfg(feature = "opencl")]
+    OpenCl {
+        device: Arc<ClDevice>,
+        path: KernelPath,
+    },
 }
 
-/// The kind of an OpenCL device.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum DeviceType {
-    /// A GPU (`CL_DEVICE_TYPE_GPU`).
-    Gpu,
-    /// An accelerator (`CL_DEVICE_TYPE_ACCELERATOR`): DSPs, NPUs, FPGAs.
-    Accelerator,
-    /// A CPU device, such as PoCL.
-    Cpu,
-    /// Anything else (custom devices).
-    Other,
-}
-
-impl fmt::Display for DeviceType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DeviceType::Gpu => "GPU",
-            DeviceType::Accelerator => "accelerator",
-            DeviceType::Cpu => "CPU",
-            DeviceType::Other => "other",
-        })
-    }
-}
-
-/// What an OpenCL device is, as its driver reports it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub struct DeviceInfo {
-    /// Position among the usable devices (`opencl:N` selects it).
-    pub index: usize,
-    /// Platform name, e.g. `Portable Computing Language`.
-    pub platform: String,
-    /// Platform version string, e.g. `OpenCL 3.0 PoCL 3.1 ...`.
-    pub platform_version: String,
-    /// Device name.
-    pub name: String,
-    /// Device vendor.
-    pub vendor: String,
-    /// `CL_DEVICE_VERSION`, e.g. `OpenCL 3.0 PoCL HSTR: ...`.
-    pub version: String,
-    /// Driver version.
-    pub driver_version: String,
-    /// Highest OpenCL C version the compiler accepts, e.g. `OpenCL C 1.2 PoCL`.
-    pub opencl_c_version: String,
-    /// GPU, accelerator, CPU, ...
-    pub device_type: DeviceType,
-    /// Parallel compute units.
-    pub compute_units: u32,
-    /// Largest work-group.
-    pub max_work_group_size: usize,
-    /// Local memory per work-group, in bytes.
-    pub local_mem_bytes: u64,
-    /// Global memory, in bytes.
-    pub global_mem_bytes: u64,
-    /// `cl_khr_fp16`: half-precision arithmetic in kernels.
-    pub fp16: bool,
-    /// Double precision (`cl_khr_fp64`).
-    pub fp64: bool,
-}
-
-impl fmt::Display for DeviceInfo {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "opencl:{} {} `{}` ({}; {}; {} compute units; fp16 {}, fp64 {})",
-            self.index,
-            self.device_type,
-            self.name,
-            self.platform,
-            self.version,
-            self.compute_units,
-            if self.fp16 { "yes" } else { "no" },
-            if self.fp64 { "yes" } else { "no" },
-        )
-    }
-}
-
-/// Which OpenCL kernels a model on this device uses (see [`Device::with_kernel_path`]).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub enum KernelPath {
-    /// The fused one-launch kernel when the model is small enough and the device can run
-    /// it, else the tiled kernels. The rule is documented on [`Device::with_kernel_path`].
-    #[default]
-    Auto,
-    /// Always the fused kernel; a model too large for it fails with
-    /// [`Error::Unsupported`].
-    Fused,
-    /// Always the tiled kernels (one launch per layer and stage).
-    Tiled,
+/// The error of every OpenCL call in a build without the feature `opencl`.
+#[cfg(not(feature = "opencl"))]
+fn no_opencl<T>() -> Result<T> {
+    Err(Error::NoOpenClDevice { reason: "tensorbridge was built without its `opencl` feature".to_string() })
 }
 
 impl Device {
@@ -137,7 +64,10 @@ impl Device {
     /// platform, or no platform has a usable device; [`Error::OpenCl`] if creating the
     /// context fails.
     pub fn opencl() -> Result<Device> {
-        Ok(Device::from_cl(opencl::open(None, |_| true)?))
+        #[cfg(feature = "opencl")]
+        return Ok(Device::from_cl(opencl::open(None, |_| true)?));
+        #[cfg(not(feature = "opencl"))]
+        no_opencl()
     }
 
     /// The `index`-th usable OpenCL device of [`Device::list`].
@@ -145,7 +75,13 @@ impl Device {
     /// # Errors
     /// Those of [`Device::opencl`], and [`Error::InvalidDevice`] for an index out of range.
     pub fn opencl_at(index: usize) -> Result<Device> {
-        Ok(Device::from_cl(opencl::open(Some(index), |_| true)?))
+        #[cfg(feature = "opencl")]
+        return Ok(Device::from_cl(opencl::open(Some(index), |_| true)?));
+        #[cfg(not(feature = "opencl"))]
+        {
+            let _ = index;
+            no_opencl()
+        }
     }
 
     /// Every usable OpenCL device on this machine, in the order `opencl:N` counts them.
@@ -155,9 +91,13 @@ impl Device {
     /// # Errors
     /// [`Error::NoOpenClDevice`] when there is none (library missing, no platform, ...).
     pub fn list() -> Result<Vec<DeviceInfo>> {
-        Ok(opencl::enumerate()?.into_iter().map(|f| f.info).collect())
+        #[cfg(feature = "opencl")]
+        return Ok(opencl::enumerate()?.into_iter().map(|f| f.info).collect());
+        #[cfg(not(feature = "opencl"))]
+        no_opencl()
     }
 
+    #[cfg(feature = "opencl")]
     fn from_cl(device: Arc<ClDevice>) -> Device {
         Device { kind: DeviceKind::OpenCl { device, path: KernelPath::Auto } }
     }
@@ -185,7 +125,13 @@ impl Device {
             Ok(value) if !value.trim().is_empty() => Device::from_name(&value),
             Ok(_) | Err(std::env::VarError::NotPresent) => {
                 let accelerator = |i: &DeviceInfo| matches!(i.device_type, DeviceType::Gpu | DeviceType::Accelerator);
-                Ok(opencl::open(None, accelerator).map_or_else(|_| Device::cpu(), Device::from_cl))
+                #[cfg(feature = "opencl")]
+                return Ok(opencl::open(None, accelerator).map_or_else(|_| Device::cpu(), Device::from_cl));
+                #[cfg(not(feature = "opencl"))]
+                {
+                    let _ = accelerator;
+                    Ok(Device::cpu())
+                }
             }
             Err(std::env::VarError::NotUnicode(raw)) => Err(Error::InvalidDevice {
                 value: raw.to_string_lossy().into_owned(),
@@ -222,6 +168,7 @@ impl Device {
     pub fn with_kernel_path(&self, path: KernelPath) -> Device {
         match &self.kind {
             DeviceKind::Cpu => self.clone(),
+            #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, .. } => {
                 Device { kind: DeviceKind::OpenCl { device: Arc::clone(device), path } }
             }
@@ -232,6 +179,7 @@ impl Device {
     pub fn info(&self) -> Option<&DeviceInfo> {
         match &self.kind {
             DeviceKind::Cpu => None,
+            #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, .. } => Some(&device.info),
         }
     }
@@ -239,7 +187,8 @@ impl Device {
     /// A short human-readable description, e.g. `cpu (2 threads)`.
     pub fn name(&self) -> String {
         match &self.kind {
-            DeviceKind::Cpu => format!("cpu ({} threads)", rayon::current_num_threads()),
+            DeviceKind::Cpu => format!("cpu ({} threads)", crate::backend::cpu::threads()),
+            #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, .. } => device.label(),
         }
     }
@@ -251,11 +200,17 @@ impl Device {
 
     /// Whether this is an OpenCL device.
     pub fn is_opencl(&self) -> bool {
-        matches!(self.kind, DeviceKind::OpenCl { .. })
+        !self.is_cpu()
     }
 
-    pub(crate) fn kind(&self) -> &DeviceKind {
-        &self.kind
+    /// The backend of model `M` on this device, holding the parameters `flat`: the only
+    /// place that names a concrete backend.
+    pub(crate) fn backend<M: Model>(&self, flat: &[M::Storage]) -> Result<Box<dyn Backend<M>>> {
+        match &self.kind {
+            DeviceKind::Cpu => Ok(Box::new(CpuBackend::<M>::new(flat))),
+            #[cfg(feature = "opencl")]
+            DeviceKind::OpenCl { device, path } => Ok(Box::new(OpenClBackend::<M>::new(device, *path, flat)?)),
+        }
     }
 
     /// Compiles `source` for this OpenCL device as a model's program would be; for tests
@@ -266,6 +221,7 @@ impl Device {
             DeviceKind::Cpu => {
                 Err(Error::Unsupported { device: self.name(), reason: "no OpenCL compiler".to_string() })
             }
+            #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, .. } => opencl::build_source(device, source),
         }
     }
@@ -276,6 +232,7 @@ impl Device {
     pub fn __empty_launch(&self) -> Result<()> {
         match &self.kind {
             DeviceKind::Cpu => Ok(()),
+            #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, .. } => opencl::empty_launch(device),
         }
     }
@@ -286,6 +243,7 @@ impl Device {
     pub fn __program_origins(&self) -> (usize, usize, usize) {
         match &self.kind {
             DeviceKind::Cpu => (0, 0, 0),
+            #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, .. } => opencl::build_counts(device),
         }
     }

@@ -2,64 +2,19 @@
 //! dereferences to its engine, so `model.forward(..)`, `model.train_step(..)` and the rest
 //! are the methods documented here.
 
+use std::borrow::Borrow;
 use std::fmt;
 
-use crate::backend::cpu::CpuBackend;
-use crate::backend::opencl::OpenClBackend;
-use crate::backend::{layer_slots, Backend, Batch, Buffer};
-use crate::device::{Device, DeviceKind};
+use crate::backend::Backend;
+use crate::check;
+use crate::cpu::{argmax_column_major, init_params};
+use crate::device::Device;
 use crate::error::{Error, Result};
-use crate::host::argmax_column_major;
+use crate::layout::param_count;
 use crate::model::{Element, HostTensor, Model, Params, StorageElement};
-use crate::rng::Rng;
 use crate::tensor::DeviceTensor;
 
-/// The seed [`Engine::new`] uses: every model created with `new` starts from the same
-/// parameters on every machine and in every version.
-pub const DEFAULT_SEED: u64 = 0x7E45_0B21_D6E5_0001;
-
-/// The backends an engine can run on.
-enum Backends<M: Model> {
-    /// The CPU backend, and the losses of its deferred steps (see
-    /// [`Engine::train_step_deferred`]).
-    Cpu(CpuBackend<M>, Vec<f32>),
-    OpenCl(Box<OpenClBackend<M>>),
-}
-
-impl<M: Model> Backends<M> {
-    fn get(&mut self) -> &mut dyn Backend<M::Storage> {
-        match self {
-            Backends::Cpu(b, _) => b,
-            Backends::OpenCl(b) => &mut **b,
-        }
-    }
-    fn get_ref(&self) -> &dyn Backend<M::Storage> {
-        match self {
-            Backends::Cpu(b, _) => b,
-            Backends::OpenCl(b) => &**b,
-        }
-    }
-    fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<()> {
-        match self {
-            Backends::Cpu(b, losses) => {
-                let loss = match b.train_step(batch, lr) {
-                    Ok(loss) | Err(Error::NonFiniteLoss { loss }) => loss,
-                    Err(err) => return Err(err),
-                };
-                losses.push(loss);
-                Ok(())
-            }
-            Backends::OpenCl(b) => b.train_step_deferred(batch, lr),
-        }
-    }
-    /// Every deferred loss recorded since the last call, oldest first, unchecked.
-    fn take_losses(&mut self) -> Result<Vec<f32>> {
-        match self {
-            Backends::Cpu(_, losses) => Ok(std::mem::take(losses)),
-            Backends::OpenCl(b) => b.take_losses(),
-        }
-    }
-}
+pub use crate::rng::DEFAULT_SEED;
 
 /// A model's parameters on a device, and every operation of the runtime API.
 ///
@@ -71,9 +26,17 @@ impl<M: Model> Backends<M> {
 /// - parameters (`with_params`, `set_params`): every value finite (one pass over them);
 /// - learning rate: finite and `>= 0`, else [`Error::InvalidLearningRate`];
 /// - training: a non-finite loss is [`Error::NonFiniteLoss`] and the update is skipped.
+///
+/// Inference (`to_device`, `forward`, `logits`, `predict`, `loss`, `gradients`, `params`,
+/// `evaluate`) takes `&self`: an engine is `Send + Sync`, so one model (an `Arc<Model>`)
+/// serves many threads. On the CPU, concurrent calls run in parallel; on OpenCL they take
+/// turns on the model's queue. Training and `set_params` take `&mut self`.
 pub struct Engine<M: Model> {
     device: Device,
-    backend: Backends<M>,
+    backend: Box<dyn Backend<M>>,
+    /// Losses of deferred steps that a backend recorded on the host (see
+    /// [`Backend::train_step_deferred`]), oldest first.
+    deferred: Vec<f32>,
     /// Deferred losses of the caller's own steps, set aside while `fit` runs steps of its
     /// own; [`Engine::take_losses`] returns them first.
     held_losses: Vec<f32>,
@@ -90,26 +53,26 @@ impl<M: Model> Engine<M> {
 
     /// Like [`Engine::new`] with a seed of your own.
     pub fn with_seed(device: &Device, seed: u64) -> Result<Self> {
-        let flat: Vec<M::Storage> = initial_params(M::LAYERS, seed).into_iter().map(M::Storage::from_f32).collect();
+        let mut values = vec![0.0f32; param_count(M::LAYERS)];
+        init_params::<M::Storage>(M::LAYERS, seed, &mut values);
+        let flat: Vec<M::Storage> = values.into_iter().map(M::Storage::from_f32).collect();
         Self::from_flat(device, &flat)
     }
 
-    /// Creates the model on `device` with the given parameters.
+    /// Creates the model on `device` with the given parameters, given by value or by
+    /// reference (`params` or `&params`).
     ///
     /// # Errors
     /// [`Error::NonFinite`] if a parameter is NaN or infinite.
-    pub fn with_params(device: &Device, params: &M::Params) -> Result<Self> {
-        let flat = flatten(params);
-        check_params(M::LAYERS, &flat)?;
+    pub fn with_params(device: &Device, params: impl Borrow<M::Params>) -> Result<Self> {
+        let flat = flatten(params.borrow());
+        check::params(M::LAYERS, &flat)?;
         Self::from_flat(device, &flat)
     }
 
-    fn from_flat(device: &Device, flat: &[M::Storage]) -> Result<Self> {
-        let backend = match device.kind() {
-            DeviceKind::Cpu => Backends::Cpu(CpuBackend::new(flat), Vec::new()),
-            DeviceKind::OpenCl { device, path } => Backends::OpenCl(Box::new(OpenClBackend::new(device, *path, flat)?)),
-        };
-        Ok(Engine { device: device.clone(), backend, held_losses: Vec::new() })
+    pub(crate) fn from_flat(device: &Device, flat: &[M::Storage]) -> Result<Self> {
+        let backend = device.backend::<M>(flat)?;
+        Ok(Engine { device: device.clone(), backend, deferred: Vec::new(), held_losses: Vec::new() })
     }
 
     /// The device the model lives on.
@@ -120,7 +83,7 @@ impl<M: Model> Engine<M> {
     /// Copies the parameters to the host (device -> host).
     pub fn params(&self) -> Result<M::Params> {
         let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
-        self.backend.get_ref().read_params(&mut flat)?;
+        self.backend.read_params(&mut flat)?;
         Ok(M::Params::from_flat(&flat))
     }
 
@@ -130,8 +93,8 @@ impl<M: Model> Engine<M> {
     /// [`Error::NonFinite`] if a parameter is NaN or infinite; the old ones are kept.
     pub fn set_params(&mut self, params: &M::Params) -> Result<()> {
         let flat = flatten(params);
-        check_params(M::LAYERS, &flat)?;
-        self.backend.get().write_params(&flat)
+        check::params(M::LAYERS, &flat)?;
+        self.backend.write_params(&flat)
     }
 
     /// Copies a batch to the device (the seed's `Tensor(x)`).
@@ -140,8 +103,8 @@ impl<M: Model> Engine<M> {
     /// [`Error::NonFinite`] for a NaN or infinite value.
     pub fn to_device(&self, x: &M::Input) -> Result<DeviceTensor<M::Input>> {
         let flat = x.as_flat();
-        check_finite("input", flat, M::BATCH)?;
-        Ok(DeviceTensor::new(self.backend.get_ref().upload(flat)?))
+        check::finite("input", flat, M::BATCH)?;
+        Ok(DeviceTensor::new(self.backend.upload(flat)?))
     }
 
     /// Runs the forward pass on a device-resident batch; the logits stay on the device
@@ -149,33 +112,19 @@ impl<M: Model> Engine<M> {
     ///
     /// # Errors
     /// [`Error::DeviceMismatch`] if `x` lives on another device.
-    pub fn forward(&mut self, x: &DeviceTensor<M::Input>) -> Result<DeviceTensor<M::Logits>> {
-        self.check_same_device(&x.buffer)?;
-        Ok(DeviceTensor::new(self.backend.get().forward(&x.buffer)?))
-    }
-
-    fn check_same_device(&self, buffer: &Buffer) -> Result<()> {
-        let ok = match (buffer, self.device.kind()) {
-            (Buffer::Host(_), DeviceKind::Cpu) => true,
-            (Buffer::OpenCl(t), DeviceKind::OpenCl { device, .. }) => t.is_on(device),
-            _ => false,
-        };
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::DeviceMismatch { tensor_device: buffer.location(), model_device: self.device.name() })
-        }
+    pub fn forward(&self, x: &DeviceTensor<M::Input>) -> Result<DeviceTensor<M::Logits>> {
+        Ok(DeviceTensor::new(self.backend.forward(&*x.buffer)?))
     }
 
     /// Logits for a host batch: host in, host out (no intermediate device tensor is kept).
     ///
     /// # Errors
     /// [`Error::NonFinite`] for a NaN or infinite input.
-    pub fn logits(&mut self, x: &M::Input) -> Result<M::Logits> {
+    pub fn logits(&self, x: &M::Input) -> Result<M::Logits> {
         let flat = x.as_flat();
-        check_finite("input", flat, M::BATCH)?;
+        check::finite("input", flat, M::BATCH)?;
         let mut logits = M::Logits::zeroed();
-        self.backend.get().logits_into(flat, logits.as_flat_mut())?;
+        self.backend.logits_into(flat, logits.as_flat_mut())?;
         Ok(logits)
     }
 
@@ -183,10 +132,10 @@ impl<M: Model> Engine<M> {
     ///
     /// # Errors
     /// [`Error::NonFinite`] for a non-finite input, or if the logits overflowed.
-    pub fn predict(&mut self, x: &M::Input) -> Result<M::Labels> {
+    pub fn predict(&self, x: &M::Input) -> Result<M::Labels> {
         let logits = self.logits(x)?;
         let z = logits.as_flat();
-        check_finite("logits", z, M::BATCH)?;
+        check::finite("logits", z, M::BATCH)?;
         let mut classes = M::Labels::zeroed();
         for (r, class) in classes.as_flat_mut().iter_mut().enumerate() {
             *class = argmax_column_major(z, M::BATCH, M::CLASSES, r) as u32;
@@ -195,28 +144,28 @@ impl<M: Model> Engine<M> {
     }
 
     /// Mean softmax cross-entropy of the batch.
-    pub fn loss(&mut self, x: &M::Input, y: &M::Labels) -> Result<f32> {
+    pub fn loss(&self, x: &M::Input, y: &M::Labels) -> Result<f32> {
         self.loss_rows(x, y, M::BATCH)
     }
 
     /// Like [`Engine::loss`], counting only the first `rows` rows (a padded last batch).
-    pub fn loss_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize) -> Result<f32> {
-        let batch = validate::<M>(x, y, rows)?;
-        self.backend.get().loss(batch)
+    pub fn loss_rows(&self, x: &M::Input, y: &M::Labels, rows: usize) -> Result<f32> {
+        let batch = check::batch::<M>(x, y, rows)?;
+        self.backend.loss(batch)
     }
 
     /// The loss and its gradient with respect to every parameter, in `f32` whatever the
     /// storage: `M::Grads` is `<Name>Params` for `f32` models and `<Name>Grads` (the same
     /// fields in `f32`) for `f16` models.
-    pub fn gradients(&mut self, x: &M::Input, y: &M::Labels) -> Result<(f32, M::Grads)> {
+    pub fn gradients(&self, x: &M::Input, y: &M::Labels) -> Result<(f32, M::Grads)> {
         self.gradients_rows(x, y, M::BATCH)
     }
 
     /// Like [`Engine::gradients`], counting only the first `rows` rows.
-    pub fn gradients_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize) -> Result<(f32, M::Grads)> {
-        let batch = validate::<M>(x, y, rows)?;
+    pub fn gradients_rows(&self, x: &M::Input, y: &M::Labels, rows: usize) -> Result<(f32, M::Grads)> {
+        let batch = check::batch::<M>(x, y, rows)?;
         let mut flat = vec![0.0; M::Params::LEN];
-        let loss = self.backend.get().gradients(batch, &mut flat)?;
+        let loss = self.backend.gradients(batch, &mut flat)?;
         Ok((loss, M::Grads::from_flat(&flat)))
     }
 
@@ -232,11 +181,9 @@ impl<M: Model> Engine<M> {
     /// Like [`Engine::train_step`], counting only the first `rows` rows (a padded batch:
     /// the step is exactly the one on those rows alone).
     pub fn train_step_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<f32> {
-        if !lr.is_finite() || lr < 0.0 {
-            return Err(Error::InvalidLearningRate { lr });
-        }
-        let batch = validate::<M>(x, y, rows)?;
-        self.backend.get().train_step(batch, lr)
+        check::learning_rate(lr)?;
+        let batch = check::batch::<M>(x, y, rows)?;
+        self.backend.train_step(batch, lr)
     }
 
     /// One SGD step like [`Engine::train_step`], without waiting for its loss: on OpenCL
@@ -254,11 +201,9 @@ impl<M: Model> Engine<M> {
 
     /// Like [`Engine::train_step_deferred`], counting only the first `rows` rows.
     pub fn train_step_deferred_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<()> {
-        if !lr.is_finite() || lr < 0.0 {
-            return Err(Error::InvalidLearningRate { lr });
-        }
-        let batch = validate::<M>(x, y, rows)?;
-        self.backend.train_step_deferred(batch, lr)
+        check::learning_rate(lr)?;
+        let batch = check::batch::<M>(x, y, rows)?;
+        self.backend.train_step_deferred(batch, lr, &mut self.deferred)
     }
 
     /// The losses of every [`Engine::train_step_deferred`] since the last call, oldest
@@ -271,22 +216,29 @@ impl<M: Model> Engine<M> {
     /// steps did not update the parameters; the record is cleared all the same).
     pub fn take_losses(&mut self) -> Result<Vec<f32>> {
         let mut losses = std::mem::take(&mut self.held_losses);
-        losses.extend(self.backend.take_losses()?);
+        losses.append(&mut self.own_losses()?);
         finite_losses(losses)
     }
 
     /// Sets aside the deferred losses recorded so far, so that internal steps (`fit`'s)
     /// can read their own with [`Engine::take_own_losses`] and lose none of the caller's.
     pub(crate) fn hold_losses(&mut self) -> Result<()> {
-        let losses = self.backend.take_losses()?;
-        self.held_losses.extend(losses);
+        let mut losses = self.own_losses()?;
+        self.held_losses.append(&mut losses);
         Ok(())
+    }
+
+    /// The deferred losses recorded since the last take, unchecked: those on the host,
+    /// then those the device still held.
+    fn own_losses(&mut self) -> Result<Vec<f32>> {
+        self.backend.take_losses(&mut self.deferred)?;
+        Ok(std::mem::take(&mut self.deferred))
     }
 
     /// The deferred losses recorded since [`Engine::hold_losses`], checked like
     /// [`Engine::take_losses`]; held ones stay held.
     pub(crate) fn take_own_losses(&mut self) -> Result<Vec<f32>> {
-        finite_losses(self.backend.take_losses()?)
+        finite_losses(self.own_losses()?)
     }
 }
 
@@ -311,73 +263,5 @@ fn finite_losses(losses: Vec<f32>) -> Result<Vec<f32>> {
 fn flatten<P: Params>(params: &P) -> Vec<P::Elem> {
     let mut flat = vec![P::Elem::ZERO; P::LEN];
     params.write_flat(&mut flat);
-    flat
-}
-
-/// Checks labels, inputs and `rows`; returns the batch as flat slices.
-fn validate<'a, M: Model>(x: &'a M::Input, y: &'a M::Labels, rows: usize) -> Result<Batch<'a, M::Storage>> {
-    if rows == 0 || rows > M::BATCH {
-        return Err(Error::InvalidRowCount { rows, batch: M::BATCH });
-    }
-    let labels = y.as_flat();
-    check_labels(labels, M::CLASSES)?;
-    let flat = x.as_flat();
-    check_finite("input", flat, M::BATCH)?;
-    Ok(Batch { x: flat, y: labels, rows })
-}
-
-/// Every label `< classes`.
-#[inline]
-pub(crate) fn check_labels(labels: &[u32], classes: usize) -> Result<()> {
-    // One branch-free pass in the common case; the cold path finds the row.
-    if labels.iter().fold(true, |ok, &l| ok & ((l as usize) < classes)) {
-        return Ok(());
-    }
-    label_error(labels, classes)
-}
-
-#[cold]
-#[inline(never)]
-fn label_error(labels: &[u32], classes: usize) -> Result<()> {
-    let (row, &label) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes).unwrap_or((0, &0));
-    Err(Error::LabelOutOfRange { row, label, classes })
-}
-
-/// Every value of a column-major buffer with `rows` rows finite.
-#[inline]
-pub(crate) fn check_finite<T: StorageElement>(what: &str, flat: &[T], rows: usize) -> Result<()> {
-    if flat.iter().fold(true, |ok, v| ok & v.is_finite()) {
-        return Ok(());
-    }
-    finite_error(what, flat, rows)
-}
-
-#[cold]
-#[inline(never)]
-fn finite_error<T: StorageElement>(what: &str, flat: &[T], rows: usize) -> Result<()> {
-    let (k, value) = flat.iter().enumerate().find(|(_, v)| !v.is_finite()).map_or((0, 0.0), |(k, v)| (k, v.to_f32()));
-    Err(Error::NonFinite { what: what.to_string(), row: k % rows, column: k / rows, value })
-}
-
-/// Every parameter finite; the error names the field (`w0`, `b1`, ...) and the position.
-fn check_params<T: StorageElement>(dims: &[usize], flat: &[T]) -> Result<()> {
-    for (l, slot) in layer_slots(dims).enumerate() {
-        check_finite(&format!("w{l}"), &flat[slot.w..slot.b], slot.fan_in)?;
-        check_finite(&format!("b{l}"), &flat[slot.b..slot.b + slot.fan_out], slot.fan_out)?;
-    }
-    Ok(())
-}
-
-/// Seeded initial parameters in the flat layout.
-pub(crate) fn initial_params(dims: &[usize], seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    let layers = dims.len() - 1;
-    let mut flat = Vec::new();
-    for (l, slot) in layer_slots(dims).enumerate() {
-        let gain = if l + 1 < layers { 2.0 } else { 1.0 };
-        let std = (gain / slot.fan_in as f64).sqrt();
-        flat.extend((0..slot.fan_in * slot.fan_out).map(|_| (rng.normal() * std) as f32));
-        flat.extend(std::iter::repeat_n(0.0, slot.fan_out));
-    }
     flat
 }

@@ -1,9 +1,30 @@
 //! [`Error`]: every way a tensorbridge call can fail, with what the caller needs to act.
 
+#[cfg(feature = "std")]
 use std::path::PathBuf;
+#[cfg(feature = "std")]
+use std::string::String;
+
+#[cfg(feature = "std")]
+mod checkpoint_kind;
+#[cfg(feature = "std")]
+mod npy_kind;
+#[cfg(feature = "std")]
+pub use checkpoint_kind::CheckpointErrorKind;
+#[cfg(feature = "std")]
+pub use npy_kind::{NpyErrorKind, MAX_HEADER_LEN};
 
 /// The result of every fallible tensorbridge call.
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = core::result::Result<T, E>;
+
+/// Text carried by an error: a `String` with the standard library, a `&'static str` in the
+/// `no_std` core (which has no allocator).
+#[cfg(feature = "std")]
+pub type Text = String;
+/// Text carried by an error: a `String` with the standard library, a `&'static str` in the
+/// `no_std` core (which has no allocator).
+#[cfg(not(feature = "std"))]
+pub type Text = &'static str;
 
 /// Everything that can go wrong, as one enum. Each variant carries what a user needs to
 /// find the cause: the row and label, the value and where it was, the OpenCL call and
@@ -27,7 +48,7 @@ pub enum Error {
     #[error("{what} holds a non-finite value {value} at row {row}, column {column}")]
     NonFinite {
         /// Which buffer: "input", "w0", "b1", ...
-        what: String,
+        what: Text,
         /// Row of that buffer.
         row: usize,
         /// Column of that buffer.
@@ -36,6 +57,7 @@ pub enum Error {
         value: f32,
     },
 
+    #[cfg(feature = "std")]
     /// A finite `f32` value that the model's `f16` storage cannot hold: beyond ±65504 it
     /// would round to infinity. Raised where the library converts (a [`Dataset`]'s rows
     /// into an `f16` model's batches), never silently turned into `inf`.
@@ -82,6 +104,7 @@ pub enum Error {
         batch: usize,
     },
 
+    #[cfg(feature = "std")]
     /// A device tensor was used with a model on another device.
     #[error("a tensor that lives on {tensor_device} was given to a model on {model_device}; move it through the host")]
     DeviceMismatch {
@@ -91,6 +114,7 @@ pub enum Error {
         model_device: String,
     },
 
+    #[cfg(feature = "std")]
     /// A shape or length that does not match what is required.
     #[error("shape mismatch for {what}: expected {expected}, found {found}")]
     ShapeMismatch {
@@ -102,6 +126,7 @@ pub enum Error {
         found: String,
     },
 
+    #[cfg(feature = "std")]
     /// `TENSORBRIDGE_DEVICE` or a device index names no usable device.
     #[error("invalid device selection {value:?}: {reason}")]
     InvalidDevice {
@@ -111,6 +136,7 @@ pub enum Error {
         reason: String,
     },
 
+    #[cfg(feature = "std")]
     /// No OpenCL device could be used.
     #[error("no OpenCL device available: {reason}")]
     NoOpenClDevice {
@@ -118,6 +144,7 @@ pub enum Error {
         reason: String,
     },
 
+    #[cfg(feature = "std")]
     /// An OpenCL call failed.
     #[error("OpenCL call {call} failed with {name} ({code})")]
     OpenCl {
@@ -129,6 +156,7 @@ pub enum Error {
         name: &'static str,
     },
 
+    #[cfg(feature = "std")]
     /// The device compiler rejected a kernel program.
     #[error("building the OpenCL program for {device} failed:\n{log}")]
     KernelBuild {
@@ -138,6 +166,7 @@ pub enum Error {
         log: String,
     },
 
+    #[cfg(feature = "std")]
     /// The model cannot run on this device (e.g. a shape larger than the device allows).
     #[error("unsupported on {device}: {reason}")]
     Unsupported {
@@ -147,6 +176,7 @@ pub enum Error {
         reason: String,
     },
 
+    #[cfg(feature = "std")]
     /// Reading or writing a file failed.
     #[error("I/O error on {path}: {source}", path = path.display())]
     Io {
@@ -157,6 +187,7 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    #[cfg(feature = "std")]
     /// A `.npy` file could not be read: the file, the byte offset at fault and why.
     #[error("{path}: byte {offset}: {kind}", path = path.display())]
     Npy {
@@ -165,9 +196,10 @@ pub enum Error {
         /// Byte offset in the file of the part at fault.
         offset: u64,
         /// What is wrong.
-        kind: crate::npy::NpyErrorKind,
+        kind: NpyErrorKind,
     },
 
+    #[cfg(feature = "std")]
     /// A checkpoint could not be loaded: not a safetensors file, or its tensors do not
     /// match the model's declaration.
     #[error("checkpoint {path}: {kind}", path = path.display())]
@@ -175,9 +207,10 @@ pub enum Error {
         /// The checkpoint file.
         path: PathBuf,
         /// What is wrong.
-        kind: crate::checkpoint::CheckpointErrorKind,
+        kind: CheckpointErrorKind,
     },
 
+    #[cfg(feature = "std")]
     /// A dataset, or a part of one, holds no rows where rows are needed.
     #[error("{what} is empty")]
     EmptyDataset {
@@ -185,6 +218,7 @@ pub enum Error {
         what: String,
     },
 
+    #[cfg(feature = "std")]
     /// A train/test split that cannot be made.
     #[error("cannot split with test fraction {test_fraction}: {reason}")]
     InvalidSplit {
@@ -195,6 +229,7 @@ pub enum Error {
     },
 }
 
+#[cfg(feature = "std")]
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }

@@ -29,13 +29,6 @@ pub fn argmax_rows<R: Dim, C: Dim, S: RawStorage<f32, R, C>>(m: &Matrix<f32, R, 
         .collect()
 }
 
-/// The class of row `r` with the largest logit (the first on ties) in column-major logits
-/// `z` (`[batch x classes]`, `z[c * batch + r]`), which the caller has checked are finite.
-#[inline]
-pub(crate) fn argmax_column_major(z: &[f32], batch: usize, classes: usize, r: usize) -> usize {
-    (1..classes).fold(0, |best, c| if z[c * batch + r] > z[best * batch + r] { c } else { best })
-}
-
 /// Fraction of positions where `predicted` equals `labels` (0.0 for empty input).
 ///
 /// # Panics

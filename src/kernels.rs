@@ -21,8 +21,8 @@
 
 use std::fmt::Write as _;
 
-use crate::backend::layer_slots;
-use crate::model::{Model, Params, StorageElement};
+use crate::layout::{acts_len, delta_len, layer_slots, max_width, output_offset, param_count};
+use crate::model::{Model, StorageElement};
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
 
@@ -42,8 +42,34 @@ pub const FUSED_MAX_MACS: usize = 1 << 20;
 /// Largest work-group the fused kernel asks for.
 pub const FUSED_MAX_WG: usize = 256;
 
-/// Work-group size of the loss kernel (a power of two; `TB_LOSS_WG` in `cl/loss.cl`).
+/// Work-group size of the loss kernel, at most (a power of two; `TB_LOSS_WG` in the
+/// kernels).
 pub(crate) const LOSS_MAX_WG: usize = 256;
+
+/// What a launch of the fused kernel computes (its `mode` argument; `TB_MODE_*` in the
+/// kernels). Each mode does everything the one before it does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[repr(i32)]
+pub(crate) enum Mode {
+    /// Logits into the output buffer.
+    Forward = 0,
+    /// The mean loss into the loss record.
+    Loss = 1,
+    /// And dL/dparams into the gradient buffer.
+    Gradients = 2,
+    /// And the SGD update, unless the loss is not finite.
+    Step = 3,
+}
+
+impl Mode {
+    /// Every mode, with the name of its `#define`.
+    const ALL: [(Mode, &'static str); 4] = [
+        (Mode::Forward, "TB_MODE_FORWARD"),
+        (Mode::Loss, "TB_MODE_LOSS"),
+        (Mode::Gradients, "TB_MODE_GRADIENTS"),
+        (Mode::Step, "TB_MODE_STEP"),
+    ];
+}
 
 /// Whether and how a shape runs fused, from its layer widths and batch alone.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,14 +86,12 @@ pub(crate) struct FusedPlan {
     pub local_bytes: usize,
 }
 
-/// `batch * sum(widths)`: the batch and every layer's output, in floats.
-pub(crate) fn acts_len(dims: &[usize], batch: usize) -> usize {
-    batch * dims.iter().sum::<usize>()
-}
-
-/// `batch * max(widths[1..])`: one delta buffer, in floats.
-pub(crate) fn delta_len(dims: &[usize], batch: usize) -> usize {
-    batch * dims[1..].iter().copied().max().unwrap_or(0)
+/// `(input, output)` offsets of layer `l` in the kernels' activation scratch: the batch
+/// first, then every layer's output ([`output_offset`]).
+pub(crate) fn scratch_offsets(dims: &[usize], batch: usize, l: usize) -> (usize, usize) {
+    let x = batch * dims[0];
+    let a_in = if l == 0 { 0 } else { x + output_offset(dims, batch, l - 1) };
+    (a_in, x + output_offset(dims, batch, l))
 }
 
 /// The fused-kernel decision for a shape (see the module docs).
@@ -101,8 +125,12 @@ pub fn defines<M: Model>() -> String {
     let _ = writeln!(s, "#define TB_FEATURES {}", M::FEATURES);
     let _ = writeln!(s, "#define TB_CLASSES {}", M::CLASSES);
     let _ = writeln!(s, "#define TB_LAYERS {layers}");
-    let _ = writeln!(s, "#define TB_PARAMS {}", M::Params::LEN);
-    let _ = writeln!(s, "#define TB_MAX_WIDTH {}", dims.iter().copied().max().unwrap_or(0));
+    let _ = writeln!(s, "#define TB_PARAMS {}", param_count(dims));
+    let _ = writeln!(s, "#define TB_MAX_WIDTH {}", max_width(dims));
+    for (mode, name) in Mode::ALL {
+        let _ = writeln!(s, "#define {name} {}", mode as i32);
+    }
+    let _ = writeln!(s, "#define TB_LOSS_WG {LOSS_MAX_WG}");
     // The labels follow the features in the batch buffer, at this 32-bit word.
     let x_values = batch * M::FEATURES;
     if M::Storage::IS_F16 {
@@ -116,9 +144,9 @@ pub fn defines<M: Model>() -> String {
     let _ = writeln!(s, "#define TB_DELTA {}", delta_len(dims, batch));
     let _ = writeln!(s, "#define TB_FUSED {}", u8::from(plan.fits));
     let _ = writeln!(s, "#define TB_FUSED_WG {}", plan.wg);
-    let mut a_in = 0;
+    let mut last = 0;
     for (l, slot) in layer_slots(dims).enumerate() {
-        let a_out = a_in + batch * slot.fan_in;
+        let (a_in, a_out) = scratch_offsets(dims, batch, l);
         let _ = writeln!(s, "#define TB_IN_{l} {}", slot.fan_in);
         let _ = writeln!(s, "#define TB_OUT_{l} {}", slot.fan_out);
         let _ = writeln!(s, "#define TB_W_{l} {}", slot.w);
@@ -126,9 +154,9 @@ pub fn defines<M: Model>() -> String {
         let _ = writeln!(s, "#define TB_RELU_{l} {}", u8::from(l + 1 < layers));
         let _ = writeln!(s, "#define TB_AIN_{l} {a_in}");
         let _ = writeln!(s, "#define TB_AOUT_{l} {a_out}");
-        a_in = a_out;
+        last = a_out;
     }
-    let _ = writeln!(s, "#define TB_AOUT_LAST {a_in}");
+    let _ = writeln!(s, "#define TB_AOUT_LAST {last}");
     let list: String = (0..layers).map(|l| format!(" X({l})")).collect();
     let rev: String = (0..layers).rev().map(|l| format!(" X({l})")).collect();
     let _ = writeln!(s, "#define TB_LAYER_LIST(X){list}");

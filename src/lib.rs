@@ -63,27 +63,60 @@
 //! bad runtime input (a label `>= classes`, a NaN) is an [`Error`], never a panic and never
 //! an out-of-bounds read.
 #![deny(missing_docs)]
+#![cfg_attr(not(feature = "std"), no_std)]
 
+// The layers, bottom-up (see the `architecture` module): each module imports only modules
+// declared before it here (`tests/layers.rs` checks that no import cycle exists).
+pub mod architecture;
+#[cfg(feature = "std")]
 mod backend;
+pub mod check;
+#[cfg(feature = "checkpoint")]
 pub mod checkpoint;
+pub mod cpu;
+#[cfg(feature = "data")]
 pub mod data;
+#[cfg(feature = "std")]
 mod device;
+#[cfg(feature = "std")]
 mod engine;
 mod error;
+#[cfg(any(feature = "npy", feature = "checkpoint"))]
+mod fsutil;
+#[cfg(feature = "parallel")]
+mod gemm;
+#[cfg(feature = "std")]
 pub mod host;
+#[cfg(feature = "std")]
+mod info;
+#[cfg(feature = "opencl")]
 mod kernels;
+pub mod layout;
 mod model;
+#[cfg(feature = "npy")]
 pub mod npy;
 pub mod rng;
+#[cfg(feature = "std")]
 mod tensor;
+#[cfg(feature = "train")]
 pub mod train;
 
+#[cfg(feature = "data")]
 pub use data::{Dataset, Standardizer};
-pub use device::{Device, DeviceInfo, DeviceType, KernelPath, CACHE_DIR_ENV, DEVICE_ENV};
-pub use engine::{Engine, DEFAULT_SEED};
+#[cfg(feature = "std")]
+pub use device::{Device, CACHE_DIR_ENV, DEVICE_ENV};
+#[cfg(feature = "std")]
+pub use engine::Engine;
 pub use error::{Error, Result};
-pub use model::{boxed_zeros, Element, HostTensor, Model, Params, StorageElement};
+#[cfg(feature = "std")]
+pub use info::{DeviceInfo, DeviceType, KernelPath};
+#[cfg(feature = "std")]
+pub use model::boxed_zeros;
+pub use model::{Element, HostTensor, Model, Params, StorageElement};
+pub use rng::DEFAULT_SEED;
+#[cfg(feature = "std")]
 pub use tensor::DeviceTensor;
+#[cfg(feature = "train")]
 pub use train::{EpochStats, FitOptions, History, Metrics};
 
 pub use half;
@@ -161,5 +194,83 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     //! Used by the code `model!` generates; not a public API.
+    #[cfg(feature = "opencl")]
     pub use crate::kernels::kernel_source;
+    #[cfg(feature = "std")]
+    pub use std::{string::String, sync::OnceLock};
+
+    /// Where a large host buffer lives: on the heap with the standard library, inline in
+    /// the `no_std` core (which has no allocator).
+    #[cfg(feature = "std")]
+    pub type Boxed<T> = std::boxed::Box<T>;
+    /// Where a large host buffer lives: on the heap with the standard library, inline in
+    /// the `no_std` core (which has no allocator).
+    #[cfg(not(feature = "std"))]
+    pub type Boxed<T> = T;
+
+    /// The runtime a model struct wraps: the [`Engine`](crate::Engine) with the standard
+    /// library, the CPU core ([`Cpu`](crate::cpu::Cpu)) without.
+    #[cfg(feature = "std")]
+    pub type EngineOf<M> = crate::Engine<M>;
+    /// The runtime a model struct wraps: the [`Engine`](crate::Engine) with the standard
+    /// library, the CPU core ([`Cpu`](crate::cpu::Cpu)) without.
+    #[cfg(not(feature = "std"))]
+    pub type EngineOf<M> = crate::cpu::Cpu<M>;
+}
+
+/// Expands to its input in builds with the feature `std`, to nothing without.
+#[cfg(feature = "std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_std {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands to its input in builds with the feature `std`, to nothing without.
+#[cfg(not(feature = "std"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_std {
+    ($($t:tt)*) => {};
+}
+/// Expands to its input in builds without the feature `std`, to nothing with it.
+#[cfg(feature = "std")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_no_std {
+    ($($t:tt)*) => {};
+}
+/// Expands to its input in builds without the feature `std`, to nothing with it.
+#[cfg(not(feature = "std"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_no_std {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands to its input in builds with the feature `checkpoint`, to nothing without.
+#[cfg(feature = "checkpoint")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_checkpoint {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands to its input in builds with the feature `checkpoint`, to nothing without.
+#[cfg(not(feature = "checkpoint"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_checkpoint {
+    ($($t:tt)*) => {};
+}
+/// Expands to its input in builds with the feature `opencl`, to nothing without.
+#[cfg(feature = "opencl")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_opencl {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands to its input in builds with the feature `opencl`, to nothing without.
+#[cfg(not(feature = "opencl"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_opencl {
+    ($($t:tt)*) => {};
 }

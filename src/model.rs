@@ -1,8 +1,11 @@
 //! The traits the `model!` macro implements: [`Model`] for the model, [`Params`] for its
 //! parameters, and [`HostTensor`] for the statically sized host buffers.
 
-use crate::engine::Engine;
+use core::fmt::Debug;
+
 use nalgebra::{SMatrix, Scalar};
+
+use crate::layout::{FlatSpace, ScratchSpace};
 
 /// A model declared with [`model!`](crate::model): its shapes as constants and its host
 /// buffer types. Implemented by the macro; user code reads the constants and types.
@@ -28,21 +31,20 @@ pub trait Model: Sized + 'static {
     type Logits: HostTensor<Elem = f32>;
     /// The parameters, `<Name>Params`, stored as [`Model::Storage`].
     type Params: Params<Elem = Self::Storage>;
-    /// The gradients that [`Engine::gradients`] returns: always `f32`. For `f32` storage
+    /// The gradients that `gradients` returns: always `f32`. For `f32` storage
     /// this is `<Name>Params` itself; for `f16` storage it is `<Name>Grads`, the same
     /// fields in `f32`.
     type Grads: Params<Elem = f32>;
-
-    /// The complete OpenCL C source specialised for this model.
-    fn kernel_source() -> &'static str;
-
-    /// Wraps an engine into the model struct.
-    fn from_engine(engine: Engine<Self>) -> Self;
+    /// The CPU core's working memory for this model
+    /// ([`Scratch`](crate::layout::Scratch), sized by `model!`).
+    type Scratch: ScratchSpace;
+    /// The parameters as one flat `f32` array ([`FlatParams`](crate::layout::FlatParams)).
+    type Flat: FlatSpace;
 }
 
 /// A model's parameter set: `w0, b0, w1, b1, ...`, convertible to and from one flat
 /// buffer (each matrix column-major, as nalgebra stores it, in field order).
-pub trait Params: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
+pub trait Params: Clone + Debug + PartialEq + Send + Sync + 'static {
     /// The element type of every field (`f32` or `half::f16`).
     type Elem: StorageElement;
     /// Number of values in all layers together.
@@ -51,6 +53,12 @@ pub trait Params: Clone + std::fmt::Debug + PartialEq + Send + Sync + 'static {
     fn write_flat(&self, out: &mut [Self::Elem]);
     /// Builds the parameters from a flat buffer of length [`Params::LEN`].
     fn from_flat(flat: &[Self::Elem]) -> Self;
+    /// Calls `f(offset, values)` for every tensor in order (`w0, b0, w1, ...`), `offset`
+    /// being where the tensor starts in the flat layout: the flat view without a buffer.
+    fn visit_flat(&self, f: &mut dyn FnMut(usize, &[Self::Elem]));
+    /// Builds the parameters from `f(k)`, the value at flat index `k`: the flat view
+    /// without a buffer.
+    fn from_flat_fn(f: &mut dyn FnMut(usize) -> Self::Elem) -> Self;
 }
 
 mod sealed {
@@ -83,7 +91,7 @@ impl Element for half::f16 {
 ///
 /// Every method is trivial for `f32` (identity), so code generic over the storage compiles
 /// to the same machine code for `f32` models as before `f16` existed.
-pub trait StorageElement: Element + PartialEq + std::fmt::Debug + Default {
+pub trait StorageElement: Element + PartialEq + Debug + Default {
     /// Whether this is `half::f16`.
     const IS_F16: bool;
     /// `"f32"` or `"f16"`, for messages.
@@ -102,7 +110,10 @@ pub trait StorageElement: Element + PartialEq + std::fmt::Debug + Default {
     fn as_f32_slice(s: &[Self]) -> Option<&[f32]>;
     /// The slice itself, mutably, when the type is `f32`, else `None`.
     fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]>;
+    /// The slice itself, mutably, when the type is `half::f16`, else `None`.
+    fn as_f16_slice_mut(s: &mut [Self]) -> Option<&mut [half::f16]>;
     /// The little-endian bytes of the value (4 for `f32`, 2 for `f16`).
+    #[cfg(feature = "std")]
     fn extend_le_bytes(self, out: &mut Vec<u8>);
     /// The value from its little-endian bytes (`bytes.len()` is the type's size).
     fn from_le_slice(bytes: &[u8]) -> Self;
@@ -136,6 +147,11 @@ impl StorageElement for f32 {
     fn as_f32_slice_mut(s: &mut [Self]) -> Option<&mut [f32]> {
         Some(s)
     }
+    #[inline(always)]
+    fn as_f16_slice_mut(_: &mut [Self]) -> Option<&mut [half::f16]> {
+        None
+    }
+    #[cfg(feature = "std")]
     fn extend_le_bytes(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
@@ -174,6 +190,11 @@ impl StorageElement for half::f16 {
     fn as_f32_slice_mut(_: &mut [Self]) -> Option<&mut [f32]> {
         None
     }
+    #[inline(always)]
+    fn as_f16_slice_mut(s: &mut [Self]) -> Option<&mut [half::f16]> {
+        Some(s)
+    }
+    #[cfg(feature = "std")]
     fn extend_le_bytes(self, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.to_le_bytes());
     }
@@ -203,6 +224,8 @@ pub trait HostTensor: Clone + Send + Sync + 'static {
     /// If `flat.len() != ROWS * COLS`: a bug in the caller, never caused by user data
     /// (every caller inside tensorbridge passes a buffer sized from the same constants).
     fn from_flat(flat: &[Self::Elem]) -> Self;
+    /// Builds the buffer from `f(k)`, the value at column-major index `k`.
+    fn from_fn(f: impl FnMut(usize) -> Self::Elem) -> Self;
 }
 
 impl<T: Element, const R: usize, const C: usize> HostTensor for SMatrix<T, R, C> {
@@ -221,8 +244,12 @@ impl<T: Element, const R: usize, const C: usize> HostTensor for SMatrix<T, R, C>
     fn from_flat(flat: &[T]) -> Self {
         SMatrix::from_column_slice(flat)
     }
+    fn from_fn(mut f: impl FnMut(usize) -> T) -> Self {
+        SMatrix::from_fn(|r, c| f(c * R + r))
+    }
 }
 
+#[cfg(feature = "std")]
 impl<T: Element, const R: usize, const C: usize> HostTensor for Box<SMatrix<T, R, C>> {
     type Elem = T;
     const ROWS: usize = R;
@@ -241,28 +268,53 @@ impl<T: Element, const R: usize, const C: usize> HostTensor for Box<SMatrix<T, R
         boxed.as_mut_slice().copy_from_slice(flat);
         boxed
     }
+    fn from_fn(mut f: impl FnMut(usize) -> T) -> Self {
+        let mut boxed = boxed_zeros::<T, R, C>();
+        for (k, v) in boxed.as_mut_slice().iter_mut().enumerate() {
+            *v = f(k);
+        }
+        boxed
+    }
 }
 
 /// A zeroed `SMatrix` allocated directly on the heap, never on the stack (a 1024 x 1024
 /// matrix is 4 MiB: more than a test thread's whole stack).
+#[cfg(feature = "std")]
 pub fn boxed_zeros<T: Element, const R: usize, const C: usize>() -> Box<SMatrix<T, R, C>> {
-    let layout = std::alloc::Layout::new::<SMatrix<T, R, C>>();
+    // SAFETY: `SMatrix<T, R, C>` is a `#[repr(C)]` array of `R * C` values of `T`, and every
+    // `Element` (f32, u32, f16) is a plain number for which all-zero bits are a valid value.
+    unsafe { alloc_zeroed_box() }
+}
+
+/// A zeroed [`ZeroBuffer`] (a model's CPU scratch or flat parameters) allocated directly on
+/// the heap.
+#[cfg(feature = "std")]
+pub(crate) fn boxed_buffer<B: crate::layout::ZeroBuffer>() -> Box<B> {
+    // SAFETY: the only `ZeroBuffer`s (the trait is sealed) are `Scratch` and `FlatParams`,
+    // `#[repr(C)]` structs of `f32` arrays, for which all-zero bits are valid (0.0).
+    unsafe { alloc_zeroed_box() }
+}
+
+/// A `Box<T>` of zeroed memory, allocated without a temporary on the stack.
+///
+/// # Safety
+/// All-zero bits must be a valid value of `T`.
+#[cfg(feature = "std")]
+unsafe fn alloc_zeroed_box<T>() -> Box<T> {
+    let layout = std::alloc::Layout::new::<T>();
     if layout.size() == 0 {
         // SAFETY: for a zero-sized type, a dangling, well-aligned, non-null pointer is a
         // valid `Box` (it is never dereferenced for data nor deallocated). A temporary value
-        // is avoided on purpose: in debug builds its stack slot would exist in this frame
-        // even for large `R * C`.
-        return unsafe { Box::from_raw(std::ptr::NonNull::<SMatrix<T, R, C>>::dangling().as_ptr()) };
+        // is avoided on purpose: in debug builds its stack slot would exist in this frame.
+        return unsafe { Box::from_raw(std::ptr::NonNull::<T>::dangling().as_ptr()) };
     }
     // SAFETY: `layout` has a non-zero size (checked above), as `alloc_zeroed` requires.
-    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<SMatrix<T, R, C>>();
+    let ptr = unsafe { std::alloc::alloc_zeroed(layout) }.cast::<T>();
     if ptr.is_null() {
         std::alloc::handle_alloc_error(layout);
     }
     // SAFETY: `ptr` is non-null, was allocated by the global allocator with the layout of
-    // `SMatrix<T, R, C>` (as `Box` requires), and points to zeroed memory. `SMatrix<T, R, C>`
-    // is a `#[repr(C)]` array of `R * C` values of `T`, and every `Element` (f32, u32, f16) is
-    // a plain number for which all-zero bits are a valid value (0.0 or 0): the allocation is a
-    // fully initialised matrix, owned by nobody else.
+    // `T` (as `Box` requires), and points to zeroed memory, which the caller guarantees is
+    // a valid `T`; nobody else owns it.
     unsafe { Box::from_raw(ptr) }
 }

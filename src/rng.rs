@@ -2,6 +2,11 @@
 //! that a seed gives the same parameters in every version of tensorbridge and on every
 //! platform: a dependency upgrade can never change a user's "deterministic" model.
 
+/// The seed `new` uses ([`Engine::new`](crate::Engine::new), the `no_std` core's
+/// [`Cpu::with_seed`](crate::cpu::Cpu::with_seed)): every model created with `new` starts
+/// from the same parameters on every machine and in every version.
+pub const DEFAULT_SEED: u64 = 0x7E45_0B21_D6E5_0001;
+
 /// SplitMix64 (Steele, Lea, Flood 2014): 64-bit state, passes BigCrush, one multiply-xorshift
 /// per output.
 #[derive(Clone, Debug)]
@@ -42,7 +47,8 @@ impl Rng {
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.next_f64(); // (0, 1]: ln is finite
         let u2 = self.next_f64();
-        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        // libm in every build, so that the `no_std` core initialises exactly as the full crate.
+        libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(core::f64::consts::TAU * u2)
     }
 
     /// Fisher-Yates shuffle.

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 
-use crate::backend::Buffer;
+use crate::backend::DeviceBuffer;
 use crate::error::Result;
 use crate::model::{HostTensor, StorageElement};
 
@@ -11,13 +11,13 @@ use crate::model::{HostTensor, StorageElement};
 /// example `SMatrix<f32, 2, 4>`, or `SMatrix<f16, 2, 4>` for an `f16` model's batch), so
 /// that a batch and logits cannot be confused.
 ///
-/// Made by `Engine::to_device` (host -> device) and `Engine::forward`; read back with
+/// `Send + Sync`: a tensor may be read from any thread. Made by `Engine::to_device` (host -> device) and `Engine::forward`; read back with
 /// [`DeviceTensor::to_host`] (the seed's `.asnumpy()`).
 pub struct DeviceTensor<T: HostTensor>
 where
     T::Elem: StorageElement,
 {
-    pub(crate) buffer: Buffer,
+    pub(crate) buffer: Box<dyn DeviceBuffer>,
     _host: PhantomData<fn() -> T>,
 }
 
@@ -25,16 +25,16 @@ impl<T: HostTensor> DeviceTensor<T>
 where
     T::Elem: StorageElement,
 {
-    pub(crate) fn new(buffer: Buffer) -> Self {
+    pub(crate) fn new(buffer: Box<dyn DeviceBuffer>) -> Self {
         DeviceTensor { buffer, _host: PhantomData }
     }
 
     /// Copies the tensor back into a host buffer. On OpenCL this waits for the kernels
     /// that produce it and costs one device -> host transfer.
     pub fn to_host(&self) -> Result<T> {
-        let mut flat = vec![<T::Elem as crate::model::Element>::ZERO; T::ROWS * T::COLS];
-        self.buffer.read_into(&mut flat)?;
-        Ok(T::from_flat(&flat))
+        let mut host = T::zeroed();
+        self.buffer.read_into(host.as_flat_mut())?;
+        Ok(host)
     }
 
     /// Rows and columns.

@@ -13,10 +13,11 @@ use std::path::{Path, PathBuf};
 use indicatif::{ProgressBar, ProgressStyle};
 use nalgebra::DMatrix;
 
+use crate::check;
+use crate::cpu::argmax_column_major;
 use crate::data::{Dataset, MiniBatch};
-use crate::engine::{check_finite, Engine};
+use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::host::argmax_column_major;
 use crate::model::{HostTensor, Model, Params};
 use crate::rng::Rng;
 
@@ -67,7 +68,7 @@ impl History {
     /// [`Error::Io`] if the file cannot be written.
     pub fn write_svg(&self, path: impl AsRef<Path>) -> Result<()> {
         let svg = plot::render(self);
-        crate::checkpoint::write_atomically(path.as_ref(), |f| std::io::Write::write_all(f, svg.as_bytes()))
+        crate::fsutil::write_atomically(path.as_ref(), |f| std::io::Write::write_all(f, svg.as_bytes()))
     }
 }
 
@@ -254,7 +255,7 @@ impl<M: Model> Engine<M> {
     /// # Errors
     /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`]; [`Error::NonFinite`] if
     /// the logits overflow.
-    pub fn evaluate(&mut self, data: &Dataset) -> Result<Metrics> {
+    pub fn evaluate(&self, data: &Dataset) -> Result<Metrics> {
         if data.is_empty() {
             return Err(Error::EmptyDataset { what: "the dataset to evaluate".to_string() });
         }
@@ -280,7 +281,7 @@ impl<M: Model> Engine<M> {
     ///
     /// # Errors
     /// Those of [`Dataset::check_fits`] and of the forward pass.
-    pub fn logits_of(&mut self, data: &Dataset) -> Result<DMatrix<f32>> {
+    pub fn logits_of(&self, data: &Dataset) -> Result<DMatrix<f32>> {
         let mut out = DMatrix::zeros(data.len(), M::CLASSES);
         let mut start = 0;
         for batch in data.batches::<M>()? {
@@ -302,7 +303,7 @@ impl<M: Model> Engine<M> {
     ///
     /// # Errors
     /// [`Error::EmptyDataset`]; those of [`Dataset::batches`] and [`Engine::gradients`].
-    pub fn dataset_gradients(&mut self, data: &Dataset) -> Result<(f32, M::Grads)> {
+    pub fn dataset_gradients(&self, data: &Dataset) -> Result<(f32, M::Grads)> {
         if data.is_empty() {
             return Err(Error::EmptyDataset { what: "the dataset to differentiate on".to_string() });
         }
@@ -327,10 +328,10 @@ impl<M: Model> Engine<M> {
     /// The predicted class of each valid row of a batch and the sum of their softmax
     /// cross-entropies, from one forward pass: the logits come back once and the loss is
     /// computed from them on the host, in f64 (stable log-sum-exp).
-    fn batch_outcome(&mut self, batch: &MiniBatch<M>) -> Result<(Vec<u32>, f64)> {
+    fn batch_outcome(&self, batch: &MiniBatch<M>) -> Result<(Vec<u32>, f64)> {
         let logits = self.logits(&batch.x)?;
         let z = logits.as_flat();
-        check_finite("logits", z, M::BATCH)?;
+        check::finite("logits", z, M::BATCH)?;
         let labels = batch.y.as_flat();
         let mut predicted = Vec::with_capacity(batch.rows);
         let mut loss = 0.0f64;

@@ -13,7 +13,8 @@ const BOX_ABOVE_ELEMENTS: usize = 16 * 1024;
 fn host_matrix(elem: &TokenStream, rows: usize, cols: usize) -> TokenStream {
     let ty = quote!(::tensorbridge::nalgebra::SMatrix<#elem, #rows, #cols>);
     if rows * cols > BOX_ABOVE_ELEMENTS {
-        quote!(::std::boxed::Box<#ty>)
+        // `Box` with the standard library; inline in the `no_std` core.
+        quote!(::tensorbridge::__private::Boxed<#ty>)
     } else {
         ty
     }
@@ -40,8 +41,10 @@ pub fn expand(spec: &Spec) -> TokenStream {
     let mut grad_fields = Vec::new();
     let mut writes = Vec::new();
     let mut reads = Vec::new();
+    let mut reads_fn = Vec::new();
+    let mut visits = Vec::new();
     let mut clones = Vec::new();
-    let mut offset = 0usize;
+    let mut slot_consts = Vec::new();
     for (l, pair) in layers.windows(2).enumerate() {
         let (fan_in, fan_out) = (pair[0], pair[1]);
         let w = format_ident!("w{}", l);
@@ -69,16 +72,26 @@ pub fn expand(spec: &Spec) -> TokenStream {
             #[doc = #gb_doc]
             pub #b: #gb_ty,
         });
-        let (w_start, w_end) = (offset, offset + fan_in * fan_out);
-        let (b_start, b_end) = (w_end, w_end + fan_out);
-        offset = b_end;
+        // Offsets from `tensorbridge::layout`, the one source of the flat layout.
+        let s = format_ident!("S{}", l);
+        slot_consts.push(quote! {
+            const #s: ::tensorbridge::layout::LayerSlot = ::tensorbridge::layout::layer_slot(DIMS, #l);
+        });
         writes.push(quote! {
-            out[#w_start..#w_end].copy_from_slice(::tensorbridge::HostTensor::as_flat(&self.#w));
-            out[#b_start..#b_end].copy_from_slice(::tensorbridge::HostTensor::as_flat(&self.#b));
+            out[#s.w..#s.b].copy_from_slice(::tensorbridge::HostTensor::as_flat(&self.#w));
+            out[#s.b..#s.end()].copy_from_slice(::tensorbridge::HostTensor::as_flat(&self.#b));
         });
         reads.push(quote! {
-            #w: ::tensorbridge::HostTensor::from_flat(&flat[#w_start..#w_end]),
-            #b: ::tensorbridge::HostTensor::from_flat(&flat[#b_start..#b_end]),
+            #w: ::tensorbridge::HostTensor::from_flat(&flat[#s.w..#s.b]),
+            #b: ::tensorbridge::HostTensor::from_flat(&flat[#s.b..#s.end()]),
+        });
+        reads_fn.push(quote! {
+            #w: ::tensorbridge::HostTensor::from_fn(|k| f(#s.w + k)),
+            #b: ::tensorbridge::HostTensor::from_fn(|k| f(#s.b + k)),
+        });
+        visits.push(quote! {
+            f(#s.w, ::tensorbridge::HostTensor::as_flat(&self.#w));
+            f(#s.b, ::tensorbridge::HostTensor::as_flat(&self.#b));
         });
         // Through the flat view: a boxed matrix is copied heap to heap, never through the
         // stack as `#[derive(Clone)]` does for `Box<SMatrix<..>>` (4 MiB at 1024 x 1024).
@@ -87,7 +100,38 @@ pub fn expand(spec: &Spec) -> TokenStream {
             #b: ::tensorbridge::HostTensor::from_flat(::tensorbridge::HostTensor::as_flat(&self.#b)),
         });
     }
-    let params_len = offset;
+    let dims_const = quote! {
+        const DIMS: &[usize] = &[#(#layers),*];
+        #(#slot_consts)*
+    };
+    let params_len = quote!(::tensorbridge::layout::param_count(&[#(#layers),*]));
+    let params_impl_body = quote! {
+        const LEN: usize = #params_len;
+
+        fn write_flat(&self, out: &mut [Self::Elem]) {
+            #dims_const
+            #(#writes)*
+        }
+
+        fn from_flat(flat: &[Self::Elem]) -> Self {
+            #dims_const
+            Self { #(#reads)* }
+        }
+
+        fn visit_flat(&self, f: &mut dyn FnMut(usize, &[Self::Elem])) {
+            #dims_const
+            #(#visits)*
+        }
+
+        fn from_flat_fn(f: &mut dyn FnMut(usize) -> Self::Elem) -> Self {
+            #dims_const
+            Self { #(#reads_fn)* }
+        }
+    };
+    let x32_len = match spec.storage {
+        Storage::F32 => 0,
+        Storage::F16 => batch * features,
+    };
     let dims_doc = layers.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" -> ");
     let params_doc = format!(
         "Parameters of [`{name_str}`] ({dims_doc}), one `w`/`b` pair per dense layer, in order, \
@@ -109,7 +153,7 @@ pub fn expand(spec: &Spec) -> TokenStream {
                     #(#grad_fields)*
                 }
 
-                impl ::std::clone::Clone for #grads_name {
+                impl ::core::clone::Clone for #grads_name {
                     fn clone(&self) -> Self {
                         Self { #(#clones)* }
                     }
@@ -117,15 +161,7 @@ pub fn expand(spec: &Spec) -> TokenStream {
 
                 impl ::tensorbridge::Params for #grads_name {
                     type Elem = f32;
-                    const LEN: usize = #params_len;
-
-                    fn write_flat(&self, out: &mut [f32]) {
-                        #(#writes)*
-                    }
-
-                    fn from_flat(flat: &[f32]) -> Self {
-                        Self { #(#reads)* }
-                    }
+                    #params_impl_body
                 }
             };
             (quote!(#grads_name), items)
@@ -141,7 +177,7 @@ pub fn expand(spec: &Spec) -> TokenStream {
         #[doc = ""]
         #[doc = #struct_doc_extra]
         #vis struct #name {
-            engine: ::tensorbridge::Engine<#name>,
+            engine: ::tensorbridge::__private::EngineOf<#name>,
         }
 
         #[doc = #params_doc]
@@ -150,7 +186,7 @@ pub fn expand(spec: &Spec) -> TokenStream {
             #(#fields)*
         }
 
-        impl ::std::clone::Clone for #params_name {
+        impl ::core::clone::Clone for #params_name {
             fn clone(&self) -> Self {
                 Self { #(#clones)* }
             }
@@ -158,15 +194,7 @@ pub fn expand(spec: &Spec) -> TokenStream {
 
         impl ::tensorbridge::Params for #params_name {
             type Elem = #store_ty;
-            const LEN: usize = #params_len;
-
-            fn write_flat(&self, out: &mut [#store_ty]) {
-                #(#writes)*
-            }
-
-            fn from_flat(flat: &[#store_ty]) -> Self {
-                Self { #(#reads)* }
-            }
+            #params_impl_body
         }
 
         #grads_items
@@ -183,64 +211,97 @@ pub fn expand(spec: &Spec) -> TokenStream {
             type Logits = #logits_ty;
             type Params = #params_name;
             type Grads = #grads_ty;
+            type Scratch = ::tensorbridge::layout::Scratch<
+                { ::tensorbridge::layout::param_count(&[#(#layers),*]) },
+                { ::tensorbridge::layout::outputs_len(&[#(#layers),*], #batch) },
+                { ::tensorbridge::layout::delta_len(&[#(#layers),*], #batch) },
+                #x32_len,
+            >;
+            type Flat = ::tensorbridge::layout::FlatParams<{ ::tensorbridge::layout::param_count(&[#(#layers),*]) }>;
+        }
 
-            fn kernel_source() -> &'static str {
-                static SOURCE: ::std::sync::OnceLock<::std::string::String> = ::std::sync::OnceLock::new();
-                SOURCE.get_or_init(::tensorbridge::__private::kernel_source::<Self>)
-            }
+        ::tensorbridge::__if_std! {
+            impl #name {
+                /// Creates the model on `device` with seeded, deterministic initial parameters
+                /// (see [`tensorbridge::Engine::new`]).
+                #vis fn new(device: &::tensorbridge::Device) -> ::tensorbridge::Result<Self> {
+                    ::tensorbridge::Engine::new(device).map(|engine| Self { engine })
+                }
 
-            fn from_engine(engine: ::tensorbridge::Engine<Self>) -> Self {
-                Self { engine }
+                /// Creates the model on `device` with the given parameters, by value or by
+                /// reference (see [`tensorbridge::Engine::with_params`]).
+                #vis fn with_params(
+                    device: &::tensorbridge::Device,
+                    params: impl ::core::borrow::Borrow<#params_name>,
+                ) -> ::tensorbridge::Result<Self> {
+                    ::tensorbridge::Engine::with_params(device, params).map(|engine| Self { engine })
+                }
+
+                /// The runtime behind the model (also reached through `Deref`).
+                #vis fn engine(&self) -> &::tensorbridge::Engine<#name> {
+                    &self.engine
+                }
             }
         }
 
-        impl #name {
-            /// Creates the model on `device` with seeded, deterministic initial parameters
-            /// (see [`tensorbridge::Engine::new`]).
-            #vis fn new(device: &::tensorbridge::Device) -> ::tensorbridge::Result<Self> {
-                ::tensorbridge::Engine::new(device).map(|engine| Self { engine })
-            }
-
-            /// Creates the model on `device` with the given parameters
-            /// (see [`tensorbridge::Engine::with_params`]).
-            #vis fn with_params(
-                device: &::tensorbridge::Device,
-                params: #params_name,
-            ) -> ::tensorbridge::Result<Self> {
-                ::tensorbridge::Engine::with_params(device, &params).map(|engine| Self { engine })
-            }
-
-            /// Creates the model on `device` with the parameters of a checkpoint that
-            /// `save` wrote (see [`tensorbridge::Engine::load`]).
-            #vis fn load(
-                device: &::tensorbridge::Device,
-                path: impl ::std::convert::AsRef<::std::path::Path>,
-            ) -> ::tensorbridge::Result<Self> {
-                ::tensorbridge::Engine::load(device, path).map(<Self as ::tensorbridge::Model>::from_engine)
-            }
-
-            /// The complete OpenCL C source specialised for this model's shapes.
-            #vis fn kernel_source() -> &'static str {
-                <Self as ::tensorbridge::Model>::kernel_source()
+        ::tensorbridge::__if_checkpoint! {
+            impl #name {
+                /// Creates the model on `device` with the parameters of a checkpoint that
+                /// `save` wrote (see [`tensorbridge::Engine::load`]).
+                #vis fn load(
+                    device: &::tensorbridge::Device,
+                    path: impl ::core::convert::AsRef<::std::path::Path>,
+                ) -> ::tensorbridge::Result<Self> {
+                    ::tensorbridge::Engine::load(device, path).map(|engine| Self { engine })
+                }
             }
         }
 
-        impl ::std::ops::Deref for #name {
-            type Target = ::tensorbridge::Engine<#name>;
+        ::tensorbridge::__if_opencl! {
+            impl #name {
+                /// The complete OpenCL C source specialised for this model's shapes.
+                #vis fn kernel_source() -> &'static str {
+                    static SOURCE: ::tensorbridge::__private::OnceLock<::tensorbridge::__private::String> =
+                        ::tensorbridge::__private::OnceLock::new();
+                    SOURCE.get_or_init(::tensorbridge::__private::kernel_source::<Self>)
+                }
+            }
+        }
+
+        ::tensorbridge::__if_no_std! {
+            impl #name {
+                /// The model on the CPU core, initialised from `tensorbridge::DEFAULT_SEED`
+                /// (see [`tensorbridge::cpu::Cpu::with_seed`]).
+                #vis fn new() -> Self {
+                    Self { engine: ::tensorbridge::cpu::Cpu::with_seed(::tensorbridge::DEFAULT_SEED) }
+                }
+
+                /// The model on the CPU core with the given parameters, by value or by
+                /// reference (see [`tensorbridge::cpu::Cpu::with_params`]).
+                #vis fn with_params(
+                    params: impl ::core::borrow::Borrow<#params_name>,
+                ) -> ::tensorbridge::Result<Self> {
+                    ::tensorbridge::cpu::Cpu::with_params(params.borrow()).map(|engine| Self { engine })
+                }
+            }
+        }
+
+        impl ::core::ops::Deref for #name {
+            type Target = ::tensorbridge::__private::EngineOf<#name>;
             fn deref(&self) -> &Self::Target {
                 &self.engine
             }
         }
 
-        impl ::std::ops::DerefMut for #name {
+        impl ::core::ops::DerefMut for #name {
             fn deref_mut(&mut self) -> &mut Self::Target {
                 &mut self.engine
             }
         }
 
-        impl ::std::fmt::Debug for #name {
-            fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-                ::std::fmt::Debug::fmt(&self.engine, f)
+        impl ::core::fmt::Debug for #name {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                ::core::fmt::Debug::fmt(&self.engine, f)
             }
         }
     }

@@ -1,127 +1,99 @@
-//! The [`Backend`] trait and its implementations, one module per backend. The model code
-//! (`engine.rs`) calls only this trait; nothing outside `opencl.rs` names an OpenCL type.
+//! The [`Backend`] trait, and its implementations as leaves, one module per backend: `cpu`
+//! (the CPU core of [`crate::cpu`], shared by threads) and `opencl`. The engine reaches a
+//! backend only through this trait; the device builds it (`Device::backend`).
 //!
-//! Layouts shared by every backend (and by the kernels in `cl/`):
-//! - a batch `x` is `[batch x features]`, column-major (nalgebra's order): `x[f * B + r]`;
-//! - logits are `[batch x classes]`, column-major: `z[c * B + r]`;
-//! - parameters (and gradients) are one flat buffer, layer after layer: `w_l`
-//!   (`[in x out]`, column-major: `w[o * in + i]`) then `b_l` (`[out]`).
-//!
-//! The batch and the parameters are in the model's storage type `T` (`f32` or `f16`, see
-//! [`StorageElement`]); logits, losses and gradients are always `f32`.
+//! Buffers follow the flat layouts of [`crate::layout`]. The batch and the parameters are
+//! in the model's storage type (`f32` or `f16`, see [`StorageElement`]); logits, losses
+//! and gradients are always `f32`.
 
-use crate::error::Result;
-use crate::model::StorageElement;
+use std::any::Any;
+
+use crate::check::Batch;
+use crate::error::{Error, Result};
+use crate::model::{Model, StorageElement};
 
 pub(crate) mod cpu;
+#[cfg(feature = "opencl")]
 pub(crate) mod opencl;
 
-/// A device-resident buffer: where it lives decides how it is read back.
-pub(crate) enum Buffer {
-    /// Host memory (the CPU backend), always widened to `f32` (exactly: every `f16` is an
-    /// `f32`).
-    Host(Box<[f32]>),
-    /// A buffer on an OpenCL device (the type is private to `opencl`).
-    OpenCl(opencl::ClTensor),
-}
-
-impl Buffer {
+/// A buffer resident on a device, made by [`Backend::upload`] or [`Backend::forward`].
+/// Each backend knows its own kind and refuses the others'.
+pub(crate) trait DeviceBuffer: Any + Send + Sync {
     /// Where the buffer lives, for messages.
-    pub(crate) fn location(&self) -> String {
-        match self {
-            Buffer::Host(_) => "the CPU".to_string(),
-            Buffer::OpenCl(t) => t.location(),
-        }
-    }
+    fn location(&self) -> String;
+    /// Copies the whole buffer into `out`; for a buffer of `f32` values.
+    fn read_f32(&self, out: &mut [f32]) -> Result<()>;
+    /// Copies the whole buffer into `out`; for a buffer of `f16` values.
+    fn read_f16(&self, out: &mut [half::f16]) -> Result<()>;
+    /// Itself, for the backend that made it to recognise it.
+    fn as_any(&self) -> &dyn Any;
+}
 
-    /// Copies the whole buffer into `out` (same length), whose element type is the one the
-    /// buffer was made with.
+impl dyn DeviceBuffer {
+    /// Copies the buffer into `out`, whose element type is the one it was made with.
     pub(crate) fn read_into<T: StorageElement>(&self, out: &mut [T]) -> Result<()> {
-        match self {
-            Buffer::Host(data) => {
-                for (o, &v) in out.iter_mut().zip(data.iter()) {
-                    *o = T::from_f32(v);
-                }
-                Ok(())
-            }
-            Buffer::OpenCl(t) => t.read_into(out),
+        if let Some(out) = T::as_f32_slice_mut(out) {
+            return self.read_f32(out);
+        }
+        match T::as_f16_slice_mut(out) {
+            Some(out) => self.read_f16(out),
+            None => Ok(()),
         }
     }
-}
 
-/// One validated batch: `x` is `[batch x features]` column-major, `y` holds `batch` labels
-/// (all `< classes`), and only the first `rows` rows count (the rest is padding).
-pub(crate) struct Batch<'a, T> {
-    pub x: &'a [T],
-    pub y: &'a [u32],
-    pub rows: usize,
-}
-
-impl<T> Clone for Batch<'_, T> {
-    fn clone(&self) -> Self {
-        *self
+    /// The buffer as `B`, or [`Error::DeviceMismatch`] when another backend made it.
+    pub(crate) fn downcast<B: DeviceBuffer>(&self, model_device: impl FnOnce() -> String) -> Result<&B> {
+        self.as_any()
+            .downcast_ref::<B>()
+            .ok_or_else(|| Error::DeviceMismatch { tensor_device: self.location(), model_device: model_device() })
     }
 }
-impl<T> Copy for Batch<'_, T> {}
 
-/// What every backend computes, for a model stored as `T`. Inputs arrive validated
-/// (finite, labels in range, `rows` in `1..=batch`, `lr` finite and >= 0); backends never
-/// need to re-check them.
-pub(crate) trait Backend<T: StorageElement> {
+/// What every backend computes for model `M`. Inputs arrive validated (finite, labels in
+/// range, `rows` in `1..=batch`, `lr` finite and >= 0); backends never re-check them.
+/// Inference takes `&self` and may run on several threads at once; training takes
+/// `&mut self`.
+pub(crate) trait Backend<M: Model>: Send + Sync {
     /// Copies `data` into a new buffer on the device.
-    fn upload(&self, data: &[T]) -> Result<Buffer>;
-    /// Replaces the parameters (flat layout, see the module docs).
-    fn write_params(&mut self, flat: &[T]) -> Result<()>;
+    fn upload(&self, data: &[M::Storage]) -> Result<Box<dyn DeviceBuffer>>;
+    /// Replaces the parameters (flat layout).
+    fn write_params(&mut self, flat: &[M::Storage]) -> Result<()>;
     /// Reads the parameters into `out` (flat layout).
-    fn read_params(&self, out: &mut [T]) -> Result<()>;
-    /// Logits of a device-resident batch, left on the device.
-    fn forward(&mut self, x: &Buffer) -> Result<Buffer>;
+    fn read_params(&self, out: &mut [M::Storage]) -> Result<()>;
+    /// Logits of a device-resident batch, left on the device; [`Error::DeviceMismatch`]
+    /// for a buffer of another device.
+    fn forward(&self, x: &dyn DeviceBuffer) -> Result<Box<dyn DeviceBuffer>>;
     /// Logits of a host batch, written into `out` (`[batch x classes]`). The default goes
     /// through [`Backend::upload`] and [`Backend::forward`]; backends override it to skip
     /// the intermediate buffers.
-    fn logits_into(&mut self, x: &[T], out: &mut [f32]) -> Result<()> {
+    fn logits_into(&self, x: &[M::Storage], out: &mut [f32]) -> Result<()> {
         let x = self.upload(x)?;
-        self.forward(&x)?.read_into(out)
+        self.forward(&*x)?.read_f32(out)
     }
     /// Mean softmax cross-entropy over the batch's valid rows.
-    fn loss(&mut self, batch: Batch<'_, T>) -> Result<f32>;
+    fn loss(&self, batch: Batch<'_, M::Storage>) -> Result<f32>;
     /// The loss and its gradient with respect to every parameter (flat layout, into `out`).
-    fn gradients(&mut self, batch: Batch<'_, T>, out: &mut [f32]) -> Result<f32>;
-    /// One SGD step `p -= lr * dL/dp` (computed in `f32`, then rounded to `T`); returns
-    /// the loss before it. A non-finite loss leaves the parameters unchanged and is
+    fn gradients(&self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32>;
+    /// One SGD step `p -= lr * dL/dp` (computed in `f32`, then rounded to the storage);
+    /// returns the loss before it. A non-finite loss leaves the parameters unchanged and is
     /// returned as `Error::NonFiniteLoss`.
-    fn train_step(&mut self, batch: Batch<'_, T>, lr: f32) -> Result<f32>;
-}
-
-/// Offsets of one dense layer in the flat parameter buffer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct LayerSlot {
-    pub fan_in: usize,
-    pub fan_out: usize,
-    /// Start of `w` (`fan_in * fan_out` values).
-    pub w: usize,
-    /// Start of `b` (`fan_out` values).
-    pub b: usize,
-}
-
-/// The slots of every layer for widths `dims = [features, hidden..., classes]`.
-pub(crate) fn layer_slots(dims: &[usize]) -> impl Iterator<Item = LayerSlot> + '_ {
-    let mut offset = 0;
-    dims.windows(2).map(move |pair| {
-        let slot = LayerSlot { fan_in: pair[0], fan_out: pair[1], w: offset, b: offset + pair[0] * pair[1] };
-        offset = slot.b + slot.fan_out;
-        slot
-    })
-}
-
-/// The slot of layer `l` alone; a `const fn`, so that with constant widths it folds away.
-#[inline(always)]
-pub(crate) const fn layer_slot(dims: &[usize], l: usize) -> LayerSlot {
-    let mut offset = 0;
-    let mut k = 0;
-    while k < l {
-        offset += dims[k] * dims[k + 1] + dims[k + 1];
-        k += 1;
+    fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32>;
+    /// One step whose loss the caller reads later, through [`Backend::take_losses`]. The
+    /// default runs [`Backend::train_step`] at once and appends its loss to `record` (a
+    /// diverged step's non-finite loss included: `take_losses` reports it); a device with a
+    /// queue enqueues the step and keeps the loss on the device instead.
+    fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32, record: &mut Vec<f32>) -> Result<()> {
+        let loss = match self.train_step(batch, lr) {
+            Ok(loss) | Err(Error::NonFiniteLoss { loss }) => loss,
+            Err(err) => return Err(err),
+        };
+        record.push(loss);
+        Ok(())
     }
-    LayerSlot { fan_in: dims[l], fan_out: dims[l + 1], w: offset, b: offset + dims[l] * dims[l + 1] }
+    /// Appends the losses of the deferred steps still held by the device to `record`,
+    /// oldest first. The default holds none.
+    fn take_losses(&mut self, record: &mut Vec<f32>) -> Result<()> {
+        let _ = record;
+        Ok(())
+    }
 }

@@ -18,35 +18,30 @@ mod cl;
 mod platform;
 mod program;
 
+use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use self::cl::{Event, Kernel, Mem, Queue};
 pub(crate) use self::platform::{enumerate, ClDevice};
-use super::{Backend, Batch, Buffer};
-use crate::device::KernelPath;
+pub use self::program::CACHE_DIR_ENV;
+use super::{Backend, DeviceBuffer};
+use crate::check::Batch;
 use crate::error::{Error, Result};
-use crate::kernels::{acts_len, delta_len, fused_plan, LOSS_MAX_WG};
-use crate::model::{Model, Params, StorageElement};
+use crate::info::{DeviceInfo, KernelPath};
+use crate::kernels::{fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG};
+use crate::layout::{acts_len, delta_len, param_count};
+use crate::model::{Model, StorageElement};
 
 /// Deferred losses kept on the device before they are drained to the host.
 const LOSS_RING: usize = 1024;
 /// The loss slot of immediate calls (`loss`, `gradients`, `train_step`).
 const IMMEDIATE: usize = LOSS_RING;
 
-const MODE_FORWARD: i32 = 0;
-const MODE_LOSS: i32 = 1;
-const MODE_GRADIENTS: i32 = 2;
-const MODE_STEP: i32 = 3;
-
-/// Every kernel of the program, by name.
-const KERNELS: &[&str] =
-    &["tb_forward", "tb_loss", "tb_backward", "tb_backward_inputs", "tb_sgd", "tb_train_step", "tb_widen_x"];
-
 /// Opens the `index`-th usable device of [`enumerate`] (or the first whose type passes
 /// `want`, when `index` is `None`).
-pub(crate) fn open(index: Option<usize>, want: impl Fn(&crate::device::DeviceInfo) -> bool) -> Result<Arc<ClDevice>> {
+pub(crate) fn open(index: Option<usize>, want: impl Fn(&DeviceInfo) -> bool) -> Result<Arc<ClDevice>> {
     let mut found = enumerate()?;
     let count = found.len();
     let pos = match index {
@@ -113,19 +108,25 @@ pub(crate) struct ClTensor {
 }
 
 impl ClTensor {
-    pub(crate) fn location(&self) -> String {
-        self.device.label()
-    }
-
-    /// Waits for the kernels that write the tensor, then copies it into `out` (of the
-    /// element type the tensor was made with).
-    pub(crate) fn read_into<T: Copy>(&self, out: &mut [T]) -> Result<()> {
-        self.queue.read(&self.mem, 0, out)
-    }
-
     /// Whether the tensor lives in `device`'s context.
     pub(crate) fn is_on(&self, device: &Arc<ClDevice>) -> bool {
         Arc::ptr_eq(&self.device, device)
+    }
+}
+
+impl DeviceBuffer for ClTensor {
+    fn location(&self) -> String {
+        self.device.label()
+    }
+    /// Waits for the kernels that write the tensor, then copies it into `out`.
+    fn read_f32(&self, out: &mut [f32]) -> Result<()> {
+        self.queue.read(&self.mem, 0, out)
+    }
+    fn read_f16(&self, out: &mut [half::f16]) -> Result<()> {
+        self.queue.read(&self.mem, 0, out)
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -137,7 +138,8 @@ struct Slot {
     write: Option<Event>,
 }
 
-/// The kernels, set up by `&mut self` only (`clSetKernelArg` is not thread-safe).
+/// The kernels, set up through `&mut Inner` only (`clSetKernelArg` is not thread-safe: the
+/// backend's mutex serialises every use).
 struct Kernels {
     forward: Kernel,
     loss: Kernel,
@@ -148,11 +150,6 @@ struct Kernels {
     /// `f16` batch -> `float` activation scratch (tiled path of `f16` models only).
     widen: Kernel,
 }
-
-// SAFETY: `Kernels` exposes its kernels only through `&mut OpenClBackend` (every method
-// that sets arguments or launches takes `&mut self`), so a shared reference never reaches
-// `clSetKernelArg`.
-unsafe impl Sync for Kernels {}
 
 /// How a step runs on this device.
 #[derive(Clone, Copy)]
@@ -172,8 +169,16 @@ struct LossRecord {
     drained: Vec<f32>,
 }
 
-/// The OpenCL backend of model `M`.
+/// The OpenCL backend of model `M`: its state behind a mutex, so that one model serves
+/// `&self` calls from many threads (OpenCL kernels take their arguments one call at a time,
+/// which only one thread may do at once).
 pub(crate) struct OpenClBackend<M> {
+    device: Arc<ClDevice>,
+    inner: Mutex<Inner<M>>,
+}
+
+/// The state of an [`OpenClBackend`].
+struct Inner<M> {
     device: Arc<ClDevice>,
     queue: Arc<Queue>,
     kernels: Kernels,
@@ -218,24 +223,40 @@ fn to_i32(v: usize, device: &ClDevice, what: &str) -> Result<i32> {
 
 impl<M: Model> OpenClBackend<M> {
     pub(crate) fn new(device: &Arc<ClDevice>, path: KernelPath, flat: &[M::Storage]) -> Result<Self> {
+        Ok(OpenClBackend { device: Arc::clone(device), inner: Mutex::new(Inner::new(device, path, flat)?) })
+    }
+
+    /// The state (a poisoned lock only means a panic in another thread between two OpenCL
+    /// calls: the device buffers are whole, and every call sets all the arguments it uses).
+    fn lock(&self) -> MutexGuard<'_, Inner<M>> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner<M> {
+        self.inner.get_mut().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl<M: Model> Inner<M> {
+    fn new(device: &Arc<ClDevice>, path: KernelPath, flat: &[M::Storage]) -> Result<Self> {
         let dims = M::LAYERS;
         let (b, f) = (M::BATCH, M::FEATURES);
         let acts = acts_len(dims, b);
         for (what, n) in
-            [("the activation scratch", acts), ("the parameter count", M::Params::LEN), ("the batch", b * (f + 1))]
+            [("the activation scratch", acts), ("the parameter count", param_count(dims)), ("the batch", b * (f + 1))]
         {
             to_i32(n, device, what)?;
         }
         let (options, tile) = build_options(device)?;
-        let program = program::build(device, M::kernel_source(), &options, KERNELS)?;
+        let program = program::build(device, &kernel_source::<M>(), &options, kernel::ALL)?;
         let kernels = Kernels {
-            forward: Kernel::new(&program, "tb_forward")?,
-            loss: Kernel::new(&program, "tb_loss")?,
-            backward: Kernel::new(&program, "tb_backward")?,
-            backward_inputs: Kernel::new(&program, "tb_backward_inputs")?,
-            sgd: Kernel::new(&program, "tb_sgd")?,
-            fused: Kernel::new(&program, "tb_train_step")?,
-            widen: Kernel::new(&program, "tb_widen_x")?,
+            forward: Kernel::new(&program, kernel::tb_forward::NAME)?,
+            loss: Kernel::new(&program, kernel::tb_loss::NAME)?,
+            backward: Kernel::new(&program, kernel::tb_backward::NAME)?,
+            backward_inputs: Kernel::new(&program, kernel::tb_backward_inputs::NAME)?,
+            sgd: Kernel::new(&program, kernel::tb_sgd::NAME)?,
+            fused: Kernel::new(&program, kernel::tb_train_step::NAME)?,
+            widen: Kernel::new(&program, kernel::tb_widen_x::NAME)?,
         };
         for k in [&kernels.forward, &kernels.backward, &kernels.backward_inputs] {
             if k.max_work_group(device.id)? < tile * tile {
@@ -272,7 +293,7 @@ impl<M: Model> OpenClBackend<M> {
         let context = &device.context;
         let queue = Arc::new(Queue::new(context, device.id)?);
         let params = Mem::from_slice(context, flat)?;
-        let grads = Mem::from_slice(context, &vec![0.0f32; M::Params::LEN])?;
+        let grads = Mem::from_slice(context, &vec![0.0f32; param_count(dims)])?;
         // The fused kernel keeps activations and deltas in local memory.
         let (acts_n, delta_n) = if fused { (1, 1) } else { (acts, delta_len(dims, b)) };
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
@@ -283,13 +304,8 @@ impl<M: Model> OpenClBackend<M> {
             Ok(Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None })
         };
         let slots = [slot()?, slot()?];
-        let mut offsets = Vec::new();
-        let mut a_in = 0;
-        for pair in dims.windows(2) {
-            offsets.push((a_in, a_in + b * pair[0]));
-            a_in += b * pair[0];
-        }
-        Ok(OpenClBackend {
+        let offsets = (0..dims.len() - 1).map(|l| scratch_offsets(dims, b, l)).collect();
+        Ok(Inner {
             device: Arc::clone(device),
             queue,
             kernels,
@@ -341,22 +357,36 @@ impl<M: Model> OpenClBackend<M> {
         Ok(index)
     }
 
-    /// The fused kernel in `mode` (loss, gradients or step) on staging slot `batch`, the
-    /// loss going to `slot`.
-    fn run_fused(&mut self, batch: usize, rows: usize, lr: f32, mode: i32, slot: usize) -> Result<()> {
+    /// The fused kernel in `mode` on input `x` (the batch and labels of a staging slot, or
+    /// a tensor for [`Mode::Forward`]), the loss going to `slot`, the logits of
+    /// [`Mode::Forward`] to `out`.
+    #[allow(clippy::too_many_arguments)]
+    fn run_fused(
+        &mut self,
+        x: Input<'_>,
+        rows: usize,
+        lr: f32,
+        mode: Mode,
+        slot: usize,
+        out: Option<&Mem>,
+    ) -> Result<()> {
+        use kernel::tb_train_step as arg;
         let k = &mut self.kernels.fused;
-        let batch = &self.slots[batch & 1].mem;
-        k.set_mem(0, &self.params)?;
-        k.set_mem(1, &self.grads)?;
-        k.set_mem(2, batch)?;
-        k.set_mem(3, batch)?;
-        k.set_scalar(4, rows as i32)?;
-        k.set_scalar(5, lr)?;
-        k.set_scalar(6, mode)?;
-        k.set_mem(7, &self.losses)?;
-        k.set_scalar(8, slot as i32)?;
-        // Written only in MODE_FORWARD, which `forward` runs with a buffer of its own.
-        k.set_mem(9, &self.grads)?;
+        let x = match x {
+            Input::Tensor(mem) => mem,
+            Input::Slot(i) => &self.slots[i & 1].mem,
+        };
+        k.set_mem(arg::PARAMS, &self.params)?;
+        k.set_mem(arg::GRADS, &self.grads)?;
+        k.set_mem(arg::X, x)?;
+        k.set_mem(arg::BATCH, x)?;
+        k.set_scalar(arg::ROWS_ARG, rows as i32)?;
+        k.set_scalar(arg::LR, lr)?;
+        k.set_scalar(arg::MODE, mode as i32)?;
+        k.set_mem(arg::LOSSES, &self.losses)?;
+        k.set_scalar(arg::LOSS_SLOT, slot as i32)?;
+        // Written only in `Mode::Forward`, which `forward` runs with a buffer of its own.
+        k.set_mem(arg::LOGITS_OUT, out.unwrap_or(&self.grads))?;
         self.queue.launch(k, &[self.plan.fused_wg], &[self.plan.fused_wg])
     }
 
@@ -369,30 +399,31 @@ impl<M: Model> OpenClBackend<M> {
             self.widen_x(x)?;
         }
         for (l, &(a_in, a_out)) in self.offsets.iter().enumerate() {
+            use kernel::tb_forward as arg;
             let k = &mut self.kernels.forward;
-            k.set_mem(0, &self.params)?;
+            k.set_mem(arg::PARAMS, &self.params)?;
             // f16: layer 0 reads the widened batch at offset 0 of the scratch (`a_in` is 0).
             if l == 0 && !M::Storage::IS_F16 {
                 match x {
-                    Input::Tensor(mem) => k.set_mem(1, mem)?,
-                    Input::Slot(i) => k.set_mem(1, &self.slots[i].mem)?,
+                    Input::Tensor(mem) => k.set_mem(arg::IN, mem)?,
+                    Input::Slot(i) => k.set_mem(arg::IN, &self.slots[i].mem)?,
                 }
-                k.set_scalar(2, 0i32)?;
+                k.set_scalar(arg::IN_OFF, 0i32)?;
             } else {
-                k.set_mem(1, &self.acts)?;
-                k.set_scalar(2, a_in as i32)?;
+                k.set_mem(arg::IN, &self.acts)?;
+                k.set_scalar(arg::IN_OFF, a_in as i32)?;
             }
             match out {
                 Some(out) if l + 1 == layers => {
-                    k.set_mem(3, out)?;
-                    k.set_scalar(4, 0i32)?;
+                    k.set_mem(arg::OUT, out)?;
+                    k.set_scalar(arg::OUT_OFF, 0i32)?;
                 }
                 _ => {
-                    k.set_mem(3, &self.acts)?;
-                    k.set_scalar(4, a_out as i32)?;
+                    k.set_mem(arg::OUT, &self.acts)?;
+                    k.set_scalar(arg::OUT_OFF, a_out as i32)?;
                 }
             }
-            k.set_scalar(5, l as i32)?;
+            k.set_scalar(arg::LAYER, l as i32)?;
             let fan_out = M::LAYERS[l + 1];
             self.queue.launch(k, &[round_up(M::BATCH, t), round_up(fan_out, t)], &[t, t])?;
         }
@@ -402,12 +433,13 @@ impl<M: Model> OpenClBackend<M> {
     /// `f16` storage: widens the batch `x` into the activation scratch at offset 0, where
     /// the tiled kernels read layer 0's input.
     fn widen_x(&mut self, x: Input<'_>) -> Result<()> {
+        use kernel::tb_widen_x as arg;
         let k = &mut self.kernels.widen;
         match x {
-            Input::Tensor(mem) => k.set_mem(0, mem)?,
-            Input::Slot(i) => k.set_mem(0, &self.slots[i].mem)?,
+            Input::Tensor(mem) => k.set_mem(arg::X, mem)?,
+            Input::Slot(i) => k.set_mem(arg::X, &self.slots[i].mem)?,
         }
-        k.set_mem(1, &self.acts)?;
+        k.set_mem(arg::OUT, &self.acts)?;
         let n = M::BATCH * M::FEATURES;
         let wg = 64.min(self.device.info.max_work_group_size.max(1));
         self.queue.launch(k, &[round_up(n, wg)], &[wg])
@@ -416,14 +448,15 @@ impl<M: Model> OpenClBackend<M> {
     /// The tiled loss: logits from the scratch, dz into `delta[0]`, loss into `slot`.
     fn run_tiled_loss(&mut self, batch: usize, rows: usize, slot: usize) -> Result<()> {
         let logits_off = self.offsets.last().map_or(0, |o| o.1);
+        use kernel::tb_loss as arg;
         let k = &mut self.kernels.loss;
-        k.set_mem(0, &self.acts)?;
-        k.set_scalar(1, logits_off as i32)?;
-        k.set_mem(2, &self.slots[batch].mem)?;
-        k.set_scalar(3, rows as i32)?;
-        k.set_mem(4, &self.delta[0])?;
-        k.set_mem(5, &self.losses)?;
-        k.set_scalar(6, slot as i32)?;
+        k.set_mem(arg::LOGITS, &self.acts)?;
+        k.set_scalar(arg::LOGITS_OFF, logits_off as i32)?;
+        k.set_mem(arg::BATCH, &self.slots[batch].mem)?;
+        k.set_scalar(arg::ROWS_ARG, rows as i32)?;
+        k.set_mem(arg::DZ, &self.delta[0])?;
+        k.set_mem(arg::LOSSES, &self.losses)?;
+        k.set_scalar(arg::LOSS_SLOT, slot as i32)?;
         self.queue.launch(k, &[self.plan.loss_wg], &[self.plan.loss_wg])
     }
 
@@ -434,27 +467,28 @@ impl<M: Model> OpenClBackend<M> {
         for l in (0..self.offsets.len()).rev() {
             let (a_in, _) = self.offsets[l];
             let (fan_in, fan_out) = (M::LAYERS[l], M::LAYERS[l + 1]);
+            use kernel::{tb_backward as arg, tb_backward_inputs as arg_in};
             let k = &mut self.kernels.backward;
             if l == 0 && !M::Storage::IS_F16 {
-                k.set_mem(0, &self.slots[batch].mem)?;
-                k.set_scalar(1, 0i32)?;
+                k.set_mem(arg::A, &self.slots[batch].mem)?;
+                k.set_scalar(arg::A_OFF, 0i32)?;
             } else {
-                k.set_mem(0, &self.acts)?;
-                k.set_scalar(1, a_in as i32)?;
+                k.set_mem(arg::A, &self.acts)?;
+                k.set_scalar(arg::A_OFF, a_in as i32)?;
             }
-            k.set_mem(2, &self.delta[cur])?;
-            k.set_mem(3, &self.grads)?;
-            k.set_scalar(4, l as i32)?;
-            k.set_scalar(5, rows as i32)?;
+            k.set_mem(arg::DZ, &self.delta[cur])?;
+            k.set_mem(arg::GRADS, &self.grads)?;
+            k.set_scalar(arg::LAYER, l as i32)?;
+            k.set_scalar(arg::ROWS_ARG, rows as i32)?;
             self.queue.launch(k, &[round_up(fan_in + 1, t), round_up(fan_out, t)], &[t, t])?;
             if l > 0 {
                 let k = &mut self.kernels.backward_inputs;
-                k.set_mem(0, &self.params)?;
-                k.set_mem(1, &self.delta[cur])?;
-                k.set_mem(2, &self.delta[1 - cur])?;
-                k.set_mem(3, &self.acts)?;
-                k.set_scalar(4, a_in as i32)?;
-                k.set_scalar(5, l as i32)?;
+                k.set_mem(arg_in::PARAMS, &self.params)?;
+                k.set_mem(arg_in::DZ, &self.delta[cur])?;
+                k.set_mem(arg_in::DA, &self.delta[1 - cur])?;
+                k.set_mem(arg_in::ACTS, &self.acts)?;
+                k.set_scalar(arg_in::A_OFF, a_in as i32)?;
+                k.set_scalar(arg_in::LAYER, l as i32)?;
                 self.queue.launch(k, &[round_up(M::BATCH, t), round_up(fan_in, t)], &[t, t])?;
                 cur = 1 - cur;
             }
@@ -463,28 +497,33 @@ impl<M: Model> OpenClBackend<M> {
     }
 
     fn run_sgd(&mut self, lr: f32, slot: usize) -> Result<()> {
+        use kernel::tb_sgd as arg;
         let k = &mut self.kernels.sgd;
-        k.set_mem(0, &self.params)?;
-        k.set_mem(1, &self.grads)?;
-        k.set_scalar(2, lr)?;
-        k.set_mem(3, &self.losses)?;
-        k.set_scalar(4, slot as i32)?;
-        self.queue.launch(k, &[round_up(M::Params::LEN, 64)], &[64.min(self.device.info.max_work_group_size.max(1))])
+        k.set_mem(arg::PARAMS, &self.params)?;
+        k.set_mem(arg::GRADS, &self.grads)?;
+        k.set_scalar(arg::LR, lr)?;
+        k.set_mem(arg::LOSSES, &self.losses)?;
+        k.set_scalar(arg::LOSS_SLOT, slot as i32)?;
+        self.queue.launch(
+            k,
+            &[round_up(param_count(M::LAYERS), 64)],
+            &[64.min(self.device.info.max_work_group_size.max(1))],
+        )
     }
 
     /// Enqueues the batch and the kernels of `mode` (loss, gradients or step), the loss
     /// going to `slot`. Reads nothing back.
-    fn enqueue(&mut self, batch: Batch<'_, M::Storage>, lr: f32, mode: i32, slot: usize) -> Result<()> {
+    fn enqueue(&mut self, batch: Batch<'_, M::Storage>, lr: f32, mode: Mode, slot: usize) -> Result<()> {
         let b = self.upload_batch(batch)?;
         if self.plan.fused {
-            return self.run_fused(b, batch.rows, lr, mode, slot);
+            return self.run_fused(Input::Slot(b), batch.rows, lr, mode, slot, None);
         }
         self.run_tiled_forward(Input::Slot(b), None)?;
         self.run_tiled_loss(b, batch.rows, slot)?;
-        if mode >= MODE_GRADIENTS {
+        if mode >= Mode::Gradients {
             self.run_tiled_backward(b, batch.rows)?;
         }
-        if mode == MODE_STEP {
+        if mode == Mode::Step {
             self.run_sgd(lr, slot)?;
         }
         Ok(())
@@ -527,47 +566,13 @@ impl<M: Model> OpenClBackend<M> {
             self.drain()?;
         }
         let slot = (self.record.start + self.record.pending) % LOSS_RING;
-        self.enqueue(batch, lr, MODE_STEP, slot)?;
+        self.enqueue(batch, lr, Mode::Step, slot)?;
         self.record.pending += 1;
         self.queue.flush()
     }
-}
 
-/// The input of the first layer.
-#[derive(Clone, Copy)]
-enum Input<'a> {
-    Tensor(&'a Mem),
-    Slot(usize),
-}
-
-impl<M> Drop for OpenClBackend<M> {
-    fn drop(&mut self) {
-        // The staging slots must outlive their non-blocking writes.
-        let _ = self.queue.finish();
-    }
-}
-
-impl<M: Model> Backend<M::Storage> for OpenClBackend<M> {
-    fn upload(&self, data: &[M::Storage]) -> Result<Buffer> {
-        let mem = Mem::from_slice(&self.device.context, data)?;
-        Ok(Buffer::OpenCl(ClTensor { mem, queue: Arc::clone(&self.queue), device: Arc::clone(&self.device) }))
-    }
-
-    fn write_params(&mut self, flat: &[M::Storage]) -> Result<()> {
-        self.queue.write(&self.params, 0, flat)
-    }
-
-    fn read_params(&self, out: &mut [M::Storage]) -> Result<()> {
-        self.queue.read(&self.params, 0, out)
-    }
-
-    fn forward(&mut self, x: &Buffer) -> Result<Buffer> {
-        let Buffer::OpenCl(x) = x else {
-            return Err(Error::DeviceMismatch { tensor_device: x.location(), model_device: self.device.label() });
-        };
-        if !x.is_on(&self.device) {
-            return Err(Error::DeviceMismatch { tensor_device: x.location(), model_device: self.device.label() });
-        }
+    /// Logits of a device tensor into a new buffer.
+    fn forward(&mut self, x: &ClTensor) -> Result<ClTensor> {
         if x.mem.len::<M::Storage>() < M::BATCH * M::FEATURES {
             return Err(Error::ShapeMismatch {
                 what: "device tensor".to_string(),
@@ -581,42 +586,92 @@ impl<M: Model> Backend<M::Storage> for OpenClBackend<M> {
         }
         let out = Mem::new::<f32>(&self.device.context, M::BATCH * M::CLASSES)?;
         if self.plan.fused {
-            let k = &mut self.kernels.fused;
-            k.set_mem(0, &self.params)?;
-            k.set_mem(1, &self.grads)?;
-            k.set_mem(2, &x.mem)?;
-            k.set_mem(3, &x.mem)?;
-            k.set_scalar(4, M::BATCH as i32)?;
-            k.set_scalar(5, 0.0f32)?;
-            k.set_scalar(6, MODE_FORWARD)?;
-            k.set_mem(7, &self.losses)?;
-            k.set_scalar(8, IMMEDIATE as i32)?;
-            k.set_mem(9, &out)?;
-            self.queue.launch(k, &[self.plan.fused_wg], &[self.plan.fused_wg])?;
+            self.run_fused(Input::Tensor(&x.mem), M::BATCH, 0.0, Mode::Forward, IMMEDIATE, Some(&out))?;
         } else {
             self.run_tiled_forward(Input::Tensor(&x.mem), Some(&out))?;
         }
-        Ok(Buffer::OpenCl(ClTensor { mem: out, queue: Arc::clone(&self.queue), device: Arc::clone(&self.device) }))
+        Ok(ClTensor { mem: out, queue: Arc::clone(&self.queue), device: Arc::clone(&self.device) })
     }
 
     fn loss(&mut self, batch: Batch<'_, M::Storage>) -> Result<f32> {
-        self.enqueue(batch, 0.0, MODE_LOSS, IMMEDIATE)?;
+        self.enqueue(batch, 0.0, Mode::Loss, IMMEDIATE)?;
         self.read_loss(IMMEDIATE)
     }
 
     fn gradients(&mut self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32> {
-        self.enqueue(batch, 0.0, MODE_GRADIENTS, IMMEDIATE)?;
+        self.enqueue(batch, 0.0, Mode::Gradients, IMMEDIATE)?;
         let loss = self.read_loss(IMMEDIATE)?;
         self.queue.read(&self.grads, 0, out)?;
         Ok(loss)
     }
 
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
-        self.enqueue(batch, lr, MODE_STEP, IMMEDIATE)?;
+        self.enqueue(batch, lr, Mode::Step, IMMEDIATE)?;
         let loss = self.read_loss(IMMEDIATE)?;
         if !loss.is_finite() {
             return Err(Error::NonFiniteLoss { loss });
         }
         Ok(loss)
+    }
+}
+
+/// The input of the first layer.
+#[derive(Clone, Copy)]
+enum Input<'a> {
+    Tensor(&'a Mem),
+    Slot(usize),
+}
+
+impl<M> Drop for Inner<M> {
+    fn drop(&mut self) {
+        // The staging slots must outlive their non-blocking writes.
+        let _ = self.queue.finish();
+    }
+}
+
+impl<M: Model> Backend<M> for OpenClBackend<M> {
+    fn upload(&self, data: &[M::Storage]) -> Result<Box<dyn DeviceBuffer>> {
+        let mem = Mem::from_slice(&self.device.context, data)?;
+        let queue = Arc::clone(&self.lock().queue);
+        Ok(Box::new(ClTensor { mem, queue, device: Arc::clone(&self.device) }))
+    }
+
+    fn write_params(&mut self, flat: &[M::Storage]) -> Result<()> {
+        let inner = self.inner_mut();
+        inner.queue.write(&inner.params, 0, flat)
+    }
+
+    fn read_params(&self, out: &mut [M::Storage]) -> Result<()> {
+        let inner = self.lock();
+        inner.queue.read(&inner.params, 0, out)
+    }
+
+    fn forward(&self, x: &dyn DeviceBuffer) -> Result<Box<dyn DeviceBuffer>> {
+        let x = x.downcast::<ClTensor>(|| self.device.label())?;
+        if !x.is_on(&self.device) {
+            return Err(Error::DeviceMismatch { tensor_device: x.location(), model_device: self.device.label() });
+        }
+        Ok(Box::new(self.lock().forward(x)?))
+    }
+
+    fn loss(&self, batch: Batch<'_, M::Storage>) -> Result<f32> {
+        self.lock().loss(batch)
+    }
+
+    fn gradients(&self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32> {
+        self.lock().gradients(batch, out)
+    }
+
+    fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
+        self.inner_mut().train_step(batch, lr)
+    }
+
+    fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32, _record: &mut Vec<f32>) -> Result<()> {
+        self.inner_mut().train_step_deferred(batch, lr)
+    }
+
+    fn take_losses(&mut self, record: &mut Vec<f32>) -> Result<()> {
+        record.extend(self.inner_mut().take_losses()?);
+        Ok(())
     }
 }

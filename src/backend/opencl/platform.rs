@@ -13,8 +13,8 @@ use opencl3::platform::platform as pf;
 use opencl3::types::{cl_device_id, cl_platform_id};
 
 use super::cl::{bytes_to_string, read_u64, read_usize, Context, Kernel, Program, Queue};
-use crate::device::{DeviceInfo, DeviceType};
 use crate::error::{Error, Result};
+use crate::info::{DeviceInfo, DeviceType};
 
 /// A usable device found by [`enumerate`].
 pub(crate) struct Found {

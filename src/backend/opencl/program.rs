@@ -22,8 +22,13 @@ use std::sync::Arc;
 
 use super::cl::{Kernel, Program};
 use super::platform::ClDevice;
-use crate::device::CACHE_DIR_ENV;
 use crate::error::{Error, Result};
+
+/// The environment variable that sets the directory of the OpenCL program-binary cache;
+/// an empty value or `off` turns the cache off. Unset, the cache lives in the user's cache
+/// directory (`$XDG_CACHE_HOME/tensorbridge`, `~/.cache/tensorbridge`,
+/// `~/Library/Caches/tensorbridge`, `%LOCALAPPDATA%\tensorbridge`).
+pub const CACHE_DIR_ENV: &str = "TENSORBRIDGE_CACHE_DIR";
 
 const MAGIC: &[u8] = b"TBCLBIN1\n";
 

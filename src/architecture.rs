@@ -1,0 +1,31 @@
+//! How the crate is built: its layers, bottom-up. Each layer imports only from the layers
+//! below it, never the other way, so any part can be read (and tested) without the parts
+//! above it; `tests/layers.rs` checks from the sources that no module imports, directly or
+//! through others, a module that imports it.
+//!
+//! ```text
+//! host I/O      train (fit, evaluate, plots)   checkpoint   data -> npy   fsutil
+//!                          |                        |
+//! runtime       engine (Engine<M>: validation, deferred losses; names no backend)
+//!                 |            |
+//!               tensor       device (Device: finds devices, builds a model's backend)
+//!                 |            |
+//! backends      backend::{cpu, opencl}  -- leaves behind the `Backend` trait
+//!                 |            |
+//! kernels       kernels (OpenCL source: layout -> #defines, cl/ templates, Mode, arguments)
+//! ------------------------------------------------------------------ no_std below
+//! core          cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)   gemm (feature)
+//!               check (input validation)   rng (SplitMix64)
+//! bottom        model (Model, Params, HostTensor)   layout (flat layouts)   error
+//! ```
+//!
+//! - [`layout`](crate::layout) is the single source of the flat parameter layout and the
+//!   activation offsets: the CPU core, the OpenCL backend, checkpoints, the code `model!`
+//!   generates (through its `const fn`s) and the kernels' `#define`s all read it.
+//! - The host/kernel contract is written once: shapes, offsets, modes and the loss
+//!   work-group size are `#define`s that `kernels.rs` emits from Rust constants; kernel names
+//!   and every kernel's argument order are read from the `.cl` signatures by `build.rs`,
+//!   and the host sets arguments by those names.
+//! - Everything below the line builds without the standard library and without an
+//!   allocator (`default-features = false`); the features `std`, `parallel`, `opencl`,
+//!   `npy`, `data`, `checkpoint` and `train` add the layers above it.

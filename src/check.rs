@@ -1,0 +1,88 @@
+//! Validation of everything a caller hands in, before any arithmetic: labels, finite values,
+//! row counts, learning rates. Shared by the `no_std` CPU core and the engine; a bad call is
+//! refused here and changes nothing.
+
+use crate::error::{Error, Result, Text};
+use crate::layout::{layer_slots, param_name};
+use crate::model::{HostTensor, Model, StorageElement};
+
+/// One validated batch: `x` is `[batch x features]` column-major, `y` holds `batch` labels
+/// (all `< classes`), and only the first `rows` rows count (the rest is padding).
+pub struct Batch<'a, T> {
+    /// The features, column-major.
+    pub x: &'a [T],
+    /// The labels.
+    pub y: &'a [u32],
+    /// Rows that count, `1..=batch`.
+    pub rows: usize,
+}
+
+impl<T> Clone for Batch<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for Batch<'_, T> {}
+
+/// Checks labels, inputs and `rows`; returns the batch as flat slices.
+pub fn batch<'a, M: Model>(x: &'a M::Input, y: &'a M::Labels, rows: usize) -> Result<Batch<'a, M::Storage>> {
+    if rows == 0 || rows > M::BATCH {
+        return Err(Error::InvalidRowCount { rows, batch: M::BATCH });
+    }
+    let labels = y.as_flat();
+    labels_in_range(labels, M::CLASSES)?;
+    let flat = x.as_flat();
+    finite("input", flat, M::BATCH)?;
+    Ok(Batch { x: flat, y: labels, rows })
+}
+
+/// A learning rate: finite and `>= 0`.
+#[inline]
+pub fn learning_rate(lr: f32) -> Result<()> {
+    if !lr.is_finite() || lr < 0.0 {
+        return Err(Error::InvalidLearningRate { lr });
+    }
+    Ok(())
+}
+
+/// Every label `< classes`.
+#[inline]
+pub fn labels_in_range(labels: &[u32], classes: usize) -> Result<()> {
+    // One branch-free pass in the common case; the cold path finds the row.
+    if labels.iter().fold(true, |ok, &l| ok & ((l as usize) < classes)) {
+        return Ok(());
+    }
+    label_error(labels, classes)
+}
+
+#[cold]
+#[inline(never)]
+fn label_error(labels: &[u32], classes: usize) -> Result<()> {
+    let (row, &label) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes).unwrap_or((0, &0));
+    Err(Error::LabelOutOfRange { row, label, classes })
+}
+
+/// Every value of a column-major buffer with `rows` rows finite.
+#[inline]
+pub fn finite<T: StorageElement>(what: &'static str, flat: &[T], rows: usize) -> Result<()> {
+    if flat.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        return Ok(());
+    }
+    finite_error(what, flat, rows)
+}
+
+#[cold]
+#[inline(never)]
+fn finite_error<T: StorageElement>(what: &'static str, flat: &[T], rows: usize) -> Result<()> {
+    let (k, value) = flat.iter().enumerate().find(|(_, v)| !v.is_finite()).map_or((0, 0.0), |(k, v)| (k, v.to_f32()));
+    Err(Error::NonFinite { what: Text::from(what), row: k % rows.max(1), column: k / rows.max(1), value })
+}
+
+/// Every parameter finite; the error names the field (`w0`, `b1`, ...) and the position.
+pub fn params<T: StorageElement>(dims: &[usize], flat: &[T]) -> Result<()> {
+    for (l, slot) in layer_slots(dims).enumerate() {
+        finite(param_name(l, false), &flat[slot.w..slot.b], slot.fan_in)?;
+        finite(param_name(l, true), &flat[slot.b..slot.end()], slot.fan_out)?;
+    }
+    Ok(())
+}
