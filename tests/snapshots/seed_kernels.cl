@@ -5,6 +5,11 @@
 #define TB_LAYERS 1
 #define TB_PARAMS 10
 #define TB_MAX_WIDTH 4
+#define TB_MODE_FORWARD 0
+#define TB_MODE_LOSS 1
+#define TB_MODE_GRADIENTS 2
+#define TB_MODE_STEP 3
+#define TB_LOSS_WG 256
 #define TB_Y 8
 #define TB_ACTS 12
 #define TB_DELTA 4
@@ -72,11 +77,8 @@
 #define TB_STORE_P(p, k, v) ((p)[k] = (v))
 #endif
 
-// What the fused kernel and the host agree `mode` means.
-#define TB_MODE_FORWARD 0
-#define TB_MODE_LOSS 1
-#define TB_MODE_GRADIENTS 2
-#define TB_MODE_STEP 3
+// What the fused kernel and the host agree `mode` means: TB_MODE_FORWARD, TB_MODE_LOSS,
+// TB_MODE_GRADIENTS and TB_MODE_STEP are #defined by the host (kernels.rs, `Mode`).
 
 // A label read from the batch buffer. Labels are validated on the host; the clamp only
 // guarantees that no input whatever can make a kernel read outside the logits.
@@ -188,7 +190,7 @@ void tb_forward(__global const TB_P_T *params,
 // A NaN logit makes the loss NaN (never silently finite), so the update is skipped.
 // The mean goes to losses[loss_slot].
 
-#define TB_LOSS_WG 256
+// TB_LOSS_WG (a power of two) is #defined by the host (kernels.rs, `LOSS_MAX_WG`).
 
 // The loss of row r (r < rows), writing that row's dz. Shared with the fused kernel
 // through this macro, so both compute exactly the same arithmetic. The row's maximum

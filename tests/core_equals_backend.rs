@@ -1,0 +1,85 @@
+//! The `no_std` core ([`tensorbridge::cpu::Cpu`], what `default-features = false` offers)
+//! and the full crate's CPU backend compute the same numbers, bit for bit: the seed-shape
+//! train step, and predict, loss and gradients, at the seed and iris shapes and an MLP.
+//! (`.ci/nostd-check` builds the core alone, for a microcontroller, and checks its numbers
+//! against the seed's hand arithmetic.)
+
+use tensorbridge::cpu::Cpu;
+use tensorbridge::nalgebra::{SMatrix, SVector};
+use tensorbridge::{Device, Engine, HostTensor, Model, Params};
+
+tensorbridge::model! {
+    pub struct Seed { batch: 2, features: 4, classes: 2 }
+}
+tensorbridge::model! {
+    pub struct Iris { batch: 16, features: 4, classes: 3 }
+}
+tensorbridge::model! {
+    pub struct Mlp { batch: 8, features: 5, classes: 3, hidden: [7, 6], storage: f16 }
+}
+
+fn bits<P: Params>(p: &P) -> Vec<u32>
+where
+    P::Elem: Into<f32>,
+{
+    let mut flat = vec![<P::Elem as tensorbridge::Element>::ZERO; P::LEN];
+    p.write_flat(&mut flat);
+    flat.into_iter().map(|v| v.into().to_bits()).collect()
+}
+
+fn same<M: Model>(x: &M::Input, y: &M::Labels, steps: usize)
+where
+    <M::Params as Params>::Elem: Into<f32>,
+{
+    let device = Device::cpu();
+    let mut engine = Engine::<M>::new(&device).unwrap();
+    let mut core = Cpu::<M>::with_seed(tensorbridge::DEFAULT_SEED);
+    assert_eq!(bits(&engine.params().unwrap()), bits(&core.params()), "{}: initial parameters", M::NAME);
+    for step in 0..steps {
+        let a = engine.train_step(x, y, 0.3).unwrap();
+        let b = core.train_step(x, y, 0.3).unwrap();
+        assert_eq!(a.to_bits(), b.to_bits(), "{}: loss of step {step}", M::NAME);
+        assert_eq!(bits(&engine.params().unwrap()), bits(&core.params()), "{}: parameters after step {step}", M::NAME);
+    }
+    assert_eq!(engine.predict(x).unwrap().as_flat(), core.predict(x).unwrap().as_flat());
+    assert_eq!(engine.loss(x, y).unwrap().to_bits(), core.loss(x, y).unwrap().to_bits());
+    let (la, ga) = engine.gradients(x, y).unwrap();
+    let (lb, gb) = core.gradients(x, y).unwrap();
+    assert_eq!((la.to_bits(), bits(&ga)), (lb.to_bits(), bits(&gb)), "{}: gradients", M::NAME);
+    // With parameters set by hand, too.
+    let p = engine.params().unwrap();
+    let mut again = Cpu::<M>::with_params(&p).unwrap();
+    assert_eq!(again.logits(x).unwrap().as_flat(), engine.logits(x).unwrap().as_flat());
+}
+
+#[test]
+fn seed_shape_train_step_is_bit_identical() {
+    let x = SMatrix::<f32, 2, 4>::new(0.9, 0.8, 0.1, 0.05, 0.1, 0.2, 0.8, 0.95);
+    let y = SVector::<u32, 2>::new(0, 1);
+    same::<Seed>(&x, &y, 50);
+}
+
+#[test]
+fn iris_shape_and_f16_mlp_are_bit_identical() {
+    let x = SMatrix::<f32, 16, 4>::from_fn(|r, c| ((r * 5 + c * 3) % 7) as f32 / 3.0 - 1.0);
+    let y = SVector::<u32, 16>::from_fn(|r, _| (r % 3) as u32);
+    same::<Iris>(&x, &y, 30);
+    let x = SMatrix::<tensorbridge::half::f16, 8, 5>::from_fn(|r, c| {
+        tensorbridge::half::f16::from_f32(((r * 3 + c) % 5) as f32 / 2.0 - 1.0)
+    });
+    let y = SVector::<u32, 8>::from_fn(|r, _| (r % 3) as u32);
+    same::<Mlp>(&x, &y, 20);
+}
+
+#[test]
+fn core_checks_its_inputs() {
+    let mut core = Cpu::<Seed>::with_seed(1);
+    let x = SMatrix::<f32, 2, 4>::from_element(f32::NAN);
+    assert!(matches!(core.predict(&x), Err(tensorbridge::Error::NonFinite { .. })));
+    let x = SMatrix::<f32, 2, 4>::zeros();
+    let before = core.params();
+    let bad = SVector::<u32, 2>::new(0, 7);
+    assert!(matches!(core.train_step(&x, &bad, 0.1), Err(tensorbridge::Error::LabelOutOfRange { row: 1, label: 7, .. })));
+    assert!(matches!(core.train_step(&x, &SVector::zeros(), -1.0), Err(tensorbridge::Error::InvalidLearningRate { .. })));
+    assert_eq!(core.params(), before);
+}
