@@ -24,7 +24,7 @@ use crate::device::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
-use crate::layout::layer_slots;
+use crate::layout::{layer_slots, param_name};
 use crate::model::{Element, Model, Params, StorageElement};
 
 pub use crate::error::CheckpointErrorKind;
@@ -69,7 +69,12 @@ impl<M: Model> Engine<M> {
 fn tensors_of<M: Model>() -> Vec<(String, Vec<usize>, usize)> {
     layer_slots(M::LAYERS)
         .enumerate()
-        .flat_map(|(l, s)| [(format!("w{l}"), vec![s.fan_in, s.fan_out], s.w), (format!("b{l}"), vec![s.fan_out], s.b)])
+        .flat_map(|(l, s)| {
+            [
+                (param_name(l, false).to_string(), vec![s.fan_in, s.fan_out], s.w),
+                (param_name(l, true).to_string(), vec![s.fan_out], s.b),
+            ]
+        })
         .collect()
 }
 
@@ -77,7 +82,6 @@ fn layers_text<M: Model>() -> String {
     M::LAYERS.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" -> ")
 }
 
-/// The safetensors bytes of the flat parameters.
 /// The safetensors dtype of model `M`'s storage.
 fn dtype_of<M: Model>() -> Dtype {
     if M::Storage::IS_F16 {
@@ -87,6 +91,7 @@ fn dtype_of<M: Model>() -> Dtype {
     }
 }
 
+/// The safetensors bytes of the flat parameters.
 fn to_safetensors<M: Model>(flat: &[M::Storage]) -> std::result::Result<Vec<u8>, String> {
     let mut buffers = Vec::new();
     for (name, shape, start) in tensors_of::<M>() {

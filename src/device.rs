@@ -167,7 +167,10 @@ impl Device {
     /// tiled kernels. No effect on the CPU backend.
     pub fn with_kernel_path(&self, path: KernelPath) -> Device {
         match &self.kind {
-            DeviceKind::Cpu => self.clone(),
+            DeviceKind::Cpu => {
+                let _ = path;
+                self.clone()
+            }
             #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, .. } => {
                 Device { kind: DeviceKind::OpenCl { device: Arc::clone(device), path } }
@@ -219,6 +222,7 @@ impl Device {
     pub fn __build_source(&self, source: &str) -> Result<()> {
         match &self.kind {
             DeviceKind::Cpu => {
+                let _ = source;
                 Err(Error::Unsupported { device: self.name(), reason: "no OpenCL compiler".to_string() })
             }
             #[cfg(feature = "opencl")]

@@ -222,6 +222,7 @@ impl<M: Model> Engine<M> {
 
     /// Sets aside the deferred losses recorded so far, so that internal steps (`fit`'s)
     /// can read their own with [`Engine::take_own_losses`] and lose none of the caller's.
+    #[cfg(feature = "train")]
     pub(crate) fn hold_losses(&mut self) -> Result<()> {
         let mut losses = self.own_losses()?;
         self.held_losses.append(&mut losses);
@@ -237,6 +238,7 @@ impl<M: Model> Engine<M> {
 
     /// The deferred losses recorded since [`Engine::hold_losses`], checked like
     /// [`Engine::take_losses`]; held ones stay held.
+    #[cfg(feature = "train")]
     pub(crate) fn take_own_losses(&mut self) -> Result<Vec<f32>> {
         finite_losses(self.own_losses()?)
     }

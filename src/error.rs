@@ -12,7 +12,9 @@ mod npy_kind;
 #[cfg(feature = "std")]
 pub use checkpoint_kind::CheckpointErrorKind;
 #[cfg(feature = "std")]
-pub use npy_kind::{NpyErrorKind, MAX_HEADER_LEN};
+pub use npy_kind::NpyErrorKind;
+#[cfg(feature = "npy")]
+pub use npy_kind::MAX_HEADER_LEN;
 
 /// The result of every fallible tensorbridge call.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -229,7 +231,7 @@ pub enum Error {
     },
 }
 
-#[cfg(feature = "std")]
+#[cfg(any(feature = "npy", feature = "checkpoint"))]
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }

@@ -79,7 +79,13 @@ fn core_checks_its_inputs() {
     let x = SMatrix::<f32, 2, 4>::zeros();
     let before = core.params();
     let bad = SVector::<u32, 2>::new(0, 7);
-    assert!(matches!(core.train_step(&x, &bad, 0.1), Err(tensorbridge::Error::LabelOutOfRange { row: 1, label: 7, .. })));
-    assert!(matches!(core.train_step(&x, &SVector::zeros(), -1.0), Err(tensorbridge::Error::InvalidLearningRate { .. })));
+    assert!(matches!(
+        core.train_step(&x, &bad, 0.1),
+        Err(tensorbridge::Error::LabelOutOfRange { row: 1, label: 7, .. })
+    ));
+    assert!(matches!(
+        core.train_step(&x, &SVector::zeros(), -1.0),
+        Err(tensorbridge::Error::InvalidLearningRate { .. })
+    ));
     assert_eq!(core.params(), before);
 }

@@ -58,7 +58,8 @@ macro_rules! hot_path_allocates_nothing {
         #[test]
         fn $name() {
             let mut model = $model::new(&Device::cpu()).unwrap();
-            let x = SMatrix::<$elem, $b, $f>::from_fn(|r, c| <$elem>::from_f32(((r * 7 + c * 3) % 11) as f32 / 5.0 - 1.0));
+            let x =
+                SMatrix::<$elem, $b, $f>::from_fn(|r, c| <$elem>::from_f32(((r * 7 + c * 3) % 11) as f32 / 5.0 - 1.0));
             let y = SVector::<u32, $b>::from_fn(|r, _| (r % $c) as u32);
             // Warm up (first calls may set up thread pools or lazy statics).
             model.train_step(&x, &y, 0.1).unwrap();

@@ -53,7 +53,10 @@ fn shared_model_agrees(device: &Device) {
                         let got = model.logits(&x).unwrap();
                         assert!(got.iter().zip(logits.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "logits {k}");
                         let got = model.forward(&model.to_device(&x).unwrap()).unwrap().to_host().unwrap();
-                        assert!(got.iter().zip(via_device.iter()).all(|(a, b)| a.to_bits() == b.to_bits()), "forward {k}");
+                        assert!(
+                            got.iter().zip(via_device.iter()).all(|(a, b)| a.to_bits() == b.to_bits()),
+                            "forward {k}"
+                        );
                         assert_eq!(model.loss(&x, &labels(k)).unwrap().to_bits(), *loss, "loss {k}");
                     }
                 }
