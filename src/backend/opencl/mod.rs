@@ -15,6 +15,7 @@
 //! `float` inputs in every layer.
 
 mod cl;
+mod gemm;
 mod platform;
 mod program;
 
@@ -65,15 +66,16 @@ pub(crate) fn open(index: Option<usize>, want: impl Fn(&crate::device::DeviceInf
     Ok(Arc::new(ClDevice::open(found.swap_remove(pos))?))
 }
 
-/// The build options for `device`: the tile width of the tiled kernels, the largest of
-/// 16, 8 and 4 whose square fits the device's work-group limit.
+/// The build options for `device`: the GEMM kernels' register block (`TB_RN`, see
+/// `gemm.rs`), and a tile width `TB_TILE` (the largest of 16, 8 and 4 whose square fits
+/// the device's work-group limit), kept for kernels that tile through local memory.
 fn build_options(device: &ClDevice) -> Result<(String, usize)> {
     let max = device.info.max_work_group_size;
     let tile = [16, 8, 4].into_iter().find(|t| t * t <= max).ok_or_else(|| Error::Unsupported {
         device: device.label(),
         reason: format!("work-groups of at most {max} work-items; the tiled kernels need 16"),
     })?;
-    Ok((format!("-D TB_TILE={tile}"), tile))
+    Ok((format!("-D TB_TILE={tile} {}", gemm::options()), tile))
 }
 
 /// Compiles `source` for `device`, for tests of the build-failure path.
@@ -159,7 +161,6 @@ unsafe impl Sync for Kernels {}
 struct Plan {
     fused: bool,
     fused_wg: usize,
-    tile: usize,
     loss_wg: usize,
 }
 
@@ -226,7 +227,7 @@ impl<M: Model> OpenClBackend<M> {
         {
             to_i32(n, device, what)?;
         }
-        let (options, tile) = build_options(device)?;
+        let (options, _) = build_options(device)?;
         let program = program::build(device, M::kernel_source(), &options, KERNELS)?;
         let kernels = Kernels {
             forward: Kernel::new(&program, "tb_forward")?,
@@ -237,11 +238,12 @@ impl<M: Model> OpenClBackend<M> {
             fused: Kernel::new(&program, "tb_train_step")?,
             widen: Kernel::new(&program, "tb_widen_x")?,
         };
+        let gemm_wg = gemm::LOCAL[0] * gemm::LOCAL[1];
         for k in [&kernels.forward, &kernels.backward, &kernels.backward_inputs] {
-            if k.max_work_group(device.id)? < tile * tile {
+            if k.max_work_group(device.id)? < gemm_wg {
                 return Err(Error::Unsupported {
                     device: device.label(),
-                    reason: format!("the tiled kernels need work-groups of {} work-items", tile * tile),
+                    reason: format!("the tiled kernels need work-groups of {gemm_wg} work-items"),
                 });
             }
         }
@@ -293,7 +295,7 @@ impl<M: Model> OpenClBackend<M> {
             device: Arc::clone(device),
             queue,
             kernels,
-            plan: Plan { fused, fused_wg: shape.wg, tile, loss_wg },
+            plan: Plan { fused, fused_wg: shape.wg, loss_wg },
             params,
             grads,
             acts: acts_mem,
@@ -364,7 +366,6 @@ impl<M: Model> OpenClBackend<M> {
     /// layer writes `out`, or the activation scratch when `None`.
     fn run_tiled_forward(&mut self, x: Input<'_>, out: Option<&Mem>) -> Result<()> {
         let layers = self.offsets.len();
-        let t = self.plan.tile;
         if M::Storage::IS_F16 {
             self.widen_x(x)?;
         }
@@ -394,7 +395,7 @@ impl<M: Model> OpenClBackend<M> {
             }
             k.set_scalar(5, l as i32)?;
             let fan_out = M::LAYERS[l + 1];
-            self.queue.launch(k, &[round_up(M::BATCH, t), round_up(fan_out, t)], &[t, t])?;
+            self.queue.launch(k, &gemm::forward(M::BATCH, fan_out), &gemm::LOCAL)?;
         }
         Ok(())
     }
@@ -429,7 +430,6 @@ impl<M: Model> OpenClBackend<M> {
 
     /// The tiled backward pass into `grads`, from `delta[0]`.
     fn run_tiled_backward(&mut self, batch: usize, rows: usize) -> Result<()> {
-        let t = self.plan.tile;
         let mut cur = 0;
         for l in (0..self.offsets.len()).rev() {
             let (a_in, _) = self.offsets[l];
@@ -446,7 +446,7 @@ impl<M: Model> OpenClBackend<M> {
             k.set_mem(3, &self.grads)?;
             k.set_scalar(4, l as i32)?;
             k.set_scalar(5, rows as i32)?;
-            self.queue.launch(k, &[round_up(fan_in + 1, t), round_up(fan_out, t)], &[t, t])?;
+            self.queue.launch(k, &gemm::weights(fan_in, fan_out), &gemm::LOCAL)?;
             if l > 0 {
                 let k = &mut self.kernels.backward_inputs;
                 k.set_mem(0, &self.params)?;
@@ -455,7 +455,7 @@ impl<M: Model> OpenClBackend<M> {
                 k.set_mem(3, &self.acts)?;
                 k.set_scalar(4, a_in as i32)?;
                 k.set_scalar(5, l as i32)?;
-                self.queue.launch(k, &[round_up(M::BATCH, t), round_up(fan_in, t)], &[t, t])?;
+                self.queue.launch(k, &gemm::inputs(M::BATCH, fan_in), &gemm::LOCAL)?;
                 cur = 1 - cur;
             }
         }
