@@ -5,6 +5,7 @@
 use std::fmt;
 
 use crate::backend::cpu::CpuBackend;
+use crate::backend::opencl::startup::StartupReport;
 use crate::backend::opencl::OpenClBackend;
 use crate::backend::{layer_slots, Backend, Batch, Buffer};
 use crate::device::{Device, DeviceKind};
@@ -110,6 +111,32 @@ impl<M: Model> Engine<M> {
             DeviceKind::OpenCl { device, path } => Backends::OpenCl(Box::new(OpenClBackend::new(device, *path, flat)?)),
         };
         Ok(Engine { device: device.clone(), backend, held_losses: Vec::new() })
+    }
+
+    /// How this model's start-up went on OpenCL, phase by phase (platform, context,
+    /// program build or cache load, kernels, buffers, and the first launch once
+    /// [`Engine::warm_up`] ran); `None` on the CPU backend. Also printed to stderr at
+    /// creation with `TENSORBRIDGE_TRACE_STARTUP=1`.
+    pub fn startup_report(&self) -> Option<StartupReport> {
+        match &self.backend {
+            Backends::OpenCl(b) => Some(b.startup_report()),
+            Backends::Cpu(..) => None,
+        }
+    }
+
+    /// Launches every kernel of a train step once on a zero batch and waits, so that
+    /// one-time driver work (PoCL compiles a work-group function at a kernel's first
+    /// launch) happens now rather than in the first step. Changes neither the parameters
+    /// nor the deferred losses. Returns the start-up report (`None` on the CPU backend,
+    /// where there is nothing to warm).
+    pub fn warm_up(&mut self) -> Result<Option<StartupReport>> {
+        match &mut self.backend {
+            Backends::OpenCl(b) => {
+                b.warm_up()?;
+                Ok(Some(b.startup_report()))
+            }
+            Backends::Cpu(..) => Ok(None),
+        }
     }
 
     /// The device the model lives on.

@@ -74,15 +74,18 @@ pub mod host;
 mod kernels;
 mod model;
 pub mod npy;
+mod prebuild;
 pub mod rng;
 mod tensor;
 pub mod train;
 
+pub use backend::opencl::startup::{ProgramOrigin, StartupReport, TRACE_STARTUP_ENV};
 pub use data::{Dataset, Standardizer};
 pub use device::{Device, DeviceInfo, DeviceType, KernelPath, CACHE_DIR_ENV, DEVICE_ENV};
 pub use engine::{Engine, DEFAULT_SEED};
 pub use error::{Error, Result};
 pub use model::{boxed_zeros, Element, HostTensor, Model, Params, StorageElement};
+pub use prebuild::prebuild;
 pub use tensor::DeviceTensor;
 pub use train::{EpochStats, FitOptions, History, Metrics};
 

@@ -18,10 +18,12 @@ mod cl;
 mod gemm;
 mod platform;
 mod program;
+pub(crate) mod startup;
 
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use self::cl::{Event, Kernel, Mem, Queue};
 pub(crate) use self::platform::{enumerate, ClDevice};
@@ -48,7 +50,9 @@ const KERNELS: &[&str] =
 /// Opens the `index`-th usable device of [`enumerate`] (or the first whose type passes
 /// `want`, when `index` is `None`).
 pub(crate) fn open(index: Option<usize>, want: impl Fn(&crate::device::DeviceInfo) -> bool) -> Result<Arc<ClDevice>> {
+    let start = Instant::now();
     let mut found = enumerate()?;
+    let platform_time = start.elapsed();
     let count = found.len();
     let pos = match index {
         Some(i) if i < count => i,
@@ -63,7 +67,9 @@ pub(crate) fn open(index: Option<usize>, want: impl Fn(&crate::device::DeviceInf
             .position(|f| want(&f.info))
             .ok_or_else(|| Error::NoOpenClDevice { reason: "no OpenCL device of the wanted type".to_string() })?,
     };
-    Ok(Arc::new(ClDevice::open(found.swap_remove(pos))?))
+    let mut device = ClDevice::open(found.swap_remove(pos))?;
+    device.platform_time = platform_time;
+    Ok(Arc::new(device))
 }
 
 /// The build options for `device`: the GEMM kernels' register block (`TB_RN`, see
@@ -192,6 +198,8 @@ pub(crate) struct OpenClBackend<M> {
     record: LossRecord,
     /// `(input offset, output offset)` of each layer in the activation scratch.
     offsets: Vec<(usize, usize)>,
+    /// How the start-up went (see `startup.rs`).
+    startup: startup::StartupReport,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -228,7 +236,22 @@ impl<M: Model> OpenClBackend<M> {
             to_i32(n, device, what)?;
         }
         let (options, _) = build_options(device)?;
-        let program = program::build(device, M::kernel_source(), &options, KERNELS)?;
+        let start = Instant::now();
+        let before = build_counts(device);
+        let label = device.label();
+        let program = startup::with_build_notice(M::NAME, &label, || {
+            program::build(device, M::kernel_source(), &options, KERNELS)
+        })?;
+        let program_time = start.elapsed();
+        let after = build_counts(device);
+        let origin = if after.0 > before.0 {
+            startup::ProgramOrigin::Compiled
+        } else if after.1 > before.1 {
+            startup::ProgramOrigin::DiskCache
+        } else {
+            startup::ProgramOrigin::Memory
+        };
+        let start = Instant::now();
         let kernels = Kernels {
             forward: Kernel::new(&program, "tb_forward")?,
             loss: Kernel::new(&program, "tb_loss")?,
@@ -270,6 +293,8 @@ impl<M: Model> OpenClBackend<M> {
         };
         let loss_max = kernels.loss.max_work_group(device.id)?.min(LOSS_MAX_WG);
         let loss_wg = b.next_power_of_two().min(1 << loss_max.max(1).ilog2());
+        let kernels_time = start.elapsed();
+        let start = Instant::now();
 
         let context = &device.context;
         let queue = Arc::new(Queue::new(context, device.id)?);
@@ -291,7 +316,18 @@ impl<M: Model> OpenClBackend<M> {
             offsets.push((a_in, a_in + b * pair[0]));
             a_in += b * pair[0];
         }
-        Ok(OpenClBackend {
+        let startup = startup::StartupReport {
+            model: M::NAME,
+            device: label,
+            platform: device.platform_time,
+            context: device.context_time,
+            program: program_time,
+            origin,
+            kernels: kernels_time,
+            buffers: start.elapsed(),
+            first_launch: None,
+        };
+        let mut backend = OpenClBackend {
             device: Arc::clone(device),
             queue,
             kernels,
@@ -305,8 +341,44 @@ impl<M: Model> OpenClBackend<M> {
             next_slot: 0,
             record: LossRecord::default(),
             offsets,
+            startup,
             _model: PhantomData,
-        })
+        };
+        if startup::tracing() {
+            backend.warm_up()?;
+            eprintln!("{}", backend.startup);
+        }
+        Ok(backend)
+    }
+
+    /// The start-up report so far.
+    pub(crate) fn startup_report(&self) -> startup::StartupReport {
+        self.startup.clone()
+    }
+
+    /// Launches every kernel a train step and a forward pass use once, on a zero batch,
+    /// and waits: on PoCL the first launch of a kernel compiles its work-group function,
+    /// which this moves out of the first step. The parameters, the deferred losses and
+    /// the staging slots' contents that matter are unchanged: the gradients are computed
+    /// (into `grads`, which every gradient call rewrites), and the update runs with a NaN
+    /// loss in the immediate slot, so it changes nothing. Records the time as the
+    /// report's first launch (the first call only).
+    pub(crate) fn warm_up(&mut self) -> Result<Duration> {
+        let start = Instant::now();
+        let x = vec![<M::Storage as crate::model::Element>::ZERO; M::BATCH * M::FEATURES];
+        let y = vec![0u32; M::BATCH];
+        let batch = Batch { x: &x, y: &y, rows: M::BATCH };
+        self.enqueue(batch, 0.0, MODE_GRADIENTS, IMMEDIATE)?;
+        if !self.plan.fused {
+            self.queue.write(&self.losses, IMMEDIATE, &[f32::NAN])?;
+            self.run_sgd(0.0, IMMEDIATE)?;
+        }
+        self.queue.finish()?;
+        let took = start.elapsed();
+        if self.startup.first_launch.is_none() {
+            self.startup.first_launch = Some(took);
+        }
+        Ok(took)
     }
 
     /// Writes the batch (`x` bits, then the labels) into the next staging slot; returns it.
