@@ -48,7 +48,11 @@ fn build_anchor() -> Result<PathBuf, String> {
         .map_err(|e| format!("no C compiler (`{cc}`: {e})"))?;
     if !result.status.success() {
         let err = String::from_utf8_lossy(&result.stderr);
-        let why = if err.contains("clblast") { "CLBlast (libclblast-dev) or its OpenCL headers missing" } else { "build failed" };
+        let why = if err.contains("clblast") {
+            "CLBlast (libclblast-dev) or its OpenCL headers missing"
+        } else {
+            "build failed"
+        };
         return Err(format!("{why}: {}", err.lines().take(3).collect::<Vec<_>>().join(" | ")));
     }
     Ok(out)
