@@ -23,6 +23,9 @@ tensorbridge::model! {
     pub struct Wide { batch: 256, features: 1024, hidden: [1024], classes: 16 }
 }
 
+/// Pre-builds one model's kernels for a device.
+type Prebuild = fn(&Device) -> tensorbridge::Result<Option<StartupReport>>;
+
 fn main() {
     let json = std::env::args().any(|a| a == "--json");
     let device = match Device::opencl() {
@@ -33,7 +36,7 @@ fn main() {
         }
     };
     // Every model the application declares; add yours here.
-    let models: [(&str, fn(&Device) -> tensorbridge::Result<Option<StartupReport>>); 3] =
+    let models: [(&str, Prebuild); 3] =
         [(Digits::NAME, prebuild::<Digits>), (Mnist::NAME, prebuild::<Mnist>), (Wide::NAME, prebuild::<Wide>)];
     let mut failed = false;
     for (name, build) in models {
