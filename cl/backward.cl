@@ -1,99 +1,178 @@
-// tensorbridge: the backward pass of one dense layer, tiled through local memory.
+// tensorbridge: the backward pass of one dense layer as register-blocked GEMMs (no
+// barriers, no local memory; see cl/forward.cl for the blocking and the guards).
 //
-// tb_grad_weights: gw[i, o] = sum_{r < rows} a[r, i] * dz[r, o] and gb[o] = sum_r dz[r, o]
-//   (the bias is input i = TB_IN_l with a == 1). NDRange (round_up(TB_IN_l + 1, TB_TILE),
-//   round_up(TB_OUT_l, TB_TILE)). Only the first `rows` rows are read: padding rows
-//   contribute nothing whatever they hold.
-// tb_grad_inputs: da[r, i] = (sum_o dz[r, o] * w[i, o]) * (a[r, i] > 0), the delta of the
-//   layer below (a is that layer's ReLU output). NDRange (round_up(TB_BATCH, TB_TILE),
-//   round_up(TB_IN_l, TB_TILE)).
+// tb_backward: gw[i, o] = sum_{r < rows} a[r, i] * dz[r, o] and gb[o] = sum_{r < rows} dz[r, o].
+//   A work-item computes 4 inputs x 4 outputs, both operands read 8 rows at a time
+//   (float8, contiguous), accumulated as float8 partial sums and reduced at the end. The
+//   extra block column i = ceil(TB_IN_l / 4) computes the bias gradient of its 4 outputs.
+//   NDRange (ceil(TB_IN_l / 4) + 1, ceil(TB_OUT_l / 4)), rounded up to the local size. Only the first `rows` rows are read: padding rows contribute nothing
+//   whatever they hold.
+// tb_backward_inputs: da[r, i] = (sum_o dz[r, o] * w[i, o]) * (a[r, i] > 0), the delta of
+//   the layer below (a is that layer's ReLU output), TB_RM rows x TB_RN inputs a
+//   work-item, the ReLU mask fused into the store. NDRange (ceil(TB_BATCH / 8),
+//   ceil(TB_IN_l / TB_RN)), rounded up to the local size.
 
-inline void tb_tiled_grad_weights(__global const float *a, __global const float *dz,
+#define TB_GI 4
+#define TB_GO 4
+
+inline void tb_grad_weights_block(__global const float *a, __global const float *dz,
                                   __global float *gw, const int n_in, const int n_out,
-                                  const int rows, __local float *ta, __local float *tz) {
-    const int li = get_local_id(0);
-    const int lo = get_local_id(1);
-    const int i0 = get_group_id(0) * TB_TILE;
-    const int o0 = get_group_id(1) * TB_TILE;
-    const int i = i0 + li;
-    const int o = o0 + lo;
-    float acc = 0.0f;
-    for (int r0 = 0; r0 < rows; r0 += TB_TILE) {
-        // ta[kk][ii] = a(r0 + kk, i0 + ii) (1 for the bias column); tz[oo][kk] = dz(r0 + kk, o0 + oo).
-        const int r = r0 + li;
-        const int ia = i0 + lo;
-        float av = 0.0f;
-        if (r < rows) {
-            if (ia < n_in) {
-                av = a[ia * TB_BATCH + r];
-            } else if (ia == n_in) {
-                av = 1.0f;
+                                  const int rows) {
+    const int blocks_in = (n_in + TB_GI - 1) / TB_GI;
+    const int ib = get_global_id(0);
+    const int o0 = get_global_id(1) * TB_GO;
+    if (ib > blocks_in || o0 >= n_out) {
+        return;
+    }
+    int oc[TB_GO];
+#pragma unroll
+    for (int n = 0; n < TB_GO; ++n) {
+        oc[n] = min(o0 + n, n_out - 1) * TB_BATCH;
+    }
+    if (ib == blocks_in) {
+        // The bias: gb[o] = sum_r dz[r, o], after the weights (gw + n_in * n_out).
+#pragma unroll
+        for (int n = 0; n < TB_GO; ++n) {
+            float8 s8 = (float8)(0.0f);
+            int r = 0;
+            for (; r + 8 <= rows; r += 8) {
+                s8 += vload8(0, dz + oc[n] + r);
+            }
+            float s = tb_hsum8(s8);
+            for (; r < rows; ++r) {
+                s += dz[oc[n] + r];
+            }
+            if (o0 + n < n_out) {
+                gw[n_in * n_out + o0 + n] = s;
             }
         }
-        ta[li * TB_TILE_STRIDE + lo] = av;
-        tz[lo * TB_TILE_STRIDE + li] = (r < rows && o < n_out) ? dz[o * TB_BATCH + r] : 0.0f;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int kk = 0; kk < TB_TILE; ++kk) {
-            acc += ta[kk * TB_TILE_STRIDE + li] * tz[lo * TB_TILE_STRIDE + kk];
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
+        return;
     }
-    if (o < n_out) {
-        if (i < n_in) {
-            gw[o * n_in + i] = acc;
-        } else if (i == n_in) {
-            gw[n_in * n_out + o] = acc;
+    const int i0 = ib * TB_GI;
+    int ic[TB_GI];
+#pragma unroll
+    for (int m = 0; m < TB_GI; ++m) {
+        ic[m] = min(i0 + m, n_in - 1) * TB_BATCH;
+    }
+    float8 acc[TB_GI][TB_GO];
+#pragma unroll
+    for (int m = 0; m < TB_GI; ++m) {
+#pragma unroll
+        for (int n = 0; n < TB_GO; ++n) {
+            acc[m][n] = (float8)(0.0f);
+        }
+    }
+    int r = 0;
+    for (; r + 8 <= rows; r += 8) {
+        float8 av[TB_GI];
+        float8 dv[TB_GO];
+#pragma unroll
+        for (int m = 0; m < TB_GI; ++m) {
+            av[m] = vload8(0, a + ic[m] + r);
+        }
+#pragma unroll
+        for (int n = 0; n < TB_GO; ++n) {
+            dv[n] = vload8(0, dz + oc[n] + r);
+        }
+#pragma unroll
+        for (int m = 0; m < TB_GI; ++m) {
+#pragma unroll
+            for (int n = 0; n < TB_GO; ++n) {
+                acc[m][n] = mad(av[m], dv[n], acc[m][n]);
+            }
+        }
+    }
+#pragma unroll
+    for (int m = 0; m < TB_GI; ++m) {
+#pragma unroll
+        for (int n = 0; n < TB_GO; ++n) {
+            float s = tb_hsum8(acc[m][n]);
+            for (int rr = r; rr < rows; ++rr) {
+                s = mad(a[ic[m] + rr], dz[oc[n] + rr], s);
+            }
+            if (i0 + m < n_in && o0 + n < n_out) {
+                gw[(o0 + n) * n_in + i0 + m] = s;
+            }
         }
     }
 }
 
-inline void tb_tiled_grad_inputs(__global const TB_P_T *w, __global const float *dz,
-                                 __global float *da, __global const float *a,
-                                 const int n_in, const int n_out,
-                                 __local float *td, __local float *tw) {
-    const int lr = get_local_id(0);
-    const int li = get_local_id(1);
-    const int r = get_group_id(0) * TB_TILE + lr;
-    const int i0 = get_group_id(1) * TB_TILE;
-    const int i = i0 + li;
-    float acc = 0.0f;
-    for (int o0 = 0; o0 < n_out; o0 += TB_TILE) {
-        // td[kk][rr] = dz(row0 + rr, o0 + kk); tw[kk][ii] = w(i0 + ii, o0 + kk).
-        const int od = o0 + li;
-        td[li * TB_TILE_STRIDE + lr] = (r < TB_BATCH && od < n_out) ? dz[od * TB_BATCH + r] : 0.0f;
-        const int iw = i0 + lr;
-        tw[li * TB_TILE_STRIDE + lr] = (od < n_out && iw < n_in) ? TB_LOAD_P(w, od * n_in + iw) : 0.0f;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int kk = 0; kk < TB_TILE; ++kk) {
-            acc += td[kk * TB_TILE_STRIDE + lr] * tw[kk * TB_TILE_STRIDE + li];
-        }
-        barrier(CLK_LOCAL_MEM_FENCE);
+inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float *dz,
+                                 __global float *da, __global const float *act,
+                                 const int n_in, const int n_out) {
+    const int r0 = get_global_id(0) * TB_RM;
+    const int i0 = get_global_id(1) * TB_RN;
+    if (r0 >= TB_BATCH || i0 >= n_in) {
+        return;
     }
-    if (r < TB_BATCH && i < n_in) {
-        const int k = i * TB_BATCH + r;
-        da[k] = (a[k] <= 0.0f) ? 0.0f : acc;
+    float8 acc[TB_RN];
+#pragma unroll
+    for (int n = 0; n < TB_RN; ++n) {
+        acc[n] = (float8)(0.0f);
+    }
+    if (i0 + TB_RN <= n_in) {
+        for (int o = 0; o < n_out; ++o) {
+            const float8 d = tb_rows8(dz + o * TB_BATCH, r0);
+            __global const TB_P_T *wr = w + o * n_in + i0;
+#pragma unroll
+            for (int n = 0; n < TB_RN; n += 4) {
+                const float4 wv = TB_LOAD_P4(wr, n);
+                acc[n + 0] = mad(d, (float8)(wv.x), acc[n + 0]);
+                acc[n + 1] = mad(d, (float8)(wv.y), acc[n + 1]);
+                acc[n + 2] = mad(d, (float8)(wv.z), acc[n + 2]);
+                acc[n + 3] = mad(d, (float8)(wv.w), acc[n + 3]);
+            }
+        }
+    } else {
+        for (int o = 0; o < n_out; ++o) {
+            const float8 d = tb_rows8(dz + o * TB_BATCH, r0);
+            __global const TB_P_T *wr = w + o * n_in;
+#pragma unroll
+            for (int n = 0; n < TB_RN; ++n) {
+                acc[n] = mad(d, (float8)(TB_LOAD_P(wr, min(i0 + n, n_in - 1))), acc[n]);
+            }
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < TB_RN; ++n) {
+        if (i0 + n < n_in) {
+            const int col = (i0 + n) * TB_BATCH;
+            const float8 mask = tb_rows8(act + col, r0);
+            tb_store_rows8(da + col, r0, select(acc[n], (float8)(0.0f), mask <= (float8)(0.0f)));
+        }
     }
 }
 
 // dL/dw_l and dL/db_l into `grads`, from the layer's input `a + a_off` and its delta `dz`.
-__kernel __attribute__((reqd_work_group_size(TB_TILE, TB_TILE, 1)))
-void tb_backward(__global const float *a, const int a_off,
-                 __global const float *dz, __global float *grads,
-                 const int layer, const int rows_arg) {
-    __local float ta[TB_TILE * TB_TILE_STRIDE];
-    __local float tz[TB_TILE * TB_TILE_STRIDE];
-    const tb_layer s = tb_layer_shape(layer);
-    tb_tiled_grad_weights(a + a_off, dz, grads + s.w, s.n_in, s.n_out, tb_rows(rows_arg), ta, tz);
+__kernel void tb_backward(__global const float *a, const int a_off,
+                          __global const float *dz, __global float *grads,
+                          const int layer, const int rows_arg) {
+    const int rows = tb_rows(rows_arg);
+#define TB_BACKWARD_CASE(l)                                                             \
+    case l:                                                                             \
+        tb_grad_weights_block(a + a_off, dz, grads + TB_W_##l, TB_IN_##l, TB_OUT_##l, rows); \
+        break;
+    switch (layer) {
+        TB_LAYER_LIST(TB_BACKWARD_CASE)
+        default:
+            break;
+    }
+#undef TB_BACKWARD_CASE
 }
 
 // The delta of layer `layer - 1` (into `da`), from layer `layer`'s delta `dz`, its weights
 // and its input `acts + a_off` (the ReLU output below). Never launched for layer 0.
-__kernel __attribute__((reqd_work_group_size(TB_TILE, TB_TILE, 1)))
-void tb_backward_inputs(__global const TB_P_T *params, __global const float *dz,
-                        __global float *da, __global const float *acts, const int a_off,
-                        const int layer) {
-    __local float td[TB_TILE * TB_TILE_STRIDE];
-    __local float tw[TB_TILE * TB_TILE_STRIDE];
-    const tb_layer s = tb_layer_shape(layer);
-    tb_tiled_grad_inputs(params + s.w, dz, da, acts + a_off, s.n_in, s.n_out, td, tw);
+__kernel void tb_backward_inputs(__global const TB_P_T *params, __global const float *dz,
+                                 __global float *da, __global const float *acts, const int a_off,
+                                 const int layer) {
+#define TB_BACKWARD_INPUTS_CASE(l)                                                      \
+    case l:                                                                             \
+        tb_grad_inputs_block(params + TB_W_##l, dz, da, acts + a_off, TB_IN_##l, TB_OUT_##l); \
+        break;
+    switch (layer) {
+        TB_LAYER_LIST(TB_BACKWARD_INPUTS_CASE)
+        default:
+            break;
+    }
+#undef TB_BACKWARD_INPUTS_CASE
 }

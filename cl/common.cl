@@ -11,14 +11,8 @@
 //   gradients    the same layout as the parameters
 //
 // The shape constants are #defined in front of this file (see `defines` in
-// src/kernels.rs); TB_TILE comes from the build options (the host picks it from the
-// device's work-group limit), with a default here.
-
-#ifndef TB_TILE
-#define TB_TILE 16
-#endif
-// Row stride of a local tile: one spare column avoids bank conflicts on GPUs.
-#define TB_TILE_STRIDE (TB_TILE + 1)
+// src/kernels.rs); TB_RN, the outputs per work-item of the GEMM kernels, comes from the
+// build options (src/backend/opencl/gemm.rs), with a default in cl/forward.cl.
 
 // `for (K = LID; K < N; K += WG)` in a form PoCL 3.1 compiles correctly: a trip count that
 // is the same for every work-item, and the bound checked inside. The plain form, after a
@@ -60,35 +54,6 @@ inline uint tb_label(__global const float *batch, const int r) {
 // The number of rows that count, clamped to 1..=TB_BATCH for the same reason.
 inline int tb_rows(const int rows) {
     return clamp(rows, 1, TB_BATCH);
-}
-
-// The shape of layer `layer`, looked up at run time by the tiled kernels. The lookup is a
-// switch over constants, and the kernels call their tiled bodies after it, outside any
-// branch: a barrier inside a switch is legal when uniform, but some compilers handle it
-// badly (PoCL 3.1 corrupted memory in a probe).
-typedef struct {
-    int n_in;
-    int n_out;
-    int w;
-    int relu;
-} tb_layer;
-
-inline tb_layer tb_layer_shape(const int layer) {
-    tb_layer s = {0, 0, 0, 0};
-#define TB_SHAPE_CASE(l)    \
-    case l:                 \
-        s.n_in = TB_IN_##l;   \
-        s.n_out = TB_OUT_##l; \
-        s.w = TB_W_##l;       \
-        s.relu = TB_RELU_##l; \
-        break;
-    switch (layer) {
-        TB_LAYER_LIST(TB_SHAPE_CASE)
-        default:
-            break;
-    }
-#undef TB_SHAPE_CASE
-    return s;
 }
 
 // f16 storage, tiled path: the batch widened to float at the start of the activation

@@ -1,48 +1,130 @@
-// tensorbridge: the forward pass of one dense layer, tiled through local memory.
+// tensorbridge: the forward pass of one dense layer as a register-blocked GEMM.
 //
 // z[r, o] = b[o] + sum_i a[r, i] * w[i, o], then ReLU for hidden layers (NaN is kept, as
 // on the CPU backend, so a diverged value still surfaces as a non-finite loss).
-// NDRange: (round_up(TB_BATCH, TB_TILE), round_up(TB_OUT_l, TB_TILE)), local
-// (TB_TILE, TB_TILE). Out-of-range items load zeros and store nothing.
+//
+// Every work-item computes a block of TB_RM (8) consecutive batch rows x TB_RN outputs in
+// registers: the 8 rows of an activation column are one float8 (the activations are
+// column-major, so the rows are contiguous), the weights of an output are contiguous over
+// the inputs and are read four inputs at a time (vload4). There are no barriers and no
+// local memory: on a CPU device (PoCL reports its local memory as `Global`) a local tile
+// is only a copy, and the caches hold the tiles; on every device the shapes are constants
+// (one inlined body per layer), so the compiler specialises each layer.
+// NDRange: (ceil(TB_BATCH / TB_RM), ceil(TB_OUT_l / TB_RN)) rounded up to the local size,
+// which the host picks (src/backend/opencl/gemm.rs, which also passes TB_RN).
+// Out-of-range work-items return at once (no barrier follows); partial blocks read
+// clamped, in-range indices and store only their in-range outputs.
 
-inline void tb_tiled_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
-                           __global const float *a, __global float *z,
-                           const int n_in, const int n_out, const int relu,
-                           __local float *ta, __local float *tw) {
-    const int lr = get_local_id(0);
-    const int lc = get_local_id(1);
-    const int r = get_group_id(0) * TB_TILE + lr;
-    const int o = get_group_id(1) * TB_TILE + lc;
-    float acc = (r < TB_BATCH && o < n_out) ? TB_LOAD_P(bias, o) : 0.0f;
-    for (int k0 = 0; k0 < n_in; k0 += TB_TILE) {
-        // ta[kk][rr] = a(row0 + rr, k0 + kk); tw[oo][kk] = w(k0 + kk, col0 + oo).
-        const int ka = k0 + lc;
-        ta[lc * TB_TILE_STRIDE + lr] = (r < TB_BATCH && ka < n_in) ? a[ka * TB_BATCH + r] : 0.0f;
-        const int kw = k0 + lr;
-        tw[lc * TB_TILE_STRIDE + lr] = (o < n_out && kw < n_in) ? TB_LOAD_P(w, o * n_in + kw) : 0.0f;
-        barrier(CLK_LOCAL_MEM_FENCE);
-        for (int kk = 0; kk < TB_TILE; ++kk) {
-            acc += ta[kk * TB_TILE_STRIDE + lr] * tw[lc * TB_TILE_STRIDE + kk];
+#define TB_RM 8
+#ifndef TB_RN
+#define TB_RN 4
+#endif
+
+#ifdef TB_STORAGE_F16
+#define TB_LOAD_P4(p, k) vload_half4(0, (p) + (k))
+#else
+#define TB_LOAD_P4(p, k) vload4(0, (p) + (k))
+#endif
+
+// Rows r0..r0+7 of a column-major activation column `col` (r0 < TB_BATCH). When the batch
+// is not a multiple of 8, rows past its end repeat the last row (their results are never
+// stored), so nothing is read past the column.
+inline float8 tb_rows8(__global const float *col, const int r0) {
+#if TB_BATCH % 8 == 0
+    return vload8(0, col + r0);
+#else
+    const int last = TB_BATCH - 1;
+    return (float8)(col[min(r0, last)], col[min(r0 + 1, last)], col[min(r0 + 2, last)],
+                    col[min(r0 + 3, last)], col[min(r0 + 4, last)], col[min(r0 + 5, last)],
+                    col[min(r0 + 6, last)], col[min(r0 + 7, last)]);
+#endif
+}
+
+// Stores the in-range rows of `v` (rows r0..r0+7) into the column `col`.
+inline void tb_store_rows8(__global float *col, const int r0, const float8 v) {
+#if TB_BATCH % 8 == 0
+    vstore8(v, 0, col + r0);
+#else
+    float t[8];
+    vstore8(v, 0, t);
+    for (int j = 0; j < 8; ++j) {
+        if (r0 + j < TB_BATCH) {
+            col[r0 + j] = t[j];
         }
-        barrier(CLK_LOCAL_MEM_FENCE);
     }
-    if (r < TB_BATCH && o < n_out) {
-        if (relu && acc < 0.0f) {
-            acc = 0.0f;
+#endif
+}
+
+inline float tb_hsum8(const float8 v) {
+    const float4 h = v.lo + v.hi;
+    const float2 q = h.lo + h.hi;
+    return q.x + q.y;
+}
+
+inline void tb_dense_block(__global const TB_P_T *w, __global const TB_P_T *bias,
+                           __global const float *a, __global float *z,
+                           const int n_in, const int n_out, const int relu) {
+    const int r0 = get_global_id(0) * TB_RM;
+    const int o0 = get_global_id(1) * TB_RN;
+    if (r0 >= TB_BATCH || o0 >= n_out) {
+        return;
+    }
+    int oc[TB_RN];
+    float8 acc[TB_RN];
+#pragma unroll
+    for (int n = 0; n < TB_RN; ++n) {
+        oc[n] = min(o0 + n, n_out - 1) * n_in;
+        acc[n] = (float8)(TB_LOAD_P(bias, min(o0 + n, n_out - 1)));
+    }
+    int k = 0;
+    for (; k + 4 <= n_in; k += 4) {
+        const float8 a0 = tb_rows8(a + (k + 0) * TB_BATCH, r0);
+        const float8 a1 = tb_rows8(a + (k + 1) * TB_BATCH, r0);
+        const float8 a2 = tb_rows8(a + (k + 2) * TB_BATCH, r0);
+        const float8 a3 = tb_rows8(a + (k + 3) * TB_BATCH, r0);
+#pragma unroll
+        for (int n = 0; n < TB_RN; ++n) {
+            const float4 wv = TB_LOAD_P4(w, oc[n] + k);
+            acc[n] = mad(a0, (float8)(wv.x), acc[n]);
+            acc[n] = mad(a1, (float8)(wv.y), acc[n]);
+            acc[n] = mad(a2, (float8)(wv.z), acc[n]);
+            acc[n] = mad(a3, (float8)(wv.w), acc[n]);
         }
-        z[o * TB_BATCH + r] = acc;
+    }
+    for (; k < n_in; ++k) {
+        const float8 ak = tb_rows8(a + k * TB_BATCH, r0);
+#pragma unroll
+        for (int n = 0; n < TB_RN; ++n) {
+            acc[n] = mad(ak, (float8)(TB_LOAD_P(w, oc[n] + k)), acc[n]);
+        }
+    }
+#pragma unroll
+    for (int n = 0; n < TB_RN; ++n) {
+        if (o0 + n < n_out) {
+            float8 v = acc[n];
+            if (relu) {
+                v = select(v, (float8)(0.0f), v < (float8)(0.0f));
+            }
+            tb_store_rows8(z + (o0 + n) * TB_BATCH, r0, v);
+        }
     }
 }
 
-// Layer `layer` of the model: reads `in + in_off`, writes `out + out_off`.
-__kernel __attribute__((reqd_work_group_size(TB_TILE, TB_TILE, 1)))
-void tb_forward(__global const TB_P_T *params,
-                __global const float *in, const int in_off,
-                __global float *out, const int out_off,
-                const int layer) {
-    __local float ta[TB_TILE * TB_TILE_STRIDE];
-    __local float tw[TB_TILE * TB_TILE_STRIDE];
-    const tb_layer s = tb_layer_shape(layer);
-    tb_tiled_dense(params + s.w, params + s.w + s.n_in * s.n_out, in + in_off, out + out_off,
-                   s.n_in, s.n_out, s.relu, ta, tw);
+// Layer `layer` of the model: reads `in + in_off`, writes `out + out_off`. The switch
+// holds no barrier, so a run-time branch is safe here.
+__kernel void tb_forward(__global const TB_P_T *params,
+                         __global const float *in, const int in_off,
+                         __global float *out, const int out_off,
+                         const int layer) {
+#define TB_FORWARD_CASE(l)                                                              \
+    case l:                                                                             \
+        tb_dense_block(params + TB_W_##l, params + TB_B_##l, in + in_off, out + out_off, \
+                       TB_IN_##l, TB_OUT_##l, TB_RELU_##l);                             \
+        break;
+    switch (layer) {
+        TB_LAYER_LIST(TB_FORWARD_CASE)
+        default:
+            break;
+    }
+#undef TB_FORWARD_CASE
 }

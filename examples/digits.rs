@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let logits_path = out_dir.join("digits_test_logits.npy");
     npy::write_matrix(&logits_path, &model.logits_of(&test)?)?;
     // The checkpoint restores the same model.
-    let mut restored = Digits::load(&device, &checkpoint)?;
+    let restored = Digits::load(&device, &checkpoint)?;
     assert_eq!(restored.evaluate(&test)?.accuracy, metrics.accuracy);
     println!(
         "saved {}, {} and {}",

@@ -50,7 +50,7 @@ fn main() -> tensorbridge::Result<()> {
     let device = Device::auto();
     println!("Stage 2 (bridge): device = {device}");
     let params = CatDogParams { w0: matrix![10.0, 2.0; 10.0, 1.0; -8.0, 9.0; 1.0, 10.0], b0: vector![0.0, 0.0] };
-    let mut model = CatDog::with_params(&device, params)?;
+    let model = CatDog::with_params(&device, params)?;
     let x_device = model.to_device(&x)?;
     println!("  x is now {x_device:?}");
 

@@ -12,6 +12,8 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::layout::param_count;
 use crate::model::{Element, HostTensor, Model, Params, StorageElement};
+#[cfg(feature = "opencl")]
+use crate::startup::StartupReport;
 use crate::tensor::DeviceTensor;
 
 pub use crate::rng::DEFAULT_SEED;
@@ -73,6 +75,26 @@ impl<M: Model> Engine<M> {
     pub(crate) fn from_flat(device: &Device, flat: &[M::Storage]) -> Result<Self> {
         let backend = device.backend::<M>(flat)?;
         Ok(Engine { device: device.clone(), backend, deferred: Vec::new(), held_losses: Vec::new() })
+    }
+
+    /// How this model's start-up went on OpenCL, phase by phase (platform, context,
+    /// program build or cache load, kernels, buffers, and the first launch once
+    /// [`Engine::warm_up`] ran); `None` on the CPU backend. Also printed to stderr at
+    /// creation with `TENSORBRIDGE_TRACE_STARTUP=1`.
+    #[cfg(feature = "opencl")]
+    pub fn startup_report(&self) -> Option<StartupReport> {
+        self.backend.startup_report()
+    }
+
+    /// Launches every kernel of a train step once on a zero batch and waits, so that
+    /// one-time driver work (PoCL compiles a work-group function at a kernel's first
+    /// launch) happens now rather than in the first step. Changes neither the parameters
+    /// nor the deferred losses. Returns the start-up report (`None` on the CPU backend,
+    /// where there is nothing to warm).
+    #[cfg(feature = "opencl")]
+    pub fn warm_up(&mut self) -> Result<Option<StartupReport>> {
+        self.backend.warm_up()?;
+        Ok(self.backend.startup_report())
     }
 
     /// The device the model lives on.

@@ -2,8 +2,8 @@
 //! templates of `cl/` (embedded by `build.rs`).
 //!
 //! The source depends on the model's shape alone, never on the device, so it can be
-//! printed, snapshot-tested and compiled offline. The one device-dependent constant, the
-//! tile width `TB_TILE` of the tiled kernels, comes from the build options.
+//! printed, snapshot-tested and compiled offline. The device-dependent constants
+//! (`TB_TILE`, `TB_RN`) come from the build options.
 //!
 //! # Which kernels run
 //! A model runs its whole train step in **one launch of one work-group**

@@ -95,7 +95,11 @@ pub mod layout;
 mod model;
 #[cfg(feature = "npy")]
 pub mod npy;
+#[cfg(feature = "opencl")]
+mod prebuild;
 pub mod rng;
+#[cfg(feature = "opencl")]
+mod startup;
 #[cfg(feature = "std")]
 mod tensor;
 #[cfg(feature = "train")]
@@ -113,7 +117,11 @@ pub use info::{DeviceInfo, DeviceType, KernelPath};
 #[cfg(feature = "std")]
 pub use model::boxed_zeros;
 pub use model::{Element, HostTensor, Model, Params, StorageElement};
+#[cfg(feature = "opencl")]
+pub use prebuild::prebuild;
 pub use rng::DEFAULT_SEED;
+#[cfg(feature = "opencl")]
+pub use startup::{ProgramOrigin, StartupReport, TRACE_STARTUP_ENV};
 #[cfg(feature = "std")]
 pub use tensor::DeviceTensor;
 #[cfg(feature = "train")]

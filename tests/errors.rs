@@ -120,7 +120,7 @@ fn padding_rows_never_enter_gradients_even_when_they_overflow() {
     // Row 1 is padding (rows = 1). Its hidden activation overflows: 10 * 3e38 = inf. A
     // gradient summed over all rows would hold inf * 0 = NaN.
     let params = TinyParams { w0: matrix![3e38], b0: vector![0.0], w1: matrix![1e-38, -1e-38], b1: vector![0.0, 0.0] };
-    let mut model = Tiny::with_params(&Device::cpu(), params).unwrap();
+    let model = Tiny::with_params(&Device::cpu(), params).unwrap();
     let x = matrix![0.5; 10.0];
     let (loss, grads) = model.gradients_rows(&x, &vector![0, 1], 1).unwrap();
     assert!(loss.is_finite());

@@ -34,8 +34,8 @@ fn two_models_in_one_module_do_not_collide() {
     assert_eq!(<SmallParams as Params>::LEN, 4 * 2 + 2);
     assert_eq!(<WiderParams as Params>::LEN, 4 * 3 + 3);
     let device = Device::cpu();
-    let mut small = Small::new(&device).unwrap();
-    let mut wider = Wider::new(&device).unwrap();
+    let small = Small::new(&device).unwrap();
+    let wider = Wider::new(&device).unwrap();
     assert_eq!(small.logits(&SMatrix::<f32, 2, 4>::zeros()).unwrap().shape(), (2, 2));
     assert_eq!(wider.logits(&SMatrix::<f32, 16, 4>::zeros()).unwrap().shape(), (16, 3));
     assert_ne!(Small::kernel_source(), Wider::kernel_source());
@@ -72,7 +72,7 @@ fn large_host_buffers_are_boxed_and_stay_statically_sized() {
     let x: <Big as Model>::Input = tensorbridge::boxed_zeros::<f32, 300, 100>();
     let _: Box<SMatrix<f32, 300, 100>> = x.clone();
     assert_eq!(<<Big as Model>::Input as HostTensor>::ROWS, 300);
-    let mut model = Big::new(&Device::cpu()).unwrap();
+    let model = Big::new(&Device::cpu()).unwrap();
     let p = model.params().unwrap();
     let _: Box<SMatrix<f32, 100, 200>> = p.w0.clone();
     let _: &SVector<f32, 200> = &p.b0;

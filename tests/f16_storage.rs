@@ -112,11 +112,11 @@ where
     let p: Vec<f32> = (0..M16::Params::LEN).map(|k| noise(seed + 1, k)).collect();
     let (x16, p16) = (f16s(&x), f16s(&p));
 
-    let mut m16 = Engine::<M16>::with_params(&Device::cpu(), &M16::Params::from_flat(&p16)).unwrap();
+    let m16 = Engine::<M16>::with_params(&Device::cpu(), &M16::Params::from_flat(&p16)).unwrap();
     let z16 = m16.logits(&M16::Input::from_flat(&x16)).unwrap();
 
     // Against the f32 model on the f16-rounded values: the same arithmetic.
-    let mut m32 = Engine::<M32>::with_params(&Device::cpu(), &M32::Params::from_flat(&widen(&p16))).unwrap();
+    let m32 = Engine::<M32>::with_params(&Device::cpu(), &M32::Params::from_flat(&widen(&p16))).unwrap();
     let z32 = m32.logits(&M32::Input::from_flat(&widen(&x16))).unwrap();
     assert_eq!(z16.as_flat(), z32.as_flat(), "{}: f16 model vs f32 model on rounded values", M16::NAME);
 
@@ -141,7 +141,7 @@ fn declaration_gives_f16_buffers_and_f32_logits_and_gradients() {
         w0: SMatrix::<f16, 5, 4>::from_element(f16::ZERO),
         b0: SVector::<f16, 4>::from_element(f16::ZERO),
     };
-    let mut model = Lin16::with_params(&Device::cpu(), p).unwrap();
+    let model = Lin16::with_params(&Device::cpu(), p).unwrap();
     let y = SVector::<u32, 3>::new(0, 1, 3);
     let (loss, g): (f32, Lin16Grads) = model.gradients(&x, &y).unwrap();
     // All-zero logits: loss ln(4), dL/db = softmax - onehot averaged = 1/4 - count/3.

@@ -32,6 +32,19 @@ tensorbridge::model! {
     pub struct WideMlp { batch: 40, features: 33, classes: 10, hidden: [20] }
 }
 
+tensorbridge::model! {
+    /// Awkward for the register-blocked GEMM kernels (8 rows x 4 outputs a work-item,
+    /// weights read 4 inputs at a time): a batch of 13 (a partial block of rows), widths
+    /// 35, 21 and 9 (partial blocks of inputs and outputs, a remainder after the vload4
+    /// loop), several blocks and work-groups in every dimension.
+    pub struct Awkward { batch: 13, features: 35, classes: 5, hidden: [21, 9] }
+}
+tensorbridge::model! {
+    /// A batch that is a multiple of 8 (the float8 row loads) with widths that are not
+    /// multiples of 4, and more rows than one block of the weight gradient's reduction.
+    pub struct EightRows { batch: 24, features: 7, classes: 3, hidden: [30] }
+}
+
 const ABS: f32 = 1e-5;
 const REL: f32 = 1e-4;
 
@@ -205,6 +218,15 @@ fn mlp_every_call_agrees_with_the_cpu() {
 }
 
 #[test]
+fn awkward_gemm_shapes_every_call_agrees_with_the_cpu() {
+    let Some(device) = opencl() else { return };
+    for d in paths(&device) {
+        every_call_agrees::<Awkward>(&d, 6);
+        every_call_agrees::<EightRows>(&d, 7);
+    }
+}
+
+#[test]
 fn three_hundred_steps_end_with_the_same_parameters() {
     let Some(device) = opencl() else { return };
     for d in paths(&device) {
@@ -213,6 +235,7 @@ fn three_hundred_steps_end_with_the_same_parameters() {
         training_agrees::<Mlp>(&d, 12, 0.1);
     }
     training_agrees::<Wide>(&device, 13, 0.05);
+    training_agrees::<Awkward>(&device.with_kernel_path(KernelPath::Tiled), 14, 0.05);
 }
 
 #[test]

@@ -33,17 +33,17 @@ fn a_broken_kernel_reports_the_device_build_log() {
 fn a_tensor_from_another_context_is_a_device_mismatch() {
     let Some(a) = opencl() else { return };
     let b = Device::opencl().unwrap();
-    let mut on_a = Seed::new(&a).unwrap();
+    let on_a = Seed::new(&a).unwrap();
     let on_b = Seed::new(&b).unwrap();
     let t = on_b.to_device(&x()).unwrap();
     assert!(matches!(on_a.forward(&t), Err(Error::DeviceMismatch { .. })));
     // The CPU and OpenCL never exchange tensors either.
-    let mut cpu = Seed::new(&Device::cpu()).unwrap();
+    let cpu = Seed::new(&Device::cpu()).unwrap();
     assert!(matches!(cpu.forward(&t), Err(Error::DeviceMismatch { .. })));
     let host = cpu.to_device(&x()).unwrap();
     assert!(matches!(on_a.forward(&host), Err(Error::DeviceMismatch { .. })));
     // Clones, and a clone with another kernel path, share the context.
-    let mut tiled = Seed::new(&a.with_kernel_path(KernelPath::Tiled)).unwrap();
+    let tiled = Seed::new(&a.with_kernel_path(KernelPath::Tiled)).unwrap();
     let t = on_a.to_device(&x()).unwrap();
     assert!(tiled.forward(&t).is_ok());
 }

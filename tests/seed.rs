@@ -39,7 +39,7 @@ fn declaration_gives_the_contracted_constants_and_types() {
 
 #[test]
 fn seed_logits_are_what_the_arithmetic_gives() {
-    let mut model = CatDog::with_params(&Device::cpu(), seed_params()).unwrap();
+    let model = CatDog::with_params(&Device::cpu(), seed_params()).unwrap();
     let xd = model.to_device(&seed_x()).unwrap();
     let logits = model.forward(&xd).unwrap().to_host().unwrap();
     // Row 0: 0.9*10 + 0.8*10 + 0.1*(-8) + 0.05*1 = 16.25;  0.9*2 + 0.8*1 + 0.1*9 + 0.05*10 = 4.0
@@ -51,7 +51,7 @@ fn seed_logits_are_what_the_arithmetic_gives() {
 
 #[test]
 fn seed_predictions_and_accuracy() {
-    let mut model = CatDog::with_params(&Device::cpu(), seed_params()).unwrap();
+    let model = CatDog::with_params(&Device::cpu(), seed_params()).unwrap();
     let y = vector![0u32, 1];
     let predicted = model.predict(&seed_x()).unwrap();
     assert_eq!(predicted, vector![0u32, 1]);
@@ -71,7 +71,7 @@ fn xent(logits: [f64; 2], label: usize) -> f64 {
 fn seed_loss_and_gradients_by_hand() {
     // Softer weights (the seed's W / 10) so that the loss is not vanishingly small.
     let params = CatDogParams { w0: seed_params().w0 / 10.0, b0: vector![0.5, -0.5] };
-    let mut model = CatDog::with_params(&Device::cpu(), params).unwrap();
+    let model = CatDog::with_params(&Device::cpu(), params).unwrap();
     let y = vector![0u32, 1];
     let z = [[1.625 + 0.5, 0.4 - 0.5], [-0.245 + 0.5, 1.71 - 0.5]];
     let expected_loss = (xent(z[0], 0) + xent(z[1], 1)) / 2.0;
@@ -136,7 +136,7 @@ fn set_params_round_trips() {
 fn huge_logits_give_finite_loss_and_gradients() {
     // Logits of magnitude ~1e4: a naive softmax overflows exp() to inf and returns NaN.
     let params = CatDogParams { w0: seed_params().w0 * 1000.0, b0: vector![0.0, 0.0] };
-    let mut model = CatDog::with_params(&Device::cpu(), params).unwrap();
+    let model = CatDog::with_params(&Device::cpu(), params).unwrap();
     let logits = model.logits(&seed_x()).unwrap();
     assert!(logits.abs().max() > 1e4);
     // Labels chosen wrong on purpose: the loss is then about the logit gap, 12250 and 19550.
@@ -160,7 +160,7 @@ fn uniform_logits_over_many_classes_cost_ln_classes_per_row() {
     // Zero weights and bias: every logit is 0, every row's loss is ln(1000), and the
     // product of the 128 rows' softmax sums (1000^128) would overflow f64 unflushed.
     let zero = ManyClassesParams { w0: SMatrix::zeros(), b0: SVector::zeros() };
-    let mut model = ManyClasses::with_params(&Device::cpu(), zero).unwrap();
+    let model = ManyClasses::with_params(&Device::cpu(), zero).unwrap();
     let x = SMatrix::<f32, 128, 1>::from_fn(|r, _| r as f32);
     let y = SVector::<u32, 128>::from_fn(|r, _| (r * 7 % 1000) as u32);
     let loss = model.loss(&x, &y).unwrap() as f64;

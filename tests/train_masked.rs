@@ -113,7 +113,7 @@ fn one_epoch_of_three_steps_matches_numpy_on_opencl() {
 
 fn gradients_match_numpy(device: &Device) {
     let data = dataset();
-    let mut model = Linear4::with_params(device, linear_params()).unwrap();
+    let model = Linear4::with_params(device, linear_params()).unwrap();
     let (loss, g) = model.dataset_gradients(&data).unwrap();
     assert_close("loss", &[loss], &[fixture_f64("linear_loss.npy") as f32], 1e-5);
     assert_close("dw0", g.w0.as_slice(), fixture("linear_grad_w0.npy").as_slice(), 1e-5);
@@ -123,7 +123,7 @@ fn gradients_match_numpy(device: &Device) {
     assert_eq!(metrics.confusion.iter().sum::<usize>(), 10);
     assert_close("evaluate loss", &[metrics.loss], &[loss], 1e-6);
 
-    let mut mlp = Mlp4::with_params(device, mlp_params()).unwrap();
+    let mlp = Mlp4::with_params(device, mlp_params()).unwrap();
     let (loss, g) = mlp.dataset_gradients(&data).unwrap();
     assert_close("mlp loss", &[loss], &[fixture_f64("mlp_loss.npy") as f32], 1e-5);
     assert_close("mlp dw0", g.w0.as_slice(), fixture("mlp_grad_w0.npy").as_slice(), 1e-5);
@@ -136,8 +136,8 @@ fn gradients_match_numpy(device: &Device) {
 fn padded_gradients_equal_those_of_one_unpadded_batch() {
     let data = dataset();
     let p = linear_params();
-    let mut four = Linear4::with_params(&Device::cpu(), p.clone()).unwrap();
-    let mut ten = Linear10::with_params(&Device::cpu(), Linear10Params { w0: p.w0, b0: p.b0 }).unwrap();
+    let four = Linear4::with_params(&Device::cpu(), p.clone()).unwrap();
+    let ten = Linear10::with_params(&Device::cpu(), Linear10Params { w0: p.w0, b0: p.b0 }).unwrap();
     let (l4, g4) = four.dataset_gradients(&data).unwrap();
     let batch = data.batches::<Linear10>().unwrap().next().unwrap();
     assert_eq!(batch.rows, 10);

@@ -11,6 +11,8 @@ use std::any::Any;
 use crate::check::Batch;
 use crate::error::{Error, Result};
 use crate::model::{Model, StorageElement};
+#[cfg(feature = "opencl")]
+use crate::startup::StartupReport;
 
 pub(crate) mod cpu;
 #[cfg(feature = "opencl")]
@@ -94,6 +96,17 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     /// oldest first. The default holds none.
     fn take_losses(&mut self, record: &mut Vec<f32>) -> Result<()> {
         let _ = record;
+        Ok(())
+    }
+    /// How the model's start-up went on its device; `None` where there is nothing to
+    /// build (the CPU).
+    #[cfg(feature = "opencl")]
+    fn startup_report(&self) -> Option<StartupReport> {
+        None
+    }
+    /// Launches every kernel a step uses once, changing nothing the caller sees (moves a
+    /// device's lazy work out of the first real step). Nothing to do by default.
+    fn warm_up(&mut self) -> Result<()> {
         Ok(())
     }
 }

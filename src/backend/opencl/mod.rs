@@ -15,6 +15,7 @@
 //! `float` inputs in every layer.
 
 mod cl;
+mod gemm;
 mod platform;
 mod program;
 
@@ -22,6 +23,7 @@ use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 use self::cl::{Event, Kernel, Mem, Queue};
 pub(crate) use self::platform::{enumerate, ClDevice};
@@ -32,7 +34,8 @@ use crate::error::{Error, Result};
 use crate::info::{DeviceInfo, KernelPath};
 use crate::kernels::{fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG};
 use crate::layout::{acts_len, delta_len, param_count};
-use crate::model::{Model, StorageElement};
+use crate::model::{Element, Model, StorageElement};
+use crate::startup::{self, ProgramOrigin, StartupReport};
 
 /// Deferred losses kept on the device before they are drained to the host.
 const LOSS_RING: usize = 1024;
@@ -42,7 +45,9 @@ const IMMEDIATE: usize = LOSS_RING;
 /// Opens the `index`-th usable device of [`enumerate`] (or the first whose type passes
 /// `want`, when `index` is `None`).
 pub(crate) fn open(index: Option<usize>, want: impl Fn(&DeviceInfo) -> bool) -> Result<Arc<ClDevice>> {
+    let start = Instant::now();
     let mut found = enumerate()?;
+    let platform_time = start.elapsed();
     let count = found.len();
     let pos = match index {
         Some(i) if i < count => i,
@@ -57,18 +62,21 @@ pub(crate) fn open(index: Option<usize>, want: impl Fn(&DeviceInfo) -> bool) -> 
             .position(|f| want(&f.info))
             .ok_or_else(|| Error::NoOpenClDevice { reason: "no OpenCL device of the wanted type".to_string() })?,
     };
-    Ok(Arc::new(ClDevice::open(found.swap_remove(pos))?))
+    let mut device = ClDevice::open(found.swap_remove(pos))?;
+    device.platform_time = platform_time;
+    Ok(Arc::new(device))
 }
 
-/// The build options for `device`: the tile width of the tiled kernels, the largest of
-/// 16, 8 and 4 whose square fits the device's work-group limit.
+/// The build options for `device`: the GEMM kernels' register block (`TB_RN`, see
+/// `gemm.rs`), and a tile width `TB_TILE` (the largest of 16, 8 and 4 whose square fits
+/// the device's work-group limit), kept for kernels that tile through local memory.
 fn build_options(device: &ClDevice) -> Result<(String, usize)> {
     let max = device.info.max_work_group_size;
     let tile = [16, 8, 4].into_iter().find(|t| t * t <= max).ok_or_else(|| Error::Unsupported {
         device: device.label(),
         reason: format!("work-groups of at most {max} work-items; the tiled kernels need 16"),
     })?;
-    Ok((format!("-D TB_TILE={tile}"), tile))
+    Ok((format!("-D TB_TILE={tile} {}", gemm::options()), tile))
 }
 
 /// Compiles `source` for `device`, for tests of the build-failure path.
@@ -156,7 +164,6 @@ struct Kernels {
 struct Plan {
     fused: bool,
     fused_wg: usize,
-    tile: usize,
     loss_wg: usize,
 }
 
@@ -196,6 +203,8 @@ struct Inner<M> {
     record: LossRecord,
     /// `(input offset, output offset)` of each layer in the activation scratch.
     offsets: Vec<(usize, usize)>,
+    /// How the start-up went (see `crate::startup`).
+    startup: StartupReport,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -247,8 +256,23 @@ impl<M: Model> Inner<M> {
         {
             to_i32(n, device, what)?;
         }
-        let (options, tile) = build_options(device)?;
-        let program = program::build(device, &kernel_source::<M>(), &options, kernel::ALL)?;
+        let (options, _) = build_options(device)?;
+        let start = Instant::now();
+        let before = build_counts(device);
+        let label = device.label();
+        let program = startup::with_build_notice(M::NAME, &label, || {
+            program::build(device, &kernel_source::<M>(), &options, kernel::ALL)
+        })?;
+        let program_time = start.elapsed();
+        let after = build_counts(device);
+        let origin = if after.0 > before.0 {
+            ProgramOrigin::Compiled
+        } else if after.1 > before.1 {
+            ProgramOrigin::DiskCache
+        } else {
+            ProgramOrigin::Memory
+        };
+        let start = Instant::now();
         let kernels = Kernels {
             forward: Kernel::new(&program, kernel::tb_forward::NAME)?,
             loss: Kernel::new(&program, kernel::tb_loss::NAME)?,
@@ -258,11 +282,12 @@ impl<M: Model> Inner<M> {
             fused: Kernel::new(&program, kernel::tb_train_step::NAME)?,
             widen: Kernel::new(&program, kernel::tb_widen_x::NAME)?,
         };
+        let gemm_wg = gemm::LOCAL[0] * gemm::LOCAL[1];
         for k in [&kernels.forward, &kernels.backward, &kernels.backward_inputs] {
-            if k.max_work_group(device.id)? < tile * tile {
+            if k.max_work_group(device.id)? < gemm_wg {
                 return Err(Error::Unsupported {
                     device: device.label(),
-                    reason: format!("the tiled kernels need work-groups of {} work-items", tile * tile),
+                    reason: format!("the tiled kernels need work-groups of {gemm_wg} work-items"),
                 });
             }
         }
@@ -290,6 +315,8 @@ impl<M: Model> Inner<M> {
         let loss_max = kernels.loss.max_work_group(device.id)?.min(LOSS_MAX_WG);
         let loss_wg = b.next_power_of_two().min(1 << loss_max.max(1).ilog2());
 
+        let kernels_time = start.elapsed();
+        let start = Instant::now();
         let context = &device.context;
         let queue = Arc::new(Queue::new(context, device.id)?);
         let params = Mem::from_slice(context, flat)?;
@@ -305,11 +332,22 @@ impl<M: Model> Inner<M> {
         };
         let slots = [slot()?, slot()?];
         let offsets = (0..dims.len() - 1).map(|l| scratch_offsets(dims, b, l)).collect();
-        Ok(Inner {
+        let startup = StartupReport {
+            model: M::NAME,
+            device: label,
+            platform: device.platform_time,
+            context: device.context_time,
+            program: program_time,
+            origin,
+            kernels: kernels_time,
+            buffers: start.elapsed(),
+            first_launch: None,
+        };
+        let mut inner = Inner {
             device: Arc::clone(device),
             queue,
             kernels,
-            plan: Plan { fused, fused_wg: shape.wg, tile, loss_wg },
+            plan: Plan { fused, fused_wg: shape.wg, loss_wg },
             params,
             grads,
             acts: acts_mem,
@@ -319,8 +357,39 @@ impl<M: Model> Inner<M> {
             next_slot: 0,
             record: LossRecord::default(),
             offsets,
+            startup,
             _model: PhantomData,
-        })
+        };
+        if startup::tracing() {
+            inner.warm_up()?;
+            eprintln!("{}", inner.startup);
+        }
+        Ok(inner)
+    }
+
+    /// Launches every kernel a train step and a forward pass use once, on a zero batch,
+    /// and waits: on PoCL the first launch of a kernel compiles its work-group function,
+    /// which this moves out of the first step. The parameters, the deferred losses and
+    /// the staging slots' contents that matter are unchanged: the gradients are computed
+    /// (into `grads`, which every gradient call rewrites), and the update runs with a NaN
+    /// loss in the immediate slot, so it changes nothing. Records the time as the
+    /// report's first launch (the first call only).
+    fn warm_up(&mut self) -> Result<Duration> {
+        let start = Instant::now();
+        let x = vec![M::Storage::ZERO; M::BATCH * M::FEATURES];
+        let y = vec![0u32; M::BATCH];
+        let batch = Batch { x: &x, y: &y, rows: M::BATCH };
+        self.enqueue(batch, 0.0, Mode::Gradients, IMMEDIATE)?;
+        if !self.plan.fused {
+            self.queue.write(&self.losses, IMMEDIATE, &[f32::NAN])?;
+            self.run_sgd(0.0, IMMEDIATE)?;
+        }
+        self.queue.finish()?;
+        let took = start.elapsed();
+        if self.startup.first_launch.is_none() {
+            self.startup.first_launch = Some(took);
+        }
+        Ok(took)
     }
 
     /// Writes the batch (`x` bits, then the labels) into the next staging slot; returns it.
@@ -394,7 +463,6 @@ impl<M: Model> Inner<M> {
     /// layer writes `out`, or the activation scratch when `None`.
     fn run_tiled_forward(&mut self, x: Input<'_>, out: Option<&Mem>) -> Result<()> {
         let layers = self.offsets.len();
-        let t = self.plan.tile;
         if M::Storage::IS_F16 {
             self.widen_x(x)?;
         }
@@ -425,7 +493,7 @@ impl<M: Model> Inner<M> {
             }
             k.set_scalar(arg::LAYER, l as i32)?;
             let fan_out = M::LAYERS[l + 1];
-            self.queue.launch(k, &[round_up(M::BATCH, t), round_up(fan_out, t)], &[t, t])?;
+            self.queue.launch(k, &gemm::forward(M::BATCH, fan_out), &gemm::LOCAL)?;
         }
         Ok(())
     }
@@ -462,7 +530,6 @@ impl<M: Model> Inner<M> {
 
     /// The tiled backward pass into `grads`, from `delta[0]`.
     fn run_tiled_backward(&mut self, batch: usize, rows: usize) -> Result<()> {
-        let t = self.plan.tile;
         let mut cur = 0;
         for l in (0..self.offsets.len()).rev() {
             let (a_in, _) = self.offsets[l];
@@ -480,7 +547,7 @@ impl<M: Model> Inner<M> {
             k.set_mem(arg::GRADS, &self.grads)?;
             k.set_scalar(arg::LAYER, l as i32)?;
             k.set_scalar(arg::ROWS_ARG, rows as i32)?;
-            self.queue.launch(k, &[round_up(fan_in + 1, t), round_up(fan_out, t)], &[t, t])?;
+            self.queue.launch(k, &gemm::weights(fan_in, fan_out), &gemm::LOCAL)?;
             if l > 0 {
                 let k = &mut self.kernels.backward_inputs;
                 k.set_mem(arg_in::PARAMS, &self.params)?;
@@ -489,7 +556,7 @@ impl<M: Model> Inner<M> {
                 k.set_mem(arg_in::ACTS, &self.acts)?;
                 k.set_scalar(arg_in::A_OFF, a_in as i32)?;
                 k.set_scalar(arg_in::LAYER, l as i32)?;
-                self.queue.launch(k, &[round_up(M::BATCH, t), round_up(fan_in, t)], &[t, t])?;
+                self.queue.launch(k, &gemm::inputs(M::BATCH, fan_in), &gemm::LOCAL)?;
                 cur = 1 - cur;
             }
         }
@@ -673,5 +740,13 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
     fn take_losses(&mut self, record: &mut Vec<f32>) -> Result<()> {
         record.extend(self.inner_mut().take_losses()?);
         Ok(())
+    }
+
+    fn startup_report(&self) -> Option<StartupReport> {
+        Some(self.lock().startup.clone())
+    }
+
+    fn warm_up(&mut self) -> Result<()> {
+        self.inner_mut().warm_up().map(drop)
     }
 }

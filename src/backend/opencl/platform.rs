@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use opencl3::device as dv;
 use opencl3::error_codes::{
@@ -130,6 +131,9 @@ pub(crate) struct ClDevice {
     pub counts: BuildCounts,
     /// The empty kernel of the launch-floor benchmark, made on first use.
     pub empty: Mutex<Option<(Queue, Kernel)>>,
+    /// Start-up: platform discovery (set by whoever enumerated) and context creation.
+    pub platform_time: Duration,
+    pub context_time: Duration,
 }
 
 // SAFETY: a root `cl_device_id` is an opaque handle valid for the whole process, usable
@@ -141,14 +145,19 @@ unsafe impl Sync for ClDevice {}
 impl ClDevice {
     /// Opens device `found` (creates its context).
     pub(crate) fn open(found: Found) -> Result<ClDevice> {
+        let start = Instant::now();
+        let context = Context::new(found.id)?;
+        let context_time = start.elapsed();
         Ok(ClDevice {
-            context: Context::new(found.id)?,
+            context,
             id: found.id,
             info: found.info,
             serial: NEXT_CONTEXT.fetch_add(1, Ordering::Relaxed),
             programs: Mutex::new(HashMap::new()),
             counts: BuildCounts::default(),
             empty: Mutex::new(None),
+            platform_time: Duration::ZERO,
+            context_time,
         })
     }
 
