@@ -20,9 +20,9 @@ pub const DEFAULT_SEED: u64 = 0x7E45_0B21_D6E5_0001;
 
 /// The backends an engine can run on.
 enum Backends<M: Model> {
-    /// The CPU backend, and the losses of its deferred steps (see
-    /// [`Engine::train_step_deferred`]).
-    Cpu(CpuBackend<M>, Vec<f32>),
+    /// The CPU backend, and the records of its deferred steps (see
+    /// [`Engine::train_step_deferred`] and [`StepRecord`]).
+    Cpu(CpuBackend<M>, Vec<StepRecord>),
     OpenCl(Box<OpenClBackend<M>>),
 }
 
@@ -42,18 +42,19 @@ impl<M: Model> Backends<M> {
     fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<()> {
         match self {
             Backends::Cpu(b, losses) => {
-                let loss = match b.train_step(batch, lr) {
-                    Ok(loss) | Err(Error::NonFiniteLoss { loss }) => loss,
+                let record = match b.train_step(batch, lr) {
+                    Ok(loss) | Err(Error::NonFiniteLoss { loss }) => Ok(loss),
+                    Err(err @ Error::UpdateOverflow { .. }) => Err(err),
                     Err(err) => return Err(err),
                 };
-                losses.push(loss);
+                losses.push(record);
                 Ok(())
             }
             Backends::OpenCl(b) => b.train_step_deferred(batch, lr),
         }
     }
-    /// Every deferred loss recorded since the last call, oldest first, unchecked.
-    fn take_losses(&mut self) -> Result<Vec<f32>> {
+    /// Every deferred step's record since the last call, oldest first, unchecked.
+    fn take_losses(&mut self) -> Result<Vec<StepRecord>> {
         match self {
             Backends::Cpu(_, losses) => Ok(std::mem::take(losses)),
             Backends::OpenCl(b) => b.take_losses(),
@@ -70,14 +71,23 @@ impl<M: Model> Backends<M> {
 ///   forward pass's multiply-adds by a factor of the first layer's width);
 /// - parameters (`with_params`, `set_params`): every value finite (one pass over them);
 /// - learning rate: finite and `>= 0`, else [`Error::InvalidLearningRate`];
-/// - training: a non-finite loss is [`Error::NonFiniteLoss`] and the update is skipped.
+/// - training: a non-finite loss is [`Error::NonFiniteLoss`], and an update that would store
+///   a non-finite parameter (beyond `f32`'s range, or `f16`'s ±65504) is
+///   [`Error::UpdateOverflow`]; either way the update is skipped and the parameters stay
+///   exactly as they were. A loss that grows while staying finite is not an error: watch
+///   the losses (`train_step`'s, [`Engine::take_losses`], or `fit`'s
+///   [`History`](crate::train::History)) and stop or lower the learning rate yourself.
 pub struct Engine<M: Model> {
     device: Device,
     backend: Backends<M>,
     /// Deferred losses of the caller's own steps, set aside while `fit` runs steps of its
     /// own; [`Engine::take_losses`] returns them first.
-    held_losses: Vec<f32>,
+    held_losses: Vec<StepRecord>,
 }
+
+/// What a deferred step left for [`Engine::take_losses`]: its loss (finite or not: checked
+/// there), or the error that refused its update (`Error::UpdateOverflow`).
+pub(crate) type StepRecord = Result<f32>;
 
 impl<M: Model> Engine<M> {
     /// Creates the model on `device`, its parameters initialised from [`DEFAULT_SEED`]:
@@ -222,9 +232,21 @@ impl<M: Model> Engine<M> {
 
     /// One SGD step (`p -= lr * dL/dp`); returns the loss before the step.
     ///
+    /// Every updated parameter is checked before any is written: one extra read-only pass
+    /// over the parameters and gradients on the CPU (see the README's benchmark notes for
+    /// its cost), one extra kernel launch on OpenCL's tiled path, a check loop and a
+    /// barrier inside the fused kernel.
+    ///
+    /// What is detected: a non-finite loss, and an update that would overflow the storage.
+    /// What is not: a loss that grows (diverges slowly) while staying finite, or parameters
+    /// that grow large but representable; compare successive losses to catch those.
+    ///
     /// # Errors
-    /// Those of the input checks, [`Error::InvalidLearningRate`], and
-    /// [`Error::NonFiniteLoss`] (the update is then not applied).
+    /// Those of the input checks, [`Error::InvalidLearningRate`],
+    /// [`Error::NonFiniteLoss`], and [`Error::UpdateOverflow`] when `p - lr * g` would be
+    /// beyond `f32`'s range (or beyond ±65504 under `storage: f16`) for some parameter;
+    /// in both cases the update is not applied and the parameters are bit for bit those
+    /// before the call.
     pub fn train_step(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<f32> {
         self.train_step_rows(x, y, M::BATCH, lr)
     }
@@ -242,8 +264,9 @@ impl<M: Model> Engine<M> {
     /// One SGD step like [`Engine::train_step`], without waiting for its loss: on OpenCL
     /// the batch is uploaded, the step's kernels are enqueued, and the loss is written into
     /// a record on the device, so a loop of steps never stalls on a device -> host round
-    /// trip. Read the losses with [`Engine::take_losses`]. A step whose loss is not finite
-    /// still skips its update (on the device), and is reported by `take_losses`.
+    /// trip. Read the losses with [`Engine::take_losses`]. A step whose loss is not finite,
+    /// or whose update would store a non-finite parameter, still skips its update (the
+    /// check runs on the device), and is reported by `take_losses`.
     ///
     /// # Errors
     /// Those of the input checks and [`Error::InvalidLearningRate`], before anything is
@@ -267,8 +290,10 @@ impl<M: Model> Engine<M> {
     /// longer run drains it to the host every 1024 steps).
     ///
     /// # Errors
-    /// [`Error::NonFiniteLoss`] with the first non-finite loss if any step diverged (those
-    /// steps did not update the parameters; the record is cleared all the same).
+    /// The error of the first step that failed: [`Error::NonFiniteLoss`] if its loss was
+    /// not finite, [`Error::UpdateOverflow`] if its update would have stored a non-finite
+    /// parameter (such steps did not update the parameters; later steps did; the record
+    /// is cleared all the same).
     pub fn take_losses(&mut self) -> Result<Vec<f32>> {
         let mut losses = std::mem::take(&mut self.held_losses);
         losses.extend(self.backend.take_losses()?);
@@ -300,12 +325,16 @@ impl<M: Model> fmt::Debug for Engine<M> {
     }
 }
 
-/// The losses, or [`Error::NonFiniteLoss`] for the first that is not finite.
-fn finite_losses(losses: Vec<f32>) -> Result<Vec<f32>> {
-    match losses.iter().find(|l| !l.is_finite()) {
-        Some(&loss) => Err(Error::NonFiniteLoss { loss }),
-        None => Ok(losses),
-    }
+/// The losses, or the error of the first step that failed: [`Error::NonFiniteLoss`] for a
+/// loss that is not finite, or the error its record holds.
+fn finite_losses(records: Vec<StepRecord>) -> Result<Vec<f32>> {
+    records
+        .into_iter()
+        .map(|record| match record {
+            Ok(loss) if !loss.is_finite() => Err(Error::NonFiniteLoss { loss }),
+            other => other,
+        })
+        .collect()
 }
 
 fn flatten<P: Params>(params: &P) -> Vec<P::Elem> {
@@ -360,7 +389,7 @@ fn finite_error<T: StorageElement>(what: &str, flat: &[T], rows: usize) -> Resul
 }
 
 /// Every parameter finite; the error names the field (`w0`, `b1`, ...) and the position.
-fn check_params<T: StorageElement>(dims: &[usize], flat: &[T]) -> Result<()> {
+pub(crate) fn check_params<T: StorageElement>(dims: &[usize], flat: &[T]) -> Result<()> {
     for (l, slot) in layer_slots(dims).enumerate() {
         check_finite(&format!("w{l}"), &flat[slot.w..slot.b], slot.fan_in)?;
         check_finite(&format!("b{l}"), &flat[slot.b..slot.b + slot.fan_out], slot.fan_out)?;

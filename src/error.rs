@@ -66,6 +66,27 @@ pub enum Error {
         loss: f32,
     },
 
+    /// A training step's SGD update `p - lr * g` would store a non-finite parameter: a
+    /// value beyond `f32`'s range, or beyond ±65504 under `storage: f16` (where it would
+    /// round to infinity). Checked over every parameter before any is written: the update
+    /// was not applied and the parameters are exactly as before the step.
+    #[error(
+        "the SGD update would store a non-finite value in {what} at row {row}, column {column} \
+         (beyond {storage} range, ±{max}): the update was not applied (try a smaller learning rate)"
+    )]
+    UpdateOverflow {
+        /// The first parameter (in the flat layout) that would overflow: "w0", "b1", ...
+        what: String,
+        /// Its row (the input index for a weight, the output index for a bias).
+        row: usize,
+        /// Its column (the output index for a weight, 0 for a bias).
+        column: usize,
+        /// The storage type, `f32` or `f16`.
+        storage: &'static str,
+        /// The largest finite value of that storage type.
+        max: f32,
+    },
+
     /// The learning rate is negative, NaN or infinite.
     #[error("learning rate {lr} is invalid: expected a finite value >= 0")]
     InvalidLearningRate {

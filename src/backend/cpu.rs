@@ -14,7 +14,7 @@ use std::marker::PhantomData;
 
 use rayon::prelude::*;
 
-use super::{layer_slot, layer_slots, Backend, Batch, Buffer, LayerSlot};
+use super::{layer_slot, layer_slots, update_limit, update_overflow, Backend, Batch, Buffer, LayerSlot};
 use crate::error::{Error, Result};
 use crate::model::{Model, Params, StorageElement};
 
@@ -218,6 +218,7 @@ impl<M: Model> Backend<M::Storage> for CpuBackend<M> {
             return Err(Error::NonFiniteLoss { loss });
         }
         let n = <M::Params as Params>::LEN;
+        check_update::<M::Storage>(M::LAYERS, &self.params[..n], &self.grads[..n], lr)?;
         sgd::<M::Storage>(&mut self.params[..n], &self.grads[..n], lr);
         Ok(loss)
     }
@@ -489,6 +490,28 @@ fn sum(a: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
+}
+
+/// Checks that the SGD update [`sgd`] would store only finite values (in storage `T`):
+/// one read-only, branch-free pass over the parameters and gradients (vectorised), so
+/// that an overflowing update is refused before any parameter is written. The cold path
+/// finds the first offending parameter for the message.
+#[inline(always)]
+fn check_update<T: StorageElement>(dims: &[usize], params: &[f32], grads: &[f32], lr: f32) -> Result<()> {
+    let limit = update_limit::<T>();
+    // The same expression as `sgd`'s, so the check and the store agree bit for bit.
+    let fits = |p: &[f32], g: &[f32]| p.iter().zip(g).fold(true, |ok, (p, g)| ok & ((*p - lr * g).abs() < limit));
+    const CHUNK: usize = 1 << 15;
+    let ok = if params.len() >= 4 * CHUNK {
+        params.par_chunks(CHUNK).zip(grads.par_chunks(CHUNK)).all(|(p, g)| fits(p, g))
+    } else {
+        fits(params, grads)
+    };
+    if ok {
+        return Ok(());
+    }
+    let k = params.iter().zip(grads).position(|(p, g)| (*p - lr * g).abs() >= limit || (*p - lr * g).is_nan());
+    Err(update_overflow::<T>(dims, k.unwrap_or(0)))
 }
 
 /// `p -= lr * g`, elementwise (in parallel chunks for large models), each result rounded

@@ -10,7 +10,7 @@
 //! The batch and the parameters are in the model's storage type `T` (`f32` or `f16`, see
 //! [`StorageElement`]); logits, losses and gradients are always `f32`.
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::model::StorageElement;
 
 pub(crate) mod cpu;
@@ -89,7 +89,8 @@ pub(crate) trait Backend<T: StorageElement> {
     fn gradients(&mut self, batch: Batch<'_, T>, out: &mut [f32]) -> Result<f32>;
     /// One SGD step `p -= lr * dL/dp` (computed in `f32`, then rounded to `T`); returns
     /// the loss before it. A non-finite loss leaves the parameters unchanged and is
-    /// returned as `Error::NonFiniteLoss`.
+    /// returned as `Error::NonFiniteLoss`; so does an update that would store a
+    /// non-finite parameter, as `Error::UpdateOverflow` (see [`update_overflow`]).
     fn train_step(&mut self, batch: Batch<'_, T>, lr: f32) -> Result<f32>;
 }
 
@@ -124,4 +125,37 @@ pub(crate) const fn layer_slot(dims: &[usize], l: usize) -> LayerSlot {
         k += 1;
     }
     LayerSlot { fan_in: dims[l], fan_out: dims[l + 1], w: offset, b: offset + dims[l] * dims[l + 1] }
+}
+
+/// The magnitude from which `p - lr * g` no longer fits storage `T` once rounded: `f32`'s
+/// infinity, or 65520 for `f16` (halfway between 65504 and 2^16, which rounds to even,
+/// i.e. to infinity). An update fits iff `|p - lr * g| < limit` (false for NaN too).
+#[inline(always)]
+pub(crate) fn update_limit<T: StorageElement>() -> f32 {
+    if T::IS_F16 {
+        65520.0
+    } else {
+        f32::INFINITY
+    }
+}
+
+/// [`Error::UpdateOverflow`] for the parameter at flat index `k` of a model of widths
+/// `dims`, named as `Engine::with_params` names parameters (`w0` row `i` column `o`, `b0`
+/// row `o`).
+#[cold]
+#[inline(never)]
+pub(crate) fn update_overflow<T: StorageElement>(dims: &[usize], k: usize) -> Error {
+    let (what, row, column) = layer_slots(dims)
+        .enumerate()
+        .find_map(|(l, s)| {
+            if k < s.b {
+                k.checked_sub(s.w).map(|i| (format!("w{l}"), i % s.fan_in, i / s.fan_in))
+            } else if k < s.b + s.fan_out {
+                Some((format!("b{l}"), k - s.b, 0))
+            } else {
+                None
+            }
+        })
+        .unwrap_or_else(|| (format!("parameter {k}"), 0, 0));
+    Error::UpdateOverflow { what, row, column, storage: T::NAME, max: T::MAX }
 }

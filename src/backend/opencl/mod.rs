@@ -24,13 +24,17 @@ use std::sync::Arc;
 
 use self::cl::{Event, Kernel, Mem, Queue};
 pub(crate) use self::platform::{enumerate, ClDevice};
-use super::{Backend, Batch, Buffer};
+use super::{update_overflow, Backend, Batch, Buffer};
 use crate::device::KernelPath;
+use crate::engine::StepRecord;
 use crate::error::{Error, Result};
 use crate::kernels::{acts_len, delta_len, fused_plan, LOSS_MAX_WG};
 use crate::model::{Model, Params, StorageElement};
 
-/// Deferred losses kept on the device before they are drained to the host.
+/// Deferred losses kept on the device before they are drained to the host. Each slot is two
+/// 32-bit words of the `losses` buffer (see [`word`]): the loss, then the step's update
+/// status (0, or `!k` for the first parameter `k` whose update would not fit the storage;
+/// set by the update check, read by `tb_sgd`, which then skips the step).
 const LOSS_RING: usize = 1024;
 /// The loss slot of immediate calls (`loss`, `gradients`, `train_step`).
 const IMMEDIATE: usize = LOSS_RING;
@@ -41,8 +45,22 @@ const MODE_GRADIENTS: i32 = 2;
 const MODE_STEP: i32 = 3;
 
 /// Every kernel of the program, by name.
-const KERNELS: &[&str] =
-    &["tb_forward", "tb_loss", "tb_backward", "tb_backward_inputs", "tb_sgd", "tb_train_step", "tb_widen_x"];
+const KERNELS: &[&str] = &[
+    "tb_forward",
+    "tb_loss",
+    "tb_backward",
+    "tb_backward_inputs",
+    "tb_sgd",
+    "tb_train_step",
+    "tb_widen_x",
+    "tb_check_update",
+];
+
+/// The index of loss slot `slot`'s first word in the `losses` buffer (its status follows),
+/// as the kernels' `loss_slot` argument.
+fn word(slot: usize) -> i32 {
+    (2 * slot) as i32
+}
 
 /// Opens the `index`-th usable device of [`enumerate`] (or the first whose type passes
 /// `want`, when `index` is `None`).
@@ -147,6 +165,8 @@ struct Kernels {
     fused: Kernel,
     /// `f16` batch -> `float` activation scratch (tiled path of `f16` models only).
     widen: Kernel,
+    /// The tiled path's update check, before `sgd`.
+    check: Kernel,
 }
 
 // SAFETY: `Kernels` exposes its kernels only through `&mut OpenClBackend` (every method
@@ -169,7 +189,7 @@ struct Plan {
 struct LossRecord {
     start: usize,
     pending: usize,
-    drained: Vec<f32>,
+    drained: Vec<StepRecord>,
 }
 
 /// The OpenCL backend of model `M`.
@@ -236,6 +256,7 @@ impl<M: Model> OpenClBackend<M> {
             sgd: Kernel::new(&program, "tb_sgd")?,
             fused: Kernel::new(&program, "tb_train_step")?,
             widen: Kernel::new(&program, "tb_widen_x")?,
+            check: Kernel::new(&program, "tb_check_update")?,
         };
         for k in [&kernels.forward, &kernels.backward, &kernels.backward_inputs] {
             if k.max_work_group(device.id)? < tile * tile {
@@ -277,7 +298,7 @@ impl<M: Model> OpenClBackend<M> {
         let (acts_n, delta_n) = if fused { (1, 1) } else { (acts, delta_len(dims, b)) };
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
         let delta = [Mem::new::<f32>(context, delta_n)?, Mem::new::<f32>(context, delta_n)?];
-        let losses = Mem::from_slice(context, &vec![0.0f32; LOSS_RING + 1])?;
+        let losses = Mem::from_slice(context, &vec![0.0f32; 2 * (LOSS_RING + 1)])?;
         let words = x_words::<M>() + b;
         let slot = || -> Result<Slot> {
             Ok(Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None })
@@ -354,7 +375,7 @@ impl<M: Model> OpenClBackend<M> {
         k.set_scalar(5, lr)?;
         k.set_scalar(6, mode)?;
         k.set_mem(7, &self.losses)?;
-        k.set_scalar(8, slot as i32)?;
+        k.set_scalar(8, word(slot))?;
         // Written only in MODE_FORWARD, which `forward` runs with a buffer of its own.
         k.set_mem(9, &self.grads)?;
         self.queue.launch(k, &[self.plan.fused_wg], &[self.plan.fused_wg])
@@ -423,7 +444,7 @@ impl<M: Model> OpenClBackend<M> {
         k.set_scalar(3, rows as i32)?;
         k.set_mem(4, &self.delta[0])?;
         k.set_mem(5, &self.losses)?;
-        k.set_scalar(6, slot as i32)?;
+        k.set_scalar(6, word(slot))?;
         self.queue.launch(k, &[self.plan.loss_wg], &[self.plan.loss_wg])
     }
 
@@ -468,7 +489,19 @@ impl<M: Model> OpenClBackend<M> {
         k.set_mem(1, &self.grads)?;
         k.set_scalar(2, lr)?;
         k.set_mem(3, &self.losses)?;
-        k.set_scalar(4, slot as i32)?;
+        k.set_scalar(4, word(slot))?;
+        self.queue.launch(k, &[round_up(M::Params::LEN, 64)], &[64.min(self.device.info.max_work_group_size.max(1))])
+    }
+
+    /// The tiled path's update check: flags the step in `slot`'s status word if an update
+    /// of `run_sgd` would not fit the storage (then `tb_sgd` writes nothing).
+    fn run_check(&mut self, lr: f32, slot: usize) -> Result<()> {
+        let k = &mut self.kernels.check;
+        k.set_mem(0, &self.params)?;
+        k.set_mem(1, &self.grads)?;
+        k.set_scalar(2, lr)?;
+        k.set_mem(3, &self.losses)?;
+        k.set_scalar(4, word(slot))?;
         self.queue.launch(k, &[round_up(M::Params::LEN, 64)], &[64.min(self.device.info.max_work_group_size.max(1))])
     }
 
@@ -485,6 +518,7 @@ impl<M: Model> OpenClBackend<M> {
             self.run_tiled_backward(b, batch.rows)?;
         }
         if mode == MODE_STEP {
+            self.run_check(lr, slot)?;
             self.run_sgd(lr, slot)?;
         }
         Ok(())
@@ -493,12 +527,19 @@ impl<M: Model> OpenClBackend<M> {
     /// Reads the loss of `slot`.
     fn read_loss(&self, slot: usize) -> Result<f32> {
         let mut loss = [0.0f32];
-        self.queue.read(&self.losses, slot, &mut loss)?;
+        self.queue.read(&self.losses, 2 * slot, &mut loss)?;
         Ok(loss[0])
     }
 
-    /// Deferred losses since the last call, oldest first.
-    pub(crate) fn take_losses(&mut self) -> Result<Vec<f32>> {
+    /// Reads the loss and the update status of `slot` (one read of both words).
+    fn read_step(&self, slot: usize) -> Result<StepRecord> {
+        let mut words = [0u32; 2];
+        self.queue.read(&self.losses, 2 * slot, &mut words)?;
+        Ok(step_record::<M>(words[0], words[1]))
+    }
+
+    /// Deferred steps' records since the last call, oldest first.
+    pub(crate) fn take_losses(&mut self) -> Result<Vec<StepRecord>> {
         self.drain()?;
         Ok(std::mem::take(&mut self.record.drained))
     }
@@ -510,12 +551,12 @@ impl<M: Model> OpenClBackend<M> {
             return Ok(());
         }
         let first = pending.min(LOSS_RING - start);
-        let mut out = vec![0.0f32; pending];
-        self.queue.read(&self.losses, start, &mut out[..first])?;
+        let mut out = vec![0u32; 2 * pending];
+        self.queue.read(&self.losses, 2 * start, &mut out[..2 * first])?;
         if first < pending {
-            self.queue.read(&self.losses, 0, &mut out[first..])?;
+            self.queue.read(&self.losses, 0, &mut out[2 * first..])?;
         }
-        self.record.drained.extend_from_slice(&out);
+        self.record.drained.extend(out.chunks_exact(2).map(|w| step_record::<M>(w[0], w[1])));
         self.record.start = (start + pending) % LOSS_RING;
         self.record.pending = 0;
         Ok(())
@@ -530,6 +571,17 @@ impl<M: Model> OpenClBackend<M> {
         self.enqueue(batch, lr, MODE_STEP, slot)?;
         self.record.pending += 1;
         self.queue.flush()
+    }
+}
+
+/// A step's record from its two words: the loss, or the update check's error when the
+/// status word is set (a non-finite loss takes precedence: its gradients mean nothing).
+fn step_record<M: Model>(loss: u32, status: u32) -> StepRecord {
+    let loss = f32::from_bits(loss);
+    if status == 0 || !loss.is_finite() {
+        Ok(loss)
+    } else {
+        Err(update_overflow::<M::Storage>(M::LAYERS, !status as usize))
     }
 }
 
@@ -590,7 +642,7 @@ impl<M: Model> Backend<M::Storage> for OpenClBackend<M> {
             k.set_scalar(5, 0.0f32)?;
             k.set_scalar(6, MODE_FORWARD)?;
             k.set_mem(7, &self.losses)?;
-            k.set_scalar(8, IMMEDIATE as i32)?;
+            k.set_scalar(8, word(IMMEDIATE))?;
             k.set_mem(9, &out)?;
             self.queue.launch(k, &[self.plan.fused_wg], &[self.plan.fused_wg])?;
         } else {
@@ -613,10 +665,9 @@ impl<M: Model> Backend<M::Storage> for OpenClBackend<M> {
 
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
         self.enqueue(batch, lr, MODE_STEP, IMMEDIATE)?;
-        let loss = self.read_loss(IMMEDIATE)?;
-        if !loss.is_finite() {
-            return Err(Error::NonFiniteLoss { loss });
+        match self.read_step(IMMEDIATE)? {
+            Ok(loss) if !loss.is_finite() => Err(Error::NonFiniteLoss { loss }),
+            record => record,
         }
-        Ok(loss)
     }
 }
