@@ -264,9 +264,9 @@ pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std
         _ => PathBuf::from("."),
     };
     let io = |e| Error::io(path, e);
-    let name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file"))
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file")))?;
     let prefix = temporary_prefix(name);
     remove_stale_temporaries(&dir, &prefix);
     let (tmp_path, mut file) = create_temporary(&dir, &prefix).map_err(io)?;
@@ -295,9 +295,9 @@ pub(crate) fn check_writable(path: &Path) -> Result<()> {
         _ => PathBuf::from("."),
     };
     let io = |e| Error::io(path, e);
-    let name = path.file_name().ok_or_else(|| {
-        io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file"))
-    })?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path does not name a file")))?;
     if path.is_dir() {
         return Err(io(std::io::Error::new(std::io::ErrorKind::InvalidInput, "the path is a directory")));
     }

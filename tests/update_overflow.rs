@@ -80,7 +80,8 @@ fn arm<M: Model>(model: &mut Engine<M>, x: &M::Input, y: &M::Labels, reach: f32)
         let v: Vec<f32> = p.iter().zip(&g).map(|(p, g)| (p - lr * g).abs()).collect();
         let borderline = v.iter().any(|&v| v.is_finite() && (v / limit - 1.0).abs() < 1e-3);
         if !borderline {
-            let first = v.iter().position(|&v| !(v < if M::Storage::IS_F16 { 65520.0 } else { f32::INFINITY }));
+            let fits = |v: f32| if M::Storage::IS_F16 { v < 65520.0 } else { v.is_finite() };
+            let first = v.iter().position(|&v| !fits(v));
             return (first.expect("the rate overflows some parameter"), lr);
         }
         lr *= 1.01;
