@@ -232,10 +232,11 @@ impl<M: Model> Engine<M> {
 
     /// One SGD step (`p -= lr * dL/dp`); returns the loss before the step.
     ///
-    /// Every updated parameter is checked before any is written: one extra read-only pass
-    /// over the parameters and gradients on the CPU (see the README's benchmark notes for
-    /// its cost), one extra kernel launch on OpenCL's tiled path, a check loop and a
-    /// barrier inside the fused kernel.
+    /// Every updated parameter is checked before any is written: on the CPU the new
+    /// values are computed into a scratch buffer with the check folded in, then copied
+    /// (one extra copy of the parameters; see the README's benchmark notes for its cost);
+    /// on OpenCL one extra kernel launch on the tiled path, a check loop and a barrier
+    /// inside the fused kernel.
     ///
     /// What is detected: a non-finite loss, and an update that would overflow the storage.
     /// What is not: a loss that grows (diverges slowly) while staying finite, or parameters
