@@ -72,7 +72,8 @@ pub enum Error {
     /// was not applied and the parameters are exactly as before the step.
     #[error(
         "the SGD update would store a non-finite value in {what} at row {row}, column {column} \
-         (beyond {storage} range, ±{max}): the update was not applied (try a smaller learning rate)"
+         (beyond {storage} range, ±{}): the update was not applied (try a smaller learning rate)",
+        short_number(*max)
     )]
     UpdateOverflow {
         /// The first parameter (in the flat layout) that would overflow: "w0", "b1", ...
@@ -214,6 +215,15 @@ pub enum Error {
         /// Why it cannot be done.
         reason: String,
     },
+}
+
+/// `65504`, or `3.4028235e38`: a number as people write it in a message.
+fn short_number(v: f32) -> String {
+    if v.abs() >= 1e6 {
+        format!("{v:e}")
+    } else {
+        format!("{v}")
+    }
 }
 
 impl Error {
