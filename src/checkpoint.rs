@@ -16,7 +16,8 @@
 //! gets the permissions `std::fs::write` would give it (`0666 & !umask` on unix), or keeps
 //! those of the file it replaces. A save never writes what [`Engine::load`] would refuse
 //! (a NaN or infinite parameter). The temporary file is `.<name>.tensorbridge-<pid>-<n>.tmp`;
-//! a save removes those of its path whose process is gone (a save that was killed).
+//! a save removes those of its path whose process is gone (a save that was killed) and that
+//! are more than a minute old.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -255,9 +256,10 @@ fn from_safetensors<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<M::Storag
 ///
 /// Temporary files are named `.<file name>.tensorbridge-<pid>-<n>.tmp`. Before writing,
 /// a save removes the temporary files of the same target left by earlier saves that were
-/// killed: those whose process is no longer alive (on Linux, no `/proc/<pid>`; elsewhere,
-/// those last modified more than an hour ago). A temporary file of a live process, such as
-/// a concurrent save of the same path, is never removed.
+/// killed: those whose process is no longer alive and that were last modified more than a
+/// minute ago (on Linux, where `/proc` tells whether a process lives; elsewhere, those
+/// last modified more than an hour ago). A temporary file of a live process, such as a
+/// concurrent save of the same path, is never removed; nor is one of this process.
 pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std::io::Result<()>) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -369,18 +371,18 @@ fn remove_stale_temporaries(dir: &Path, prefix: &std::ffi::OsStr) {
 }
 
 /// Whether process `pid`, which wrote the temporary file `entry`, is gone: on Linux, it has
-/// no `/proc/<pid>`; elsewhere, the file was last modified more than an hour ago.
+/// no `/proc/<pid>` and the file was last modified more than a minute ago (a process in
+/// another pid namespace sharing the directory is invisible in `/proc`, but a live save
+/// keeps its file younger than that); elsewhere, the file was last modified more than an
+/// hour ago.
 fn process_gone(pid: u32, entry: &std::fs::DirEntry) -> bool {
+    let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+    let older_than = |secs| age.is_some_and(|age| age > std::time::Duration::from_secs(secs));
     let proc = Path::new("/proc");
     if cfg!(target_os = "linux") && proc.join("self").exists() {
-        return !proc.join(pid.to_string()).exists();
+        return !proc.join(pid.to_string()).exists() && older_than(60);
     }
-    entry
-        .metadata()
-        .and_then(|m| m.modified())
-        .ok()
-        .and_then(|t| t.elapsed().ok())
-        .is_some_and(|age| age > std::time::Duration::from_secs(3600))
+    older_than(3600)
 }
 
 /// Removes the file at its path when dropped, unless disarmed.

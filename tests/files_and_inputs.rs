@@ -136,11 +136,18 @@ fn a_save_removes_its_paths_stale_temporaries_only() {
     // Another target's, and files that merely look alike: kept.
     let other = format!(".other.safetensors.tensorbridge-{dead}-0.tmp");
     let unrelated = format!(".model.safetensors.tensorbridge-{dead}-x.tmp");
+    // Written two minutes ago, as a save killed earlier left them.
+    let then = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
     for name in [&stale, &stale2, &live, &other, &unrelated] {
         std::fs::write(dir.join(name), vec![0u8; 1 << 20]).unwrap();
+        std::fs::File::options().write(true).open(dir.join(name)).unwrap().set_modified(then).unwrap();
     }
+    // A file of a dead process written just now may be a live save in another pid
+    // namespace sharing the directory: kept until it is a minute old.
+    let young = format!(".model.safetensors.tensorbridge-{dead}-99.tmp");
+    std::fs::write(dir.join(&young), b"x").unwrap();
     Seed::new(&Device::cpu()).unwrap().save(dir.join("model.safetensors")).unwrap();
-    let mut want = vec![live, other, unrelated, "model.safetensors".to_string()];
+    let mut want = vec![live, other, unrelated, young, "model.safetensors".to_string()];
     want.sort();
     if Path::new("/proc/self").exists() {
         assert_eq!(entries(&dir), want);
