@@ -17,7 +17,7 @@ const TEMPLATES: &[(&str, &[&str])] = &[
     ("forward.cl", &["tb_forward"]),
     ("loss.cl", &["tb_loss"]),
     ("backward.cl", &["tb_backward", "tb_backward_inputs"]),
-    ("update.cl", &["tb_sgd"]),
+    ("update.cl", &["tb_sgd", "tb_check_update"]),
     ("train_step.cl", &["tb_train_step"]),
 ];
 

@@ -5,7 +5,8 @@
 // stably: m = max_c z[c], s = sum_c exp(z[c] - m), loss_r = (m - z[label]) + log(s);
 // dz[c] = exp(z[c] - m) / s / rows - [c == label] / rows; padding rows get dz = 0.
 // A NaN logit makes the loss NaN (never silently finite), so the update is skipped.
-// The mean goes to losses[loss_slot].
+// The mean goes to losses[loss_slot]; losses[loss_slot + 1] (the step's update status) is
+// cleared.
 
 // TB_LOSS_WG (a power of two) is #defined by the host (kernels.rs, `LOSS_MAX_WG`).
 
@@ -72,5 +73,7 @@ __kernel void tb_loss(__global const float *logits, const int logits_off,
     }
     if (lid == 0) {
         losses[loss_slot] = red[0] * inv_rows;
+        // The step's update status (see update.cl): clear until tb_check_update flags it.
+        losses[loss_slot + 1] = 0.0f;
     }
 }

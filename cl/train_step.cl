@@ -6,7 +6,10 @@
 //   TB_MODE_FORWARD    logits -> logits_out
 //   TB_MODE_LOSS       + mean softmax cross-entropy -> losses[loss_slot]
 //   TB_MODE_GRADIENTS  + dL/dparams -> grads
-//   TB_MODE_STEP       + params -= lr * grads, unless the loss is not finite
+//   TB_MODE_STEP       + params -= lr * grads, unless the loss is not finite or an updated
+//                      parameter would not fit the storage (then the step's status word,
+//                      losses[loss_slot + 1], holds ~k of the first such parameter k and
+//                      nothing is written)
 // The batch and every activation and delta live in local memory; parameters and
 // gradients stay in global memory. Work-items stride over each stage's outputs, with a
 // barrier between stages.
@@ -78,7 +81,11 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     __local float delta_a[TB_DELTA];
     __local float delta_b[TB_DELTA];
     __local float red[TB_FUSED_WG];
+    __local uint overflow;
     const int lid = get_local_id(0);
+    if (lid == 0) {
+        overflow = 0u;
+    }
     const int rows = tb_rows(rows_arg);
     const float inv_rows = 1.0f / (float)rows;
 
@@ -125,6 +132,7 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     const float loss = red[0] * inv_rows;
     if (lid == 0) {
         losses[loss_slot] = loss;
+        losses[loss_slot + 1] = 0.0f;
     }
     if (mode == TB_MODE_LOSS) {
         return;
@@ -149,10 +157,29 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     // Every work-item reaches this barrier, whatever the mode: barriers stay out of
     // run-time conditions, which PoCL 3.1 handles badly.
     barrier(CLK_GLOBAL_MEM_FENCE);
-    if (mode == TB_MODE_STEP && isfinite(loss)) {
+    // Check every update before writing any: ~k of this work-item's first parameter k that
+    // would not fit the storage (0 if none), the work-group's largest (the smallest k) in
+    // `overflow` through a local atomic taken only on that cold path.
+    const int step = mode == TB_MODE_STEP && isfinite(loss);
+    uint first = 0u;
+    if (step) {
         TB_STRIDED_FOR(k, TB_PARAMS, TB_FUSED_WG, lid) {
-            TB_STORE_P(params, k, TB_LOAD_P(params, k) - lr * grads[k]);
+            if (first == 0u && !tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
+                first = ~(uint)k;
+            }
         }
+    }
+    if (first != 0u) {
+        atomic_max(&overflow, first);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (step && overflow == 0u) {
+        TB_STRIDED_FOR(k, TB_PARAMS, TB_FUSED_WG, lid) {
+            TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
+        }
+    }
+    if (step && lid == 0) {
+        ((__global uint *)losses)[loss_slot + 1] = overflow;
     }
 }
 

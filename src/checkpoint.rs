@@ -12,7 +12,12 @@
 //!
 //! Saving is atomic: the bytes go to a temporary file in the same directory, which is
 //! flushed to disk and then renamed over the target, so a crash or a failure at any point
-//! leaves either the old checkpoint or the new one at the path, never a mixture.
+//! leaves either the old checkpoint or the new one at the path, never a mixture. The file
+//! gets the permissions `std::fs::write` would give it (`0666 & !umask` on unix), or keeps
+//! those of the file it replaces. A save never writes what [`Engine::load`] would refuse
+//! (a NaN or infinite parameter). The temporary file is `.<name>.tensorbridge-<pid>-<n>.tmp`;
+//! a save removes those of its path whose process is gone (a save that was killed) and that
+//! are more than a minute old.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -20,6 +25,7 @@ use std::path::Path;
 
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 
+use crate::check;
 use crate::device::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
@@ -34,12 +40,19 @@ impl<M: Model> Engine<M> {
     /// [module docs](crate::checkpoint) for the layout), atomically replacing any file there.
     /// Costs one device -> host copy of the parameters and one file write with `fsync`.
     ///
+    /// The file gets `0666 & !umask` (as `std::fs::write` or `numpy.save` would give it);
+    /// a file replaced keeps its permissions. Temporary files left by killed saves of the
+    /// same path are removed (see the module docs).
+    ///
     /// # Errors
-    /// [`Error::Io`] if the file cannot be written; the old file, if any, is then intact.
+    /// [`Error::NonFinite`] if a parameter is NaN or infinite (what [`Engine::load`] would
+    /// refuse), before the file is touched; [`Error::Io`] if the file cannot be written;
+    /// the old file, if any, is then intact.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
         let path = path.as_ref();
         let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
         self.params()?.write_flat(&mut flat);
+        check::params(M::LAYERS, &flat)?;
         let bytes = to_safetensors::<M>(&flat).map_err(|reason| Error::Checkpoint {
             path: path.to_path_buf(),
             kind: CheckpointErrorKind::Format { reason },

@@ -40,7 +40,7 @@
 use crate::check::{self, Batch};
 use crate::error::{Error, Result};
 use crate::layout::{
-    layer_slot, output_offset, outputs_len, FlatSpace, LayerSlot, ScratchParts, ScratchSpace, ZeroBuffer,
+    layer_slot, output_offset, outputs_len, param_name, FlatSpace, LayerSlot, ScratchParts, ScratchSpace, ZeroBuffer,
 };
 use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
@@ -339,7 +339,8 @@ pub(crate) fn gradients<M: Model>(params: &[f32], s: &mut ScratchParts<'_>, batc
 }
 
 /// One SGD step on a validated batch: the loss before it; a non-finite loss leaves the
-/// parameters unchanged and is [`Error::NonFiniteLoss`].
+/// parameters unchanged and is [`Error::NonFiniteLoss`], an update that would store a
+/// non-finite parameter leaves them unchanged and is [`Error::UpdateOverflow`].
 #[inline(always)]
 pub(crate) fn train_step<M: Model>(
     params: &mut [f32],
@@ -352,7 +353,7 @@ pub(crate) fn train_step<M: Model>(
         return Err(Error::NonFiniteLoss { loss });
     }
     let n = <M::Params as Params>::LEN;
-    sgd::<M::Storage>(&mut params[..n], &s.grads[..n], lr);
+    sgd_checked::<M::Storage>(M::LAYERS, &mut params[..n], &mut s.grads[..n], lr)?;
     Ok(loss)
 }
 
@@ -586,19 +587,69 @@ fn sum(a: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-/// `p -= lr * g`, elementwise (in parallel chunks for large models with the feature
-/// `parallel`), each result rounded to the storage type `T` (a no-op for `f32`).
+/// The magnitude from which `p - lr * g` no longer fits storage `T` once rounded: `f32`'s
+/// infinity, or 65520 for `f16` (halfway between 65504 and 2^16, which rounds to even,
+/// i.e. to infinity). An update fits iff `|p - lr * g| < limit` (false for NaN too).
 #[inline(always)]
-fn sgd<T: StorageElement>(params: &mut [f32], grads: &[f32], lr: f32) {
-    let step = |p: &mut [f32], g: &[f32]| {
-        for (p, g) in p.iter_mut().zip(g) {
-            *p = T::round_f32(*p - lr * g);
+pub(crate) fn update_limit<T: StorageElement>() -> f32 {
+    if T::IS_F16 {
+        65520.0
+    } else {
+        f32::INFINITY
+    }
+}
+
+/// [`Error::UpdateOverflow`] for the parameter at flat index `k` of a model of widths
+/// `dims`, named as the parameter checks name parameters (`w0` row `i` column `o`, `b0`
+/// row `o`).
+#[cold]
+#[inline(never)]
+pub(crate) fn update_overflow<T: StorageElement>(dims: &[usize], k: usize) -> Error {
+    let mut found = ("parameter", k, 0);
+    for l in 0..dims.len().saturating_sub(1) {
+        let s = layer_slot(dims, l);
+        if k >= s.w && k < s.b {
+            found = (param_name(l, false), (k - s.w) % s.fan_in, (k - s.w) / s.fan_in);
+            break;
         }
+        if k >= s.b && k < s.end() {
+            found = (param_name(l, true), k - s.b, 0);
+            break;
+        }
+    }
+    let (what, row, column) = found;
+    Error::UpdateOverflow { what: what.into(), row, column, storage: T::NAME, max: T::MAX }
+}
+
+/// `p -= lr * g`, elementwise (in parallel chunks for large models with the feature
+/// `parallel`), each result rounded to the storage type `T` (a no-op for `f32`), refused
+/// when a result would not be finite in `T` (an `f32` overflow, or beyond `f16`'s ±65504).
+/// The new values go into `grads` (which the step no longer needs) in one branch-free pass
+/// that also folds whether each fits, and only then are copied over `params`: on refusal
+/// `params` is untouched (`grads` holds the rejected values) and the error names the first
+/// parameter that overflowed. Against the unchecked update, this costs one copy of the
+/// parameters per step.
+#[inline(always)]
+fn sgd_checked<T: StorageElement>(dims: &[usize], params: &mut [f32], grads: &mut [f32], lr: f32) -> Result<()> {
+    let limit = update_limit::<T>();
+    let step = |p: &[f32], g: &mut [f32]| {
+        p.iter().zip(g.iter_mut()).fold(true, |ok, (p, g)| {
+            let v = *p - lr * *g;
+            *g = T::round_f32(v);
+            ok & (v.abs() < limit)
+        })
     };
     #[cfg(feature = "parallel")]
-    crate::gemm::zip_chunks(params, grads, step);
+    let ok = crate::gemm::all_chunks(params, grads, step);
     #[cfg(not(feature = "parallel"))]
-    step(params, grads);
+    let ok = step(params, grads);
+    if !ok {
+        // `round(v)` is non-finite exactly when `|v| >= limit` (or `v` is NaN).
+        let k = grads.iter().position(|v| !v.is_finite()).unwrap_or(0);
+        return Err(update_overflow::<T>(dims, k));
+    }
+    params.copy_from_slice(grads);
+    Ok(())
 }
 
 #[cfg(all(test, feature = "std"))]

@@ -97,11 +97,13 @@ impl Dataset {
         self.labels.iter().max().map_or(0, |&m| m as usize + 1)
     }
 
-    /// How many rows each class `0..n_classes()` has.
-    pub fn class_counts(&self) -> Vec<usize> {
-        let mut counts = vec![0; self.n_classes()];
+    /// How many rows each class has: `label -> count` for every label present (a class
+    /// with no rows is absent). Its memory is bounded by the number of rows, whatever the
+    /// label values (a label of `u32::MAX`, a common "unlabelled" marker, costs one entry).
+    pub fn class_counts(&self) -> BTreeMap<u32, usize> {
+        let mut counts = BTreeMap::new();
         for &l in &self.labels {
-            counts[l as usize] += 1;
+            *counts.entry(l).or_insert(0) += 1;
         }
         counts
     }

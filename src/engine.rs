@@ -5,7 +5,7 @@
 use std::borrow::Borrow;
 use std::fmt;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, StepRecord};
 use crate::check;
 use crate::cpu::{argmax_column_major, init_params};
 use crate::device::Device;
@@ -27,7 +27,12 @@ pub use crate::rng::DEFAULT_SEED;
 ///   forward pass's multiply-adds by a factor of the first layer's width);
 /// - parameters (`with_params`, `set_params`): every value finite (one pass over them);
 /// - learning rate: finite and `>= 0`, else [`Error::InvalidLearningRate`];
-/// - training: a non-finite loss is [`Error::NonFiniteLoss`] and the update is skipped.
+/// - training: a non-finite loss is [`Error::NonFiniteLoss`], and an update that would store
+///   a non-finite parameter (beyond `f32`'s range, or `f16`'s ±65504) is
+///   [`Error::UpdateOverflow`]; either way the update is skipped and the parameters stay
+///   exactly as they were. A loss that grows while staying finite is not an error: watch
+///   the losses (`train_step`'s, [`Engine::take_losses`], or `fit`'s `History`) and stop
+///   or lower the learning rate yourself.
 ///
 /// Inference (`to_device`, `forward`, `logits`, `predict`, `loss`, `gradients`, `params`,
 /// `evaluate`) takes `&self`: an engine is `Send + Sync`, so one model (an `Arc<Model>`)
@@ -36,12 +41,12 @@ pub use crate::rng::DEFAULT_SEED;
 pub struct Engine<M: Model> {
     device: Device,
     backend: Box<dyn Backend<M>>,
-    /// Losses of deferred steps that a backend recorded on the host (see
+    /// Records of deferred steps that a backend keeps on the host (see
     /// [`Backend::train_step_deferred`]), oldest first.
-    deferred: Vec<f32>,
-    /// Deferred losses of the caller's own steps, set aside while `fit` runs steps of its
+    deferred: Vec<StepRecord>,
+    /// Deferred records of the caller's own steps, set aside while `fit` runs steps of its
     /// own; [`Engine::take_losses`] returns them first.
-    held_losses: Vec<f32>,
+    held_losses: Vec<StepRecord>,
 }
 
 impl<M: Model> Engine<M> {
@@ -193,9 +198,21 @@ impl<M: Model> Engine<M> {
 
     /// One SGD step (`p -= lr * dL/dp`); returns the loss before the step.
     ///
+    /// Every updated parameter is checked before any is written: on the CPU the new
+    /// values are computed into a scratch buffer with the check folded in, then copied
+    /// (one extra copy of the parameters); on OpenCL one extra kernel launch on the tiled
+    /// path, a check loop and a barrier inside the fused kernel.
+    ///
+    /// What is detected: a non-finite loss, and an update that would overflow the storage.
+    /// What is not: a loss that grows (diverges slowly) while staying finite, or parameters
+    /// that grow large but representable; compare successive losses to catch those.
+    ///
     /// # Errors
-    /// Those of the input checks, [`Error::InvalidLearningRate`], and
-    /// [`Error::NonFiniteLoss`] (the update is then not applied).
+    /// Those of the input checks, [`Error::InvalidLearningRate`],
+    /// [`Error::NonFiniteLoss`], and [`Error::UpdateOverflow`] when `p - lr * g` would be
+    /// beyond `f32`'s range (or beyond ±65504 under `storage: f16`) for some parameter;
+    /// in both cases the update is not applied and the parameters are bit for bit those
+    /// before the call.
     pub fn train_step(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<f32> {
         self.train_step_rows(x, y, M::BATCH, lr)
     }
@@ -211,8 +228,9 @@ impl<M: Model> Engine<M> {
     /// One SGD step like [`Engine::train_step`], without waiting for its loss: on OpenCL
     /// the batch is uploaded, the step's kernels are enqueued, and the loss is written into
     /// a record on the device, so a loop of steps never stalls on a device -> host round
-    /// trip. Read the losses with [`Engine::take_losses`]. A step whose loss is not finite
-    /// still skips its update (on the device), and is reported by `take_losses`.
+    /// trip. Read the losses with [`Engine::take_losses`]. A step whose loss is not finite,
+    /// or whose update would store a non-finite parameter, still skips its update (the
+    /// check runs on the device), and is reported by `take_losses`.
     ///
     /// # Errors
     /// Those of the input checks and [`Error::InvalidLearningRate`], before anything is
@@ -234,8 +252,10 @@ impl<M: Model> Engine<M> {
     /// longer run drains it to the host every 1024 steps).
     ///
     /// # Errors
-    /// [`Error::NonFiniteLoss`] with the first non-finite loss if any step diverged (those
-    /// steps did not update the parameters; the record is cleared all the same).
+    /// The error of the first step that failed: [`Error::NonFiniteLoss`] if its loss was
+    /// not finite, [`Error::UpdateOverflow`] if its update would have stored a non-finite
+    /// parameter (such steps did not update the parameters; later steps did; the record
+    /// is cleared all the same).
     pub fn take_losses(&mut self) -> Result<Vec<f32>> {
         let mut losses = std::mem::take(&mut self.held_losses);
         losses.append(&mut self.own_losses()?);
@@ -253,7 +273,7 @@ impl<M: Model> Engine<M> {
 
     /// The deferred losses recorded since the last take, unchecked: those on the host,
     /// then those the device still held.
-    fn own_losses(&mut self) -> Result<Vec<f32>> {
+    fn own_losses(&mut self) -> Result<Vec<StepRecord>> {
         self.backend.take_losses(&mut self.deferred)?;
         Ok(std::mem::take(&mut self.deferred))
     }
@@ -276,12 +296,16 @@ impl<M: Model> fmt::Debug for Engine<M> {
     }
 }
 
-/// The losses, or [`Error::NonFiniteLoss`] for the first that is not finite.
-fn finite_losses(losses: Vec<f32>) -> Result<Vec<f32>> {
-    match losses.iter().find(|l| !l.is_finite()) {
-        Some(&loss) => Err(Error::NonFiniteLoss { loss }),
-        None => Ok(losses),
-    }
+/// The losses, or the error of the first step that failed: [`Error::NonFiniteLoss`] for a
+/// loss that is not finite, or the error its record holds.
+fn finite_losses(records: Vec<StepRecord>) -> Result<Vec<f32>> {
+    records
+        .into_iter()
+        .map(|record| match record {
+            Ok(loss) if !loss.is_finite() => Err(Error::NonFiniteLoss { loss }),
+            other => other,
+        })
+        .collect()
 }
 
 fn flatten<P: Params>(params: &P) -> Vec<P::Elem> {

@@ -90,6 +90,28 @@ pub enum Error {
         loss: f32,
     },
 
+    /// A training step's SGD update `p - lr * g` would store a non-finite parameter: a
+    /// value beyond `f32`'s range, or beyond ±65504 under `storage: f16` (where it would
+    /// round to infinity). Checked over every parameter before any is written: the update
+    /// was not applied and the parameters are exactly as before the step.
+    #[error(
+        "the SGD update would store a non-finite value in {what} at row {row}, column {column} \
+         (beyond {storage} range, ±{}): the update was not applied (try a smaller learning rate)",
+        ShortNumber(*max)
+    )]
+    UpdateOverflow {
+        /// The first parameter (in the flat layout) that would overflow: "w0", "b1", ...
+        what: Text,
+        /// Its row (the input index for a weight, the output index for a bias).
+        row: usize,
+        /// Its column (the output index for a weight, 0 for a bias).
+        column: usize,
+        /// The storage type, `f32` or `f16`.
+        storage: &'static str,
+        /// The largest finite value of that storage type.
+        max: f32,
+    },
+
     /// The learning rate is negative, NaN or infinite.
     #[error("learning rate {lr} is invalid: expected a finite value >= 0")]
     InvalidLearningRate {
@@ -229,6 +251,19 @@ pub enum Error {
         /// Why it cannot be done.
         reason: String,
     },
+}
+
+/// `65504`, or `3.4028235e38`: a number as people write it in a message.
+struct ShortNumber(f32);
+
+impl core::fmt::Display for ShortNumber {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        if self.0.abs() >= 1e6 {
+            write!(f, "{:e}", self.0)
+        } else {
+            write!(f, "{}", self.0)
+        }
+    }
 }
 
 #[cfg(any(feature = "npy", feature = "checkpoint"))]

@@ -123,12 +123,13 @@ fn gemm_serial(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>
     }
 }
 
-/// `f(chunk of a, chunk of b)` over equal chunks of two slices, in parallel when long.
-pub(crate) fn zip_chunks(a: &mut [f32], b: &[f32], f: impl Fn(&mut [f32], &[f32]) + Sync + Send) {
+/// Whether `f(chunk of a, chunk of b)` holds for every pair of equal chunks of two
+/// slices, every chunk visited (in parallel when long).
+pub(crate) fn all_chunks(a: &[f32], b: &mut [f32], f: impl Fn(&[f32], &mut [f32]) -> bool + Sync + Send) -> bool {
     const CHUNK: usize = 1 << 15;
     if a.len() >= 4 * CHUNK {
-        a.par_chunks_mut(CHUNK).zip(b.par_chunks(CHUNK)).for_each(|(a, b)| f(a, b));
+        a.par_chunks(CHUNK).zip(b.par_chunks_mut(CHUNK)).map(|(a, b)| f(a, b)).reduce(|| true, |x, y| x & y)
     } else {
-        f(a, b);
+        f(a, b)
     }
 }

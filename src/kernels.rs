@@ -21,6 +21,7 @@
 
 use std::fmt::Write as _;
 
+use crate::cpu::update_limit;
 use crate::layout::{acts_len, delta_len, layer_slots, max_width, output_offset, param_count};
 use crate::model::{Model, StorageElement};
 
@@ -131,6 +132,10 @@ pub fn defines<M: Model>() -> String {
         let _ = writeln!(s, "#define {name} {}", mode as i32);
     }
     let _ = writeln!(s, "#define TB_LOSS_WG {LOSS_MAX_WG}");
+    // |p - lr * g| from which an update no longer fits the storage (crate::cpu::update_limit).
+    let limit = update_limit::<M::Storage>();
+    let limit = if limit.is_finite() { format!("{limit:.1}f") } else { "INFINITY".to_string() };
+    let _ = writeln!(s, "#define TB_UPDATE_LIMIT {limit}");
     // The labels follow the features in the batch buffer, at this 32-bit word.
     let x_values = batch * M::FEATURES;
     if M::Storage::IS_F16 {

@@ -56,8 +56,9 @@ pub use crate::error::MAX_HEADER_LEN;
 pub use crate::error::NpyErrorKind;
 
 /// Reads a 2-D array as a matrix of `f32` (a 1-D array of n values is an n x 1 matrix, a
-/// 0-D array a 1 x 1 matrix). `f8` values are rounded to the nearest `f32` (beyond the
-/// `f32` range they become infinite); integers are converted exactly up to 2^24.
+/// 0-D array a 1 x 1 matrix). `f8` values are rounded to the nearest `f32` (a finite value
+/// beyond the `f32` range is [`NpyErrorKind::BeyondF32Range`]); integers are converted
+/// exactly up to 2^24.
 ///
 /// # Errors
 /// [`Error::Io`] if the file cannot be opened or read; [`Error::Npy`] for everything in
@@ -243,11 +244,30 @@ fn wrong_dims(header: &Header, expected: &'static str) -> NpyErrorKind {
 fn to_matrix(header: &Header, data: &[u8]) -> Result<DMatrix<f32>, DataError> {
     let (rows, cols) = matrix_shape(header)?;
     let values = decode_f32(header.dtype, data);
+    check_f32_range(header.dtype, data, &values)?;
     Ok(if header.fortran_order {
         DMatrix::from_vec(rows, cols, values)
     } else {
         DMatrix::from_row_slice(rows, cols, &values)
     })
+}
+
+/// A finite `f8` value that became infinite as `f32` (beyond ±3.4e38) is an error, not an
+/// `inf` for a later check to misreport as non-finite. One pass over the decoded values;
+/// the data is read again only on the cold path.
+fn check_f32_range(dtype: Dtype, data: &[u8], values: &[f32]) -> Result<(), DataError> {
+    if dtype.scalar != Scalar::F64 || values.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        return Ok(());
+    }
+    for (index, chunk) in data.chunks_exact(8).enumerate() {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(chunk);
+        let value = if dtype.big_endian { f64::from_be_bytes(a) } else { f64::from_le_bytes(a) };
+        if value.is_finite() && (value as f32).is_infinite() {
+            return Err(((index * 8) as u64, NpyErrorKind::BeyondF32Range { index, value: format!("{value:e}") }));
+        }
+    }
+    Ok(())
 }
 
 fn to_labels(header: &Header, data: &[u8]) -> Result<Vec<u32>, DataError> {

@@ -3,6 +3,14 @@
 //! rows every epoch; [`Engine::evaluate`] measures accuracy, loss and the confusion matrix.
 //! Every row of a dataset counts exactly once in each epoch's steps and in every metric: a
 //! short last batch is padded and masked (see [`crate::data::Batches`]), never dropped.
+//!
+//! What training detects: a step whose loss is not finite ([`Error::NonFiniteLoss`]) or
+//! whose update would store a non-finite parameter ([`Error::UpdateOverflow`]: beyond
+//! `f32`'s range, or `f16`'s ±65504) is refused, and its update skipped. What it does not:
+//! a loss that grows epoch after epoch while staying finite is not an error (it is a
+//! learning rate too large, or data that needs standardising). Watch
+//! [`EpochStats::step_loss`] and [`EpochStats::loss`] (e.g. with [`FitOptions::on_epoch`]),
+//! or the losses of [`Engine::take_losses`], and stop or lower the rate yourself.
 
 mod plot;
 
@@ -177,8 +185,9 @@ impl<M: Model> Engine<M> {
     /// # Errors
     /// [`Error::EmptyDataset`]; those of [`Dataset::check_fits`];
     /// [`Error::InvalidLearningRate`] for a negative or non-finite rate (before any step);
-    /// [`Error::NonFiniteLoss`] at the end of an epoch in which a step diverged (that
-    /// step's update was skipped, the epoch's later steps were applied).
+    /// [`Error::NonFiniteLoss`] or [`Error::UpdateOverflow`] at the end of an epoch in
+    /// which a step diverged or would have overflowed the parameters (that step's update
+    /// was skipped, the epoch's later steps were applied).
     pub fn fit(&mut self, train: &Dataset, learning_rates: &[f32], seed: u64) -> Result<History> {
         self.fit_with(train, learning_rates, seed, FitOptions::new())
     }
@@ -187,7 +196,9 @@ impl<M: Model> Engine<M> {
     /// callback, an SVG plot of the curves.
     ///
     /// # Errors
-    /// Those of [`Engine::fit`]; [`Error::Io`] if the plot cannot be written.
+    /// Those of [`Engine::fit`]; [`Error::Io`] if the plot cannot be written: checked
+    /// before the first epoch (the plot's directory must exist and take a new file), so a
+    /// bad path fails at once instead of after training.
     pub fn fit_with(
         &mut self,
         train: &Dataset,
@@ -204,6 +215,9 @@ impl<M: Model> Engine<M> {
         }
         if let Some(&lr) = learning_rates.iter().find(|lr| !lr.is_finite() || **lr < 0.0) {
             return Err(Error::InvalidLearningRate { lr });
+        }
+        if let Some(path) = &options.plot {
+            crate::fsutil::check_writable(path)?;
         }
         self.hold_losses()?;
         let steps = train.len().div_ceil(M::BATCH) * learning_rates.len();

@@ -226,6 +226,17 @@ fn killing_a_save_mid_write_leaves_a_whole_checkpoint() {
     }
     // The kills interrupted a running save loop, not a child still starting up.
     assert!(saves > 0, "no save completed before the kills");
+    // A later save removes the temporary files the killed saves left (issue 12): those of
+    // dead processes, once a minute old (their times are moved back to say so).
+    let then = std::time::SystemTime::now() - Duration::from_secs(120);
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        std::fs::File::options().write(true).open(entry.unwrap().path()).unwrap().set_modified(then).unwrap();
+    }
+    tensorbridge::Engine::<Big>::with_seed(&device, 1).unwrap().save(&path).unwrap();
+    if Path::new("/proc/self").exists() {
+        let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("big.safetensors")], "stale temporaries remain");
+    }
     eprintln!("{saves} saves completed across 8 kills");
 }
 

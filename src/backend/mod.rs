@@ -51,6 +51,10 @@ impl dyn DeviceBuffer {
     }
 }
 
+/// What a deferred step leaves for `Engine::take_losses`: its loss (finite or not: checked
+/// there), or the error that refused its update (`Error::UpdateOverflow`).
+pub(crate) type StepRecord = Result<f32>;
+
 /// What every backend computes for model `M`. Inputs arrive validated (finite, labels in
 /// range, `rows` in `1..=batch`, `lr` finite and >= 0); backends never re-check them.
 /// Inference takes `&self` and may run on several threads at once; training takes
@@ -78,23 +82,31 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     fn gradients(&self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32>;
     /// One SGD step `p -= lr * dL/dp` (computed in `f32`, then rounded to the storage);
     /// returns the loss before it. A non-finite loss leaves the parameters unchanged and is
-    /// returned as `Error::NonFiniteLoss`.
+    /// returned as `Error::NonFiniteLoss`; so does an update that would store a non-finite
+    /// parameter, as `Error::UpdateOverflow`.
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32>;
     /// One step whose loss the caller reads later, through [`Backend::take_losses`]. The
-    /// default runs [`Backend::train_step`] at once and appends its loss to `record` (a
-    /// diverged step's non-finite loss included: `take_losses` reports it); a device with a
-    /// queue enqueues the step and keeps the loss on the device instead.
-    fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32, record: &mut Vec<f32>) -> Result<()> {
-        let loss = match self.train_step(batch, lr) {
-            Ok(loss) | Err(Error::NonFiniteLoss { loss }) => loss,
+    /// default runs [`Backend::train_step`] at once and appends its record to `record` (a
+    /// diverged step's non-finite loss and a refused update included: `take_losses`
+    /// reports them); a device with a queue enqueues the step and keeps the record on the
+    /// device instead.
+    fn train_step_deferred(
+        &mut self,
+        batch: Batch<'_, M::Storage>,
+        lr: f32,
+        record: &mut Vec<StepRecord>,
+    ) -> Result<()> {
+        let step = match self.train_step(batch, lr) {
+            Ok(loss) | Err(Error::NonFiniteLoss { loss }) => Ok(loss),
+            Err(err @ Error::UpdateOverflow { .. }) => Err(err),
             Err(err) => return Err(err),
         };
-        record.push(loss);
+        record.push(step);
         Ok(())
     }
-    /// Appends the losses of the deferred steps still held by the device to `record`,
+    /// Appends the records of the deferred steps still held by the device to `record`,
     /// oldest first. The default holds none.
-    fn take_losses(&mut self, record: &mut Vec<f32>) -> Result<()> {
+    fn take_losses(&mut self, record: &mut Vec<StepRecord>) -> Result<()> {
         let _ = record;
         Ok(())
     }

@@ -109,6 +109,15 @@ pub enum NpyErrorKind {
         /// The value found.
         value: i64,
     },
+    /// A finite `f8` value beyond the range of `f32` (about ±3.4e38), which features are
+    /// read as: converting it would give an infinity.
+    #[error("value {value} at index {index} is finite but beyond f32 range (±3.4028235e38); rescale the data")]
+    BeyondF32Range {
+        /// Index of the value, in file order.
+        index: usize,
+        /// The value found, as text (e.g. `1e300`).
+        value: String,
+    },
     /// A label too large for `u32`.
     #[error("label {value} at index {index} does not fit in u32")]
     LabelTooLarge {

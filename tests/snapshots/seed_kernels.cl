@@ -10,6 +10,7 @@
 #define TB_MODE_GRADIENTS 2
 #define TB_MODE_STEP 3
 #define TB_LOSS_WG 256
+#define TB_UPDATE_LIMIT INFINITY
 #define TB_Y 8
 #define TB_ACTS 12
 #define TB_DELTA 4
@@ -235,7 +236,8 @@ __kernel void tb_forward(__global const TB_P_T *params,
 // stably: m = max_c z[c], s = sum_c exp(z[c] - m), loss_r = (m - z[label]) + log(s);
 // dz[c] = exp(z[c] - m) / s / rows - [c == label] / rows; padding rows get dz = 0.
 // A NaN logit makes the loss NaN (never silently finite), so the update is skipped.
-// The mean goes to losses[loss_slot].
+// The mean goes to losses[loss_slot]; losses[loss_slot + 1] (the step's update status) is
+// cleared.
 
 // TB_LOSS_WG (a power of two) is #defined by the host (kernels.rs, `LOSS_MAX_WG`).
 
@@ -302,6 +304,8 @@ __kernel void tb_loss(__global const float *logits, const int logits_off,
     }
     if (lid == 0) {
         losses[loss_slot] = red[0] * inv_rows;
+        // The step's update status (see update.cl): clear until tb_check_update flags it.
+        losses[loss_slot + 1] = 0.0f;
     }
 }
 
@@ -487,16 +491,44 @@ __kernel void tb_backward_inputs(__global const TB_P_T *params, __global const f
 
 // ---- cl/update.cl
 // tensorbridge: the SGD update p -= lr * g over every parameter, skipped entirely when the
-// step's loss (losses[loss_slot], written by tb_loss) is not finite, so a diverged step
-// never corrupts the parameters. NDRange: round_up(TB_PARAMS, local size).
+// step's loss (losses[loss_slot], written by tb_loss) is not finite or when the step's
+// update status (losses[loss_slot + 1], cleared by tb_loss, set by tb_check_update) says
+// that some parameter's update would not fit the storage, so a diverged or overflowing
+// step never corrupts the parameters. NDRange: round_up(TB_PARAMS, local size).
+
+// TB_UPDATE_LIMIT (#defined by the host, kernels.rs): |p - lr * g| from which the update no
+// longer fits the storage once stored: float's infinity, or 65520 for half (halfway between
+// 65504 and 2^16; ties to even give 2^16, i.e. infinity under vstore_half_rte).
+// `!(fabs(v) < TB_UPDATE_LIMIT)` catches NaN too.
+
+// The updated value of a parameter, shared by the check and the store so that both
+// compute the same bits.
+inline float tb_sgd_value(const float p, const float g, const float lr) {
+    return p - lr * g;
+}
+
+// Whether an updated value fits the storage.
+inline int tb_update_fits(const float v) {
+    return fabs(v) < TB_UPDATE_LIMIT;
+}
+
+// Flags the step (status word losses[loss_slot + 1] = ~k for the smallest such k, through
+// atomic_max) if the update of any parameter k would not fit the storage. Reads only.
+__kernel void tb_check_update(__global const TB_P_T *params, __global const float *grads, const float lr,
+                              __global float *losses, const int loss_slot) {
+    const int k = get_global_id(0);
+    if (k < TB_PARAMS && !tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
+        atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)k);
+    }
+}
 
 __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const float lr,
                      __global const float *losses, const int loss_slot) {
     const int k = get_global_id(0);
-    if (k >= TB_PARAMS || !isfinite(losses[loss_slot])) {
+    if (k >= TB_PARAMS || !isfinite(losses[loss_slot]) || ((__global const uint *)losses)[loss_slot + 1] != 0u) {
         return;
     }
-    TB_STORE_P(params, k, TB_LOAD_P(params, k) - lr * grads[k]);
+    TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
 }
 
 // ---- cl/train_step.cl
@@ -508,7 +540,10 @@ __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const
 //   TB_MODE_FORWARD    logits -> logits_out
 //   TB_MODE_LOSS       + mean softmax cross-entropy -> losses[loss_slot]
 //   TB_MODE_GRADIENTS  + dL/dparams -> grads
-//   TB_MODE_STEP       + params -= lr * grads, unless the loss is not finite
+//   TB_MODE_STEP       + params -= lr * grads, unless the loss is not finite or an updated
+//                      parameter would not fit the storage (then the step's status word,
+//                      losses[loss_slot + 1], holds ~k of the first such parameter k and
+//                      nothing is written)
 // The batch and every activation and delta live in local memory; parameters and
 // gradients stay in global memory. Work-items stride over each stage's outputs, with a
 // barrier between stages.
@@ -580,7 +615,11 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     __local float delta_a[TB_DELTA];
     __local float delta_b[TB_DELTA];
     __local float red[TB_FUSED_WG];
+    __local uint overflow;
     const int lid = get_local_id(0);
+    if (lid == 0) {
+        overflow = 0u;
+    }
     const int rows = tb_rows(rows_arg);
     const float inv_rows = 1.0f / (float)rows;
 
@@ -627,6 +666,7 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     const float loss = red[0] * inv_rows;
     if (lid == 0) {
         losses[loss_slot] = loss;
+        losses[loss_slot + 1] = 0.0f;
     }
     if (mode == TB_MODE_LOSS) {
         return;
@@ -651,10 +691,29 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     // Every work-item reaches this barrier, whatever the mode: barriers stay out of
     // run-time conditions, which PoCL 3.1 handles badly.
     barrier(CLK_GLOBAL_MEM_FENCE);
-    if (mode == TB_MODE_STEP && isfinite(loss)) {
+    // Check every update before writing any: ~k of this work-item's first parameter k that
+    // would not fit the storage (0 if none), the work-group's largest (the smallest k) in
+    // `overflow` through a local atomic taken only on that cold path.
+    const int step = mode == TB_MODE_STEP && isfinite(loss);
+    uint first = 0u;
+    if (step) {
         TB_STRIDED_FOR(k, TB_PARAMS, TB_FUSED_WG, lid) {
-            TB_STORE_P(params, k, TB_LOAD_P(params, k) - lr * grads[k]);
+            if (first == 0u && !tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
+                first = ~(uint)k;
+            }
         }
+    }
+    if (first != 0u) {
+        atomic_max(&overflow, first);
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (step && overflow == 0u) {
+        TB_STRIDED_FOR(k, TB_PARAMS, TB_FUSED_WG, lid) {
+            TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
+        }
+    }
+    if (step && lid == 0) {
+        ((__global uint *)losses)[loss_slot + 1] = overflow;
     }
 }
 

@@ -28,8 +28,9 @@ use std::time::{Duration, Instant};
 use self::cl::{Event, Kernel, Mem, Queue};
 pub(crate) use self::platform::{enumerate, ClDevice};
 pub use self::program::CACHE_DIR_ENV;
-use super::{Backend, DeviceBuffer};
+use super::{Backend, DeviceBuffer, StepRecord};
 use crate::check::Batch;
+use crate::cpu::update_overflow;
 use crate::error::{Error, Result};
 use crate::info::{DeviceInfo, KernelPath};
 use crate::kernels::{fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG};
@@ -37,10 +38,19 @@ use crate::layout::{acts_len, delta_len, param_count};
 use crate::model::{Element, Model, StorageElement};
 use crate::startup::{self, ProgramOrigin, StartupReport};
 
-/// Deferred losses kept on the device before they are drained to the host.
+/// Deferred losses kept on the device before they are drained to the host. Each slot is two
+/// 32-bit words of the `losses` buffer (see [`word`]): the loss, then the step's update
+/// status (0, or `!k` for the first parameter `k` whose update would not fit the storage;
+/// set by the update check, read by `tb_sgd`, which then skips the step).
 const LOSS_RING: usize = 1024;
 /// The loss slot of immediate calls (`loss`, `gradients`, `train_step`).
 const IMMEDIATE: usize = LOSS_RING;
+
+/// The index of loss slot `slot`'s first word in the `losses` buffer (its status follows),
+/// as the kernels' `loss_slot` argument.
+fn word(slot: usize) -> i32 {
+    (2 * slot) as i32
+}
 
 /// Opens the `index`-th usable device of [`enumerate`] (or the first whose type passes
 /// `want`, when `index` is `None`).
@@ -157,6 +167,8 @@ struct Kernels {
     fused: Kernel,
     /// `f16` batch -> `float` activation scratch (tiled path of `f16` models only).
     widen: Kernel,
+    /// The tiled path's update check, before `sgd`.
+    check: Kernel,
 }
 
 /// How a step runs on this device.
@@ -173,7 +185,7 @@ struct Plan {
 struct LossRecord {
     start: usize,
     pending: usize,
-    drained: Vec<f32>,
+    drained: Vec<StepRecord>,
 }
 
 /// The OpenCL backend of model `M`: its state behind a mutex, so that one model serves
@@ -281,6 +293,7 @@ impl<M: Model> Inner<M> {
             sgd: Kernel::new(&program, kernel::tb_sgd::NAME)?,
             fused: Kernel::new(&program, kernel::tb_train_step::NAME)?,
             widen: Kernel::new(&program, kernel::tb_widen_x::NAME)?,
+            check: Kernel::new(&program, kernel::tb_check_update::NAME)?,
         };
         let gemm_wg = gemm::LOCAL[0] * gemm::LOCAL[1];
         for k in [&kernels.forward, &kernels.backward, &kernels.backward_inputs] {
@@ -325,7 +338,7 @@ impl<M: Model> Inner<M> {
         let (acts_n, delta_n) = if fused { (1, 1) } else { (acts, delta_len(dims, b)) };
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
         let delta = [Mem::new::<f32>(context, delta_n)?, Mem::new::<f32>(context, delta_n)?];
-        let losses = Mem::from_slice(context, &vec![0.0f32; LOSS_RING + 1])?;
+        let losses = Mem::from_slice(context, &vec![0.0f32; 2 * (LOSS_RING + 1)])?;
         let words = x_words::<M>() + b;
         let slot = || -> Result<Slot> {
             Ok(Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None })
@@ -381,7 +394,7 @@ impl<M: Model> Inner<M> {
         let batch = Batch { x: &x, y: &y, rows: M::BATCH };
         self.enqueue(batch, 0.0, Mode::Gradients, IMMEDIATE)?;
         if !self.plan.fused {
-            self.queue.write(&self.losses, IMMEDIATE, &[f32::NAN])?;
+            self.queue.write(&self.losses, 2 * IMMEDIATE, &[f32::NAN])?;
             self.run_sgd(0.0, IMMEDIATE)?;
         }
         self.queue.finish()?;
@@ -453,7 +466,7 @@ impl<M: Model> Inner<M> {
         k.set_scalar(arg::LR, lr)?;
         k.set_scalar(arg::MODE, mode as i32)?;
         k.set_mem(arg::LOSSES, &self.losses)?;
-        k.set_scalar(arg::LOSS_SLOT, slot as i32)?;
+        k.set_scalar(arg::LOSS_SLOT, word(slot))?;
         // Written only in `Mode::Forward`, which `forward` runs with a buffer of its own.
         k.set_mem(arg::LOGITS_OUT, out.unwrap_or(&self.grads))?;
         self.queue.launch(k, &[self.plan.fused_wg], &[self.plan.fused_wg])
@@ -524,7 +537,7 @@ impl<M: Model> Inner<M> {
         k.set_scalar(arg::ROWS_ARG, rows as i32)?;
         k.set_mem(arg::DZ, &self.delta[0])?;
         k.set_mem(arg::LOSSES, &self.losses)?;
-        k.set_scalar(arg::LOSS_SLOT, slot as i32)?;
+        k.set_scalar(arg::LOSS_SLOT, word(slot))?;
         self.queue.launch(k, &[self.plan.loss_wg], &[self.plan.loss_wg])
     }
 
@@ -570,12 +583,27 @@ impl<M: Model> Inner<M> {
         k.set_mem(arg::GRADS, &self.grads)?;
         k.set_scalar(arg::LR, lr)?;
         k.set_mem(arg::LOSSES, &self.losses)?;
-        k.set_scalar(arg::LOSS_SLOT, slot as i32)?;
-        self.queue.launch(
-            k,
-            &[round_up(param_count(M::LAYERS), 64)],
-            &[64.min(self.device.info.max_work_group_size.max(1))],
-        )
+        k.set_scalar(arg::LOSS_SLOT, word(slot))?;
+        self.launch_per_param(|k| &k.sgd)
+    }
+
+    /// The tiled path's update check: flags the step in `slot`'s status word if an update
+    /// of `run_sgd` would not fit the storage (then `tb_sgd` writes nothing).
+    fn run_check(&mut self, lr: f32, slot: usize) -> Result<()> {
+        use kernel::tb_check_update as arg;
+        let k = &mut self.kernels.check;
+        k.set_mem(arg::PARAMS, &self.params)?;
+        k.set_mem(arg::GRADS, &self.grads)?;
+        k.set_scalar(arg::LR, lr)?;
+        k.set_mem(arg::LOSSES, &self.losses)?;
+        k.set_scalar(arg::LOSS_SLOT, word(slot))?;
+        self.launch_per_param(|k| &k.check)
+    }
+
+    /// Launches a kernel of `Kernels` (chosen by `pick`) with one work-item per parameter.
+    fn launch_per_param(&mut self, pick: fn(&Kernels) -> &Kernel) -> Result<()> {
+        let wg = 64.min(self.device.info.max_work_group_size.max(1));
+        self.queue.launch(pick(&self.kernels), &[round_up(param_count(M::LAYERS), wg)], &[wg])
     }
 
     /// Enqueues the batch and the kernels of `mode` (loss, gradients or step), the loss
@@ -591,6 +619,7 @@ impl<M: Model> Inner<M> {
             self.run_tiled_backward(b, batch.rows)?;
         }
         if mode == Mode::Step {
+            self.run_check(lr, slot)?;
             self.run_sgd(lr, slot)?;
         }
         Ok(())
@@ -599,12 +628,19 @@ impl<M: Model> Inner<M> {
     /// Reads the loss of `slot`.
     fn read_loss(&self, slot: usize) -> Result<f32> {
         let mut loss = [0.0f32];
-        self.queue.read(&self.losses, slot, &mut loss)?;
+        self.queue.read(&self.losses, 2 * slot, &mut loss)?;
         Ok(loss[0])
     }
 
-    /// Deferred losses since the last call, oldest first.
-    pub(crate) fn take_losses(&mut self) -> Result<Vec<f32>> {
+    /// Reads the loss and the update status of `slot` (one read of both words).
+    fn read_step(&self, slot: usize) -> Result<StepRecord> {
+        let mut words = [0u32; 2];
+        self.queue.read(&self.losses, 2 * slot, &mut words)?;
+        Ok(step_record::<M>(words[0], words[1]))
+    }
+
+    /// Deferred steps' records since the last call, oldest first.
+    pub(crate) fn take_losses(&mut self) -> Result<Vec<StepRecord>> {
         self.drain()?;
         Ok(std::mem::take(&mut self.record.drained))
     }
@@ -616,12 +652,12 @@ impl<M: Model> Inner<M> {
             return Ok(());
         }
         let first = pending.min(LOSS_RING - start);
-        let mut out = vec![0.0f32; pending];
-        self.queue.read(&self.losses, start, &mut out[..first])?;
+        let mut out = vec![0u32; 2 * pending];
+        self.queue.read(&self.losses, 2 * start, &mut out[..2 * first])?;
         if first < pending {
-            self.queue.read(&self.losses, 0, &mut out[first..])?;
+            self.queue.read(&self.losses, 0, &mut out[2 * first..])?;
         }
-        self.record.drained.extend_from_slice(&out);
+        self.record.drained.extend(out.chunks_exact(2).map(|w| step_record::<M>(w[0], w[1])));
         self.record.start = (start + pending) % LOSS_RING;
         self.record.pending = 0;
         Ok(())
@@ -674,11 +710,21 @@ impl<M: Model> Inner<M> {
 
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
         self.enqueue(batch, lr, Mode::Step, IMMEDIATE)?;
-        let loss = self.read_loss(IMMEDIATE)?;
-        if !loss.is_finite() {
-            return Err(Error::NonFiniteLoss { loss });
+        match self.read_step(IMMEDIATE)? {
+            Ok(loss) if !loss.is_finite() => Err(Error::NonFiniteLoss { loss }),
+            record => record,
         }
+    }
+}
+
+/// A step's record from its two words: the loss, or the update check's error when the
+/// status word is set (a non-finite loss takes precedence: its gradients mean nothing).
+fn step_record<M: Model>(loss: u32, status: u32) -> StepRecord {
+    let loss = f32::from_bits(loss);
+    if status == 0 || !loss.is_finite() {
         Ok(loss)
+    } else {
+        Err(update_overflow::<M::Storage>(M::LAYERS, !status as usize))
     }
 }
 
@@ -733,11 +779,16 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
         self.inner_mut().train_step(batch, lr)
     }
 
-    fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32, _record: &mut Vec<f32>) -> Result<()> {
+    fn train_step_deferred(
+        &mut self,
+        batch: Batch<'_, M::Storage>,
+        lr: f32,
+        _record: &mut Vec<StepRecord>,
+    ) -> Result<()> {
         self.inner_mut().train_step_deferred(batch, lr)
     }
 
-    fn take_losses(&mut self, record: &mut Vec<f32>) -> Result<()> {
+    fn take_losses(&mut self, record: &mut Vec<StepRecord>) -> Result<()> {
         record.extend(self.inner_mut().take_losses()?);
         Ok(())
     }
