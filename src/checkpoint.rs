@@ -74,7 +74,7 @@ impl<M: Model> Engine<M> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let flat =
             from_safetensors::<M>(&bytes).map_err(|kind| Error::Checkpoint { path: path.to_path_buf(), kind })?;
-        Engine::with_params(device, &M::Params::from_flat(&flat))
+        Engine::with_params(device, M::Params::from_flat(&flat))
     }
 }
 

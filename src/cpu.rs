@@ -477,15 +477,18 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
 /// from its bits.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    if !(x > -104.0) {
-        // Below e^-104 (about 7e-46) the result rounds to zero; NaN stays NaN.
-        return if x.is_nan() { x } else { 0.0 };
+    if x.is_nan() {
+        return x;
+    }
+    if x <= -104.0 {
+        // Below e^-104 (about 7e-46) the result rounds to zero.
+        return 0.0;
     }
     if x > 89.0 {
         return f32::INFINITY;
     }
     const LOG2_E: f64 = core::f64::consts::LOG2_E;
-    const LN2_HI: f64 = 6.931_471_803_691_238_2e-1;
+    const LN2_HI: f64 = 6.931_471_803_691_238e-1;
     const LN2_LO: f64 = 1.908_214_929_270_587_7e-10;
     // Round to nearest through the 1.5·2^52 trick (`f64::round` is not in `core`).
     const SHIFT: f64 = 6_755_399_441_055_744.0;
@@ -523,8 +526,10 @@ fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: Lay
     }
     #[cfg(feature = "parallel")]
     {
+        // The choice goes by the full batch (a constant, so that small models compile no
+        // GEMM at all); the product then covers the valid rows only.
         let macs = rows * slot.fan_in * slot.fan_out;
-        if macs >= GEMM_MIN_MACS {
+        if batch * slot.fan_in * slot.fan_out >= GEMM_MIN_MACS {
             // gW = aᵀ · dz over the valid rows: column-major views with `rows` rows and a
             // column stride of `batch`.
             gw.fill(0.0);

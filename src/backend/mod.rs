@@ -118,6 +118,7 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     }
     /// Launches every kernel a step uses once, changing nothing the caller sees (moves a
     /// device's lazy work out of the first real step). Nothing to do by default.
+    #[cfg(feature = "opencl")]
     fn warm_up(&mut self) -> Result<()> {
         Ok(())
     }
