@@ -63,9 +63,13 @@ typedef struct {
     uint w[TB_ARG_WORDS];
 } tb_batch_words;
 
+// The last feature index the argument holds (indices are clamped to it: the argument is
+// read only when it holds the whole batch, but no index may leave it even then).
 #ifdef TB_STORAGE_F16
+#define TB_ARG_X_MAX (2 * TB_ARG_WORDS - 1)
 #define TB_LOAD_ARG_X(words, k) vload_half((k), (const half *)(words))
 #else
+#define TB_ARG_X_MAX (TB_ARG_WORDS - 1)
 #define TB_LOAD_ARG_X(words, k) as_float((words)[k])
 #endif
 

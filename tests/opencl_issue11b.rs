@@ -24,6 +24,11 @@ tensorbridge::model! {
     pub struct WideMlp { batch: 40, features: 33, classes: 10, hidden: [20] }
 }
 tensorbridge::model! {
+    /// Fused, awkward sizes for the work-item loops (the register-blocked GEMM kernels'
+    /// shape of tests/opencl_differential.rs).
+    pub struct Awkward { batch: 13, features: 35, classes: 5, hidden: [21, 9] }
+}
+tensorbridge::model! {
     /// f16 storage, an odd number of halves: by value too (8 + 3 words).
     pub struct Odd16 { batch: 3, features: 5, classes: 7, storage: f16 }
 }
@@ -113,6 +118,8 @@ fn upload_modes_are_bit_identical_and_match_the_cpu() {
     against_cpu::<Mlp>(&t);
     let t = same_in_every_mode::<WideMlp>(&device, false);
     against_cpu::<WideMlp>(&t);
+    let t = same_in_every_mode::<Awkward>(&device, false);
+    against_cpu::<Awkward>(&t);
     // The tiled kernels never take the batch by value; copy and zero-copy still agree.
     let tiled = device.with_kernel_path(KernelPath::Tiled);
     let t = same_in_every_mode::<Mlp>(&tiled, false);

@@ -94,9 +94,13 @@ typedef struct {
     uint w[TB_ARG_WORDS];
 } tb_batch_words;
 
+// The last feature index the argument holds (indices are clamped to it: the argument is
+// read only when it holds the whole batch, but no index may leave it even then).
 #ifdef TB_STORAGE_F16
+#define TB_ARG_X_MAX (2 * TB_ARG_WORDS - 1)
 #define TB_LOAD_ARG_X(words, k) vload_half((k), (const half *)(words))
 #else
+#define TB_ARG_X_MAX (TB_ARG_WORDS - 1)
 #define TB_LOAD_ARG_X(words, k) as_float((words)[k])
 #endif
 
@@ -646,25 +650,16 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     const float inv_rows = 1.0f / (float)rows;
 
     // The batch, from the argument or from the buffer (`batch_in_arg` and `mode` are
-    // uniform, and no barrier is inside either branch). A forward pass has no labels.
-    if (batch_in_arg) {
-        TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
-            acts[k] = TB_LOAD_ARG_X(batch_arg.w, k);
-        }
-        if (mode != TB_MODE_FORWARD) {
-            TB_STRIDED_FOR(k, TB_BATCH, TB_FUSED_WG, lid) {
-                labels[k] = tb_clamp_label(batch_arg.w[TB_Y + k]);
-            }
-        }
-    } else {
-        TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
-            acts[k] = TB_LOAD_X(x, k);
-        }
-        if (mode != TB_MODE_FORWARD) {
-            TB_STRIDED_FOR(k, TB_BATCH, TB_FUSED_WG, lid) {
-                labels[k] = tb_label(batch, k);
-            }
-        }
+    // uniform; the loops' trip counts too). A forward pass has no labels. Written without
+    // branches around the loops: the same loops inside `if (batch_in_arg) {...} else
+    // {...}` made PoCL 3.1 compute wrong gradients at batch 13 (work-group 256).
+    TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
+        acts[k] = batch_in_arg ? TB_LOAD_ARG_X(batch_arg.w, min(k, TB_ARG_X_MAX)) : TB_LOAD_X(x, k);
+    }
+    const int n_labels = (mode == TB_MODE_FORWARD) ? 0 : TB_BATCH;
+    TB_STRIDED_FOR(k, n_labels, TB_FUSED_WG, lid) {
+        labels[k] = batch_in_arg ? tb_clamp_label(batch_arg.w[min(TB_Y + k, TB_ARG_WORDS - 1)])
+                                 : tb_label(batch, k);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
