@@ -275,6 +275,15 @@ impl<M: Model> Engine<M> {
         self.backend.profile_step(batch, lr)
     }
 
+    /// Sends a batch to the device as a train step would (see
+    /// [`Device::with_upload`](crate::Device::with_upload)) and waits; runs no kernel. For
+    /// the upload benchmark; not a public API.
+    #[doc(hidden)]
+    pub fn __upload_batch(&mut self, x: &M::Input, y: &M::Labels) -> Result<()> {
+        let batch = check::batch::<M>(x, y, M::BATCH)?;
+        self.backend.upload_batch(batch)
+    }
+
     /// The losses of every [`Engine::train_step_deferred`] since the last call, oldest
     /// first, and clears the record. On OpenCL this waits for those steps and costs one
     /// device -> host read (two when the device-side ring of 1024 entries wrapped; a

@@ -120,6 +120,12 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
             reason: "step profiling needs an OpenCL device made with `with_profiling(true)`".to_string(),
         })
     }
+    /// Sends a train step's batch to the device the way a step would and waits for it;
+    /// runs nothing. For the upload benchmark; nothing to do by default.
+    fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<()> {
+        let _ = batch;
+        Ok(())
+    }
     /// How the model's start-up went on its device; `None` where there is nothing to
     /// build (the CPU).
     #[cfg(feature = "opencl")]

@@ -969,6 +969,12 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
         self.inner_mut().profile_step(batch, lr)
     }
 
+    fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<()> {
+        let inner = self.inner_mut();
+        inner.upload_batch(batch)?;
+        inner.queue.finish()
+    }
+
     fn warm_up(&mut self) -> Result<()> {
         self.inner_mut().warm_up().map(drop)
     }
