@@ -238,6 +238,8 @@ struct Inner<M> {
     profiling: bool,
     /// While [`Inner::profile_step`] runs: every command's stage and event.
     events: Option<Vec<(String, Event)>>,
+    /// The fused kernel's arguments as last set, by index (see `run_fused`).
+    fused_args: Vec<Option<u64>>,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -403,6 +405,7 @@ impl<M: Model> Inner<M> {
             arg_words: vec![0; argument_words::<M>().unwrap_or(1)],
             profiling: options.profiling,
             events: None,
+            fused_args: vec![None; 16],
             _model: PhantomData,
         };
         if startup::tracing() {
@@ -514,25 +517,55 @@ impl<M: Model> Inner<M> {
     ) -> Result<()> {
         use kernel::tb_train_step as arg;
         let k = &mut self.kernels.fused;
-        let x = match x_in {
-            Input::Tensor(mem) => mem,
-            Input::Slot(i) => &self.slots[i & 1].mem,
-            Input::Words => &self.slots[0].mem,
+        let seen = &mut self.fused_args;
+        // Each argument is set only when it differs from the value it was last set to
+        // (`clSetKernelArg` calls are a good part of a small step's host time). Cached
+        // are scalars and the backend's own buffers, which live as long as it; a tensor
+        // or an output buffer is always set (a freed buffer's handle may come back).
+        let mut set = |index: u32, key: Option<u64>, set: &mut dyn FnMut(&mut Kernel) -> Result<()>| -> Result<()> {
+            let cached = seen.get_mut(index as usize);
+            match (key, cached) {
+                (Some(key), Some(last)) if *last == Some(key) => Ok(()),
+                (key, cached) => {
+                    if let Some(last) = cached {
+                        *last = None;
+                    }
+                    set(k)?;
+                    if let (Some(key), Some(last)) = (key, seen.get_mut(index as usize)) {
+                        *last = Some(key);
+                    }
+                    Ok(())
+                }
+            }
+        };
+        let (x, x_key) = match x_in {
+            Input::Tensor(mem) => (mem, None),
+            Input::Slot(i) => (&self.slots[i & 1].mem, Some((i & 1) as u64)),
+            Input::Words => (&self.slots[0].mem, Some(0)),
         };
         let by_value = matches!(x_in, Input::Words);
-        k.set_words(arg::BATCH_ARG, &self.arg_words)?;
-        k.set_scalar(arg::BATCH_IN_ARG, i32::from(by_value))?;
-        k.set_mem(arg::PARAMS, &self.params)?;
-        k.set_mem(arg::GRADS, &self.grads)?;
-        k.set_mem(arg::X, x)?;
-        k.set_mem(arg::BATCH, x)?;
-        k.set_scalar(arg::ROWS_ARG, rows as i32)?;
-        k.set_scalar(arg::LR, lr)?;
-        k.set_scalar(arg::MODE, mode as i32)?;
-        k.set_mem(arg::LOSSES, &self.losses)?;
-        k.set_scalar(arg::LOSS_SLOT, word(slot))?;
+        if by_value {
+            set(arg::BATCH_ARG, None, &mut |k| k.set_words(arg::BATCH_ARG, &self.arg_words))?;
+        } else {
+            // Unread; but every argument must be set once.
+            set(arg::BATCH_ARG, Some(0), &mut |k| k.set_words(arg::BATCH_ARG, &self.arg_words))?;
+        }
+        set(arg::BATCH_IN_ARG, Some(u64::from(by_value)), &mut |k| k.set_scalar(arg::BATCH_IN_ARG, i32::from(by_value)))?;
+        set(arg::PARAMS, Some(0), &mut |k| k.set_mem(arg::PARAMS, &self.params))?;
+        set(arg::GRADS, Some(0), &mut |k| k.set_mem(arg::GRADS, &self.grads))?;
+        set(arg::X, x_key, &mut |k| k.set_mem(arg::X, x))?;
+        set(arg::BATCH, x_key, &mut |k| k.set_mem(arg::BATCH, x))?;
+        set(arg::ROWS_ARG, Some(rows as u64), &mut |k| k.set_scalar(arg::ROWS_ARG, rows as i32))?;
+        set(arg::LR, Some(u64::from(lr.to_bits())), &mut |k| k.set_scalar(arg::LR, lr))?;
+        set(arg::MODE, Some(mode as u64), &mut |k| k.set_scalar(arg::MODE, mode as i32))?;
+        set(arg::LOSSES, Some(0), &mut |k| k.set_mem(arg::LOSSES, &self.losses))?;
+        set(arg::LOSS_SLOT, Some(slot as u64), &mut |k| k.set_scalar(arg::LOSS_SLOT, word(slot)))?;
         // Written only in `Mode::Forward`, which `forward` runs with a buffer of its own.
-        k.set_mem(arg::LOGITS_OUT, out.unwrap_or(&self.grads))?;
+        match out {
+            Some(out) => set(arg::LOGITS_OUT, None, &mut |k| k.set_mem(arg::LOGITS_OUT, out))?,
+            None => set(arg::LOGITS_OUT, Some(0), &mut |k| k.set_mem(arg::LOGITS_OUT, &self.grads))?,
+        }
+        let k = &self.kernels.fused;
         let event = self.queue.launch_event(k, &[self.plan.fused_wg], &[self.plan.fused_wg])?;
         self.record(|| "fused".to_string(), event);
         Ok(())
