@@ -68,7 +68,13 @@ fn main() {
         m.warm_up().expect("warm-up");
     }
     let n = 2000;
-    let names = ["empty launch + finish", "train_step (argument)", "train_step (copy)", "deferred (argument)", "deferred (copy)"];
+    let names = [
+        "empty launch + finish",
+        "train_step (argument)",
+        "train_step (copy)",
+        "deferred (argument)",
+        "deferred (copy)",
+    ];
     let mut t: Vec<Vec<f64>> = vec![Vec::new(); names.len()];
     let deferred = |m: &mut Engine<Seed>| {
         per_call(n / 100, || {
@@ -104,17 +110,18 @@ fn main() {
         tz.push(per_call(50, || zero.__upload_batch(&x, &y).expect("upload")));
     }
     let (c, z) = (median(&mut tc), median(&mut tz));
-    println!("mnist upload (128 x 784 f32 + labels): copy {:.1} us, zero-copy {:.1} us ({:.2}x)", c * 1e6, z * 1e6, c / z);
+    println!(
+        "mnist upload (128 x 784 f32 + labels): copy {:.1} us, zero-copy {:.1} us ({:.2}x)",
+        c * 1e6,
+        z * 1e6,
+        c / z
+    );
     let (mut sc, mut sz) = (Vec::new(), Vec::new());
     for _ in 0..rounds.min(7) {
         sc.push(per_call(5, || copy.train_step(&x, &y, 1e-3).map(drop).expect("step")));
         sz.push(per_call(5, || zero.train_step(&x, &y, 1e-3).map(drop).expect("step")));
     }
-    println!(
-        "mnist train_step: copy {:.1} us, zero-copy {:.1} us",
-        median(&mut sc) * 1e6,
-        median(&mut sz) * 1e6
-    );
+    println!("mnist train_step: copy {:.1} us, zero-copy {:.1} us", median(&mut sc) * 1e6, median(&mut sz) * 1e6);
     let mut profiled = Engine::<MnistMlp>::new(&cl.with_profiling(true)).expect("mnist model");
     profiled.warm_up().expect("warm-up");
     let profile = profiled.profile_step(&x, &y, 1e-3).expect("profile");

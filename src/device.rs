@@ -174,9 +174,9 @@ impl Device {
                 self.clone()
             }
             #[cfg(feature = "opencl")]
-            DeviceKind::OpenCl { device, options } => {
-                Device { kind: DeviceKind::OpenCl { device: Arc::clone(device), options: ClOptions { path, ..*options } } }
-            }
+            DeviceKind::OpenCl { device, options } => Device {
+                kind: DeviceKind::OpenCl { device: Arc::clone(device), options: ClOptions { path, ..*options } },
+            },
         }
     }
 
@@ -195,9 +195,9 @@ impl Device {
                 self.clone()
             }
             #[cfg(feature = "opencl")]
-            DeviceKind::OpenCl { device, options } => {
-                Device { kind: DeviceKind::OpenCl { device: Arc::clone(device), options: ClOptions { upload, ..*options } } }
-            }
+            DeviceKind::OpenCl { device, options } => Device {
+                kind: DeviceKind::OpenCl { device: Arc::clone(device), options: ClOptions { upload, ..*options } },
+            },
         }
     }
 
@@ -214,7 +214,10 @@ impl Device {
             }
             #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, options } => Device {
-                kind: DeviceKind::OpenCl { device: Arc::clone(device), options: ClOptions { profiling: on, ..*options } },
+                kind: DeviceKind::OpenCl {
+                    device: Arc::clone(device),
+                    options: ClOptions { profiling: on, ..*options },
+                },
             },
         }
     }

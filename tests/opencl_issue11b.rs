@@ -39,7 +39,9 @@ fn input<M: Model<Storage = f32>>(seed: u64) -> M::Input {
 
 fn labels<M: Model>(seed: u64) -> M::Labels {
     let c = M::CLASSES as u32;
-    M::Labels::from_flat(&(0..M::BATCH).map(|r| ((noise(seed ^ 0xABCD, r) + 1.0) * 1000.0) as u32 % c).collect::<Vec<_>>())
+    M::Labels::from_flat(
+        &(0..M::BATCH).map(|r| ((noise(seed ^ 0xABCD, r) + 1.0) * 1000.0) as u32 % c).collect::<Vec<_>>(),
+    )
 }
 
 fn bits<P: Params>(p: &P) -> Vec<u32> {
@@ -190,7 +192,17 @@ fn profile_of_a_tiled_step_names_every_layer() {
     let profile = profiled.profile_step(&x, &y, 0.1).unwrap();
     check_profile(
         &profile,
-        &["upload", "forward[0]", "forward[1]", "forward[2]", "loss", "backward[2]", "backward[1]", "backward[0]", "update"],
+        &[
+            "upload",
+            "forward[0]",
+            "forward[1]",
+            "forward[2]",
+            "loss",
+            "backward[2]",
+            "backward[1]",
+            "backward[0]",
+            "update",
+        ],
         loss,
     );
     // backward[l > 0]: weights and inputs; backward[0]: weights only; update: check + sgd.
@@ -199,10 +211,7 @@ fn profile_of_a_tiled_step_names_every_layer() {
     // It was a real step: the parameters moved as the unprofiled model's did.
     assert_eq!(bits(&plain.params().unwrap()), bits(&profiled.params().unwrap()));
     // And profiling changes nothing afterwards.
-    assert_eq!(
-        plain.train_step(&x, &y, 0.1).unwrap().to_bits(),
-        profiled.train_step(&x, &y, 0.1).unwrap().to_bits()
-    );
+    assert_eq!(plain.train_step(&x, &y, 0.1).unwrap().to_bits(), profiled.train_step(&x, &y, 0.1).unwrap().to_bits());
 }
 
 #[test]

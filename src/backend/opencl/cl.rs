@@ -305,7 +305,12 @@ impl Mem {
         let bytes = len.max(1) * std::mem::size_of::<T>();
         // SAFETY: no host pointer is passed (the driver allocates), so none is aliased.
         let mem = unsafe {
-            mem::create_buffer(context.raw(), mem::CL_MEM_READ_WRITE | mem::CL_MEM_ALLOC_HOST_PTR, bytes, ptr::null_mut())
+            mem::create_buffer(
+                context.raw(),
+                mem::CL_MEM_READ_WRITE | mem::CL_MEM_ALLOC_HOST_PTR,
+                bytes,
+                ptr::null_mut(),
+            )
         };
         mem.map(|raw| Mem { raw, bytes }).map_err(cl_error("clCreateBuffer"))
     }

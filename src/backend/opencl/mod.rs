@@ -33,7 +33,9 @@ use crate::check::Batch;
 use crate::cpu::update_overflow;
 use crate::error::{Error, Result};
 use crate::info::{ClOptions, DeviceInfo, KernelPath, Upload};
-use crate::kernels::{argument_words, batch_words, fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG};
+use crate::kernels::{
+    argument_words, batch_words, fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG,
+};
 use crate::layout::{acts_len, delta_len, param_count};
 use crate::model::{Element, Model, StorageElement};
 use crate::profile::{Stage, StepProfile};
@@ -368,7 +370,9 @@ impl<M: Model> Inner<M> {
         let slot = || -> Result<Slot> {
             Ok(match batch_path {
                 BatchPath::Copy => Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None },
-                BatchPath::Mapped => Slot { mem: Mem::new_host::<u32>(context, words)?, staging: Vec::new(), write: None },
+                BatchPath::Mapped => {
+                    Slot { mem: Mem::new_host::<u32>(context, words)?, staging: Vec::new(), write: None }
+                }
                 // The kernel's buffer arguments still need a buffer: a one-word one.
                 BatchPath::Arguments => Slot { mem: Mem::new::<u32>(context, 1)?, staging: Vec::new(), write: None },
             })
@@ -550,7 +554,9 @@ impl<M: Model> Inner<M> {
             // Unread; but every argument must be set once.
             set(arg::BATCH_ARG, Some(0), &mut |k| k.set_words(arg::BATCH_ARG, &self.arg_words))?;
         }
-        set(arg::BATCH_IN_ARG, Some(u64::from(by_value)), &mut |k| k.set_scalar(arg::BATCH_IN_ARG, i32::from(by_value)))?;
+        set(arg::BATCH_IN_ARG, Some(u64::from(by_value)), &mut |k| {
+            k.set_scalar(arg::BATCH_IN_ARG, i32::from(by_value))
+        })?;
         set(arg::PARAMS, Some(0), &mut |k| k.set_mem(arg::PARAMS, &self.params))?;
         set(arg::GRADS, Some(0), &mut |k| k.set_mem(arg::GRADS, &self.grads))?;
         set(arg::X, x_key, &mut |k| k.set_mem(arg::X, x))?;
