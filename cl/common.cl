@@ -47,9 +47,31 @@
 
 // A label read from the batch buffer. Labels are validated on the host; the clamp only
 // guarantees that no input whatever can make a kernel read outside the logits.
-inline uint tb_label(__global const float *batch, const int r) {
-    return min(as_uint(batch[TB_Y + r]), (uint)(TB_CLASSES - 1));
+inline uint tb_clamp_label(const uint label) {
+    return min(label, (uint)(TB_CLASSES - 1));
 }
+
+inline uint tb_label(__global const float *batch, const int r) {
+    return tb_clamp_label(as_uint(batch[TB_Y + r]));
+}
+
+// The batch passed by value to the fused kernel (the host's `Upload::Arguments`): the
+// same 32-bit words as the batch buffer (features, then the labels at TB_Y), for batches
+// of at most TB_ARG_WORDS words (#defined by the host; 1 when the shape is too large,
+// and then the argument is unused).
+typedef struct {
+    uint w[TB_ARG_WORDS];
+} tb_batch_words;
+
+// The last feature index the argument holds (indices are clamped to it: the argument is
+// read only when it holds the whole batch, but no index may leave it even then).
+#ifdef TB_STORAGE_F16
+#define TB_ARG_X_MAX (2 * TB_ARG_WORDS - 1)
+#define TB_LOAD_ARG_X(words, k) vload_half((k), (const half *)(words))
+#else
+#define TB_ARG_X_MAX (TB_ARG_WORDS - 1)
+#define TB_LOAD_ARG_X(words, k) as_float((words)[k])
+#endif
 
 // The number of rows that count, clamped to 1..=TB_BATCH for the same reason.
 inline int tb_rows(const int rows) {

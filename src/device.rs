@@ -9,7 +9,9 @@ use crate::backend::cpu::CpuBackend;
 use crate::backend::opencl::{self, ClDevice, OpenClBackend};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::info::{DeviceInfo, DeviceType, KernelPath};
+#[cfg(feature = "opencl")]
+use crate::info::ClOptions;
+use crate::info::{DeviceInfo, DeviceType, KernelPath, Upload};
 use crate::model::Model;
 
 /// The environment variable that sets the directory of the OpenCL program-binary cache;
@@ -40,7 +42,7 @@ pub(crate) enum DeviceKind {
     #[cfg(feature = "opencl")]
     OpenCl {
         device: Arc<ClDevice>,
-        path: KernelPath,
+        options: ClOptions,
     },
 }
 
@@ -99,7 +101,7 @@ impl Device {
 
     #[cfg(feature = "opencl")]
     fn from_cl(device: Arc<ClDevice>) -> Device {
-        Device { kind: DeviceKind::OpenCl { device, path: KernelPath::Auto } }
+        Device { kind: DeviceKind::OpenCl { device, options: ClOptions::default() } }
     }
 
     /// The best device here, never failing: `TENSORBRIDGE_DEVICE` first (`cpu`, `opencl`,
@@ -172,9 +174,51 @@ impl Device {
                 self.clone()
             }
             #[cfg(feature = "opencl")]
-            DeviceKind::OpenCl { device, .. } => {
-                Device { kind: DeviceKind::OpenCl { device: Arc::clone(device), path } }
+            DeviceKind::OpenCl { device, options } => Device {
+                kind: DeviceKind::OpenCl { device: Arc::clone(device), options: ClOptions { path, ..*options } },
+            },
+        }
+    }
+
+    /// This device with a way for the batch of each train step to go up, for the models
+    /// created on it afterwards (same context). [`Upload::Auto`] (the default) passes a
+    /// batch of at most [`ARGUMENT_BATCH_WORDS`](crate::ARGUMENT_BATCH_WORDS) words as an
+    /// argument of the fused kernel (a step is then one command), and otherwise writes
+    /// it through a mapped host-allocated buffer where the device reports host-unified
+    /// memory (PoCL, Mali, Adreno: no copy), or copies it. Forcing a mode is for
+    /// benchmarks and tests; every mode computes bit-identical results. No effect on the
+    /// CPU backend.
+    pub fn with_upload(&self, upload: Upload) -> Device {
+        match &self.kind {
+            DeviceKind::Cpu => {
+                let _ = upload;
+                self.clone()
             }
+            #[cfg(feature = "opencl")]
+            DeviceKind::OpenCl { device, options } => Device {
+                kind: DeviceKind::OpenCl { device: Arc::clone(device), options: ClOptions { upload, ..*options } },
+            },
+        }
+    }
+
+    /// This device with per-command profiling on or off for the models created on it
+    /// afterwards (same context). On, their queue records device timestamps
+    /// (`CL_QUEUE_PROFILING_ENABLE`) and [`Engine::profile_step`](crate::Engine::profile_step)
+    /// times a step stage by stage; off (the default), nothing is recorded and nothing
+    /// costs. No effect on the CPU backend, which cannot profile.
+    pub fn with_profiling(&self, on: bool) -> Device {
+        match &self.kind {
+            DeviceKind::Cpu => {
+                let _ = on;
+                self.clone()
+            }
+            #[cfg(feature = "opencl")]
+            DeviceKind::OpenCl { device, options } => Device {
+                kind: DeviceKind::OpenCl {
+                    device: Arc::clone(device),
+                    options: ClOptions { profiling: on, ..*options },
+                },
+            },
         }
     }
 
@@ -212,7 +256,7 @@ impl Device {
         match &self.kind {
             DeviceKind::Cpu => Ok(Box::new(CpuBackend::<M>::new(flat))),
             #[cfg(feature = "opencl")]
-            DeviceKind::OpenCl { device, path } => Ok(Box::new(OpenClBackend::<M>::new(device, *path, flat)?)),
+            DeviceKind::OpenCl { device, options } => Ok(Box::new(OpenClBackend::<M>::new(device, *options, flat)?)),
         }
     }
 

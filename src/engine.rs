@@ -246,6 +246,44 @@ impl<M: Model> Engine<M> {
         self.backend.train_step_deferred(batch, lr, &mut self.deferred)
     }
 
+    /// One [`Engine::train_step`] (the parameters are updated) whose device commands are
+    /// timed, stage by stage, from OpenCL event timestamps: `upload`, `forward[l]` per
+    /// layer, `loss`, `backward[l]` per layer from the last, `update` on the tiled
+    /// kernels; `upload`, `fused` for the one-launch kernel (no `upload` when the batch
+    /// goes as a kernel argument). See [`StepProfile`](crate::StepProfile),
+    /// and [`StepProfile::to_json`](crate::StepProfile::to_json) for a machine-readable
+    /// form.
+    ///
+    /// ```no_run
+    /// # tensorbridge::model! { pub struct Mnist { batch: 128, features: 784, hidden: [128], classes: 10 } }
+    /// # use tensorbridge::{Device, Engine, HostTensor, Model};
+    /// let device = Device::opencl()?.with_profiling(true);
+    /// let mut model = Engine::<Mnist>::new(&device)?;
+    /// let x = <Mnist as Model>::Input::from_flat(&vec![0.5; 128 * 784]);
+    /// let y = <Mnist as Model>::Labels::from_flat(&vec![3; 128]);
+    /// let profile = model.profile_step(&x, &y, 0.01)?;
+    /// println!("{profile}{}", profile.to_json());
+    /// # Ok::<(), tensorbridge::Error>(())
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`Engine::train_step`]; [`Error::Unsupported`] on the CPU backend and on
+    /// an OpenCL device made without [`Device::with_profiling`](crate::Device::with_profiling).
+    pub fn profile_step(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<crate::profile::StepProfile> {
+        check::learning_rate(lr)?;
+        let batch = check::batch::<M>(x, y, M::BATCH)?;
+        self.backend.profile_step(batch, lr)
+    }
+
+    /// Sends a batch to the device as a train step would (see
+    /// [`Device::with_upload`](crate::Device::with_upload)) and waits; runs no kernel. For
+    /// the upload benchmark; not a public API.
+    #[doc(hidden)]
+    pub fn __upload_batch(&mut self, x: &M::Input, y: &M::Labels) -> Result<()> {
+        let batch = check::batch::<M>(x, y, M::BATCH)?;
+        self.backend.upload_batch(batch)
+    }
+
     /// The losses of every [`Engine::train_step_deferred`] since the last call, oldest
     /// first, and clears the record. On OpenCL this waits for those steps and costs one
     /// device -> host read (two when the device-side ring of 1024 entries wrapped; a

@@ -63,6 +63,12 @@ pub struct DeviceInfo {
     pub fp16: bool,
     /// Double precision (`cl_khr_fp64`).
     pub fp64: bool,
+    /// `CL_DEVICE_HOST_UNIFIED_MEMORY`: the device and the host share one memory (CPU
+    /// devices such as PoCL, and integrated GPUs such as Mali and Adreno). There a batch
+    /// goes up through a mapped buffer with no copy (see [`Upload`]).
+    pub host_unified_memory: bool,
+    /// `CL_DEVICE_MAX_PARAMETER_SIZE`: bytes of arguments a kernel launch may carry.
+    pub max_parameter_size: usize,
 }
 
 impl fmt::Display for DeviceInfo {
@@ -94,4 +100,41 @@ pub enum KernelPath {
     Fused,
     /// Always the tiled kernels (one launch per layer and stage).
     Tiled,
+}
+
+/// How a train step's batch (features and labels) reaches an OpenCL device (see
+/// [`Device::with_upload`](crate::Device::with_upload)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Upload {
+    /// The cheapest the model and the device allow: [`Upload::Arguments`] for a small
+    /// batch on the fused kernel, else [`Upload::ZeroCopy`] where the device reports
+    /// host-unified memory, else [`Upload::Copy`].
+    #[default]
+    Auto,
+    /// A non-blocking write from a host staging buffer into a device buffer (one command).
+    Copy,
+    /// A device buffer allocated in host memory (`CL_MEM_ALLOC_HOST_PTR`), mapped, filled
+    /// in place and unmapped: no copy on a device with host-unified memory. Allowed on
+    /// any device (elsewhere the driver may copy at unmap).
+    ZeroCopy,
+    /// The batch passed by value as an argument of the fused kernel: a step is one
+    /// command. Only for the fused kernel and a batch of at most
+    /// [`ARGUMENT_BATCH_WORDS`] 32-bit words (features and labels); otherwise the model
+    /// fails to build with `Error::Unsupported`.
+    Arguments,
+}
+
+/// The largest batch (in 32-bit words: `f32` features, or `f16` features two a word, then
+/// one per label) that [`Upload::Arguments`] passes by value: 256 bytes, which every
+/// device's `CL_DEVICE_MAX_PARAMETER_SIZE` (1024 at least, 256 on embedded profiles) has
+/// room for beside the kernel's other arguments where the device reports enough.
+pub const ARGUMENT_BATCH_WORDS: usize = 64;
+
+/// How models made on an OpenCL device run: the settings of its `with_*` methods.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct ClOptions {
+    pub path: KernelPath,
+    pub upload: Upload,
+    pub profiling: bool,
 }

@@ -22,6 +22,7 @@
 use std::fmt::Write as _;
 
 use crate::cpu::update_limit;
+use crate::info::ARGUMENT_BATCH_WORDS;
 use crate::layout::{acts_len, delta_len, layer_slots, max_width, output_offset, param_count};
 use crate::model::{Model, StorageElement};
 
@@ -114,6 +115,21 @@ pub(crate) fn fused_plan(dims: &[usize], batch: usize) -> FusedPlan {
     FusedPlan { fits, fused: fits && macs <= FUSED_MAX_MACS, wg, local_bytes }
 }
 
+/// 32-bit words of a batch in the kernels' layout (features, `f32` one a word or `f16`
+/// two a word, then one per label): the batch buffer's size.
+pub(crate) fn batch_words<M: Model>() -> usize {
+    let x = M::BATCH * M::FEATURES;
+    let x = if M::Storage::IS_F16 { x.div_ceil(2) } else { x };
+    x + M::BATCH
+}
+
+/// The words of the fused kernel's by-value batch argument (`TB_ARG_WORDS`), when the
+/// batch fits [`ARGUMENT_BATCH_WORDS`] and the fused kernel is compiled in.
+pub(crate) fn argument_words<M: Model>() -> Option<usize> {
+    let words = batch_words::<M>();
+    (fused_plan(M::LAYERS, M::BATCH).fits && words <= ARGUMENT_BATCH_WORDS).then_some(words)
+}
+
 /// The `#define`s that specialise the templates for model `M`.
 pub fn defines<M: Model>() -> String {
     let mut s = String::new();
@@ -145,6 +161,8 @@ pub fn defines<M: Model>() -> String {
     } else {
         let _ = writeln!(s, "#define TB_Y {x_values}");
     }
+    // The batch as a by-value argument of the fused kernel (Upload::Arguments).
+    let _ = writeln!(s, "#define TB_ARG_WORDS {}", argument_words::<M>().unwrap_or(1));
     let _ = writeln!(s, "#define TB_ACTS {}", acts_len(dims, batch));
     let _ = writeln!(s, "#define TB_DELTA {}", delta_len(dims, batch));
     let _ = writeln!(s, "#define TB_FUSED {}", u8::from(plan.fits));

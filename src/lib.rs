@@ -97,6 +97,8 @@ mod model;
 pub mod npy;
 #[cfg(feature = "opencl")]
 mod prebuild;
+#[cfg(feature = "std")]
+mod profile;
 pub mod rng;
 #[cfg(feature = "opencl")]
 mod startup;
@@ -113,12 +115,14 @@ pub use device::{Device, CACHE_DIR_ENV, DEVICE_ENV};
 pub use engine::Engine;
 pub use error::{Error, Result};
 #[cfg(feature = "std")]
-pub use info::{DeviceInfo, DeviceType, KernelPath};
+pub use info::{DeviceInfo, DeviceType, KernelPath, Upload, ARGUMENT_BATCH_WORDS};
 #[cfg(feature = "std")]
 pub use model::boxed_zeros;
 pub use model::{Element, HostTensor, Model, Params, StorageElement};
 #[cfg(feature = "opencl")]
 pub use prebuild::prebuild;
+#[cfg(feature = "std")]
+pub use profile::{Stage, StepProfile};
 pub use rng::DEFAULT_SEED;
 #[cfg(feature = "opencl")]
 pub use startup::{ProgramOrigin, StartupReport, TRACE_STARTUP_ENV};

@@ -11,6 +11,7 @@ use std::any::Any;
 use crate::check::Batch;
 use crate::error::{Error, Result};
 use crate::model::{Model, StorageElement};
+use crate::profile::StepProfile;
 #[cfg(feature = "opencl")]
 use crate::startup::StartupReport;
 
@@ -108,6 +109,21 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     /// oldest first. The default holds none.
     fn take_losses(&mut self, record: &mut Vec<StepRecord>) -> Result<()> {
         let _ = record;
+        Ok(())
+    }
+    /// One [`Backend::train_step`] whose commands are timed on the device, stage by stage.
+    /// Only a device made with profiling on can; the default refuses.
+    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<StepProfile> {
+        let _ = (batch, lr);
+        Err(Error::Unsupported {
+            device: "cpu".to_string(),
+            reason: "step profiling needs an OpenCL device made with `with_profiling(true)`".to_string(),
+        })
+    }
+    /// Sends a train step's batch to the device the way a step would and waits for it;
+    /// runs nothing. For the upload benchmark; nothing to do by default.
+    fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<()> {
+        let _ = batch;
         Ok(())
     }
     /// How the model's start-up went on its device; `None` where there is nothing to

@@ -12,6 +12,7 @@
 #define TB_LOSS_WG 256
 #define TB_UPDATE_LIMIT INFINITY
 #define TB_Y 8
+#define TB_ARG_WORDS 10
 #define TB_ACTS 12
 #define TB_DELTA 4
 #define TB_FUSED 1
@@ -77,9 +78,31 @@
 
 // A label read from the batch buffer. Labels are validated on the host; the clamp only
 // guarantees that no input whatever can make a kernel read outside the logits.
-inline uint tb_label(__global const float *batch, const int r) {
-    return min(as_uint(batch[TB_Y + r]), (uint)(TB_CLASSES - 1));
+inline uint tb_clamp_label(const uint label) {
+    return min(label, (uint)(TB_CLASSES - 1));
 }
+
+inline uint tb_label(__global const float *batch, const int r) {
+    return tb_clamp_label(as_uint(batch[TB_Y + r]));
+}
+
+// The batch passed by value to the fused kernel (the host's `Upload::Arguments`): the
+// same 32-bit words as the batch buffer (features, then the labels at TB_Y), for batches
+// of at most TB_ARG_WORDS words (#defined by the host; 1 when the shape is too large,
+// and then the argument is unused).
+typedef struct {
+    uint w[TB_ARG_WORDS];
+} tb_batch_words;
+
+// The last feature index the argument holds (indices are clamped to it: the argument is
+// read only when it holds the whole batch, but no index may leave it even then).
+#ifdef TB_STORAGE_F16
+#define TB_ARG_X_MAX (2 * TB_ARG_WORDS - 1)
+#define TB_LOAD_ARG_X(words, k) vload_half((k), (const half *)(words))
+#else
+#define TB_ARG_X_MAX (TB_ARG_WORDS - 1)
+#define TB_LOAD_ARG_X(words, k) as_float((words)[k])
+#endif
 
 // The number of rows that count, clamped to 1..=TB_BATCH for the same reason.
 inline int tb_rows(const int rows) {
@@ -544,7 +567,8 @@ __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const
 //                      parameter would not fit the storage (then the step's status word,
 //                      losses[loss_slot + 1], holds ~k of the first such parameter k and
 //                      nothing is written)
-// The batch and every activation and delta live in local memory; parameters and
+// The batch (from the `x`/`batch` buffer, or from `batch_arg` when `batch_in_arg`) and
+// every activation and delta live in local memory; parameters and
 // gradients stay in global memory. Work-items stride over each stage's outputs, with a
 // barrier between stages.
 
@@ -610,11 +634,13 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
                    __global const TB_X_T *x, __global const float *batch,
                    const int rows_arg, const float lr, const int mode,
                    __global float *losses, const int loss_slot,
-                   __global float *logits_out) {
+                   __global float *logits_out, const tb_batch_words batch_arg,
+                   const int batch_in_arg) {
     __local float acts[TB_ACTS];
     __local float delta_a[TB_DELTA];
     __local float delta_b[TB_DELTA];
     __local float red[TB_FUSED_WG];
+    __local uint labels[TB_BATCH];
     __local uint overflow;
     const int lid = get_local_id(0);
     if (lid == 0) {
@@ -623,8 +649,17 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     const int rows = tb_rows(rows_arg);
     const float inv_rows = 1.0f / (float)rows;
 
+    // The batch, from the argument or from the buffer (`batch_in_arg` and `mode` are
+    // uniform; the loops' trip counts too). A forward pass has no labels. Written without
+    // branches around the loops: the same loops inside `if (batch_in_arg) {...} else
+    // {...}` made PoCL 3.1 compute wrong gradients at batch 13 (work-group 256).
     TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
-        acts[k] = TB_LOAD_X(x, k);
+        acts[k] = batch_in_arg ? TB_LOAD_ARG_X(batch_arg.w, min(k, TB_ARG_X_MAX)) : TB_LOAD_X(x, k);
+    }
+    const int n_labels = (mode == TB_MODE_FORWARD) ? 0 : TB_BATCH;
+    TB_STRIDED_FOR(k, n_labels, TB_FUSED_WG, lid) {
+        labels[k] = batch_in_arg ? tb_clamp_label(batch_arg.w[min(TB_Y + k, TB_ARG_WORDS - 1)])
+                                 : tb_label(batch, k);
     }
     barrier(CLK_LOCAL_MEM_FENCE);
 
@@ -652,7 +687,7 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
             continue;
         }
         float row_loss;
-        TB_ROW_LOSS((logits + r), (delta_a + r), tb_label(batch, r), inv_rows, row_loss);
+        TB_ROW_LOSS((logits + r), (delta_a + r), labels[r], inv_rows, row_loss);
         part += row_loss;
     }
     red[lid] = part;

@@ -116,10 +116,13 @@ impl Context {
 }
 
 impl Queue {
-    pub(crate) fn new(context: &Context, device: cl_device_id) -> Result<Queue> {
+    /// An in-order queue; with `profiling`, its events carry timestamps
+    /// (`CL_QUEUE_PROFILING_ENABLE`).
+    pub(crate) fn new(context: &Context, device: cl_device_id, profiling: bool) -> Result<Queue> {
+        let properties = if profiling { cq::CL_QUEUE_PROFILING_ENABLE } else { 0 };
         // SAFETY: `device` belongs to `context` (the context was created for it).
         #[allow(deprecated)] // clCreateCommandQueue: the only form OpenCL 1.x devices have
-        let queue = unsafe { cq::create_command_queue(context.raw(), device, 0) };
+        let queue = unsafe { cq::create_command_queue(context.raw(), device, properties) };
         queue.map(Queue).map_err(cl_error("clCreateCommandQueue"))
     }
 
@@ -202,6 +205,54 @@ impl Queue {
 
     /// Enqueues `kernel` over `global` work-items in groups of `local` (1 or 2 dims).
     pub(crate) fn launch(&self, kernel: &Kernel, global: &[usize], local: &[usize]) -> Result<()> {
+        self.launch_event(kernel, global, local).map(drop)
+    }
+
+    /// Blocking map of the whole of `buffer` for writing, its old contents discarded
+    /// (`CL_MAP_WRITE_INVALIDATE_REGION`): waits for the queue's earlier commands. Unmap
+    /// it with [`Queue::unmap`] before any kernel uses the buffer.
+    pub(crate) fn map_write(&self, buffer: &Mem) -> Result<*mut c_void> {
+        let mut out: cl_mem = ptr::null_mut();
+        // SAFETY: the region is the whole buffer; the map is blocking, so the pointer is
+        // valid on return until the matching unmap.
+        let event = unsafe {
+            cq::enqueue_map_buffer(
+                self.0,
+                buffer.raw(),
+                opencl3::types::CL_TRUE,
+                mem::CL_MAP_WRITE_INVALIDATE_REGION,
+                0,
+                buffer.bytes,
+                &mut out,
+                0,
+                ptr::null(),
+            )
+        };
+        event.map(drop).map_err(cl_error("clEnqueueMapBuffer"))?;
+        if out.is_null() {
+            return Err(Error::OpenCl {
+                call: "clEnqueueMapBuffer",
+                code: opencl3::error_codes::CL_MAP_FAILURE,
+                name: "CL_MAP_FAILURE",
+            });
+        }
+        Ok(out.cast())
+    }
+
+    /// Unmaps `mapped` (a pointer [`Queue::map_write`] returned for `buffer`); returns
+    /// the unmap's event.
+    ///
+    /// # Safety
+    /// `mapped` must come from `map_write` on `buffer` and not have been unmapped yet; the
+    /// caller must not touch it afterwards.
+    pub(crate) unsafe fn unmap(&self, buffer: &Mem, mapped: *mut c_void) -> Result<Event> {
+        // SAFETY: as the caller guarantees.
+        let event = unsafe { cq::enqueue_unmap_mem_object(self.0, buffer.raw(), mapped, 0, ptr::null()) };
+        event.map(Event).map_err(cl_error("clEnqueueUnmapMemObject"))
+    }
+
+    /// [`Queue::launch`], returning the launch's event.
+    pub(crate) fn launch_event(&self, kernel: &Kernel, global: &[usize], local: &[usize]) -> Result<Event> {
         debug_assert_eq!(global.len(), local.len());
         // SAFETY: `global` and `local` have `global.len()` entries; every argument of the
         // kernel was set by its owner (`Kernel::set_arg`) to a live buffer or scalar of the
@@ -218,11 +269,20 @@ impl Queue {
                 ptr::null(),
             )
         };
-        event.map(Event).map(drop).map_err(cl_error("clEnqueueNDRangeKernel"))
+        event.map(Event).map_err(cl_error("clEnqueueNDRangeKernel"))
     }
 }
 
 impl Event {
+    /// `(start, end)` of the command in device nanoseconds; the queue must have been made
+    /// with profiling on and the command must have completed.
+    pub(crate) fn times(&self) -> Result<(u64, u64)> {
+        let at = |what| {
+            ev::get_event_profiling_info(self.0, what).map(u64::from).map_err(cl_error("clGetEventProfilingInfo"))
+        };
+        Ok((at(ev::CL_PROFILING_COMMAND_START)?, at(ev::CL_PROFILING_COMMAND_END)?))
+    }
+
     /// Waits until the command behind the event completed.
     pub(crate) fn wait(&self) -> Result<()> {
         ev::wait_for_events(&[self.0]).map_err(cl_error("clWaitForEvents"))
@@ -235,6 +295,23 @@ impl Mem {
         let bytes = len.max(1) * std::mem::size_of::<T>();
         // SAFETY: no host pointer is passed, so no host memory is aliased.
         let mem = unsafe { mem::create_buffer(context.raw(), mem::CL_MEM_READ_WRITE, bytes, ptr::null_mut()) };
+        mem.map(|raw| Mem { raw, bytes }).map_err(cl_error("clCreateBuffer"))
+    }
+
+    /// A read-write buffer of `len` elements of `T` that the driver allocates in
+    /// host-accessible memory (`CL_MEM_ALLOC_HOST_PTR`): on a device with host-unified
+    /// memory, mapping it gives the memory the kernels read, with no copy.
+    pub(crate) fn new_host<T>(context: &Context, len: usize) -> Result<Mem> {
+        let bytes = len.max(1) * std::mem::size_of::<T>();
+        // SAFETY: no host pointer is passed (the driver allocates), so none is aliased.
+        let mem = unsafe {
+            mem::create_buffer(
+                context.raw(),
+                mem::CL_MEM_READ_WRITE | mem::CL_MEM_ALLOC_HOST_PTR,
+                bytes,
+                ptr::null_mut(),
+            )
+        };
         mem.map(|raw| Mem { raw, bytes }).map_err(cl_error("clCreateBuffer"))
     }
 
@@ -297,6 +374,14 @@ impl Kernel {
         // SAFETY: `T` is `i32` or `f32`, matching the kernel's `int`/`float` argument of
         // the same size; the value is copied during the call.
         unsafe { kn::set_kernel_arg(self.0, index, std::mem::size_of::<T>(), (&value as *const T).cast()) }
+            .map_err(cl_error("clSetKernelArg"))
+    }
+
+    /// Sets argument `index`, a struct of 32-bit words passed by value, to `words`.
+    pub(crate) fn set_words(&mut self, index: u32, words: &[u32]) -> Result<()> {
+        // SAFETY: the kernel's argument is a struct of exactly `words.len()` `uint`s (the
+        // caller passes the kernel's own struct size); the bytes are copied during the call.
+        unsafe { kn::set_kernel_arg(self.0, index, std::mem::size_of_val(words), words.as_ptr().cast()) }
             .map_err(cl_error("clSetKernelArg"))
     }
 

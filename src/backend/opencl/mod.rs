@@ -32,10 +32,13 @@ use super::{Backend, DeviceBuffer, StepRecord};
 use crate::check::Batch;
 use crate::cpu::update_overflow;
 use crate::error::{Error, Result};
-use crate::info::{DeviceInfo, KernelPath};
-use crate::kernels::{fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG};
+use crate::info::{ClOptions, DeviceInfo, KernelPath, Upload};
+use crate::kernels::{
+    argument_words, batch_words, fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG,
+};
 use crate::layout::{acts_len, delta_len, param_count};
 use crate::model::{Element, Model, StorageElement};
+use crate::profile::{Stage, StepProfile};
 use crate::startup::{self, ProgramOrigin, StartupReport};
 
 /// Deferred losses kept on the device before they are drained to the host. Each slot is two
@@ -101,7 +104,7 @@ pub(crate) fn empty_launch(device: &ClDevice) -> Result<()> {
     let mut slot = device.empty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if slot.is_none() {
         let program = program::build_from_source(device, "__kernel void tb_empty(void) {}", "")?;
-        *slot = Some((Queue::new(&device.context, device.id)?, Kernel::new(&program, "tb_empty")?));
+        *slot = Some((Queue::new(&device.context, device.id, false)?, Kernel::new(&program, "tb_empty")?));
     }
     match slot.as_ref() {
         Some((queue, kernel)) => {
@@ -149,11 +152,23 @@ impl DeviceBuffer for ClTensor {
 }
 
 /// One staging slot for batch uploads: the device buffer, the host words it is written
-/// from, and the write's event (the host words may change only once it completed).
+/// from ([`BatchPath::Copy`]; empty otherwise), and the write's (or unmap's) event (the
+/// host words may change only once it completed).
 struct Slot {
     mem: Mem,
     staging: Vec<u32>,
     write: Option<Event>,
+}
+
+/// How the batch goes up, resolved from [`Upload`] for this model and device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchPath {
+    /// A non-blocking write from `Slot::staging`.
+    Copy,
+    /// The slot's buffer is host-allocated: mapped, filled in place, unmapped.
+    Mapped,
+    /// By value, as the fused kernel's `batch_arg`.
+    Arguments,
 }
 
 /// The kernels, set up through `&mut Inner` only (`clSetKernelArg` is not thread-safe: the
@@ -217,6 +232,16 @@ struct Inner<M> {
     offsets: Vec<(usize, usize)>,
     /// How the start-up went (see `crate::startup`).
     startup: StartupReport,
+    /// How the batch goes up.
+    batch_path: BatchPath,
+    /// The fused kernel's by-value batch (`TB_ARG_WORDS` words), for [`BatchPath::Arguments`].
+    arg_words: Vec<u32>,
+    /// Whether the queue records timestamps (`Device::with_profiling`).
+    profiling: bool,
+    /// While [`Inner::profile_step`] runs: every command's stage and event.
+    events: Option<Vec<(String, Event)>>,
+    /// The fused kernel's arguments as last set, by index (see `run_fused`).
+    fused_args: Vec<Option<u64>>,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -243,8 +268,8 @@ fn to_i32(v: usize, device: &ClDevice, what: &str) -> Result<i32> {
 }
 
 impl<M: Model> OpenClBackend<M> {
-    pub(crate) fn new(device: &Arc<ClDevice>, path: KernelPath, flat: &[M::Storage]) -> Result<Self> {
-        Ok(OpenClBackend { device: Arc::clone(device), inner: Mutex::new(Inner::new(device, path, flat)?) })
+    pub(crate) fn new(device: &Arc<ClDevice>, options: ClOptions, flat: &[M::Storage]) -> Result<Self> {
+        Ok(OpenClBackend { device: Arc::clone(device), inner: Mutex::new(Inner::new(device, options, flat)?) })
     }
 
     /// The state (a poisoned lock only means a panic in another thread between two OpenCL
@@ -259,7 +284,8 @@ impl<M: Model> OpenClBackend<M> {
 }
 
 impl<M: Model> Inner<M> {
-    fn new(device: &Arc<ClDevice>, path: KernelPath, flat: &[M::Storage]) -> Result<Self> {
+    fn new(device: &Arc<ClDevice>, options: ClOptions, flat: &[M::Storage]) -> Result<Self> {
+        let path = options.path;
         let dims = M::LAYERS;
         let (b, f) = (M::BATCH, M::FEATURES);
         let acts = acts_len(dims, b);
@@ -268,12 +294,12 @@ impl<M: Model> Inner<M> {
         {
             to_i32(n, device, what)?;
         }
-        let (options, _) = build_options(device)?;
+        let (build, _) = build_options(device)?;
         let start = Instant::now();
         let before = build_counts(device);
         let label = device.label();
         let program = startup::with_build_notice(M::NAME, &label, || {
-            program::build(device, &kernel_source::<M>(), &options, kernel::ALL)
+            program::build(device, &kernel_source::<M>(), &build, kernel::ALL)
         })?;
         let program_time = start.elapsed();
         let after = build_counts(device);
@@ -328,10 +354,11 @@ impl<M: Model> Inner<M> {
         let loss_max = kernels.loss.max_work_group(device.id)?.min(LOSS_MAX_WG);
         let loss_wg = b.next_power_of_two().min(1 << loss_max.max(1).ilog2());
 
+        let batch_path = batch_path::<M>(device, options.upload, fused)?;
         let kernels_time = start.elapsed();
         let start = Instant::now();
         let context = &device.context;
-        let queue = Arc::new(Queue::new(context, device.id)?);
+        let queue = Arc::new(Queue::new(context, device.id, options.profiling)?);
         let params = Mem::from_slice(context, flat)?;
         let grads = Mem::from_slice(context, &vec![0.0f32; param_count(dims)])?;
         // The fused kernel keeps activations and deltas in local memory.
@@ -339,9 +366,16 @@ impl<M: Model> Inner<M> {
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
         let delta = [Mem::new::<f32>(context, delta_n)?, Mem::new::<f32>(context, delta_n)?];
         let losses = Mem::from_slice(context, &vec![0.0f32; 2 * (LOSS_RING + 1)])?;
-        let words = x_words::<M>() + b;
+        let words = batch_words::<M>();
         let slot = || -> Result<Slot> {
-            Ok(Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None })
+            Ok(match batch_path {
+                BatchPath::Copy => Slot { mem: Mem::new::<u32>(context, words)?, staging: vec![0; words], write: None },
+                BatchPath::Mapped => {
+                    Slot { mem: Mem::new_host::<u32>(context, words)?, staging: Vec::new(), write: None }
+                }
+                // The kernel's buffer arguments still need a buffer: a one-word one.
+                BatchPath::Arguments => Slot { mem: Mem::new::<u32>(context, 1)?, staging: Vec::new(), write: None },
+            })
         };
         let slots = [slot()?, slot()?];
         let offsets = (0..dims.len() - 1).map(|l| scratch_offsets(dims, b, l)).collect();
@@ -371,6 +405,11 @@ impl<M: Model> Inner<M> {
             record: LossRecord::default(),
             offsets,
             startup,
+            batch_path,
+            arg_words: vec![0; argument_words::<M>().unwrap_or(1)],
+            profiling: options.profiling,
+            events: None,
+            fused_args: vec![None; 16],
             _model: PhantomData,
         };
         if startup::tracing() {
@@ -405,38 +444,66 @@ impl<M: Model> Inner<M> {
         Ok(took)
     }
 
-    /// Writes the batch (`x` bits, then the labels) into the next staging slot; returns it.
-    fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<usize> {
+    /// Sends the batch up the model's way: into the next staging slot (returned as
+    /// `Input::Slot`), or into the by-value argument words (`Input::Words`).
+    fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<Input<'static>> {
+        if self.batch_path == BatchPath::Arguments {
+            batch_into_words::<M>(batch, &mut self.arg_words);
+            return Ok(Input::Words);
+        }
         let index = self.next_slot;
         self.next_slot ^= 1;
         let slot = &mut self.slots[index];
         if let Some(event) = slot.write.take() {
             event.wait()?;
         }
-        let (xs, ys) = slot.staging.split_at_mut(x_words::<M>());
-        match M::Storage::as_f32_slice(batch.x) {
-            Some(x) => {
-                for (s, v) in xs.iter_mut().zip(x) {
-                    *s = v.to_bits();
+        let event = match self.batch_path {
+            BatchPath::Mapped => {
+                // Blocking: returns once the earlier commands (those reading this slot
+                // included) are done.
+                let mapped = self.queue.map_write(&slot.mem)?;
+                let words = slot.mem.len::<u32>();
+                if mapped.align_offset(std::mem::align_of::<u32>()) != 0 {
+                    // SAFETY: `mapped` was just returned by `map_write` for `slot.mem`.
+                    let _ = unsafe { self.queue.unmap(&slot.mem, mapped) };
+                    return Err(Error::Unsupported {
+                        device: self.device.label(),
+                        reason: "a mapped buffer is not 4-byte aligned; use Upload::Copy".to_string(),
+                    });
                 }
-            }
-            None => {
-                // Two halves a word, the lower index in the low bits: the bytes of a
-                // little-endian `half` array (`vload_half(k, x)` reads bytes 2k and 2k + 1).
-                // (f16 -> f32 -> f16 is exact.)
-                let bits =
-                    |v: Option<&M::Storage>| v.map_or(0, |v| u32::from(half::f16::from_f32(v.to_f32()).to_bits()));
-                for (s, pair) in xs.iter_mut().zip(batch.x.chunks(2)) {
-                    *s = bits(pair.first()) | (bits(pair.get(1)) << 16);
+                {
+                    // SAFETY: the map covers the whole buffer, `words` 32-bit words, at a
+                    // 4-byte-aligned address (checked above), and stays valid until the
+                    // unmap below; no other reference to it exists meanwhile (the slot is
+                    // ours, and the queue's earlier commands completed in the blocking map).
+                    let view = unsafe { std::slice::from_raw_parts_mut(mapped.cast::<u32>(), words) };
+                    batch_into_words::<M>(batch, view);
                 }
+                // SAFETY: `mapped` came from `map_write` on `slot.mem`, unmapped once here,
+                // and `view` (its only use) is gone.
+                unsafe { self.queue.unmap(&slot.mem, mapped)? }
             }
+            _ => {
+                batch_into_words::<M>(batch, &mut slot.staging);
+                // SAFETY: `slot.staging` is neither written nor freed before `slot.write`
+                // has completed: it is rewritten only after waiting on that event (above),
+                // and `Drop` finishes the queue before the slots are freed.
+                unsafe { self.queue.write_async(&slot.mem, &slot.staging)? }
+            }
+        };
+        if let Some(events) = &mut self.events {
+            events.push(("upload".to_string(), event));
+        } else {
+            slot.write = Some(event);
         }
-        ys.copy_from_slice(batch.y);
-        // SAFETY: `slot.staging` is neither written nor freed before `slot.write` has
-        // completed: it is rewritten only after waiting on that event (above), and `Drop`
-        // finishes the queue before the slots are freed.
-        slot.write = Some(unsafe { self.queue.write_async(&slot.mem, &slot.staging)? });
-        Ok(index)
+        Ok(Input::Slot(index))
+    }
+
+    /// Keeps `event` under `stage` while a step is being profiled.
+    fn record(&mut self, stage: impl FnOnce() -> String, event: Event) {
+        if let Some(events) = &mut self.events {
+            events.push((stage(), event));
+        }
     }
 
     /// The fused kernel in `mode` on input `x` (the batch and labels of a staging slot, or
@@ -445,7 +512,7 @@ impl<M: Model> Inner<M> {
     #[allow(clippy::too_many_arguments)]
     fn run_fused(
         &mut self,
-        x: Input<'_>,
+        x_in: Input<'_>,
         rows: usize,
         lr: f32,
         mode: Mode,
@@ -454,22 +521,60 @@ impl<M: Model> Inner<M> {
     ) -> Result<()> {
         use kernel::tb_train_step as arg;
         let k = &mut self.kernels.fused;
-        let x = match x {
-            Input::Tensor(mem) => mem,
-            Input::Slot(i) => &self.slots[i & 1].mem,
+        let seen = &mut self.fused_args;
+        // Each argument is set only when it differs from the value it was last set to
+        // (`clSetKernelArg` calls are a good part of a small step's host time). Cached
+        // are scalars and the backend's own buffers, which live as long as it; a tensor
+        // or an output buffer is always set (a freed buffer's handle may come back).
+        let mut set = |index: u32, key: Option<u64>, set: &mut dyn FnMut(&mut Kernel) -> Result<()>| -> Result<()> {
+            let cached = seen.get_mut(index as usize);
+            match (key, cached) {
+                (Some(key), Some(last)) if *last == Some(key) => Ok(()),
+                (key, cached) => {
+                    if let Some(last) = cached {
+                        *last = None;
+                    }
+                    set(k)?;
+                    if let (Some(key), Some(last)) = (key, seen.get_mut(index as usize)) {
+                        *last = Some(key);
+                    }
+                    Ok(())
+                }
+            }
         };
-        k.set_mem(arg::PARAMS, &self.params)?;
-        k.set_mem(arg::GRADS, &self.grads)?;
-        k.set_mem(arg::X, x)?;
-        k.set_mem(arg::BATCH, x)?;
-        k.set_scalar(arg::ROWS_ARG, rows as i32)?;
-        k.set_scalar(arg::LR, lr)?;
-        k.set_scalar(arg::MODE, mode as i32)?;
-        k.set_mem(arg::LOSSES, &self.losses)?;
-        k.set_scalar(arg::LOSS_SLOT, word(slot))?;
+        let (x, x_key) = match x_in {
+            Input::Tensor(mem) => (mem, None),
+            Input::Slot(i) => (&self.slots[i & 1].mem, Some((i & 1) as u64)),
+            Input::Words => (&self.slots[0].mem, Some(0)),
+        };
+        let by_value = matches!(x_in, Input::Words);
+        if by_value {
+            set(arg::BATCH_ARG, None, &mut |k| k.set_words(arg::BATCH_ARG, &self.arg_words))?;
+        } else {
+            // Unread; but every argument must be set once.
+            set(arg::BATCH_ARG, Some(0), &mut |k| k.set_words(arg::BATCH_ARG, &self.arg_words))?;
+        }
+        set(arg::BATCH_IN_ARG, Some(u64::from(by_value)), &mut |k| {
+            k.set_scalar(arg::BATCH_IN_ARG, i32::from(by_value))
+        })?;
+        set(arg::PARAMS, Some(0), &mut |k| k.set_mem(arg::PARAMS, &self.params))?;
+        set(arg::GRADS, Some(0), &mut |k| k.set_mem(arg::GRADS, &self.grads))?;
+        set(arg::X, x_key, &mut |k| k.set_mem(arg::X, x))?;
+        set(arg::BATCH, x_key, &mut |k| k.set_mem(arg::BATCH, x))?;
+        set(arg::ROWS_ARG, Some(rows as u64), &mut |k| k.set_scalar(arg::ROWS_ARG, rows as i32))?;
+        set(arg::LR, Some(u64::from(lr.to_bits())), &mut |k| k.set_scalar(arg::LR, lr))?;
+        set(arg::MODE, Some(mode as u64), &mut |k| k.set_scalar(arg::MODE, mode as i32))?;
+        set(arg::LOSSES, Some(0), &mut |k| k.set_mem(arg::LOSSES, &self.losses))?;
+        set(arg::LOSS_SLOT, Some(slot as u64), &mut |k| k.set_scalar(arg::LOSS_SLOT, word(slot)))?;
         // Written only in `Mode::Forward`, which `forward` runs with a buffer of its own.
-        k.set_mem(arg::LOGITS_OUT, out.unwrap_or(&self.grads))?;
-        self.queue.launch(k, &[self.plan.fused_wg], &[self.plan.fused_wg])
+        match out {
+            Some(out) => set(arg::LOGITS_OUT, None, &mut |k| k.set_mem(arg::LOGITS_OUT, out))?,
+            None => set(arg::LOGITS_OUT, Some(0), &mut |k| k.set_mem(arg::LOGITS_OUT, &self.grads))?,
+        }
+        let k = &self.kernels.fused;
+        let event = self.queue.launch_event(k, &[self.plan.fused_wg], &[self.plan.fused_wg])?;
+        self.record(|| "fused".to_string(), event);
+        Ok(())
     }
 
     /// The tiled forward pass: layer 0 reads `x` (a tensor, or a staging slot); the last
@@ -479,16 +584,14 @@ impl<M: Model> Inner<M> {
         if M::Storage::IS_F16 {
             self.widen_x(x)?;
         }
-        for (l, &(a_in, a_out)) in self.offsets.iter().enumerate() {
+        for l in 0..layers {
+            let (a_in, a_out) = self.offsets[l];
             use kernel::tb_forward as arg;
             let k = &mut self.kernels.forward;
             k.set_mem(arg::PARAMS, &self.params)?;
             // f16: layer 0 reads the widened batch at offset 0 of the scratch (`a_in` is 0).
             if l == 0 && !M::Storage::IS_F16 {
-                match x {
-                    Input::Tensor(mem) => k.set_mem(arg::IN, mem)?,
-                    Input::Slot(i) => k.set_mem(arg::IN, &self.slots[i].mem)?,
-                }
+                k.set_mem(arg::IN, x.mem(&self.slots))?;
                 k.set_scalar(arg::IN_OFF, 0i32)?;
             } else {
                 k.set_mem(arg::IN, &self.acts)?;
@@ -506,7 +609,8 @@ impl<M: Model> Inner<M> {
             }
             k.set_scalar(arg::LAYER, l as i32)?;
             let fan_out = M::LAYERS[l + 1];
-            self.queue.launch(k, &gemm::forward(M::BATCH, fan_out), &gemm::LOCAL)?;
+            let event = self.queue.launch_event(k, &gemm::forward(M::BATCH, fan_out), &gemm::LOCAL)?;
+            self.record(|| format!("forward[{l}]"), event);
         }
         Ok(())
     }
@@ -516,14 +620,13 @@ impl<M: Model> Inner<M> {
     fn widen_x(&mut self, x: Input<'_>) -> Result<()> {
         use kernel::tb_widen_x as arg;
         let k = &mut self.kernels.widen;
-        match x {
-            Input::Tensor(mem) => k.set_mem(arg::X, mem)?,
-            Input::Slot(i) => k.set_mem(arg::X, &self.slots[i].mem)?,
-        }
+        k.set_mem(arg::X, x.mem(&self.slots))?;
         k.set_mem(arg::OUT, &self.acts)?;
         let n = M::BATCH * M::FEATURES;
         let wg = 64.min(self.device.info.max_work_group_size.max(1));
-        self.queue.launch(k, &[round_up(n, wg)], &[wg])
+        let event = self.queue.launch_event(k, &[round_up(n, wg)], &[wg])?;
+        self.record(|| "widen".to_string(), event);
+        Ok(())
     }
 
     /// The tiled loss: logits from the scratch, dz into `delta[0]`, loss into `slot`.
@@ -538,7 +641,9 @@ impl<M: Model> Inner<M> {
         k.set_mem(arg::DZ, &self.delta[0])?;
         k.set_mem(arg::LOSSES, &self.losses)?;
         k.set_scalar(arg::LOSS_SLOT, word(slot))?;
-        self.queue.launch(k, &[self.plan.loss_wg], &[self.plan.loss_wg])
+        let event = self.queue.launch_event(k, &[self.plan.loss_wg], &[self.plan.loss_wg])?;
+        self.record(|| "loss".to_string(), event);
+        Ok(())
     }
 
     /// The tiled backward pass into `grads`, from `delta[0]`.
@@ -560,7 +665,8 @@ impl<M: Model> Inner<M> {
             k.set_mem(arg::GRADS, &self.grads)?;
             k.set_scalar(arg::LAYER, l as i32)?;
             k.set_scalar(arg::ROWS_ARG, rows as i32)?;
-            self.queue.launch(k, &gemm::weights(fan_in, fan_out), &gemm::LOCAL)?;
+            let event = self.queue.launch_event(k, &gemm::weights(fan_in, fan_out), &gemm::LOCAL)?;
+            self.record(|| format!("backward[{l}]"), event);
             if l > 0 {
                 let k = &mut self.kernels.backward_inputs;
                 k.set_mem(arg_in::PARAMS, &self.params)?;
@@ -569,7 +675,8 @@ impl<M: Model> Inner<M> {
                 k.set_mem(arg_in::ACTS, &self.acts)?;
                 k.set_scalar(arg_in::A_OFF, a_in as i32)?;
                 k.set_scalar(arg_in::LAYER, l as i32)?;
-                self.queue.launch(k, &gemm::inputs(M::BATCH, fan_in), &gemm::LOCAL)?;
+                let event = self.queue.launch_event(k, &gemm::inputs(M::BATCH, fan_in), &gemm::LOCAL)?;
+                self.record(|| format!("backward[{l}]"), event);
                 cur = 1 - cur;
             }
         }
@@ -603,17 +710,24 @@ impl<M: Model> Inner<M> {
     /// Launches a kernel of `Kernels` (chosen by `pick`) with one work-item per parameter.
     fn launch_per_param(&mut self, pick: fn(&Kernels) -> &Kernel) -> Result<()> {
         let wg = 64.min(self.device.info.max_work_group_size.max(1));
-        self.queue.launch(pick(&self.kernels), &[round_up(param_count(M::LAYERS), wg)], &[wg])
+        let event = self.queue.launch_event(pick(&self.kernels), &[round_up(param_count(M::LAYERS), wg)], &[wg])?;
+        self.record(|| "update".to_string(), event);
+        Ok(())
     }
 
     /// Enqueues the batch and the kernels of `mode` (loss, gradients or step), the loss
     /// going to `slot`. Reads nothing back.
     fn enqueue(&mut self, batch: Batch<'_, M::Storage>, lr: f32, mode: Mode, slot: usize) -> Result<()> {
-        let b = self.upload_batch(batch)?;
+        let input = self.upload_batch(batch)?;
         if self.plan.fused {
-            return self.run_fused(Input::Slot(b), batch.rows, lr, mode, slot, None);
+            return self.run_fused(input, batch.rows, lr, mode, slot, None);
         }
-        self.run_tiled_forward(Input::Slot(b), None)?;
+        // The tiled path never takes the batch by value (`batch_path`).
+        let b = match input {
+            Input::Slot(b) => b,
+            _ => 0,
+        };
+        self.run_tiled_forward(input, None)?;
         self.run_tiled_loss(b, batch.rows, slot)?;
         if mode >= Mode::Gradients {
             self.run_tiled_backward(b, batch.rows)?;
@@ -715,6 +829,36 @@ impl<M: Model> Inner<M> {
             record => record,
         }
     }
+
+    /// [`Inner::train_step`] with every command's event kept, then timed by stage.
+    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<StepProfile> {
+        if !self.profiling {
+            return Err(Error::Unsupported {
+                device: self.device.label(),
+                reason: "step profiling is off: make the model on `device.with_profiling(true)`".to_string(),
+            });
+        }
+        self.events = Some(Vec::new());
+        let step = self.train_step(batch, lr);
+        let events = self.events.take().unwrap_or_default();
+        // Before anything returns: the upload's event was kept here, not in its slot.
+        let finished = self.queue.finish();
+        let loss = step?;
+        finished?;
+        let mut stages: Vec<Stage> = Vec::new();
+        for (name, event) in events {
+            let (start, end) = event.times()?;
+            let took = Duration::from_nanos(end.saturating_sub(start));
+            match stages.last_mut() {
+                Some(last) if last.name == name => {
+                    last.duration += took;
+                    last.commands += 1;
+                }
+                _ => stages.push(Stage { name, duration: took, commands: 1 }),
+            }
+        }
+        Ok(StepProfile { model: M::NAME.to_string(), device: self.device.label(), loss, stages })
+    }
 }
 
 /// A step's record from its two words: the loss, or the update check's error when the
@@ -733,6 +877,69 @@ fn step_record<M: Model>(loss: u32, status: u32) -> StepRecord {
 enum Input<'a> {
     Tensor(&'a Mem),
     Slot(usize),
+    /// `Inner::arg_words`, by value (fused kernel only).
+    Words,
+}
+
+impl Input<'_> {
+    /// The buffer holding the input (slot 0's for `Words`, which no tiled kernel reads).
+    fn mem<'s>(&'s self, slots: &'s [Slot; 2]) -> &'s Mem {
+        match *self {
+            Input::Tensor(mem) => mem,
+            Input::Slot(i) => &slots[i & 1].mem,
+            Input::Words => &slots[0].mem,
+        }
+    }
+}
+
+/// Writes `batch` in the kernels' word layout into `out` (`batch_words` words): the
+/// features' bits, then the labels.
+fn batch_into_words<M: Model>(batch: Batch<'_, M::Storage>, out: &mut [u32]) {
+    let (xs, ys) = out.split_at_mut(x_words::<M>());
+    match M::Storage::as_f32_slice(batch.x) {
+        Some(x) => {
+            for (s, v) in xs.iter_mut().zip(x) {
+                *s = v.to_bits();
+            }
+        }
+        None => {
+            // Two halves a word, the lower index in the low bits: the bytes of a
+            // little-endian `half` array (`vload_half(k, x)` reads bytes 2k and 2k + 1).
+            // (f16 -> f32 -> f16 is exact.)
+            let bits = |v: Option<&M::Storage>| v.map_or(0, |v| u32::from(half::f16::from_f32(v.to_f32()).to_bits()));
+            for (s, pair) in xs.iter_mut().zip(batch.x.chunks(2)) {
+                *s = bits(pair.first()) | (bits(pair.get(1)) << 16);
+            }
+        }
+    }
+    for (s, &y) in ys.iter_mut().zip(batch.y) {
+        *s = y;
+    }
+}
+
+/// Resolves `upload` for model `M` on `device` (`fused`: whether the step runs fused).
+fn batch_path<M: Model>(device: &ClDevice, upload: Upload, fused: bool) -> Result<BatchPath> {
+    // The fused kernel's other arguments: ten of at most 8 bytes each.
+    let fits = |words: usize| device.info.max_parameter_size >= 4 * words + 10 * 8;
+    let by_value = fused && argument_words::<M>().is_some_and(fits);
+    Ok(match upload {
+        Upload::Auto if by_value => BatchPath::Arguments,
+        Upload::Auto if device.info.host_unified_memory => BatchPath::Mapped,
+        Upload::Auto | Upload::Copy => BatchPath::Copy,
+        Upload::ZeroCopy => BatchPath::Mapped,
+        Upload::Arguments if by_value => BatchPath::Arguments,
+        Upload::Arguments => {
+            return Err(Error::Unsupported {
+                device: device.label(),
+                reason: format!(
+                    "the batch as a kernel argument was asked for, but `{}` {} (at most {} words of features and labels on the fused kernel)",
+                    M::NAME,
+                    if fused { "has too large a batch" } else { "runs the tiled kernels" },
+                    crate::info::ARGUMENT_BATCH_WORDS
+                ),
+            })
+        }
+    })
 }
 
 impl<M> Drop for Inner<M> {
@@ -795,6 +1002,16 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
 
     fn startup_report(&self) -> Option<StartupReport> {
         Some(self.lock().startup.clone())
+    }
+
+    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<StepProfile> {
+        self.inner_mut().profile_step(batch, lr)
+    }
+
+    fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<()> {
+        let inner = self.inner_mut();
+        inner.upload_batch(batch)?;
+        inner.queue.finish()
     }
 
     fn warm_up(&mut self) -> Result<()> {

@@ -106,6 +106,8 @@ fn describe(platform: cl_platform_id, id: cl_device_id, index: usize) -> Option<
         global_mem_bytes: read_u64(&device_raw(id, dv::CL_DEVICE_GLOBAL_MEM_SIZE)),
         fp16: has("cl_khr_fp16"),
         fp64: has("cl_khr_fp64") || read_u64(&device_raw(id, dv::CL_DEVICE_DOUBLE_FP_CONFIG)) != 0,
+        host_unified_memory: flag(dv::CL_DEVICE_HOST_UNIFIED_MEMORY),
+        max_parameter_size: read_usize(&device_raw(id, dv::CL_DEVICE_MAX_PARAMETER_SIZE)),
     })
 }
 
