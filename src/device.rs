@@ -10,6 +10,7 @@ use crate::backend::opencl::{self, ClDevice, OpenClBackend};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 #[cfg(feature = "opencl")]
+#[cfg(feature = "opencl")]
 use crate::info::ClOptions;
 use crate::info::{DeviceInfo, DeviceType, KernelPath, Upload};
 use crate::model::Model;

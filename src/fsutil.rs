@@ -52,6 +52,7 @@ pub(crate) fn write_atomically(path: &Path, write: impl FnOnce(&mut File) -> std
 /// Checks, before long work, that [`write_atomically`] could write `path`: its directory
 /// exists and takes a new file (one is created and removed), and `path` is not a
 /// directory. Touches nothing at `path`.
+#[cfg(feature = "train")]
 pub(crate) fn check_writable(path: &Path) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),

@@ -132,6 +132,7 @@ pub enum Upload {
 pub const ARGUMENT_BATCH_WORDS: usize = 64;
 
 /// How models made on an OpenCL device run: the settings of its `with_*` methods.
+#[cfg(feature = "opencl")]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct ClOptions {
     pub path: KernelPath,

@@ -65,8 +65,8 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(feature = "std"), no_std)]
 
-// The layers, bottom-up (see the `architecture` module): each module imports only modules
-// declared before it here (`tests/layers.rs` checks that no import cycle exists).
+// The modules form layers, described bottom-up in the `architecture` module;
+// `tests/layers.rs` checks from the sources that no import cycle exists.
 pub mod architecture;
 #[cfg(feature = "std")]
 mod backend;
