@@ -4,8 +4,9 @@
 //!
 //! Run: `cargo run --release --example seed` (`TENSORBRIDGE_DEVICE=cpu|opencl` to choose).
 
-use tensorbridge::nalgebra::{matrix, vector, SMatrix, SVector};
+use tensorbridge::nalgebra::{SMatrix, SVector};
 use tensorbridge::{host, Device};
+use tensorbridge::{matrix, vector};
 
 tensorbridge::model! {
     /// The seed's cat-vs-dog head: 4 cached image features in, 2 classes out

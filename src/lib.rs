@@ -10,7 +10,7 @@
 //! backward passes, and the results cross back ([`DeviceTensor::to_host`]) for metrics.
 //!
 //! ```
-//! use tensorbridge::nalgebra::{matrix, vector};
+//! use tensorbridge::{matrix, vector};
 //! use tensorbridge::{host, Device};
 //!
 //! tensorbridge::model! {
@@ -72,6 +72,9 @@ mod engine;
 mod error;
 pub mod host;
 mod kernels;
+#[doc(hidden)]
+#[macro_use]
+pub mod macros;
 mod model;
 pub mod npy;
 pub mod rng;

@@ -1,6 +1,6 @@
 //! Bad runtime input is a typed error before any arithmetic, and changes nothing.
 
-use tensorbridge::nalgebra::{matrix, vector};
+use tensorbridge::{matrix, vector};
 use tensorbridge::{Device, Error};
 
 tensorbridge::model! { struct CatDog { batch: 2, features: 4, classes: 2 } }
@@ -9,7 +9,6 @@ fn x() -> tensorbridge::nalgebra::SMatrix<f32, 2, 4> {
     matrix![0.9, 0.8, 0.1, 0.05; 0.1, 0.2, 0.8, 0.95]
 }
 
-#[test]
 fn label_out_of_range_is_an_error_naming_row_and_label() {
     let mut model = CatDog::new(&Device::cpu()).unwrap();
     let before = model.params().unwrap();
@@ -29,7 +28,6 @@ fn label_out_of_range_is_an_error_naming_row_and_label() {
     assert_eq!(model.params().unwrap(), before, "nothing was trained");
 }
 
-#[test]
 fn non_finite_input_is_an_error_naming_the_position() {
     let mut model = CatDog::new(&Device::cpu()).unwrap();
     let before = model.params().unwrap();
@@ -57,7 +55,6 @@ fn non_finite_input_is_an_error_naming_the_position() {
     assert_eq!(model.params().unwrap(), before);
 }
 
-#[test]
 fn non_finite_parameters_are_refused_and_the_old_ones_kept() {
     let mut params = CatDog::new(&Device::cpu()).unwrap().params().unwrap();
     params.b0[1] = f32::NAN;
@@ -76,7 +73,6 @@ fn non_finite_parameters_are_refused_and_the_old_ones_kept() {
     assert_eq!(model.params().unwrap(), before);
 }
 
-#[test]
 fn invalid_learning_rates_are_errors() {
     let mut model = CatDog::new(&Device::cpu()).unwrap();
     let before = model.params().unwrap();
@@ -89,7 +85,6 @@ fn invalid_learning_rates_are_errors() {
     assert_eq!(model.params().unwrap(), before);
 }
 
-#[test]
 fn row_counts_outside_the_batch_are_errors() {
     let mut model = CatDog::new(&Device::cpu()).unwrap();
     for rows in [0, 3] {
@@ -100,7 +95,6 @@ fn row_counts_outside_the_batch_are_errors() {
     }
 }
 
-#[test]
 fn divergence_is_reported_and_the_update_skipped() {
     // Finite parameters whose logits overflow f32: 3e38 * 0.9 + 3e38 * 0.8 = inf.
     let params = CatDogParams { w0: matrix![3e38, 0.0; 3e38, 0.0; 0.0, 0.0; 0.0, 0.0], b0: vector![0.0, 0.0] };
@@ -115,7 +109,6 @@ fn divergence_is_reported_and_the_update_skipped() {
 
 tensorbridge::model! { struct Tiny { batch: 2, features: 1, hidden: [1], classes: 2 } }
 
-#[test]
 fn padding_rows_never_enter_gradients_even_when_they_overflow() {
     // Row 1 is padding (rows = 1). Its hidden activation overflows: 10 * 3e38 = inf. A
     // gradient summed over all rows would hold inf * 0 = NaN.
@@ -127,4 +120,14 @@ fn padding_rows_never_enter_gradients_even_when_they_overflow() {
     for g in grads.w0.iter().chain(grads.b0.iter()).chain(grads.w1.iter()).chain(grads.b1.iter()) {
         assert!(g.is_finite(), "{grads:?}");
     }
+}
+
+crate::tests! {
+    plain label_out_of_range_is_an_error_naming_row_and_label,
+    plain non_finite_input_is_an_error_naming_the_position,
+    plain non_finite_parameters_are_refused_and_the_old_ones_kept,
+    plain invalid_learning_rates_are_errors,
+    plain row_counts_outside_the_batch_are_errors,
+    plain divergence_is_reported_and_the_update_skipped,
+    plain padding_rows_never_enter_gradients_even_when_they_overflow,
 }

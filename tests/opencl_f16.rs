@@ -12,9 +12,7 @@
 //!   flips of the f16 rounding accumulate like a random walk over the steps);
 //! - training an `f16` MLP to perfect accuracy on separable blobs.
 
-mod opencl_common;
-
-use opencl_common::{assert_close, noise, opencl, paths};
+use crate::support::{assert_agree as assert_close, noise, paths};
 use tensorbridge::half::f16;
 use tensorbridge::nalgebra::DMatrix;
 use tensorbridge::rng::Rng;
@@ -183,9 +181,7 @@ fn training_agrees<M: Model<Storage = f16>>(device: &Device, seed: u64, lr: f32)
     worst
 }
 
-#[test]
-fn f16_logits_and_gradients_match_the_f32_model_on_rounded_values() {
-    let Some(device) = opencl() else { return };
+fn f16_logits_and_gradients_match_the_f32_model_on_rounded_values(device: &Device) {
     for d in paths(&device) {
         agrees_with_f32_on_rounded_values::<Odd16, Odd32>(&d, 1);
         agrees_with_f32_on_rounded_values::<Mlp16, Mlp32>(&d, 2);
@@ -193,9 +189,7 @@ fn f16_logits_and_gradients_match_the_f32_model_on_rounded_values() {
     agrees_with_f32_on_rounded_values::<Wide16, Wide32>(&device, 3);
 }
 
-#[test]
-fn f16_every_call_agrees_with_the_cpu() {
-    let Some(device) = opencl() else { return };
+fn f16_every_call_agrees_with_the_cpu(device: &Device) {
     for d in paths(&device) {
         every_call_agrees::<Seed16>(&d, 4);
         every_call_agrees::<Odd16>(&d, 5);
@@ -204,9 +198,7 @@ fn f16_every_call_agrees_with_the_cpu() {
     every_call_agrees::<Wide16>(&device, 7);
 }
 
-#[test]
-fn f16_training_agrees_with_the_cpu_over_150_steps() {
-    let Some(device) = opencl() else { return };
+fn f16_training_agrees_with_the_cpu_over_150_steps(device: &Device) {
     for d in paths(&device) {
         training_agrees::<Odd16>(&d, 8, 0.1);
         training_agrees::<Mlp16>(&d, 9, 0.1);
@@ -214,9 +206,7 @@ fn f16_training_agrees_with_the_cpu_over_150_steps() {
     training_agrees::<Wide16>(&device, 10, 0.02);
 }
 
-#[test]
-fn f16_mlp_fits_blobs_on_opencl() {
-    let Some(device) = opencl() else { return };
+fn f16_mlp_fits_blobs_on_opencl(device: &Device) {
     let centres = [[4.0, 0.0, 0.0], [0.0, 4.0, 0.0], [0.0, 0.0, 4.0]];
     let blobs = |n: usize, seed: u64| {
         let mut rng = Rng::new(seed);
@@ -231,4 +221,11 @@ fn f16_mlp_fits_blobs_on_opencl() {
         let metrics = model.evaluate(&test).unwrap();
         assert_eq!(metrics.accuracy, 1.0, "on {d}: {metrics:?}");
     }
+}
+
+crate::tests! {
+    opencl f16_logits_and_gradients_match_the_f32_model_on_rounded_values,
+    opencl f16_every_call_agrees_with_the_cpu,
+    opencl f16_training_agrees_with_the_cpu_over_150_steps,
+    opencl f16_mlp_fits_blobs_on_opencl,
 }
