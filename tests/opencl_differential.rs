@@ -172,35 +172,35 @@ fn training_agrees<M: Model<Storage = f32>>(device: &Device, seed: u64, lr: f32)
 }
 
 fn seed_shape_every_call_agrees_with_the_cpu(device: &Device) {
-    for d in paths(&device) {
+    for d in paths(device) {
         every_call_agrees::<Seed>(&d, 1);
     }
 }
 
 fn odd_shape_every_call_agrees_with_the_cpu(device: &Device) {
-    for d in paths(&device) {
+    for d in paths(device) {
         every_call_agrees::<Odd>(&d, 2);
     }
 }
 
 fn wide_shape_every_call_agrees_with_the_cpu(device: &Device) {
-    every_call_agrees::<Wide>(&device, 3);
+    every_call_agrees::<Wide>(device, 3);
 }
 
 fn mlp_every_call_agrees_with_the_cpu(device: &Device) {
-    for d in paths(&device) {
+    for d in paths(device) {
         every_call_agrees::<Mlp>(&d, 4);
     }
-    every_call_agrees::<WideMlp>(&device, 5);
+    every_call_agrees::<WideMlp>(device, 5);
 }
 
 fn three_hundred_steps_end_with_the_same_parameters(device: &Device) {
-    for d in paths(&device) {
+    for d in paths(device) {
         training_agrees::<Seed>(&d, 10, 0.5);
         training_agrees::<Odd>(&d, 11, 0.2);
         training_agrees::<Mlp>(&d, 12, 0.1);
     }
-    training_agrees::<Wide>(&device, 13, 0.05);
+    training_agrees::<Wide>(device, 13, 0.05);
 }
 
 fn auto_picks_fused_for_small_models_and_tiled_for_large_ones(device: &Device) {

@@ -26,7 +26,7 @@ fn a_broken_kernel_reports_the_device_build_log(device: &Device) {
 
 fn a_tensor_from_another_context_is_a_device_mismatch(a: &Device) {
     let b = Device::opencl().unwrap();
-    let mut on_a = Seed::new(&a).unwrap();
+    let mut on_a = Seed::new(a).unwrap();
     let on_b = Seed::new(&b).unwrap();
     let t = on_b.to_device(&x()).unwrap();
     assert!(matches!(on_a.forward(&t), Err(Error::DeviceMismatch { .. })));
@@ -42,7 +42,7 @@ fn a_tensor_from_another_context_is_a_device_mismatch(a: &Device) {
 }
 
 fn a_label_out_of_range_is_an_error_before_any_kernel(device: &Device) {
-    let mut model = Seed::new(&device).unwrap();
+    let mut model = Seed::new(device).unwrap();
     let before = model.params().unwrap();
     let err = model.train_step(&x(), &vector![0, 2], 0.1).unwrap_err();
     assert!(matches!(err, Error::LabelOutOfRange { row: 1, label: 2, classes: 2 }), "{err:?}");

@@ -182,28 +182,28 @@ fn training_agrees<M: Model<Storage = f16>>(device: &Device, seed: u64, lr: f32)
 }
 
 fn f16_logits_and_gradients_match_the_f32_model_on_rounded_values(device: &Device) {
-    for d in paths(&device) {
+    for d in paths(device) {
         agrees_with_f32_on_rounded_values::<Odd16, Odd32>(&d, 1);
         agrees_with_f32_on_rounded_values::<Mlp16, Mlp32>(&d, 2);
     }
-    agrees_with_f32_on_rounded_values::<Wide16, Wide32>(&device, 3);
+    agrees_with_f32_on_rounded_values::<Wide16, Wide32>(device, 3);
 }
 
 fn f16_every_call_agrees_with_the_cpu(device: &Device) {
-    for d in paths(&device) {
+    for d in paths(device) {
         every_call_agrees::<Seed16>(&d, 4);
         every_call_agrees::<Odd16>(&d, 5);
         every_call_agrees::<Mlp16>(&d, 6);
     }
-    every_call_agrees::<Wide16>(&device, 7);
+    every_call_agrees::<Wide16>(device, 7);
 }
 
 fn f16_training_agrees_with_the_cpu_over_150_steps(device: &Device) {
-    for d in paths(&device) {
+    for d in paths(device) {
         training_agrees::<Odd16>(&d, 8, 0.1);
         training_agrees::<Mlp16>(&d, 9, 0.1);
     }
-    training_agrees::<Wide16>(&device, 10, 0.02);
+    training_agrees::<Wide16>(device, 10, 0.02);
 }
 
 fn f16_mlp_fits_blobs_on_opencl(device: &Device) {
@@ -215,7 +215,7 @@ fn f16_mlp_fits_blobs_on_opencl(device: &Device) {
         Dataset::new(x, y).unwrap()
     };
     let (train, test) = (blobs(256, 1), blobs(64, 2));
-    for d in paths(&device) {
+    for d in paths(device) {
         let mut model = Blobs16::new(&d).unwrap();
         model.fit(&train, &[0.5, 0.5, 0.2, 0.1], 3).unwrap();
         let metrics = model.evaluate(&test).unwrap();

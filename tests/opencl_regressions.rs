@@ -33,9 +33,9 @@ fn many_fused_steps<M: Model<Storage = f32>>(device: &Device) {
 }
 
 fn fused_steps_never_write_past_the_parameters(device: &Device) {
-    many_fused_steps::<Iris>(&device);
-    many_fused_steps::<Narrow>(&device);
-    many_fused_steps::<TallMlp>(&device);
+    many_fused_steps::<Iris>(device);
+    many_fused_steps::<Narrow>(device);
+    many_fused_steps::<TallMlp>(device);
 }
 
 crate::tests! {

@@ -108,6 +108,9 @@ pub fn trial_name(module: &str, name: &str) -> String {
     format!("{module}::{name}")
 }
 
+/// Why a trial cannot run here, and whether that is a failure (required) or a skip.
+type Missing = (String, bool);
+
 fn required(var: &str) -> bool {
     std::env::var(var).is_ok_and(|v| v.trim() == "1")
 }
@@ -243,8 +246,8 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
     let mut trials = Vec::new();
     for t in all {
         let path = t.path();
-        // (name, device, missing: why it cannot run here, and whether that is a failure)
-        let mut runs: Vec<(String, Option<bool>, Option<(String, bool)>)> = Vec::new();
+        // (name, on OpenCL?, what is missing here)
+        let mut runs: Vec<(String, Option<bool>, Option<Missing>)> = Vec::new();
         let opencl_missing = opencl.as_ref().err().map(|why| (format!("no OpenCL device: {why}"), require_opencl));
         match t.kind {
             Kind::Plain => runs.push((path, None, None)),
