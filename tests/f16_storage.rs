@@ -197,16 +197,19 @@ fn blobs(n: usize, seed: u64) -> Dataset {
     Dataset::new(x, y).unwrap()
 }
 
-fn f16_mlp_fits_blobs_to_perfect_accuracy() {
+/// On every device (on OpenCL, through the fused and the tiled kernels).
+fn f16_mlp_fits_blobs_to_perfect_accuracy(device: &Device) {
     let (train, test) = (blobs(256, 1), blobs(64, 2));
-    let mut model = Blobs16::new(&Device::cpu()).unwrap();
-    let before = model.evaluate(&test).unwrap();
-    let history = model.fit(&train, &[0.5, 0.5, 0.2, 0.1], 3).unwrap();
-    let after = model.evaluate(&test).unwrap();
-    eprintln!("f16 blobs: loss {} -> {}, accuracy {}", before.loss, after.loss, after.accuracy);
-    assert!(history.losses().iter().all(|l| l.is_finite()));
-    assert!(after.loss < before.loss * 0.1, "loss did not fall: {} -> {}", before.loss, after.loss);
-    assert_eq!(after.accuracy, 1.0);
+    for d in crate::support::paths(device) {
+        let mut model = Blobs16::new(&d).unwrap();
+        let before = model.evaluate(&test).unwrap();
+        let history = model.fit(&train, &[0.5, 0.5, 0.2, 0.1], 3).unwrap();
+        let after = model.evaluate(&test).unwrap();
+        eprintln!("f16 blobs on {d}: loss {} -> {}, accuracy {}", before.loss, after.loss, after.accuracy);
+        assert!(history.losses().iter().all(|l| l.is_finite()), "on {d}");
+        assert!(after.loss < before.loss * 0.1, "on {d}: loss did not fall: {} -> {}", before.loss, after.loss);
+        assert_eq!(after.accuracy, 1.0, "on {d}: {after:?}");
+    }
 }
 
 fn non_finite_f16_input_is_an_error_naming_the_position() {
@@ -328,7 +331,7 @@ crate::tests! {
     plain linear_logits_are_within_the_f16_storage_error,
     plain mlp_logits_are_within_the_f16_storage_error,
     plain every_step_rounds_the_parameters_to_f16_like_the_f32_model_rounded_by_hand,
-    plain f16_mlp_fits_blobs_to_perfect_accuracy,
+    device f16_mlp_fits_blobs_to_perfect_accuracy,
     plain non_finite_f16_input_is_an_error_naming_the_position,
     plain dataset_value_beyond_f16_range_is_a_clear_error,
     plain f16_checkpoint_round_trips_bit_for_bit_and_dtypes_are_checked,

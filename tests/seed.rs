@@ -1,5 +1,6 @@
-//! The seed's worked example (../shared/seed/README.md), with expectations worked out by
-//! hand — not copied from the document, whose second row of logits is misprinted.
+//! The worked example of `examples/seed.rs` (a 4-feature, 2-class linear model with the
+//! hand-set weights `W = [[10, 2], [10, 1], [-8, 9], [1, 10]]`), with expectations worked
+//! out by hand (the logits are [16.25, 4.0] and [-2.45, 17.1]).
 
 // Index loops mirror the hand arithmetic they check.
 #![allow(clippy::needless_range_loop)]
