@@ -1,6 +1,6 @@
 //! The generated OpenCL source of the seed's model, pinned in
 //! `tests/snapshots/seed_kernels.cl`. After an intended change, regenerate it with
-//! `TENSORBRIDGE_UPDATE_SNAPSHOTS=1 cargo test --test opencl_snapshot` and review the diff.
+//! `TENSORBRIDGE_UPDATE_SNAPSHOTS=1 cargo test --test suite -- opencl_snapshot` and review the diff.
 
 tensorbridge::model! {
     /// The seed's cat-vs-dog head.
@@ -12,7 +12,7 @@ tensorbridge::model! {
 }
 
 fn the_seed_models_source_matches_the_snapshot() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots/seed_kernels.cl");
+    let path = crate::support::repo().join("tests/snapshots/seed_kernels.cl");
     let source = CatDog::kernel_source();
     if std::env::var("TENSORBRIDGE_UPDATE_SNAPSHOTS").is_ok_and(|v| v == "1") {
         std::fs::write(&path, source).unwrap();

@@ -23,7 +23,7 @@ tensorbridge::model! {
 }
 
 fn fixture(name: &str) -> DMatrix<f32> {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", "masked", name].iter().collect();
+    let path: PathBuf = crate::support::repo().join("tests/fixtures/masked").join(name);
     npy::read_matrix(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -32,7 +32,7 @@ fn fixture_f64(name: &str) -> f64 {
 }
 
 fn dataset() -> Dataset {
-    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", "masked"].iter().collect();
+    let dir: PathBuf = crate::support::repo().join("tests/fixtures/masked");
     Dataset::from_npy(dir.join("x.npy"), dir.join("y.npy")).unwrap()
 }
 

@@ -173,9 +173,14 @@ pub fn scratch(name: &str) -> PathBuf {
     dir
 }
 
+/// The repository's root (this suite is built by the `xtests` member, one level down).
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtests sits in the repository").to_path_buf()
+}
+
 /// A file of the repository's `data/` folder.
 pub fn data(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data").join(name)
+    repo().join("data").join(name)
 }
 
 /// Runs `python3 -c script args...` and returns its standard output; panics with its
