@@ -272,7 +272,9 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
             match missing {
                 Some((why, false)) => {
                     let short = why.split(':').next().unwrap_or(&why).to_string();
-                    trials.push(Trial::test(format!("{name} (skipped: {short})"), || Ok(())).with_ignored_flag(true));
+                    // Run anyway (`-- --ignored`), it fails saying what is missing.
+                    let trial = Trial::test(format!("{name} (skipped: {short})"), move || Err(Failed::from(why)));
+                    trials.push(trial.with_ignored_flag(true));
                 }
                 Some((why, true)) => {
                     trials.push(Trial::test(name, move || Err(Failed::from(format!("required: {why}")))))
