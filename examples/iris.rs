@@ -4,10 +4,13 @@
 //! for NumPy.
 //!
 //! ```text
-//! cargo run --release --example iris [-- OUTPUT_DIR]
+//! cargo run --release --example iris [-- DATA_DIR [OUTPUT_DIR]]
 //! ```
-//! Outputs go to OUTPUT_DIR (default: `tensorbridge-iris` in the system's temporary
-//! directory). `TENSORBRIDGE_DEVICE=cpu|opencl` picks the device.
+//! Reads `iris_features.npy` and `iris_labels.npy` from DATA_DIR (default: the
+//! repository's `data/`, see `data/README.md`). Writes the checkpoint `iris.safetensors`,
+//! the test logits `iris_test_logits.npy` and the training curves `iris_curves.svg` to
+//! OUTPUT_DIR (default: `target/examples-out/iris/` in the repository), created if missing.
+//! Both are printed first. `TENSORBRIDGE_DEVICE=cpu|opencl` picks the device.
 
 use std::path::PathBuf;
 
@@ -28,9 +31,14 @@ const SPLIT_SEED: u64 = 0;
 const TRAIN_SEED: u64 = 1;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let data_dir = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/data"));
-    let out_dir =
-        std::env::args_os().nth(1).map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("tensorbridge-iris"));
+    let mut args = std::env::args_os().skip(1);
+    let data_dir =
+        args.next().map_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/data")), PathBuf::from);
+    let out_dir = args
+        .next()
+        .map_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/target/examples-out/iris")), PathBuf::from);
+    println!("data from {}", data_dir.display());
+    println!("outputs to {}", out_dir.display());
     std::fs::create_dir_all(&out_dir)?;
 
     let data = Dataset::from_npy(data_dir.join("iris_features.npy"), data_dir.join("iris_labels.npy"))?;

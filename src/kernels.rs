@@ -187,7 +187,7 @@ pub fn defines<M: Model>() -> String {
     s
 }
 
-/// The complete specialised source: [`defines`] followed by every template.
+/// The complete specialised source: `defines` followed by every template.
 pub fn kernel_source<M: Model>() -> String {
     let mut s = defines::<M>();
     for (name, src) in TEMPLATES {

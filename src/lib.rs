@@ -10,7 +10,7 @@
 //! backward passes, and the results cross back ([`DeviceTensor::to_host`]) for metrics.
 //!
 //! ```
-//! use tensorbridge::nalgebra::{matrix, vector};
+//! use tensorbridge::{matrix, vector};
 //! use tensorbridge::{host, Device};
 //!
 //! tensorbridge::model! {
@@ -59,6 +59,38 @@
 //! # }
 //! ```
 //!
+//! # Your data: `.npy` files
+//!
+//! Real data usually arrives as NumPy arrays. [`Dataset::from_npy`](data::Dataset::from_npy)
+//! loads a features file (a 2-D float or integer array, one row per example) and a labels
+//! file (a 1-D integer array) as `numpy.save` wrote them; the rest of [`data`] splits,
+//! standardises and batches them for a model, and [`Engine::fit`] trains on them. The
+//! [`npy`] module reads and writes single arrays ([`npy::read_matrix`],
+//! [`npy::write_matrix`]). The repository ships Iris and handwritten digits in `data/`.
+//!
+//! ```
+//! use tensorbridge::data::{Dataset, Standardizer};
+//! use tensorbridge::Device;
+//!
+//! tensorbridge::model! {
+//!     /// Iris: 4 measurements, 3 species, batches of 16.
+//!     pub struct Iris { batch: 16, features: 4, classes: 3 }
+//! }
+//!
+//! # fn main() -> tensorbridge::Result<()> {
+//! // Paths relative to the repository's root.
+//! let data = Dataset::from_npy("data/iris_features.npy", "data/iris_labels.npy")?;
+//! let (train, test) = data.split_stratified(0.3, 0)?;      // 70/30, each class kept in proportion
+//! let scaler = Standardizer::fit(&train)?;                  // the training part's statistics
+//! let (train, test) = (scaler.apply(&train)?, scaler.apply(&test)?);
+//!
+//! let mut model = Iris::new(&Device::cpu())?;
+//! model.fit(&train, &[0.5; 20], 1)?;                        // 20 epochs, shuffled with seed 1
+//! assert!(model.evaluate(&test)?.accuracy > 0.8);
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Every mistake in a declaration is a compile error pointing at the token at fault; every
 //! bad runtime input (a label `>= classes`, a NaN) is an [`Error`], never a panic and never
 //! an out-of-bounds read.
@@ -92,6 +124,9 @@ mod info;
 #[cfg(feature = "opencl")]
 mod kernels;
 pub mod layout;
+#[doc(hidden)]
+#[macro_use]
+pub mod macros;
 mod model;
 #[cfg(feature = "npy")]
 pub mod npy;

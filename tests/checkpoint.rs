@@ -1,18 +1,17 @@
 //! Checkpoints: save/load round trips, the on-disk layout (checked by NumPy reading the
 //! safetensors file by hand), validation errors, and atomicity under a kill mid-write.
 
-#[path = "fixtures/numpy_support.rs"]
-mod support;
+use crate::support;
 
 use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use safetensors::tensor::{Dtype, TensorView};
 use tensorbridge::checkpoint::CheckpointErrorKind;
-use tensorbridge::nalgebra::{matrix, vector};
+use tensorbridge::{matrix, vector};
 use tensorbridge::{Device, Error};
 
 tensorbridge::model! {
@@ -57,7 +56,6 @@ fn f32_bytes(n: usize) -> Vec<u8> {
     (0..n).flat_map(|k| (k as f32).to_le_bytes()).collect()
 }
 
-#[test]
 fn save_then_load_restores_exactly() {
     let dir = support::scratch("ckpt-roundtrip");
     let device = Device::cpu();
@@ -77,11 +75,7 @@ fn save_then_load_restores_exactly() {
     assert_eq!(names.len(), 2, "{names:?}");
 }
 
-#[test]
 fn the_file_holds_row_major_in_out_tensors_numpy_can_read() {
-    if !support::numpy_available("the_file_holds_row_major_in_out_tensors_numpy_can_read") {
-        return;
-    }
     let dir = support::scratch("ckpt-numpy");
     let path = dir.join("lin.safetensors");
     Lin::with_params(&Device::cpu(), lin_params()).unwrap().save(&path).unwrap();
@@ -107,7 +101,6 @@ print(header['__metadata__']['tensorbridge'])
     assert_eq!(lines[2], "Lin: 4 -> 3");
 }
 
-#[test]
 fn shape_mismatches_name_the_tensor_and_both_shapes() {
     let dir = support::scratch("ckpt-shapes");
     let device = Device::cpu();
@@ -134,7 +127,6 @@ fn shape_mismatches_name_the_tensor_and_both_shapes() {
     ));
 }
 
-#[test]
 fn missing_wrong_dtype_and_garbage_are_errors() {
     let dir = support::scratch("ckpt-bad");
     let device = Device::cpu();
@@ -166,7 +158,6 @@ fn missing_wrong_dtype_and_garbage_are_errors() {
     assert!(matches!(Lin::load(&device, dir.join("absent.safetensors")), Err(Error::Io { .. })));
 }
 
-#[test]
 fn a_save_that_cannot_start_leaves_nothing() {
     let dir = support::scratch("ckpt-nodir");
     let model = Lin::new(&Device::cpu()).unwrap();
@@ -178,9 +169,8 @@ fn a_save_that_cannot_start_leaves_nothing() {
 const CHILD_ENV: &str = "TENSORBRIDGE_TEST_CHECKPOINT_CHILD";
 
 /// Run by `killing_a_save_mid_write_leaves_a_whole_checkpoint` as a child process: saves
-/// two parameter sets to the same path, alternately, until it is killed. Does nothing
-/// when run as an ordinary test.
-#[test]
+/// two parameter sets to the same path, alternately, until it is killed. Listed only in
+/// that child.
 fn checkpoint_writer_child() {
     let Ok(path) = std::env::var(CHILD_ENV) else { return };
     let device = Device::cpu();
@@ -193,7 +183,6 @@ fn checkpoint_writer_child() {
     }
 }
 
-#[test]
 fn killing_a_save_mid_write_leaves_a_whole_checkpoint() {
     let dir = support::scratch("ckpt-kill");
     let path = dir.join("big.safetensors");
@@ -203,12 +192,10 @@ fn killing_a_save_mid_write_leaves_a_whole_checkpoint() {
     // (Not `with_params(a.clone())`: cloning a boxed 1 MiB matrix goes through the stack
     // in debug builds.)
     tensorbridge::Engine::<Big>::with_seed(&device, 1).unwrap().save(&path).unwrap();
-    let exe = std::env::current_exe().unwrap();
     let mut rng = tensorbridge::rng::Rng::new(11);
     let mut saves = 0;
     for round in 0..8 {
-        let mut child = Command::new(&exe)
-            .args(["--exact", "checkpoint_writer_child", "--nocapture", "--test-threads", "1"])
+        let mut child = support::child_process(module_path!(), "checkpoint_writer_child")
             .env(CHILD_ENV, &path)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -240,25 +227,25 @@ fn killing_a_save_mid_write_leaves_a_whole_checkpoint() {
     eprintln!("{saves} saves completed across 8 kills");
 }
 
-#[test]
-fn checkpoints_move_between_cpu_and_opencl() {
-    let device = match Device::from_name("opencl") {
-        Ok(device) => device,
-        Err(err) => {
-            if std::env::var("TENSORBRIDGE_REQUIRE_OPENCL").as_deref() == Ok("1") {
-                panic!("TENSORBRIDGE_REQUIRE_OPENCL=1 but no OpenCL device: {err}");
-            }
-            eprintln!("note: checkpoints_move_between_cpu_and_opencl: skipped ({err})");
-            return;
-        }
-    };
+fn checkpoints_move_between_cpu_and_opencl(device: &Device) {
     let dir = support::scratch("ckpt-devices");
     let path = dir.join("mlp.safetensors");
     let cpu = Mlp::new(&Device::cpu()).unwrap();
     cpu.save(&path).unwrap();
-    let on_device = Mlp::load(&device, &path).unwrap();
+    let on_device = Mlp::load(device, &path).unwrap();
     assert_eq!(on_device.params().unwrap(), cpu.params().unwrap());
     let again = dir.join("again.safetensors");
     on_device.save(&again).unwrap();
     assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&path).unwrap(), "byte-identical files");
+}
+
+crate::tests! {
+    plain save_then_load_restores_exactly,
+    numpy the_file_holds_row_major_in_out_tensors_numpy_can_read,
+    plain shape_mismatches_name_the_tensor_and_both_shapes,
+    plain missing_wrong_dtype_and_garbage_are_errors,
+    plain a_save_that_cannot_start_leaves_nothing,
+    child(CHILD_ENV) checkpoint_writer_child,
+    plain killing_a_save_mid_write_leaves_a_whole_checkpoint,
+    opencl checkpoints_move_between_cpu_and_opencl,
 }

@@ -1,8 +1,7 @@
 //! Datasets: construction errors, stratified splits, standardisation and mini-batches.
 //! Expected values are counted or computed by hand in each test.
 
-#[path = "fixtures/numpy_support.rs"]
-mod support;
+use crate::support;
 
 use tensorbridge::data::{Dataset, Standardizer};
 use tensorbridge::nalgebra::DMatrix;
@@ -19,7 +18,7 @@ tensorbridge::model! {
 }
 
 fn iris() -> Dataset {
-    Dataset::from_npy(support::shared_data("iris_features.npy"), support::shared_data("iris_labels.npy")).unwrap()
+    Dataset::from_npy(support::data("iris_features.npy"), support::data("iris_labels.npy")).unwrap()
 }
 
 /// Rows `r` with features `(r, 10 r)` and label `r % 3`.
@@ -31,13 +30,11 @@ fn counting(n: usize) -> Dataset {
     .unwrap()
 }
 
-#[test]
 fn labels_must_match_rows() {
     let err = Dataset::new(DMatrix::zeros(3, 2), vec![0, 1]).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
 }
 
-#[test]
 fn non_finite_features_are_refused_with_their_position() {
     let mut x = DMatrix::zeros(3, 2);
     x[(2, 1)] = f32::NAN;
@@ -47,7 +44,6 @@ fn non_finite_features_are_refused_with_their_position() {
     }
 }
 
-#[test]
 fn stratified_split_keeps_class_proportions() {
     let data = iris();
     assert_eq!(counts(&data), vec![50, 50, 50]);
@@ -72,7 +68,6 @@ fn stratified_split_keeps_class_proportions() {
     assert!(seen.iter().all(|&s| s == 1));
 }
 
-#[test]
 fn split_is_seeded() {
     let data = iris();
     let a = data.split_stratified(0.3, 7).unwrap();
@@ -82,7 +77,6 @@ fn split_is_seeded() {
     assert_ne!(a.1, c.1);
 }
 
-#[test]
 fn impossible_splits_are_errors() {
     let data = counting(9);
     for f in [0.0, 1.0, -0.5, 1.5, f64::NAN] {
@@ -95,7 +89,6 @@ fn impossible_splits_are_errors() {
     assert_eq!((counts(&train), counts(&test)), (vec![1, 1, 1], vec![2, 2, 2]));
 }
 
-#[test]
 fn standardizer_uses_population_statistics_of_the_training_set() {
     // Column 0: 1, 2, 3, 4 -> mean 2.5, population variance 1.25.
     // Column 1: constant 7 -> scale 1, all zeros after.
@@ -118,7 +111,6 @@ fn standardizer_uses_population_statistics_of_the_training_set() {
     assert_eq!(z.features()[(0, 1)], 1.0);
 }
 
-#[test]
 fn standardizer_errors() {
     let empty = Dataset::new(DMatrix::zeros(0, 2), vec![]).unwrap();
     assert!(matches!(Standardizer::fit(&empty), Err(Error::EmptyDataset { .. })));
@@ -127,7 +119,6 @@ fn standardizer_errors() {
     assert!(matches!(s.apply(&three), Err(Error::ShapeMismatch { .. })));
 }
 
-#[test]
 fn standardised_iris_training_set_has_zero_mean_unit_variance() {
     let (train, _) = iris().split_stratified(0.3, 0).unwrap();
     let z = Standardizer::fit(&train).unwrap().apply(&train).unwrap();
@@ -139,7 +130,6 @@ fn standardised_iris_training_set_has_zero_mean_unit_variance() {
     }
 }
 
-#[test]
 fn batches_cover_every_row_once_and_pad_the_last() {
     let data = counting(10);
     let batches: Vec<_> = data.batches::<Small>().unwrap().collect();
@@ -159,7 +149,6 @@ fn batches_cover_every_row_once_and_pad_the_last() {
     assert_eq!(counting(1).batches::<Small>().unwrap().map(|b| b.rows).collect::<Vec<_>>(), vec![1]);
 }
 
-#[test]
 fn shuffled_batches_are_a_seeded_permutation() {
     let data = counting(10);
     let order = |seed| -> Vec<u32> {
@@ -178,7 +167,6 @@ fn shuffled_batches_are_a_seeded_permutation() {
     assert_ne!(a, sorted, "shuffled");
 }
 
-#[test]
 fn a_dataset_that_does_not_fit_the_model_is_an_error() {
     let err = iris().batches::<Small>().err().expect("4 features into a 2-feature model");
     match err {
@@ -194,7 +182,6 @@ fn a_dataset_that_does_not_fit_the_model_is_an_error() {
     ));
 }
 
-#[test]
 fn select_and_shuffled() {
     let data = counting(5);
     let picked = data.select(&[4, 0, 4]).unwrap();
@@ -213,4 +200,19 @@ fn counts(data: &Dataset) -> Vec<usize> {
     let counts = data.class_counts();
     assert!(counts.keys().copied().eq(0..counts.len() as u32), "{counts:?}");
     counts.into_values().collect()
+}
+
+crate::tests! {
+    plain labels_must_match_rows,
+    plain non_finite_features_are_refused_with_their_position,
+    plain stratified_split_keeps_class_proportions,
+    plain split_is_seeded,
+    plain impossible_splits_are_errors,
+    plain standardizer_uses_population_statistics_of_the_training_set,
+    plain standardizer_errors,
+    plain standardised_iris_training_set_has_zero_mean_unit_variance,
+    plain batches_cover_every_row_once_and_pad_the_last,
+    plain shuffled_batches_are_a_seeded_permutation,
+    plain a_dataset_that_does_not_fit_the_model_is_an_error,
+    plain select_and_shuffled,
 }

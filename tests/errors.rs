@@ -1,7 +1,10 @@
-//! Bad runtime input is a typed error before any arithmetic, and changes nothing.
+//! Bad runtime input is a typed error before any arithmetic, and changes nothing: on every
+//! device (on OpenCL, bad labels never reach a kernel).
 
-use tensorbridge::nalgebra::{matrix, vector};
+use tensorbridge::{matrix, vector};
 use tensorbridge::{Device, Error};
+
+use crate::support::paths;
 
 tensorbridge::model! { struct CatDog { batch: 2, features: 4, classes: 2 } }
 
@@ -9,9 +12,8 @@ fn x() -> tensorbridge::nalgebra::SMatrix<f32, 2, 4> {
     matrix![0.9, 0.8, 0.1, 0.05; 0.1, 0.2, 0.8, 0.95]
 }
 
-#[test]
-fn label_out_of_range_is_an_error_naming_row_and_label() {
-    let mut model = CatDog::new(&Device::cpu()).unwrap();
+fn label_out_of_range_is_an_error_naming_row_and_label(device: &Device) {
+    let mut model = CatDog::new(device).unwrap();
     let before = model.params().unwrap();
     let y = vector![0u32, 2];
     for err in [
@@ -26,12 +28,12 @@ fn label_out_of_range_is_an_error_naming_row_and_label() {
     }
     let msg = model.train_step(&x(), &vector![u32::MAX, 0], 0.1).unwrap_err().to_string();
     assert!(msg.contains("row 0") && msg.contains("4294967295"), "{msg}");
+    assert!(model.train_step_deferred(&x(), &vector![7, 0], 0.1).is_err());
     assert_eq!(model.params().unwrap(), before, "nothing was trained");
 }
 
-#[test]
-fn non_finite_input_is_an_error_naming_the_position() {
-    let mut model = CatDog::new(&Device::cpu()).unwrap();
+fn non_finite_input_is_an_error_naming_the_position(device: &Device) {
+    let mut model = CatDog::new(device).unwrap();
     let before = model.params().unwrap();
     for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
         let mut x = x();
@@ -57,15 +59,14 @@ fn non_finite_input_is_an_error_naming_the_position() {
     assert_eq!(model.params().unwrap(), before);
 }
 
-#[test]
-fn non_finite_parameters_are_refused_and_the_old_ones_kept() {
-    let mut params = CatDog::new(&Device::cpu()).unwrap().params().unwrap();
+fn non_finite_parameters_are_refused_and_the_old_ones_kept(device: &Device) {
+    let mut params = CatDog::new(device).unwrap().params().unwrap();
     params.b0[1] = f32::NAN;
-    match CatDog::with_params(&Device::cpu(), params.clone()) {
+    match CatDog::with_params(device, params.clone()) {
         Err(Error::NonFinite { what, row, column, .. }) => assert_eq!((what.as_str(), row, column), ("b0", 1, 0)),
         other => panic!("unexpected {other:?}"),
     }
-    let mut model = CatDog::new(&Device::cpu()).unwrap();
+    let mut model = CatDog::new(device).unwrap();
     let before = model.params().unwrap();
     params.b0[1] = 0.0;
     params.w0[(3, 1)] = f32::INFINITY;
@@ -76,9 +77,8 @@ fn non_finite_parameters_are_refused_and_the_old_ones_kept() {
     assert_eq!(model.params().unwrap(), before);
 }
 
-#[test]
-fn invalid_learning_rates_are_errors() {
-    let mut model = CatDog::new(&Device::cpu()).unwrap();
+fn invalid_learning_rates_are_errors(device: &Device) {
+    let mut model = CatDog::new(device).unwrap();
     let before = model.params().unwrap();
     for lr in [-0.1, f32::NAN, f32::INFINITY] {
         assert!(matches!(model.train_step(&x(), &vector![0, 1], lr), Err(Error::InvalidLearningRate { .. })));
@@ -89,9 +89,8 @@ fn invalid_learning_rates_are_errors() {
     assert_eq!(model.params().unwrap(), before);
 }
 
-#[test]
-fn row_counts_outside_the_batch_are_errors() {
-    let mut model = CatDog::new(&Device::cpu()).unwrap();
+fn row_counts_outside_the_batch_are_errors(device: &Device) {
+    let mut model = CatDog::new(device).unwrap();
     for rows in [0, 3] {
         match model.train_step_rows(&x(), &vector![0, 1], rows, 0.1) {
             Err(Error::InvalidRowCount { rows: r, batch }) => assert_eq!((r, batch), (rows, 2)),
@@ -100,31 +99,47 @@ fn row_counts_outside_the_batch_are_errors() {
     }
 }
 
-#[test]
-fn divergence_is_reported_and_the_update_skipped() {
+fn divergence_is_reported_and_the_update_skipped(device: &Device) {
     // Finite parameters whose logits overflow f32: 3e38 * 0.9 + 3e38 * 0.8 = inf.
     let params = CatDogParams { w0: matrix![3e38, 0.0; 3e38, 0.0; 0.0, 0.0; 0.0, 0.0], b0: vector![0.0, 0.0] };
-    let mut model = CatDog::with_params(&Device::cpu(), params.clone()).unwrap();
-    match model.train_step(&x(), &vector![1, 1], 0.1) {
-        Err(Error::NonFiniteLoss { loss }) => assert!(!loss.is_finite()),
-        other => panic!("unexpected {other:?}"),
+    for d in paths(device) {
+        let mut model = CatDog::with_params(&d, params.clone()).unwrap();
+        match model.train_step(&x(), &vector![1, 1], 0.1) {
+            Err(Error::NonFiniteLoss { loss }) => assert!(!loss.is_finite()),
+            other => panic!("on {d}: unexpected {other:?}"),
+        }
+        assert_eq!(model.params().unwrap(), params);
+        assert!(matches!(model.predict(&x()), Err(Error::NonFinite { ref what, .. }) if what == "logits"));
+        // Deferred steps: the loss is reported when taken, and neither step changed anything.
+        model.train_step_deferred(&x(), &vector![1, 1], 0.1).unwrap();
+        model.train_step_deferred(&x(), &vector![1, 1], 0.1).unwrap();
+        assert!(matches!(model.take_losses(), Err(Error::NonFiniteLoss { .. })), "on {d}");
+        assert_eq!(model.params().unwrap(), params);
+        assert!(model.take_losses().unwrap().is_empty());
     }
-    assert_eq!(model.params().unwrap(), params);
-    assert!(matches!(model.predict(&x()), Err(Error::NonFinite { ref what, .. }) if what == "logits"));
 }
 
 tensorbridge::model! { struct Tiny { batch: 2, features: 1, hidden: [1], classes: 2 } }
 
-#[test]
-fn padding_rows_never_enter_gradients_even_when_they_overflow() {
+fn padding_rows_never_enter_gradients_even_when_they_overflow(device: &Device) {
     // Row 1 is padding (rows = 1). Its hidden activation overflows: 10 * 3e38 = inf. A
     // gradient summed over all rows would hold inf * 0 = NaN.
     let params = TinyParams { w0: matrix![3e38], b0: vector![0.0], w1: matrix![1e-38, -1e-38], b1: vector![0.0, 0.0] };
-    let model = Tiny::with_params(&Device::cpu(), params).unwrap();
+    let model = Tiny::with_params(device, params).unwrap();
     let x = matrix![0.5; 10.0];
     let (loss, grads) = model.gradients_rows(&x, &vector![0, 1], 1).unwrap();
     assert!(loss.is_finite());
     for g in grads.w0.iter().chain(grads.b0.iter()).chain(grads.w1.iter()).chain(grads.b1.iter()) {
         assert!(g.is_finite(), "{grads:?}");
     }
+}
+
+crate::tests! {
+    device label_out_of_range_is_an_error_naming_row_and_label,
+    device non_finite_input_is_an_error_naming_the_position,
+    device non_finite_parameters_are_refused_and_the_old_ones_kept,
+    device invalid_learning_rates_are_errors,
+    device row_counts_outside_the_batch_are_errors,
+    device divergence_is_reported_and_the_update_skipped,
+    device padding_rows_never_enter_gradients_even_when_they_overflow,
 }

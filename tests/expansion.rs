@@ -27,7 +27,6 @@ tensorbridge::model! {
     struct Big { batch: 300, features: 100, classes: 200 }
 }
 
-#[test]
 fn two_models_in_one_module_do_not_collide() {
     assert_eq!((Small::BATCH, Small::FEATURES, Small::CLASSES), (2, 4, 2));
     assert_eq!((Wider::BATCH, Wider::FEATURES, Wider::CLASSES), (16, 4, 3));
@@ -41,7 +40,6 @@ fn two_models_in_one_module_do_not_collide() {
     assert_ne!(Small::kernel_source(), Wider::kernel_source());
 }
 
-#[test]
 fn mlp_params_have_one_pair_per_layer_in_order() {
     let p = TwoHidden::new(&Device::cpu()).unwrap().params().unwrap();
     let _: (&SMatrix<f32, 5, 6>, &SVector<f32, 6>) = (&p.w0, &p.b0);
@@ -58,7 +56,6 @@ fn mlp_params_have_one_pair_per_layer_in_order() {
     assert_eq!(TwoHiddenParams::from_flat(&flat), p);
 }
 
-#[test]
 fn hidden_layers_are_he_initialised_and_the_head_lecun() {
     let p = TwoHidden::new(&Device::cpu()).unwrap().params().unwrap();
     let w0_mean_sq = p.w0.iter().map(|v| v * v).sum::<f32>() / 30.0;
@@ -66,7 +63,6 @@ fn hidden_layers_are_he_initialised_and_the_head_lecun() {
     assert!(p.b0.iter().chain(p.b1.iter()).chain(p.b2.iter()).all(|&b| b == 0.0));
 }
 
-#[test]
 fn large_host_buffers_are_boxed_and_stay_statically_sized() {
     let _: fn(&Big) -> &tensorbridge::Engine<Big> = |b| b;
     let x: <Big as Model>::Input = tensorbridge::boxed_zeros::<f32, 300, 100>();
@@ -87,7 +83,6 @@ tensorbridge::model! {
     struct Square { batch: 2, features: 1024, classes: 1024 }
 }
 
-#[test]
 fn cloning_large_params_never_goes_through_the_stack() {
     let params = Square::new(&Device::cpu()).unwrap().params().unwrap();
     // A 256 KiB stack: a clone that built the 4 MiB matrix on the stack would overflow it
@@ -105,8 +100,16 @@ fn cloning_large_params_never_goes_through_the_stack() {
     assert!(copy.is_finite());
 }
 
-#[test]
 fn f16_host_matrices_have_nalgebras_constructors() {
     let z = SMatrix::<tensorbridge::half::f16, 2, 3>::zeros();
     assert!(z.iter().all(|v| v.to_f32() == 0.0));
+}
+
+crate::tests! {
+    plain two_models_in_one_module_do_not_collide,
+    plain mlp_params_have_one_pair_per_layer_in_order,
+    plain hidden_layers_are_he_initialised_and_the_head_lecun,
+    plain large_host_buffers_are_boxed_and_stay_statically_sized,
+    plain cloning_large_params_never_goes_through_the_stack,
+    plain f16_host_matrices_have_nalgebras_constructors,
 }

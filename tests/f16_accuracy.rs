@@ -1,12 +1,9 @@
 //! `storage: f16` on the real data sets, beside the same models in `f32` (same split, seed
 //! and schedule): iris (linear) and digits (`hidden: [32]`) on the CPU backend, iris on
-//! OpenCL too. The f16 models must reach the bars (iris >= 0.95, digits MLP >= 0.95)
+//! every device. The f16 models must reach the bars (iris >= 0.95, digits MLP >= 0.95)
 //! and stay within two test examples' worth of the f32 accuracy.
 
-#[path = "fixtures/accuracy_support.rs"]
-mod accuracy;
-
-use accuracy::{check_metrics_against_logits, opencl, quiet, split};
+use crate::support::accuracy::{check_metrics_against_logits, quiet, split};
 use tensorbridge::{Device, Engine, Model};
 
 tensorbridge::model! {
@@ -48,19 +45,16 @@ fn iris_rates() -> Vec<f32> {
     (0..150).map(|e| if e < 100 { 0.5 } else { 0.1 }).collect()
 }
 
-#[test]
-fn iris_f16_matches_f32_on_cpu() {
-    compare::<Iris16, Iris32>(&Device::cpu(), "iris", tensorbridge::DEFAULT_SEED, &iris_rates(), 0.95);
+fn iris_f16_matches_f32(device: &Device) {
+    compare::<Iris16, Iris32>(device, "iris", tensorbridge::DEFAULT_SEED, &iris_rates(), 0.95);
 }
 
-#[test]
 fn digits_mlp_f16_matches_f32_on_cpu() {
     let rates: Vec<f32> = (0..50).map(|e| if e < 33 { 0.4 } else { 0.04 }).collect();
     compare::<Digits16, Digits32>(&Device::cpu(), "digits", 2, &rates, 0.95);
 }
 
-#[test]
-fn iris_f16_matches_f32_on_opencl() {
-    let Some(device) = opencl("iris_f16_matches_f32_on_opencl") else { return };
-    compare::<Iris16, Iris32>(&device, "iris", tensorbridge::DEFAULT_SEED, &iris_rates(), 0.95);
+crate::tests! {
+    device iris_f16_matches_f32,
+    plain digits_mlp_f16_matches_f32_on_cpu,
 }

@@ -9,8 +9,7 @@
 //! input error is this `|Δz|`. The tests allow that bound plus `1e-5 + 1e-5 * |z|` for the
 //! f32 arithmetic.
 
-#[path = "fixtures/numpy_support.rs"]
-mod support;
+use crate::support;
 
 use tensorbridge::checkpoint::CheckpointErrorKind;
 use tensorbridge::half::f16;
@@ -133,7 +132,6 @@ where
     (worst, worst_ratio)
 }
 
-#[test]
 fn declaration_gives_f16_buffers_and_f32_logits_and_gradients() {
     let x: <Lin16 as Model>::Input = SMatrix::<f16, 3, 5>::from_element(f16::ZERO);
     let _: <Lin16 as Model>::Logits = SMatrix::<f32, 3, 4>::zeros();
@@ -157,19 +155,16 @@ fn declaration_gives_f16_buffers_and_f32_logits_and_gradients() {
     assert_eq!(big.as_flat().len(), 20_000);
 }
 
-#[test]
 fn linear_logits_are_within_the_f16_storage_error() {
     let (worst, ratio) = logits_within_storage_error::<Lin16, Lin32>(11);
     eprintln!("linear: largest logit error vs f64 on unrounded values {worst:e} ({ratio:.2} of the bound)");
 }
 
-#[test]
 fn mlp_logits_are_within_the_f16_storage_error() {
     let (worst, ratio) = logits_within_storage_error::<Mlp16, Mlp32>(12);
     eprintln!("mlp: largest logit error vs f64 on unrounded values {worst:e} ({ratio:.2} of the bound)");
 }
 
-#[test]
 fn every_step_rounds_the_parameters_to_f16_like_the_f32_model_rounded_by_hand() {
     // Independent reference: the f32 model, its parameters rounded to f16 after each step.
     let x: Vec<f32> = widen(&f16s(&(0..15).map(|k| noise(3, k) * 2.0).collect::<Vec<_>>()));
@@ -202,20 +197,21 @@ fn blobs(n: usize, seed: u64) -> Dataset {
     Dataset::new(x, y).unwrap()
 }
 
-#[test]
-fn f16_mlp_fits_blobs_to_perfect_accuracy() {
+/// On every device (on OpenCL, through the fused and the tiled kernels).
+fn f16_mlp_fits_blobs_to_perfect_accuracy(device: &Device) {
     let (train, test) = (blobs(256, 1), blobs(64, 2));
-    let mut model = Blobs16::new(&Device::cpu()).unwrap();
-    let before = model.evaluate(&test).unwrap();
-    let history = model.fit(&train, &[0.5, 0.5, 0.2, 0.1], 3).unwrap();
-    let after = model.evaluate(&test).unwrap();
-    eprintln!("f16 blobs: loss {} -> {}, accuracy {}", before.loss, after.loss, after.accuracy);
-    assert!(history.losses().iter().all(|l| l.is_finite()));
-    assert!(after.loss < before.loss * 0.1, "loss did not fall: {} -> {}", before.loss, after.loss);
-    assert_eq!(after.accuracy, 1.0);
+    for d in crate::support::paths(device) {
+        let mut model = Blobs16::new(&d).unwrap();
+        let before = model.evaluate(&test).unwrap();
+        let history = model.fit(&train, &[0.5, 0.5, 0.2, 0.1], 3).unwrap();
+        let after = model.evaluate(&test).unwrap();
+        eprintln!("f16 blobs on {d}: loss {} -> {}, accuracy {}", before.loss, after.loss, after.accuracy);
+        assert!(history.losses().iter().all(|l| l.is_finite()), "on {d}");
+        assert!(after.loss < before.loss * 0.1, "on {d}: loss did not fall: {} -> {}", before.loss, after.loss);
+        assert_eq!(after.accuracy, 1.0, "on {d}: {after:?}");
+    }
 }
 
-#[test]
 fn non_finite_f16_input_is_an_error_naming_the_position() {
     let mut model = Lin16::new(&Device::cpu()).unwrap();
     let y = SVector::<u32, 3>::new(0, 1, 2);
@@ -244,7 +240,6 @@ fn non_finite_f16_input_is_an_error_naming_the_position() {
     }
 }
 
-#[test]
 fn dataset_value_beyond_f16_range_is_a_clear_error() {
     let mut x = DMatrix::from_fn(10, 5, |r, c| (r + c) as f32);
     x[(7, 2)] = 70_000.0;
@@ -268,7 +263,6 @@ fn dataset_value_beyond_f16_range_is_a_clear_error() {
     assert!(Dataset::new(x, vec![0; 10]).unwrap().batches::<Lin32>().is_ok());
 }
 
-#[test]
 fn f16_checkpoint_round_trips_bit_for_bit_and_dtypes_are_checked() {
     let dir = support::scratch("f16-checkpoint");
     let (p16, p32) = (dir.join("mlp16.safetensors"), dir.join("mlp32.safetensors"));
@@ -304,11 +298,7 @@ fn f16_checkpoint_round_trips_bit_for_bit_and_dtypes_are_checked() {
     assert!(message.contains("storage: f16"), "{message}");
 }
 
-#[test]
 fn f16_matrices_export_as_float16_npy() {
-    if !support::numpy_available("f16_matrices_export_as_float16_npy") {
-        return;
-    }
     let dir = support::scratch("f16-npy");
     let path = dir.join("w0.npy");
     // Values exact in f16, one of them the largest finite, one subnormal.
@@ -334,4 +324,16 @@ fn f16_matrices_export_as_float16_npy() {
     // And our own reader takes it back (widened to f32).
     let back = tensorbridge::npy::read_matrix(&path).unwrap();
     assert_eq!(back.as_slice(), SMatrix::<f32, 2, 3>::from_fn(|r, c| m[(r, c)].to_f32()).as_slice());
+}
+
+crate::tests! {
+    plain declaration_gives_f16_buffers_and_f32_logits_and_gradients,
+    plain linear_logits_are_within_the_f16_storage_error,
+    plain mlp_logits_are_within_the_f16_storage_error,
+    plain every_step_rounds_the_parameters_to_f16_like_the_f32_model_rounded_by_hand,
+    device f16_mlp_fits_blobs_to_perfect_accuracy,
+    plain non_finite_f16_input_is_an_error_naming_the_position,
+    plain dataset_value_beyond_f16_range_is_a_clear_error,
+    plain f16_checkpoint_round_trips_bit_for_bit_and_dtypes_are_checked,
+    numpy f16_matrices_export_as_float16_npy,
 }

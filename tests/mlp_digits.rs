@@ -1,11 +1,8 @@
 //! Digits with one hidden layer of 32 ReLU units (issue 5): test accuracy >= 0.97 on the
-//! CPU backend and on OpenCL (the peer's MLPClassifier(hidden=32): 0.974), with the data
-//! split and standardised as in `../shared/data/README.md`, and a fixed seed.
+//! CPU backend and on OpenCL (one body, run on every device) (the peer's MLPClassifier(hidden=32): 0.974), with the data
+//! split and standardised as in `data/README.md`, and a fixed seed.
 
-#[path = "fixtures/accuracy_support.rs"]
-mod accuracy;
-
-use accuracy::{check_metrics_against_logits, opencl, quiet, split};
+use crate::support::accuracy::{check_metrics_against_logits, quiet, split};
 use tensorbridge::{Device, Engine};
 
 tensorbridge::model! {
@@ -30,15 +27,11 @@ fn train(device: &Device) -> f64 {
     metrics.accuracy
 }
 
-#[test]
-fn digits_mlp_reaches_0_97_on_cpu() {
-    let accuracy = train(&Device::cpu());
-    assert!(accuracy >= 0.97, "digits MLP test accuracy {accuracy}");
+fn digits_mlp_reaches_0_97(device: &Device) {
+    let accuracy = train(device);
+    assert!(accuracy >= 0.97, "digits MLP test accuracy on {device}: {accuracy}");
 }
 
-#[test]
-fn digits_mlp_reaches_0_97_on_opencl() {
-    let Some(device) = opencl("digits_mlp_reaches_0_97_on_opencl") else { return };
-    let accuracy = train(&device);
-    assert!(accuracy >= 0.97, "digits MLP test accuracy {accuracy}");
+crate::tests! {
+    device digits_mlp_reaches_0_97,
 }

@@ -3,8 +3,7 @@
 //! expected offsets are counted by hand from the layout (6 magic bytes, 2 version bytes, a
 //! 2- or 4-byte header length, the header, the data).
 
-#[path = "fixtures/numpy_support.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 
@@ -46,13 +45,11 @@ fn refused(dir: &Path, name: &str, bytes: &[u8]) -> (u64, NpyErrorKind) {
     }
 }
 
-#[test]
 fn a_valid_hand_made_file_reads() {
     let m = npy::matrix_from_bytes(&v1(F4_2X2, &f4_data(4))).unwrap();
     assert_eq!(m, DMatrix::from_row_slice(2, 2, &[0.0, 1.0, 2.0, 3.0]));
 }
 
-#[test]
 fn bad_magic_and_versions() {
     let dir = support::scratch("npy-bad-magic");
     assert_eq!(refused(&dir, "empty.npy", b""), (0, NpyErrorKind::BadMagic));
@@ -69,7 +66,6 @@ fn bad_magic_and_versions() {
     assert_eq!(refused(&dir, "v1_1.npy", &v1_1), (6, NpyErrorKind::UnsupportedVersion { major: 1, minor: 1 }));
 }
 
-#[test]
 fn truncation_anywhere_is_an_error() {
     let dir = support::scratch("npy-truncated");
     let full = v1(F4_2X2, &f4_data(4));
@@ -90,7 +86,6 @@ fn truncation_anywhere_is_an_error() {
     }
 }
 
-#[test]
 fn data_that_disagrees_with_the_shape_is_an_error() {
     let dir = support::scratch("npy-shape-data");
     let data_start = (10 + F4_2X2.len()) as u64;
@@ -104,7 +99,6 @@ fn data_that_disagrees_with_the_shape_is_an_error() {
     );
 }
 
-#[test]
 fn absurd_shapes_fail_before_allocating() {
     let dir = support::scratch("npy-absurd");
     // 2^62 f4 elements: 2^64 bytes overflows; the shape's offset is reported.
@@ -124,7 +118,6 @@ fn absurd_shapes_fail_before_allocating() {
     assert_eq!(refused(&dir, "header_len.npy", &v2), (8, NpyErrorKind::HeaderTooLong { len: u32::MAX as u64 }));
 }
 
-#[test]
 fn object_and_structured_dtypes_are_refused() {
     let dir = support::scratch("npy-dtypes");
     let object = "{'descr': '|O', 'fortran_order': False, 'shape': (2,), }\n";
@@ -141,7 +134,6 @@ fn object_and_structured_dtypes_are_refused() {
     }
 }
 
-#[test]
 fn garbage_headers_are_refused_with_their_offset() {
     let dir = support::scratch("npy-garbage");
     let cases: &[(&str, u64)] = &[
@@ -186,7 +178,6 @@ fn garbage_headers_are_refused_with_their_offset() {
     assert_eq!(refused(&dir, "v3.npy", &v3).0, 12);
 }
 
-#[test]
 fn missing_files_are_io_errors() {
     let result = npy::read_matrix("/nonexistent/tensorbridge/file.npy");
     assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
@@ -195,7 +186,6 @@ fn missing_files_are_io_errors() {
 /// A bounded random-mutation loop over valid files (bit flips, byte changes, cuts,
 /// insertions, and splices of header text): the reader may accept or refuse each mutant,
 /// but must never panic, and whatever it accepts must have as many values as its shape.
-#[test]
 fn random_mutations_never_panic() {
     let seeds: Vec<Vec<u8>> = vec![
         v1(F4_2X2, &f4_data(4)),
@@ -239,4 +229,16 @@ fn random_mutations_never_panic() {
         let _ = npy::labels_from_bytes(&bytes);
     }
     assert!(accepted > 0, "no mutant was valid: the loop is not exercising the decoder");
+}
+
+crate::tests! {
+    plain a_valid_hand_made_file_reads,
+    plain bad_magic_and_versions,
+    plain truncation_anywhere_is_an_error,
+    plain data_that_disagrees_with_the_shape_is_an_error,
+    plain absurd_shapes_fail_before_allocating,
+    plain object_and_structured_dtypes_are_refused,
+    plain garbage_headers_are_refused_with_their_offset,
+    plain missing_files_are_io_errors,
+    plain random_mutations_never_panic,
 }

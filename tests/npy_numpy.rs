@@ -3,14 +3,12 @@
 //! every variant of the format NumPy can write (versions, byte orders, Fortran order,
 //! dtypes) reads back, and the ones we refuse are refused with the right error.
 //!
-//! Needs `python3` with NumPy; skips with a notice without it, unless
+//! The tests that need `python3` with NumPy are listed as skipped without it, unless
 //! `TENSORBRIDGE_REQUIRE_NUMPY=1`.
 
-#[path = "fixtures/numpy_support.rs"]
-mod support;
-
-use support::{numpy_available, python, scratch, shared_data};
-use tensorbridge::nalgebra::{matrix, DMatrix};
+use crate::support::{data, python, scratch};
+use tensorbridge::matrix;
+use tensorbridge::nalgebra::DMatrix;
 use tensorbridge::npy::{self, NpyErrorKind};
 use tensorbridge::Error;
 
@@ -44,14 +42,13 @@ fn assert_matrix_is(m: &DMatrix<f32>, shape: &[usize], values: &[f64]) {
     }
 }
 
-#[test]
-fn shared_iris_matches_the_csv_and_numpy() {
-    let x = npy::read_matrix(shared_data("iris_features.npy")).unwrap();
-    let y = npy::read_labels(shared_data("iris_labels.npy")).unwrap();
+fn iris_matches_the_csv() {
+    let x = npy::read_matrix(data("iris_features.npy")).unwrap();
+    let y = npy::read_labels(data("iris_labels.npy")).unwrap();
     assert_eq!(x.shape(), (150, 4));
     assert_eq!(y.len(), 150);
     // The CSV beside the files is an independent copy of the same rows.
-    let csv = std::fs::read_to_string(shared_data("iris.csv")).unwrap();
+    let csv = std::fs::read_to_string(data("iris.csv")).unwrap();
     let rows: Vec<&str> = csv.lines().skip(1).collect();
     assert_eq!(rows.len(), 150);
     for (r, line) in rows.iter().enumerate() {
@@ -62,33 +59,33 @@ fn shared_iris_matches_the_csv_and_numpy() {
         }
         assert_eq!(y[r], fields[4].parse::<u32>().unwrap(), "label of row {r}");
     }
-    if numpy_available("shared_iris_matches_the_csv_and_numpy") {
-        let (shape, values) = numpy_values(&shared_data("iris_features.npy"));
-        assert_matrix_is(&x, &shape, &values);
-    }
 }
 
-#[test]
-fn shared_digits_load_with_numpy_values() {
-    let x = npy::read_matrix(shared_data("digits_features.npy")).unwrap();
-    let y = npy::read_labels(shared_data("digits_labels.npy")).unwrap();
+fn iris_reads_as_numpy_reads_it() {
+    let x = npy::read_matrix(data("iris_features.npy")).unwrap();
+    let (shape, values) = numpy_values(&data("iris_features.npy"));
+    assert_matrix_is(&x, &shape, &values);
+}
+
+fn digits_load() {
+    let x = npy::read_matrix(data("digits_features.npy")).unwrap();
+    let y = npy::read_labels(data("digits_labels.npy")).unwrap();
     assert_eq!(x.shape(), (1797, 64));
     assert_eq!(y.len(), 1797);
     assert!(x.iter().all(|&v| (0.0..=16.0).contains(&v) && v.fract() == 0.0), "8x8 pixels are 0..16");
     assert_eq!(y.iter().max(), Some(&9));
-    if numpy_available("shared_digits_load_with_numpy_values") {
-        let (shape, values) = numpy_values(&shared_data("digits_features.npy"));
-        assert_matrix_is(&x, &shape, &values);
-        let (_, labels) = numpy_values(&shared_data("digits_labels.npy"));
-        assert_eq!(y.iter().map(|&l| f64::from(l)).collect::<Vec<_>>(), labels);
-    }
 }
 
-#[test]
+fn digits_read_as_numpy_reads_them() {
+    let x = npy::read_matrix(data("digits_features.npy")).unwrap();
+    let y = npy::read_labels(data("digits_labels.npy")).unwrap();
+    let (shape, values) = numpy_values(&data("digits_features.npy"));
+    assert_matrix_is(&x, &shape, &values);
+    let (_, labels) = numpy_values(&data("digits_labels.npy"));
+    assert_eq!(y.iter().map(|&l| f64::from(l)).collect::<Vec<_>>(), labels);
+}
+
 fn files_we_write_load_in_numpy() {
-    if !numpy_available("files_we_write_load_in_numpy") {
-        return;
-    }
     let dir = scratch("npy-write");
     let dynamic = DMatrix::from_row_slice(
         3,
@@ -145,11 +142,7 @@ fn arange_minus_5() -> DMatrix<f32> {
     DMatrix::from_fn(3, 4, |r, c| (r * 4 + c) as f32 - 5.0)
 }
 
-#[test]
 fn every_variant_numpy_writes_reads_back() {
-    if !numpy_available("every_variant_numpy_writes_reads_back") {
-        return;
-    }
     let dir = scratch("npy-variants");
     let script = r#"
 import sys, os, numpy as np
@@ -184,11 +177,7 @@ print('\n'.join(names))
     assert_eq!(count, 13 * 2 * 3 + 7);
 }
 
-#[test]
 fn label_variants_read_and_bad_labels_are_refused() {
-    if !numpy_available("label_variants_read_and_bad_labels_are_refused") {
-        return;
-    }
     let dir = scratch("npy-labels");
     let script = r#"
 import sys, os, numpy as np
@@ -242,4 +231,14 @@ np.save(os.path.join(d, 'cube.npy'), np.zeros((2, 2, 2), dtype='<f4'))
     assert!(matches!(kind("complex.npy", false).1, NpyErrorKind::UnsupportedDtype { .. }));
     assert!(matches!(kind("strings.npy", false).1, NpyErrorKind::UnsupportedDtype { .. }));
     assert!(matches!(kind("cube.npy", false).1, NpyErrorKind::WrongDimensions { ndim: 3, .. }));
+}
+
+crate::tests! {
+    plain iris_matches_the_csv,
+    numpy iris_reads_as_numpy_reads_it,
+    plain digits_load,
+    numpy digits_read_as_numpy_reads_them,
+    numpy files_we_write_load_in_numpy,
+    numpy every_variant_numpy_writes_reads_back,
+    numpy label_variants_read_and_bad_labels_are_refused,
 }

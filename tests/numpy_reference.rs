@@ -5,25 +5,21 @@
 //! models, full and masked (padded) batches, at odd sizes and at sizes that take the CPU's
 //! GEMM paths.
 
-mod common;
-mod opencl_common;
 mod reference {
     include!("fixtures/numpy_reference.rs");
 }
 
-use common::{assert_close, col, f64s, mat};
+use crate::support::{assert_close, col, f64s, mat};
 use tensorbridge::{Device, KernelPath};
 
-/// The CPU, and OpenCL through each kernel path when a device is present. A path a model
-/// does not fit (the fused kernel for a large one) fails with `Unsupported`, and
-/// `check_case!` skips it with a notice.
-fn devices() -> Vec<Device> {
-    let mut all = vec![Device::cpu()];
-    if let Some(cl) = opencl_common::opencl() {
-        all.push(cl.with_kernel_path(KernelPath::Fused));
-        all.push(cl.with_kernel_path(KernelPath::Tiled));
+/// The CPU as is; OpenCL through each kernel path. A path a model does not fit (the fused
+/// kernel for a large one) fails with `Unsupported`, and `check_case!` skips it with a notice.
+fn devices(device: &Device) -> Vec<Device> {
+    if device.is_cpu() {
+        vec![device.clone()]
+    } else {
+        vec![device.with_kernel_path(KernelPath::Fused), device.with_kernel_path(KernelPath::Tiled)]
     }
-    all
 }
 
 tensorbridge::model! { struct Linear { batch: 3, features: 5, classes: 7 } }
@@ -40,9 +36,9 @@ const RTOL: f64 = 1e-5;
 
 /// Runs one fixture case through every API call that computes something.
 macro_rules! check_case {
-    ($model:ident, $params:ident, $case:ident, [$(($w:ident, $b:ident, $gw:ident, $gb:ident, $sw:ident, $sb:ident, $W:ident, $B:ident, $GW:ident, $GB:ident, $SW:ident, $SB:ident)),+]) => {{
+    ($device:expr, $model:ident, $params:ident, $case:ident, [$(($w:ident, $b:ident, $gw:ident, $gb:ident, $sw:ident, $sb:ident, $W:ident, $B:ident, $GW:ident, $GB:ident, $SW:ident, $SB:ident)),+]) => {{
         use reference::$case as r;
-        for device in devices() {
+        for device in devices($device) {
         let params = $params { $($w: mat(&r::$W), $b: col(&r::$B)),+ };
         let mut model = match $model::with_params(&device, params) {
             Ok(model) => model,
@@ -82,14 +78,13 @@ macro_rules! check_case {
     }};
 }
 
-#[test]
-fn linear_matches_numpy() {
-    check_case!(Linear, LinearParams, linear, [(w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0)]);
+fn linear_matches_numpy(device: &Device) {
+    check_case!(device, Linear, LinearParams, linear, [(w0, b0, w0, b0, w0, b0, W0, B0, GW0, GB0, STEP_W0, STEP_B0)]);
 }
 
-#[test]
-fn masked_linear_counts_only_valid_rows_like_numpy() {
+fn masked_linear_counts_only_valid_rows_like_numpy(device: &Device) {
     check_case!(
+        device,
         LinearMasked,
         LinearMaskedParams,
         linear_masked,
@@ -97,9 +92,9 @@ fn masked_linear_counts_only_valid_rows_like_numpy() {
     );
 }
 
-#[test]
-fn two_hidden_layer_mlp_matches_numpy() {
+fn two_hidden_layer_mlp_matches_numpy(device: &Device) {
     check_case!(
+        device,
         Mlp,
         MlpParams,
         mlp,
@@ -111,9 +106,9 @@ fn two_hidden_layer_mlp_matches_numpy() {
     );
 }
 
-#[test]
-fn masked_mlp_matches_numpy() {
+fn masked_mlp_matches_numpy(device: &Device) {
     check_case!(
+        device,
         MlpMasked,
         MlpMaskedParams,
         mlp_masked,
@@ -124,9 +119,9 @@ fn masked_mlp_matches_numpy() {
     );
 }
 
-#[test]
-fn mlp_through_the_packed_gemm_matches_numpy() {
+fn mlp_through_the_packed_gemm_matches_numpy(device: &Device) {
     check_case!(
+        device,
         MlpGemm,
         MlpGemmParams,
         mlp_gemm,
@@ -137,9 +132,9 @@ fn mlp_through_the_packed_gemm_matches_numpy() {
     );
 }
 
-#[test]
-fn mlp_through_the_threaded_gemm_matches_numpy() {
+fn mlp_through_the_threaded_gemm_matches_numpy(device: &Device) {
     check_case!(
+        device,
         MlpGemmThreads,
         MlpGemmThreadsParams,
         mlp_gemm_threads,
@@ -153,7 +148,6 @@ fn mlp_through_the_threaded_gemm_matches_numpy() {
 /// The GEMM cases again in a child process with `TENSORBRIDGE_PAR_MIN_MACS=0`, so that every
 /// GEMM splits its columns over rayon's threads (the threshold is read once per process,
 /// and real models of these sizes stay on one thread).
-#[test]
 fn gemm_cases_match_numpy_with_every_gemm_threaded() {
     if std::env::var_os("TENSORBRIDGE_PAR_MIN_MACS").is_some() {
         return; // the child runs only the two cases below
@@ -161,10 +155,24 @@ fn gemm_cases_match_numpy_with_every_gemm_threaded() {
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .env("TENSORBRIDGE_PAR_MIN_MACS", "0")
         .env("RAYON_NUM_THREADS", "2")
-        .args(["--exact", "mlp_through_the_packed_gemm_matches_numpy", "mlp_through_the_threaded_gemm_matches_numpy"])
+        // The filter selects the two GEMM cases on the CPU (the harness takes one filter).
+        .arg(format!(
+            "cpu::{}::mlp_through_the_",
+            crate::support::trial_name(module_path!(), "x").trim_end_matches("::x")
+        ))
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("2 passed"), "the child ran other tests than the two GEMM cases: {stdout}");
+}
+
+crate::tests! {
+    device linear_matches_numpy,
+    device masked_linear_counts_only_valid_rows_like_numpy,
+    device two_hidden_layer_mlp_matches_numpy,
+    device masked_mlp_matches_numpy,
+    device mlp_through_the_packed_gemm_matches_numpy,
+    device mlp_through_the_threaded_gemm_matches_numpy,
+    plain gemm_cases_match_numpy_with_every_gemm_threaded,
 }

@@ -6,9 +6,7 @@
 //! different orders, in f32); after 300 SGD steps the parameters agree to
 //! `1e-4 + 1e-3 * |value|`.
 
-mod opencl_common;
-
-use opencl_common::{assert_close, noise, opencl, paths};
+use crate::support::{assert_agree as assert_close, noise, paths};
 use tensorbridge::{Device, Engine, Error, HostTensor, KernelPath, Model, Params};
 
 tensorbridge::model! {
@@ -186,61 +184,47 @@ fn training_agrees<M: Model<Storage = f32>>(device: &Device, seed: u64, lr: f32)
     );
 }
 
-#[test]
-fn seed_shape_every_call_agrees_with_the_cpu() {
-    let Some(device) = opencl() else { return };
-    for d in paths(&device) {
+fn seed_shape_every_call_agrees_with_the_cpu(device: &Device) {
+    for d in paths(device) {
         every_call_agrees::<Seed>(&d, 1);
     }
 }
 
-#[test]
-fn odd_shape_every_call_agrees_with_the_cpu() {
-    let Some(device) = opencl() else { return };
-    for d in paths(&device) {
+fn odd_shape_every_call_agrees_with_the_cpu(device: &Device) {
+    for d in paths(device) {
         every_call_agrees::<Odd>(&d, 2);
     }
 }
 
-#[test]
-fn wide_shape_every_call_agrees_with_the_cpu() {
-    let Some(device) = opencl() else { return };
-    every_call_agrees::<Wide>(&device, 3);
+fn wide_shape_every_call_agrees_with_the_cpu(device: &Device) {
+    every_call_agrees::<Wide>(device, 3);
 }
 
-#[test]
-fn mlp_every_call_agrees_with_the_cpu() {
-    let Some(device) = opencl() else { return };
-    for d in paths(&device) {
+fn mlp_every_call_agrees_with_the_cpu(device: &Device) {
+    for d in paths(device) {
         every_call_agrees::<Mlp>(&d, 4);
     }
-    every_call_agrees::<WideMlp>(&device, 5);
+    every_call_agrees::<WideMlp>(device, 5);
 }
 
-#[test]
-fn awkward_gemm_shapes_every_call_agrees_with_the_cpu() {
-    let Some(device) = opencl() else { return };
-    for d in paths(&device) {
+fn awkward_gemm_shapes_every_call_agrees_with_the_cpu(device: &Device) {
+    for d in paths(device) {
         every_call_agrees::<Awkward>(&d, 6);
         every_call_agrees::<EightRows>(&d, 7);
     }
 }
 
-#[test]
-fn three_hundred_steps_end_with_the_same_parameters() {
-    let Some(device) = opencl() else { return };
-    for d in paths(&device) {
+fn three_hundred_steps_end_with_the_same_parameters(device: &Device) {
+    for d in paths(device) {
         training_agrees::<Seed>(&d, 10, 0.5);
         training_agrees::<Odd>(&d, 11, 0.2);
         training_agrees::<Mlp>(&d, 12, 0.1);
     }
-    training_agrees::<Wide>(&device, 13, 0.05);
+    training_agrees::<Wide>(device, 13, 0.05);
     training_agrees::<Awkward>(&device.with_kernel_path(KernelPath::Tiled), 14, 0.05);
 }
 
-#[test]
-fn auto_picks_fused_for_small_models_and_tiled_for_large_ones() {
-    let Some(device) = opencl() else { return };
+fn auto_picks_fused_for_small_models_and_tiled_for_large_ones(device: &Device) {
     let fused = device.with_kernel_path(KernelPath::Fused);
     assert!(Engine::<Seed>::new(&fused).is_ok());
     assert!(Engine::<Mlp>::new(&fused).is_ok());
@@ -248,4 +232,14 @@ fn auto_picks_fused_for_small_models_and_tiled_for_large_ones() {
         Err(Error::Unsupported { reason, .. }) => assert!(reason.contains("fused"), "{reason}"),
         other => panic!("expected Unsupported for a 64x300x10 model on the fused kernel, got {other:?}"),
     }
+}
+
+crate::tests! {
+    opencl seed_shape_every_call_agrees_with_the_cpu,
+    opencl odd_shape_every_call_agrees_with_the_cpu,
+    opencl wide_shape_every_call_agrees_with_the_cpu,
+    opencl mlp_every_call_agrees_with_the_cpu,
+    opencl awkward_gemm_shapes_every_call_agrees_with_the_cpu,
+    opencl three_hundred_steps_end_with_the_same_parameters,
+    opencl auto_picks_fused_for_small_models_and_tiled_for_large_ones,
 }

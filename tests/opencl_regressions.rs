@@ -1,8 +1,6 @@
 //! Regressions on the OpenCL backend, each named after what once went wrong.
 
-mod opencl_common;
-
-use opencl_common::{assert_close, opencl};
+use crate::support::assert_agree as assert_close;
 use tensorbridge::{Device, Engine, HostTensor, KernelPath, Model, Params};
 
 tensorbridge::model! { struct Iris { batch: 16, features: 4, classes: 3 } }
@@ -34,10 +32,12 @@ fn many_fused_steps<M: Model<Storage = f32>>(device: &Device) {
     assert_close(M::NAME, &a, &b, 1e-4, 1e-3);
 }
 
-#[test]
-fn fused_steps_never_write_past_the_parameters() {
-    let Some(device) = opencl() else { return };
-    many_fused_steps::<Iris>(&device);
-    many_fused_steps::<Narrow>(&device);
-    many_fused_steps::<TallMlp>(&device);
+fn fused_steps_never_write_past_the_parameters(device: &Device) {
+    many_fused_steps::<Iris>(device);
+    many_fused_steps::<Narrow>(device);
+    many_fused_steps::<TallMlp>(device);
+}
+
+crate::tests! {
+    opencl fused_steps_never_write_past_the_parameters,
 }

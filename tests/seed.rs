@@ -1,11 +1,13 @@
-//! The seed's worked example (../shared/seed/README.md), with expectations worked out by
-//! hand — not copied from the document, whose second row of logits is misprinted.
+//! The worked example of `examples/seed.rs` (a 4-feature, 2-class linear model with the
+//! hand-set weights `W = [[10, 2], [10, 1], [-8, 9], [1, 10]]`), with expectations worked
+//! out by hand (the logits are [16.25, 4.0] and [-2.45, 17.1]).
 
 // Index loops mirror the hand arithmetic they check.
 #![allow(clippy::needless_range_loop)]
 
-use tensorbridge::nalgebra::{matrix, vector, SMatrix, SVector};
+use tensorbridge::nalgebra::{SMatrix, SVector};
 use tensorbridge::{host, Device, Model};
+use tensorbridge::{matrix, vector};
 
 tensorbridge::model! {
     /// The seed's cat-vs-dog head.
@@ -25,7 +27,6 @@ fn seed_params() -> CatDogParams {
     CatDogParams { w0: matrix![10.0, 2.0; 10.0, 1.0; -8.0, 9.0; 1.0, 10.0], b0: vector![0.0, 0.0] }
 }
 
-#[test]
 fn declaration_gives_the_contracted_constants_and_types() {
     assert_eq!((CatDog::BATCH, CatDog::FEATURES, CatDog::CLASSES), (2, 4, 2));
     assert_eq!(CatDog::LAYERS, &[4, 2]);
@@ -37,7 +38,6 @@ fn declaration_gives_the_contracted_constants_and_types() {
     let _: SVector<f32, 2> = p.b0;
 }
 
-#[test]
 fn seed_logits_are_what_the_arithmetic_gives() {
     let model = CatDog::with_params(&Device::cpu(), seed_params()).unwrap();
     let xd = model.to_device(&seed_x()).unwrap();
@@ -49,7 +49,6 @@ fn seed_logits_are_what_the_arithmetic_gives() {
     assert_eq!(model.logits(&seed_x()).unwrap(), logits);
 }
 
-#[test]
 fn seed_predictions_and_accuracy() {
     let model = CatDog::with_params(&Device::cpu(), seed_params()).unwrap();
     let y = vector![0u32, 1];
@@ -67,7 +66,6 @@ fn xent(logits: [f64; 2], label: usize) -> f64 {
     lse - logits[label]
 }
 
-#[test]
 fn seed_loss_and_gradients_by_hand() {
     // Softer weights (the seed's W / 10) so that the loss is not vanishingly small.
     let params = CatDogParams { w0: seed_params().w0 / 10.0, b0: vector![0.5, -0.5] };
@@ -100,7 +98,6 @@ fn seed_loss_and_gradients_by_hand() {
     }
 }
 
-#[test]
 fn train_step_applies_sgd_and_returns_the_loss_before() {
     let start = CatDogParams { w0: seed_params().w0 / 10.0, b0: vector![0.5, -0.5] };
     let mut model = CatDog::with_params(&Device::cpu(), start.clone()).unwrap();
@@ -114,7 +111,6 @@ fn train_step_applies_sgd_and_returns_the_loss_before() {
     assert!(model.loss(&seed_x(), &y).unwrap() < loss);
 }
 
-#[test]
 fn new_is_seeded_and_deterministic() {
     let a = CatDog::new(&Device::cpu()).unwrap().params().unwrap();
     let b = CatDog::new(&Device::cpu()).unwrap().params().unwrap();
@@ -125,14 +121,12 @@ fn new_is_seeded_and_deterministic() {
     assert_ne!(a, c);
 }
 
-#[test]
 fn set_params_round_trips() {
     let mut model = CatDog::new(&Device::cpu()).unwrap();
     model.set_params(&seed_params()).unwrap();
     assert_eq!(model.params().unwrap(), seed_params());
 }
 
-#[test]
 fn huge_logits_give_finite_loss_and_gradients() {
     // Logits of magnitude ~1e4: a naive softmax overflows exp() to inf and returns NaN.
     let params = CatDogParams { w0: seed_params().w0 * 1000.0, b0: vector![0.0, 0.0] };
@@ -155,7 +149,6 @@ tensorbridge::model! {
     struct ManyClasses { batch: 128, features: 1, classes: 1000 }
 }
 
-#[test]
 fn uniform_logits_over_many_classes_cost_ln_classes_per_row() {
     // Zero weights and bias: every logit is 0, every row's loss is ln(1000), and the
     // product of the 128 rows' softmax sums (1000^128) would overflow f64 unflushed.
@@ -167,4 +160,16 @@ fn uniform_logits_over_many_classes_cost_ln_classes_per_row() {
     assert!((loss - 1000f64.ln()).abs() < 1e-5, "loss {loss} vs ln 1000 = {}", 1000f64.ln());
     let rows = model.loss_rows(&x, &y, 3).unwrap() as f64;
     assert!((rows - 1000f64.ln()).abs() < 1e-5, "3 rows: {rows}");
+}
+
+crate::tests! {
+    plain declaration_gives_the_contracted_constants_and_types,
+    plain seed_logits_are_what_the_arithmetic_gives,
+    plain seed_predictions_and_accuracy,
+    plain seed_loss_and_gradients_by_hand,
+    plain train_step_applies_sgd_and_returns_the_loss_before,
+    plain new_is_seeded_and_deterministic,
+    plain set_params_round_trips,
+    plain huge_logits_give_finite_loss_and_gradients,
+    plain uniform_logits_over_many_classes_cost_ln_classes_per_row,
 }

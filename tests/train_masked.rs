@@ -23,7 +23,7 @@ tensorbridge::model! {
 }
 
 fn fixture(name: &str) -> DMatrix<f32> {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", "masked", name].iter().collect();
+    let path: PathBuf = crate::support::repo().join("tests/fixtures/masked").join(name);
     npy::read_matrix(&path).unwrap_or_else(|e| panic!("{e}"))
 }
 
@@ -32,7 +32,7 @@ fn fixture_f64(name: &str) -> f64 {
 }
 
 fn dataset() -> Dataset {
-    let dir: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", "masked"].iter().collect();
+    let dir: PathBuf = crate::support::repo().join("tests/fixtures/masked");
     Dataset::from_npy(dir.join("x.npy"), dir.join("y.npy")).unwrap()
 }
 
@@ -66,7 +66,6 @@ fn mlp_params() -> Mlp4Params {
     }
 }
 
-#[test]
 fn ten_rows_in_batches_of_four_are_4_4_2() {
     let data = dataset();
     assert_eq!(data.len(), 10);
@@ -74,41 +73,14 @@ fn ten_rows_in_batches_of_four_are_4_4_2() {
     assert_eq!(rows, vec![4, 4, 2]);
 }
 
-fn opencl(test: &str) -> Option<Device> {
-    match Device::from_name("opencl") {
-        Ok(device) => Some(device),
-        Err(err) => {
-            if std::env::var("TENSORBRIDGE_REQUIRE_OPENCL").as_deref() == Ok("1") {
-                panic!("{test}: TENSORBRIDGE_REQUIRE_OPENCL=1 but no OpenCL device: {err}");
-            }
-            eprintln!("note: {test}: skipped on OpenCL ({err})");
-            None
-        }
-    }
+/// Loss and gradients of a padded dataset (batches 4, 4, 2) against NumPy's.
+fn loss_and_gradients_over_padded_batches_match_numpy(device: &Device) {
+    gradients_match_numpy(device);
 }
 
-#[test]
-fn loss_and_gradients_over_padded_batches_match_numpy_on_the_ten_rows() {
-    gradients_match_numpy(&Device::cpu());
-}
-
-#[test]
-fn loss_and_gradients_over_padded_batches_match_numpy_on_opencl() {
-    if let Some(device) = opencl("loss_and_gradients_over_padded_batches_match_numpy_on_opencl") {
-        gradients_match_numpy(&device);
-    }
-}
-
-#[test]
-fn one_epoch_of_three_steps_matches_numpy() {
-    epoch_matches_numpy(&Device::cpu());
-}
-
-#[test]
-fn one_epoch_of_three_steps_matches_numpy_on_opencl() {
-    if let Some(device) = opencl("one_epoch_of_three_steps_matches_numpy_on_opencl") {
-        epoch_matches_numpy(&device);
-    }
+/// One epoch of three steps against NumPy's.
+fn one_epoch_of_three_steps_matches_numpy(device: &Device) {
+    epoch_matches_numpy(device);
 }
 
 fn gradients_match_numpy(device: &Device) {
@@ -132,7 +104,6 @@ fn gradients_match_numpy(device: &Device) {
     assert_close("mlp db1", g.b1.as_slice(), fixture("mlp_grad_b1.npy").as_slice(), 1e-5);
 }
 
-#[test]
 fn padded_gradients_equal_those_of_one_unpadded_batch() {
     let data = dataset();
     let p = linear_params();
@@ -169,7 +140,6 @@ fn epoch_matches_numpy(device: &Device) {
     assert_close("mlp b1", p.b1.as_slice(), fixture("mlp_epoch_b1.npy").as_slice(), 1e-5);
 }
 
-#[test]
 fn shuffled_epochs_still_visit_every_row_once() {
     // The shuffled order of an epoch still puts every row in exactly one batch, and the
     // padding rows are zeros.
@@ -189,4 +159,12 @@ fn shuffled_epochs_still_visit_every_row_once() {
     }
     seen.sort_unstable();
     assert_eq!(seen, (0..10).collect::<Vec<_>>());
+}
+
+crate::tests! {
+    plain ten_rows_in_batches_of_four_are_4_4_2,
+    device loss_and_gradients_over_padded_batches_match_numpy,
+    device one_epoch_of_three_steps_matches_numpy,
+    plain padded_gradients_equal_those_of_one_unpadded_batch,
+    plain shuffled_epochs_still_visit_every_row_once,
 }

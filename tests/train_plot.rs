@@ -1,7 +1,6 @@
 //! The training-curve SVG and the per-epoch callback of `fit_with`.
 
-#[path = "fixtures/numpy_support.rs"]
-mod support;
+use crate::support;
 
 use tensorbridge::data::Dataset;
 use tensorbridge::nalgebra::DMatrix;
@@ -18,9 +17,9 @@ fn blobs() -> Dataset {
     Dataset::new(x, (0..12).map(|r| (r % 2) as u32).collect()).unwrap()
 }
 
-#[test]
-fn fit_writes_an_svg_of_the_curves_and_calls_back_each_epoch() {
-    let dir = support::scratch("plot");
+/// Fits three epochs with a plot and checks the SVG's structure; returns its path.
+fn fit_with_a_plot(scratch: &str) -> std::path::PathBuf {
+    let dir = support::scratch(scratch);
     let path = dir.join("curves.svg");
     let data = blobs();
     let mut seen = Vec::new();
@@ -40,19 +39,24 @@ fn fit_writes_an_svg_of_the_curves_and_calls_back_each_epoch() {
         let points = line.split("points=\"").nth(1).unwrap().split('"').next().unwrap();
         assert_eq!(points.split_whitespace().count(), 3, "{line}");
     }
-    if support::numpy_available("fit_writes_an_svg_of_the_curves_and_calls_back_each_epoch") {
-        // Well-formed XML, by Python's parser.
-        let out = support::python(
-            "import sys, xml.etree.ElementTree as ET\n\
-             root = ET.parse(sys.argv[1]).getroot()\n\
-             print(root.tag, len(root.findall('{http://www.w3.org/2000/svg}polyline')))",
-            &[path.to_str().unwrap()],
-        );
-        assert_eq!(out.trim(), "{http://www.w3.org/2000/svg}svg 3");
-    }
+    path
 }
 
-#[test]
+fn fit_writes_an_svg_of_the_curves_and_calls_back_each_epoch() {
+    fit_with_a_plot("plot");
+}
+
+fn the_svg_is_well_formed_xml_by_pythons_parser() {
+    let path = fit_with_a_plot("plot-xml");
+    let out = support::python(
+        "import sys, xml.etree.ElementTree as ET\n\
+         root = ET.parse(sys.argv[1]).getroot()\n\
+         print(root.tag, len(root.findall('{http://www.w3.org/2000/svg}polyline')))",
+        &[path.to_str().unwrap()],
+    );
+    assert_eq!(out.trim(), "{http://www.w3.org/2000/svg}svg 3");
+}
+
 fn fit_refuses_bad_inputs_before_any_step() {
     let data = blobs();
     let mut model = Pair::new(&Device::cpu()).unwrap();
@@ -72,12 +76,11 @@ fn fit_refuses_bad_inputs_before_any_step() {
     assert_eq!(model.params().unwrap(), before);
 }
 
-#[test]
 fn fit_keeps_the_callers_pending_deferred_losses() {
     let data = blobs();
     let mut model = Pair::new(&Device::cpu()).unwrap();
-    let x = tensorbridge::nalgebra::matrix![-1.0, -1.0; 1.0, 1.0; -1.0, -0.9; 0.9, 1.0];
-    let y = tensorbridge::nalgebra::vector![0u32, 1, 0, 1];
+    let x = tensorbridge::matrix![-1.0, -1.0; 1.0, 1.0; -1.0, -0.9; 0.9, 1.0];
+    let y = tensorbridge::vector![0u32, 1, 0, 1];
     let mine = [model.loss(&x, &y).unwrap()];
     model.train_step_deferred(&x, &y, 0.1).unwrap();
     let history = model.fit(&data, &[0.5, 0.2], 3).unwrap();
@@ -85,4 +88,11 @@ fn fit_keeps_the_callers_pending_deferred_losses() {
     // The step before `fit` is still pending, with its loss, and nothing of fit's is.
     assert_eq!(model.take_losses().unwrap(), mine);
     assert!(model.take_losses().unwrap().is_empty());
+}
+
+crate::tests! {
+    plain fit_writes_an_svg_of_the_curves_and_calls_back_each_epoch,
+    numpy the_svg_is_well_formed_xml_by_pythons_parser,
+    plain fit_refuses_bad_inputs_before_any_step,
+    plain fit_keeps_the_callers_pending_deferred_losses,
 }

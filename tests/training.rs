@@ -46,12 +46,15 @@ macro_rules! train_to_perfect_accuracy {
     }};
 }
 
-#[test]
 fn softmax_regression_separates_blobs() {
     train_to_perfect_accuracy!(Blobs);
 }
 
-#[test]
 fn mlp_separates_blobs() {
     train_to_perfect_accuracy!(BlobsMlp);
+}
+
+crate::tests! {
+    plain softmax_regression_separates_blobs,
+    plain mlp_separates_blobs,
 }

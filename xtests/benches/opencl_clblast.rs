@@ -1,5 +1,5 @@
 //! Our OpenCL train step against CLBlast's GEMMs for the same step, on the same device, in
-//! the same run: the anchor `benches/anchors/clblast_step.c` (copied from the team's
+//! the same run: the anchor `xtests/benches/anchors/clblast_step.c` (copied from the team's
 //! `bench/clblast-anchor/`) times the matrix products of one SGD step through CLBlast
 //! (bias, ReLU, softmax and the update left out: a lower bound for a CLBlast-built step);
 //! this bench times our whole deferred train step (upload, forward, loss, backward,

@@ -2,10 +2,10 @@
 """Runs our CPU-backend benchmark and the NumPy anchor in the same session and prints the
 ratios (anchor time / our time: above 1 means we are faster).
 
-Usage (from the repository root):  python3 benches/compare.py [SHAPE ...]
+Usage (from the repository root):  python3 xtests/benches/compare.py [SHAPE ...]
   SHAPE: seed iris digits mnist wide (default: all). Needs numpy.
-The anchor is ../shared/bench/numpy_anchor.py; criterion's medians are read from
-target/criterion/<shape>/<train_step|infer>/new/estimates.json.
+The anchor is anchors/numpy_anchor.py beside this file (see anchors/README.md); criterion's
+medians are read from target/criterion/<shape>/<train_step|infer>/new/estimates.json.
 """
 import json
 import os
@@ -13,15 +13,16 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ANCHOR = os.path.join(ROOT, "..", "shared", "bench", "numpy_anchor.py")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+ANCHOR = os.path.join(HERE, "anchors", "numpy_anchor.py")
 SHAPES = ["seed", "iris", "digits", "mnist", "wide"]
 
 
 def ours(shapes):
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     pattern = "^(" + "|".join(shapes) + ")/"
-    subprocess.run(["cargo", "bench", "--bench", "train_step", "--", pattern,
+    subprocess.run(["cargo", "bench", "-p", "tensorbridge-xtests", "--bench", "train_step", "--", pattern,
                     "--warm-up-time", "1", "--measurement-time", "3"], cwd=ROOT, check=True,
                    stdout=subprocess.DEVNULL)
     out = {}

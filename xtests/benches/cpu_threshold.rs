@@ -6,7 +6,7 @@
 //! read once per process from `TENSORBRIDGE_PAR_MIN_MACS`), and prints the ratio (above 1:
 //! the threads pay). The crossover is where `PAR_MIN_MACS` in `src/backend/cpu.rs` sits.
 //!
-//! Run: `cargo bench --bench cpu_threshold`
+//! Run: `cargo bench -p tensorbridge-xtests --bench cpu_threshold`
 
 use std::time::Instant;
 

@@ -1,12 +1,12 @@
 //! The train step on OpenCL (PoCL in CI) against the CPU backend, at the seed's shape and
 //! at batch 64 / features 300 / classes 10, and the floor: one empty kernel launch plus
 //! `clFinish` on the same device. Also the deferred step (no loss read per step), and the
-//! MLP anchor shapes of `../shared/bench` (digits, mnist, wide: group `mlp`).
+//! MLP shapes of the NumPy anchor (`anchors/numpy_anchor.py`) (digits, mnist, wide: group `mlp`).
 //!
 //! ```text
-//! cargo bench --bench opencl                       # PoCL's default (pthread) device
-//! POCL_DEVICES=basic cargo bench --bench opencl    # PoCL's single-threaded device
-//! cargo bench --bench opencl -- mlp/               # only the anchor MLP shapes
+//! cargo bench -p tensorbridge-xtests --bench opencl                       # PoCL's default (pthread) device
+//! POCL_DEVICES=basic cargo bench -p tensorbridge-xtests --bench opencl    # PoCL's single-threaded device
+//! cargo bench -p tensorbridge-xtests --bench opencl -- mlp/               # only the anchor MLP shapes
 //! ```
 //! Without an OpenCL device only the CPU benches run.
 

@@ -1,5 +1,5 @@
-//! Train step and inference step on the CPU backend at the anchor shapes of
-//! `../shared/bench` (one SGD step: forward, mean softmax cross-entropy, backward, update;
+//! Train step and inference step on the CPU backend at the shapes of the NumPy anchor
+//! (`anchors/numpy_anchor.py`, see `anchors/README.md`) (one SGD step: forward, mean softmax cross-entropy, backward, update;
 //! inference: logits, argmax, accuracy; float32):
 //!
 //! | name   | batch | features | hidden | classes |
@@ -10,8 +10,8 @@
 //! | mnist  | 128   | 784      | 128    | 10      |
 //! | wide   | 256   | 1024     | 1024   | 16      |
 //!
-//! Run: `cargo bench --bench train_step [-- SHAPE]`; compare with the anchor run in the same
-//! session (`python3 ../shared/bench/numpy_anchor.py`), as a ratio.
+//! Run: `cargo bench -p tensorbridge-xtests --bench train_step [-- SHAPE]`; compare with the
+//! anchor run in the same session, as a ratio: `python3 xtests/benches/compare.py`.
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use tensorbridge::rng::Rng;

@@ -3,7 +3,7 @@
 //! kernel's local memory, timed with deferred steps (no read per step). The crossover is
 //! where `FUSED_MAX_MACS` in `src/kernels.rs` should sit.
 //!
-//! Run: `cargo bench --bench opencl_paths` (needs an OpenCL device; prints a table).
+//! Run: `cargo bench -p tensorbridge-xtests --bench opencl_paths` (needs an OpenCL device; prints a table).
 
 use std::time::Instant;
 

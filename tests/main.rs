@@ -1,0 +1,57 @@
+//! The integration tests: one binary, run by the harness of `support` (see there), so
+//! that a test which cannot run here (no OpenCL device, no NumPy) shows as ignored in the
+//! summary, with the reason in its name, instead of passing silently.
+
+mod support;
+
+mod checkpoint;
+mod data_split;
+mod errors;
+mod expansion;
+mod f16_accuracy;
+mod f16_storage;
+mod gradcheck;
+mod mlp_digits;
+mod npy_malformed;
+mod npy_numpy;
+mod numpy_reference;
+mod opencl_cache;
+mod opencl_differential;
+mod opencl_errors;
+mod opencl_f16;
+mod opencl_fallback;
+mod opencl_regressions;
+mod opencl_snapshot;
+mod seed;
+mod train_accuracy;
+mod train_masked;
+mod train_plot;
+mod training;
+
+fn main() -> std::process::ExitCode {
+    support::harness(&[
+        checkpoint::TESTS,
+        data_split::TESTS,
+        errors::TESTS,
+        expansion::TESTS,
+        f16_accuracy::TESTS,
+        f16_storage::TESTS,
+        gradcheck::TESTS,
+        mlp_digits::TESTS,
+        npy_malformed::TESTS,
+        npy_numpy::TESTS,
+        numpy_reference::TESTS,
+        opencl_cache::TESTS,
+        opencl_differential::TESTS,
+        opencl_errors::TESTS,
+        opencl_f16::TESTS,
+        opencl_fallback::TESTS,
+        opencl_regressions::TESTS,
+        opencl_snapshot::TESTS,
+        seed::TESTS,
+        train_accuracy::TESTS,
+        train_masked::TESTS,
+        train_plot::TESTS,
+        training::TESTS,
+    ])
+}
