@@ -4,19 +4,16 @@
 //! through others, a module that imports it.
 //!
 //! ```text
-//! host I/O      train (fit, evaluate, plots)   checkpoint   data -> npy   fsutil
-//!                          |                        |
-//! runtime       engine (Engine<M>: validation, deferred losses; names no backend)
-//!                 |            |
-//!               tensor       device (Device: finds devices, builds a model's backend)
-//!                 |            |
-//! backends      backend::{cpu, opencl}  -- leaves behind the `Backend` trait
-//!                 |            |
-//! kernels       kernels (OpenCL source: layout -> #defines, cl/ templates, Mode, arguments)
+//! host I/O   train (fit, evaluate, plots)   checkpoint   data -> npy   fsutil
+//! runtime    engine (Engine<M>: validation, deferred losses; names no backend)   prebuild
+//!            tensor (DeviceTensor)   device (Device: finds devices, builds a model's backend)
+//! backends   backend::{cpu, opencl}: leaves behind the `Backend` trait
+//! kernels    kernels (OpenCL source: layout -> #defines, cl/ templates, Mode, arguments)
+//!            startup (StartupReport)   profile (StepProfile)   info (DeviceInfo, KernelPath)
 //! ------------------------------------------------------------------ no_std below
-//! core          cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)   gemm (feature)
-//!               check (input validation)   rng (SplitMix64)
-//! bottom        model (Model, Params, HostTensor)   layout (flat layouts)   error
+//! core       cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)   gemm (feature)
+//!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
+//! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error
 //! ```
 //!
 //! - [`layout`](crate::layout) is the single source of the flat parameter layout and the

@@ -5,7 +5,7 @@
 //!
 //! Generic over the model, so every loop bound is a compile-time constant: at small shapes
 //! LLVM unrolls and vectorises the whole step. With the feature `parallel`, layers of at
-//! least [`GEMM_MIN_MACS`](crate::gemm::GEMM_MIN_MACS) multiply-adds go through the `gemm`
+//! least `GEMM_MIN_MACS` (2^13) multiply-adds go through the `gemm`
 //! crate's packed kernels instead of these loops.
 //!
 //! `f16` storage: the parameters are held as `f32` values that are all exactly

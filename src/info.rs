@@ -88,15 +88,15 @@ impl fmt::Display for DeviceInfo {
     }
 }
 
-/// Which OpenCL kernels a model on this device uses (see [`Device::with_kernel_path`]).
+/// Which OpenCL kernels a model on this device uses (see [`Device::with_kernel_path`](crate::Device::with_kernel_path)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum KernelPath {
     /// The fused one-launch kernel when the model is small enough and the device can run
-    /// it, else the tiled kernels. The rule is documented on [`Device::with_kernel_path`].
+    /// it, else the tiled kernels. The rule is documented on [`Device::with_kernel_path`](crate::Device::with_kernel_path).
     #[default]
     Auto,
     /// Always the fused kernel; a model too large for it fails with
-    /// [`Error::Unsupported`].
+    /// [`Error::Unsupported`](crate::Error::Unsupported).
     Fused,
     /// Always the tiled kernels (one launch per layer and stage).
     Tiled,
