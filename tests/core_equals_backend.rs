@@ -52,14 +52,12 @@ where
     assert_eq!(again.logits(x).unwrap().as_flat(), engine.logits(x).unwrap().as_flat());
 }
 
-#[test]
 fn seed_shape_train_step_is_bit_identical() {
     let x = SMatrix::<f32, 2, 4>::new(0.9, 0.8, 0.1, 0.05, 0.1, 0.2, 0.8, 0.95);
     let y = SVector::<u32, 2>::new(0, 1);
     same::<Seed>(&x, &y, 50);
 }
 
-#[test]
 fn iris_shape_and_f16_mlp_are_bit_identical() {
     let x = SMatrix::<f32, 16, 4>::from_fn(|r, c| ((r * 5 + c * 3) % 7) as f32 / 3.0 - 1.0);
     let y = SVector::<u32, 16>::from_fn(|r, _| (r % 3) as u32);
@@ -71,7 +69,6 @@ fn iris_shape_and_f16_mlp_are_bit_identical() {
     same::<Mlp>(&x, &y, 20);
 }
 
-#[test]
 fn core_checks_its_inputs() {
     let mut core = Cpu::<Seed>::with_seed(1);
     let x = SMatrix::<f32, 2, 4>::from_element(f32::NAN);
@@ -88,4 +85,10 @@ fn core_checks_its_inputs() {
         Err(tensorbridge::Error::InvalidLearningRate { .. })
     ));
     assert_eq!(core.params(), before);
+}
+
+crate::tests! {
+    plain seed_shape_train_step_is_bit_identical,
+    plain iris_shape_and_f16_mlp_are_bit_identical,
+    plain core_checks_its_inputs,
 }

@@ -111,11 +111,11 @@ where
     let p: Vec<f32> = (0..M16::Params::LEN).map(|k| noise(seed + 1, k)).collect();
     let (x16, p16) = (f16s(&x), f16s(&p));
 
-    let m16 = Engine::<M16>::with_params(&Device::cpu(), &M16::Params::from_flat(&p16)).unwrap();
+    let m16 = Engine::<M16>::with_params(&Device::cpu(), M16::Params::from_flat(&p16)).unwrap();
     let z16 = m16.logits(&M16::Input::from_flat(&x16)).unwrap();
 
     // Against the f32 model on the f16-rounded values: the same arithmetic.
-    let m32 = Engine::<M32>::with_params(&Device::cpu(), &M32::Params::from_flat(&widen(&p16))).unwrap();
+    let m32 = Engine::<M32>::with_params(&Device::cpu(), M32::Params::from_flat(&widen(&p16))).unwrap();
     let z32 = m32.logits(&M32::Input::from_flat(&widen(&x16))).unwrap();
     assert_eq!(z16.as_flat(), z32.as_flat(), "{}: f16 model vs f32 model on rounded values", M16::NAME);
 
@@ -170,8 +170,8 @@ fn every_step_rounds_the_parameters_to_f16_like_the_f32_model_rounded_by_hand() 
     let x: Vec<f32> = widen(&f16s(&(0..15).map(|k| noise(3, k) * 2.0).collect::<Vec<_>>()));
     let y = SVector::<u32, 3>::new(2, 0, 1);
     let p: Vec<f32> = widen(&f16s(&(0..Mlp16Params::LEN).map(|k| noise(4, k)).collect::<Vec<_>>()));
-    let mut m16 = Engine::<Mlp16>::with_params(&Device::cpu(), &Mlp16Params::from_flat(&f16s(&p))).unwrap();
-    let mut m32 = Engine::<Mlp32>::with_params(&Device::cpu(), &Mlp32Params::from_flat(&p)).unwrap();
+    let mut m16 = Engine::<Mlp16>::with_params(&Device::cpu(), Mlp16Params::from_flat(&f16s(&p))).unwrap();
+    let mut m32 = Engine::<Mlp32>::with_params(&Device::cpu(), Mlp32Params::from_flat(&p)).unwrap();
     let x16 = <Mlp16 as Model>::Input::from_flat(&f16s(&x));
     let x32 = <Mlp32 as Model>::Input::from_flat(&x);
     for step in 0..50 {

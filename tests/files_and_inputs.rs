@@ -3,7 +3,7 @@
 //! those); a label of `u32::MAX` costs no memory by its value; `fit_with`'s plot path is
 //! checked before the first epoch; an `f8` value beyond `f32`'s range is named as such.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use tensorbridge::nalgebra::DMatrix;
 use tensorbridge::npy::{self, NpyErrorKind};
@@ -14,11 +14,9 @@ tensorbridge::model! {
     pub struct Seed { batch: 2, features: 4, classes: 2 }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("tensorbridge-issue12-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory of this module's (named apart from other modules' scratch folders).
+fn scratch(name: &str) -> std::path::PathBuf {
+    crate::support::scratch(&format!("issue12-{name}"))
 }
 
 fn entries(dir: &Path) -> Vec<String> {
@@ -60,8 +58,7 @@ mod modes {
         m
     }
 
-    #[test]
-    fn new_files_get_the_umask_mode_and_replaced_files_keep_theirs() {
+    pub fn new_files_get_the_umask_mode_and_replaced_files_keep_theirs() {
         let dir = scratch("modes");
         let want = expected_new_mode(&dir);
         assert_ne!(want & 0o044, 0, "test setup: a umask that hides group and other reads proves nothing");
@@ -93,28 +90,44 @@ mod modes {
     }
 
     /// The mode follows the umask of the writing process: a child with umask 027 gets 0640.
-    #[test]
-    fn the_mode_follows_the_umask() {
-        let Ok(path) = std::env::var("TENSORBRIDGE_TEST_UMASK_CHILD") else {
-            let dir = scratch("umask");
-            let path = dir.join("child.safetensors");
-            let exe = std::env::current_exe().unwrap();
-            let cmd = format!(
-                "umask 027 && exec '{}' --exact modes::the_mode_follows_the_umask --test-threads 1",
-                exe.display()
-            );
-            let status = std::process::Command::new("sh")
-                .args(["-c", &cmd])
-                .env("TENSORBRIDGE_TEST_UMASK_CHILD", &path)
-                .status()
-                .unwrap();
-            assert!(status.success());
-            assert_eq!(mode(&path), 0o640);
-            std::fs::remove_dir_all(&dir).unwrap();
-            return;
-        };
-        Seed::new(&Device::cpu()).unwrap().save(path).unwrap();
+    pub fn the_mode_follows_the_umask() {
+        let dir = scratch("umask");
+        let path = dir.join("child.safetensors");
+        let child = crate::support::child_process(module_path!().rsplit_once("::").unwrap().0, "umask_child");
+        // The same command, started by a shell that sets the umask first.
+        let out = std::process::Command::new("sh")
+            .args(["-c", "umask 027 && exec \"$0\" \"$@\""])
+            .arg(child.get_program())
+            .args(child.get_args())
+            .env(UMASK_CHILD, &path)
+            .output()
+            .unwrap();
+        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "child failed:\n{text}");
+        assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+        assert_eq!(mode(&path), 0o640);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
+}
+
+const UMASK_CHILD: &str = "TENSORBRIDGE_TEST_UMASK_CHILD";
+
+/// In the child process (umask 027): save a checkpoint to the path the parent gave.
+fn umask_child() {
+    let path = std::env::var(UMASK_CHILD).unwrap();
+    Seed::new(&Device::cpu()).unwrap().save(path).unwrap();
+}
+
+/// (Unix only: elsewhere there are no mode bits to check.)
+fn new_files_get_the_umask_mode_and_replaced_files_keep_theirs() {
+    #[cfg(unix)]
+    modes::new_files_get_the_umask_mode_and_replaced_files_keep_theirs();
+}
+
+/// (Unix only.)
+fn the_mode_follows_the_umask() {
+    #[cfg(unix)]
+    modes::the_mode_follows_the_umask();
 }
 
 /// The pid of a process that has exited.
@@ -125,7 +138,6 @@ fn dead_pid() -> u32 {
     pid
 }
 
-#[test]
 fn a_save_removes_its_paths_stale_temporaries_only() {
     let dir = scratch("stale");
     let dead = dead_pid();
@@ -155,7 +167,6 @@ fn a_save_removes_its_paths_stale_temporaries_only() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
 fn a_label_of_u32_max_costs_no_memory_by_its_value() {
     let dir = scratch("labels");
     let features = dir.join("x.npy");
@@ -179,7 +190,6 @@ fn a_label_of_u32_max_costs_no_memory_by_its_value() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
 fn a_plot_path_in_a_missing_directory_fails_before_the_first_epoch() {
     let dir = scratch("plot");
     let set = Dataset::new(DMatrix::from_fn(4, 4, |r, c| (r * c) as f32 / 9.0), vec![0, 1, 0, 1]).unwrap();
@@ -207,7 +217,6 @@ fn a_plot_path_in_a_missing_directory_fails_before_the_first_epoch() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[test]
 fn an_f64_value_beyond_f32_range_is_named_as_such() {
     let dir = scratch("f64");
     let path = dir.join("x.npy");
@@ -233,4 +242,14 @@ fn an_f64_value_beyond_f32_range_is_named_as_such() {
     std::fs::write(&path, npy_bytes("<f8", "(2, 2)", &data)).unwrap();
     assert_eq!(npy::read_matrix(&path).unwrap()[(0, 1)], f32::MAX);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+crate::tests! {
+    plain new_files_get_the_umask_mode_and_replaced_files_keep_theirs,
+    plain the_mode_follows_the_umask,
+    child(UMASK_CHILD) umask_child,
+    plain a_save_removes_its_paths_stale_temporaries_only,
+    plain a_label_of_u32_max_costs_no_memory_by_its_value,
+    plain a_plot_path_in_a_missing_directory_fails_before_the_first_epoch,
+    plain an_f64_value_beyond_f32_range_is_named_as_such,
 }

@@ -92,9 +92,8 @@ fn imports(module: &[String], source: &str, known: &BTreeSet<Vec<String>>) -> BT
     found
 }
 
-#[test]
 fn no_module_imports_a_module_that_imports_it() {
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let src = crate::support::repo().join("src");
     let mut files = Vec::new();
     modules(&src, &[], &mut files);
     let known: BTreeSet<Vec<String>> = files.iter().map(|(m, _)| m.clone()).collect();
@@ -152,4 +151,8 @@ fn no_module_imports_a_module_that_imports_it() {
         let outside: Vec<_> = deps.iter().filter(|d| d[0] != bottom).collect();
         assert!(outside.is_empty(), "{bottom} imports {outside:?}");
     }
+}
+
+crate::tests! {
+    plain no_module_imports_a_module_that_imports_it,
 }

@@ -5,12 +5,15 @@
 mod support;
 
 mod checkpoint;
+mod core_equals_backend;
 mod data_split;
 mod errors;
 mod expansion;
 mod f16_accuracy;
 mod f16_storage;
+mod files_and_inputs;
 mod gradcheck;
+mod layers;
 mod mlp_digits;
 mod npy_malformed;
 mod npy_numpy;
@@ -20,23 +23,30 @@ mod opencl_differential;
 mod opencl_errors;
 mod opencl_f16;
 mod opencl_fallback;
+mod opencl_issue11b;
 mod opencl_regressions;
 mod opencl_snapshot;
+mod opencl_startup;
 mod seed;
+mod threads;
 mod train_accuracy;
 mod train_masked;
 mod train_plot;
 mod training;
+mod update_overflow;
 
 fn main() -> std::process::ExitCode {
     support::harness(&[
         checkpoint::TESTS,
+        core_equals_backend::TESTS,
         data_split::TESTS,
         errors::TESTS,
         expansion::TESTS,
         f16_accuracy::TESTS,
         f16_storage::TESTS,
+        files_and_inputs::TESTS,
         gradcheck::TESTS,
+        layers::TESTS,
         mlp_digits::TESTS,
         npy_malformed::TESTS,
         npy_numpy::TESTS,
@@ -46,12 +56,16 @@ fn main() -> std::process::ExitCode {
         opencl_errors::TESTS,
         opencl_f16::TESTS,
         opencl_fallback::TESTS,
+        opencl_issue11b::TESTS,
         opencl_regressions::TESTS,
         opencl_snapshot::TESTS,
+        opencl_startup::TESTS,
         seed::TESTS,
+        threads::TESTS,
         train_accuracy::TESTS,
         train_masked::TESTS,
         train_plot::TESTS,
         training::TESTS,
+        update_overflow::TESTS,
     ])
 }

@@ -74,7 +74,11 @@ macro_rules! hot_path_allocates_nothing {
             });
             assert_eq!(n, 0, "{} allocations in 100 rounds of predict, logits, loss, train_step", n);
             // The counter works: a call that does allocate is seen.
-            assert!(allocations(|| drop(std::hint::black_box(model.params().unwrap()))) <= 1);
+            assert!(
+                allocations(|| {
+                    std::hint::black_box(model.params().unwrap());
+                }) <= 1
+            );
             assert!(allocations(|| drop(std::hint::black_box(vec![0u8; 64]))) == 1);
         }
     };

@@ -88,8 +88,8 @@ where
     let p16 = f16s(&(0..M16::Params::LEN).map(|k| noise(seed + 1, k) * 0.5).collect::<Vec<_>>());
     let x16 = input::<M16>(seed);
     let y = labels::<M16>(seed);
-    let m16 = Engine::<M16>::with_params(device, &M16::Params::from_flat(&p16)).unwrap();
-    let m32 = Engine::<M32>::with_params(device, &M32::Params::from_flat(&widen(&p16))).unwrap();
+    let m16 = Engine::<M16>::with_params(device, M16::Params::from_flat(&p16)).unwrap();
+    let m32 = Engine::<M32>::with_params(device, M32::Params::from_flat(&widen(&p16))).unwrap();
     let x32 = M32::Input::from_flat(&widen(x16.as_flat()));
     let y32 = M32::Labels::from_flat(y.as_flat());
     let what = |call: &str| format!("{} vs {} on {device}: {call}", M16::NAME, M32::NAME);

@@ -6,9 +6,7 @@
 //! - per-stage step profiling names the stages after the model's layers, in the order
 //!   they run, every duration > 0, and its JSON lists them in that order.
 
-mod opencl_common;
-
-use opencl_common::{assert_close, noise, opencl};
+use crate::support::{assert_agree as assert_close, noise};
 use tensorbridge::{Device, Engine, Error, HostTensor, KernelPath, Model, Params, StorageElement, Upload};
 
 tensorbridge::model! {
@@ -103,9 +101,7 @@ fn same_in_every_mode<M: Model<Storage = f32>>(device: &Device, by_value: bool) 
     copy
 }
 
-#[test]
-fn upload_modes_are_bit_identical_and_match_the_cpu() {
-    let Some(device) = opencl() else { return };
+fn upload_modes_are_bit_identical_and_match_the_cpu(device: &Device) {
     fn against_cpu<M: Model<Storage = f32>>(t: &Trace) {
         let cpu = trace::<M>(&Device::cpu());
         let f = |v: &[u32]| v.iter().map(|&b| f32::from_bits(b)).collect::<Vec<_>>();
@@ -114,13 +110,13 @@ fn upload_modes_are_bit_identical_and_match_the_cpu() {
         assert_close(&format!("{} logits", M::NAME), &f(&t.logits), &f(&cpu.logits), 1e-4, 1e-3);
         assert_close(&format!("{} grads", M::NAME), &f(&t.grads), &f(&cpu.grads), 1e-4, 1e-3);
     }
-    let t = same_in_every_mode::<Seed>(&device, true);
+    let t = same_in_every_mode::<Seed>(device, true);
     against_cpu::<Seed>(&t);
-    let t = same_in_every_mode::<Mlp>(&device, true);
+    let t = same_in_every_mode::<Mlp>(device, true);
     against_cpu::<Mlp>(&t);
-    let t = same_in_every_mode::<WideMlp>(&device, false);
+    let t = same_in_every_mode::<WideMlp>(device, false);
     against_cpu::<WideMlp>(&t);
-    let t = same_in_every_mode::<Awkward>(&device, false);
+    let t = same_in_every_mode::<Awkward>(device, false);
     against_cpu::<Awkward>(&t);
     // The tiled kernels never take the batch by value; copy and zero-copy still agree.
     let tiled = device.with_kernel_path(KernelPath::Tiled);
@@ -128,14 +124,13 @@ fn upload_modes_are_bit_identical_and_match_the_cpu() {
     against_cpu::<Mlp>(&t);
 }
 
-#[test]
-fn f16_batch_by_value_matches_the_buffer() {
-    let Some(device) = opencl() else { return };
+fn f16_batch_by_value_matches_the_buffer(device: &Device) {
     let run = |device: &Device| {
         let mut model = Engine::<Odd16>::with_seed(device, 3).unwrap();
         let mut out = Vec::new();
         for s in 0..10u64 {
-            let x: Vec<half::f16> = (0..15).map(|k| half::f16::from_f32(noise(s, k))).collect();
+            let x: Vec<tensorbridge::half::f16> =
+                (0..15).map(|k| tensorbridge::half::f16::from_f32(noise(s, k))).collect();
             let x = <Odd16 as Model>::Input::from_flat(&x);
             out.push(model.train_step(&x, &labels::<Odd16>(s), 0.1).unwrap().to_bits());
         }
@@ -147,9 +142,7 @@ fn f16_batch_by_value_matches_the_buffer() {
     assert_eq!(copy, run(&device.with_upload(Upload::ZeroCopy)));
 }
 
-#[test]
-fn device_reports_its_memory_and_argument_room() {
-    let Some(device) = opencl() else { return };
+fn device_reports_its_memory_and_argument_room(device: &Device) {
     let info = device.info().unwrap();
     // Every OpenCL device allows 256 bytes of arguments at least (1024 on full profiles).
     assert!(info.max_parameter_size >= 256, "{}", info.max_parameter_size);
@@ -181,9 +174,7 @@ fn check_profile(profile: &tensorbridge::StepProfile, want: &[&str], loss: f32) 
     assert!(json.starts_with('{') && json.ends_with('}'));
 }
 
-#[test]
-fn profile_of_a_tiled_step_names_every_layer() {
-    let Some(device) = opencl() else { return };
+fn profile_of_a_tiled_step_names_every_layer(device: &Device) {
     let device = device.with_kernel_path(KernelPath::Tiled);
     let (x, y) = (input::<Mlp>(1), labels::<Mlp>(1));
     let mut plain = Engine::<Mlp>::with_seed(&device, 5).unwrap();
@@ -214,9 +205,7 @@ fn profile_of_a_tiled_step_names_every_layer() {
     assert_eq!(plain.train_step(&x, &y, 0.1).unwrap().to_bits(), profiled.train_step(&x, &y, 0.1).unwrap().to_bits());
 }
 
-#[test]
-fn profile_of_a_fused_step() {
-    let Some(device) = opencl() else { return };
+fn profile_of_a_fused_step(device: &Device) {
     let device = device.with_profiling(true);
     let (x, y) = (input::<Seed>(2), labels::<Seed>(2));
     for (upload, want) in [
@@ -231,11 +220,9 @@ fn profile_of_a_fused_step() {
     }
 }
 
-#[test]
-fn profile_needs_profiling_on() {
-    let Some(device) = opencl() else { return };
+fn profile_needs_profiling_on(device: &Device) {
     let (x, y) = (input::<Seed>(2), labels::<Seed>(2));
-    let mut model = Engine::<Seed>::new(&device).unwrap();
+    let mut model = Engine::<Seed>::new(device).unwrap();
     let before = bits(&model.params().unwrap());
     assert!(matches!(model.profile_step(&x, &y, 0.1), Err(Error::Unsupported { .. })));
     assert_eq!(before, bits(&model.params().unwrap()), "a refused profile changes nothing");
@@ -245,4 +232,13 @@ fn profile_needs_profiling_on() {
     let mut model = Engine::<Seed>::new(&device.with_profiling(true)).unwrap();
     assert!(matches!(model.profile_step(&x, &y, f32::NAN), Err(Error::InvalidLearningRate { .. })));
     let _ = values(&model.params().unwrap());
+}
+
+crate::tests! {
+    opencl upload_modes_are_bit_identical_and_match_the_cpu,
+    opencl f16_batch_by_value_matches_the_buffer,
+    opencl device_reports_its_memory_and_argument_room,
+    opencl profile_of_a_tiled_step_names_every_layer,
+    opencl profile_of_a_fused_step,
+    opencl profile_needs_profiling_on,
 }

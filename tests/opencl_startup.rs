@@ -1,9 +1,9 @@
 //! Start-up reports, warm-up and `prebuild` on OpenCL: where the program came from is
 //! reported truthfully, and warming up changes neither the parameters nor the losses.
+//! The checks run in a child process with its own, empty `TENSORBRIDGE_CACHE_DIR`, so the
+//! first build is a real compile whatever else this suite has built.
 
-mod opencl_common;
-
-use opencl_common::{noise, opencl};
+use crate::support::{child_process, noise, opencl_device, scratch};
 use tensorbridge::{prebuild, Device, Engine, HostTensor, Model, Params, ProgramOrigin};
 
 tensorbridge::model! {
@@ -17,13 +17,30 @@ fn flat<P: Params<Elem = f32>>(p: &P) -> Vec<u32> {
     out.iter().map(|v| v.to_bits()).collect()
 }
 
-#[test]
-fn prebuild_fills_the_cache_and_warm_up_changes_nothing() {
-    let dir = std::env::temp_dir().join(format!("tensorbridge-startup-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // Before any OpenCL use in this binary (one test only).
-    std::env::set_var(tensorbridge::CACHE_DIR_ENV, &dir);
-    let Some(device) = opencl() else { return };
+const CHILD: &str = "TENSORBRIDGE_STARTUP_CHILD";
+
+/// (The device is opened by the child process, after its cache directory is set.)
+fn prebuild_fills_the_cache_and_warm_up_changes_nothing(_device: &Device) {
+    let dir = scratch("startup-cache");
+    let out = child_process(module_path!(), "startup_child")
+        .env(CHILD, "1")
+        .env(tensorbridge::CACHE_DIR_ENV, &dir)
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "child failed:\n{text}");
+    assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// In the child, its cache directory empty: prebuild compiles, a second device loads the
+/// disk cache, warm-up changes nothing.
+fn startup_child() {
+    assert!(
+        std::env::var_os(tensorbridge::CACHE_DIR_ENV).is_some_and(|d| std::fs::read_dir(d).unwrap().next().is_none()),
+        "the child starts with an empty cache directory of its own"
+    );
+    let device = opencl_device();
 
     let report = prebuild::<Tiled>(&device).unwrap().expect("an OpenCL report");
     assert_eq!(report.origin, ProgramOrigin::Compiled);
@@ -58,5 +75,9 @@ fn prebuild_fills_the_cache_and_warm_up_changes_nothing() {
     model.train_step_deferred(&x, &y, 0.1).unwrap();
     assert_eq!(flat(&model.params().unwrap()), flat(&after_step), "a step after warm_up differs");
     assert!(Engine::<Tiled>::new(&Device::cpu()).unwrap().startup_report().is_none());
-    let _ = std::fs::remove_dir_all(&dir);
+}
+
+crate::tests! {
+    child(CHILD) startup_child,
+    opencl prebuild_fills_the_cache_and_warm_up_changes_nothing,
 }

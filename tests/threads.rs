@@ -2,11 +2,10 @@
 //! predictions from 4 threads sharing one `Arc<Model>` equal the sequential ones bit for bit,
 //! on the CPU and on OpenCL (both kernel paths).
 
-mod opencl_common;
-
 use std::sync::Arc;
 use std::thread;
 
+use crate::support::{noise, paths};
 use tensorbridge::nalgebra::SMatrix;
 use tensorbridge::{Device, Model};
 
@@ -18,7 +17,7 @@ fn assert_send_sync<T: Send + Sync>() {}
 
 /// Batch `k`: deterministic values in [-1, 1) (independent of the crate's RNG).
 fn batch(k: usize) -> SMatrix<f32, 8, 6> {
-    SMatrix::from_fn(|r, c| opencl_common::noise(k as u64 + 1, r * 6 + c))
+    SMatrix::from_fn(|r, c| noise(k as u64 + 1, r * 6 + c))
 }
 
 fn labels(k: usize) -> tensorbridge::nalgebra::SVector<u32, 8> {
@@ -76,15 +75,13 @@ fn shared_model_agrees(device: &Device) {
     });
 }
 
-#[test]
-fn cpu_shared_model_agrees_with_sequential() {
-    shared_model_agrees(&Device::cpu());
-}
-
-#[test]
-fn opencl_shared_model_agrees_with_sequential() {
-    let Some(device) = opencl_common::opencl() else { return };
-    for device in opencl_common::paths(&device) {
+/// On the CPU, and on OpenCL on both kernel paths.
+fn shared_model_agrees_with_sequential(device: &Device) {
+    for device in paths(device) {
         shared_model_agrees(&device);
     }
+}
+
+crate::tests! {
+    device shared_model_agrees_with_sequential,
 }

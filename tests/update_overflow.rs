@@ -4,8 +4,7 @@
 //! immediate steps and for deferred ones (reported by `take_losses`, the step skipped).
 //! A checkpoint saved afterwards loads.
 
-mod opencl_common;
-
+use crate::support::{noise, scratch};
 use tensorbridge::{Device, Element, Engine, Error, HostTensor, KernelPath, Model, Params, StorageElement};
 
 tensorbridge::model! {
@@ -29,16 +28,16 @@ tensorbridge::model! {
     pub struct Mlp16 { batch: 3, features: 5, hidden: [6], classes: 4, storage: f16 }
 }
 
-/// The CPU, and on OpenCL (if present) the automatic choice, the fused and the tiled
-/// kernels.
-fn devices() -> Vec<(String, Device)> {
-    let mut out = vec![("cpu".to_string(), Device::cpu())];
-    if let Some(cl) = opencl_common::opencl() {
-        out.push(("opencl".to_string(), cl.clone()));
-        out.push(("opencl fused".to_string(), cl.with_kernel_path(KernelPath::Fused)));
-        out.push(("opencl tiled".to_string(), cl.with_kernel_path(KernelPath::Tiled)));
+/// The CPU as is; on OpenCL the automatic choice, the fused and the tiled kernels.
+fn devices(device: &Device) -> Vec<(String, Device)> {
+    if device.is_cpu() {
+        return vec![("cpu".to_string(), device.clone())];
     }
-    out
+    vec![
+        ("opencl".to_string(), device.clone()),
+        ("opencl fused".to_string(), device.with_kernel_path(KernelPath::Fused)),
+        ("opencl tiled".to_string(), device.with_kernel_path(KernelPath::Tiled)),
+    ]
 }
 
 /// The parameters' bits, to compare exactly (NaN included).
@@ -49,9 +48,8 @@ fn bits<M: Model>(model: &Engine<M>) -> Vec<u32> {
 }
 
 fn batch<M: Model>(scale: f32) -> (M::Input, M::Labels) {
-    let x: Vec<M::Storage> = (0..M::BATCH * M::FEATURES)
-        .map(|k| M::Storage::from_f32(scale * (0.5 + 0.5 * opencl_common::noise(3, k))))
-        .collect();
+    let x: Vec<M::Storage> =
+        (0..M::BATCH * M::FEATURES).map(|k| M::Storage::from_f32(scale * (0.5 + 0.5 * noise(3, k)))).collect();
     let y: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
     (M::Input::from_flat(&x), M::Labels::from_flat(&y))
 }
@@ -128,7 +126,7 @@ fn check_one<M: Model>(what: &str, device: &Device, scale: f32) {
     assert!(message.contains("the update was not applied") && message.contains(range), "{what}: {message}");
 
     // Deferred: good, overflowing, good. The reference applies the good steps alone.
-    let mut reference = Engine::<M>::with_params(device, &model.params().unwrap()).unwrap();
+    let mut reference = Engine::<M>::with_params(device, model.params().unwrap()).unwrap();
     let small = 1e-6;
     reference.train_step(&x, &y, small).unwrap();
     reference.train_step(&x, &y, small).unwrap();
@@ -151,26 +149,23 @@ fn check_one<M: Model>(what: &str, device: &Device, scale: f32) {
     assert!(loss.is_finite(), "{what}");
 }
 
-#[test]
-fn an_f32_overflowing_update_is_refused_and_changes_nothing() {
-    for (name, device) in devices() {
+fn an_f32_overflowing_update_is_refused_and_changes_nothing(device: &Device) {
+    for (name, device) in devices(device) {
         check_one::<Seed>(&format!("{name} seed f32"), &device, 100.0);
         check_one::<Mlp>(&format!("{name} mlp f32"), &device, 100.0);
     }
 }
 
-#[test]
-fn an_update_beyond_f16_range_is_refused_and_changes_nothing() {
-    for (name, device) in devices() {
+fn an_update_beyond_f16_range_is_refused_and_changes_nothing(device: &Device) {
+    for (name, device) in devices(device) {
         check_one::<Seed16>(&format!("{name} seed f16"), &device, 1.0);
         check_one::<Mlp16>(&format!("{name} mlp f16"), &device, 1.0);
     }
 }
 
-#[test]
-fn an_update_to_just_below_f16_infinity_is_applied() {
+fn an_update_to_just_below_f16_infinity_is_applied(device: &Device) {
     // A value of 65510 rounds to 65504, f16's largest: finite, so the step is applied.
-    for (name, device) in devices() {
+    for (name, device) in devices(device) {
         let (x, y) = batch::<Seed16>(1.0);
         let mut model = Seed16::new(&device).unwrap();
         let (p, g) = state(&mut model, &x, &y);
@@ -185,11 +180,10 @@ fn an_update_to_just_below_f16_infinity_is_applied() {
 }
 
 /// The case: inputs x10 and lr 1e38, then a save over a good checkpoint.
-#[test]
-fn the_reported_f32_case_fails_cleanly_and_the_checkpoint_stays_loadable() {
-    let dir = std::env::temp_dir().join(format!("tensorbridge-overflow-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    for (name, device) in devices() {
+fn the_reported_f32_case_fails_cleanly_and_the_checkpoint_stays_loadable(device: &Device) {
+    // (One directory per trial: the CPU's and OpenCL's run at the same time.)
+    let dir = scratch(if device.is_cpu() { "overflow-cpu" } else { "overflow-opencl" });
+    for (name, device) in devices(device) {
         // Iris-like measurements (up to about 8) times 10.
         let (x, y) = batch::<Iris>(80.0);
         let mut model = Iris::new(&device).unwrap();
@@ -211,9 +205,8 @@ fn the_reported_f32_case_fails_cleanly_and_the_checkpoint_stays_loadable() {
 
 /// The f16 case: lr 1e5 steps until one would overflow; every step that returns
 /// `Ok` leaves finite parameters, and the refused one changes nothing.
-#[test]
-fn the_reported_f16_case_never_stores_inf() {
-    for (name, device) in devices() {
+fn the_reported_f16_case_never_stores_inf(device: &Device) {
+    for (name, device) in devices(device) {
         let (x, y) = batch::<Mlp16>(1.0);
         let mut model = Mlp16::new(&device).unwrap();
         let mut refused = false;
@@ -234,4 +227,12 @@ fn the_reported_f16_case_never_stores_inf() {
         }
         assert!(refused, "{name}: lr 1e5 never overflowed: the test does not exercise the check");
     }
+}
+
+crate::tests! {
+    device an_f32_overflowing_update_is_refused_and_changes_nothing,
+    device an_update_beyond_f16_range_is_refused_and_changes_nothing,
+    device an_update_to_just_below_f16_infinity_is_applied,
+    device the_reported_f32_case_fails_cleanly_and_the_checkpoint_stays_loadable,
+    device the_reported_f16_case_never_stores_inf,
 }
