@@ -228,7 +228,8 @@ fn killing_a_save_mid_write_leaves_a_whole_checkpoint() {
 }
 
 fn checkpoints_move_between_cpu_and_opencl(device: &Device) {
-    let dir = support::scratch("ckpt-devices");
+    // One folder per device: the CPU and OpenCL trials run at the same time.
+    let dir = support::scratch(if device.is_cpu() { "ckpt-devices-cpu" } else { "ckpt-devices-opencl" });
     let path = dir.join("mlp.safetensors");
     let cpu = Mlp::new(&Device::cpu()).unwrap();
     cpu.save(&path).unwrap();
