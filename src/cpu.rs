@@ -417,6 +417,11 @@ fn relu_mask(d: &mut [f32], a: &[f32]) {
 /// Mean softmax cross-entropy over the first `rows` rows of the logits `z`
 /// (`[batch x classes]`, column-major), computed stably (log-sum-exp around the row
 /// maximum). Writes dL/dz into `dz` (zero for the padding rows).
+///
+/// Rows go in blocks of [`ROW_BLOCK`]: each stage runs over the block's rows before the
+/// next, so that the exponentials of several rows are independent work the CPU overlaps
+/// (one row at a time, a small class count left it waiting on each `exp` in turn). Every
+/// sum is still taken in row and class order: the result is the same bit for bit.
 #[inline(always)]
 pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, classes: usize, dz: &mut [f32]) -> f32 {
     let inv_rows = 1.0 / rows as f32;
@@ -426,48 +431,63 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
     let mut gaps = 0.0f32;
     let mut product = 1.0f64;
     let mut logs = 0.0f64;
-    for r in 0..batch {
-        if r >= rows {
-            for c in 0..classes {
-                dz[c * batch + r] = 0.0;
+    for r in rows..batch {
+        for c in 0..classes {
+            dz[c * batch + r] = 0.0;
+        }
+    }
+    let mut r0 = 0;
+    while r0 < rows {
+        let n = ROW_BLOCK.min(rows - r0);
+        let mut top = [0usize; ROW_BLOCK];
+        let mut max = [0.0f32; ROW_BLOCK];
+        let mut rest = [0.0f32; ROW_BLOCK];
+        for i in 0..n {
+            let r = r0 + i;
+            for c in 1..classes {
+                if z[c * batch + r] > z[top[i] * batch + r] {
+                    top[i] = c;
+                }
             }
-            continue;
+            max[i] = z[top[i] * batch + r];
         }
         // The row's maximum contributes exp(0) = 1 exactly: sum = 1 + rest.
-        let mut top = 0;
-        for c in 1..classes {
-            if z[c * batch + r] > z[top * batch + r] {
-                top = c;
+        for c in 0..classes {
+            for i in 0..n {
+                let r = r0 + i;
+                let e = if c == top[i] { 1.0 } else { exp(z[c * batch + r] - max[i]) };
+                dz[c * batch + r] = e;
+                if c != top[i] {
+                    rest[i] += e;
+                }
             }
         }
-        let max = z[top * batch + r];
-        let mut rest = 0.0f32;
-        for c in 0..classes {
-            let e = if c == top { 1.0 } else { exp(z[c * batch + r] - max) };
-            dz[c * batch + r] = e;
-            if c != top {
-                rest += e;
+        for i in 0..n {
+            let r = r0 + i;
+            let label = y[r] as usize;
+            // (max - z_label): exactly 0 when the label holds the maximum.
+            gaps += max[i] - z[label * batch + r];
+            product *= 1.0 + f64::from(rest[i]);
+            if product > 1e300 {
+                // Each factor is at most `classes` (< 2^21): flushing here keeps f64 finite.
+                logs += libm::log(product);
+                product = 1.0;
             }
+            let scale = inv_rows / (1.0 + rest[i]);
+            for c in 0..classes {
+                dz[c * batch + r] *= scale;
+            }
+            dz[label * batch + r] -= inv_rows;
         }
-        let label = y[r] as usize;
-        // (max - z_label): exactly 0 when the label holds the maximum.
-        gaps += max - z[label * batch + r];
-        product *= 1.0 + f64::from(rest);
-        if product > 1e300 {
-            // Each factor is at most `classes` (< 2^21): flushing here keeps f64 finite.
-            logs += libm::log(product);
-            product = 1.0;
-        }
-        let scale = inv_rows / (1.0 + rest);
-        for c in 0..classes {
-            dz[c * batch + r] *= scale;
-        }
-        dz[label * batch + r] -= inv_rows;
+        r0 += n;
     }
     // ln(product) is as accurate as ln_1p(product - 1) here: the product itself is what
     // f64 holds to 1e-16, and a confident row's 1 + 1e-6 keeps ten significant digits.
     ((f64::from(gaps) + logs + libm::log(product)) * f64::from(inv_rows)) as f32
 }
+
+/// Rows of [`softmax_xent`]'s blocks.
+const ROW_BLOCK: usize = 16;
 
 /// `2^(j/32)` for `j` in `0..32`, each the `f64` nearest the exact value (computed with
 /// 60-digit decimal arithmetic).
@@ -515,28 +535,38 @@ const EXP2_32THS: [f64; 32] = [
 /// 2e-12, far under `f32`'s 6e-8), short enough that several calls overlap in the CPU.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
-    if x.is_nan() {
-        return x;
-    }
-    if x <= -104.0 {
-        // Below e^-104 (about 7e-46) the result rounds to zero.
-        return 0.0;
-    }
-    if x > 89.0 {
-        return f32::INFINITY;
+    // One predictable branch on the hot path; NaN fails it too.
+    if !(x > -104.0 && x <= 89.0) {
+        return exp_out_of_range(x);
     }
     const LN2: f64 = core::f64::consts::LN_2;
-    // Round to nearest through the 1.5·2^52 trick (`f64::round` is not in `core`).
+    // Round to nearest through the 1.5·2^52 trick (`f64::round` is not in `core`): the sum's
+    // low mantissa bits hold k itself, read without a float-to-int conversion.
     const SHIFT: f64 = 6_755_399_441_055_744.0;
     let z = f64::from(x) * (32.0 / LN2);
-    let kd = (z + SHIFT) - SHIFT;
+    let shifted = z + SHIFT;
+    let kd = shifted - SHIFT;
+    let k = shifted.to_bits().wrapping_sub(SHIFT.to_bits()) as i64; // in -4801..=4109
     let t = (z - kd) * (LN2 / 32.0);
-    let k = kd as i64; // in -4801..=4109
     // 2^(k >> 5) is a normal f64 (k >> 5 in -151..=128); the cast to f32 rounds subnormals.
     let scale = f64::from_bits(((1023 + (k >> 5)) as u64) << 52) * EXP2_32THS[(k & 31) as usize];
     let t2 = t * t;
     let p = (1.0 + t) + t2 * (0.5 + t * (1.0 / 6.0) + t2 * (1.0 / 24.0));
     (p * scale) as f32
+}
+
+/// [`exp`] outside `(-104, 89]`: NaN stays NaN, below e^-104 (about 7e-46) the result
+/// rounds to zero, above e^89 to infinity.
+#[cold]
+#[inline(never)]
+fn exp_out_of_range(x: f32) -> f32 {
+    if x.is_nan() {
+        x
+    } else if x > 0.0 {
+        f32::INFINITY
+    } else {
+        0.0
+    }
 }
 
 /// dL/dW and dL/db of one layer: `gW[i, o] = Σ_r a[r, i] · dz[r, o]`, `gb[o] = Σ_r dz[r, o]`,

@@ -1,8 +1,10 @@
 //! The CPU backend: the CPU core of [`crate::cpu`] behind the [`Backend`] trait, shared by
-//! threads. The parameters are read-only for inference; the working memory sits behind a
-//! mutex that inference only tries: a thread that finds it taken computes in a scratch of
-//! its own instead of waiting, so `&self` calls from many threads run in parallel, and an
-//! uncontended call allocates nothing. Training (`&mut self`) reaches it without locking.
+//! threads. The parameters are read-only for inference. A small model's inference computes
+//! in working memory on the stack; a larger one's in the backend's, behind a mutex that
+//! inference only tries: a thread that finds it taken computes in a scratch of its own
+//! instead of waiting. So `&self` calls from many threads run in parallel, and an
+//! uncontended call allocates nothing. Training (`&mut self`) reaches the backend's working
+//! memory without locking.
 
 use std::any::Any;
 use std::marker::PhantomData;
@@ -12,7 +14,7 @@ use super::{Backend, DeviceBuffer};
 use crate::check::Batch;
 use crate::cpu;
 use crate::error::Result;
-use crate::layout::{FlatSpace, ScratchParts, ScratchSpace};
+use crate::layout::{FlatSpace, ScratchParts, ScratchSpace, ZeroBuffer};
 use crate::model::{boxed_buffer, Model, StorageElement};
 
 /// A batch in host memory (the CPU backend's "device"), widened to `f32` (exactly: every
@@ -38,6 +40,10 @@ impl DeviceBuffer for HostBuffer {
     }
 }
 
+/// Models whose working memory is at most this many bytes run inference in a scratch on the
+/// stack (no lock, no allocation); larger ones share the backend's, behind the mutex.
+const STACK_SCRATCH_BYTES: usize = 4096;
+
 /// The CPU backend of model `M`.
 pub(crate) struct CpuBackend<M: Model> {
     params: Box<M::Flat>,
@@ -59,6 +65,12 @@ impl<M: Model> CpuBackend<M> {
     /// before it is read).
     #[inline]
     fn with_scratch<R>(&self, f: impl FnOnce(&mut ScratchParts<'_>) -> R) -> R {
+        if core::mem::size_of::<M::Scratch>() <= STACK_SCRATCH_BYTES {
+            // A small model's working memory costs less to zero on the stack than the
+            // mutex's two atomic operations (seed inference: 26 -> 8 ns).
+            let mut scratch = <M::Scratch as ZeroBuffer>::zeroed();
+            return f(&mut scratch.parts());
+        }
         match self.scratch.try_lock() {
             Ok(mut guard) => f(&mut guard.parts()),
             Err(TryLockError::Poisoned(poisoned)) => f(&mut poisoned.into_inner().parts()),
