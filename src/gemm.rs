@@ -1,4 +1,4 @@
-//! Large matrix products through the `gemm` crate (packed, cache-blocked, AVX-512 where the
+//! Large matrix products through the `gemm-f32` crate (packed, cache-blocked, AVX-512 where the
 //! CPU has it), split over rayon's threads when large (feature `parallel`). A leaf: imports
 //! nothing of the crate. The CPU core (`crate::cpu`) calls it for layers of at least
 //! [`GEMM_MIN_MACS`] multiply-adds.
@@ -99,7 +99,7 @@ fn gemm_serial(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>
     // through its strides lies inside its slice; `dst` is a unique borrow, so it aliases
     // neither operand. `gemm` reads and writes nothing else.
     unsafe {
-        gemm::gemm(
+        gemm_f32::gemm::f32::get_gemm_fn()(
             m,
             n,
             k,
@@ -118,7 +118,7 @@ fn gemm_serial(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>
             false,
             false,
             false,
-            gemm::Parallelism::None,
+            gemm_common::Parallelism::None,
         );
     }
 }
