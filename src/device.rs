@@ -166,7 +166,7 @@ impl Device {
     ///
     /// [`KernelPath::Auto`] (the default) picks the fused kernel when the batch, every
     /// activation and two delta buffers fit in 16 KiB of local memory, a step is at most
-    /// 2^17 multiply-adds, and the device can run the kernel's work-group; otherwise the
+    /// 2^20 multiply-adds, and the device can run the kernel's work-group; otherwise the
     /// tiled kernels. No effect on the CPU backend.
     pub fn with_kernel_path(&self, path: KernelPath) -> Device {
         match &self.kind {
