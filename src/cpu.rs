@@ -246,6 +246,16 @@ pub(crate) fn logits_of<M: Model>(acts: &[f32]) -> &[f32] {
     &acts[output_offset(M::LAYERS, M::BATCH, M::LAYERS.len() - 2)..outputs_len(M::LAYERS, M::BATCH)]
 }
 
+/// Checks `x`, runs the forward pass, and returns the logits (within `s.acts`).
+#[inline]
+fn checked_logits<'s, M: Model>(params: &[f32], s: &'s mut ScratchParts<'_>, x: &M::Input) -> Result<&'s [f32]> {
+    let flat = x.as_flat();
+    check::finite("input", flat, M::BATCH)?;
+    let x = widen(flat, s.x32);
+    forward::<M>(params, s.acts, x);
+    Ok(logits_of::<M>(s.acts))
+}
+
 /// Checks `x`, runs the forward pass and copies the logits into `out`.
 #[inline]
 pub(crate) fn logits_into<M: Model>(
@@ -254,11 +264,7 @@ pub(crate) fn logits_into<M: Model>(
     x: &M::Input,
     out: &mut [f32],
 ) -> Result<()> {
-    let flat = x.as_flat();
-    check::finite("input", flat, M::BATCH)?;
-    let x = widen(flat, s.x32);
-    forward::<M>(params, s.acts, x);
-    out.copy_from_slice(logits_of::<M>(s.acts));
+    out.copy_from_slice(checked_logits::<M>(params, s, x)?);
     Ok(())
 }
 
@@ -270,11 +276,7 @@ pub(crate) fn predict_into<M: Model>(
     x: &M::Input,
     out: &mut [u32],
 ) -> Result<()> {
-    let flat = x.as_flat();
-    check::finite("input", flat, M::BATCH)?;
-    let x = widen(flat, s.x32);
-    forward::<M>(params, s.acts, x);
-    let z = logits_of::<M>(s.acts);
+    let z = checked_logits::<M>(params, s, x)?;
     check::finite("logits", z, M::BATCH)?;
     for (r, class) in out.iter_mut().enumerate() {
         *class = argmax_column_major(z, M::BATCH, M::CLASSES, r) as u32;
