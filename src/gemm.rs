@@ -9,9 +9,12 @@ use rayon::prelude::*;
 /// over rayon's threads; smaller ones run on the calling thread. Measured with
 /// `benches/cpu_threshold.rs` on a 2-core machine (train steps of linear layers, threads
 /// against one thread): 0.29x at 2^17, 0.61x at 2^22, 0.87x at 2^23, 1.6x at 2^24, 1.9x
-/// at 2^26 — waking the pool costs tens of microseconds there. Override with the
-/// environment variable `TENSORBRIDGE_PAR_MIN_MACS` (read once, at the first check).
-pub const PAR_MIN_MACS: usize = 12 << 20;
+/// at 2^26 — waking the pool costs tens of microseconds there. The mnist shape's first layer
+/// (128 x 784 x 128, 12.8 Mi multiply-adds) measured 480 us a train step split over 2
+/// threads and 394 us on one (AVX-512 machine, same run), so the threshold is 2^24, the
+/// first size where threads paid. Override with the environment variable
+/// `TENSORBRIDGE_PAR_MIN_MACS` (read once, at the first check).
+pub const PAR_MIN_MACS: usize = 16 << 20;
 
 /// A layer with at least this many multiply-adds goes through the `gemm` crate's packed
 /// kernels; smaller ones through the CPU core's loops, whose constant bounds LLVM unrolls
