@@ -210,7 +210,7 @@ pub(crate) fn read_params<M: Model>(flat: &[f32]) -> M::Params {
 
 /// The batch as `f32`: the slice itself for `f32` storage, else widened into `x32`.
 #[inline(always)]
-pub(crate) fn widen<'a, T: StorageElement>(x: &'a [T], x32: &'a mut [f32]) -> &'a [f32] {
+fn widen<'a, T: StorageElement>(x: &'a [T], x32: &'a mut [f32]) -> &'a [f32] {
     if let Some(x) = T::as_f32_slice(x) {
         return x;
     }
@@ -246,14 +246,21 @@ pub(crate) fn logits_of<M: Model>(acts: &[f32]) -> &[f32] {
     &acts[output_offset(M::LAYERS, M::BATCH, M::LAYERS.len() - 2)..outputs_len(M::LAYERS, M::BATCH)]
 }
 
+/// Runs the forward pass on a batch of the storage type (widened into `s.x32` for `f16`)
+/// and returns the logits (within `s.acts`). The caller has checked the batch.
+#[inline(always)]
+pub(crate) fn forward_batch<'s, M: Model>(params: &[f32], s: &'s mut ScratchParts<'_>, x: &[M::Storage]) -> &'s [f32] {
+    let x = widen(x, s.x32);
+    forward::<M>(params, s.acts, x);
+    logits_of::<M>(s.acts)
+}
+
 /// Checks `x`, runs the forward pass, and returns the logits (within `s.acts`).
 #[inline]
 fn checked_logits<'s, M: Model>(params: &[f32], s: &'s mut ScratchParts<'_>, x: &M::Input) -> Result<&'s [f32]> {
     let flat = x.as_flat();
     check::finite("input", flat, M::BATCH)?;
-    let x = widen(flat, s.x32);
-    forward::<M>(params, s.acts, x);
-    Ok(logits_of::<M>(s.acts))
+    Ok(forward_batch::<M>(params, s, flat))
 }
 
 /// Checks `x`, runs the forward pass and copies the logits into `out`.
@@ -276,7 +283,13 @@ pub(crate) fn predict_into<M: Model>(
     x: &M::Input,
     out: &mut [u32],
 ) -> Result<()> {
-    let z = checked_logits::<M>(params, s, x)?;
+    classes_into::<M>(checked_logits::<M>(params, s, x)?, out)
+}
+
+/// Each row's predicted class (the argmax of its logits, the first on ties) into `out`,
+/// from column-major logits `z`; [`Error::NonFinite`] if the logits overflowed.
+#[inline]
+pub(crate) fn classes_into<M: Model>(z: &[f32], out: &mut [u32]) -> Result<()> {
     check::finite("logits", z, M::BATCH)?;
     for (r, class) in out.iter_mut().enumerate() {
         *class = argmax_column_major(z, M::BATCH, M::CLASSES, r) as u32;

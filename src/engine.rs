@@ -7,7 +7,7 @@ use std::fmt;
 
 use crate::backend::{Backend, StepRecord};
 use crate::check;
-use crate::cpu::{argmax_column_major, init_params};
+use crate::cpu::{classes_into, init_params};
 use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::layout::param_count;
@@ -161,12 +161,8 @@ impl<M: Model> Engine<M> {
     /// [`Error::NonFinite`] for a non-finite input, or if the logits overflowed.
     pub fn predict(&self, x: &M::Input) -> Result<M::Labels> {
         let logits = self.logits(x)?;
-        let z = logits.as_flat();
-        check::finite("logits", z, M::BATCH)?;
         let mut classes = M::Labels::zeroed();
-        for (r, class) in classes.as_flat_mut().iter_mut().enumerate() {
-            *class = argmax_column_major(z, M::BATCH, M::CLASSES, r) as u32;
-        }
+        classes_into::<M>(logits.as_flat(), classes.as_flat_mut())?;
         Ok(classes)
     }
 

@@ -213,9 +213,7 @@ impl<M: Model> Engine<M> {
         if let Some(v) = options.validation {
             v.check_fits::<M>("the validation set")?;
         }
-        if let Some(&lr) = learning_rates.iter().find(|lr| !lr.is_finite() || **lr < 0.0) {
-            return Err(Error::InvalidLearningRate { lr });
-        }
+        learning_rates.iter().try_for_each(|&lr| check::learning_rate(lr))?;
         if let Some(path) = &options.plot {
             crate::fsutil::check_writable(path)?;
         }

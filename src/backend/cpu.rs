@@ -53,11 +53,20 @@ pub(crate) struct CpuBackend<M: Model> {
 
 impl<M: Model> CpuBackend<M> {
     pub(crate) fn new(flat: &[M::Storage]) -> Self {
-        let mut params = boxed_buffer::<M::Flat>();
-        for (p, v) in params.values_mut().iter_mut().zip(flat) {
+        let mut backend = CpuBackend {
+            params: boxed_buffer::<M::Flat>(),
+            scratch: Mutex::new(boxed_buffer::<M::Scratch>()),
+            _model: PhantomData,
+        };
+        backend.set_params(flat);
+        backend
+    }
+
+    /// The parameters from the storage type, widened (exactly) to `f32`.
+    fn set_params(&mut self, flat: &[M::Storage]) {
+        for (p, v) in self.params.values_mut().iter_mut().zip(flat) {
             *p = v.to_f32();
         }
-        CpuBackend { params, scratch: Mutex::new(boxed_buffer::<M::Scratch>()), _model: PhantomData }
     }
 
     /// Runs `f` on the shared working memory, or on a fresh one while another thread holds
@@ -101,9 +110,7 @@ impl<M: Model> Backend<M> for CpuBackend<M> {
     }
 
     fn write_params(&mut self, flat: &[M::Storage]) -> Result<()> {
-        for (p, v) in self.params.values_mut().iter_mut().zip(flat) {
-            *p = v.to_f32();
-        }
+        self.set_params(flat);
         Ok(())
     }
 
@@ -124,11 +131,7 @@ impl<M: Model> Backend<M> for CpuBackend<M> {
     }
 
     fn logits_into(&self, x: &[M::Storage], out: &mut [f32]) -> Result<()> {
-        self.with_scratch(|s| {
-            let x = cpu::widen(x, s.x32);
-            cpu::forward::<M>(self.params.values(), s.acts, x);
-            out.copy_from_slice(cpu::logits_of::<M>(s.acts));
-        });
+        self.with_scratch(|s| out.copy_from_slice(cpu::forward_batch::<M>(self.params.values(), s, x)));
         Ok(())
     }
 
