@@ -49,10 +49,17 @@ const LOSS_RING: usize = 1024;
 /// The loss slot of immediate calls (`loss`, `gradients`, `train_step`).
 const IMMEDIATE: usize = LOSS_RING;
 
-/// The index of loss slot `slot`'s first word in the `losses` buffer (its status follows),
-/// as the kernels' `loss_slot` argument.
+/// 32-bit words per loss slot: the loss, then the update status.
+const SLOT_WORDS: usize = 2;
+
+/// The index of loss slot `slot`'s first word in the `losses` buffer (its status follows).
+fn slot_start(slot: usize) -> usize {
+    SLOT_WORDS * slot
+}
+
+/// [`slot_start`] as the kernels' `loss_slot` argument.
 fn word(slot: usize) -> i32 {
-    (2 * slot) as i32
+    slot_start(slot) as i32
 }
 
 /// Opens the `index`-th usable device of [`enumerate`] (or the first whose type passes
@@ -365,7 +372,7 @@ impl<M: Model> Inner<M> {
         let (acts_n, delta_n) = if fused { (1, 1) } else { (acts, delta_len(dims, b)) };
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
         let delta = [Mem::new::<f32>(context, delta_n)?, Mem::new::<f32>(context, delta_n)?];
-        let losses = Mem::from_slice(context, &vec![0.0f32; 2 * (LOSS_RING + 1)])?;
+        let losses = Mem::from_slice(context, &vec![0.0f32; slot_start(LOSS_RING + 1)])?;
         let words = batch_words::<M>();
         let slot = || -> Result<Slot> {
             Ok(match batch_path {
@@ -433,7 +440,7 @@ impl<M: Model> Inner<M> {
         let batch = Batch { x: &x, y: &y, rows: M::BATCH };
         self.enqueue(batch, 0.0, Mode::Gradients, IMMEDIATE)?;
         if !self.plan.fused {
-            self.queue.write(&self.losses, 2 * IMMEDIATE, &[f32::NAN])?;
+            self.queue.write(&self.losses, slot_start(IMMEDIATE), &[f32::NAN])?;
             self.run_sgd(0.0, IMMEDIATE)?;
         }
         self.queue.finish()?;
@@ -684,33 +691,35 @@ impl<M: Model> Inner<M> {
     }
 
     fn run_sgd(&mut self, lr: f32, slot: usize) -> Result<()> {
-        use kernel::tb_sgd as arg;
-        let k = &mut self.kernels.sgd;
-        k.set_mem(arg::PARAMS, &self.params)?;
-        k.set_mem(arg::GRADS, &self.grads)?;
-        k.set_scalar(arg::LR, lr)?;
-        k.set_mem(arg::LOSSES, &self.losses)?;
-        k.set_scalar(arg::LOSS_SLOT, word(slot))?;
-        self.launch_per_param(|k| &k.sgd)
+        self.run_per_param(|k| &mut k.sgd, lr, slot)
     }
 
     /// The tiled path's update check: flags the step in `slot`'s status word if an update
     /// of `run_sgd` would not fit the storage (then `tb_sgd` writes nothing).
     fn run_check(&mut self, lr: f32, slot: usize) -> Result<()> {
-        use kernel::tb_check_update as arg;
-        let k = &mut self.kernels.check;
+        self.run_per_param(|k| &mut k.check, lr, slot)
+    }
+
+    /// `tb_sgd` or `tb_check_update` (chosen by `pick`; one argument list, checked at
+    /// compile time), one work-item per parameter.
+    fn run_per_param(&mut self, pick: fn(&mut Kernels) -> &mut Kernel, lr: f32, slot: usize) -> Result<()> {
+        use kernel::{tb_check_update as check, tb_sgd as arg};
+        const _: () = assert!(
+            arg::PARAMS == check::PARAMS
+                && arg::GRADS == check::GRADS
+                && arg::LR == check::LR
+                && arg::LOSSES == check::LOSSES
+                && arg::LOSS_SLOT == check::LOSS_SLOT,
+            "tb_sgd and tb_check_update must take the same arguments"
+        );
+        let k = pick(&mut self.kernels);
         k.set_mem(arg::PARAMS, &self.params)?;
         k.set_mem(arg::GRADS, &self.grads)?;
         k.set_scalar(arg::LR, lr)?;
         k.set_mem(arg::LOSSES, &self.losses)?;
         k.set_scalar(arg::LOSS_SLOT, word(slot))?;
-        self.launch_per_param(|k| &k.check)
-    }
-
-    /// Launches a kernel of `Kernels` (chosen by `pick`) with one work-item per parameter.
-    fn launch_per_param(&mut self, pick: fn(&Kernels) -> &Kernel) -> Result<()> {
         let wg = 64.min(self.device.info.max_work_group_size.max(1));
-        let event = self.queue.launch_event(pick(&self.kernels), &[round_up(param_count(M::LAYERS), wg)], &[wg])?;
+        let event = self.queue.launch_event(pick(&mut self.kernels), &[round_up(param_count(M::LAYERS), wg)], &[wg])?;
         self.record(|| "update".to_string(), event);
         Ok(())
     }
@@ -742,14 +751,14 @@ impl<M: Model> Inner<M> {
     /// Reads the loss of `slot`.
     fn read_loss(&self, slot: usize) -> Result<f32> {
         let mut loss = [0.0f32];
-        self.queue.read(&self.losses, 2 * slot, &mut loss)?;
+        self.queue.read(&self.losses, slot_start(slot), &mut loss)?;
         Ok(loss[0])
     }
 
     /// Reads the loss and the update status of `slot` (one read of both words).
     fn read_step(&self, slot: usize) -> Result<StepRecord> {
-        let mut words = [0u32; 2];
-        self.queue.read(&self.losses, 2 * slot, &mut words)?;
+        let mut words = [0u32; SLOT_WORDS];
+        self.queue.read(&self.losses, slot_start(slot), &mut words)?;
         Ok(step_record::<M>(words[0], words[1]))
     }
 
@@ -766,12 +775,12 @@ impl<M: Model> Inner<M> {
             return Ok(());
         }
         let first = pending.min(LOSS_RING - start);
-        let mut out = vec![0u32; 2 * pending];
-        self.queue.read(&self.losses, 2 * start, &mut out[..2 * first])?;
+        let mut out = vec![0u32; slot_start(pending)];
+        self.queue.read(&self.losses, slot_start(start), &mut out[..slot_start(first)])?;
         if first < pending {
-            self.queue.read(&self.losses, 0, &mut out[2 * first..])?;
+            self.queue.read(&self.losses, 0, &mut out[slot_start(first)..])?;
         }
-        self.record.drained.extend(out.chunks_exact(2).map(|w| step_record::<M>(w[0], w[1])));
+        self.record.drained.extend(out.chunks_exact(SLOT_WORDS).map(|w| step_record::<M>(w[0], w[1])));
         self.record.start = (start + pending) % LOSS_RING;
         self.record.pending = 0;
         Ok(())
