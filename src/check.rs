@@ -3,7 +3,7 @@
 //! refused here and changes nothing.
 
 use crate::error::{Error, Result, Text};
-use crate::layout::{layer_slots, param_name};
+use crate::layout::locate;
 use crate::model::{HostTensor, Model, StorageElement};
 
 /// One validated batch: `x` is `[batch x features]` column-major, `y` holds `batch` labels
@@ -80,9 +80,23 @@ fn finite_error<T: StorageElement>(what: &'static str, flat: &[T], rows: usize) 
 
 /// Every parameter finite; the error names the field (`w0`, `b1`, ...) and the position.
 pub fn params<T: StorageElement>(dims: &[usize], flat: &[T]) -> Result<()> {
-    for (l, slot) in layer_slots(dims).enumerate() {
-        finite(param_name(l, false), &flat[slot.w..slot.b], slot.fan_in)?;
-        finite(param_name(l, true), &flat[slot.b..slot.end()], slot.fan_out)?;
+    params_at(dims, 0, flat)
+}
+
+/// Every value of `values`, the parameters from flat index `offset` on, finite; the error
+/// names the field and the position (see [`layout::locate`](crate::layout::locate)).
+#[inline]
+pub fn params_at<T: StorageElement>(dims: &[usize], offset: usize, values: &[T]) -> Result<()> {
+    if values.iter().fold(true, |ok, v| ok & v.is_finite()) {
+        return Ok(());
     }
-    Ok(())
+    params_error(dims, offset, values)
+}
+
+#[cold]
+#[inline(never)]
+fn params_error<T: StorageElement>(dims: &[usize], offset: usize, values: &[T]) -> Result<()> {
+    let (j, value) = values.iter().enumerate().find(|(_, v)| !v.is_finite()).map_or((0, 0.0), |(j, v)| (j, v.to_f32()));
+    let (what, row, column) = locate(dims, offset + j);
+    Err(Error::NonFinite { what: Text::from(what), row, column, value })
 }

@@ -40,7 +40,7 @@
 use crate::check::{self, Batch};
 use crate::error::{Error, Result};
 use crate::layout::{
-    layer_slot, output_offset, outputs_len, param_name, FlatSpace, LayerSlot, ScratchParts, ScratchSpace, ZeroBuffer,
+    layer_slot, locate, output_offset, outputs_len, FlatSpace, LayerSlot, ScratchParts, ScratchSpace, ZeroBuffer,
 };
 use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
@@ -175,7 +175,7 @@ pub(crate) fn write_params<M: Model>(params: &M::Params, flat: &mut [f32]) -> Re
     let mut error = None;
     params.visit_flat(&mut |offset, values: &[M::Storage]| {
         if error.is_none() {
-            error = check_slice::<M>(offset, values).err();
+            error = check::params_at(M::LAYERS, offset, values).err();
         }
     });
     if let Some(e) = error {
@@ -187,20 +187,6 @@ pub(crate) fn write_params<M: Model>(params: &M::Params, flat: &mut [f32]) -> Re
         }
     });
     Ok(())
-}
-
-/// The finite check of one parameter tensor starting at `offset` of the flat layout.
-fn check_slice<M: Model>(offset: usize, values: &[M::Storage]) -> Result<()> {
-    for l in 0..M::LAYERS.len() - 1 {
-        let slot = layer_slot(M::LAYERS, l);
-        if offset == slot.w {
-            return check::finite(crate::layout::param_name(l, false), values, slot.fan_in);
-        }
-        if offset == slot.b {
-            return check::finite(crate::layout::param_name(l, true), values, slot.fan_out);
-        }
-    }
-    check::finite("parameter", values, values.len())
 }
 
 /// The parameters from the flat `f32` layout.
@@ -678,19 +664,7 @@ pub(crate) fn update_limit<T: StorageElement>() -> f32 {
 #[cold]
 #[inline(never)]
 pub(crate) fn update_overflow<T: StorageElement>(dims: &[usize], k: usize) -> Error {
-    let mut found = ("parameter", k, 0);
-    for l in 0..dims.len().saturating_sub(1) {
-        let s = layer_slot(dims, l);
-        if k >= s.w && k < s.b {
-            found = (param_name(l, false), (k - s.w) % s.fan_in, (k - s.w) / s.fan_in);
-            break;
-        }
-        if k >= s.b && k < s.end() {
-            found = (param_name(l, true), k - s.b, 0);
-            break;
-        }
-    }
-    let (what, row, column) = found;
+    let (what, row, column) = locate(dims, k);
     Error::UpdateOverflow { what: what.into(), row, column, storage: T::NAME, max: T::MAX }
 }
 

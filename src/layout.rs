@@ -131,6 +131,24 @@ pub const fn param_name(l: usize, bias: bool) -> &'static str {
     }
 }
 
+/// Where flat index `k` lies: the parameter tensor's name (`w{l}` or `b{l}`), and the row
+/// and column within it (a weight's input and output index; a bias's output index and 0).
+/// Past the last layer: `("parameter", k, 0)`.
+pub const fn locate(dims: &[usize], k: usize) -> (&'static str, usize, usize) {
+    let mut l = 0;
+    while l + 1 < dims.len() {
+        let s = layer_slot(dims, l);
+        if k >= s.w && k < s.b {
+            return (param_name(l, false), (k - s.w) % s.fan_in, (k - s.w) / s.fan_in);
+        }
+        if k >= s.b && k < s.end() {
+            return (param_name(l, true), k - s.b, 0);
+        }
+        l += 1;
+    }
+    ("parameter", k, 0)
+}
+
 mod sealed {
     pub trait Sealed {}
 }
@@ -264,5 +282,10 @@ mod tests {
         assert_eq!(delta_len(&dims, 5), 15);
         assert_eq!(max_width(&dims), 4);
         assert_eq!((param_name(0, false), param_name(1, true), param_name(64, true)), ("w0", "b1", "b64"));
+        // w0 is [4 x 3] column-major: index 5 is input 1 of output 1; b1 starts at 21.
+        assert_eq!(locate(&dims, 5), ("w0", 1, 1));
+        assert_eq!(locate(&dims, 13), ("b0", 1, 0));
+        assert_eq!(locate(&dims, 22), ("b1", 1, 0));
+        assert_eq!(locate(&dims, 23), ("parameter", 23, 0));
     }
 }
