@@ -46,7 +46,7 @@ use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 
 #[cfg(feature = "parallel")]
-use crate::gemm::{gemm_acc, View, GEMM_MIN_MACS};
+use crate::gemm::{gemm, Dst, View, GEMM_MIN_MACS};
 
 /// A model on the CPU core: its parameters and working memory, held by value, with no
 /// allocation, no thread and no standard library. Everything the `no_std` build offers runs
@@ -60,6 +60,7 @@ use crate::gemm::{gemm_acc, View, GEMM_MIN_MACS};
 pub struct Cpu<M: Model> {
     params: M::Flat,
     scratch: M::Scratch,
+    bound: UpdateBound,
 }
 
 impl<M: Model> Cpu<M> {
@@ -68,7 +69,7 @@ impl<M: Model> Cpu<M> {
     /// # Errors
     /// [`Error::NonFinite`] if a parameter is NaN or infinite.
     pub fn with_params(params: &M::Params) -> Result<Self> {
-        let mut cpu = Cpu { params: M::Flat::zeroed(), scratch: M::Scratch::zeroed() };
+        let mut cpu = Cpu { params: M::Flat::zeroed(), scratch: M::Scratch::zeroed(), bound: UpdateBound::UNKNOWN };
         cpu.set_params(params)?;
         Ok(cpu)
     }
@@ -78,7 +79,7 @@ impl<M: Model> Cpu<M> {
     pub fn with_seed(seed: u64) -> Self {
         let mut params = M::Flat::zeroed();
         init_params::<M::Storage>(M::LAYERS, seed, params.values_mut());
-        Cpu { params, scratch: M::Scratch::zeroed() }
+        Cpu { params, scratch: M::Scratch::zeroed(), bound: UpdateBound::UNKNOWN }
     }
 
     /// The parameters.
@@ -91,7 +92,9 @@ impl<M: Model> Cpu<M> {
     /// # Errors
     /// [`Error::NonFinite`] if one is NaN or infinite; the old ones are kept.
     pub fn set_params(&mut self, params: &M::Params) -> Result<()> {
-        write_params::<M>(params, self.params.values_mut())
+        write_params::<M>(params, self.params.values_mut())?;
+        self.bound = UpdateBound::UNKNOWN;
+        Ok(())
     }
 
     /// Logits of a batch.
@@ -141,7 +144,7 @@ impl<M: Model> Cpu<M> {
     pub fn train_step_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<f32> {
         check::learning_rate(lr)?;
         let batch = check::batch::<M>(x, y, rows)?;
-        train_step::<M>(self.params.values_mut(), &mut self.scratch.parts(), batch, lr)
+        train_step::<M>(self.params.values_mut(), &mut self.scratch.parts(), batch, lr, &mut self.bound)
     }
 }
 
@@ -302,6 +305,19 @@ pub(crate) fn loss<M: Model>(params: &[f32], s: &mut ScratchParts<'_>, batch: Ba
 /// Forward and backward of a validated batch: fills `s.grads`, returns the loss.
 #[inline(always)]
 pub(crate) fn gradients<M: Model>(params: &[f32], s: &mut ScratchParts<'_>, batch: Batch<'_, M::Storage>) -> f32 {
+    backward::<M>(params, s, batch, true)
+}
+
+/// Forward and backward of a validated batch: fills `s.grads` (all but the first layer's
+/// weight gradients unless `first_weights`), returns the loss. The first layer's
+/// dL/d(output) is left in [`first_delta`].
+#[inline(always)]
+fn backward<M: Model>(
+    params: &[f32],
+    s: &mut ScratchParts<'_>,
+    batch: Batch<'_, M::Storage>,
+    first_weights: bool,
+) -> f32 {
     let ScratchParts { grads, acts, delta, delta_below, x32 } = s;
     let x = widen(batch.x, x32);
     forward::<M>(params, acts, x);
@@ -323,12 +339,15 @@ pub(crate) fn gradients<M: Model>(params: &[f32], s: &mut ScratchParts<'_>, batc
         };
         let (gw, gb) = grads[slot.w..slot.end()].split_at_mut(slot.b - slot.w);
         let dz = &delta[..M::BATCH * slot.fan_out];
+        bias_grads(dz, gb, M::BATCH, batch.rows);
         // A full batch passes `rows` as the constant it then is, so that the small
         // layers' loops unroll completely.
-        if batch.rows == M::BATCH {
-            weight_grads(input, dz, gw, gb, slot, M::BATCH, M::BATCH);
-        } else {
-            weight_grads(input, dz, gw, gb, slot, M::BATCH, batch.rows);
+        if l > 0 || first_weights {
+            if batch.rows == M::BATCH {
+                weight_grads(input, dz, gw, slot, M::BATCH, M::BATCH);
+            } else {
+                weight_grads(input, dz, gw, slot, M::BATCH, batch.rows);
+            }
         }
         if l > 0 {
             let da = &mut delta_below[..M::BATCH * slot.fan_in];
@@ -339,23 +358,158 @@ pub(crate) fn gradients<M: Model>(params: &[f32], s: &mut ScratchParts<'_>, batc
     loss
 }
 
+/// The first layer's dL/d(output) after [`backward`]: in `delta` or `delta_below`, as the
+/// number of layers above it (one swap each) makes it.
+#[inline(always)]
+fn first_delta<'s, M: Model>(delta: &'s [f32], delta_below: &'s [f32]) -> &'s [f32] {
+    let n = M::BATCH * M::LAYERS[1];
+    if (M::LAYERS.len() - 2) % 2 == 0 {
+        &delta[..n]
+    } else {
+        &delta_below[..n]
+    }
+}
+
+/// An upper bound on the magnitude of every weight of the first layer, which the model
+/// carries from one train step to the next; [`UpdateBound::UNKNOWN`] when the parameters
+/// were just set. With it, a step can prove before touching anything that its update of
+/// the first layer cannot overflow, and then apply that update in place, fused into the
+/// weight-gradient product (see [`train_step`]).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct UpdateBound(f64);
+
+impl UpdateBound {
+    /// Nothing known: the next step checks every value before storing any.
+    pub(crate) const UNKNOWN: Self = UpdateBound(f64::INFINITY);
+}
+
 /// One SGD step on a validated batch: the loss before it; a non-finite loss leaves the
 /// parameters unchanged and is [`Error::NonFiniteLoss`], an update that would store a
 /// non-finite parameter leaves them unchanged and is [`Error::UpdateOverflow`].
+///
+/// With the feature `parallel`, an `f32` model whose first layer goes through the GEMM
+/// computes that layer's update `W0 - lr · (xᵀ · dz)` as one product added to `W0`, instead
+/// of writing the gradient out and reading it back; `bound` decides where the result goes
+/// first (see [`UpdateBound`]). Either way the same product computes the same bits.
 #[inline(always)]
 pub(crate) fn train_step<M: Model>(
     params: &mut [f32],
     s: &mut ScratchParts<'_>,
     batch: Batch<'_, M::Storage>,
     lr: f32,
+    bound: &mut UpdateBound,
 ) -> Result<f32> {
+    #[cfg(feature = "parallel")]
+    if fuses_first_update::<M>() {
+        return train_step_fused::<M>(params, s, batch, lr, bound);
+    }
+    let _ = bound;
     let loss = gradients::<M>(params, s, batch);
     if !loss.is_finite() {
         return Err(Error::NonFiniteLoss { loss });
     }
     let n = <M::Params as Params>::LEN;
-    sgd_checked::<M::Storage>(M::LAYERS, &mut params[..n], &mut s.grads[..n], lr)?;
+    if !sgd_values::<M::Storage>(&params[..n], &mut s.grads[..n], lr) {
+        return Err(overflow_in::<M::Storage>(M::LAYERS, &s.grads[..n]));
+    }
+    params[..n].copy_from_slice(&s.grads[..n]);
     Ok(loss)
+}
+
+/// Whether [`train_step`] fuses the first layer's update into its weight-gradient product:
+/// `f32` storage (an `f16` update rounds every value to the storage first), a first layer
+/// large enough for the GEMM.
+#[cfg(feature = "parallel")]
+#[inline(always)]
+const fn fuses_first_update<M: Model>() -> bool {
+    !M::Storage::IS_F16 && M::BATCH * M::LAYERS[0] * M::LAYERS[1] >= GEMM_MIN_MACS
+}
+
+/// Magnitudes below this stay finite through one more fused update's rounding: the update
+/// is known to fit when `bound + growth` stays under it.
+#[cfg(feature = "parallel")]
+const FUSED_LIMIT: f64 = f32::MAX as f64 / 4.0;
+
+/// [`train_step`] with the first layer's update fused into its weight-gradient product.
+///
+/// `|dL/dW0[i, o]| = |Σ_r x[r, i] · dz[r, o]| <= rows · max|x| · max|dz|`, so the update
+/// moves no weight by more than `growth = 2 · lr · rows · max|x| · max|dz|` (the factor 2
+/// covers the product's rounding; computed in `f64`, bound included). When `bound + growth` is finite and small, no first-layer
+/// weight can overflow: the other parameters are checked and updated as usual, then the
+/// product updates `W0` in place. Otherwise the same product goes into a copy of `W0`
+/// (in the gradient buffer), which is checked with the rest before anything is stored, and
+/// `bound` becomes the exact maximum. NaN anywhere makes the bound NaN: the checked way.
+#[cfg(feature = "parallel")]
+#[inline(always)]
+fn train_step_fused<M: Model>(
+    params: &mut [f32],
+    s: &mut ScratchParts<'_>,
+    batch: Batch<'_, M::Storage>,
+    lr: f32,
+    bound: &mut UpdateBound,
+) -> Result<f32> {
+    let loss = backward::<M>(params, s, batch, false);
+    if !loss.is_finite() {
+        return Err(Error::NonFiniteLoss { loss });
+    }
+    let n = <M::Params as Params>::LEN;
+    let first = layer_slot(M::LAYERS, 0);
+    let rows = batch.rows;
+    let ScratchParts { grads, delta, delta_below, x32, .. } = s;
+    let x = &widen(batch.x, x32)[..M::BATCH * M::FEATURES];
+    let dz = first_delta::<M>(delta, delta_below);
+    let xt = View { data: x, rows, cols: first.fan_in, rs: 1, cs: M::BATCH }.t();
+    let dzv = View { data: dz, rows, cols: first.fan_out, rs: 1, cs: M::BATCH };
+    let macs = rows * first.fan_in * first.fan_out;
+    // In f64, where no product of these overflows.
+    let growth = 2.0 * f64::from(lr) * rows as f64 * f64::from(max_abs(x)) * f64::from(max_abs(dz));
+    let (w0, rest) = params[..n].split_at_mut(first.b);
+    let (new_w0, new_rest) = grads[..n].split_at_mut(first.b);
+    let known = bound.0 + growth;
+    if known < FUSED_LIMIT {
+        if !sgd_values::<M::Storage>(rest, new_rest, lr) {
+            return Err(overflow_in::<M::Storage>(M::LAYERS, &grads[..n]));
+        }
+        rest.copy_from_slice(new_rest);
+        gemm(w0, first.fan_in, first.fan_out, xt, dzv, macs, Dst::Add(-lr));
+        *bound = UpdateBound(known);
+    } else {
+        new_w0.copy_from_slice(w0);
+        gemm(new_w0, first.fan_in, first.fan_out, xt, dzv, macs, Dst::Add(-lr));
+        let rest_fits = sgd_values::<M::Storage>(rest, new_rest, lr);
+        let new = &grads[..n];
+        if !(rest_fits && new[..first.b].iter().all(|v| v.is_finite())) {
+            return Err(overflow_in::<M::Storage>(M::LAYERS, new));
+        }
+        params[..n].copy_from_slice(new);
+        *bound = UpdateBound(f64::from(max_abs(&params[..first.b])));
+    }
+    Ok(loss)
+}
+
+/// The largest magnitude in `v` (0 when empty), or NaN if `v` holds a NaN or an infinity.
+#[cfg(feature = "parallel")]
+#[inline(always)]
+fn max_abs(v: &[f32]) -> f32 {
+    // Independent lanes, so that it vectorises: the maxima as selects (which skip NaN), and
+    // `a · 0` summed, which is 0 for finite values and NaN from the first non-finite one.
+    const LANES: usize = 16;
+    let (mut max, mut poison) = ([0.0f32; LANES], [0.0f32; LANES]);
+    let chunks = v.chunks_exact(LANES);
+    let tail = chunks.remainder();
+    for c in chunks {
+        for k in 0..LANES {
+            let a = c[k].abs();
+            max[k] = if a > max[k] { a } else { max[k] };
+            poison[k] += a * 0.0;
+        }
+    }
+    for (k, x) in tail.iter().enumerate() {
+        let a = x.abs();
+        max[k] = if a > max[k] { a } else { max[k] };
+        poison[k] += a * 0.0;
+    }
+    max.iter().fold(0.0f32, |m, &a| if a > m { a } else { m }) + poison.iter().sum::<f32>()
 }
 
 /// `z = a · W + b` for one layer (ReLU after it when `relu`). `a` is `[batch x in]`, `z`
@@ -368,15 +522,21 @@ fn dense_forward(a: &[f32], params: &[f32], slot: LayerSlot, z: &mut [f32], batc
     {
         let macs = batch * slot.fan_in * slot.fan_out;
         if macs >= GEMM_MIN_MACS {
-            for (zc, &bo) in z.chunks_exact_mut(batch).zip(bias) {
-                zc.fill(bo);
-            }
-            // z += a · W
+            // z = a · W, then the bias (and ReLU) in one pass over z
             let a = View::col_major(a, batch, slot.fan_in);
             let w = View::col_major(w, slot.fan_in, slot.fan_out);
-            gemm_acc(z, batch, slot.fan_out, a, w, macs);
-            if relu {
-                relu_in_place(z);
+            gemm(z, batch, slot.fan_out, a, w, macs, Dst::Set);
+            for (zc, &bo) in z.chunks_exact_mut(batch).zip(bias) {
+                if relu {
+                    for v in zc {
+                        let s = *v + bo;
+                        *v = if s < 0.0 { 0.0 } else { s };
+                    }
+                } else {
+                    for v in zc {
+                        *v += bo;
+                    }
+                }
             }
             return;
         }
@@ -570,14 +730,19 @@ fn exp_out_of_range(x: f32) -> f32 {
     }
 }
 
-/// dL/dW and dL/db of one layer: `gW[i, o] = Σ_r a[r, i] · dz[r, o]`, `gb[o] = Σ_r dz[r, o]`,
-/// summed over the first `rows` rows only: a padding row never enters a gradient, even
-/// when its activations overflowed (inf · 0 would be NaN).
+/// dL/db of one layer, `gb[o] = Σ_r dz[r, o]` over the first `rows` rows.
 #[inline(always)]
-fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: LayerSlot, batch: usize, rows: usize) {
+fn bias_grads(dz: &[f32], gb: &mut [f32], batch: usize, rows: usize) {
     for (o, g) in gb.iter_mut().enumerate() {
         *g = sum(&dz[o * batch..o * batch + rows]);
     }
+}
+
+/// dL/dW of one layer: `gW[i, o] = Σ_r a[r, i] · dz[r, o]`, summed over the first `rows`
+/// rows only: a padding row never enters a gradient, even when its activations overflowed
+/// (inf · 0 would be NaN).
+#[inline(always)]
+fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], slot: LayerSlot, batch: usize, rows: usize) {
     #[cfg(feature = "parallel")]
     {
         // The choice goes by the full batch (a constant, so that small models compile no
@@ -586,10 +751,9 @@ fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], gb: &mut [f32], slot: Lay
         if batch * slot.fan_in * slot.fan_out >= GEMM_MIN_MACS {
             // gW = aᵀ · dz over the valid rows: column-major views with `rows` rows and a
             // column stride of `batch`.
-            gw.fill(0.0);
             let at = View { data: a, rows, cols: slot.fan_in, rs: 1, cs: batch }.t();
             let dz = View { data: dz, rows, cols: slot.fan_out, rs: 1, cs: batch };
-            gemm_acc(gw, slot.fan_in, slot.fan_out, at, dz, macs);
+            gemm(gw, slot.fan_in, slot.fan_out, at, dz, macs, Dst::Set);
             return;
         }
     }
@@ -611,10 +775,9 @@ fn input_grads(w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot
         let macs = batch * slot.fan_in * slot.fan_out;
         if macs >= GEMM_MIN_MACS {
             // da = dz · Wᵀ, then the ReLU mask
-            da.fill(0.0);
             let dzv = View::col_major(dz, batch, slot.fan_out);
             let wt = View::col_major(w, slot.fan_in, slot.fan_out).t();
-            gemm_acc(da, batch, slot.fan_in, dzv, wt, macs);
+            gemm(da, batch, slot.fan_in, dzv, wt, macs, Dst::Set);
             relu_mask(da, a);
             return;
         }
@@ -668,16 +831,15 @@ pub(crate) fn update_overflow<T: StorageElement>(dims: &[usize], k: usize) -> Er
     Error::UpdateOverflow { what: what.into(), row, column, storage: T::NAME, max: T::MAX }
 }
 
-/// `p -= lr * g`, elementwise (in parallel chunks for large models with the feature
-/// `parallel`), each result rounded to the storage type `T` (a no-op for `f32`), refused
-/// when a result would not be finite in `T` (an `f32` overflow, or beyond `f16`'s ±65504).
-/// The new values go into `grads` (which the step no longer needs) in one branch-free pass
-/// that also folds whether each fits, and only then are copied over `params`: on refusal
-/// `params` is untouched (`grads` holds the rejected values) and the error names the first
-/// parameter that overflowed. Against the unchecked update, this costs one copy of the
-/// parameters per step.
+/// The SGD update `p - lr * g` of every parameter into `grads` (which the step no longer
+/// needs), elementwise (in parallel chunks for large models with the feature `parallel`),
+/// each result rounded to the storage type `T` (a no-op for `f32`); whether every result
+/// is finite in `T` (not an `f32` overflow, not beyond `f16`'s ±65504). One branch-free
+/// pass; `params` is not touched, so that the caller stores the new values only when all
+/// fit (see [`overflow_in`] otherwise). Against an unchecked update in place, this costs one
+/// copy of the parameters per step.
 #[inline(always)]
-fn sgd_checked<T: StorageElement>(dims: &[usize], params: &mut [f32], grads: &mut [f32], lr: f32) -> Result<()> {
+fn sgd_values<T: StorageElement>(params: &[f32], grads: &mut [f32], lr: f32) -> bool {
     let limit = update_limit::<T>();
     let step = |p: &[f32], g: &mut [f32]| {
         p.iter().zip(g.iter_mut()).fold(true, |ok, (p, g)| {
@@ -687,16 +849,19 @@ fn sgd_checked<T: StorageElement>(dims: &[usize], params: &mut [f32], grads: &mu
         })
     };
     #[cfg(feature = "parallel")]
-    let ok = crate::gemm::all_chunks(params, grads, step);
+    return crate::gemm::all_chunks(params, grads, step);
     #[cfg(not(feature = "parallel"))]
-    let ok = step(params, grads);
-    if !ok {
-        // `round(v)` is non-finite exactly when `|v| >= limit` (or `v` is NaN).
-        let k = grads.iter().position(|v| !v.is_finite()).unwrap_or(0);
-        return Err(update_overflow::<T>(dims, k));
-    }
-    params.copy_from_slice(grads);
-    Ok(())
+    step(params, grads)
+}
+
+/// [`Error::UpdateOverflow`] for the first parameter whose new value in `new` (the whole
+/// flat layout, as [`sgd_values`] left it) is not finite.
+#[cold]
+#[inline(never)]
+fn overflow_in<T: StorageElement>(dims: &[usize], new: &[f32]) -> Error {
+    // `round(v)` is non-finite exactly when `|v| >= limit` (or `v` is NaN).
+    let k = new.iter().position(|v| !v.is_finite()).unwrap_or(0);
+    update_overflow::<T>(dims, k)
 }
 
 #[cfg(all(test, feature = "std"))]

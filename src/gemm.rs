@@ -71,32 +71,48 @@ impl<'a> View<'a> {
 /// second thread saves.
 const MIN_COLUMNS_PER_THREAD: usize = 16;
 
-/// `dst += lhs · rhs` with `dst` column-major `m x n`. When `macs` is large, the columns of
-/// `dst` are split over rayon's threads, one single-threaded GEMM each: the `gemm` crate's
-/// own rayon split of these shapes kept to one thread in most calls (measured at 256 x 1024
-/// x 1024: median 4.7 ms with it, 2.4 ms with this split, on 2 cores).
-pub(crate) fn gemm_acc(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>, macs: usize) {
+/// What a product does with the destination's old values.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub(crate) enum Dst {
+    /// `dst = lhs · rhs`: the old values are neither read nor kept.
+    Set,
+    /// `dst += scale · lhs · rhs`.
+    Add(f32),
+}
+
+/// `dst = lhs · rhs` or `dst += s · lhs · rhs` (see [`Dst`]) with `dst` column-major
+/// `m x n`. When `macs` is large, the columns of `dst` are split over rayon's threads, one
+/// single-threaded GEMM each: the `gemm` crate's own rayon split of these shapes kept to one
+/// thread in most calls (measured at 256 x 1024 x 1024: median 4.7 ms with it, 2.4 ms with
+/// this split, on 2 cores).
+pub(crate) fn gemm(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>, macs: usize, op: Dst) {
     let threads = rayon::current_num_threads();
     let parts = threads.min(n / MIN_COLUMNS_PER_THREAD);
     if parallel(macs) && parts > 1 {
         let per = n.div_ceil(parts);
         dst.par_chunks_mut(per * m).enumerate().for_each(|(p, part)| {
             let (c0, c1) = (p * per, (p * per + per).min(n));
-            gemm_serial(part, m, c1 - c0, lhs, rhs.columns(c0, c1));
+            gemm_serial(part, m, c1 - c0, lhs, rhs.columns(c0, c1), op);
         });
     } else {
-        gemm_serial(dst, m, n, lhs, rhs);
+        gemm_serial(dst, m, n, lhs, rhs, op);
     }
 }
 
-/// `dst += lhs · rhs` on the calling thread.
-fn gemm_serial(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>) {
+/// [`gemm`] on the calling thread.
+fn gemm_serial(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>, op: Dst) {
     let k = lhs.cols;
     // The shapes come from the model's constants; a mismatch is a bug in the CPU core.
     assert!(
         lhs.rows == m && rhs.rows == k && rhs.cols == n && dst.len() == m * n && lhs.in_bounds() && rhs.in_bounds(),
         "gemm operand shapes disagree"
     );
+    // The crate computes `dst = alpha · dst + beta · lhs · rhs`, reading `dst` only when
+    // told to.
+    let (read_dst, beta) = match op {
+        Dst::Set => (false, 1.0),
+        Dst::Add(scale) => (true, scale),
+    };
     // SAFETY: the assert above checked that `dst` holds exactly the m x n column-major
     // result and that every element `(r, c)` of `lhs` (m x k) and `rhs` (k x n) addressed
     // through its strides lies inside its slice; `dst` is a unique borrow, so it aliases
@@ -109,7 +125,7 @@ fn gemm_serial(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>
             dst.as_mut_ptr(),
             m as isize,
             1,
-            true,
+            read_dst,
             lhs.data.as_ptr(),
             lhs.cs as isize,
             lhs.rs as isize,
@@ -117,7 +133,7 @@ fn gemm_serial(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>
             rhs.cs as isize,
             rhs.rs as isize,
             1.0,
-            1.0,
+            beta,
             false,
             false,
             false,

@@ -20,6 +20,11 @@ tensorbridge::model! {
     pub struct Iris { batch: 16, features: 4, classes: 3 }
 }
 tensorbridge::model! {
+    /// A first layer large enough (16 x 64 x 16 multiply-adds) for the CPU to fuse its
+    /// update into the weight-gradient product.
+    pub struct Fused { batch: 16, features: 64, hidden: [16], classes: 4 }
+}
+tensorbridge::model! {
     /// The seed's shape, f16 storage.
     pub struct Seed16 { batch: 2, features: 4, classes: 2, storage: f16 }
 }
@@ -153,6 +158,87 @@ fn an_f32_overflowing_update_is_refused_and_changes_nothing(device: &Device) {
     for (name, device) in devices(device) {
         check_one::<Seed>(&format!("{name} seed f32"), &device, 100.0);
         check_one::<Mlp>(&format!("{name} mlp f32"), &device, 100.0);
+        check_one::<Fused>(&format!("{name} fused f32"), &device, 100.0);
+    }
+}
+
+/// The fused update's own case: the first layer's update provably fits (so the CPU applies
+/// it in place) while another parameter's overflows. Nothing may change, the first layer
+/// included, whether the step knows the first layer's bound (after a good step) or not
+/// (the first step of a fresh model).
+///
+/// Hidden unit 0 alone is alive and reaches the logits through a weight of 1e-30, so the
+/// first layer's gradients are about 1e-32: its update at lr 3e38 moves weights by about
+/// 1e7 (visible, finite). Classes 0 and 1 both have a bias of 2e38 and every label is 1:
+/// the softmax gives them 0.5 each, dL/db1[1] = -0.5, and b1[1] would become
+/// 2e38 + 3e38 * 0.5 = 3.5e38, beyond f32.
+fn an_overflow_beside_a_fitting_first_layer_changes_nothing(device: &Device) {
+    let mut flat = vec![0.0f32; <FusedParams as Params>::LEN];
+    let put = |flat: &mut Vec<f32>, what: &str, row: usize, column: usize, v: f32| {
+        let k = (0..flat.len()).find(|&k| location::<Fused>(k) == (what.to_string(), row, column)).unwrap();
+        flat[k] = v;
+    };
+    for i in 0..64 {
+        put(&mut flat, "w0", i, 0, 0.01 * (1.0 + noise(5, i)));
+    }
+    put(&mut flat, "b0", 0, 0, 1.0);
+    for unit in 1..16 {
+        put(&mut flat, "b0", unit, 0, -1.0);
+    }
+    put(&mut flat, "w1", 0, 0, 1e-30);
+    put(&mut flat, "b1", 0, 0, 2e38);
+    put(&mut flat, "b1", 1, 0, 2e38);
+    let params = FusedParams::from_flat(&flat);
+    let (x, _) = batch::<Fused>(1.0);
+    let y = <Fused as Model>::Labels::from_flat(&[1u32; 16]);
+    for (name, device) in devices(device) {
+        for warm in [false, true] {
+            let what = format!("{name}, {}", if warm { "after a good step" } else { "first step" });
+            let mut model = Engine::<Fused>::with_params(&device, &params).unwrap();
+            if warm {
+                model.train_step(&x, &y, 1e-30).unwrap();
+            }
+            let (p, g) = state(&mut model, &x, &y);
+            let moved = (0..64).filter(|&i| (p[i] - 3e38 * g[i] - p[i]).abs() > 1.0).count();
+            assert!(moved > 0, "{what}: the first layer's update would not show");
+            let before = bits(&model);
+            match model.train_step(&x, &y, 3e38) {
+                Err(Error::UpdateOverflow { what: tensor, row, column, .. }) => {
+                    assert_eq!((tensor.as_str(), row, column), ("b1", 1, 0), "{what}");
+                }
+                other => panic!("{what}: expected UpdateOverflow, got {other:?}"),
+            }
+            assert_eq!(bits(&model), before, "{what}: the parameters changed");
+        }
+    }
+}
+
+/// The CPU's fused update gives the same bits whichever way the step took (in place, when
+/// it knew a bound on the first layer, or through a copy, when the parameters were just
+/// set), and equals `p - lr * g` from the reported gradients to rounding.
+fn the_fused_update_is_the_sgd_update_whichever_way_it_goes(device: &Device) {
+    let (x, y) = batch::<Fused>(1.0);
+    let lr = 0.05;
+    let mut straight = Engine::<Fused>::with_seed(device, 3).unwrap();
+    for _ in 0..3 {
+        straight.train_step(&x, &y, lr).unwrap();
+    }
+    let (p, g) = state(&mut straight, &x, &y);
+    // A model set to the same parameters starts without a bound: its next step checks a copy.
+    let mut restarted = Engine::<Fused>::with_params(device, straight.params().unwrap()).unwrap();
+    for _ in 0..3 {
+        straight.train_step(&x, &y, lr).unwrap();
+        restarted.train_step(&x, &y, lr).unwrap();
+    }
+    assert_eq!(bits(&restarted), bits(&straight), "the paths computed different bits");
+    // One step against p - lr * g, to rounding (one rounding of p - lr * g in f32, either way).
+    let mut one = Engine::<Fused>::with_params(device, FusedParams::from_flat(&p)).unwrap();
+    one.train_step(&x, &y, lr).unwrap();
+    let (after, _) = state(&mut one, &x, &y);
+    for (k, ((&p, &g), &a)) in p.iter().zip(&g).zip(&after).enumerate() {
+        let expected = p - lr * g;
+        let tolerance = 2.0 * f32::EPSILON * p.abs().max((lr * g).abs());
+        assert!((a - expected).abs() <= tolerance, "parameter {k}: {a} against {expected}");
     }
 }
 
@@ -232,6 +318,8 @@ fn the_reported_f16_case_never_stores_inf(device: &Device) {
 crate::tests! {
     device an_f32_overflowing_update_is_refused_and_changes_nothing,
     device an_update_beyond_f16_range_is_refused_and_changes_nothing,
+    device an_overflow_beside_a_fitting_first_layer_changes_nothing,
+    device the_fused_update_is_the_sgd_update_whichever_way_it_goes,
     device an_update_to_just_below_f16_infinity_is_applied,
     device the_reported_f32_case_fails_cleanly_and_the_checkpoint_stays_loadable,
     device the_reported_f16_case_never_stores_inf,

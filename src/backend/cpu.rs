@@ -48,6 +48,8 @@ const STACK_SCRATCH_BYTES: usize = 4096;
 pub(crate) struct CpuBackend<M: Model> {
     params: Box<M::Flat>,
     scratch: Mutex<Box<M::Scratch>>,
+    /// What the last train step knew of the first layer's weights (see [`cpu::train_step`]).
+    bound: cpu::UpdateBound,
     _model: PhantomData<fn() -> M>,
 }
 
@@ -56,6 +58,7 @@ impl<M: Model> CpuBackend<M> {
         let mut backend = CpuBackend {
             params: boxed_buffer::<M::Flat>(),
             scratch: Mutex::new(boxed_buffer::<M::Scratch>()),
+            bound: cpu::UpdateBound::UNKNOWN,
             _model: PhantomData,
         };
         backend.set_params(flat);
@@ -67,6 +70,7 @@ impl<M: Model> CpuBackend<M> {
         for (p, v) in self.params.values_mut().iter_mut().zip(flat) {
             *p = v.to_f32();
         }
+        self.bound = cpu::UpdateBound::UNKNOWN;
     }
 
     /// Runs `f` on the shared working memory, or on a fresh one while another thread holds
@@ -149,6 +153,6 @@ impl<M: Model> Backend<M> for CpuBackend<M> {
 
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
         let scratch = self.scratch.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cpu::train_step::<M>(self.params.values_mut(), &mut scratch.parts(), batch, lr)
+        cpu::train_step::<M>(self.params.values_mut(), &mut scratch.parts(), batch, lr, &mut self.bound)
     }
 }
