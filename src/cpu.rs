@@ -613,13 +613,30 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
             max[i] = z[top[i] * batch + r];
         }
         // The row's maximum contributes exp(0) = 1 exactly: sum = 1 + rest.
-        for c in 0..classes {
-            for i in 0..n {
-                let r = r0 + i;
-                let e = if c == top[i] { 1.0 } else { exp(z[c * batch + r] - max[i]) };
-                dz[c * batch + r] = e;
-                if c != top[i] {
-                    rest[i] += e;
+        if batch * classes >= VECTOR_SOFTMAX_MIN {
+            // Slices of the block's length and selects: the loop vectorises, exp included
+            // (computed for the top class too, then not used).
+            for c in 0..classes {
+                let zc = &z[c * batch + r0..][..n];
+                let dc = &mut dz[c * batch + r0..][..n];
+                for i in 0..n {
+                    let top = c == top[i];
+                    let e = if top { 1.0 } else { exp_branch_free(zc[i] - max[i]) };
+                    dc[i] = e;
+                    // rest + 0.0 is rest, bit for bit (rest >= +0.0).
+                    rest[i] += if top { 0.0 } else { e };
+                }
+            }
+        } else {
+            // Few values: scalar code that skips the top class's exp is faster.
+            for c in 0..classes {
+                for i in 0..n {
+                    let r = r0 + i;
+                    let e = if c == top[i] { 1.0 } else { exp(z[c * batch + r] - max[i]) };
+                    dz[c * batch + r] = e;
+                    if c != top[i] {
+                        rest[i] += e;
+                    }
                 }
             }
         }
@@ -649,6 +666,12 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
 
 /// Rows of [`softmax_xent`]'s blocks.
 const ROW_BLOCK: usize = 16;
+
+/// Logits (`batch * classes`) from which [`softmax_xent`] takes its exponentials in a loop
+/// that vectorises. Measured (train steps, AVX-512 machine): the vector loop took the
+/// digits step (320 logits) from 6.1 to 5.2 us, and made the seed (4) and iris (48) steps
+/// 10% and 7% slower than the scalar loop.
+pub(crate) const VECTOR_SOFTMAX_MIN: usize = 128;
 
 /// `2^(j/32)` for `j` in `0..32`, each the `f64` nearest the exact value (computed with
 /// 60-digit decimal arithmetic).
@@ -694,12 +717,33 @@ const EXP2_32THS: [f64; 32] = [
 /// `x = (32·k + j)·ln2/32 + t` with `|t| <= ln2/64`, so `e^x = 2^k · 2^(j/32) · e^t`, the
 /// middle factor from a table and `e^t` a degree-4 polynomial (truncation error below
 /// 2e-12, far under `f32`'s 6e-8), short enough that several calls overlap in the CPU.
+///
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     // One predictable branch on the hot path; NaN fails it too.
     if !(x > -104.0 && x <= 89.0) {
-        return exp_out_of_range(x);
+        return exp_out_of_range_cold(x);
     }
+    exp_in_range(x)
+}
+
+/// [`exp`], bit for bit, without a branch (the range is handled by selects), so that a loop
+/// of calls vectorises, the table read becoming a gather.
+#[inline(always)]
+pub(crate) fn exp_branch_free(x: f32) -> f32 {
+    // NaN fails the test too.
+    let in_range = x > -104.0 && x <= 89.0;
+    let r = exp_in_range(if in_range { x } else { 0.0 });
+    if in_range {
+        r
+    } else {
+        exp_out_of_range(x)
+    }
+}
+
+/// [`exp`] for `x` in `(-104, 89]`.
+#[inline(always)]
+fn exp_in_range(x: f32) -> f32 {
     const LN2: f64 = core::f64::consts::LN_2;
     // Round to nearest through the 1.5·2^52 trick (`f64::round` is not in `core`): the sum's
     // low mantissa bits hold k itself, read without a float-to-int conversion.
@@ -720,11 +764,17 @@ pub(crate) fn exp(x: f32) -> f32 {
 /// rounds to zero, above e^89 to infinity.
 #[cold]
 #[inline(never)]
+fn exp_out_of_range_cold(x: f32) -> f32 {
+    exp_out_of_range(x)
+}
+
+/// [`exp`] outside `(-104, 89]`, as selects.
+#[inline(always)]
 fn exp_out_of_range(x: f32) -> f32 {
-    if x.is_nan() {
-        x
-    } else if x > 0.0 {
+    if x > 0.0 {
         f32::INFINITY
+    } else if x.is_nan() {
+        x
     } else {
         0.0
     }
@@ -866,7 +916,7 @@ fn overflow_in<T: StorageElement>(dims: &[usize], new: &[f32]) -> Error {
 
 #[cfg(all(test, feature = "std"))]
 mod tests {
-    use super::exp;
+    use super::{exp, exp_branch_free};
 
     /// Distance in units in the last place between two finite f32 of the same sign.
     fn ulps(a: f32, b: f32) -> u32 {
@@ -890,5 +940,25 @@ mod tests {
         assert_eq!(exp(100.0), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
         assert!(worst <= 1);
+    }
+
+    #[test]
+    fn the_branch_free_exp_gives_the_same_bits() {
+        // Every 997th f32 bit pattern: NaNs, infinities, subnormals and both ranges' edges.
+        let specials = [-104.0f32, -103.99999, 89.0, 89.00001, 0.0, -0.0, f32::MIN_POSITIVE];
+        let patterns = (0..=u32::MAX / 997).map(|k| f32::from_bits(k * 997));
+        for x in patterns.chain(specials) {
+            let (a, b) = (exp(x), exp_branch_free(x));
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "exp({x}): {a} against {b}");
+        }
+        // And as the softmax's vectorised loop calls it, 16 lanes at a time.
+        let xs: Vec<f32> = (0..4096).map(|k| -110.0 + k as f32 * 0.0483).collect();
+        let mut out = vec![0.0f32; xs.len()];
+        for (o, &x) in out.iter_mut().zip(&xs) {
+            *o = exp_branch_free(x);
+        }
+        for (&o, &x) in out.iter().zip(&xs) {
+            assert_eq!(o.to_bits(), exp(x).to_bits(), "exp({x})");
+        }
     }
 }

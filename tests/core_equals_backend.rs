@@ -1,6 +1,9 @@
 //! The `no_std` core ([`tensorbridge::cpu::Cpu`], what `default-features = false` offers)
 //! and the full crate's CPU backend compute the same numbers, bit for bit: the seed-shape
-//! train step, and predict, loss and gradients, at the seed and iris shapes and an MLP.
+//! train step, and predict, loss and gradients, at the seed and iris shapes and an MLP,
+//! and at the digits shape, where the backend's step runs compiled for the CPU's vector
+//! extension (AVX-512 or AVX2, chosen at run time) while the core runs as built, and both
+//! take the GEMMs, the vectorised softmax and the fused first-layer update.
 //! (`.ci/nostd-check` builds the core alone, for a microcontroller, and checks its numbers
 //! against the seed's hand arithmetic.)
 
@@ -16,6 +19,10 @@ tensorbridge::model! {
 }
 tensorbridge::model! {
     pub struct Mlp { batch: 8, features: 5, classes: 3, hidden: [7, 6], storage: f16 }
+}
+
+tensorbridge::model! {
+    pub struct Digits { batch: 32, features: 64, hidden: [32], classes: 10 }
 }
 
 fn bits<P: Params>(p: &P) -> Vec<u32>
@@ -69,6 +76,12 @@ fn iris_shape_and_f16_mlp_are_bit_identical() {
     same::<Mlp>(&x, &y, 20);
 }
 
+fn digits_shape_is_bit_identical_across_vector_extensions() {
+    let x = SMatrix::<f32, 32, 64>::from_fn(|r, c| ((r * 7 + c * 13) % 17) as f32 / 4.0 - 2.0);
+    let y = SVector::<u32, 32>::from_fn(|r, _| (r % 10) as u32);
+    same::<Digits>(&x, &y, 20);
+}
+
 fn core_checks_its_inputs() {
     let mut core = Cpu::<Seed>::with_seed(1);
     let x = SMatrix::<f32, 2, 4>::from_element(f32::NAN);
@@ -90,5 +103,6 @@ fn core_checks_its_inputs() {
 crate::tests! {
     plain seed_shape_train_step_is_bit_identical,
     plain iris_shape_and_f16_mlp_are_bit_identical,
+    plain digits_shape_is_bit_identical_across_vector_extensions,
     plain core_checks_its_inputs,
 }

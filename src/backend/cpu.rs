@@ -96,6 +96,63 @@ impl<M: Model> CpuBackend<M> {
     }
 }
 
+/// [`cpu::train_step`] compiled for the widest vector extension the CPU offers (AVX-512,
+/// else AVX2 and FMA, on x86-64), else as built. A crate built for the baseline x86-64
+/// otherwise runs the core's loops (softmax, bias and ReLU, the update, ...) on SSE2
+/// alone; the GEMMs choose their kernels at run time themselves. The numbers do not
+/// change: Rust never fuses a multiply and an add on its own, and vectorising does not
+/// reorder a sum. Models below `cpu::VECTOR_SOFTMAX_MIN` logits a batch run as built.
+#[inline(always)]
+fn train_step_simd<M: Model>(
+    params: &mut [f32],
+    s: &mut ScratchParts<'_>,
+    batch: Batch<'_, M::Storage>,
+    lr: f32,
+    bound: &mut cpu::UpdateBound,
+) -> Result<f32> {
+    // Small models gain nothing (measured: seed and iris steps 5-10% slower on AVX-512).
+    #[cfg(target_arch = "x86_64")]
+    if M::BATCH * M::CLASSES >= cpu::VECTOR_SOFTMAX_MIN {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
+            // SAFETY: the CPU has every feature `avx512::train_step` is compiled for
+            // (checked just above); the function itself is safe code.
+            return unsafe { avx512::train_step::<M>(params, s, batch, lr, bound) };
+        }
+        if has!("avx2") && has!("fma") {
+            // SAFETY: as above, for AVX2 and FMA.
+            return unsafe { avx2::train_step::<M>(params, s, batch, lr, bound) };
+        }
+    }
+    cpu::train_step::<M>(params, s, batch, lr, bound)
+}
+
+/// The CPU core's train step compiled (with all it inlines) for one set of target features.
+macro_rules! simd_variant {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            use super::*;
+            /// [`cpu::train_step`] for these target features.
+            ///
+            /// # Safety
+            /// The CPU must support every feature named in `target_feature`.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn train_step<M: Model>(
+                params: &mut [f32],
+                s: &mut ScratchParts<'_>,
+                batch: Batch<'_, M::Storage>,
+                lr: f32,
+                bound: &mut cpu::UpdateBound,
+            ) -> Result<f32> {
+                cpu::train_step::<M>(params, s, batch, lr, bound)
+            }
+        }
+    };
+}
+simd_variant!(avx512, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma");
+simd_variant!(avx2, "avx2,fma");
+
 /// Threads the CPU backend may use.
 pub(crate) fn threads() -> usize {
     #[cfg(feature = "parallel")]
@@ -153,6 +210,7 @@ impl<M: Model> Backend<M> for CpuBackend<M> {
 
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
         let scratch = self.scratch.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        cpu::train_step::<M>(self.params.values_mut(), &mut scratch.parts(), batch, lr, &mut self.bound)
+        let (params, bound) = (self.params.values_mut(), &mut self.bound);
+        train_step_simd::<M>(params, &mut scratch.parts(), batch, lr, bound)
     }
 }
