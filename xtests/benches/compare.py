@@ -1,14 +1,24 @@
 #!/usr/bin/env python3
-"""Runs our CPU-backend benchmark and the NumPy anchor in the same session and prints the
-ratios (anchor time / our time: above 1 means we are faster).
+"""Runs our CPU-backend benchmark and the anchors in the same session and prints the ratios
+(anchor time / our time: above 1 means we are faster), and our train step's share of the
+machine's GEMM peak as NumPy measures it in the same run.
 
-Usage (from the repository root):  python3 xtests/benches/compare.py [SHAPE ...]
+Usage (from the repository root):
+  python3 xtests/benches/compare.py [--candle] [--rounds N] [SHAPE ...]
   SHAPE: seed iris digits mnist wide (default: all). Needs numpy.
-The anchor is anchors/numpy_anchor.py beside this file (see anchors/README.md); criterion's
-medians are read from target/criterion/<shape>/<train_step|infer>/new/estimates.json.
+  --candle    also build (cargo, into the system's temporary directory; the first build
+              fetches candle-core and takes minutes) and run the candle anchor
+  --rounds N  run everything N times, interleaved, and print every round (default 1):
+              this machine is noisy, compare rounds rather than trust one
+
+The anchors are beside this file (see anchors/README.md): anchors/numpy_anchor.py and
+anchors/candle-anchor/. Criterion's medians are read from
+target/criterion/<shape>/<train_step|infer>/new/estimates.json.
 """
+import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -16,7 +26,22 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 ANCHOR = os.path.join(HERE, "anchors", "numpy_anchor.py")
-SHAPES = ["seed", "iris", "digits", "mnist", "wide"]
+CANDLE_DIR = os.path.join(HERE, "anchors", "candle-anchor")
+CANDLE_TARGET = os.path.join(tempfile.gettempdir(), "tensorbridge-candle-anchor")
+CANDLE_BIN = os.path.join(CANDLE_TARGET, "release", "candle-anchor")
+# name: (batch, features, hidden sizes, classes), as in train_step.rs
+SHAPES = {"seed": (2, 4, [], 2), "iris": (16, 4, [], 3), "digits": (32, 64, [32], 10),
+          "mnist": (128, 784, [128], 10), "wide": (256, 1024, [1024], 16)}
+
+
+def train_flops(shape):
+    """GEMM FLOPs of one train step, counted as the anchors count them: forward
+    (2*B*in*out per layer) + weight gradients (the same) + input gradients of every layer but
+    the first."""
+    b, f, hidden, c = SHAPES[shape]
+    d = [f, *hidden, c]
+    per = [2 * b * i * o for i, o in zip(d, d[1:])]
+    return 2 * sum(per) + sum(per[1:])
 
 
 def ours(shapes):
@@ -34,7 +59,7 @@ def ours(shapes):
     return out
 
 
-def anchor():
+def numpy_anchor():
     with tempfile.TemporaryDirectory() as d:
         path = os.path.join(d, "anchor.json")
         subprocess.run([sys.executable, ANCHOR, "--json", path], check=True, stdout=subprocess.DEVNULL)
@@ -42,17 +67,65 @@ def anchor():
             return json.load(f)
 
 
-def main():
-    shapes = sys.argv[1:] or SHAPES
-    ns = anchor()
-    us = ours(shapes)
-    print(f"{'shape':8s} {'ours train':>12s} {'NumPy train':>12s} {'ratio':>7s}   "
-          f"{'ours infer':>12s} {'NumPy infer':>12s} {'ratio':>7s}")
+def build_candle():
+    """None when the candle anchor is built, else why not."""
+    if not shutil.which("cargo"):
+        return "cargo not found"
+    print("building the candle anchor (the first build takes minutes)...", file=sys.stderr)
+    p = subprocess.run(["cargo", "build", "--release", "--quiet", "--target-dir", CANDLE_TARGET],
+                       cwd=CANDLE_DIR, capture_output=True, text=True)
+    if p.returncode != 0:
+        return "cargo build failed: " + p.stderr[-500:]
+    return None if os.path.exists(CANDLE_BIN) else "binary missing after build"
+
+
+def candle_anchor(shapes):
+    p = subprocess.run([CANDLE_BIN, "bench", "--budget", "0.6", *shapes], check=True, capture_output=True, text=True)
+    rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
+    return {r["shape"]: r for r in rows}
+
+
+def report(shapes, ns, us, cn):
+    peak = ns["sgemm2048_gflops"]
+    head = (f"{'shape':8s} {'ours train':>12s} {'NumPy':>12s} {'ratio':>6s}"
+            + (f" {'candle':>12s} {'ratio':>6s}" if cn else "")
+            + f" {'GFLOP/s':>8s} {'of peak':>7s}   {'ours infer':>12s} {'NumPy':>12s} {'ratio':>6s}"
+            + (f" {'candle':>12s} {'ratio':>6s}" if cn else ""))
+    print(head)
     for s in shapes:
         tr, inf = us[(s, "train_step")], us[(s, "infer")]
         ntr, ninf = ns[s]["train_ns"], ns[s]["infer_ns"]
-        print(f"{s:8s} {tr:10.0f}ns {ntr:10.0f}ns {ntr / tr:6.1f}x   {inf:10.0f}ns {ninf:10.0f}ns {ninf / inf:6.1f}x")
-    print(f"NumPy sgemm 2048: {ns['sgemm2048_gflops']:.1f} GFLOP/s")
+        gflops = train_flops(s) / tr
+        line = f"{s:8s} {tr:10.0f}ns {ntr:10.0f}ns {ntr / tr:5.2f}x"
+        if cn:
+            line += f" {cn[s]['train_ns']:10.0f}ns {cn[s]['train_ns'] / tr:5.2f}x"
+        line += f" {gflops:8.1f} {100 * gflops / peak:6.0f}%   {inf:10.0f}ns {ninf:10.0f}ns {ninf / inf:5.2f}x"
+        if cn:
+            line += f" {cn[s]['infer_ns']:10.0f}ns {cn[s]['infer_ns'] / inf:5.2f}x"
+        print(line)
+    print(f"NumPy sgemm 2048^3 (the GEMM peak above): {peak:.1f} GFLOP/s")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--candle", action="store_true", help="also run the candle anchor")
+    ap.add_argument("--rounds", type=int, default=1, help="rounds, interleaved (default 1)")
+    ap.add_argument("shapes", nargs="*", choices=[[], *SHAPES], metavar="SHAPE")
+    args = ap.parse_args()
+    shapes = args.shapes or list(SHAPES)
+    candle = args.candle
+    if candle:
+        why = build_candle()
+        if why:
+            print(f"candle anchor skipped: {why}", file=sys.stderr)
+            candle = False
+    for r in range(args.rounds):
+        ns = numpy_anchor()
+        us = ours(shapes)
+        cn = candle_anchor(shapes) if candle else None
+        if args.rounds > 1:
+            print(f"round {r + 1} of {args.rounds}")
+        report(shapes, ns, us, cn)
 
 
 if __name__ == "__main__":
