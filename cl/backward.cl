@@ -9,7 +9,7 @@
 //   whatever they hold.
 // tb_backward_inputs: da[r, i] = (sum_o dz[r, o] * w[i, o]) * (a[r, i] > 0), the delta of
 //   the layer below (a is that layer's ReLU output), TB_RM rows x TB_RN inputs a
-//   work-item, the ReLU mask fused into the store. NDRange (ceil(TB_BATCH / 8),
+//   work-item, the ReLU mask fused into the store. NDRange (ceil(TB_BATCH / TB_RM),
 //   ceil(TB_IN_l / TB_RN)), rounded up to the local size.
 
 #define TB_GI 4
@@ -105,31 +105,31 @@ inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float 
     if (r0 >= TB_BATCH || i0 >= n_in) {
         return;
     }
-    float8 acc[TB_RN];
+    float16 acc[TB_RN];
 #pragma unroll
     for (int n = 0; n < TB_RN; ++n) {
-        acc[n] = (float8)(0.0f);
+        acc[n] = (float16)(0.0f);
     }
     if (i0 + TB_RN <= n_in) {
         for (int o = 0; o < n_out; ++o) {
-            const float8 d = tb_rows8(dz + o * TB_BATCH, r0);
+            const float16 d = tb_rows16(dz + o * TB_BATCH, r0);
             __global const TB_P_T *wr = w + o * n_in + i0;
 #pragma unroll
             for (int n = 0; n < TB_RN; n += 4) {
                 const float4 wv = TB_LOAD_P4(wr, n);
-                acc[n + 0] = mad(d, (float8)(wv.x), acc[n + 0]);
-                acc[n + 1] = mad(d, (float8)(wv.y), acc[n + 1]);
-                acc[n + 2] = mad(d, (float8)(wv.z), acc[n + 2]);
-                acc[n + 3] = mad(d, (float8)(wv.w), acc[n + 3]);
+                acc[n + 0] = mad(d, (float16)(wv.x), acc[n + 0]);
+                acc[n + 1] = mad(d, (float16)(wv.y), acc[n + 1]);
+                acc[n + 2] = mad(d, (float16)(wv.z), acc[n + 2]);
+                acc[n + 3] = mad(d, (float16)(wv.w), acc[n + 3]);
             }
         }
     } else {
         for (int o = 0; o < n_out; ++o) {
-            const float8 d = tb_rows8(dz + o * TB_BATCH, r0);
+            const float16 d = tb_rows16(dz + o * TB_BATCH, r0);
             __global const TB_P_T *wr = w + o * n_in;
 #pragma unroll
             for (int n = 0; n < TB_RN; ++n) {
-                acc[n] = mad(d, (float8)(TB_LOAD_P(wr, min(i0 + n, n_in - 1))), acc[n]);
+                acc[n] = mad(d, (float16)(TB_LOAD_P(wr, min(i0 + n, n_in - 1))), acc[n]);
             }
         }
     }
@@ -137,8 +137,8 @@ inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float 
     for (int n = 0; n < TB_RN; ++n) {
         if (i0 + n < n_in) {
             const int col = (i0 + n) * TB_BATCH;
-            const float8 mask = tb_rows8(act + col, r0);
-            tb_store_rows8(da + col, r0, select(acc[n], (float8)(0.0f), mask <= (float8)(0.0f)));
+            const float16 mask = tb_rows16(act + col, r0);
+            tb_store_rows16(da + col, r0, select(acc[n], (float16)(0.0f), mask <= (float16)(0.0f)));
         }
     }
 }

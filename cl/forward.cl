@@ -3,8 +3,8 @@
 // z[r, o] = b[o] + sum_i a[r, i] * w[i, o], then ReLU for hidden layers (NaN is kept, as
 // on the CPU backend, so a diverged value still surfaces as a non-finite loss).
 //
-// Every work-item computes a block of TB_RM (8) consecutive batch rows x TB_RN outputs in
-// registers: the 8 rows of an activation column are one float8 (the activations are
+// Every work-item computes a block of TB_RM (16) consecutive batch rows x TB_RN outputs in
+// registers: the 16 rows of an activation column are one float16 (the activations are
 // column-major, so the rows are contiguous), the weights of an output are contiguous over
 // the inputs and are read four inputs at a time (vload4). There are no barriers and no
 // local memory: on a CPU device (PoCL reports its local memory as `Global`) a local tile
@@ -15,7 +15,7 @@
 // Out-of-range work-items return at once (no barrier follows); partial blocks read
 // clamped, in-range indices and store only their in-range outputs.
 
-#define TB_RM 8
+#define TB_RM 16
 #ifndef TB_RN
 #define TB_RN 4
 #endif
@@ -26,28 +26,30 @@
 #define TB_LOAD_P4(p, k) vload4(0, (p) + (k))
 #endif
 
-// Rows r0..r0+7 of a column-major activation column `col` (r0 < TB_BATCH). When the batch
-// is not a multiple of 8, rows past its end repeat the last row (their results are never
+// Rows r0..r0+15 of a column-major activation column `col` (r0 < TB_BATCH). When the batch
+// is not a multiple of 16, rows past its end repeat the last row (their results are never
 // stored), so nothing is read past the column.
-inline float8 tb_rows8(__global const float *col, const int r0) {
-#if TB_BATCH % 8 == 0
-    return vload8(0, col + r0);
+inline float16 tb_rows16(__global const float *col, const int r0) {
+#if TB_BATCH % 16 == 0
+    return vload16(0, col + r0);
 #else
     const int last = TB_BATCH - 1;
-    return (float8)(col[min(r0, last)], col[min(r0 + 1, last)], col[min(r0 + 2, last)],
-                    col[min(r0 + 3, last)], col[min(r0 + 4, last)], col[min(r0 + 5, last)],
-                    col[min(r0 + 6, last)], col[min(r0 + 7, last)]);
+    float t[16];
+    for (int j = 0; j < 16; ++j) {
+        t[j] = col[min(r0 + j, last)];
+    }
+    return vload16(0, t);
 #endif
 }
 
-// Stores the in-range rows of `v` (rows r0..r0+7) into the column `col`.
-inline void tb_store_rows8(__global float *col, const int r0, const float8 v) {
-#if TB_BATCH % 8 == 0
-    vstore8(v, 0, col + r0);
+// Stores the in-range rows of `v` (rows r0..r0+15) into the column `col`.
+inline void tb_store_rows16(__global float *col, const int r0, const float16 v) {
+#if TB_BATCH % 16 == 0
+    vstore16(v, 0, col + r0);
 #else
-    float t[8];
-    vstore8(v, 0, t);
-    for (int j = 0; j < 8; ++j) {
+    float t[16];
+    vstore16(v, 0, t);
+    for (int j = 0; j < 16; ++j) {
         if (r0 + j < TB_BATCH) {
             col[r0 + j] = t[j];
         }
@@ -70,42 +72,42 @@ inline void tb_dense_block(__global const TB_P_T *w, __global const TB_P_T *bias
         return;
     }
     int oc[TB_RN];
-    float8 acc[TB_RN];
+    float16 acc[TB_RN];
 #pragma unroll
     for (int n = 0; n < TB_RN; ++n) {
         oc[n] = min(o0 + n, n_out - 1) * n_in;
-        acc[n] = (float8)(TB_LOAD_P(bias, min(o0 + n, n_out - 1)));
+        acc[n] = (float16)(TB_LOAD_P(bias, min(o0 + n, n_out - 1)));
     }
     int k = 0;
     for (; k + 4 <= n_in; k += 4) {
-        const float8 a0 = tb_rows8(a + (k + 0) * TB_BATCH, r0);
-        const float8 a1 = tb_rows8(a + (k + 1) * TB_BATCH, r0);
-        const float8 a2 = tb_rows8(a + (k + 2) * TB_BATCH, r0);
-        const float8 a3 = tb_rows8(a + (k + 3) * TB_BATCH, r0);
+        const float16 a0 = tb_rows16(a + (k + 0) * TB_BATCH, r0);
+        const float16 a1 = tb_rows16(a + (k + 1) * TB_BATCH, r0);
+        const float16 a2 = tb_rows16(a + (k + 2) * TB_BATCH, r0);
+        const float16 a3 = tb_rows16(a + (k + 3) * TB_BATCH, r0);
 #pragma unroll
         for (int n = 0; n < TB_RN; ++n) {
             const float4 wv = TB_LOAD_P4(w, oc[n] + k);
-            acc[n] = mad(a0, (float8)(wv.x), acc[n]);
-            acc[n] = mad(a1, (float8)(wv.y), acc[n]);
-            acc[n] = mad(a2, (float8)(wv.z), acc[n]);
-            acc[n] = mad(a3, (float8)(wv.w), acc[n]);
+            acc[n] = mad(a0, (float16)(wv.x), acc[n]);
+            acc[n] = mad(a1, (float16)(wv.y), acc[n]);
+            acc[n] = mad(a2, (float16)(wv.z), acc[n]);
+            acc[n] = mad(a3, (float16)(wv.w), acc[n]);
         }
     }
     for (; k < n_in; ++k) {
-        const float8 ak = tb_rows8(a + k * TB_BATCH, r0);
+        const float16 ak = tb_rows16(a + k * TB_BATCH, r0);
 #pragma unroll
         for (int n = 0; n < TB_RN; ++n) {
-            acc[n] = mad(ak, (float8)(TB_LOAD_P(w, oc[n] + k)), acc[n]);
+            acc[n] = mad(ak, (float16)(TB_LOAD_P(w, oc[n] + k)), acc[n]);
         }
     }
 #pragma unroll
     for (int n = 0; n < TB_RN; ++n) {
         if (o0 + n < n_out) {
-            float8 v = acc[n];
+            float16 v = acc[n];
             if (relu) {
-                v = select(v, (float8)(0.0f), v < (float8)(0.0f));
+                v = select(v, (float16)(0.0f), v < (float16)(0.0f));
             }
-            tb_store_rows8(z + (o0 + n) * TB_BATCH, r0, v);
+            tb_store_rows16(z + (o0 + n) * TB_BATCH, r0, v);
         }
     }
 }

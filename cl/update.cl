@@ -2,16 +2,40 @@
 // step's loss (losses[loss_slot], written by tb_loss) is not finite or when the step's
 // update status (losses[loss_slot + 1], cleared by tb_loss, set by tb_check_update) says
 // that some parameter's update would not fit the storage, so a diverged or overflowing
-// step never corrupts the parameters. NDRange: round_up(TB_PARAMS, local size).
+// step never corrupts the parameters.
+//
+// Both kernels give each work-item TB_UPDATE_VEC (16, #defined by the host: kernels.rs)
+// consecutive parameters from k0 = 16 * get_global_id(0), loaded, updated and stored as
+// one float16 (vload16 / vload_half16); the last, partial vector goes element by element.
+// One work-item per parameter made PoCL 3.1 spend ~60 us on each kernel at mnist's ~100K
+// parameters (~1600 work-groups, scalar code); 16 a work-item, ~10-15 us.
+// NDRange: round_up(ceil(TB_PARAMS / TB_UPDATE_VEC), local size).
 
 // TB_UPDATE_LIMIT (#defined by the host, kernels.rs): |p - lr * g| from which the update no
 // longer fits the storage once stored: float's infinity, or 65520 for half (halfway between
 // 65504 and 2^16; ties to even give 2^16, i.e. infinity under vstore_half_rte).
 // `!(fabs(v) < TB_UPDATE_LIMIT)` catches NaN too.
 
+#if TB_UPDATE_VEC != 16
+#error "the update kernels load float16: TB_UPDATE_VEC must be 16"
+#endif
+
+#ifdef TB_STORAGE_F16
+#define TB_LOAD_P16(p, k) vload_half16(0, (p) + (k))
+#define TB_STORE_P16(p, k, v) vstore_half16_rte((v), 0, (p) + (k))
+#else
+#define TB_LOAD_P16(p, k) vload16(0, (p) + (k))
+#define TB_STORE_P16(p, k, v) vstore16((v), 0, (p) + (k))
+#endif
+
 // The updated value of a parameter, shared by the check and the store so that both
-// compute the same bits.
+// compute the same bits (a whole vector goes through tb_sgd_value16 in both, a partial
+// one through tb_sgd_value in both).
 inline float tb_sgd_value(const float p, const float g, const float lr) {
+    return p - lr * g;
+}
+
+inline float16 tb_sgd_value16(const float16 p, const float16 g, const float lr) {
     return p - lr * g;
 }
 
@@ -20,21 +44,61 @@ inline int tb_update_fits(const float v) {
     return fabs(v) < TB_UPDATE_LIMIT;
 }
 
+// Whether all 16 comparison results are true (-1), by halving: PoCL 3.1's all() on an
+// int16 made the check kernel ~3x slower.
+inline int tb_all16(const int16 m) {
+    const int8 a = m.lo & m.hi;
+    const int4 b = a.lo & a.hi;
+    const int2 c = b.lo & b.hi;
+    return (c.x & c.y) != 0;
+}
+
 // Flags the step (status word losses[loss_slot + 1] = ~k for the smallest such k, through
 // atomic_max) if the update of any parameter k would not fit the storage. Reads only.
 __kernel void tb_check_update(__global const TB_P_T *params, __global const float *grads, const float lr,
                               __global float *losses, const int loss_slot) {
-    const int k = get_global_id(0);
-    if (k < TB_PARAMS && !tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
-        atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)k);
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS) {
+        return;
+    }
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    if (end - k0 == TB_UPDATE_VEC) {
+        const float16 v = tb_sgd_value16(TB_LOAD_P16(params, k0), vload16(0, grads + k0), lr);
+        // `<` is false for NaN, as in tb_update_fits.
+        if (tb_all16(fabs(v) < (float16)(TB_UPDATE_LIMIT))) {
+            return;
+        }
+        // Cold: this vector's first offending parameter (the same bits as above).
+        float t[TB_UPDATE_VEC];
+        vstore16(v, 0, t);
+        for (int j = 0; j < TB_UPDATE_VEC; ++j) {
+            if (!tb_update_fits(t[j])) {
+                atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)(k0 + j));
+                return;
+            }
+        }
+        return;
+    }
+    for (int k = k0; k < end; ++k) {
+        if (!tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
+            atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)k);
+            return;
+        }
     }
 }
 
 __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const float lr,
                      __global const float *losses, const int loss_slot) {
-    const int k = get_global_id(0);
-    if (k >= TB_PARAMS || !isfinite(losses[loss_slot]) || ((__global const uint *)losses)[loss_slot + 1] != 0u) {
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS || !isfinite(losses[loss_slot]) || ((__global const uint *)losses)[loss_slot + 1] != 0u) {
         return;
     }
-    TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    if (end - k0 == TB_UPDATE_VEC) {
+        TB_STORE_P16(params, k0, tb_sgd_value16(TB_LOAD_P16(params, k0), vload16(0, grads + k0), lr));
+        return;
+    }
+    for (int k = k0; k < end; ++k) {
+        TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
+    }
 }

@@ -48,6 +48,10 @@ pub const FUSED_MAX_WG: usize = 256;
 /// kernels).
 pub(crate) const LOSS_MAX_WG: usize = 256;
 
+/// Parameters per work-item of the update kernels (`TB_UPDATE_VEC` in `cl/update.cl`, which
+/// loads them as one `float16` and refuses to build with any other value).
+pub(crate) const UPDATE_VEC: usize = 16;
+
 /// What a launch of the fused kernel computes (its `mode` argument; `TB_MODE_*` in the
 /// kernels). Each mode does everything the one before it does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -148,6 +152,7 @@ pub fn defines<M: Model>() -> String {
         let _ = writeln!(s, "#define {name} {}", mode as i32);
     }
     let _ = writeln!(s, "#define TB_LOSS_WG {LOSS_MAX_WG}");
+    let _ = writeln!(s, "#define TB_UPDATE_VEC {UPDATE_VEC}");
     // |p - lr * g| from which an update no longer fits the storage (crate::cpu::update_limit).
     let limit = update_limit::<M::Storage>();
     let limit = if limit.is_finite() { format!("{limit:.1}f") } else { "INFINITY".to_string() };

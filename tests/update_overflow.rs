@@ -25,6 +25,15 @@ tensorbridge::model! {
     pub struct Fused { batch: 16, features: 64, hidden: [16], classes: 4 }
 }
 tensorbridge::model! {
+    /// 102 parameters: six whole vectors of the tiled update kernels (16 parameters a
+    /// work-item) and a partial one.
+    pub struct Tail { batch: 3, features: 9, hidden: [7], classes: 4 }
+}
+tensorbridge::model! {
+    /// The same, f16 storage.
+    pub struct Tail16 { batch: 3, features: 9, hidden: [7], classes: 4, storage: f16 }
+}
+tensorbridge::model! {
     /// The seed's shape, f16 storage.
     pub struct Seed16 { batch: 2, features: 4, classes: 2, storage: f16 }
 }
@@ -158,6 +167,7 @@ fn an_f32_overflowing_update_is_refused_and_changes_nothing(device: &Device) {
     for (name, device) in devices(device) {
         check_one::<Seed>(&format!("{name} seed f32"), &device, 100.0);
         check_one::<Mlp>(&format!("{name} mlp f32"), &device, 100.0);
+        check_one::<Tail>(&format!("{name} tail f32"), &device, 100.0);
         check_one::<Fused>(&format!("{name} fused f32"), &device, 100.0);
     }
 }
@@ -246,6 +256,7 @@ fn an_update_beyond_f16_range_is_refused_and_changes_nothing(device: &Device) {
     for (name, device) in devices(device) {
         check_one::<Seed16>(&format!("{name} seed f16"), &device, 1.0);
         check_one::<Mlp16>(&format!("{name} mlp f16"), &device, 1.0);
+        check_one::<Tail16>(&format!("{name} tail f16"), &device, 1.0);
     }
 }
 

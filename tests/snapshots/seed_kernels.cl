@@ -10,6 +10,7 @@
 #define TB_MODE_GRADIENTS 2
 #define TB_MODE_STEP 3
 #define TB_LOSS_WG 256
+#define TB_UPDATE_VEC 16
 #define TB_UPDATE_LIMIT INFINITY
 #define TB_Y 8
 #define TB_ARG_WORDS 10
@@ -125,8 +126,8 @@ __kernel void tb_widen_x(__global const TB_X_T *x, __global float *out) {
 // z[r, o] = b[o] + sum_i a[r, i] * w[i, o], then ReLU for hidden layers (NaN is kept, as
 // on the CPU backend, so a diverged value still surfaces as a non-finite loss).
 //
-// Every work-item computes a block of TB_RM (8) consecutive batch rows x TB_RN outputs in
-// registers: the 8 rows of an activation column are one float8 (the activations are
+// Every work-item computes a block of TB_RM (16) consecutive batch rows x TB_RN outputs in
+// registers: the 16 rows of an activation column are one float16 (the activations are
 // column-major, so the rows are contiguous), the weights of an output are contiguous over
 // the inputs and are read four inputs at a time (vload4). There are no barriers and no
 // local memory: on a CPU device (PoCL reports its local memory as `Global`) a local tile
@@ -137,7 +138,7 @@ __kernel void tb_widen_x(__global const TB_X_T *x, __global float *out) {
 // Out-of-range work-items return at once (no barrier follows); partial blocks read
 // clamped, in-range indices and store only their in-range outputs.
 
-#define TB_RM 8
+#define TB_RM 16
 #ifndef TB_RN
 #define TB_RN 4
 #endif
@@ -148,28 +149,30 @@ __kernel void tb_widen_x(__global const TB_X_T *x, __global float *out) {
 #define TB_LOAD_P4(p, k) vload4(0, (p) + (k))
 #endif
 
-// Rows r0..r0+7 of a column-major activation column `col` (r0 < TB_BATCH). When the batch
-// is not a multiple of 8, rows past its end repeat the last row (their results are never
+// Rows r0..r0+15 of a column-major activation column `col` (r0 < TB_BATCH). When the batch
+// is not a multiple of 16, rows past its end repeat the last row (their results are never
 // stored), so nothing is read past the column.
-inline float8 tb_rows8(__global const float *col, const int r0) {
-#if TB_BATCH % 8 == 0
-    return vload8(0, col + r0);
+inline float16 tb_rows16(__global const float *col, const int r0) {
+#if TB_BATCH % 16 == 0
+    return vload16(0, col + r0);
 #else
     const int last = TB_BATCH - 1;
-    return (float8)(col[min(r0, last)], col[min(r0 + 1, last)], col[min(r0 + 2, last)],
-                    col[min(r0 + 3, last)], col[min(r0 + 4, last)], col[min(r0 + 5, last)],
-                    col[min(r0 + 6, last)], col[min(r0 + 7, last)]);
+    float t[16];
+    for (int j = 0; j < 16; ++j) {
+        t[j] = col[min(r0 + j, last)];
+    }
+    return vload16(0, t);
 #endif
 }
 
-// Stores the in-range rows of `v` (rows r0..r0+7) into the column `col`.
-inline void tb_store_rows8(__global float *col, const int r0, const float8 v) {
-#if TB_BATCH % 8 == 0
-    vstore8(v, 0, col + r0);
+// Stores the in-range rows of `v` (rows r0..r0+15) into the column `col`.
+inline void tb_store_rows16(__global float *col, const int r0, const float16 v) {
+#if TB_BATCH % 16 == 0
+    vstore16(v, 0, col + r0);
 #else
-    float t[8];
-    vstore8(v, 0, t);
-    for (int j = 0; j < 8; ++j) {
+    float t[16];
+    vstore16(v, 0, t);
+    for (int j = 0; j < 16; ++j) {
         if (r0 + j < TB_BATCH) {
             col[r0 + j] = t[j];
         }
@@ -192,42 +195,42 @@ inline void tb_dense_block(__global const TB_P_T *w, __global const TB_P_T *bias
         return;
     }
     int oc[TB_RN];
-    float8 acc[TB_RN];
+    float16 acc[TB_RN];
 #pragma unroll
     for (int n = 0; n < TB_RN; ++n) {
         oc[n] = min(o0 + n, n_out - 1) * n_in;
-        acc[n] = (float8)(TB_LOAD_P(bias, min(o0 + n, n_out - 1)));
+        acc[n] = (float16)(TB_LOAD_P(bias, min(o0 + n, n_out - 1)));
     }
     int k = 0;
     for (; k + 4 <= n_in; k += 4) {
-        const float8 a0 = tb_rows8(a + (k + 0) * TB_BATCH, r0);
-        const float8 a1 = tb_rows8(a + (k + 1) * TB_BATCH, r0);
-        const float8 a2 = tb_rows8(a + (k + 2) * TB_BATCH, r0);
-        const float8 a3 = tb_rows8(a + (k + 3) * TB_BATCH, r0);
+        const float16 a0 = tb_rows16(a + (k + 0) * TB_BATCH, r0);
+        const float16 a1 = tb_rows16(a + (k + 1) * TB_BATCH, r0);
+        const float16 a2 = tb_rows16(a + (k + 2) * TB_BATCH, r0);
+        const float16 a3 = tb_rows16(a + (k + 3) * TB_BATCH, r0);
 #pragma unroll
         for (int n = 0; n < TB_RN; ++n) {
             const float4 wv = TB_LOAD_P4(w, oc[n] + k);
-            acc[n] = mad(a0, (float8)(wv.x), acc[n]);
-            acc[n] = mad(a1, (float8)(wv.y), acc[n]);
-            acc[n] = mad(a2, (float8)(wv.z), acc[n]);
-            acc[n] = mad(a3, (float8)(wv.w), acc[n]);
+            acc[n] = mad(a0, (float16)(wv.x), acc[n]);
+            acc[n] = mad(a1, (float16)(wv.y), acc[n]);
+            acc[n] = mad(a2, (float16)(wv.z), acc[n]);
+            acc[n] = mad(a3, (float16)(wv.w), acc[n]);
         }
     }
     for (; k < n_in; ++k) {
-        const float8 ak = tb_rows8(a + k * TB_BATCH, r0);
+        const float16 ak = tb_rows16(a + k * TB_BATCH, r0);
 #pragma unroll
         for (int n = 0; n < TB_RN; ++n) {
-            acc[n] = mad(ak, (float8)(TB_LOAD_P(w, oc[n] + k)), acc[n]);
+            acc[n] = mad(ak, (float16)(TB_LOAD_P(w, oc[n] + k)), acc[n]);
         }
     }
 #pragma unroll
     for (int n = 0; n < TB_RN; ++n) {
         if (o0 + n < n_out) {
-            float8 v = acc[n];
+            float16 v = acc[n];
             if (relu) {
-                v = select(v, (float8)(0.0f), v < (float8)(0.0f));
+                v = select(v, (float16)(0.0f), v < (float16)(0.0f));
             }
-            tb_store_rows8(z + (o0 + n) * TB_BATCH, r0, v);
+            tb_store_rows16(z + (o0 + n) * TB_BATCH, r0, v);
         }
     }
 }
@@ -344,7 +347,7 @@ __kernel void tb_loss(__global const float *logits, const int logits_off,
 //   whatever they hold.
 // tb_backward_inputs: da[r, i] = (sum_o dz[r, o] * w[i, o]) * (a[r, i] > 0), the delta of
 //   the layer below (a is that layer's ReLU output), TB_RM rows x TB_RN inputs a
-//   work-item, the ReLU mask fused into the store. NDRange (ceil(TB_BATCH / 8),
+//   work-item, the ReLU mask fused into the store. NDRange (ceil(TB_BATCH / TB_RM),
 //   ceil(TB_IN_l / TB_RN)), rounded up to the local size.
 
 #define TB_GI 4
@@ -440,31 +443,31 @@ inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float 
     if (r0 >= TB_BATCH || i0 >= n_in) {
         return;
     }
-    float8 acc[TB_RN];
+    float16 acc[TB_RN];
 #pragma unroll
     for (int n = 0; n < TB_RN; ++n) {
-        acc[n] = (float8)(0.0f);
+        acc[n] = (float16)(0.0f);
     }
     if (i0 + TB_RN <= n_in) {
         for (int o = 0; o < n_out; ++o) {
-            const float8 d = tb_rows8(dz + o * TB_BATCH, r0);
+            const float16 d = tb_rows16(dz + o * TB_BATCH, r0);
             __global const TB_P_T *wr = w + o * n_in + i0;
 #pragma unroll
             for (int n = 0; n < TB_RN; n += 4) {
                 const float4 wv = TB_LOAD_P4(wr, n);
-                acc[n + 0] = mad(d, (float8)(wv.x), acc[n + 0]);
-                acc[n + 1] = mad(d, (float8)(wv.y), acc[n + 1]);
-                acc[n + 2] = mad(d, (float8)(wv.z), acc[n + 2]);
-                acc[n + 3] = mad(d, (float8)(wv.w), acc[n + 3]);
+                acc[n + 0] = mad(d, (float16)(wv.x), acc[n + 0]);
+                acc[n + 1] = mad(d, (float16)(wv.y), acc[n + 1]);
+                acc[n + 2] = mad(d, (float16)(wv.z), acc[n + 2]);
+                acc[n + 3] = mad(d, (float16)(wv.w), acc[n + 3]);
             }
         }
     } else {
         for (int o = 0; o < n_out; ++o) {
-            const float8 d = tb_rows8(dz + o * TB_BATCH, r0);
+            const float16 d = tb_rows16(dz + o * TB_BATCH, r0);
             __global const TB_P_T *wr = w + o * n_in;
 #pragma unroll
             for (int n = 0; n < TB_RN; ++n) {
-                acc[n] = mad(d, (float8)(TB_LOAD_P(wr, min(i0 + n, n_in - 1))), acc[n]);
+                acc[n] = mad(d, (float16)(TB_LOAD_P(wr, min(i0 + n, n_in - 1))), acc[n]);
             }
         }
     }
@@ -472,8 +475,8 @@ inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float 
     for (int n = 0; n < TB_RN; ++n) {
         if (i0 + n < n_in) {
             const int col = (i0 + n) * TB_BATCH;
-            const float8 mask = tb_rows8(act + col, r0);
-            tb_store_rows8(da + col, r0, select(acc[n], (float8)(0.0f), mask <= (float8)(0.0f)));
+            const float16 mask = tb_rows16(act + col, r0);
+            tb_store_rows16(da + col, r0, select(acc[n], (float16)(0.0f), mask <= (float16)(0.0f)));
         }
     }
 }
@@ -517,16 +520,40 @@ __kernel void tb_backward_inputs(__global const TB_P_T *params, __global const f
 // step's loss (losses[loss_slot], written by tb_loss) is not finite or when the step's
 // update status (losses[loss_slot + 1], cleared by tb_loss, set by tb_check_update) says
 // that some parameter's update would not fit the storage, so a diverged or overflowing
-// step never corrupts the parameters. NDRange: round_up(TB_PARAMS, local size).
+// step never corrupts the parameters.
+//
+// Both kernels give each work-item TB_UPDATE_VEC (16, #defined by the host: kernels.rs)
+// consecutive parameters from k0 = 16 * get_global_id(0), loaded, updated and stored as
+// one float16 (vload16 / vload_half16); the last, partial vector goes element by element.
+// One work-item per parameter made PoCL 3.1 spend ~60 us on each kernel at mnist's ~100K
+// parameters (~1600 work-groups, scalar code); 16 a work-item, ~10-15 us.
+// NDRange: round_up(ceil(TB_PARAMS / TB_UPDATE_VEC), local size).
 
 // TB_UPDATE_LIMIT (#defined by the host, kernels.rs): |p - lr * g| from which the update no
 // longer fits the storage once stored: float's infinity, or 65520 for half (halfway between
 // 65504 and 2^16; ties to even give 2^16, i.e. infinity under vstore_half_rte).
 // `!(fabs(v) < TB_UPDATE_LIMIT)` catches NaN too.
 
+#if TB_UPDATE_VEC != 16
+#error "the update kernels load float16: TB_UPDATE_VEC must be 16"
+#endif
+
+#ifdef TB_STORAGE_F16
+#define TB_LOAD_P16(p, k) vload_half16(0, (p) + (k))
+#define TB_STORE_P16(p, k, v) vstore_half16_rte((v), 0, (p) + (k))
+#else
+#define TB_LOAD_P16(p, k) vload16(0, (p) + (k))
+#define TB_STORE_P16(p, k, v) vstore16((v), 0, (p) + (k))
+#endif
+
 // The updated value of a parameter, shared by the check and the store so that both
-// compute the same bits.
+// compute the same bits (a whole vector goes through tb_sgd_value16 in both, a partial
+// one through tb_sgd_value in both).
 inline float tb_sgd_value(const float p, const float g, const float lr) {
+    return p - lr * g;
+}
+
+inline float16 tb_sgd_value16(const float16 p, const float16 g, const float lr) {
     return p - lr * g;
 }
 
@@ -535,23 +562,63 @@ inline int tb_update_fits(const float v) {
     return fabs(v) < TB_UPDATE_LIMIT;
 }
 
+// Whether all 16 comparison results are true (-1), by halving: PoCL 3.1's all() on an
+// int16 made the check kernel ~3x slower.
+inline int tb_all16(const int16 m) {
+    const int8 a = m.lo & m.hi;
+    const int4 b = a.lo & a.hi;
+    const int2 c = b.lo & b.hi;
+    return (c.x & c.y) != 0;
+}
+
 // Flags the step (status word losses[loss_slot + 1] = ~k for the smallest such k, through
 // atomic_max) if the update of any parameter k would not fit the storage. Reads only.
 __kernel void tb_check_update(__global const TB_P_T *params, __global const float *grads, const float lr,
                               __global float *losses, const int loss_slot) {
-    const int k = get_global_id(0);
-    if (k < TB_PARAMS && !tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
-        atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)k);
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS) {
+        return;
+    }
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    if (end - k0 == TB_UPDATE_VEC) {
+        const float16 v = tb_sgd_value16(TB_LOAD_P16(params, k0), vload16(0, grads + k0), lr);
+        // `<` is false for NaN, as in tb_update_fits.
+        if (tb_all16(fabs(v) < (float16)(TB_UPDATE_LIMIT))) {
+            return;
+        }
+        // Cold: this vector's first offending parameter (the same bits as above).
+        float t[TB_UPDATE_VEC];
+        vstore16(v, 0, t);
+        for (int j = 0; j < TB_UPDATE_VEC; ++j) {
+            if (!tb_update_fits(t[j])) {
+                atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)(k0 + j));
+                return;
+            }
+        }
+        return;
+    }
+    for (int k = k0; k < end; ++k) {
+        if (!tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
+            atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)k);
+            return;
+        }
     }
 }
 
 __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const float lr,
                      __global const float *losses, const int loss_slot) {
-    const int k = get_global_id(0);
-    if (k >= TB_PARAMS || !isfinite(losses[loss_slot]) || ((__global const uint *)losses)[loss_slot + 1] != 0u) {
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS || !isfinite(losses[loss_slot]) || ((__global const uint *)losses)[loss_slot + 1] != 0u) {
         return;
     }
-    TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    if (end - k0 == TB_UPDATE_VEC) {
+        TB_STORE_P16(params, k0, tb_sgd_value16(TB_LOAD_P16(params, k0), vload16(0, grads + k0), lr));
+        return;
+    }
+    for (int k = k0; k < end; ++k) {
+        TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
+    }
 }
 
 // ---- cl/train_step.cl

@@ -34,7 +34,7 @@ use crate::cpu::update_overflow;
 use crate::error::{Error, Result};
 use crate::info::{ClOptions, DeviceInfo, KernelPath, Upload};
 use crate::kernels::{
-    argument_words, batch_words, fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG,
+    argument_words, batch_words, fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG, UPDATE_VEC,
 };
 use crate::layout::{acts_len, delta_len, param_count};
 use crate::model::{Element, Model, StorageElement};
@@ -701,7 +701,7 @@ impl<M: Model> Inner<M> {
     }
 
     /// `tb_sgd` or `tb_check_update` (chosen by `pick`; one argument list, checked at
-    /// compile time), one work-item per parameter.
+    /// compile time), one work-item per [`UPDATE_VEC`] parameters.
     fn run_per_param(&mut self, pick: fn(&mut Kernels) -> &mut Kernel, lr: f32, slot: usize) -> Result<()> {
         use kernel::{tb_check_update as check, tb_sgd as arg};
         const _: () = assert!(
@@ -719,7 +719,8 @@ impl<M: Model> Inner<M> {
         k.set_mem(arg::LOSSES, &self.losses)?;
         k.set_scalar(arg::LOSS_SLOT, word(slot))?;
         let wg = 64.min(self.device.info.max_work_group_size.max(1));
-        let event = self.queue.launch_event(pick(&mut self.kernels), &[round_up(param_count(M::LAYERS), wg)], &[wg])?;
+        let items = param_count(M::LAYERS).div_ceil(UPDATE_VEC);
+        let event = self.queue.launch_event(pick(&mut self.kernels), &[round_up(items, wg)], &[wg])?;
         self.record(|| "update".to_string(), event);
         Ok(())
     }
