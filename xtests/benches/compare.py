@@ -47,9 +47,10 @@ def train_flops(shape):
 def ours(shapes):
     target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     pattern = "^(" + "|".join(shapes) + ")/"
-    subprocess.run(["cargo", "bench", "-p", "tensorbridge-xtests", "--bench", "train_step", "--", pattern,
-                    "--warm-up-time", "1", "--measurement-time", "3"], cwd=ROOT, check=True,
-                   stdout=subprocess.DEVNULL)
+    p = subprocess.run(["cargo", "bench", "-p", "tensorbridge-xtests", "--bench", "train_step", "--", pattern,
+                        "--warm-up-time", "1", "--measurement-time", "3"], cwd=ROOT, capture_output=True, text=True)
+    if p.returncode != 0:
+        sys.exit(f"cargo bench failed:\n{p.stderr[-2000:]}")
     out = {}
     for s in shapes:
         for kind in ("train_step", "infer"):
@@ -80,9 +81,15 @@ def build_candle():
 
 
 def candle_anchor(shapes):
-    p = subprocess.run([CANDLE_BIN, "bench", "--budget", "0.6", *shapes], check=True, capture_output=True, text=True)
-    rows = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("{")]
-    return {r["shape"]: r for r in rows}
+    """Each shape in a fresh process (as the team's anchors.py runs it: an earlier shape slows
+    the next), on as many rayon threads as our backend uses. RAYON_NUM_THREADS is set
+    explicitly: left unset, candle's digits step measured 3x slower on this machine."""
+    env = dict(os.environ, RAYON_NUM_THREADS=str(os.cpu_count() or 1))
+    out = {}
+    for s in shapes:
+        p = subprocess.run([CANDLE_BIN, "bench", "--budget", "0.6", s], check=True, capture_output=True, text=True, env=env)
+        out.update({r["shape"]: r for r in (json.loads(line) for line in p.stdout.splitlines() if line.startswith("{"))})
+    return out
 
 
 def report(shapes, ns, us, cn):
