@@ -23,6 +23,11 @@
 //!   work-group size are `#define`s that `kernels.rs` emits from Rust constants; kernel names
 //!   and every kernel's argument order are read from the `.cl` signatures by `build.rs`,
 //!   and the host sets arguments by those names.
+//! - The core is compiled as the crate is built (baseline x86-64: SSE2). The CPU backend,
+//!   which has `std`, also compiles the core's train step for AVX-512 and for AVX2 + FMA and
+//!   picks one at run time for models of at least 128 logits a batch; the numbers are the
+//!   same bits (`tests/core_equals_backend.rs`). The GEMMs choose their own kernels at run
+//!   time.
 //! - Everything below the line builds without the standard library and without an
 //!   allocator (`default-features = false`); the features `std`, `parallel`, `opencl`,
 //!   `npy`, `data`, `checkpoint` and `train` add the layers above it.

@@ -360,6 +360,7 @@ fn backward<M: Model>(
 
 /// The first layer's dL/d(output) after [`backward`]: in `delta` or `delta_below`, as the
 /// number of layers above it (one swap each) makes it.
+#[cfg(feature = "parallel")]
 #[inline(always)]
 fn first_delta<'s, M: Model>(delta: &'s [f32], delta_below: &'s [f32]) -> &'s [f32] {
     let n = M::BATCH * M::LAYERS[1];

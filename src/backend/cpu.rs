@@ -4,7 +4,8 @@
 //! inference only tries: a thread that finds it taken computes in a scratch of its own
 //! instead of waiting. So `&self` calls from many threads run in parallel, and an
 //! uncontended call allocates nothing. Training (`&mut self`) reaches the backend's working
-//! memory without locking.
+//! memory without locking, and runs the core's step compiled for the CPU's widest vector
+//! extension when the model is large enough to gain from it.
 
 use std::any::Any;
 use std::marker::PhantomData;
