@@ -435,9 +435,10 @@ const FUSED_LIMIT: f64 = f32::MAX as f64 / 4.0;
 ///
 /// `|dL/dW0[i, o]| = |Σ_r x[r, i] · dz[r, o]| <= rows · max|x| · max|dz|`, so the update
 /// moves no weight by more than `growth = 2 · lr · rows · max|x| · max|dz|` (the factor 2
-/// covers the product's rounding; computed in `f64`, bound included). When `bound + growth` is finite and small, no first-layer
-/// weight can overflow: the other parameters are checked and updated as usual, then the
-/// product updates `W0` in place. Otherwise the same product goes into a copy of `W0`
+/// covers the product's rounding; computed in `f64`, as the bound is). When
+/// `bound + growth` is finite and below [`FUSED_LIMIT`], no first-layer weight can
+/// overflow: the other parameters are checked and updated as usual, then the product
+/// updates `W0` in place. Otherwise the same product goes into a copy of `W0`
 /// (in the gradient buffer), which is checked with the rest before anything is stored, and
 /// `bound` becomes the exact maximum. NaN anywhere makes the bound NaN: the checked way.
 #[cfg(feature = "parallel")]
