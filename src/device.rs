@@ -232,10 +232,11 @@ impl Device {
         }
     }
 
-    /// A short human-readable description, e.g. `cpu (2 threads)`.
+    /// A short human-readable description, e.g. `cpu (2 threads, avx512)`: the threads and
+    /// the vector extension the CPU backend's train step runs with.
     pub fn name(&self) -> String {
         match &self.kind {
-            DeviceKind::Cpu => format!("cpu ({} threads)", crate::backend::cpu::threads()),
+            DeviceKind::Cpu => crate::backend::cpu::describe(),
             #[cfg(feature = "opencl")]
             DeviceKind::OpenCl { device, .. } => device.label(),
         }

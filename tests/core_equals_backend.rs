@@ -3,10 +3,12 @@
 //! train step, and predict, loss and gradients, at the seed and iris shapes and an MLP,
 //! and at the digits shape, where the backend's step runs compiled for the CPU's vector
 //! extension (AVX-512 or AVX2, chosen at run time) while the core runs as built, and both
-//! take the GEMMs, the vectorised softmax and the fused first-layer update.
+//! take the GEMMs, the vectorised softmax and the fused first-layer update. Every variant
+//! this CPU can run is checked, each in a child process started with `TENSORBRIDGE_SIMD`.
 //! (`.ci/nostd-check` builds the core alone, for a microcontroller, and checks its numbers
 //! against the seed's hand arithmetic.)
 
+use crate::support::child_process;
 use tensorbridge::cpu::Cpu;
 use tensorbridge::nalgebra::{SMatrix, SVector};
 use tensorbridge::{Device, Engine, HostTensor, Model, Params};
@@ -82,6 +84,36 @@ fn digits_shape_is_bit_identical_across_vector_extensions() {
     same::<Digits>(&x, &y, 20);
 }
 
+const SIMD_CHILD: &str = "TENSORBRIDGE_SIMD_CHILD";
+
+/// In the child: the digits check under the variant `TENSORBRIDGE_SIMD` names, and which
+/// variant ran.
+fn simd_child() {
+    digits_shape_is_bit_identical_across_vector_extensions();
+    println!("DEVICE {}", Device::cpu().name());
+}
+
+/// Each variant, lowered to by `TENSORBRIDGE_SIMD` in a child process: the same bits as the
+/// core's. The child reports the variant it ran; one the CPU lacks falls back to one it
+/// has, never to one it lacks.
+fn every_vector_extension_gives_the_same_bits() {
+    let best = Device::cpu().name();
+    for (level, rank) in [("baseline", 0), ("avx2", 1), ("avx512", 2)] {
+        let out = child_process(module_path!(), "simd_child")
+            .env(SIMD_CHILD, "1")
+            .env("TENSORBRIDGE_SIMD", level)
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(out.status.success(), "{level}: {text}{}", String::from_utf8_lossy(&out.stderr));
+        let ran = text.lines().find_map(|l| l.find("DEVICE ").map(|at| l[at + 7..].trim().to_string()));
+        let ran = ran.unwrap_or_else(|| panic!("{level}: the child did not say: {text}"));
+        let ran_rank = ["baseline", "avx2", "avx512"].iter().position(|n| ran.contains(&format!(", {n})"))).unwrap();
+        let best_rank = ["baseline", "avx2", "avx512"].iter().position(|n| best.contains(&format!(", {n})"))).unwrap();
+        assert_eq!(ran_rank, rank.min(best_rank), "{level}: ran as {ran} on a CPU whose best is {best}");
+    }
+}
+
 fn core_checks_its_inputs() {
     let mut core = Cpu::<Seed>::with_seed(1);
     let x = SMatrix::<f32, 2, 4>::from_element(f32::NAN);
@@ -104,5 +136,7 @@ crate::tests! {
     plain seed_shape_train_step_is_bit_identical,
     plain iris_shape_and_f16_mlp_are_bit_identical,
     plain digits_shape_is_bit_identical_across_vector_extensions,
+    plain every_vector_extension_gives_the_same_bits,
+    child(SIMD_CHILD) simd_child,
     plain core_checks_its_inputs,
 }

@@ -93,16 +93,84 @@ impl<M: Model> CpuBackend<M> {
     }
 
     fn location() -> String {
-        format!("cpu ({} threads)", threads())
+        describe()
     }
 }
 
-/// [`cpu::train_step`] compiled for the widest vector extension the CPU offers (AVX-512,
-/// else AVX2 and FMA, on x86-64), else as built. A crate built for the baseline x86-64
-/// otherwise runs the core's loops (softmax, bias and ReLU, the update, ...) on SSE2
-/// alone; the GEMMs choose their kernels at run time themselves. The numbers do not
-/// change: Rust never fuses a multiply and an add on its own, and vectorising does not
-/// reorder a sum. Models below `cpu::VECTOR_SOFTMAX_MIN` logits a batch run as built.
+/// The vector extensions the CPU backend's train step can be compiled for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Simd {
+    /// As the crate is built (SSE2 on the baseline x86-64).
+    Baseline,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512 F, BW, DQ and VL.
+    Avx512,
+}
+
+impl Simd {
+    fn name(self) -> &'static str {
+        match self {
+            Simd::Baseline => "baseline",
+            Simd::Avx2 => "avx2",
+            Simd::Avx512 => "avx512",
+        }
+    }
+}
+
+/// The widest extension this CPU has.
+fn detected() -> Simd {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("avx2") && has!("fma") {
+            return Simd::Avx512;
+        }
+        if has!("avx2") && has!("fma") {
+            return Simd::Avx2;
+        }
+    }
+    Simd::Baseline
+}
+
+/// The extension the train step uses: the widest the CPU has, or a narrower one named by
+/// the environment variable `TENSORBRIDGE_SIMD` (`baseline`, `avx2` or `avx512`; read once),
+/// which can lower the choice (to compare, or to test every variant on one machine) but
+/// never raise it past what the CPU has. An unknown value is reported on stderr, once, and
+/// ignored.
+pub(crate) fn simd() -> Simd {
+    static CHOICE: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
+    *CHOICE.get_or_init(|| {
+        let best = detected();
+        let Some(asked) = std::env::var_os("TENSORBRIDGE_SIMD") else {
+            return best;
+        };
+        let asked = asked.to_string_lossy();
+        match [Simd::Baseline, Simd::Avx2, Simd::Avx512].into_iter().find(|s| s.name() == asked.trim()) {
+            Some(level) => level.min(best),
+            None => {
+                eprintln!(
+                    "tensorbridge: TENSORBRIDGE_SIMD={asked:?} is not one of baseline, avx2, avx512; using {}",
+                    best.name()
+                );
+                best
+            }
+        }
+    })
+}
+
+/// The CPU backend in a few words, e.g. `cpu (2 threads, avx512)`.
+pub(crate) fn describe() -> String {
+    format!("cpu ({} threads, {})", threads(), simd().name())
+}
+
+/// [`cpu::train_step`] compiled for the extension [`simd`] picks (AVX-512, else AVX2 and
+/// FMA, on x86-64), else as built. A crate built for the baseline x86-64 otherwise runs the
+/// core's loops (softmax, bias and ReLU, the update, ...) on SSE2 alone; the GEMMs choose
+/// their kernels at run time themselves. The numbers do not change: Rust never fuses a
+/// multiply and an add on its own, and vectorising does not reorder a sum
+/// (`tests/core_equals_backend.rs` checks each variant). Models below
+/// `cpu::VECTOR_SOFTMAX_MIN` logits a batch run as built.
 #[inline(always)]
 fn train_step_simd<M: Model>(
     params: &mut [f32],
@@ -114,15 +182,13 @@ fn train_step_simd<M: Model>(
     // Small models gain nothing (measured: seed and iris steps 5-10% slower on AVX-512).
     #[cfg(target_arch = "x86_64")]
     if M::BATCH * M::CLASSES >= cpu::VECTOR_SOFTMAX_MIN {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") {
-            // SAFETY: the CPU has every feature `avx512::train_step` is compiled for
-            // (checked just above); the function itself is safe code.
-            return unsafe { avx512::train_step::<M>(params, s, batch, lr, bound) };
-        }
-        if has!("avx2") && has!("fma") {
+        match simd() {
+            // SAFETY: `simd` picks a variant only when the CPU has every feature it is
+            // compiled for (`detected`); the function itself is safe code.
+            Simd::Avx512 => return unsafe { avx512::train_step::<M>(params, s, batch, lr, bound) },
             // SAFETY: as above, for AVX2 and FMA.
-            return unsafe { avx2::train_step::<M>(params, s, batch, lr, bound) };
+            Simd::Avx2 => return unsafe { avx2::train_step::<M>(params, s, batch, lr, bound) },
+            Simd::Baseline => {}
         }
     }
     cpu::train_step::<M>(params, s, batch, lr, bound)
