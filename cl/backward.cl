@@ -2,18 +2,17 @@
 // barriers, no local memory; see cl/forward.cl for the blocking and the guards).
 //
 // tb_backward: gw[i, o] = sum_{r < rows} a[r, i] * dz[r, o] and gb[o] = sum_{r < rows} dz[r, o].
-//   A work-item computes 4 inputs x 4 outputs, both operands read 8 rows at a time
+//   A work-item computes TB_GI inputs x TB_GO outputs, both operands read 8 rows at a time
 //   (float8, contiguous), accumulated as float8 partial sums and reduced at the end. The
-//   extra block column i = ceil(TB_IN_l / 4) computes the bias gradient of its 4 outputs.
-//   NDRange (ceil(TB_IN_l / 4) + 1, ceil(TB_OUT_l / 4)), rounded up to the local size. Only the first `rows` rows are read: padding rows contribute nothing
+//   extra block column i = ceil(TB_IN_l / TB_GI) computes the bias gradient of its
+//   outputs. NDRange (ceil(TB_IN_l / TB_GI) + 1, ceil(TB_OUT_l / TB_GO)), rounded up to the
+//   local size. Only the first `rows` rows are read: padding rows contribute nothing
 //   whatever they hold.
 // tb_backward_inputs: da[r, i] = (sum_o dz[r, o] * w[i, o]) * (a[r, i] > 0), the delta of
 //   the layer below (a is that layer's ReLU output), TB_RM rows x TB_RN inputs a
 //   work-item, the ReLU mask fused into the store. NDRange (ceil(TB_BATCH / TB_RM),
 //   ceil(TB_IN_l / TB_RN)), rounded up to the local size.
-
-#define TB_GI 4
-#define TB_GO 4
+// TB_GI and TB_GO come with TB_RM and TB_RN in the build options (src/backend/opencl/gemm.rs).
 
 inline void tb_grad_weights_block(__global const float *a, __global const float *dz,
                                   __global float *gw, const int n_in, const int n_out,

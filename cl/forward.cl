@@ -11,13 +11,13 @@
 // is only a copy, and the caches hold the tiles; on every device the shapes are constants
 // (one inlined body per layer), so the compiler specialises each layer.
 // NDRange: (ceil(TB_BATCH / TB_RM), ceil(TB_OUT_l / TB_RN)) rounded up to the local size,
-// which the host picks (src/backend/opencl/gemm.rs, which also passes TB_RN).
+// which the host picks. TB_RM and TB_RN come in the build options, from
+// src/backend/opencl/gemm.rs; the row loads below are written for 16.
 // Out-of-range work-items return at once (no barrier follows); partial blocks read
 // clamped, in-range indices and store only their in-range outputs.
 
-#define TB_RM 16
-#ifndef TB_RN
-#define TB_RN 4
+#if TB_RM != 16
+#error "the row loads are float16: TB_RM must be 16"
 #endif
 
 #ifdef TB_STORAGE_F16

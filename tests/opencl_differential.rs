@@ -31,15 +31,16 @@ tensorbridge::model! {
 }
 
 tensorbridge::model! {
-    /// Awkward for the register-blocked GEMM kernels (8 rows x 4 outputs a work-item,
+    /// Awkward for the register-blocked GEMM kernels (16 rows x 4 outputs a work-item,
     /// weights read 4 inputs at a time): a batch of 13 (a partial block of rows), widths
     /// 35, 21 and 9 (partial blocks of inputs and outputs, a remainder after the vload4
     /// loop), several blocks and work-groups in every dimension.
     pub struct Awkward { batch: 13, features: 35, classes: 5, hidden: [21, 9] }
 }
 tensorbridge::model! {
-    /// A batch that is a multiple of 8 (the float8 row loads) with widths that are not
-    /// multiples of 4, and more rows than one block of the weight gradient's reduction.
+    /// A batch that is a multiple of 8 (the weight gradient's float8 row loads) but not of
+    /// 16 (the forward's float16 blocks), with widths that are not multiples of 4, and more
+    /// rows than one block of the weight gradient's reduction.
     pub struct EightRows { batch: 24, features: 7, classes: 3, hidden: [30] }
 }
 

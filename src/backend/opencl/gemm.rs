@@ -3,7 +3,8 @@
 //! work-item computes, and the NDRange that covers a layer. The kernels and this file
 //! agree through the build options ([`options`]) and the constants below.
 
-/// Batch rows per work-item (`TB_RM` in `cl/forward.cl`: one `float16`). Measured on PoCL
+/// Batch rows per work-item (`TB_RM`: one `float16` in `cl/forward.cl`, which refuses any
+/// other value). Measured on PoCL
 /// 3.1 (2 cores) at mnist's first layer, alternating in one process: 16 rows (one
 /// `float16`) took ~0.7x the time of 8 (one `float8`); 8 outputs (`RN`) instead of 4 with
 /// 16 rows, ~1.1x.
@@ -18,9 +19,10 @@ pub(crate) const GO: usize = 4;
 /// 2x16 and 4x16 are within the noise of one another at the mnist and wide shapes.
 pub(crate) const LOCAL: [usize; 2] = [4, 8];
 
-/// The build option that tells the kernels [`RN`].
+/// The build options that tell the kernels [`RM`], [`RN`], [`GI`] and [`GO`] (the one place
+/// they are written).
 pub(crate) fn options() -> String {
-    format!("-D TB_RN={RN}")
+    format!("-D TB_RM={RM} -D TB_RN={RN} -D TB_GI={GI} -D TB_GO={GO}")
 }
 
 fn grid(blocks: [usize; 2]) -> [usize; 2] {

@@ -87,8 +87,8 @@ pub(crate) fn open(index: Option<usize>, want: impl Fn(&DeviceInfo) -> bool) -> 
     Ok(Arc::new(device))
 }
 
-/// The build options for `device`: the GEMM kernels' register block (`TB_RN`, see
-/// `gemm.rs`), and a tile width `TB_TILE` (the largest of 16, 8 and 4 whose square fits
+/// The build options for `device`: the GEMM kernels' register blocks (`TB_RM`, `TB_RN`,
+/// `TB_GI`, `TB_GO`, see `gemm.rs`), and a tile width `TB_TILE` (the largest of 16, 8 and 4 whose square fits
 /// the device's work-group limit), kept for kernels that tile through local memory.
 fn build_options(device: &ClDevice) -> Result<(String, usize)> {
     let max = device.info.max_work_group_size;
