@@ -11,7 +11,8 @@
 //! Without an OpenCL device only the CPU benches run.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tensorbridge::{Device, Engine, HostTensor, Model};
+use tensorbridge::{Device, Engine, Model};
+use tensorbridge_xtests::bench_batch;
 
 tensorbridge::model! {
     /// The seed's shape.
@@ -34,14 +35,8 @@ tensorbridge::model! {
     pub struct WideMlp { batch: 256, features: 1024, hidden: [1024], classes: 16 }
 }
 
-fn data<M: Model<Storage = f32>>() -> (M::Input, M::Labels) {
-    let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((k * 37 % 101) as f32 / 101.0) - 0.5).collect();
-    let y: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
-    (M::Input::from_flat(&x), M::Labels::from_flat(&y))
-}
-
 fn step<M: Model<Storage = f32>>(c: &mut Criterion, name: &str, device: &Device, label: &str) {
-    let (x, y) = data::<M>();
+    let (x, y) = bench_batch::<M>();
     let Ok(mut model) = Engine::<M>::new(device) else { return };
     c.bench_function(&format!("{name}/train_step/{label}"), |b| b.iter(|| model.train_step(&x, &y, 1e-3)));
     if device.is_opencl() {
@@ -91,7 +86,7 @@ fn mlp_step<M: Model<Storage = f32>>(
     name: &str,
     device: &Device,
 ) {
-    let (x, y) = data::<M>();
+    let (x, y) = bench_batch::<M>();
     let Ok(mut model) = Engine::<M>::new(device) else { return };
     group.bench_function(format!("{name}/train_step_deferred/opencl"), |b| {
         b.iter(|| model.train_step_deferred(&x, &y, 1e-3));

@@ -17,9 +17,9 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Instant;
 
-use tensorbridge::{Device, Engine, HostTensor, Model};
+use tensorbridge::{Device, Engine, Model};
+use tensorbridge_xtests::{bench_batch, deferred_step_seconds};
 
 tensorbridge::model! {
     /// The `digits` anchor shape.
@@ -82,18 +82,9 @@ fn run_anchor(exe: &Path, shapes: &[&str]) -> Result<(String, Vec<(String, f64)>
 
 /// Best of 7 trials of the mean nanoseconds per deferred train step, about `budget_s` in all.
 fn ours<M: Model<Storage = f32>>(device: &Device, budget_s: f64) -> Option<f64> {
-    let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((k * 37 % 101) as f32 / 101.0) - 0.5).collect();
-    let y: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
-    let (x, y) = (M::Input::from_flat(&x), M::Labels::from_flat(&y));
+    let (x, y) = bench_batch::<M>();
     let mut model = Engine::<M>::new(device).ok()?;
-    let mut run = |n: usize| -> Option<f64> {
-        let t = Instant::now();
-        for _ in 0..n {
-            model.train_step_deferred(&x, &y, 1e-4).ok()?;
-        }
-        model.take_losses().ok()?;
-        Some(t.elapsed().as_secs_f64() * 1e9 / n as f64)
-    };
+    let mut run = |n: usize| Some(deferred_step_seconds(&mut model, &x, &y, n)? * 1e9);
     let per = run(3)?;
     let n = ((budget_s / 7.0 * 1e9 / per) as usize).max(2);
     (0..7).map(|_| run(n)).try_fold(f64::INFINITY, |best, t| t.map(|t| best.min(t)))

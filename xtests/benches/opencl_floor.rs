@@ -20,7 +20,8 @@
 
 use std::time::Instant;
 
-use tensorbridge::{Device, Engine, HostTensor, Model, Upload};
+use tensorbridge::{Device, Engine, Upload};
+use tensorbridge_xtests::bench_batch;
 
 tensorbridge::model! {
     /// The seed's shape.
@@ -29,12 +30,6 @@ tensorbridge::model! {
 tensorbridge::model! {
     /// The `mnist` anchor shape.
     pub struct MnistMlp { batch: 128, features: 784, hidden: [128], classes: 10 }
-}
-
-fn data<M: Model<Storage = f32>>() -> (M::Input, M::Labels) {
-    let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((k * 37 % 101) as f32 / 101.0) - 0.5).collect();
-    let y: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
-    (M::Input::from_flat(&x), M::Labels::from_flat(&y))
 }
 
 /// Seconds per call of `f`, over `n` calls.
@@ -61,7 +56,7 @@ fn main() {
         return;
     };
     println!("device: {}", cl.name());
-    let (x, y) = data::<Seed>();
+    let (x, y) = bench_batch::<Seed>();
     let mut by_value = Engine::<Seed>::new(&cl).expect("seed model");
     let mut copied = Engine::<Seed>::new(&cl.with_upload(Upload::Copy)).expect("seed model");
     for m in [&mut by_value, &mut copied] {
@@ -101,7 +96,7 @@ fn main() {
         println!("seed  {name:<24} {:>8.2} us  {:>5.2}x floor", m * 1e6, m / floor);
     }
 
-    let (x, y) = data::<MnistMlp>();
+    let (x, y) = bench_batch::<MnistMlp>();
     let mut copy = Engine::<MnistMlp>::new(&cl.with_upload(Upload::Copy)).expect("mnist model");
     let mut zero = Engine::<MnistMlp>::new(&cl.with_upload(Upload::ZeroCopy)).expect("mnist model");
     let (mut tc, mut tz) = (Vec::new(), Vec::new());

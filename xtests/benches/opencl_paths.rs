@@ -5,9 +5,8 @@
 //!
 //! Run: `cargo bench -p tensorbridge-xtests --bench opencl_paths` (needs an OpenCL device; prints a table).
 
-use std::time::Instant;
-
-use tensorbridge::{Device, Engine, HostTensor, KernelPath, Model};
+use tensorbridge::{Device, Engine, KernelPath, Model};
+use tensorbridge_xtests::{bench_batch, deferred_step_seconds};
 
 tensorbridge::model! { struct S6k { batch: 16, features: 16, classes: 8 } }
 tensorbridge::model! { struct S49k { batch: 16, features: 64, classes: 16 } }
@@ -19,18 +18,9 @@ tensorbridge::model! { struct Mlp { batch: 8, features: 64, hidden: [32], classe
 
 /// Median over 9 trials of the mean microseconds per deferred train step.
 fn time<M: Model<Storage = f32>>(device: &Device) -> Option<f64> {
-    let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((k * 37 % 101) as f32 / 101.0) - 0.5).collect();
-    let y: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
-    let (x, y) = (M::Input::from_flat(&x), M::Labels::from_flat(&y));
+    let (x, y) = bench_batch::<M>();
     let mut model = Engine::<M>::new(device).ok()?;
-    let mut run = |n: usize| -> Option<f64> {
-        let t = Instant::now();
-        for _ in 0..n {
-            model.train_step_deferred(&x, &y, 1e-4).ok()?;
-        }
-        model.take_losses().ok()?;
-        Some(t.elapsed().as_secs_f64() * 1e6 / n as f64)
-    };
+    let mut run = |n: usize| Some(deferred_step_seconds(&mut model, &x, &y, n)? * 1e6);
     let per = run(20)?;
     let n = ((50_000.0 / per) as usize).clamp(5, 5000);
     let mut trials: Vec<f64> = (0..9).map(|_| run(n)).collect::<Option<_>>()?;

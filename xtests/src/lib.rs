@@ -1,4 +1,27 @@
-//! Nothing here: this crate only builds tensorbridge's integration tests (the repository's
-//! `tests/`), its benchmarks (`benches/`) and the compile-fail tests of `model!`
-//! (`tests/ui/`), so that their tools (libtest-mimic, criterion, trybuild) are never built
-//! for the runtime crate or its examples.
+//! This crate builds tensorbridge's integration tests (the repository's `tests/`), its
+//! benchmarks (`benches/`) and the compile-fail tests of `model!` (`tests/ui/`), so that
+//! their tools (libtest-mimic, criterion, trybuild) are never built for the runtime crate
+//! or its examples. Its library holds what several benchmarks share.
+
+use std::time::Instant;
+
+use tensorbridge::{Engine, HostTensor, Model};
+
+/// The benchmarks' batch: deterministic features in `[-0.5, 0.5)` and labels cycling
+/// through the classes.
+pub fn bench_batch<M: Model<Storage = f32>>() -> (M::Input, M::Labels) {
+    let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((k * 37 % 101) as f32 / 101.0) - 0.5).collect();
+    let y: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
+    (M::Input::from_flat(&x), M::Labels::from_flat(&y))
+}
+
+/// Seconds per step of `n` deferred train steps (lr 1e-4) and the `take_losses` that
+/// ends them; `None` if a step fails.
+pub fn deferred_step_seconds<M: Model>(model: &mut Engine<M>, x: &M::Input, y: &M::Labels, n: usize) -> Option<f64> {
+    let t = Instant::now();
+    for _ in 0..n {
+        model.train_step_deferred(x, y, 1e-4).ok()?;
+    }
+    model.take_losses().ok()?;
+    Some(t.elapsed().as_secs_f64() / n as f64)
+}
