@@ -228,9 +228,15 @@ impl<M: Model> Engine<M> {
     /// or whose update would store a non-finite parameter, still skips its update (the
     /// check runs on the device), and is reported by `take_losses`.
     ///
+    /// A tiny model whose batch goes as a kernel argument (see
+    /// [`Device::with_upload`](crate::Device::with_upload)) runs up to four of these steps
+    /// in one launch: a step may wait on the host for the next ones, and every other call
+    /// on the model sends the waiting steps first, so it sees them all, in order.
+    ///
     /// # Errors
     /// Those of the input checks and [`Error::InvalidLearningRate`], before anything is
-    /// enqueued; OpenCL errors from enqueueing.
+    /// enqueued; OpenCL errors from enqueueing (a failed launch of waiting steps is reported
+    /// by the call that sent them, and those steps leave no loss).
     pub fn train_step_deferred(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<()> {
         self.train_step_deferred_rows(x, y, M::BATCH, lr)
     }
@@ -246,7 +252,7 @@ impl<M: Model> Engine<M> {
     /// timed, stage by stage, from OpenCL event timestamps: `upload`, `forward[l]` per
     /// layer, `loss`, `backward[l]` per layer from the last, `update` on the tiled
     /// kernels; `upload`, `fused` for the one-launch kernel (no `upload` when the batch
-    /// goes as a kernel argument). See [`StepProfile`](crate::StepProfile),
+    /// goes as a kernel argument); `tiny` for a tiny model's one-work-item kernel. See [`StepProfile`](crate::StepProfile),
     /// and [`StepProfile::to_json`](crate::StepProfile::to_json) for a machine-readable
     /// form.
     ///

@@ -14,6 +14,12 @@
 //!   the size above which one work-group on one compute unit loses to the tiled kernels
 //!   spread over every compute unit.
 //!
+//! A tiny model whose batch goes by value ([`tiny_plan`]: the seed's shape, say) runs the
+//! train step in **one work-item** instead (`tb_tiny_step`, `cl/tiny_step.cl`): one buffer
+//! argument, no local memory, no barrier, several deferred steps a launch, since on such
+//! models the launch is the cost. The fused kernel still runs its other calls (forward,
+//! loss, gradients), and computes the same bits.
+//!
 //! Otherwise it runs the tiled kernels (`tb_forward`, `tb_loss`, `tb_backward`,
 //! `tb_backward_inputs`, `tb_sgd`): `3 * layers + 1` launches per step, each matrix product
 //! tiled through local memory. The host also falls back to them when the device cannot run
@@ -51,6 +57,23 @@ pub(crate) const LOSS_MAX_WG: usize = 256;
 /// Parameters per work-item of the update kernels (`TB_UPDATE_VEC` in `cl/update.cl`, which
 /// loads them as one `float16` and refuses to build with any other value).
 pub(crate) const UPDATE_VEC: usize = 16;
+
+/// Control words in front of each step's batch in the tiny kernel's by-value arguments
+/// (`TB_TINY_CTRL`): the loss record's word in its state buffer, the learning rate's bits,
+/// the rows that count.
+pub(crate) const TINY_CTRL: usize = 3;
+
+/// 32-bit words the tiny kernel takes by value at most (`TB_TINY_WORDS`, as `uint4`s): the
+/// step count, then each step's control words and batch. On PoCL each `uint4` argument
+/// adds about 0.025 us to a launch of about 0.5 us, and a seed step's work about 0.1 us, so
+/// four seed steps a launch cost about 0.3 us a step where one costs 0.75 us.
+pub(crate) const TINY_MAX_WORDS: usize = 64;
+
+/// Steps a launch of the tiny kernel runs at most (`TB_TINY_STEPS`).
+pub(crate) const TINY_MAX_STEPS: usize = 4;
+
+/// Private `float`s (activations, two deltas, gradients) the tiny kernel may hold.
+pub(crate) const TINY_MAX_PRIVATE: usize = 256;
 
 /// What a launch of the fused kernel computes (its `mode` argument; `TB_MODE_*` in the
 /// kernels). Each mode does everything the one before it does.
@@ -134,6 +157,33 @@ pub(crate) fn argument_words<M: Model>() -> Option<usize> {
     (fused_plan(M::LAYERS, M::BATCH).fits && words <= ARGUMENT_BATCH_WORDS).then_some(words)
 }
 
+/// How the tiny kernel (`tb_tiny_step`, `cl/tiny_step.cl`) runs a shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct TinyPlan {
+    /// Words of one step: [`TINY_CTRL`], then the batch.
+    pub step_words: usize,
+    /// Steps a launch may run (`TB_TINY_STEPS`).
+    pub steps: usize,
+    /// Its `uint4` by-value arguments (after the state buffer).
+    pub args: usize,
+}
+
+/// The tiny kernel's plan, when the shape takes it: the batch goes by value
+/// ([`argument_words`]), a step's words fit [`TINY_MAX_WORDS`] with the step count, and the
+/// step's activations, deltas and gradients fit [`TINY_MAX_PRIVATE`] floats. Such a step is
+/// a few hundred multiply-adds at most, which one work-item does in less time than a
+/// work-group's barriers cost.
+pub(crate) fn tiny_plan<M: Model>() -> Option<TinyPlan> {
+    let dims = M::LAYERS;
+    let step_words = argument_words::<M>()? + TINY_CTRL;
+    let private = acts_len(dims, M::BATCH) + 2 * delta_len(dims, M::BATCH) + param_count(dims);
+    if 1 + step_words > TINY_MAX_WORDS || private > TINY_MAX_PRIVATE {
+        return None;
+    }
+    let steps = ((TINY_MAX_WORDS - 1) / step_words).min(TINY_MAX_STEPS);
+    Some(TinyPlan { step_words, steps, args: (1 + steps * step_words).div_ceil(4) })
+}
+
 /// The `#define`s that specialise the templates for model `M`.
 pub fn defines<M: Model>() -> String {
     let mut s = String::new();
@@ -172,6 +222,20 @@ pub fn defines<M: Model>() -> String {
     let _ = writeln!(s, "#define TB_DELTA {}", delta_len(dims, batch));
     let _ = writeln!(s, "#define TB_FUSED {}", u8::from(plan.fits));
     let _ = writeln!(s, "#define TB_FUSED_WG {}", plan.wg);
+    // The tiny kernel's arguments: `uint4`s a0, a1, ... (one, unused, when it does not apply).
+    let tiny = tiny_plan::<M>();
+    let args = tiny.map_or(1, |t| t.args);
+    let _ = writeln!(s, "#define TB_TINY {}", u8::from(tiny.is_some()));
+    let _ = writeln!(s, "#define TB_TINY_CTRL {TINY_CTRL}");
+    let _ = writeln!(s, "#define TB_TINY_STEP_WORDS {}", tiny.map_or(1, |t| t.step_words));
+    let _ = writeln!(s, "#define TB_TINY_STEPS {}", tiny.map_or(1, |t| t.steps));
+    let _ = writeln!(s, "#define TB_TINY_WORDS {}", 4 * args);
+    // The rows' loss reduction: the fused kernel's tree, cut to the rows it can hold.
+    let _ = writeln!(s, "#define TB_TINY_RED {}", batch.next_power_of_two());
+    let decl: Vec<String> = (0..args).map(|i| format!("const uint4 a{i}")).collect();
+    let _ = writeln!(s, "#define TB_TINY_ARGS {}", decl.join(", "));
+    let list: String = (0..args).map(|i| format!(" X({i})")).collect();
+    let _ = writeln!(s, "#define TB_TINY_LIST(X){list}");
     let mut last = 0;
     for (l, slot) in layer_slots(dims).enumerate() {
         let (a_in, a_out) = scratch_offsets(dims, batch, l);

@@ -14,7 +14,8 @@ pub struct Stage {
     /// `forward[l]` and `backward[l]` per layer `l` (0 is the first; `backward[l]` covers
     /// both the weight and the input gradients of layer `l`), `loss`, `update` (the
     /// overflow check and the SGD update), or `fused` for the one-launch kernel, which
-    /// does the whole step. (The blocking read of the loss that ends the step is not
+    /// does the whole step, or `tiny` for its one-work-item form for tiny models. (The
+    /// blocking read of the loss that ends the step is not
     /// included.)
     pub name: String,
     /// Device time of the stage's commands.

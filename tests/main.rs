@@ -27,6 +27,7 @@ mod opencl_issue11b;
 mod opencl_regressions;
 mod opencl_snapshot;
 mod opencl_startup;
+mod opencl_tiny;
 mod seed;
 mod threads;
 mod train_accuracy;
@@ -60,6 +61,7 @@ fn main() -> std::process::ExitCode {
         opencl_regressions::TESTS,
         opencl_snapshot::TESTS,
         opencl_startup::TESTS,
+        opencl_tiny::TESTS,
         seed::TESTS,
         threads::TESTS,
         train_accuracy::TESTS,

@@ -18,6 +18,14 @@
 #define TB_DELTA 4
 #define TB_FUSED 1
 #define TB_FUSED_WG 16
+#define TB_TINY 1
+#define TB_TINY_CTRL 3
+#define TB_TINY_STEP_WORDS 13
+#define TB_TINY_STEPS 4
+#define TB_TINY_WORDS 56
+#define TB_TINY_RED 2
+#define TB_TINY_ARGS const uint4 a0, const uint4 a1, const uint4 a2, const uint4 a3, const uint4 a4, const uint4 a5, const uint4 a6, const uint4 a7, const uint4 a8, const uint4 a9, const uint4 a10, const uint4 a11, const uint4 a12, const uint4 a13
+#define TB_TINY_LIST(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
 #define TB_IN_0 4
 #define TB_OUT_0 2
 #define TB_W_0 0
@@ -822,6 +830,177 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
 
 // The model is too large for one work-group: the host runs the tiled kernels instead.
 __kernel void tb_train_step(__global float *params) {
+}
+
+#endif
+
+// ---- cl/tiny_step.cl
+// tensorbridge: train steps of a tiny model in one work-item (TB_TINY == 1, decided from
+// the shape in src/kernels.rs, `tiny_plan`).
+//
+// For models whose step is a few hundred multiply-adds the launch is the cost, and on a CPU
+// OpenCL device (PoCL) a launch pays for every argument, a buffer argument most, and for
+// local memory. So this kernel takes one buffer and `uint4`s by value, keeps everything
+// else in private memory, and runs up to TB_TINY_STEPS steps one after the other (the host
+// groups deferred steps; any other call sends the group first):
+//   state        the parameters (TB_P_T, from word 0), and further on the loss record:
+//                each step writes its slot there, at a word the host passes: the loss,
+//                then the update status (0, or ~k of the first parameter k whose update
+//                would not fit the storage; then no parameter is written). A non-finite
+//                loss writes the loss, status 0, and no parameter.
+//   a0, a1, ...  TB_TINY_WORDS 32-bit words: the number of steps, then per step
+//                TB_TINY_STEP_WORDS words: TB_TINY_CTRL control words (the loss word, the
+//                learning rate's bits, the rows that count), then the batch in the layout
+//                of the batch buffer (features, then the labels at TB_Y).
+// Activations are column-major [TB_BATCH x width] at TB_AIN_l / TB_AOUT_l, as in the fused
+// kernel; the loss is TB_ROW_LOSS, the update tb_sgd_value / tb_update_fits, so the
+// arithmetic is that of the other kernels.
+
+#if TB_TINY
+
+// z = a . W + b for one layer, ReLU for hidden ones.
+inline void tb_tiny_dense(__global const TB_P_T *w, __global const TB_P_T *bias, const float *a, float *z,
+                          const int n_in, const int n_out, const int relu) {
+    for (int o = 0; o < n_out; ++o) {
+        const float b = TB_LOAD_P(bias, o);
+        for (int r = 0; r < TB_BATCH; ++r) {
+            float acc = b;
+            for (int i = 0; i < n_in; ++i) {
+                acc += a[i * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
+            }
+            z[o * TB_BATCH + r] = (relu && acc < 0.0f) ? 0.0f : acc;
+        }
+    }
+}
+
+// g[w: i, o] = sum_{r < rows} a[r, i] dz[r, o], then g[b: o] = sum_{r < rows} dz[r, o];
+// with `below`, da[r, i] = (sum_o dz[r, o] w[i, o]) * (a[r, i] > 0).
+inline void tb_tiny_backward(__global const TB_P_T *w, const float *a, const float *dz, float *g,
+                             float *da, const int below, const int n_in, const int n_out,
+                             const int rows) {
+    for (int o = 0; o < n_out; ++o) {
+        for (int i = 0; i < n_in; ++i) {
+            float acc = 0.0f;
+            for (int r = 0; r < rows; ++r) {
+                acc += a[i * TB_BATCH + r] * dz[o * TB_BATCH + r];
+            }
+            g[o * n_in + i] = acc;
+        }
+    }
+    for (int o = 0; o < n_out; ++o) {
+        float acc = 0.0f;
+        for (int r = 0; r < rows; ++r) {
+            acc += dz[o * TB_BATCH + r];
+        }
+        g[n_in * n_out + o] = acc;
+    }
+    if (below) {
+        for (int i = 0; i < n_in; ++i) {
+            for (int r = 0; r < TB_BATCH; ++r) {
+                float acc = 0.0f;
+                for (int o = 0; o < n_out; ++o) {
+                    acc += dz[o * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
+                }
+                da[i * TB_BATCH + r] = (a[i * TB_BATCH + r] <= 0.0f) ? 0.0f : acc;
+            }
+        }
+    }
+}
+
+// One train step on the batch and control words at `step`.
+inline void tb_tiny_one_step(__global uint *state, const uint *step) {
+    __global TB_P_T *params = (__global TB_P_T *)state;
+    __global uint *record = state + step[0];
+    const float lr = as_float(step[1]);
+    const int rows = tb_rows((int)step[2]);
+    const float inv_rows = 1.0f / (float)rows;
+    const uint *words = step + TB_TINY_CTRL;
+
+    float acts[TB_ACTS];
+    float delta_a[TB_DELTA];
+    float delta_b[TB_DELTA];
+    float grads[TB_PARAMS];
+    for (int k = 0; k < TB_BATCH * TB_FEATURES; ++k) {
+        acts[k] = TB_LOAD_ARG_X(words, k);
+    }
+
+#define TB_TINY_FORWARD(l)                                                              \
+    tb_tiny_dense(params + TB_W_##l, params + TB_B_##l, acts + TB_AIN_##l,               \
+                  acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_RELU_##l);
+    TB_LAYER_LIST(TB_TINY_FORWARD)
+#undef TB_TINY_FORWARD
+
+    // The rows' losses summed in the order of the fused kernel's reduction tree (one row a
+    // work-item there; the rows past the batch add exact zeros), so that both kernels
+    // compute the same bits.
+    const float *logits = acts + TB_AOUT_LAST;
+    float red[TB_TINY_RED];
+    for (int r = 0; r < TB_TINY_RED; ++r) {
+        red[r] = 0.0f;
+        if (r >= TB_BATCH) {
+            continue;
+        }
+        if (r >= rows) {
+            for (int c = 0; c < TB_CLASSES; ++c) {
+                delta_a[c * TB_BATCH + r] = 0.0f;
+            }
+            continue;
+        }
+        TB_ROW_LOSS((logits + r), (delta_a + r), tb_clamp_label(words[TB_Y + r]), inv_rows, red[r]);
+    }
+    for (int half_ = TB_TINY_RED / 2; half_ > 0; half_ >>= 1) {
+        for (int r = 0; r < half_; ++r) {
+            red[r] += red[r + half_];
+        }
+    }
+    const float loss = red[0] * inv_rows;
+    record[0] = as_uint(loss);
+    record[1] = 0u;
+    if (!isfinite(loss)) {
+        return;
+    }
+
+    float *dz = delta_a;
+    float *dz_below = delta_b;
+#define TB_TINY_BACKWARD(l)                                                             \
+    tb_tiny_backward(params + TB_W_##l, acts + TB_AIN_##l, dz, grads + TB_W_##l, dz_below, \
+                     l > 0, TB_IN_##l, TB_OUT_##l, rows);                                \
+    {                                                                                    \
+        float *swap_ = dz;                                                               \
+        dz = dz_below;                                                                   \
+        dz_below = swap_;                                                                \
+    }
+    TB_LAYER_LIST_REV(TB_TINY_BACKWARD)
+#undef TB_TINY_BACKWARD
+
+    // All or nothing: every update is checked before any is stored.
+    for (int k = 0; k < TB_PARAMS; ++k) {
+        if (!tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
+            record[1] = ~(uint)k;
+            return;
+        }
+    }
+    for (int k = 0; k < TB_PARAMS; ++k) {
+        TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
+    }
+}
+
+#define TB_TINY_COPY(i) vstore4(a##i, i, w);
+
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void tb_tiny_step(__global uint *state, TB_TINY_ARGS) {
+    uint w[TB_TINY_WORDS];
+    TB_TINY_LIST(TB_TINY_COPY)
+    const uint steps = min(w[0], (uint)TB_TINY_STEPS);
+    for (uint s = 0; s < steps; ++s) {
+        tb_tiny_one_step(state, w + 1 + s * TB_TINY_STEP_WORDS);
+    }
+}
+
+#else
+
+// The model is too large for one work-item: the host runs the other kernels.
+__kernel void tb_tiny_step(__global uint *state, TB_TINY_ARGS) {
 }
 
 #endif

@@ -1,9 +1,10 @@
 //! Issue 11 items 3 and 6, measured in one run against the device's own floor:
 //! - the seed's step (batch 2, features 4, classes 2) against one empty kernel launch +
 //!   `clFinish` (`Device::__empty_launch`): `train_step` (one launch + the loss read) and
-//!   `train_step_deferred` (one launch; `take_losses` every 100 steps, its cost spread
-//!   over them), with the batch as a kernel argument (`Upload::Auto` picks it) and, as
-//!   the before, copied from a staging buffer (`Upload::Copy`);
+//!   `train_step_deferred` (`take_losses` every 100 steps, its cost spread over them),
+//!   with the batch as a kernel argument (`Upload::Auto` picks it: the tiny kernel, four
+//!   deferred steps a launch) and, as the before, copied from a staging buffer
+//!   (`Upload::Copy`: the fused work-group kernel, one launch a step);
 //! - the upload of the mnist batch (128 x 784 `f32` + 128 labels) through a copy and
 //!   through a mapped host-allocated buffer (`Upload::ZeroCopy`), each followed by
 //!   `clFinish`;

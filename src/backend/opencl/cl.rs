@@ -334,6 +334,26 @@ impl Mem {
         mem.map(|raw| Mem { raw, bytes }).map_err(cl_error("clCreateBuffer"))
     }
 
+    /// A view of `bytes` bytes of `self` from byte `origin` (`clCreateSubBuffer`), sharing
+    /// its memory. `origin` must be a multiple of the device's `CL_DEVICE_MEM_BASE_ADDR_ALIGN`
+    /// and the region inside `self`; else the call fails with the implementation's error.
+    pub(crate) fn sub(&self, origin: usize, bytes: usize) -> Result<Mem> {
+        let region = opencl3::types::cl_buffer_region { origin, size: bytes };
+        // SAFETY: `region` is a `cl_buffer_region`, as `CL_BUFFER_CREATE_TYPE_REGION` says,
+        // and lives for the call; `self.raw` is a live buffer. The implementation checks
+        // the region against the buffer and the alignment. The sub-buffer holds its own
+        // reference to the memory, released in its `Drop`.
+        let raw = unsafe {
+            mem::create_sub_buffer(
+                self.raw,
+                mem::CL_MEM_READ_WRITE,
+                mem::CL_BUFFER_CREATE_TYPE_REGION,
+                (&region as *const opencl3::types::cl_buffer_region).cast(),
+            )
+        };
+        raw.map(|raw| Mem { raw, bytes }).map_err(cl_error("clCreateSubBuffer"))
+    }
+
     /// Number of `T` elements the buffer holds.
     pub(crate) fn len<T>(&self) -> usize {
         self.bytes / std::mem::size_of::<T>().max(1)
@@ -377,10 +397,12 @@ impl Kernel {
             .map_err(cl_error("clSetKernelArg"))
     }
 
-    /// Sets argument `index`, a struct of 32-bit words passed by value, to `words`.
+    /// Sets argument `index`, a struct or vector of 32-bit words passed by value (such as
+    /// `uint4`), to `words`.
     pub(crate) fn set_words(&mut self, index: u32, words: &[u32]) -> Result<()> {
-        // SAFETY: the kernel's argument is a struct of exactly `words.len()` `uint`s (the
-        // caller passes the kernel's own struct size); the bytes are copied during the call.
+        // SAFETY: the kernel's argument is a struct of exactly `words.len()` `uint`s, or a
+        // `uintN` vector of as many (the caller passes the kernel's own size); the bytes are
+        // copied during the call.
         unsafe { kn::set_kernel_arg(self.0, index, std::mem::size_of_val(words), words.as_ptr().cast()) }
             .map_err(cl_error("clSetKernelArg"))
     }

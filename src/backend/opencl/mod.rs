@@ -5,7 +5,11 @@
 //! Per train step only the batch goes up (one non-blocking write of `x` and the labels,
 //! from one of two staging slots) and nothing comes down unless asked for: the step's loss
 //! is written into a device-side record (`losses`) that `train_step` reads at once and
-//! `train_step_deferred` leaves for [`OpenClBackend::take_losses`].
+//! `train_step_deferred` leaves for [`OpenClBackend::take_losses`]. A tiny model's
+//! steps (`crate::kernels::tiny_plan`) take the batch by value and one buffer, the
+//! parameters and the loss record together (`state`, of which `params` and `losses` are
+//! sub-buffers); its deferred steps wait on the host in a group of up to four, sent as one
+//! launch when full or when any other call needs the model (`OpenClBackend::ready`).
 //!
 //! `f16` storage: the parameter buffer and the batch's features are `half` on the device
 //! (2 bytes a value: half the upload per step), read through `vload_half` and written
@@ -34,7 +38,8 @@ use crate::cpu::update_overflow;
 use crate::error::{Error, Result};
 use crate::info::{ClOptions, DeviceInfo, KernelPath, Upload};
 use crate::kernels::{
-    argument_words, batch_words, fused_plan, kernel, kernel_source, scratch_offsets, Mode, LOSS_MAX_WG, UPDATE_VEC,
+    argument_words, batch_words, fused_plan, kernel, kernel_source, scratch_offsets, tiny_plan, Mode, TinyPlan,
+    LOSS_MAX_WG, TINY_CTRL, UPDATE_VEC,
 };
 use crate::layout::{acts_len, delta_len, param_count};
 use crate::model::{Element, Model, StorageElement};
@@ -187,6 +192,8 @@ struct Kernels {
     backward_inputs: Kernel,
     sgd: Kernel,
     fused: Kernel,
+    /// The whole step in one work-item, for tiny models (`cl/tiny_step.cl`).
+    tiny: Kernel,
     /// `f16` batch -> `float` activation scratch (tiled path of `f16` models only).
     widen: Kernel,
     /// The tiled path's update check, before `sgd`.
@@ -197,6 +204,8 @@ struct Kernels {
 #[derive(Clone, Copy)]
 struct Plan {
     fused: bool,
+    /// A step with the batch by value runs `tb_tiny_step`.
+    tiny: Option<TinyPlan>,
     fused_wg: usize,
     loss_wg: usize,
 }
@@ -233,6 +242,20 @@ struct Inner<M> {
     /// `LOSS_RING` deferred slots, then the immediate one.
     losses: Mem,
     slots: [Slot; 2],
+    /// Tiny models: the one buffer that holds the parameters (`params` is a sub-buffer at
+    /// its start) and the loss record (`losses`, a sub-buffer at word `losses_word`), which
+    /// is all `tb_tiny_step` takes besides its words.
+    state: Option<Mem>,
+    /// The word of `state` where `losses` starts.
+    losses_word: usize,
+    /// The tiny kernel's by-value words: the step count, then each step's words.
+    tiny_words: Vec<u32>,
+    /// Steps in `tiny_words` not yet sent to the device, and how many of them are deferred
+    /// ones (counted in `record.pending`).
+    group: usize,
+    group_deferred: usize,
+    /// While `train_step_deferred` enqueues: a tiny step may wait in the group.
+    deferring: bool,
     next_slot: usize,
     record: LossRecord,
     /// `(input offset, output offset)` of each layer in the activation scratch.
@@ -288,6 +311,21 @@ impl<M: Model> OpenClBackend<M> {
     fn inner_mut(&mut self) -> &mut Inner<M> {
         self.inner.get_mut().unwrap_or_else(PoisonError::into_inner)
     }
+
+    /// The state, with the tiny kernel's waiting steps sent first ([`Inner::send_group`]):
+    /// what every call but a deferred step uses, so that calls see the model in order.
+    fn ready(&self) -> Result<MutexGuard<'_, Inner<M>>> {
+        let mut inner = self.lock();
+        inner.send_group()?;
+        Ok(inner)
+    }
+
+    /// [`Self::ready`] through `&mut self`.
+    fn ready_mut(&mut self) -> Result<&mut Inner<M>> {
+        let inner = self.inner_mut();
+        inner.send_group()?;
+        Ok(inner)
+    }
 }
 
 impl<M: Model> Inner<M> {
@@ -325,6 +363,7 @@ impl<M: Model> Inner<M> {
             backward_inputs: Kernel::new(&program, kernel::tb_backward_inputs::NAME)?,
             sgd: Kernel::new(&program, kernel::tb_sgd::NAME)?,
             fused: Kernel::new(&program, kernel::tb_train_step::NAME)?,
+            tiny: Kernel::new(&program, kernel::tb_tiny_step::NAME)?,
             widen: Kernel::new(&program, kernel::tb_widen_x::NAME)?,
             check: Kernel::new(&program, kernel::tb_check_update::NAME)?,
         };
@@ -362,17 +401,36 @@ impl<M: Model> Inner<M> {
         let loss_wg = b.next_power_of_two().min(1 << loss_max.max(1).ilog2());
 
         let batch_path = batch_path::<M>(device, options.upload, fused)?;
+        // The tiny kernel: where the model would run fused with the batch by value, unless
+        // the fused work-group kernel was asked for by name.
+        let tiny = tiny_plan::<M>().filter(|_| path == KernelPath::Auto && fused && batch_path == BatchPath::Arguments);
         let kernels_time = start.elapsed();
         let start = Instant::now();
         let context = &device.context;
         let queue = Arc::new(Queue::new(context, device.id, options.profiling)?);
-        let params = Mem::from_slice(context, flat)?;
+        let loss_words = slot_start(LOSS_RING + 1);
+        let (state, params, losses, losses_word) = match tiny {
+            Some(_) => {
+                // One buffer: the parameters, then the loss record at the first offset a
+                // sub-buffer may start from.
+                let param_bytes = std::mem::size_of_val(flat).max(1);
+                let origin = round_up(param_bytes, device.base_align_bytes());
+                let words = origin / 4 + loss_words;
+                to_i32(words, device, "the tiny kernel's state")?;
+                let state = Mem::new::<u32>(context, words)?;
+                let params = state.sub(0, param_bytes)?;
+                let losses = state.sub(origin, 4 * loss_words)?;
+                queue.write(&params, 0, flat)?;
+                queue.write(&losses, 0, &vec![0u32; loss_words])?;
+                (Some(state), params, losses, origin / 4)
+            }
+            None => (None, Mem::from_slice(context, flat)?, Mem::from_slice(context, &vec![0.0f32; loss_words])?, 0),
+        };
         let grads = Mem::from_slice(context, &vec![0.0f32; param_count(dims)])?;
         // The fused kernel keeps activations and deltas in local memory.
         let (acts_n, delta_n) = if fused { (1, 1) } else { (acts, delta_len(dims, b)) };
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
         let delta = [Mem::new::<f32>(context, delta_n)?, Mem::new::<f32>(context, delta_n)?];
-        let losses = Mem::from_slice(context, &vec![0.0f32; slot_start(LOSS_RING + 1)])?;
         let words = batch_words::<M>();
         let slot = || -> Result<Slot> {
             Ok(match batch_path {
@@ -401,13 +459,19 @@ impl<M: Model> Inner<M> {
             device: Arc::clone(device),
             queue,
             kernels,
-            plan: Plan { fused, fused_wg: shape.wg, loss_wg },
+            plan: Plan { fused, tiny, fused_wg: shape.wg, loss_wg },
             params,
             grads,
             acts: acts_mem,
             delta,
             losses,
             slots,
+            state,
+            losses_word,
+            tiny_words: vec![0; 4 * tiny.map_or(0, |t| t.args)],
+            group: 0,
+            group_deferred: 0,
+            deferring: false,
             next_slot: 0,
             record: LossRecord::default(),
             offsets,
@@ -419,6 +483,15 @@ impl<M: Model> Inner<M> {
             fused_args: vec![None; 16],
             _model: PhantomData,
         };
+        if let Some(state) = &inner.state {
+            // Set once; the words are set before every launch, but every argument must
+            // have a value from the first.
+            let k = &mut inner.kernels.tiny;
+            k.set_mem(kernel::tb_tiny_step::STATE, state)?;
+            for (i, four) in inner.tiny_words.chunks_exact(4).enumerate() {
+                k.set_words(kernel::tb_tiny_step::TB_TINY_ARGS + i as u32, four)?;
+            }
+        }
         if startup::tracing() {
             inner.warm_up()?;
             eprintln!("{}", inner.startup);
@@ -439,6 +512,11 @@ impl<M: Model> Inner<M> {
         let y = vec![0u32; M::BATCH];
         let batch = Batch { x: &x, y: &y, rows: M::BATCH };
         self.enqueue(batch, 0.0, Mode::Gradients, IMMEDIATE)?;
+        if self.plan.tiny.is_some() {
+            // A NaN rate: no update fits, so nothing is stored.
+            self.upload_batch(batch)?;
+            self.run_tiny(M::BATCH, f32::NAN, IMMEDIATE)?;
+        }
         if !self.plan.fused {
             self.queue.write(&self.losses, slot_start(IMMEDIATE), &[f32::NAN])?;
             self.run_sgd(0.0, IMMEDIATE)?;
@@ -526,6 +604,9 @@ impl<M: Model> Inner<M> {
         slot: usize,
         out: Option<&Mem>,
     ) -> Result<()> {
+        if mode == Mode::Step && self.plan.tiny.is_some() && matches!(x_in, Input::Words) {
+            return self.run_tiny(rows, lr, slot);
+        }
         use kernel::tb_train_step as arg;
         let k = &mut self.kernels.fused;
         let seen = &mut self.fused_args;
@@ -582,6 +663,63 @@ impl<M: Model> Inner<M> {
         let event = self.queue.launch_event(k, &[self.plan.fused_wg], &[self.plan.fused_wg])?;
         self.record(|| "fused".to_string(), event);
         Ok(())
+    }
+
+    /// A train step of a tiny model on the batch in `arg_words`, the loss and update status
+    /// going to `slot`: added to the group of steps `tb_tiny_step` runs in one launch, which
+    /// is sent at once unless a deferred step leaves room in it (see [`Inner::send_group`]).
+    fn run_tiny(&mut self, rows: usize, lr: f32, slot: usize) -> Result<()> {
+        let Some(plan) = self.plan.tiny else {
+            return Ok(());
+        };
+        let start = 1 + self.group * plan.step_words;
+        let step = &mut self.tiny_words[start..start + plan.step_words];
+        // Sizes checked against i32 at creation.
+        step[0] = (self.losses_word + slot_start(slot)) as u32;
+        step[1] = lr.to_bits();
+        step[2] = rows as u32;
+        step[TINY_CTRL..TINY_CTRL + self.arg_words.len()].copy_from_slice(&self.arg_words);
+        self.group += 1;
+        self.group_deferred += usize::from(self.deferring);
+        if !self.deferring || self.group == plan.steps {
+            self.send_group()?;
+        }
+        Ok(())
+    }
+
+    /// Launches `tb_tiny_step` on the steps waiting in the group, if any. Every call that
+    /// reads or changes the model sends the group first (`OpenClBackend::ready`), so the
+    /// steps run in the order they were asked for. If the launch fails, its deferred steps
+    /// are dropped from the loss record, so that no slot reports a step that did not run.
+    fn send_group(&mut self) -> Result<()> {
+        let (Some(plan), n) = (self.plan.tiny, self.group) else {
+            return Ok(());
+        };
+        if n == 0 {
+            return Ok(());
+        }
+        let deferred = self.group_deferred;
+        self.group = 0;
+        self.group_deferred = 0;
+        self.tiny_words[0] = n as u32;
+        let used = (1 + n * plan.step_words).div_ceil(4);
+        let k = &mut self.kernels.tiny;
+        let launched = self
+            .tiny_words
+            .chunks_exact(4)
+            .take(used)
+            .enumerate()
+            .try_for_each(|(i, four)| k.set_words(kernel::tb_tiny_step::TB_TINY_ARGS + i as u32, four));
+        match launched.and_then(|()| self.queue.launch_event(k, &[1], &[1])) {
+            Ok(event) => {
+                self.record(|| "tiny".to_string(), event);
+                Ok(())
+            }
+            Err(err) => {
+                self.record.pending -= deferred;
+                Err(err)
+            }
+        }
     }
 
     /// The tiled forward pass: layer 0 reads `x` (a tensor, or a staging slot); the last
@@ -771,6 +909,7 @@ impl<M: Model> Inner<M> {
 
     /// Moves the pending ring entries to the host.
     fn drain(&mut self) -> Result<()> {
+        self.send_group()?;
         let LossRecord { start, pending, .. } = self.record;
         if pending == 0 {
             return Ok(());
@@ -793,9 +932,24 @@ impl<M: Model> Inner<M> {
             self.drain()?;
         }
         let slot = (self.record.start + self.record.pending) % LOSS_RING;
-        self.enqueue(batch, lr, Mode::Step, slot)?;
+        // Counted before the enqueue: a tiny step that joins the group is pending from now.
         self.record.pending += 1;
-        self.queue.flush()
+        self.deferring = true;
+        let enqueued = self.enqueue(batch, lr, Mode::Step, slot);
+        self.deferring = false;
+        match enqueued {
+            Err(err) => {
+                // The tiny path's only failure is its launch, whose steps `send_group` has
+                // taken off the count already.
+                if self.plan.tiny.is_none() {
+                    self.record.pending -= 1;
+                }
+                Err(err)
+            }
+            // Waiting in the group: no command was enqueued.
+            Ok(()) if self.group > 0 => Ok(()),
+            Ok(()) => self.queue.flush(),
+        }
     }
 
     /// Logits of a device tensor into a new buffer.
@@ -967,12 +1121,12 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
     }
 
     fn write_params(&mut self, flat: &[M::Storage]) -> Result<()> {
-        let inner = self.inner_mut();
+        let inner = self.ready_mut()?;
         inner.queue.write(&inner.params, 0, flat)
     }
 
     fn read_params(&self, out: &mut [M::Storage]) -> Result<()> {
-        let inner = self.lock();
+        let inner = self.ready()?;
         inner.queue.read(&inner.params, 0, out)
     }
 
@@ -981,19 +1135,19 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
         if !x.is_on(&self.device) {
             return Err(Error::DeviceMismatch { tensor_device: x.location(), model_device: self.device.label() });
         }
-        Ok(Box::new(self.lock().forward(x)?))
+        Ok(Box::new(self.ready()?.forward(x)?))
     }
 
     fn loss(&self, batch: Batch<'_, M::Storage>) -> Result<f32> {
-        self.lock().loss(batch)
+        self.ready()?.loss(batch)
     }
 
     fn gradients(&self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32> {
-        self.lock().gradients(batch, out)
+        self.ready()?.gradients(batch, out)
     }
 
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
-        self.inner_mut().train_step(batch, lr)
+        self.ready_mut()?.train_step(batch, lr)
     }
 
     fn train_step_deferred(
@@ -1006,7 +1160,7 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
     }
 
     fn take_losses(&mut self, record: &mut Vec<StepRecord>) -> Result<()> {
-        record.extend(self.inner_mut().take_losses()?);
+        record.extend(self.ready_mut()?.take_losses()?);
         Ok(())
     }
 
@@ -1015,16 +1169,16 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
     }
 
     fn profile_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<StepProfile> {
-        self.inner_mut().profile_step(batch, lr)
+        self.ready_mut()?.profile_step(batch, lr)
     }
 
     fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<()> {
-        let inner = self.inner_mut();
+        let inner = self.ready_mut()?;
         inner.upload_batch(batch)?;
         inner.queue.finish()
     }
 
     fn warm_up(&mut self) -> Result<()> {
-        self.inner_mut().warm_up().map(drop)
+        self.ready_mut()?.warm_up().map(drop)
     }
 }

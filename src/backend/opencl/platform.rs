@@ -138,6 +138,14 @@ pub(crate) struct ClDevice {
     pub context_time: Duration,
 }
 
+impl ClDevice {
+    /// `CL_DEVICE_MEM_BASE_ADDR_ALIGN` in bytes: the alignment of a sub-buffer's origin
+    /// (at least 4).
+    pub(crate) fn base_align_bytes(&self) -> usize {
+        (read_u64(&device_raw(self.id, dv::CL_DEVICE_MEM_BASE_ADDR_ALIGN)) as usize / 8).max(4)
+    }
+}
+
 // SAFETY: a root `cl_device_id` is an opaque handle valid for the whole process, usable
 // from any thread; the other fields are `Send + Sync` themselves.
 unsafe impl Send for ClDevice {}
