@@ -1108,7 +1108,8 @@ fn batch_path<M: Model>(device: &ClDevice, upload: Upload, fused: bool) -> Resul
 
 impl<M> Drop for Inner<M> {
     fn drop(&mut self) {
-        // The staging slots must outlive their non-blocking writes.
+        // Steps still waiting in the tiny kernel's group are dropped unsent: nothing can
+        // read the model any more. The staging slots must outlive their non-blocking writes.
         let _ = self.queue.finish();
     }
 }
