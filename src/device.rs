@@ -184,7 +184,8 @@ impl Device {
     /// This device with a way for the batch of each train step to go up, for the models
     /// created on it afterwards (same context). [`Upload::Auto`] (the default) passes a
     /// batch of at most [`ARGUMENT_BATCH_WORDS`](crate::ARGUMENT_BATCH_WORDS) words as an
-    /// argument of the fused kernel (a step is then one command), and otherwise writes
+    /// argument of the fused kernel (a step is then one command, or less: a tiny model's
+    /// deferred steps go up to four a launch), and otherwise writes
     /// it through a mapped host-allocated buffer where the device reports host-unified
     /// memory (PoCL, Mali, Adreno: no copy), or copies it. Forcing a mode is for
     /// benchmarks and tests; every mode computes bit-identical results. No effect on the

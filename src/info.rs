@@ -119,7 +119,8 @@ pub enum Upload {
     /// any device (elsewhere the driver may copy at unmap).
     ZeroCopy,
     /// The batch passed by value as an argument of the fused kernel: a step is one
-    /// command. Only for the fused kernel and a batch of at most
+    /// command (a tiny model's deferred steps, up to four a command: see
+    /// [`Engine::train_step_deferred`](crate::Engine::train_step_deferred)). Only for the fused kernel and a batch of at most
     /// [`ARGUMENT_BATCH_WORDS`] 32-bit words (features and labels); otherwise the model
     /// fails to build with `Error::Unsupported`.
     Arguments,
