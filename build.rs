@@ -19,7 +19,7 @@ const TEMPLATES: &[(&str, &[&str])] = &[
     ("backward.cl", &["tb_backward", "tb_backward_inputs"]),
     ("update.cl", &["tb_sgd", "tb_check_update"]),
     ("train_step.cl", &["tb_train_step"]),
-    ("tiny_step.cl", &["tb_tiny_step"]),
+    ("tiny_step.cl", &["tb_tiny_step", "tb_tiny_steps"]),
 ];
 
 fn main() {

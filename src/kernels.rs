@@ -15,7 +15,8 @@
 //!   spread over every compute unit.
 //!
 //! A tiny model whose batch goes by value ([`tiny_plan`]: the seed's shape, say) runs the
-//! train step in **one work-item** instead (`tb_tiny_step`, `cl/tiny_step.cl`): one buffer
+//! train step in **one work-item** instead (`tb_tiny_step`, and `tb_tiny_steps` for a group
+//! of deferred steps, `cl/tiny_step.cl`): one buffer
 //! argument, no local memory, no barrier, several deferred steps a launch, since on such
 //! models the launch is the cost. The fused kernel still runs its other calls (forward,
 //! loss, gradients), and computes the same bits.
@@ -157,15 +158,17 @@ pub(crate) fn argument_words<M: Model>() -> Option<usize> {
     (fused_plan(M::LAYERS, M::BATCH).fits && words <= ARGUMENT_BATCH_WORDS).then_some(words)
 }
 
-/// How the tiny kernel (`tb_tiny_step`, `cl/tiny_step.cl`) runs a shape.
+/// How the tiny kernels (`tb_tiny_step`, `tb_tiny_steps`, `cl/tiny_step.cl`) run a shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct TinyPlan {
     /// Words of one step: [`TINY_CTRL`], then the batch.
     pub step_words: usize,
     /// Steps a launch may run (`TB_TINY_STEPS`).
     pub steps: usize,
-    /// Its `uint4` by-value arguments (after the state buffer).
+    /// The `uint4` by-value arguments (after the state buffer) of `tb_tiny_steps`.
     pub args: usize,
+    /// Those of `tb_tiny_step` (one step).
+    pub one_args: usize,
 }
 
 /// The tiny kernel's plan, when the shape takes it: the batch goes by value
@@ -181,7 +184,12 @@ pub(crate) fn tiny_plan<M: Model>() -> Option<TinyPlan> {
         return None;
     }
     let steps = ((TINY_MAX_WORDS - 1) / step_words).min(TINY_MAX_STEPS);
-    Some(TinyPlan { step_words, steps, args: (1 + steps * step_words).div_ceil(4) })
+    Some(TinyPlan {
+        step_words,
+        steps,
+        args: (1 + steps * step_words).div_ceil(4),
+        one_args: (1 + step_words).div_ceil(4),
+    })
 }
 
 /// The `#define`s that specialise the templates for model `M`.
@@ -222,20 +230,21 @@ pub fn defines<M: Model>() -> String {
     let _ = writeln!(s, "#define TB_DELTA {}", delta_len(dims, batch));
     let _ = writeln!(s, "#define TB_FUSED {}", u8::from(plan.fits));
     let _ = writeln!(s, "#define TB_FUSED_WG {}", plan.wg);
-    // The tiny kernel's arguments: `uint4`s a0, a1, ... (one, unused, when it does not apply).
+    // The tiny kernels' arguments: `uint4`s a0, a1, ... (one, unused, when they do not apply).
     let tiny = tiny_plan::<M>();
-    let args = tiny.map_or(1, |t| t.args);
     let _ = writeln!(s, "#define TB_TINY {}", u8::from(tiny.is_some()));
     let _ = writeln!(s, "#define TB_TINY_CTRL {TINY_CTRL}");
     let _ = writeln!(s, "#define TB_TINY_STEP_WORDS {}", tiny.map_or(1, |t| t.step_words));
     let _ = writeln!(s, "#define TB_TINY_STEPS {}", tiny.map_or(1, |t| t.steps));
-    let _ = writeln!(s, "#define TB_TINY_WORDS {}", 4 * args);
     // The rows' loss reduction: the fused kernel's tree, cut to the rows it can hold.
     let _ = writeln!(s, "#define TB_TINY_RED {}", batch.next_power_of_two());
-    let decl: Vec<String> = (0..args).map(|i| format!("const uint4 a{i}")).collect();
-    let _ = writeln!(s, "#define TB_TINY_ARGS {}", decl.join(", "));
-    let list: String = (0..args).map(|i| format!(" X({i})")).collect();
-    let _ = writeln!(s, "#define TB_TINY_LIST(X){list}");
+    for (name, args) in [("", tiny.map_or(1, |t| t.args)), ("_ONE", tiny.map_or(1, |t| t.one_args))] {
+        let _ = writeln!(s, "#define TB_TINY{name}_WORDS {}", 4 * args);
+        let decl: Vec<String> = (0..args).map(|i| format!("const uint4 a{i}")).collect();
+        let _ = writeln!(s, "#define TB_TINY{name}_ARGS {}", decl.join(", "));
+        let list: String = (0..args).map(|i| format!(" X({i})")).collect();
+        let _ = writeln!(s, "#define TB_TINY{name}_LIST(X){list}");
+    }
     let mut last = 0;
     for (l, slot) in layer_slots(dims).enumerate() {
         let (a_in, a_out) = scratch_offsets(dims, batch, l);

@@ -22,10 +22,13 @@
 #define TB_TINY_CTRL 3
 #define TB_TINY_STEP_WORDS 13
 #define TB_TINY_STEPS 4
-#define TB_TINY_WORDS 56
 #define TB_TINY_RED 2
+#define TB_TINY_WORDS 56
 #define TB_TINY_ARGS const uint4 a0, const uint4 a1, const uint4 a2, const uint4 a3, const uint4 a4, const uint4 a5, const uint4 a6, const uint4 a7, const uint4 a8, const uint4 a9, const uint4 a10, const uint4 a11, const uint4 a12, const uint4 a13
 #define TB_TINY_LIST(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11) X(12) X(13)
+#define TB_TINY_ONE_WORDS 16
+#define TB_TINY_ONE_ARGS const uint4 a0, const uint4 a1, const uint4 a2, const uint4 a3
+#define TB_TINY_ONE_LIST(X) X(0) X(1) X(2) X(3)
 #define TB_IN_0 4
 #define TB_OUT_0 2
 #define TB_W_0 0
@@ -841,14 +844,15 @@ __kernel void tb_train_step(__global float *params) {
 // For models whose step is a few hundred multiply-adds the launch is the cost, and on a CPU
 // OpenCL device (PoCL) a launch pays for every argument, a buffer argument most, and for
 // local memory. So this kernel takes one buffer and `uint4`s by value, keeps everything
-// else in private memory, and runs up to TB_TINY_STEPS steps one after the other (the host
-// groups deferred steps; any other call sends the group first):
+// else in private memory. tb_tiny_steps runs up to TB_TINY_STEPS steps one after the other
+// (the host groups deferred steps; any other call sends the group first), tb_tiny_step one
+// (with fewer arguments: each one costs at every launch):
 //   state        the parameters (TB_P_T, from word 0), and further on the loss record:
 //                each step writes its slot there, at a word the host passes: the loss,
 //                then the update status (0, or ~k of the first parameter k whose update
 //                would not fit the storage; then no parameter is written). A non-finite
 //                loss writes the loss, status 0, and no parameter.
-//   a0, a1, ...  TB_TINY_WORDS 32-bit words: the number of steps, then per step
+//   a0, a1, ...  TB_TINY_WORDS (TB_TINY_ONE_WORDS) 32-bit words: the number of steps, then per step
 //                TB_TINY_STEP_WORDS words: TB_TINY_CTRL control words (the loss word, the
 //                learning rate's bits, the rows that count), then the batch in the layout
 //                of the batch buffer (features, then the labels at TB_Y).
@@ -987,8 +991,17 @@ inline void tb_tiny_one_step(__global uint *state, const uint *step) {
 
 #define TB_TINY_COPY(i) vstore4(a##i, i, w);
 
+// One step: the words of a group of one (the step count, unread, then the step).
 __kernel __attribute__((reqd_work_group_size(1, 1, 1)))
-void tb_tiny_step(__global uint *state, TB_TINY_ARGS) {
+void tb_tiny_step(__global uint *state, TB_TINY_ONE_ARGS) {
+    uint w[TB_TINY_ONE_WORDS];
+    TB_TINY_ONE_LIST(TB_TINY_COPY)
+    tb_tiny_one_step(state, w + 1);
+}
+
+// A group of up to TB_TINY_STEPS steps, in order.
+__kernel __attribute__((reqd_work_group_size(1, 1, 1)))
+void tb_tiny_steps(__global uint *state, TB_TINY_ARGS) {
     uint w[TB_TINY_WORDS];
     TB_TINY_LIST(TB_TINY_COPY)
     const uint steps = min(w[0], (uint)TB_TINY_STEPS);
@@ -1000,7 +1013,10 @@ void tb_tiny_step(__global uint *state, TB_TINY_ARGS) {
 #else
 
 // The model is too large for one work-item: the host runs the other kernels.
-__kernel void tb_tiny_step(__global uint *state, TB_TINY_ARGS) {
+__kernel void tb_tiny_step(__global uint *state, TB_TINY_ONE_ARGS) {
+}
+
+__kernel void tb_tiny_steps(__global uint *state, TB_TINY_ARGS) {
 }
 
 #endif

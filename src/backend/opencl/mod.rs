@@ -192,13 +192,22 @@ struct Kernels {
     backward_inputs: Kernel,
     sgd: Kernel,
     fused: Kernel,
-    /// The whole step in one work-item, for tiny models (`cl/tiny_step.cl`).
+    /// The whole step in one work-item, for tiny models (`cl/tiny_step.cl`): one step, and
+    /// a group of deferred steps.
     tiny: Kernel,
+    tiny_group: Kernel,
     /// `f16` batch -> `float` activation scratch (tiled path of `f16` models only).
     widen: Kernel,
     /// The tiled path's update check, before `sgd`.
     check: Kernel,
 }
+
+// The two tiny kernels take the same arguments, but for how many words (their indices are
+// set through `tb_tiny_step`'s names).
+const _: () = assert!(
+    kernel::tb_tiny_step::STATE == kernel::tb_tiny_steps::STATE
+        && kernel::tb_tiny_step::TB_TINY_ONE_ARGS == kernel::tb_tiny_steps::TB_TINY_ARGS
+);
 
 /// How a step runs on this device.
 #[derive(Clone, Copy)]
@@ -364,6 +373,7 @@ impl<M: Model> Inner<M> {
             sgd: Kernel::new(&program, kernel::tb_sgd::NAME)?,
             fused: Kernel::new(&program, kernel::tb_train_step::NAME)?,
             tiny: Kernel::new(&program, kernel::tb_tiny_step::NAME)?,
+            tiny_group: Kernel::new(&program, kernel::tb_tiny_steps::NAME)?,
             widen: Kernel::new(&program, kernel::tb_widen_x::NAME)?,
             check: Kernel::new(&program, kernel::tb_check_update::NAME)?,
         };
@@ -483,13 +493,15 @@ impl<M: Model> Inner<M> {
             fused_args: vec![None; 16],
             _model: PhantomData,
         };
-        if let Some(state) = &inner.state {
+        if let (Some(state), Some(plan)) = (&inner.state, tiny) {
             // Set once; the words are set before every launch, but every argument must
             // have a value from the first.
-            let k = &mut inner.kernels.tiny;
-            k.set_mem(kernel::tb_tiny_step::STATE, state)?;
-            for (i, four) in inner.tiny_words.chunks_exact(4).enumerate() {
-                k.set_words(kernel::tb_tiny_step::TB_TINY_ARGS + i as u32, four)?;
+            let kernels = &mut inner.kernels;
+            for (k, args) in [(&mut kernels.tiny, plan.one_args), (&mut kernels.tiny_group, plan.args)] {
+                k.set_mem(kernel::tb_tiny_step::STATE, state)?;
+                for (i, four) in inner.tiny_words.chunks_exact(4).take(args).enumerate() {
+                    k.set_words(kernel::tb_tiny_step::TB_TINY_ONE_ARGS + i as u32, four)?;
+                }
             }
         }
         if startup::tracing() {
@@ -687,7 +699,8 @@ impl<M: Model> Inner<M> {
         Ok(())
     }
 
-    /// Launches `tb_tiny_step` on the steps waiting in the group, if any. Every call that
+    /// Launches `tb_tiny_steps` on the steps waiting in the group, if any (`tb_tiny_step`,
+    /// which takes fewer arguments, on a group of one). Every call that
     /// reads or changes the model sends the group first (`OpenClBackend::ready`), so the
     /// steps run in the order they were asked for. If the launch fails, its deferred steps
     /// are dropped from the loss record, so that no slot reports a step that did not run.
@@ -703,13 +716,13 @@ impl<M: Model> Inner<M> {
         self.group_deferred = 0;
         self.tiny_words[0] = n as u32;
         let used = (1 + n * plan.step_words).div_ceil(4);
-        let k = &mut self.kernels.tiny;
+        let k = if n == 1 { &mut self.kernels.tiny } else { &mut self.kernels.tiny_group };
         let launched = self
             .tiny_words
             .chunks_exact(4)
             .take(used)
             .enumerate()
-            .try_for_each(|(i, four)| k.set_words(kernel::tb_tiny_step::TB_TINY_ARGS + i as u32, four));
+            .try_for_each(|(i, four)| k.set_words(kernel::tb_tiny_step::TB_TINY_ONE_ARGS + i as u32, four));
         match launched.and_then(|()| self.queue.launch_event(k, &[1], &[1])) {
             Ok(event) => {
                 self.record(|| "tiny".to_string(), event);
