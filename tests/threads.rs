@@ -1,11 +1,14 @@
 //! One model serves many threads: inference takes `&self`, a model is `Send + Sync`, and
 //! predictions from 4 threads sharing one `Arc<Model>` equal the sequential ones bit for bit,
-//! on the CPU and on OpenCL (both kernel paths).
+//! on the CPU and on OpenCL (both kernel paths). On PoCL, also on its `basic` driver, which
+//! runs each command in the thread that submits it: before every command on a queue took
+//! the queue's lock, two threads on one queue there gave wrong logits or hung (4 runs in 6).
 
 use std::sync::Arc;
 use std::thread;
+use std::time::{Duration, Instant};
 
-use crate::support::{noise, paths};
+use crate::support::{child_process, noise, paths};
 use tensorbridge::nalgebra::SMatrix;
 use tensorbridge::{Device, Model};
 
@@ -82,6 +85,50 @@ fn shared_model_agrees_with_sequential(device: &Device) {
     }
 }
 
+const BASIC_CHILD: &str = "TENSORBRIDGE_BASIC_CHILD";
+
+/// In the child (`POCL_DEVICES=basic`): the check, three times, on both kernel paths.
+fn basic_child() {
+    let device = Device::opencl().unwrap();
+    assert!(device.name().contains("basic"), "not PoCL's basic driver: {}", device.name());
+    for _ in 0..3 {
+        shared_model_agrees_with_sequential(&device);
+    }
+    println!("CHECKED ON {}", device.name());
+}
+
+/// PoCL's `basic` driver, in a child process (the driver is chosen when PoCL starts).
+fn shared_model_agrees_on_pocls_basic_driver(device: &Device) {
+    let info = device.info().unwrap();
+    if !info.platform.contains("Portable Computing Language") {
+        eprintln!("not PoCL ({}): nothing to check", info.platform);
+        return;
+    }
+    let mut child = child_process(module_path!(), "basic_child")
+        .env(BASIC_CHILD, "1")
+        .env("POCL_DEVICES", "basic")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The failure this guards against was a hang, half of the time: the child gets two
+    // minutes (it takes seconds).
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the child hung on PoCL's basic driver");
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("CHECKED ON"), "the child ran no check: {text}");
+}
+
 crate::tests! {
     device shared_model_agrees_with_sequential,
+    opencl shared_model_agrees_on_pocls_basic_driver,
+    child(BASIC_CHILD) basic_child,
 }

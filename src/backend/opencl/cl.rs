@@ -5,6 +5,7 @@
 
 use std::ffi::{c_void, CString};
 use std::ptr;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use opencl3::command_queue as cq;
 use opencl3::context::context as ctx;
@@ -51,10 +52,25 @@ handle!(
     /// A `cl_context`.
     Context, cl_context, ctx::release_context
 );
-handle!(
-    /// An in-order `cl_command_queue`.
-    Queue, cl_command_queue, cq::release_command_queue
-);
+/// An in-order `cl_command_queue`, and a lock that every command on it holds while it is
+/// enqueued (and, for a blocking one, until it completes). OpenCL 1.2 makes these calls
+/// thread-safe, but PoCL 3.1's `basic` driver, which runs commands in the thread that
+/// submits them, computed wrong logits and hung when two threads used one queue at once (a
+/// model's step on one thread while another read a tensor of the same queue:
+/// `tests/threads.rs` on `POCL_DEVICES=basic`). Uncontended, the lock costs tens of
+/// nanoseconds a command.
+pub(crate) struct Queue {
+    raw: cl_command_queue,
+    lock: Mutex<()>,
+}
+
+impl Drop for Queue {
+    fn drop(&mut self) {
+        // SAFETY: `self.raw` was returned by clCreateCommandQueue, this struct holds the only
+        // reference it owns, and it is released exactly once.
+        let _ = unsafe { cq::release_command_queue(self.raw) };
+    }
+}
 handle!(
     /// A `cl_program`.
     Program, cl_program, pg::release_program
@@ -123,28 +139,37 @@ impl Queue {
         // SAFETY: `device` belongs to `context` (the context was created for it).
         #[allow(deprecated)] // clCreateCommandQueue: the only form OpenCL 1.x devices have
         let queue = unsafe { cq::create_command_queue(context.raw(), device, properties) };
-        queue.map(Queue).map_err(cl_error("clCreateCommandQueue"))
+        queue.map(|raw| Queue { raw, lock: Mutex::new(()) }).map_err(cl_error("clCreateCommandQueue"))
+    }
+
+    /// The queue's lock (a poisoned one only means a panic in another thread between two
+    /// calls, which leaves nothing half done).
+    fn hold(&self) -> MutexGuard<'_, ()> {
+        self.lock.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Waits for every command of the queue.
     pub(crate) fn finish(&self) -> Result<()> {
-        cq::finish(self.0).map_err(cl_error("clFinish"))
+        let _held = self.hold();
+        cq::finish(self.raw).map_err(cl_error("clFinish"))
     }
 
     /// Sends the queued commands to the device without waiting.
     pub(crate) fn flush(&self) -> Result<()> {
-        cq::flush(self.0).map_err(cl_error("clFlush"))
+        let _held = self.hold();
+        cq::flush(self.raw).map_err(cl_error("clFlush"))
     }
 
     /// Blocking write of `data` into `buffer` at element `offset`.
     pub(crate) fn write<T: Copy>(&self, buffer: &Mem, offset: usize, data: &[T]) -> Result<()> {
+        let _held = self.hold();
         buffer.check_range::<T>(offset, data.len(), "clEnqueueWriteBuffer")?;
         let size = std::mem::size_of_val(data);
         // SAFETY: the range lies inside the buffer (checked above); the write is blocking,
         // so `data` is only read during this call.
         let event = unsafe {
             cq::enqueue_write_buffer(
-                self.0,
+                self.raw,
                 buffer.raw(),
                 opencl3::types::CL_TRUE,
                 offset * std::mem::size_of::<T>(),
@@ -162,13 +187,14 @@ impl Queue {
     /// # Safety
     /// `data` must stay alive and unmodified until the returned event has completed.
     pub(crate) unsafe fn write_async<T: Copy>(&self, buffer: &Mem, data: &[T]) -> Result<Event> {
+        let _held = self.hold();
         buffer.check_range::<T>(0, data.len(), "clEnqueueWriteBuffer")?;
         let size = std::mem::size_of_val(data);
         // SAFETY: the range lies inside the buffer; the caller keeps `data` alive until
         // the event completes.
         let event = unsafe {
             cq::enqueue_write_buffer(
-                self.0,
+                self.raw,
                 buffer.raw(),
                 opencl3::types::CL_FALSE,
                 0,
@@ -183,6 +209,7 @@ impl Queue {
 
     /// Blocking read of `out.len()` elements of `buffer` from element `offset`.
     pub(crate) fn read<T: Copy>(&self, buffer: &Mem, offset: usize, out: &mut [T]) -> Result<()> {
+        let _held = self.hold();
         buffer.check_range::<T>(offset, out.len(), "clEnqueueReadBuffer")?;
         let size = std::mem::size_of_val(out);
         // SAFETY: the range lies inside the buffer (checked above); the read is blocking,
@@ -190,7 +217,7 @@ impl Queue {
         // for the plain number types used here.
         let event = unsafe {
             cq::enqueue_read_buffer(
-                self.0,
+                self.raw,
                 buffer.raw(),
                 opencl3::types::CL_TRUE,
                 offset * std::mem::size_of::<T>(),
@@ -212,12 +239,13 @@ impl Queue {
     /// (`CL_MAP_WRITE_INVALIDATE_REGION`): waits for the queue's earlier commands. Unmap
     /// it with [`Queue::unmap`] before any kernel uses the buffer.
     pub(crate) fn map_write(&self, buffer: &Mem) -> Result<*mut c_void> {
+        let _held = self.hold();
         let mut out: cl_mem = ptr::null_mut();
         // SAFETY: the region is the whole buffer; the map is blocking, so the pointer is
         // valid on return until the matching unmap.
         let event = unsafe {
             cq::enqueue_map_buffer(
-                self.0,
+                self.raw,
                 buffer.raw(),
                 opencl3::types::CL_TRUE,
                 mem::CL_MAP_WRITE_INVALIDATE_REGION,
@@ -246,20 +274,22 @@ impl Queue {
     /// `mapped` must come from `map_write` on `buffer` and not have been unmapped yet; the
     /// caller must not touch it afterwards.
     pub(crate) unsafe fn unmap(&self, buffer: &Mem, mapped: *mut c_void) -> Result<Event> {
+        let _held = self.hold();
         // SAFETY: as the caller guarantees.
-        let event = unsafe { cq::enqueue_unmap_mem_object(self.0, buffer.raw(), mapped, 0, ptr::null()) };
+        let event = unsafe { cq::enqueue_unmap_mem_object(self.raw, buffer.raw(), mapped, 0, ptr::null()) };
         event.map(Event).map_err(cl_error("clEnqueueUnmapMemObject"))
     }
 
     /// [`Queue::launch`], returning the launch's event.
     pub(crate) fn launch_event(&self, kernel: &Kernel, global: &[usize], local: &[usize]) -> Result<Event> {
+        let _held = self.hold();
         debug_assert_eq!(global.len(), local.len());
         // SAFETY: `global` and `local` have `global.len()` entries; every argument of the
         // kernel was set by its owner (`Kernel::set_arg`) to a live buffer or scalar of the
         // declared type, and each kernel guards its own indices.
         let event = unsafe {
             cq::enqueue_nd_range_kernel(
-                self.0,
+                self.raw,
                 kernel.raw(),
                 global.len() as u32,
                 ptr::null(),
