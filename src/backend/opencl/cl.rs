@@ -71,6 +71,7 @@ impl Drop for Queue {
         let _ = unsafe { cq::release_command_queue(self.raw) };
     }
 }
+
 handle!(
     /// A `cl_program`.
     Program, cl_program, pg::release_program
