@@ -19,7 +19,7 @@ tensorbridge::model! {
     pub struct Seed { batch: 2, features: 4, classes: 2 }
 }
 tensorbridge::model! {
-    /// Two hidden layers, odd sizes: 21 words a step, so two steps a launch.
+    /// Two hidden layers, odd sizes: 21 words a step, so three steps a launch.
     pub struct Mlp { batch: 3, features: 5, classes: 7, hidden: [6, 4] }
 }
 tensorbridge::model! {
