@@ -8,10 +8,10 @@
 //! (`.ci/nostd-check` builds the core alone, for a microcontroller, and checks its numbers
 //! against the seed's hand arithmetic.)
 
-use crate::support::child_process;
+use crate::support::{child_process, param_bits};
 use tensorbridge::cpu::Cpu;
 use tensorbridge::nalgebra::{SMatrix, SVector};
-use tensorbridge::{Device, Engine, HostTensor, Model, Params};
+use tensorbridge::{Device, Engine, HostTensor, Model};
 
 tensorbridge::model! {
     pub struct Seed { batch: 2, features: 4, classes: 2 }
@@ -27,34 +27,27 @@ tensorbridge::model! {
     pub struct Digits { batch: 32, features: 64, hidden: [32], classes: 10 }
 }
 
-fn bits<P: Params>(p: &P) -> Vec<u32>
-where
-    P::Elem: Into<f32>,
-{
-    let mut flat = vec![<P::Elem as tensorbridge::Element>::ZERO; P::LEN];
-    p.write_flat(&mut flat);
-    flat.into_iter().map(|v| v.into().to_bits()).collect()
-}
-
-fn same<M: Model>(x: &M::Input, y: &M::Labels, steps: usize)
-where
-    <M::Params as Params>::Elem: Into<f32>,
-{
+fn same<M: Model>(x: &M::Input, y: &M::Labels, steps: usize) {
     let device = Device::cpu();
     let mut engine = Engine::<M>::new(&device).unwrap();
     let mut core = Cpu::<M>::with_seed(tensorbridge::DEFAULT_SEED);
-    assert_eq!(bits(&engine.params().unwrap()), bits(&core.params()), "{}: initial parameters", M::NAME);
+    assert_eq!(param_bits(&engine.params().unwrap()), param_bits(&core.params()), "{}: initial parameters", M::NAME);
     for step in 0..steps {
         let a = engine.train_step(x, y, 0.3).unwrap();
         let b = core.train_step(x, y, 0.3).unwrap();
         assert_eq!(a.to_bits(), b.to_bits(), "{}: loss of step {step}", M::NAME);
-        assert_eq!(bits(&engine.params().unwrap()), bits(&core.params()), "{}: parameters after step {step}", M::NAME);
+        assert_eq!(
+            param_bits(&engine.params().unwrap()),
+            param_bits(&core.params()),
+            "{}: parameters after step {step}",
+            M::NAME
+        );
     }
     assert_eq!(engine.predict(x).unwrap().as_flat(), core.predict(x).unwrap().as_flat());
     assert_eq!(engine.loss(x, y).unwrap().to_bits(), core.loss(x, y).unwrap().to_bits());
     let (la, ga) = engine.gradients(x, y).unwrap();
     let (lb, gb) = core.gradients(x, y).unwrap();
-    assert_eq!((la.to_bits(), bits(&ga)), (lb.to_bits(), bits(&gb)), "{}: gradients", M::NAME);
+    assert_eq!((la.to_bits(), param_bits(&ga)), (lb.to_bits(), param_bits(&gb)), "{}: gradients", M::NAME);
     // With parameters set by hand, too.
     let p = engine.params().unwrap();
     let mut again = Cpu::<M>::with_params(&p).unwrap();

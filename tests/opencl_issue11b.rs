@@ -6,8 +6,8 @@
 //! - per-stage step profiling names the stages after the model's layers, in the order
 //!   they run, every duration > 0, and its JSON lists them in that order.
 
-use crate::support::{assert_agree as assert_close, noise};
-use tensorbridge::{Device, Engine, Error, HostTensor, KernelPath, Model, Params, StorageElement, Upload};
+use crate::support::{assert_agree as assert_close, noise, param_bits};
+use tensorbridge::{Device, Engine, Error, HostTensor, KernelPath, Model, Params, Upload};
 
 tensorbridge::model! {
     /// The seed's shape: fused, batch small enough to go by value.
@@ -42,14 +42,8 @@ fn labels<M: Model>(seed: u64) -> M::Labels {
     )
 }
 
-fn bits<P: Params>(p: &P) -> Vec<u32> {
-    let mut out = vec![<P::Elem as tensorbridge::Element>::ZERO; P::LEN];
-    p.write_flat(&mut out);
-    out.iter().map(|v| v.to_f32().to_bits()).collect()
-}
-
 fn values<P: Params>(p: &P) -> Vec<f32> {
-    bits(p).into_iter().map(f32::from_bits).collect()
+    param_bits(p).into_iter().map(f32::from_bits).collect()
 }
 
 /// What a model computes on one device: losses of steps (immediate and deferred), the
@@ -83,7 +77,7 @@ fn trace<M: Model<Storage = f32>>(device: &Device) -> Trace {
     let rows = M::BATCH.div_ceil(2);
     let loss_rows = model.loss_rows(&x, &y, rows).unwrap().to_bits();
     let (_, grads) = model.gradients_rows(&x, &y, rows).unwrap();
-    Trace { losses, params: bits(&model.params().unwrap()), logits, loss_rows, grads: bits(&grads) }
+    Trace { losses, params: param_bits(&model.params().unwrap()), logits, loss_rows, grads: param_bits(&grads) }
 }
 
 /// Every upload mode the model allows on `device`'s kernel path gives the same bits;
@@ -134,7 +128,7 @@ fn f16_batch_by_value_matches_the_buffer(device: &Device) {
             let x = <Odd16 as Model>::Input::from_flat(&x);
             out.push(model.train_step(&x, &labels::<Odd16>(s), 0.1).unwrap().to_bits());
         }
-        out.extend(bits(&model.params().unwrap()));
+        out.extend(param_bits(&model.params().unwrap()));
         out
     };
     let copy = run(&device.with_upload(Upload::Copy));
@@ -200,7 +194,7 @@ fn profile_of_a_tiled_step_names_every_layer(device: &Device) {
     let commands: Vec<usize> = profile.stages.iter().map(|s| s.commands).collect();
     assert_eq!(commands, [1, 1, 1, 1, 1, 2, 2, 1, 2]);
     // It was a real step: the parameters moved as the unprofiled model's did.
-    assert_eq!(bits(&plain.params().unwrap()), bits(&profiled.params().unwrap()));
+    assert_eq!(param_bits(&plain.params().unwrap()), param_bits(&profiled.params().unwrap()));
     // And profiling changes nothing afterwards.
     assert_eq!(plain.train_step(&x, &y, 0.1).unwrap().to_bits(), profiled.train_step(&x, &y, 0.1).unwrap().to_bits());
 }
@@ -224,9 +218,9 @@ fn profile_of_a_fused_step(device: &Device) {
 fn profile_needs_profiling_on(device: &Device) {
     let (x, y) = (input::<Seed>(2), labels::<Seed>(2));
     let mut model = Engine::<Seed>::new(device).unwrap();
-    let before = bits(&model.params().unwrap());
+    let before = param_bits(&model.params().unwrap());
     assert!(matches!(model.profile_step(&x, &y, 0.1), Err(Error::Unsupported { .. })));
-    assert_eq!(before, bits(&model.params().unwrap()), "a refused profile changes nothing");
+    assert_eq!(before, param_bits(&model.params().unwrap()), "a refused profile changes nothing");
     let mut cpu = Engine::<Seed>::new(&Device::cpu()).unwrap();
     assert!(matches!(cpu.profile_step(&x, &y, 0.1), Err(Error::Unsupported { .. })));
     // Invalid inputs are refused before anything runs, as for train_step.

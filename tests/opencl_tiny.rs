@@ -11,8 +11,8 @@
 //!   skipped alone, and reported as on the other kernels;
 //! - runs longer than the device's loss record (1024 steps) lose no loss.
 
-use crate::support::{assert_agree, noise};
-use tensorbridge::{Device, Element, Engine, Error, HostTensor, KernelPath, Model, Params, StorageElement};
+use crate::support::{assert_agree, noise, param_bits};
+use tensorbridge::{Device, Engine, Error, HostTensor, KernelPath, Model, StorageElement};
 
 tensorbridge::model! {
     /// The seed's shape: four steps a launch (13 words a step).
@@ -37,12 +37,6 @@ fn batch<M: Model>(seed: u64, scale: f32) -> (M::Input, M::Labels) {
     let c = M::CLASSES as u32;
     let y: Vec<u32> = (0..M::BATCH).map(|r| ((noise(seed ^ 0x5EED, r) + 1.0) * 500.0) as u32 % c).collect();
     (M::Input::from_flat(&x), M::Labels::from_flat(&y))
-}
-
-fn bits<P: Params>(p: &P) -> Vec<u32> {
-    let mut out = vec![<P::Elem as Element>::ZERO; P::LEN];
-    p.write_flat(&mut out);
-    out.iter().map(|v| v.to_f32().to_bits()).collect()
 }
 
 /// The stage names of one profiled step of `M` on `device`.
@@ -82,7 +76,7 @@ fn trace<M: Model>(device: &Device) -> Vec<u32> {
         }
         let (x, y) = batch::<M>(1000 + round as u64, 2.0);
         match round % 8 {
-            0 => seen.extend(bits(&model.params().unwrap())),
+            0 => seen.extend(param_bits(&model.params().unwrap())),
             1 => seen.extend(model.take_losses().unwrap().iter().map(|l| l.to_bits())),
             2 => seen.push(model.train_step(&x, &y, 0.1).unwrap().to_bits()),
             3 => seen.push(model.loss(&x, &y).unwrap().to_bits()),
@@ -90,20 +84,20 @@ fn trace<M: Model>(device: &Device) -> Vec<u32> {
             5 => {
                 let (loss, grads) = model.gradients(&x, &y).unwrap();
                 seen.push(loss.to_bits());
-                seen.extend(bits(&grads));
+                seen.extend(param_bits(&grads));
             }
             6 => {
                 // Set while steps wait: they run first, then the new parameters replace
                 // what they made.
                 let before = Engine::<M>::with_seed(device, 99).unwrap().params().unwrap();
                 model.set_params(&before).unwrap();
-                seen.extend(bits(&model.params().unwrap()));
+                seen.extend(param_bits(&model.params().unwrap()));
             }
             _ => seen.extend(model.predict(&x).unwrap().as_flat().iter().copied()),
         }
     }
     seen.extend(model.take_losses().unwrap().iter().map(|l| l.to_bits()));
-    seen.extend(bits(&model.params().unwrap()));
+    seen.extend(param_bits(&model.params().unwrap()));
     seen
 }
 
@@ -139,7 +133,7 @@ fn run_with_rates<M: Model>(device: &Device, lrs: &[f32], scale: &dyn Fn(usize) 
         Ok(losses) => format!("{} losses", losses.len()),
         Err(err) => format!("{err:?}"),
     };
-    (taken, bits(&model.params().unwrap()))
+    (taken, param_bits(&model.params().unwrap()))
 }
 
 fn a_failing_step_in_a_group_is_skipped_alone(device: &Device) {
@@ -186,7 +180,7 @@ fn a_long_deferred_run_loses_no_loss(device: &Device) {
             }
         }
         losses.extend(model.take_losses().unwrap().iter().map(|l| l.to_bits()));
-        (losses, bits(&model.params().unwrap()))
+        (losses, param_bits(&model.params().unwrap()))
     };
     let tiny = run(device);
     assert_eq!(tiny.0.len(), 2600);

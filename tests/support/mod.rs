@@ -22,7 +22,7 @@ use std::process::Command;
 
 use libtest_mimic::{Failed, Trial};
 use tensorbridge::nalgebra::SMatrix;
-use tensorbridge::{Device, KernelPath};
+use tensorbridge::{Device, Element, KernelPath, Params, StorageElement};
 
 /// Lists a module's tests, each as `KIND name` (see [`Test`]'s constructors for the kinds):
 /// `crate::tests! { plain a, device b, numpy c, child(ENV) d }`.
@@ -337,6 +337,14 @@ pub fn assert_agree(what: &str, a: &[f32], b: &[f32], abs: f32, rel: f32) {
 /// The values of a column-major matrix as f64.
 pub fn f64s<const R: usize, const C: usize>(m: &SMatrix<f32, R, C>) -> Vec<f64> {
     m.iter().map(|&v| v as f64).collect()
+}
+
+/// The bits of every parameter, in the flat layout (widened exactly to `f32` for `f16`
+/// storage): to compare parameters exactly, NaN included.
+pub fn param_bits<P: Params>(p: &P) -> Vec<u32> {
+    let mut flat = vec![<P::Elem as Element>::ZERO; P::LEN];
+    p.write_flat(&mut flat);
+    flat.iter().map(|v| v.to_f32().to_bits()).collect()
 }
 
 /// A deterministic pseudo-random value in [-1, 1) (not the crate's RNG: independent).
