@@ -524,10 +524,10 @@ impl<M: Model> Inner<M> {
         let y = vec![0u32; M::BATCH];
         let batch = Batch { x: &x, y: &y, rows: M::BATCH };
         self.enqueue(batch, 0.0, Mode::Gradients, IMMEDIATE)?;
-        if self.plan.tiny.is_some() {
+        if let Some(plan) = self.plan.tiny {
             // A NaN rate: no update fits, so nothing is stored.
             self.upload_batch(batch)?;
-            self.run_tiny(M::BATCH, f32::NAN, IMMEDIATE)?;
+            self.run_tiny(plan, M::BATCH, f32::NAN, IMMEDIATE)?;
         }
         if !self.plan.fused {
             self.queue.write(&self.losses, slot_start(IMMEDIATE), &[f32::NAN])?;
@@ -616,8 +616,8 @@ impl<M: Model> Inner<M> {
         slot: usize,
         out: Option<&Mem>,
     ) -> Result<()> {
-        if mode == Mode::Step && self.plan.tiny.is_some() && matches!(x_in, Input::Words) {
-            return self.run_tiny(rows, lr, slot);
+        if let (Mode::Step, Some(plan), Input::Words) = (mode, self.plan.tiny, &x_in) {
+            return self.run_tiny(plan, rows, lr, slot);
         }
         use kernel::tb_train_step as arg;
         let k = &mut self.kernels.fused;
@@ -680,10 +680,7 @@ impl<M: Model> Inner<M> {
     /// A train step of a tiny model on the batch in `arg_words`, the loss and update status
     /// going to `slot`: added to the group of steps `tb_tiny_step` runs in one launch, which
     /// is sent at once unless a deferred step leaves room in it (see [`Inner::send_group`]).
-    fn run_tiny(&mut self, rows: usize, lr: f32, slot: usize) -> Result<()> {
-        let Some(plan) = self.plan.tiny else {
-            return Ok(());
-        };
+    fn run_tiny(&mut self, plan: TinyPlan, rows: usize, lr: f32, slot: usize) -> Result<()> {
         let start = 1 + self.group * plan.step_words;
         let step = &mut self.tiny_words[start..start + plan.step_words];
         // Sizes checked against i32 at creation.
