@@ -46,7 +46,45 @@ use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 
 #[cfg(feature = "parallel")]
+use crate::fixed::Product;
+#[cfg(feature = "parallel")]
 use crate::gemm::{gemm, Dst, View, GEMM_MIN_MACS};
+
+/// How the train step computes the products of the layers that would otherwise go through
+/// the `gemm` crate (feature `parallel`): [`Packed`] as the core is built, `Fixed` in the
+/// train steps the CPU backend compiles for AVX-512 and for AVX2 + FMA. Both give the same
+/// bits (see `crate::fixed`).
+pub(crate) trait Products {
+    /// Computes `p` for layer `layer` of `M` and returns `true`, or returns `false` and
+    /// leaves it to the `gemm` crate.
+    #[cfg(feature = "parallel")]
+    fn fixed<M: Model>(layer: usize, p: Product<'_>) -> bool;
+}
+
+/// Every product through the `gemm` crate.
+pub(crate) struct Packed;
+
+impl Products for Packed {
+    #[cfg(feature = "parallel")]
+    #[inline(always)]
+    fn fixed<M: Model>(_: usize, _: Product<'_>) -> bool {
+        false
+    }
+}
+
+/// The model's fixed-size products ([`Model::fixed_product`]) with register blocks of
+/// `MR x NR`, where it has them, else the `gemm` crate. `f32::mul_add` is one instruction
+/// only where FMA is a target feature: used only in code compiled with it.
+#[cfg(feature = "parallel")]
+pub(crate) struct Fixed<const MR: usize, const NR: usize>;
+
+#[cfg(feature = "parallel")]
+impl<const MR: usize, const NR: usize> Products for Fixed<MR, NR> {
+    #[inline(always)]
+    fn fixed<M: Model>(layer: usize, p: Product<'_>) -> bool {
+        M::fixed_product::<MR, NR>(layer, p)
+    }
+}
 
 /// A model on the CPU core: its parameters and working memory, held by value, with no
 /// allocation, no thread and no standard library. Everything the `no_std` build offers runs
@@ -144,7 +182,7 @@ impl<M: Model> Cpu<M> {
     pub fn train_step_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<f32> {
         check::learning_rate(lr)?;
         let batch = check::batch::<M>(x, y, rows)?;
-        train_step::<M>(self.params.values_mut(), &mut self.scratch.parts(), batch, lr, &mut self.bound)
+        train_step::<M, Packed>(self.params.values_mut(), &mut self.scratch.parts(), batch, lr, &mut self.bound)
     }
 }
 
@@ -197,21 +235,63 @@ pub(crate) fn read_params<M: Model>(flat: &[f32]) -> M::Params {
     M::Params::from_flat_fn(&mut |k| M::Storage::from_f32(flat[k]))
 }
 
-/// The batch as `f32`: the slice itself for `f32` storage, else widened into `x32`.
+/// The length of a [`Scratch`](crate::layout::Scratch)'s `x32`: the batch widened to `f32` (`f16` storage only),
+/// then room for the batch's transpose when the first layer's weight gradients go through
+/// the CPU train step's fixed-size products (feature `parallel`; see `Model::fixed_product`).
+#[doc(hidden)]
+pub const fn x32_len(dims: &[usize], batch: usize, f16: bool) -> usize {
+    let widened = if f16 { batch * dims[0] } else { 0 };
+    widened + first_transpose_len(dims, batch)
+}
+
+/// Room for the batch's transpose: `batch * features` when the first layer has the size of
+/// the fixed-size products, else 0.
+#[cfg(feature = "parallel")]
+const fn first_transpose_len(dims: &[usize], batch: usize) -> usize {
+    if dims.len() >= 2 && crate::fixed::is_fixed(batch * dims[0] * dims[1]) {
+        batch * dims[0]
+    } else {
+        0
+    }
+}
+
+/// Room for the batch's transpose: none without the feature `parallel`.
+#[cfg(not(feature = "parallel"))]
+const fn first_transpose_len(_: &[usize], _: usize) -> usize {
+    0
+}
+
+/// The batch as `f32`: the slice itself for `f32` storage, else widened into the start of
+/// `x32`.
 #[inline(always)]
 fn widen<'a, T: StorageElement>(x: &'a [T], x32: &'a mut [f32]) -> &'a [f32] {
     if let Some(x) = T::as_f32_slice(x) {
         return x;
     }
+    let x32 = &mut x32[..x.len()];
     for (w, v) in x32.iter_mut().zip(x) {
         *w = v.to_f32();
     }
     x32
 }
 
+/// `x32` split into the part [`widen`] writes (empty for `f32` storage) and the room for
+/// the batch's transpose after it (see [`x32_len`]).
+#[inline(always)]
+fn split_x32<M: Model>(x32: &mut [f32]) -> (&mut [f32], &mut [f32]) {
+    let widened = if M::Storage::IS_F16 { M::BATCH * M::FEATURES } else { 0 };
+    x32.split_at_mut(widened)
+}
+
 /// Runs every layer on `x`; the logits end up in the last output of `acts`.
 #[inline(always)]
 pub(crate) fn forward<M: Model>(params: &[f32], acts: &mut [f32], x: &[f32]) {
+    forward_with::<M, Packed>(params, acts, x);
+}
+
+/// [`forward`] with the products of `P`.
+#[inline(always)]
+fn forward_with<M: Model, P: Products>(params: &[f32], acts: &mut [f32], x: &[f32]) {
     let layers = M::LAYERS.len() - 1;
     let params = &params[..<M::Params as Params>::LEN];
     for l in 0..layers {
@@ -225,7 +305,7 @@ pub(crate) fn forward<M: Model>(params: &[f32], acts: &mut [f32], x: &[f32]) {
             &below[output_offset(M::LAYERS, M::BATCH, l - 1)..][..M::BATCH * slot.fan_in]
         };
         let z = &mut here[..M::BATCH * slot.fan_out];
-        dense_forward(input, params, slot, z, M::BATCH, l + 1 < layers);
+        dense_forward::<M, P>(l, input, params, slot, z, l + 1 < layers);
     }
 }
 
@@ -305,22 +385,23 @@ pub(crate) fn loss<M: Model>(params: &[f32], s: &mut ScratchParts<'_>, batch: Ba
 /// Forward and backward of a validated batch: fills `s.grads`, returns the loss.
 #[inline(always)]
 pub(crate) fn gradients<M: Model>(params: &[f32], s: &mut ScratchParts<'_>, batch: Batch<'_, M::Storage>) -> f32 {
-    backward::<M>(params, s, batch, true)
+    backward::<M, Packed>(params, s, batch, true)
 }
 
 /// Forward and backward of a validated batch: fills `s.grads` (all but the first layer's
 /// weight gradients unless `first_weights`), returns the loss. The first layer's
 /// dL/d(output) is left in [`first_delta`].
 #[inline(always)]
-fn backward<M: Model>(
+fn backward<M: Model, P: Products>(
     params: &[f32],
     s: &mut ScratchParts<'_>,
     batch: Batch<'_, M::Storage>,
     first_weights: bool,
 ) -> f32 {
     let ScratchParts { grads, acts, delta, delta_below, x32 } = s;
+    let (x32, xt) = split_x32::<M>(x32);
     let x = widen(batch.x, x32);
-    forward::<M>(params, acts, x);
+    forward_with::<M, P>(params, acts, x);
     let classes = M::CLASSES;
     let n = M::BATCH * classes;
     let y = &batch.y[..M::BATCH];
@@ -343,15 +424,18 @@ fn backward<M: Model>(
         // A full batch passes `rows` as the constant it then is, so that the small
         // layers' loops unroll completely.
         if l > 0 || first_weights {
+            // Room for the input's transpose: the batch's in `x32`, a layer output's in
+            // `delta_below`, free until the input gradients below fill it.
+            let scratch: &mut [f32] = if l == 0 { xt } else { delta_below };
             if batch.rows == M::BATCH {
-                weight_grads(input, dz, gw, slot, M::BATCH, M::BATCH);
+                weight_grads::<M, P>(l, input, dz, gw, slot, M::BATCH, scratch);
             } else {
-                weight_grads(input, dz, gw, slot, M::BATCH, batch.rows);
+                weight_grads::<M, P>(l, input, dz, gw, slot, batch.rows, scratch);
             }
         }
         if l > 0 {
             let da = &mut delta_below[..M::BATCH * slot.fan_in];
-            input_grads(&params[slot.w..slot.b], dz, da, input, slot, M::BATCH);
+            input_grads::<M, P>(l, &params[slot.w..slot.b], dz, da, input, slot);
             core::mem::swap(&mut delta, &mut delta_below);
         }
     }
@@ -393,7 +477,7 @@ impl UpdateBound {
 /// of writing the gradient out and reading it back; `bound` decides where the result goes
 /// first (see [`UpdateBound`]). Either way the same product computes the same bits.
 #[inline(always)]
-pub(crate) fn train_step<M: Model>(
+pub(crate) fn train_step<M: Model, P: Products>(
     params: &mut [f32],
     s: &mut ScratchParts<'_>,
     batch: Batch<'_, M::Storage>,
@@ -402,10 +486,10 @@ pub(crate) fn train_step<M: Model>(
 ) -> Result<f32> {
     #[cfg(feature = "parallel")]
     if fuses_first_update::<M>() {
-        return train_step_fused::<M>(params, s, batch, lr, bound);
+        return train_step_fused::<M, P>(params, s, batch, lr, bound);
     }
     let _ = bound;
-    let loss = gradients::<M>(params, s, batch);
+    let loss = backward::<M, P>(params, s, batch, true);
     if !loss.is_finite() {
         return Err(Error::NonFiniteLoss { loss });
     }
@@ -443,14 +527,14 @@ const FUSED_LIMIT: f64 = f32::MAX as f64 / 4.0;
 /// `bound` becomes the exact maximum. NaN anywhere makes the bound NaN: the checked way.
 #[cfg(feature = "parallel")]
 #[inline(always)]
-fn train_step_fused<M: Model>(
+fn train_step_fused<M: Model, P: Products>(
     params: &mut [f32],
     s: &mut ScratchParts<'_>,
     batch: Batch<'_, M::Storage>,
     lr: f32,
     bound: &mut UpdateBound,
 ) -> Result<f32> {
-    let loss = backward::<M>(params, s, batch, false);
+    let loss = backward::<M, P>(params, s, batch, false);
     if !loss.is_finite() {
         return Err(Error::NonFiniteLoss { loss });
     }
@@ -458,11 +542,9 @@ fn train_step_fused<M: Model>(
     let first = layer_slot(M::LAYERS, 0);
     let rows = batch.rows;
     let ScratchParts { grads, delta, delta_below, x32, .. } = s;
+    let (x32, xt) = split_x32::<M>(x32);
     let x = &widen(batch.x, x32)[..M::BATCH * M::FEATURES];
     let dz = first_delta::<M>(delta, delta_below);
-    let xt = View { data: x, rows, cols: first.fan_in, rs: 1, cs: M::BATCH }.t();
-    let dzv = View { data: dz, rows, cols: first.fan_out, rs: 1, cs: M::BATCH };
-    let macs = rows * first.fan_in * first.fan_out;
     // In f64, where no product of these overflows.
     let growth = 2.0 * f64::from(lr) * rows as f64 * f64::from(max_abs(x)) * f64::from(max_abs(dz));
     let (w0, rest) = params[..n].split_at_mut(first.b);
@@ -473,11 +555,11 @@ fn train_step_fused<M: Model>(
             return Err(overflow_in::<M::Storage>(M::LAYERS, &grads[..n]));
         }
         rest.copy_from_slice(new_rest);
-        gemm(w0, first.fan_in, first.fan_out, xt, dzv, macs, Dst::Add(-lr));
+        update_first::<M, P>(w0, x, dz, xt, rows, lr);
         *bound = UpdateBound(known);
     } else {
         new_w0.copy_from_slice(w0);
-        gemm(new_w0, first.fan_in, first.fan_out, xt, dzv, macs, Dst::Add(-lr));
+        update_first::<M, P>(new_w0, x, dz, xt, rows, lr);
         let rest_fits = sgd_values::<M::Storage>(rest, new_rest, lr);
         let new = &grads[..n];
         if !(rest_fits && new[..first.b].iter().all(|v| v.is_finite())) {
@@ -487,6 +569,21 @@ fn train_step_fused<M: Model>(
         *bound = UpdateBound(f64::from(max_abs(&params[..first.b])));
     }
     Ok(loss)
+}
+
+/// `w0 += -lr · xᵀ · dz` over the first `rows` rows: the first layer's fused update, through
+/// `P`'s product (with `xt` as room for the transpose) or the `gemm` crate.
+#[cfg(feature = "parallel")]
+#[inline(always)]
+fn update_first<M: Model, P: Products>(w0: &mut [f32], x: &[f32], dz: &[f32], xt: &mut [f32], rows: usize, lr: f32) {
+    let first = layer_slot(M::LAYERS, 0);
+    let p = Product::WeightGrads { a: x, dz, gw: &mut *w0, rows, scale: Some(-lr), scratch: xt };
+    if !P::fixed::<M>(0, p) {
+        let xt = View { data: x, rows, cols: first.fan_in, rs: 1, cs: M::BATCH }.t();
+        let dzv = View { data: dz, rows, cols: first.fan_out, rs: 1, cs: M::BATCH };
+        let macs = rows * first.fan_in * first.fan_out;
+        gemm(w0, first.fan_in, first.fan_out, xt, dzv, macs, Dst::Add(-lr));
+    }
 }
 
 /// The largest magnitude in `v` (0 when empty), or NaN if `v` holds a NaN or an infinity.
@@ -517,7 +614,17 @@ fn max_abs(v: &[f32]) -> f32 {
 /// `z = a · W + b` for one layer (ReLU after it when `relu`). `a` is `[batch x in]`, `z`
 /// `[batch x out]`, both column-major; column `o` of `z` is `b[o] + Σ_i W[i, o] · a[:, i]`.
 #[inline(always)]
-fn dense_forward(a: &[f32], params: &[f32], slot: LayerSlot, z: &mut [f32], batch: usize, relu: bool) {
+fn dense_forward<M: Model, P: Products>(
+    l: usize,
+    a: &[f32],
+    params: &[f32],
+    slot: LayerSlot,
+    z: &mut [f32],
+    relu: bool,
+) {
+    #[cfg(not(feature = "parallel"))]
+    let _ = l;
+    let batch = M::BATCH;
     let w = &params[slot.w..slot.b];
     let bias = &params[slot.b..slot.end()];
     #[cfg(feature = "parallel")]
@@ -525,9 +632,11 @@ fn dense_forward(a: &[f32], params: &[f32], slot: LayerSlot, z: &mut [f32], batc
         let macs = batch * slot.fan_in * slot.fan_out;
         if macs >= GEMM_MIN_MACS {
             // z = a · W, then the bias (and ReLU) in one pass over z
-            let a = View::col_major(a, batch, slot.fan_in);
-            let w = View::col_major(w, slot.fan_in, slot.fan_out);
-            gemm(z, batch, slot.fan_out, a, w, macs, Dst::Set);
+            if !P::fixed::<M>(l, Product::Forward { a, w, z: &mut *z }) {
+                let a = View::col_major(a, batch, slot.fan_in);
+                let w = View::col_major(w, slot.fan_in, slot.fan_out);
+                gemm(z, batch, slot.fan_out, a, w, macs, Dst::Set);
+            }
             for (zc, &bo) in z.chunks_exact_mut(batch).zip(bias) {
                 if relu {
                     for v in zc {
@@ -792,15 +901,28 @@ fn bias_grads(dz: &[f32], gb: &mut [f32], batch: usize, rows: usize) {
 
 /// dL/dW of one layer: `gW[i, o] = Σ_r a[r, i] · dz[r, o]`, summed over the first `rows`
 /// rows only: a padding row never enters a gradient, even when its activations overflowed
-/// (inf · 0 would be NaN).
+/// (inf · 0 would be NaN). `scratch` is room for `P`'s transpose of `a`.
 #[inline(always)]
-fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], slot: LayerSlot, batch: usize, rows: usize) {
+#[allow(clippy::too_many_arguments)]
+fn weight_grads<M: Model, P: Products>(
+    l: usize,
+    a: &[f32],
+    dz: &[f32],
+    gw: &mut [f32],
+    slot: LayerSlot,
+    rows: usize,
+    scratch: &mut [f32],
+) {
+    let batch = M::BATCH;
     #[cfg(feature = "parallel")]
     {
         // The choice goes by the full batch (a constant, so that small models compile no
         // GEMM at all); the product then covers the valid rows only.
         let macs = rows * slot.fan_in * slot.fan_out;
         if batch * slot.fan_in * slot.fan_out >= GEMM_MIN_MACS {
+            if P::fixed::<M>(l, Product::WeightGrads { a, dz, gw: &mut *gw, rows, scale: None, scratch }) {
+                return;
+            }
             // gW = aᵀ · dz over the valid rows: column-major views with `rows` rows and a
             // column stride of `batch`.
             let at = View { data: a, rows, cols: slot.fan_in, rs: 1, cs: batch }.t();
@@ -809,6 +931,8 @@ fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], slot: LayerSlot, batch: u
             return;
         }
     }
+    #[cfg(not(feature = "parallel"))]
+    let _ = (l, scratch);
     for o in 0..slot.fan_out {
         let dzc = &dz[o * batch..o * batch + rows];
         for i in 0..slot.fan_in {
@@ -821,19 +945,24 @@ fn weight_grads(a: &[f32], dz: &[f32], gw: &mut [f32], slot: LayerSlot, batch: u
 /// dL/d(pre-activation) of the layer below: `da[r, i] = Σ_o dz[r, o] · W[i, o]`, times the
 /// ReLU derivative (`a[r, i] > 0`, `a` being that layer's output).
 #[inline(always)]
-fn input_grads(w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot, batch: usize) {
+fn input_grads<M: Model, P: Products>(l: usize, w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot) {
+    let batch = M::BATCH;
     #[cfg(feature = "parallel")]
     {
         let macs = batch * slot.fan_in * slot.fan_out;
         if macs >= GEMM_MIN_MACS {
             // da = dz · Wᵀ, then the ReLU mask
-            let dzv = View::col_major(dz, batch, slot.fan_out);
-            let wt = View::col_major(w, slot.fan_in, slot.fan_out).t();
-            gemm(da, batch, slot.fan_in, dzv, wt, macs, Dst::Set);
+            if !P::fixed::<M>(l, Product::InputGrads { dz, w, da: &mut *da }) {
+                let dzv = View::col_major(dz, batch, slot.fan_out);
+                let wt = View::col_major(w, slot.fan_in, slot.fan_out).t();
+                gemm(da, batch, slot.fan_in, dzv, wt, macs, Dst::Set);
+            }
             relu_mask(da, a);
             return;
         }
     }
+    #[cfg(not(feature = "parallel"))]
+    let _ = l;
     for i in 0..slot.fan_in {
         let dac = &mut da[i * batch..(i + 1) * batch];
         dac.fill(0.0);

@@ -154,8 +154,8 @@ mod sealed {
 }
 
 /// The CPU core's working memory for one model, of fixed size: gradients (`P`), layer
-/// outputs (`A`), two delta buffers (`D` each) and the batch widened to `f32` (`X`; zero for
-/// `f32` storage). `model!` picks the sizes (through this module's `const fn`s); it holds no
+/// outputs (`A`), two delta buffers (`D` each) and the batch widened to `f32` plus room
+/// for its transpose (`X`; often zero for `f32` storage). `model!` picks the sizes (through this module's `const fn`s); it holds no
 /// pointer, so a `no_std` user can keep it in a `static` or on the stack.
 #[derive(Clone)]
 #[repr(C)]
@@ -182,7 +182,8 @@ pub struct ScratchParts<'a> {
     pub delta: &'a mut [f32],
     /// The same for the layer below it.
     pub delta_below: &'a mut [f32],
-    /// The batch widened to `f32` (empty for `f32` storage).
+    /// The batch widened to `f32` (`f16` storage), then room for its transpose (see
+    /// `Model::fixed_product`).
     pub x32: &'a mut [f32],
 }
 

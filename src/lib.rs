@@ -113,6 +113,8 @@ mod device;
 #[cfg(feature = "std")]
 mod engine;
 mod error;
+#[cfg(feature = "parallel")]
+mod fixed;
 #[cfg(any(feature = "npy", feature = "checkpoint"))]
 mod fsutil;
 #[cfg(feature = "parallel")]
@@ -241,6 +243,9 @@ pub struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     //! Used by the code `model!` generates; not a public API.
+    pub use crate::cpu::x32_len;
+    #[cfg(feature = "parallel")]
+    pub use crate::fixed::{layer as fixed_layer, Product};
     #[cfg(feature = "opencl")]
     pub use crate::kernels::kernel_source;
     #[cfg(feature = "std")]
@@ -292,6 +297,20 @@ macro_rules! __if_no_std {
 #[macro_export]
 macro_rules! __if_no_std {
     ($($t:tt)*) => { $($t)* };
+}
+/// Expands to its input in builds with the feature `parallel`, to nothing without.
+#[cfg(feature = "parallel")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_parallel {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands to its input in builds with the feature `parallel`, to nothing without.
+#[cfg(not(feature = "parallel"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_parallel {
+    ($($t:tt)*) => {};
 }
 /// Expands to its input in builds with the feature `checkpoint`, to nothing without.
 #[cfg(feature = "checkpoint")]

@@ -40,6 +40,19 @@ pub trait Model: Sized + 'static {
     type Scratch: ScratchSpace;
     /// The parameters as one flat `f32` array ([`FlatParams`](crate::layout::FlatParams)).
     type Flat: FlatSpace;
+
+    /// The CPU train step's product `p` of layer `layer` (0 for the first), computed with
+    /// the layer's sizes as compile-time constants and register blocks of `MR x NR`;
+    /// `false` when there is none for this layer, and then the caller computes it.
+    /// `model!` implements it through `tensorbridge::__private::fixed_layer`; the default
+    /// has none. Not a public API.
+    #[cfg(feature = "parallel")]
+    #[doc(hidden)]
+    #[inline(always)]
+    fn fixed_product<const MR: usize, const NR: usize>(layer: usize, p: crate::fixed::Product<'_>) -> bool {
+        let _ = (layer, p);
+        false
+    }
 }
 
 /// A model's parameter set: `w0, b0, w1, b1, ...`, convertible to and from one flat

@@ -128,10 +128,13 @@ pub fn expand(spec: &Spec) -> TokenStream {
             Self { #(#reads_fn)* }
         }
     };
-    let x32_len = match spec.storage {
-        Storage::F32 => 0,
-        Storage::F16 => batch * features,
-    };
+    let is_f16 = spec.storage == Storage::F16;
+    // The CPU train step's fixed-size products, one match arm per layer with its sizes as
+    // const generic arguments (see `tensorbridge::Model::fixed_product`).
+    let fixed_arms = layers.windows(2).enumerate().map(|(l, w)| {
+        let (fan_in, fan_out) = (w[0], w[1]);
+        quote!(#l => ::tensorbridge::__private::fixed_layer::<MR, NR, #batch, #fan_in, #fan_out>(p),)
+    });
     let dims_doc = layers.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" -> ");
     let params_doc = format!(
         "Parameters of [`{name_str}`] ({dims_doc}), one `w`/`b` pair per dense layer, in order, \
@@ -215,9 +218,22 @@ pub fn expand(spec: &Spec) -> TokenStream {
                 { ::tensorbridge::layout::param_count(&[#(#layers),*]) },
                 { ::tensorbridge::layout::outputs_len(&[#(#layers),*], #batch) },
                 { ::tensorbridge::layout::delta_len(&[#(#layers),*], #batch) },
-                #x32_len,
+                { ::tensorbridge::__private::x32_len(&[#(#layers),*], #batch, #is_f16) },
             >;
             type Flat = ::tensorbridge::layout::FlatParams<{ ::tensorbridge::layout::param_count(&[#(#layers),*]) }>;
+
+            ::tensorbridge::__if_parallel! {
+                #[inline(always)]
+                fn fixed_product<const MR: usize, const NR: usize>(
+                    layer: usize,
+                    p: ::tensorbridge::__private::Product<'_>,
+                ) -> bool {
+                    match layer {
+                        #(#fixed_arms)*
+                        _ => false,
+                    }
+                }
+            }
         }
 
         ::tensorbridge::__if_std! {

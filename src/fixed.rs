@@ -1,0 +1,387 @@
+//! Dense-layer products whose sizes are compile-time constants: the CPU train step's
+//! products for mid-sized layers, in the variants compiled for AVX-512 and for AVX2 + FMA
+//! (see `backend::cpu`). Imports nothing of the crate but `gemm`'s threshold.
+//!
+//! `model!` knows every layer's sizes, so it emits [`Model::fixed_product`], which calls
+//! [`layer`] with them as const generic arguments. The core asks it for each product of a
+//! layer that would otherwise go through the `gemm` crate (layers of at least
+//! `GEMM_MIN_MACS` multiply-adds); it answers `false`, and the `gemm` crate runs, for
+//! layers of more than [`FIXED_MAX_MACS`].
+//! With every size, stride and block count a constant, each product is a few
+//! straight-line register blocks, with no packing, no allocation and no dispatch: at the
+//! digits shape (batch 32, 64 -> 32 -> 10) the five products of a train step took 2.1 us this
+//! way against 3.3 us through the `gemm` crate, on one AVX-512 core.
+//!
+//! # The same bits as the `gemm` crate
+//! Every output is `fma(a_k-1, b_k-1, ... fma(a_1, b_1, fma(a_0, b_0, 0)))`: one fused
+//! multiply-add per step, in increasing `k`, whatever the register block or the vector
+//! width (a block decides which outputs are computed together, never the order within one).
+//! An update `dst + s · sum` is one more fused multiply-add. That is what the `gemm` crate's
+//! FMA kernels compute for these shapes (its depth blocks are longer than any `k` here), so
+//! the train step gives the same bits through either, which `tests/core_equals_backend.rs`
+//! checks (the core runs the `gemm` crate as built, the backend these products), and so do
+//! this module's unit tests over odd shapes.
+//!
+//! `f32::mul_add` is one instruction only where FMA is a target feature: the core calls
+//! these products only from the train steps compiled with it.
+//!
+//! [`Model::fixed_product`]: crate::Model::fixed_product
+
+use crate::gemm::GEMM_MIN_MACS;
+
+/// Layers of more multiply-adds go through the `gemm` crate, whose packing and cache
+/// blocking pay once the operands outgrow the L1 cache. Measured at the digits shape (64 Ki
+/// multiply-adds in its largest layer), where these products won; not measured above it,
+/// so the bound stays near it.
+pub const FIXED_MAX_MACS: usize = 1 << 17;
+
+/// Whether a layer of `macs` multiply-adds (`batch * in * out`) has fixed-size products:
+/// at least `GEMM_MIN_MACS`, at most [`FIXED_MAX_MACS`].
+pub const fn is_fixed(macs: usize) -> bool {
+    macs >= GEMM_MIN_MACS && macs <= FIXED_MAX_MACS
+}
+
+/// One product of a dense layer of `B` rows, `I` inputs and `O` outputs, all matrices
+/// column-major (`W` is `I x O`, as in the flat parameter layout).
+pub enum Product<'a> {
+    /// `z[B x O] = a[B x I] · W[I x O]`.
+    Forward {
+        /// The layer's input, `B x I`.
+        a: &'a [f32],
+        /// The weights, `I x O`.
+        w: &'a [f32],
+        /// The output, `B x O`.
+        z: &'a mut [f32],
+    },
+    /// `da[B x I] = dz[B x O] · Wᵀ`: the gradient with respect to the layer's input.
+    InputGrads {
+        /// dL/d(output), `B x O`.
+        dz: &'a [f32],
+        /// The weights, `I x O`.
+        w: &'a [f32],
+        /// dL/d(input), `B x I`.
+        da: &'a mut [f32],
+    },
+    /// `gW[I x O] = aᵀ · dz` over the first `rows` rows (`scale: None`), or
+    /// `gW += s · aᵀ · dz` (`scale: Some(s)`; the fused SGD update of `W` in place, with
+    /// `s = -lr`).
+    WeightGrads {
+        /// The layer's input, `B x I`.
+        a: &'a [f32],
+        /// dL/d(output), `B x O`.
+        dz: &'a [f32],
+        /// The weight gradients, or the weights to update, `I x O`.
+        gw: &'a mut [f32],
+        /// The rows that count, at most `B`.
+        rows: usize,
+        /// `None` to set `gw`, `Some(s)` to add `s` times the product.
+        scale: Option<f32>,
+        /// Free memory for `aᵀ`, at least `B * I` values (else the product is refused).
+        scratch: &'a mut [f32],
+    },
+}
+
+/// Computes `p` for a layer of `B` rows, `I` inputs and `O` outputs with register blocks of
+/// `MR` rows (a multiple of the vector width) by `NR` columns (at most 8), and returns
+/// `true`; or returns `false`, computing nothing, when the layer has fewer than
+/// `GEMM_MIN_MACS` (which the core's loops take) or more than `FIXED_MAX_MACS`
+/// multiply-adds, an operand has the wrong length, or the scratch is too small.
+///
+/// What `model!`'s [`Model::fixed_product`](crate::Model::fixed_product) calls; see the
+/// module documentation for when and why.
+#[inline(always)]
+pub fn layer<const MR: usize, const NR: usize, const B: usize, const I: usize, const O: usize>(p: Product<'_>) -> bool {
+    // A constant (`const`), so that nothing below is even compiled for other layers.
+    if !const { is_fixed(B * I * O) } {
+        return false;
+    }
+    match p {
+        Product::Forward { a, w, z } => {
+            if a.len() != B * I || w.len() != I * O || z.len() != B * O {
+                return false;
+            }
+            // a(r, i) = a[i*B + r], W(i, o) = w[o*I + i].
+            product::<MR, NR, B, O, B, 1, I>(z, a, w, I, None);
+        }
+        Product::InputGrads { dz, w, da } => {
+            if dz.len() != B * O || w.len() != I * O || da.len() != B * I {
+                return false;
+            }
+            // dz(r, o) = dz[o*B + r], Wᵀ(o, i) = w[o*I + i].
+            product::<MR, NR, B, I, B, I, 1>(da, dz, w, O, None);
+        }
+        Product::WeightGrads { a, dz, gw, rows, scale, scratch } => {
+            if a.len() != B * I || dz.len() != B * O || gw.len() != I * O || rows > B || scratch.len() < B * I {
+                return false;
+            }
+            let at = &mut scratch[..B * I];
+            transpose::<B, I>(a, at);
+            // aᵀ(i, r) = at[r*I + i], dz(r, o) = dz[o*B + r].
+            product::<MR, NR, I, O, I, 1, B>(gw, at, dz, rows, scale);
+        }
+    }
+    true
+}
+
+/// `dst[M x N] = a · b` (`scale: None`) or `dst += s · a · b` (`Some(s)`), `dst`
+/// column-major, with `a(r, kk) = a[kk*LDA + r]` and `b(kk, j) = b[kk*BK + j*BN]` for
+/// `kk < k`: rows in panels of `MR`, then the rest in panels of 16, 8, 4, 2 and 1 (`MR` is
+/// 32 or 16); columns in blocks of `NR`, then one narrower block. Every choice of a block
+/// size is a constant (`const`), so only the blocks the shape needs are compiled.
+#[inline(always)]
+fn product<
+    const MR: usize,
+    const NR: usize,
+    const M: usize,
+    const N: usize,
+    const LDA: usize,
+    const BK: usize,
+    const BN: usize,
+>(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    k: usize,
+    scale: Option<f32>,
+) {
+    const { assert!(MR == 32 || MR == 16, "register blocks of 32 or 16 rows") };
+    let mut r0 = 0;
+    while r0 + MR <= M {
+        panel::<MR, NR, M, N, LDA, BK, BN>(dst, a, b, k, r0, scale);
+        r0 += MR;
+    }
+    // The remaining `M % MR` rows (under 32) as the sum of its binary digits.
+    macro_rules! rest {
+        ($($rows:literal),*) => {$(
+            if const { M % MR & $rows != 0 } {
+                panel::<$rows, NR, M, N, LDA, BK, BN>(dst, a, b, k, r0, scale);
+                r0 += $rows;
+            }
+        )*};
+    }
+    rest!(16, 8, 4, 2, 1);
+    debug_assert_eq!(r0, M);
+}
+
+/// Rows `r0..r0 + R` of every column of `dst`: blocks of `NR` columns, then the rest.
+#[inline(always)]
+fn panel<
+    const R: usize,
+    const NR: usize,
+    const M: usize,
+    const N: usize,
+    const LDA: usize,
+    const BK: usize,
+    const BN: usize,
+>(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    k: usize,
+    r0: usize,
+    scale: Option<f32>,
+) {
+    const { assert!(NR >= 1 && NR <= 8, "register blocks of 1 to 8 columns") };
+    let mut c0 = 0;
+    while c0 + NR <= N {
+        tile::<R, NR, M, LDA, BK, BN>(dst, a, b, k, r0, c0, scale);
+        c0 += NR;
+    }
+    match const { N % NR } {
+        0 => {}
+        1 => tile::<R, 1, M, LDA, BK, BN>(dst, a, b, k, r0, c0, scale),
+        2 => tile::<R, 2, M, LDA, BK, BN>(dst, a, b, k, r0, c0, scale),
+        3 => tile::<R, 3, M, LDA, BK, BN>(dst, a, b, k, r0, c0, scale),
+        4 => tile::<R, 4, M, LDA, BK, BN>(dst, a, b, k, r0, c0, scale),
+        5 => tile::<R, 5, M, LDA, BK, BN>(dst, a, b, k, r0, c0, scale),
+        6 => tile::<R, 6, M, LDA, BK, BN>(dst, a, b, k, r0, c0, scale),
+        _ => tile::<R, 7, M, LDA, BK, BN>(dst, a, b, k, r0, c0, scale),
+    }
+}
+
+/// The `R x NC` outputs from `(r0, c0)`: `Σ_kk a(r, kk) · b(kk, c)` in increasing `kk`, one
+/// fused multiply-add a step, then stored, or added as `d + s · sum` (one more).
+#[inline(always)]
+fn tile<const R: usize, const NC: usize, const M: usize, const LDA: usize, const BK: usize, const BN: usize>(
+    dst: &mut [f32],
+    a: &[f32],
+    b: &[f32],
+    k: usize,
+    r0: usize,
+    c0: usize,
+    scale: Option<f32>,
+) {
+    let mut acc = [[0.0f32; R]; NC];
+    if k > 0 {
+        let a = &a[r0..];
+        let b = &b[c0 * BN..];
+        // One check for the whole loop, so that the checks inside fold away.
+        assert!((k - 1) * LDA + R <= a.len() && (k - 1) * BK + (NC - 1) * BN < b.len(), "product operands too short");
+        for kk in 0..k {
+            let col = &a[kk * LDA..kk * LDA + R];
+            // A loop, not `array::from_fn`, which LLVM left as a call in a large train
+            // step (spilling every accumulator around it).
+            let mut bv = [0.0f32; NC];
+            for (j, v) in bv.iter_mut().enumerate() {
+                *v = b[kk * BK + j * BN];
+            }
+            // Rows outside, columns inside: the column loop unrolls and the row loop
+            // becomes vector instructions (the other order made LLVM gather).
+            for r in 0..R {
+                for j in 0..NC {
+                    acc[j][r] = col[r].mul_add(bv[j], acc[j][r]);
+                }
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        let start = (c0 + j) * M + r0;
+        let d = &mut dst[start..start + R];
+        match scale {
+            None => d.copy_from_slice(acc),
+            Some(s) => {
+                for (d, &v) in d.iter_mut().zip(acc) {
+                    *d = s.mul_add(v, *d);
+                }
+            }
+        }
+    }
+}
+
+/// `dst[C x R] = src[R x C]ᵀ`, both column-major: `dst[r*C + c] = src[c*R + r]`.
+#[inline(always)]
+fn transpose<const R: usize, const C: usize>(src: &[f32], dst: &mut [f32]) {
+    let (src, dst) = (&src[..R * C], &mut dst[..R * C]);
+    for r in 0..R {
+        for c in 0..C {
+            dst[r * C + c] = src[c * R + r];
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values in [-2, 2) with many significant bits, so that any change of the order of
+    /// the sums or of their rounding shows in the bits.
+    fn values(n: usize, seed: u32) -> Vec<f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
+        (0..n)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                (s >> 8) as f32 / (1u32 << 22) as f32 - 2.0
+            })
+            .collect()
+    }
+
+    /// The reference: one output at a time, `acc = fma(x, y, acc)` over `k` in order, written
+    /// out from the definitions (`a(r, kk)`, `b(kk, c)` as closures), and `d + s · acc`.
+    fn reference(
+        m: usize,
+        n: usize,
+        k: usize,
+        a: impl Fn(usize, usize) -> f32,
+        b: impl Fn(usize, usize) -> f32,
+    ) -> Vec<f32> {
+        let mut out = vec![0.0f32; m * n];
+        for c in 0..n {
+            for r in 0..m {
+                out[c * m + r] = (0..k).fold(0.0f32, |acc, kk| a(r, kk).mul_add(b(kk, c), acc));
+            }
+        }
+        out
+    }
+
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
+    /// All three products of a `B x I -> O` layer against [`reference`], bit for bit, and
+    /// against `f64` sums within float rounding.
+    fn check<const MR: usize, const NR: usize, const B: usize, const I: usize, const O: usize>(rows: usize) {
+        let (a, w, dz) = (values(B * I, 1), values(I * O, 2), values(B * O, 3));
+        let mut z = vec![f32::NAN; B * O];
+        assert!(layer::<MR, NR, B, I, O>(Product::Forward { a: &a, w: &w, z: &mut z }));
+        let want = reference(B, O, I, |r, i| a[i * B + r], |i, o| w[o * I + i]);
+        assert_eq!(bits(&z), bits(&want), "forward {B}x{I}x{O} with {MR}x{NR} blocks");
+        // The same against exact sums: the products are what they say, not just equal.
+        for o in 0..O {
+            for r in 0..B {
+                let exact: f64 = (0..I).map(|i| f64::from(a[i * B + r]) * f64::from(w[o * I + i])).sum();
+                let scale: f64 = (0..I).map(|i| (f64::from(a[i * B + r]) * f64::from(w[o * I + i])).abs()).sum();
+                assert!((f64::from(z[o * B + r]) - exact).abs() <= 1e-6 * scale.max(1.0), "forward ({r}, {o})");
+            }
+        }
+
+        let mut da = vec![f32::NAN; B * I];
+        assert!(layer::<MR, NR, B, I, O>(Product::InputGrads { dz: &dz, w: &w, da: &mut da }));
+        let want = reference(B, I, O, |r, o| dz[o * B + r], |o, i| w[o * I + i]);
+        assert_eq!(bits(&da), bits(&want), "input gradients {B}x{I}x{O}");
+
+        let mut scratch = vec![f32::NAN; B * I];
+        let mut gw = vec![f32::NAN; I * O];
+        let p = Product::WeightGrads { a: &a, dz: &dz, gw: &mut gw, rows, scale: None, scratch: &mut scratch };
+        assert!(layer::<MR, NR, B, I, O>(p));
+        let want = reference(I, O, rows, |i, r| a[i * B + r], |r, o| dz[o * B + r]);
+        assert_eq!(bits(&gw), bits(&want), "weight gradients {B}x{I}x{O}, {rows} rows");
+
+        // The fused update: w + s · (aᵀ · dz), one rounding for the update.
+        let mut updated = w.clone();
+        let p =
+            Product::WeightGrads { a: &a, dz: &dz, gw: &mut updated, rows, scale: Some(-0.3), scratch: &mut scratch };
+        assert!(layer::<MR, NR, B, I, O>(p));
+        let want: Vec<f32> = w.iter().zip(&want).map(|(&w, &g)| (-0.3f32).mul_add(g, w)).collect();
+        assert_eq!(bits(&updated), bits(&want), "fused update {B}x{I}x{O}");
+    }
+
+    #[test]
+    fn the_products_are_fused_multiply_add_chains_in_order() {
+        // The digits layer with both blockings the train steps use, a full and a partial batch.
+        check::<32, 6, 32, 64, 32>(32);
+        check::<16, 4, 32, 64, 32>(17);
+        // Odd sizes: leftover rows (37 = 32 + 4 + 1) and every leftover column count.
+        check::<32, 6, 37, 13, 19>(37);
+        check::<32, 6, 37, 19, 13>(5);
+        check::<16, 4, 37, 23, 11>(36);
+        check::<32, 6, 9, 100, 11>(1);
+        check::<32, 6, 64, 16, 10>(64);
+    }
+
+    #[test]
+    fn other_layers_and_wrong_operands_are_refused() {
+        let (a, w) = (vec![0.5f32; 64 * 64], vec![0.25f32; 64 * 64]);
+        let mut z = vec![7.0f32; 64 * 64];
+        // Too small (the core's loops), too large (the `gemm` crate): untouched.
+        assert!(!layer::<32, 6, 2, 4, 2>(Product::Forward { a: &a[..8], w: &w[..8], z: &mut z[..4] }));
+        assert!(!layer::<32, 6, 64, 64, 64>(Product::Forward { a: &a, w: &w, z: &mut z }));
+        assert!(z.iter().all(|&v| v == 7.0));
+        // Lengths that do not match the sizes.
+        assert!(!layer::<32, 6, 32, 64, 32>(Product::Forward { a: &a[..100], w: &w[..2048], z: &mut z[..1024] }));
+        let p = Product::InputGrads { dz: &a[..1024], w: &w[..2048], da: &mut z[..100] };
+        assert!(!layer::<32, 6, 32, 64, 32>(p));
+        // More rows than the batch, or no room for the transpose.
+        let mut scratch = vec![0.0f32; 2048];
+        let p = Product::WeightGrads {
+            a: &a[..2048],
+            dz: &w[..1024],
+            gw: &mut z[..2048],
+            rows: 33,
+            scale: None,
+            scratch: &mut scratch,
+        };
+        assert!(!layer::<32, 6, 32, 64, 32>(p));
+        let p = Product::WeightGrads {
+            a: &a[..2048],
+            dz: &w[..1024],
+            gw: &mut z[..2048],
+            rows: 32,
+            scale: None,
+            scratch: &mut scratch[..2047],
+        };
+        assert!(!layer::<32, 6, 32, 64, 32>(p));
+        assert!(z.iter().all(|&v| v == 7.0));
+    }
+}
