@@ -59,6 +59,11 @@ pub(crate) trait Products {
     /// leaves it to the `gemm` crate.
     #[cfg(feature = "parallel")]
     fn fixed<M: Model>(layer: usize, p: Product<'_>) -> bool;
+
+    /// The largest magnitude in `v` (0 when empty), or NaN if `v` holds a NaN or an
+    /// infinity: the fused update's bound ([`train_step`]). Every way gives the same value.
+    #[cfg(feature = "parallel")]
+    fn max_abs(v: &[f32]) -> f32;
 }
 
 /// Every product through the `gemm` crate.
@@ -69,6 +74,12 @@ impl Products for Packed {
     #[inline(always)]
     fn fixed<M: Model>(_: usize, _: Product<'_>) -> bool {
         false
+    }
+
+    #[cfg(feature = "parallel")]
+    #[inline(always)]
+    fn max_abs(v: &[f32]) -> f32 {
+        max_abs_f32(v)
     }
 }
 
@@ -83,6 +94,20 @@ impl<const MR: usize, const NR: usize> Products for Fixed<MR, NR> {
     #[inline(always)]
     fn fixed<M: Model>(layer: usize, p: Product<'_>) -> bool {
         M::fixed_product::<MR, NR>(layer, p)
+    }
+
+    /// On the bits: a magnitude's bits order as its value does, and NaN and infinity are
+    /// the patterns from `0x7f80_0000` up. One integer maximum, whose short latency let it
+    /// run 2.7x faster than [`max_abs_f32`] on AVX-512 (2048 values: 52 ns against 144 ns);
+    /// without SSE4.1's integer maximum it ran 2x slower, hence only here.
+    #[inline(always)]
+    fn max_abs(v: &[f32]) -> f32 {
+        let bits = v.iter().fold(0u32, |m, x| m.max(x.to_bits() & 0x7fff_ffff));
+        if bits >= 0x7f80_0000 {
+            f32::NAN
+        } else {
+            f32::from_bits(bits)
+        }
     }
 }
 
@@ -546,7 +571,7 @@ fn train_step_fused<M: Model, P: Products>(
     let x = &widen(batch.x, x32)[..M::BATCH * M::FEATURES];
     let dz = first_delta::<M>(delta, delta_below);
     // In f64, where no product of these overflows.
-    let growth = 2.0 * f64::from(lr) * rows as f64 * f64::from(max_abs(x)) * f64::from(max_abs(dz));
+    let growth = 2.0 * f64::from(lr) * rows as f64 * f64::from(P::max_abs(x)) * f64::from(P::max_abs(dz));
     let (w0, rest) = params[..n].split_at_mut(first.b);
     let (new_w0, new_rest) = grads[..n].split_at_mut(first.b);
     let known = bound.0 + growth;
@@ -566,7 +591,7 @@ fn train_step_fused<M: Model, P: Products>(
             return Err(overflow_in::<M::Storage>(M::LAYERS, new));
         }
         params[..n].copy_from_slice(new);
-        *bound = UpdateBound(f64::from(max_abs(&params[..first.b])));
+        *bound = UpdateBound(f64::from(P::max_abs(&params[..first.b])));
     }
     Ok(loss)
 }
@@ -586,10 +611,11 @@ fn update_first<M: Model, P: Products>(w0: &mut [f32], x: &[f32], dz: &[f32], xt
     }
 }
 
-/// The largest magnitude in `v` (0 when empty), or NaN if `v` holds a NaN or an infinity.
+/// The largest magnitude in `v` (0 when empty), or NaN if `v` holds a NaN or an infinity,
+/// in `f32` arithmetic ([`Packed`]'s [`Products::max_abs`]).
 #[cfg(feature = "parallel")]
 #[inline(always)]
-fn max_abs(v: &[f32]) -> f32 {
+fn max_abs_f32(v: &[f32]) -> f32 {
     // Independent lanes, so that it vectorises: the maxima as selects (which skip NaN), and
     // `a · 0` summed, which is 0 for finite values and NaN from the first non-finite one.
     const LANES: usize = 16;
@@ -631,12 +657,14 @@ fn dense_forward<M: Model, P: Products>(
     {
         let macs = batch * slot.fan_in * slot.fan_out;
         if macs >= GEMM_MIN_MACS {
-            // z = a · W, then the bias (and ReLU) in one pass over z
-            if !P::fixed::<M>(l, Product::Forward { a, w, z: &mut *z }) {
-                let a = View::col_major(a, batch, slot.fan_in);
-                let w = View::col_major(w, slot.fan_in, slot.fan_out);
-                gemm(z, batch, slot.fan_out, a, w, macs, Dst::Set);
+            // The fixed-size product adds the bias (and ReLU) as it stores z.
+            if P::fixed::<M>(l, Product::Forward { a, w, bias, relu, z: &mut *z }) {
+                return;
             }
+            // z = a · W, then the bias (and ReLU) in one pass over z
+            let a = View::col_major(a, batch, slot.fan_in);
+            let w = View::col_major(w, slot.fan_in, slot.fan_out);
+            gemm(z, batch, slot.fan_out, a, w, macs, Dst::Set);
             for (zc, &bo) in z.chunks_exact_mut(batch).zip(bias) {
                 if relu {
                     for v in zc {
@@ -711,17 +739,19 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
     let mut r0 = 0;
     while r0 < rows {
         let n = ROW_BLOCK.min(rows - r0);
-        let mut top = [0usize; ROW_BLOCK];
+        let mut top = [0u32; ROW_BLOCK];
         let mut max = [0.0f32; ROW_BLOCK];
         let mut rest = [0.0f32; ROW_BLOCK];
-        for i in 0..n {
-            let r = r0 + i;
-            for c in 1..classes {
-                if z[c * batch + r] > z[top[i] * batch + r] {
-                    top[i] = c;
-                }
+        // Each row's first largest logit, class by class over the block's rows (selects,
+        // so that it vectorises): `max[i]` is always `z[top[i], r]`.
+        max[..n].copy_from_slice(&z[r0..r0 + n]);
+        for c in 1..classes {
+            let zc = &z[c * batch + r0..][..n];
+            for i in 0..n {
+                let above = zc[i] > max[i];
+                max[i] = if above { zc[i] } else { max[i] };
+                top[i] = if above { c as u32 } else { top[i] };
             }
-            max[i] = z[top[i] * batch + r];
         }
         // The row's maximum contributes exp(0) = 1 exactly: sum = 1 + rest.
         if batch * classes >= VECTOR_SOFTMAX_MIN {
@@ -731,7 +761,7 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
                 let zc = &z[c * batch + r0..][..n];
                 let dc = &mut dz[c * batch + r0..][..n];
                 for i in 0..n {
-                    let top = c == top[i];
+                    let top = c == top[i] as usize;
                     let e = if top { 1.0 } else { exp_branch_free(zc[i] - max[i]) };
                     dc[i] = e;
                     // rest + 0.0 is rest, bit for bit (rest >= +0.0).
@@ -743,14 +773,16 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
             for c in 0..classes {
                 for i in 0..n {
                     let r = r0 + i;
-                    let e = if c == top[i] { 1.0 } else { exp(z[c * batch + r] - max[i]) };
+                    let top = c == top[i] as usize;
+                    let e = if top { 1.0 } else { exp(z[c * batch + r] - max[i]) };
                     dz[c * batch + r] = e;
-                    if c != top[i] {
+                    if !top {
                         rest[i] += e;
                     }
                 }
             }
         }
+        let mut scale = [0.0f32; ROW_BLOCK];
         for i in 0..n {
             let r = r0 + i;
             let label = y[r] as usize;
@@ -762,11 +794,19 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
                 logs += libm::log(product);
                 product = 1.0;
             }
-            let scale = inv_rows / (1.0 + rest[i]);
-            for c in 0..classes {
-                dz[c * batch + r] *= scale;
+            scale[i] = inv_rows / (1.0 + rest[i]);
+        }
+        // dz = softmax / rows, class by class over the block's rows (so that it vectorises),
+        // then minus 1 / rows at each row's label.
+        for c in 0..classes {
+            let dc = &mut dz[c * batch + r0..][..n];
+            for (d, &s) in dc.iter_mut().zip(&scale[..n]) {
+                *d *= s;
             }
-            dz[label * batch + r] -= inv_rows;
+        }
+        for i in 0..n {
+            let r = r0 + i;
+            dz[y[r] as usize * batch + r] -= inv_rows;
         }
         r0 += n;
     }
