@@ -11,7 +11,8 @@
 //! kernels    kernels (OpenCL source: layout -> #defines, cl/ templates, Mode, arguments)
 //!            startup (StartupReport)   profile (StepProfile)   info (DeviceInfo, KernelPath)
 //! ------------------------------------------------------------------ no_std below
-//! core       cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)   gemm (feature)
+//! core       cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)
+//!            fixed (fixed-size products) -> gemm (feature `parallel`)
 //!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
 //! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error
 //! ```
@@ -25,9 +26,11 @@
 //!   and the host sets arguments by those names.
 //! - The core is compiled as the crate is built (baseline x86-64: SSE2). The CPU backend,
 //!   which has `std`, also compiles the core's train step for AVX-512 and for AVX2 + FMA and
-//!   picks one at run time for models of at least 128 logits a batch; the numbers are the
-//!   same bits (`tests/core_equals_backend.rs`). The GEMMs choose their own kernels at run
-//!   time.
+//!   picks one at run time for models of at least 128 logits a batch or with a mid-sized
+//!   layer; those variants run such layers through `fixed`'s kernels, instantiated by
+//!   `model!` with the layer's sizes, where the baseline runs the `gemm` crate. The numbers
+//!   are the same bits (`tests/core_equals_backend.rs`). The GEMMs choose their own kernels
+//!   at run time.
 //! - Everything below the line builds without the standard library and without an
 //!   allocator (`default-features = false`); the features `std`, `parallel`, `opencl`,
 //!   `npy`, `data`, `checkpoint` and `train` add the layers above it.

@@ -6,7 +6,10 @@
 //! Generic over the model, so every loop bound is a compile-time constant: at small shapes
 //! LLVM unrolls and vectorises the whole step. With the feature `parallel`, layers of at
 //! least `GEMM_MIN_MACS` (2^13) multiply-adds go through the `gemm`
-//! crate's packed kernels instead of these loops.
+//! crate's packed kernels instead of these loops, or, in the train steps the CPU backend
+//! compiles for AVX-512 and AVX2 (`Products`), layers of up to `FIXED_MAX_MACS` (2^17)
+//! through kernels `model!` instantiates with the layer's sizes (`crate::fixed`): the same
+//! sums, bit for bit.
 //!
 //! `f16` storage: the parameters are held as `f32` values that are all exactly
 //! representable in `f16` (rounded to nearest-even when set and after every SGD step, as the
@@ -116,8 +119,9 @@ impl<const MR: usize, const NR: usize> Products for Fixed<MR, NR> {
 /// through it; the full crate's CPU backend computes the same numbers (it calls the same
 /// functions).
 ///
-/// Its size is the model's parameters twice (values and gradients) plus its activations:
-/// small for the models microcontrollers run; a large model belongs in a `static` or a
+/// Its size is the model's parameters twice (values and gradients) plus its activations
+/// (and, with the feature `parallel`, room for a transposed batch when the first layer is
+/// mid-sized): small for the models microcontrollers run; a large model belongs in a `static` or a
 /// `Box`.
 #[derive(Clone)]
 pub struct Cpu<M: Model> {
@@ -269,21 +273,40 @@ pub const fn x32_len(dims: &[usize], batch: usize, f16: bool) -> usize {
     widened + first_transpose_len(dims, batch)
 }
 
+/// Whether a layer of `M` has the size of the fixed-size products (`crate::fixed`; none
+/// without the feature `parallel`).
+#[cfg(feature = "std")]
+pub(crate) const fn has_fixed_layer<M: Model>() -> bool {
+    let mut l = 0;
+    while l + 1 < M::LAYERS.len() {
+        if layer_is_fixed(M::BATCH, M::LAYERS[l], M::LAYERS[l + 1]) {
+            return true;
+        }
+        l += 1;
+    }
+    false
+}
+
 /// Room for the batch's transpose: `batch * features` when the first layer has the size of
 /// the fixed-size products, else 0.
-#[cfg(feature = "parallel")]
 const fn first_transpose_len(dims: &[usize], batch: usize) -> usize {
-    if dims.len() >= 2 && crate::fixed::is_fixed(batch * dims[0] * dims[1]) {
+    if dims.len() >= 2 && layer_is_fixed(batch, dims[0], dims[1]) {
         batch * dims[0]
     } else {
         0
     }
 }
 
-/// Room for the batch's transpose: none without the feature `parallel`.
-#[cfg(not(feature = "parallel"))]
-const fn first_transpose_len(_: &[usize], _: usize) -> usize {
-    0
+/// Whether a layer has the size of the fixed-size products (`crate::fixed`; none without
+/// the feature `parallel`).
+const fn layer_is_fixed(batch: usize, fan_in: usize, fan_out: usize) -> bool {
+    #[cfg(feature = "parallel")]
+    return crate::fixed::is_fixed(batch * fan_in * fan_out);
+    #[cfg(not(feature = "parallel"))]
+    {
+        let _ = (batch, fan_in, fan_out);
+        false
+    }
 }
 
 /// The batch as `f32`: the slice itself for `f32` storage, else widened into the start of

@@ -1,7 +1,8 @@
 //! The `no_std` core ([`tensorbridge::cpu::Cpu`], what `default-features = false` offers)
 //! and the full crate's CPU backend compute the same numbers, bit for bit: the seed-shape
 //! train step, and predict, loss and gradients, at the seed and iris shapes and an MLP,
-//! and at the digits shape (`f32` and `f16`, full and partial batches), where the backend's
+//! and at the digits shape (`f32` and `f16`, full and partial batches) and a narrow model
+//! with a wide first layer, where the backend's
 //! step runs compiled for the CPU's vector extension (AVX-512 or AVX2, chosen at run time)
 //! with the model's fixed-size products while the core runs as built with the `gemm`
 //! crate's, and both take the vectorised softmax and (`f32`) the fused first-layer update.
@@ -30,6 +31,10 @@ tensorbridge::model! {
 }
 tensorbridge::model! {
     pub struct DigitsF16 { batch: 32, features: 64, hidden: [32], classes: 10, storage: f16 }
+}
+// 16 logits a batch, but a first layer of fixed-size products: the vector variants run too.
+tensorbridge::model! {
+    pub struct Narrow { batch: 8, features: 256, hidden: [64], classes: 2 }
 }
 
 fn same<M: Model>(x: &M::Input, y: &M::Labels, steps: usize) {
@@ -84,6 +89,9 @@ fn digits_shape_is_bit_identical_across_vector_extensions() {
     same::<Digits>(&x, &y, 20);
     let x = x.map(tensorbridge::half::f16::from_f32);
     same::<DigitsF16>(&x, &y, 20);
+    let x = SMatrix::<f32, 8, 256>::from_fn(|r, c| ((r * 5 + c * 11) % 13) as f32 / 6.0 - 1.0);
+    let y = SVector::<u32, 8>::from_fn(|r, _| (r % 2) as u32);
+    same::<Narrow>(&x, &y, 10);
 }
 
 const SIMD_CHILD: &str = "TENSORBRIDGE_SIMD_CHILD";

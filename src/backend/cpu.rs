@@ -167,10 +167,13 @@ pub(crate) fn describe() -> String {
 /// [`cpu::train_step`] compiled for the extension [`simd`] picks (AVX-512, else AVX2 and
 /// FMA, on x86-64), else as built. A crate built for the baseline x86-64 otherwise runs the
 /// core's loops (softmax, bias and ReLU, the update, ...) on SSE2 alone; the GEMMs choose
-/// their kernels at run time themselves. The numbers do not change: Rust never fuses a
-/// multiply and an add on its own, and vectorising does not reorder a sum
+/// their kernels at run time themselves. These variants also run the model's fixed-size
+/// products (`crate::fixed`) where the baseline runs the `gemm` crate. The numbers do not
+/// change: Rust never fuses a multiply and an add on its own, vectorising does not reorder a
+/// sum, and the fixed-size products compute the `gemm` crate's FMA chains
 /// (`tests/core_equals_backend.rs` checks each variant). Models below
-/// `cpu::VECTOR_SOFTMAX_MIN` logits a batch run as built.
+/// `cpu::VECTOR_SOFTMAX_MIN` logits a batch and without a layer of fixed-size products run
+/// as built.
 #[inline(always)]
 fn train_step_simd<M: Model>(
     params: &mut [f32],
@@ -181,7 +184,7 @@ fn train_step_simd<M: Model>(
 ) -> Result<f32> {
     // Small models gain nothing (measured: seed and iris steps 5-10% slower on AVX-512).
     #[cfg(target_arch = "x86_64")]
-    if M::BATCH * M::CLASSES >= cpu::VECTOR_SOFTMAX_MIN {
+    if M::BATCH * M::CLASSES >= cpu::VECTOR_SOFTMAX_MIN || cpu::has_fixed_layer::<M>() {
         match simd() {
             // SAFETY: `simd` picks a variant only when the CPU has every feature it is
             // compiled for (`detected`); the function itself is safe code.
