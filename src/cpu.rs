@@ -301,7 +301,7 @@ const fn first_transpose_len(dims: &[usize], batch: usize) -> usize {
 /// the feature `parallel`).
 const fn layer_is_fixed(batch: usize, fan_in: usize, fan_out: usize) -> bool {
     #[cfg(feature = "parallel")]
-    return crate::fixed::is_fixed(batch * fan_in * fan_out);
+    return crate::fixed::is_fixed(batch, fan_in, fan_out);
     #[cfg(not(feature = "parallel"))]
     {
         let _ = (batch, fan_in, fan_out);

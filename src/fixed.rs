@@ -37,10 +37,32 @@ use crate::gemm::GEMM_MIN_MACS;
 /// 64 or 128 -> 10) the `gemm` crate was 13-18% faster.
 pub const FIXED_MAX_MACS: usize = 1 << 17;
 
-/// Whether a layer of `macs` multiply-adds (`batch * in * out`) has fixed-size products:
-/// at least `GEMM_MIN_MACS`, at most [`FIXED_MAX_MACS`].
-pub const fn is_fixed(macs: usize) -> bool {
-    macs >= GEMM_MIN_MACS && macs <= FIXED_MAX_MACS
+/// The longest sum the `gemm` crate takes in one piece: its depth block is at least this
+/// (`gemm-common` 0.19: `kc = min(k, 512)` for small products, at least 512 otherwise).
+/// Longer sums it splits, adding the pieces into the destination: a different rounding.
+const GEMM_MAX_DEPTH: usize = 512;
+
+/// Whether a layer of `batch` rows, `fan_in` inputs and `fan_out` outputs has fixed-size
+/// products: at least `GEMM_MIN_MACS` and at most [`FIXED_MAX_MACS`] multiply-adds, and a
+/// shape where the `gemm` crate sums each output as one FMA chain in order, so that both
+/// give the same bits. `gemm-common` 0.19 does otherwise, and these are refused, when a sum
+/// is longer than [`GEMM_MAX_DEPTH`] (any of the three sizes: each is the depth of one
+/// product), when a product has a single row or column or a depth of at most 2 (its
+/// matrix-vector and outer-product paths: every size at least 3), and when the weight
+/// gradient has at most 256 values (`fan_in * fan_out`; its dot-product kernels for small
+/// outputs). `tests::every_accepted_shape_gives_the_gemm_crates_bits` checks shapes at
+/// each of these edges against the `gemm` crate itself.
+pub const fn is_fixed(batch: usize, fan_in: usize, fan_out: usize) -> bool {
+    const fn depth_ok(d: usize) -> bool {
+        d >= 3 && d <= GEMM_MAX_DEPTH
+    }
+    let macs = batch.saturating_mul(fan_in).saturating_mul(fan_out);
+    macs >= GEMM_MIN_MACS
+        && macs <= FIXED_MAX_MACS
+        && depth_ok(batch)
+        && depth_ok(fan_in)
+        && depth_ok(fan_out)
+        && fan_in * fan_out > 256
 }
 
 /// One product of a dense layer of `B` rows, `I` inputs and `O` outputs, all matrices
@@ -98,7 +120,7 @@ pub enum Product<'a> {
 #[inline(always)]
 pub fn layer<const MR: usize, const NR: usize, const B: usize, const I: usize, const O: usize>(p: Product<'_>) -> bool {
     // A constant (`const`), so that nothing below is even compiled for other layers.
-    if !const { is_fixed(B * I * O) } {
+    if !const { is_fixed(B, I, O) } {
         return false;
     }
     match p {
@@ -117,7 +139,14 @@ pub fn layer<const MR: usize, const NR: usize, const B: usize, const I: usize, c
             product::<MR, NR, B, I, B, I, 1>(da, dz, w, O, Epilogue::Store);
         }
         Product::WeightGrads { a, dz, gw, rows, scale, scratch } => {
-            if a.len() != B * I || dz.len() != B * O || gw.len() != I * O || rows > B || scratch.len() < B * I {
+            // Fewer than 3 rows: the `gemm` crate's outer-product path (see `is_fixed`).
+            if a.len() != B * I
+                || dz.len() != B * O
+                || gw.len() != I * O
+                || rows < 3
+                || rows > B
+                || scratch.len() < B * I
+            {
                 return false;
             }
             let at = &mut scratch[..B * I];
@@ -480,11 +509,80 @@ mod tests {
         check::<32, 6, 32, 64, 32>(32);
         check::<16, 4, 32, 64, 32>(17);
         // Odd sizes: leftover rows (37 = 32 + 4 + 1) and every leftover column count.
-        check::<32, 6, 37, 13, 19>(37);
-        check::<32, 6, 37, 19, 13>(5);
-        check::<16, 4, 37, 23, 11>(36);
-        check::<32, 6, 9, 100, 11>(1);
-        check::<32, 6, 64, 16, 10>(64);
+        check::<32, 6, 37, 13, 23>(37);
+        check::<32, 6, 37, 23, 13>(5);
+        check::<16, 4, 37, 29, 11>(36);
+        check::<32, 3, 9, 100, 11>(3);
+        check::<32, 6, 64, 16, 17>(64);
+    }
+
+    /// All three products of a `B x I -> O` layer against the `gemm` crate called as the
+    /// core calls it (`crate::gemm::gemm`, then the bias pass), bit for bit.
+    fn same_as_gemm<const MR: usize, const NR: usize, const B: usize, const I: usize, const O: usize>() {
+        use crate::gemm::{gemm, Dst, View};
+        assert!(is_fixed(B, I, O), "{B}x{I}x{O} should be accepted");
+        let (a, w, dz, bias) = (values(B * I, 5), values(I * O, 6), values(B * O, 7), values(O, 8));
+        let macs = B * I * O;
+        for relu in [false, true] {
+            let mut z = vec![0.0f32; B * O];
+            assert!(layer::<MR, NR, B, I, O>(Product::Forward { a: &a, w: &w, bias: &bias, relu, z: &mut z }));
+            let mut want = vec![0.0f32; B * O];
+            gemm(&mut want, B, O, View::col_major(&a, B, I), View::col_major(&w, I, O), macs, Dst::Set);
+            for (k, v) in want.iter_mut().enumerate() {
+                let s = *v + bias[k / B];
+                *v = if relu && s < 0.0 { 0.0 } else { s };
+            }
+            assert_eq!(bits(&z), bits(&want), "forward {B}x{I}x{O}, relu {relu}");
+        }
+        let mut da = vec![0.0f32; B * I];
+        assert!(layer::<MR, NR, B, I, O>(Product::InputGrads { dz: &dz, w: &w, da: &mut da }));
+        let mut want = vec![0.0f32; B * I];
+        gemm(&mut want, B, I, View::col_major(&dz, B, O), View::col_major(&w, I, O).t(), macs, Dst::Set);
+        assert_eq!(bits(&da), bits(&want), "input gradients {B}x{I}x{O}");
+        let mut scratch = vec![0.0f32; B * I];
+        for rows in [B, (B - 1).max(3), 3] {
+            for scale in [None, Some(-0.3f32)] {
+                let mut gw = w.clone();
+                let p = Product::WeightGrads { a: &a, dz: &dz, gw: &mut gw, rows, scale, scratch: &mut scratch };
+                assert!(layer::<MR, NR, B, I, O>(p));
+                let mut want = w.clone();
+                let at = View { data: &a, rows, cols: I, rs: 1, cs: B }.t();
+                let dzv = View { data: &dz, rows, cols: O, rs: 1, cs: B };
+                let op = scale.map_or(Dst::Set, Dst::Add);
+                gemm(&mut want, I, O, at, dzv, rows * I * O, op);
+                assert_eq!(bits(&gw), bits(&want), "weight gradients {B}x{I}x{O}, {rows} rows, {scale:?}");
+            }
+        }
+    }
+
+    /// The shapes `is_fixed` accepts give the `gemm` crate's own bits (which is what lets the
+    /// core, running the `gemm` crate, and the backend, running these, agree): the digits
+    /// layers, odd sizes, and each edge of the accepted region (depth 3 and 512, a weight
+    /// gradient of 257+ values, the largest layer).
+    #[test]
+    fn every_accepted_shape_gives_the_gemm_crates_bits() {
+        // The `gemm` crate picks FMA kernels at run time; where the CPU has no FMA it sums
+        // otherwise, and the train steps never run these products there either.
+        #[cfg(target_arch = "x86_64")]
+        if !std::arch::is_x86_feature_detected!("fma") {
+            eprintln!("skipped: this CPU has no FMA");
+            return;
+        }
+        same_as_gemm::<32, 6, 32, 64, 32>();
+        same_as_gemm::<32, 3, 32, 32, 10>();
+        same_as_gemm::<32, 6, 37, 13, 23>();
+        same_as_gemm::<32, 6, 3, 100, 30>();
+        same_as_gemm::<32, 6, 400, 17, 19>();
+        same_as_gemm::<32, 6, 8, 512, 30>();
+        same_as_gemm::<32, 3, 16, 20, 400>();
+        same_as_gemm::<32, 6, 64, 16, 17>();
+        same_as_gemm::<32, 6, 40, 3, 100>();
+        same_as_gemm::<32, 3, 40, 100, 3>();
+        same_as_gemm::<32, 6, 16, 256, 32>();
+        // Refused: a weight gradient of 256 values, a depth of 2 or 513, too few or too many
+        // multiply-adds.
+        assert!(!is_fixed(64, 16, 16) && !is_fixed(2, 100, 50) && !is_fixed(40, 100, 2));
+        assert!(!is_fixed(8, 513, 30) && !is_fixed(2, 4, 2) && !is_fixed(64, 128, 64));
     }
 
     #[test]
