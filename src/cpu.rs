@@ -121,8 +121,8 @@ impl<const MR: usize, const NR: usize> Products for Fixed<MR, NR> {
 ///
 /// Its size is the model's parameters twice (values and gradients) plus its activations
 /// (and, with the feature `parallel`, room for a transposed batch when the first layer is
-/// mid-sized): small for the models microcontrollers run; a large model belongs in a `static` or a
-/// `Box`.
+/// mid-sized): small for the models microcontrollers run; a large model belongs in a
+/// `static` or a `Box`.
 #[derive(Clone)]
 pub struct Cpu<M: Model> {
     params: M::Flat,
@@ -264,9 +264,10 @@ pub(crate) fn read_params<M: Model>(flat: &[f32]) -> M::Params {
     M::Params::from_flat_fn(&mut |k| M::Storage::from_f32(flat[k]))
 }
 
-/// The length of a [`Scratch`](crate::layout::Scratch)'s `x32`: the batch widened to `f32` (`f16` storage only),
-/// then room for the batch's transpose when the first layer's weight gradients go through
-/// the CPU train step's fixed-size products (feature `parallel`; see `Model::fixed_product`).
+/// The length of a [`Scratch`](crate::layout::Scratch)'s `x32`: the batch widened to `f32`
+/// (`f16` storage only), then room for the batch's transpose when the first layer's weight
+/// gradients go through the CPU train step's fixed-size products (feature `parallel`; see
+/// `Model::fixed_product`). Used by the code `model!` generates.
 #[doc(hidden)]
 pub const fn x32_len(dims: &[usize], batch: usize, f16: bool) -> usize {
     let widened = if f16 { batch * dims[0] } else { 0 };

@@ -174,9 +174,10 @@ enum Epilogue<'a> {
     Bias(&'a [f32], bool),
 }
 
-/// `dst[M x N] = a · b`, finished by `epilogue`, `dst` column-major, with `a(r, kk) = a[kk*LDA + r]` and `b(kk, j) = b[kk*BK + j*BN]` for
-/// `kk < k`: rows in panels of `MR`, then the rest in panels of 16, 8, 4, 2 and 1 (`MR` is
-/// 32 or 16); columns in blocks of `NR`, then one narrower block. Every choice of a block
+/// `dst[M x N] = a · b`, finished by `epilogue`, `dst` column-major, with
+/// `a(r, kk) = a[kk*LDA + r]` and `b(kk, j) = b[kk*BK + j*BN]` for `kk < k`: rows in panels
+/// of `MR`, then the rest in panels of 16, 8, 4, 2 and 1 (`MR` is 32 or 16); columns in
+/// blocks of `NR`, then one narrower block. Every choice of a block
 /// size is a constant (`const`), so only the blocks the shape needs are compiled.
 #[inline(always)]
 fn product<

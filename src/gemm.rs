@@ -19,8 +19,9 @@ pub const PAR_MIN_MACS: usize = 16 << 20;
 /// A layer with at least this many multiply-adds goes through the `gemm` crate's packed
 /// kernels (or, in the CPU backend's AVX variants and up to `fixed::FIXED_MAX_MACS`, the
 /// fixed-size products that compute the same sums); smaller ones through the CPU core's
-/// loops, whose constant bounds LLVM unrolls (the seed and iris shapes stay there). Chosen, not measured: below a few thousand
-/// multiply-adds, packing costs more than it saves.
+/// loops, whose constant bounds LLVM unrolls (the seed and iris shapes stay there).
+/// Chosen, not measured: below a few thousand multiply-adds, packing costs more than it
+/// saves.
 pub const GEMM_MIN_MACS: usize = 1 << 13;
 
 /// The threshold in force: [`PAR_MIN_MACS`] or `TENSORBRIDGE_PAR_MIN_MACS`.

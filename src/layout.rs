@@ -155,8 +155,9 @@ mod sealed {
 
 /// The CPU core's working memory for one model, of fixed size: gradients (`P`), layer
 /// outputs (`A`), two delta buffers (`D` each) and the batch widened to `f32` plus room
-/// for its transpose (`X`; often zero for `f32` storage). `model!` picks the sizes (through this module's `const fn`s); it holds no
-/// pointer, so a `no_std` user can keep it in a `static` or on the stack.
+/// for its transpose (`X`; often zero for `f32` storage). `model!` picks the sizes (through
+/// this module's `const fn`s and `x32_len`); it holds no pointer, so a `no_std` user can
+/// keep it in a `static` or on the stack.
 #[derive(Clone)]
 #[repr(C)]
 pub struct Scratch<const P: usize, const A: usize, const D: usize, const X: usize> {
