@@ -11,7 +11,7 @@
 //! (`.ci/nostd-check` builds the core alone, for a microcontroller, and checks its numbers
 //! against the seed's hand arithmetic.)
 
-use crate::support::{child_process, param_bits};
+use crate::support::{child_process, child_stdout, param_bits, tagged};
 use tensorbridge::cpu::Cpu;
 use tensorbridge::nalgebra::{SMatrix, SVector};
 use tensorbridge::{Device, Engine, HostTensor, Model};
@@ -109,14 +109,9 @@ fn simd_child() {
 fn every_vector_extension_gives_the_same_bits() {
     let best = Device::cpu().name();
     for (level, rank) in [("baseline", 0), ("avx2", 1), ("avx512", 2)] {
-        let out = child_process(module_path!(), "simd_child")
-            .env(SIMD_CHILD, "1")
-            .env("TENSORBRIDGE_SIMD", level)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(out.status.success(), "{level}: {text}{}", String::from_utf8_lossy(&out.stderr));
-        let ran = text.lines().find_map(|l| l.find("DEVICE ").map(|at| l[at + 7..].trim().to_string()));
+        let mut child = child_process(module_path!(), "simd_child");
+        let text = child_stdout(child.env(SIMD_CHILD, "1").env("TENSORBRIDGE_SIMD", level), level);
+        let ran = tagged(&text, "DEVICE ").map(|v| v.trim().to_string());
         let ran = ran.unwrap_or_else(|| panic!("{level}: the child did not say: {text}"));
         let ran_rank = ["baseline", "avx2", "avx512"].iter().position(|n| ran.contains(&format!(", {n})"))).unwrap();
         let best_rank = ["baseline", "avx2", "avx512"].iter().position(|n| best.contains(&format!(", {n})"))).unwrap();

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use crate::support::{child_process, opencl_device, scratch};
+use crate::support::{child_process, child_stdout, opencl_device, scratch, tagged};
 use tensorbridge::Device;
 
 tensorbridge::model! {
@@ -27,16 +27,9 @@ fn cache_child() {
 }
 
 fn start(dir: &std::path::Path) -> (usize, usize, f64) {
-    let out = child_process(module_path!(), "cache_child")
-        .env(CHILD, "1")
-        .env("TENSORBRIDGE_CACHE_DIR", dir)
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "child failed: {text}{}", String::from_utf8_lossy(&out.stderr));
-    // (The harness prints the test's output after its name, on the same line.)
-    let line =
-        text.lines().find_map(|l| l.find("ORIGIN").map(|at| &l[at..])).unwrap_or_else(|| panic!("no ORIGIN: {text}"));
+    let mut child = child_process(module_path!(), "cache_child");
+    let text = child_stdout(child.env(CHILD, "1").env("TENSORBRIDGE_CACHE_DIR", dir), "child failed");
+    let line = tagged(&text, "ORIGIN").unwrap_or_else(|| panic!("no ORIGIN: {text}"));
     let field = |name: &str| {
         line.split_whitespace().find_map(|w| w.strip_prefix(name)).and_then(|v| v.parse::<f64>().ok()).unwrap()
     };

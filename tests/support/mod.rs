@@ -198,6 +198,21 @@ pub fn child_process(module: &str, name: &str) -> Command {
     cmd
 }
 
+/// Runs a child process (see [`child_process`]) to its end and returns its standard output;
+/// panics, with `what`, its output and its standard error, if it failed.
+pub fn child_stdout(cmd: &mut Command, what: &str) -> String {
+    let out = cmd.output().expect("start the child process");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{what}: {text}{}", String::from_utf8_lossy(&out.stderr));
+    text
+}
+
+/// What follows `tag` on the first line of `text` that holds it (the harness prints a
+/// test's output after its name, on the same line).
+pub fn tagged<'t>(text: &'t str, tag: &str) -> Option<&'t str> {
+    text.lines().find_map(|l| l.find(tag).map(|at| &l[at + tag.len()..]))
+}
+
 /// Runs every listed test: sets up the process's temporary directory, lists the trials
 /// (skipping, visibly, those that cannot run here), runs them, removes the directory.
 pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
