@@ -270,8 +270,17 @@ pub(crate) fn read_params<M: Model>(flat: &[f32]) -> M::Params {
 /// `Model::fixed_product`). Used by the code `model!` generates.
 #[doc(hidden)]
 pub const fn x32_len(dims: &[usize], batch: usize, f16: bool) -> usize {
-    let widened = if f16 { batch * dims[0] } else { 0 };
-    widened + first_transpose_len(dims, batch)
+    widened_len(batch, dims[0], f16) + first_transpose_len(dims, batch)
+}
+
+/// The start of `x32` that holds the batch widened to `f32`: `batch * features` values for
+/// `f16` storage, none for `f32`.
+const fn widened_len(batch: usize, features: usize, f16: bool) -> usize {
+    if f16 {
+        batch * features
+    } else {
+        0
+    }
 }
 
 /// Whether a layer of `M` has the size of the fixed-size products (`crate::fixed`; none
@@ -328,8 +337,7 @@ fn widen<'a, T: StorageElement>(x: &'a [T], x32: &'a mut [f32]) -> &'a [f32] {
 /// the batch's transpose after it (see [`x32_len`]).
 #[inline(always)]
 fn split_x32<M: Model>(x32: &mut [f32]) -> (&mut [f32], &mut [f32]) {
-    let widened = if M::Storage::IS_F16 { M::BATCH * M::FEATURES } else { 0 };
-    x32.split_at_mut(widened)
+    x32.split_at_mut(widened_len(M::BATCH, M::FEATURES, M::Storage::IS_F16))
 }
 
 /// Runs every layer on `x`; the logits end up in the last output of `acts`.

@@ -27,6 +27,8 @@
 //!
 //! [`Model::fixed_product`]: crate::Model::fixed_product
 
+use core::ops::Range;
+
 use crate::gemm::GEMM_MIN_MACS;
 
 /// Layers of more multiply-adds go through the `gemm` crate, whose packing and cache
@@ -320,14 +322,19 @@ fn transpose<const R: usize, const C: usize>(src: &[f32], dst: &mut [f32]) {
         unsafe { transpose_avx::<R, C>(src, dst) };
         return;
     }
-    transpose_rect::<R, C>(src, dst, 0, 0);
+    transpose_rect::<R, C>(src, dst, 0..R, 0..C);
 }
 
-/// [`transpose`] from row `r0` and column `c0` on, element by element.
+/// [`transpose`] of the rows `rows` and columns `cols` of `src`, element by element.
 #[inline(always)]
-fn transpose_rect<const R: usize, const C: usize>(src: &[f32], dst: &mut [f32], r0: usize, c0: usize) {
-    for r in r0..R {
-        for c in c0..C {
+fn transpose_rect<const R: usize, const C: usize>(
+    src: &[f32],
+    dst: &mut [f32],
+    rows: Range<usize>,
+    cols: Range<usize>,
+) {
+    for r in rows {
+        for c in cols.clone() {
             dst[r * C + c] = src[c * R + r];
         }
     }
@@ -404,12 +411,8 @@ unsafe fn transpose_avx<const R: usize, const C: usize>(src: &[f32], dst: &mut [
         }
     }
     // The rows below the last full block (all columns), then the columns right of it.
-    transpose_rect::<R, C>(src, dst, rows, 0);
-    for r in 0..rows {
-        for c in cols..C {
-            dst[r * C + c] = src[c * R + r];
-        }
-    }
+    transpose_rect::<R, C>(src, dst, rows..R, 0..C);
+    transpose_rect::<R, C>(src, dst, 0..rows, cols..C);
 }
 
 #[cfg(test)]
