@@ -63,14 +63,9 @@ fn main() -> tensorbridge::Result<()> {
     println!("  the first mini-batch, rows 0-1: x = {:?}, y = {:?}", rows(&x), y.as_slice());
 
     // ---- Stage 2: across the bridge.
-    let device = Device::auto();
+    let (device, why) = Device::auto_explained();
     println!("Stage 2 (host -> device: upload the batch): device = {device}");
-    if device.is_cpu() {
-        println!(
-            "  (the CPU backend: no OpenCL GPU was found, or TENSORBRIDGE_DEVICE=cpu; \
-             TENSORBRIDGE_DEVICE=opencl picks an OpenCL device such as PoCL)"
-        );
-    }
+    println!("  why this device: {why}");
     let params = CatDogParams { w0: matrix![10.0, 2.0; 10.0, 1.0; -8.0, 9.0; 1.0, 10.0], b0: vector![0.0, 0.0] };
     println!("  hand-set weights W = {:?}, b = {:?}", rows(&params.w0), params.b0.as_slice());
     let model = CatDog::with_params(&device, params)?;

@@ -29,7 +29,8 @@
 //! ```
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nalgebra::DMatrix;
 
@@ -39,10 +40,41 @@ use crate::npy;
 use crate::rng::Rng;
 
 /// `n` rows of features (`[n x features]`, `f32`, all finite) and one class label per row.
-#[derive(Clone, Debug, PartialEq)]
+///
+/// A dataset loaded from files remembers them, and which row of the files each of its rows
+/// came from (through splits, shuffles, selections and standardisation), so that an error
+/// about its data names the file and the file's row. Two datasets are equal when their
+/// features and labels are, wherever they came from.
+#[derive(Clone, Debug)]
 pub struct Dataset {
     features: DMatrix<f32>,
     labels: Vec<u32>,
+    source: Option<Source>,
+}
+
+/// The files a dataset was loaded from, and the file row of each of its rows.
+#[derive(Clone, Debug)]
+struct Source {
+    features_file: Arc<Path>,
+    labels_file: Arc<Path>,
+    rows: Vec<usize>,
+}
+
+impl Source {
+    /// The source of the rows `picked` (indices into this source's rows).
+    fn pick(&self, picked: &[usize]) -> Source {
+        Source {
+            features_file: Arc::clone(&self.features_file),
+            labels_file: Arc::clone(&self.labels_file),
+            rows: picked.iter().map(|&r| self.rows[r]).collect(),
+        }
+    }
+}
+
+impl PartialEq for Dataset {
+    fn eq(&self, other: &Dataset) -> bool {
+        self.features == other.features && self.labels == other.labels
+    }
 }
 
 impl Dataset {
@@ -63,18 +95,51 @@ impl Dataset {
             let rows = features.nrows();
             return Err(Error::NonFinite { what: "features".to_string(), row: k % rows, column: k / rows, value });
         }
-        Ok(Dataset { features, labels })
+        Ok(Dataset { features, labels, source: None })
     }
 
     /// Loads features (a 2-D float or integer array) and labels (a 1-D integer array) from
-    /// two `.npy` files, as `numpy.save` writes them.
+    /// two `.npy` files, as `numpy.save` writes them. The dataset remembers the files:
+    /// errors about its rows later (a label the model does not have, a value `f16`
+    /// storage cannot hold) name the file and its row.
     ///
     /// # Errors
-    /// Those of [`npy::read_matrix`], [`npy::read_labels`] and [`Dataset::new`].
+    /// Those of [`npy::read_finite_matrix`] (a NaN or infinite feature is
+    /// [`npy::NpyErrorKind::NonFinite`], with the file, row and column) and
+    /// [`npy::read_labels`]; [`Error::ShapeMismatch`], naming both files, if they hold
+    /// different numbers of rows.
     pub fn from_npy(features_path: impl AsRef<Path>, labels_path: impl AsRef<Path>) -> Result<Dataset> {
-        let features = npy::read_matrix(features_path)?;
+        let (features_path, labels_path) = (features_path.as_ref(), labels_path.as_ref());
+        let features = npy::read_finite_matrix(features_path)?;
         let labels = npy::read_labels(labels_path)?;
-        Dataset::new(features, labels)
+        if features.nrows() != labels.len() {
+            return Err(Error::ShapeMismatch {
+                what: format!("labels of {}", labels_path.display()),
+                expected: format!("{} labels, one per row of {}", features.nrows(), features_path.display()),
+                found: format!("{} labels", labels.len()),
+            });
+        }
+        let rows = (0..labels.len()).collect();
+        let source = Source { features_file: Arc::from(features_path), labels_file: Arc::from(labels_path), rows };
+        Ok(Dataset { features, labels, source: Some(source) })
+    }
+
+    /// The features file this dataset was loaded from ([`Dataset::from_npy`]); `None` for
+    /// one made in memory.
+    pub fn features_file(&self) -> Option<&Path> {
+        self.source.as_ref().map(|s| &*s.features_file)
+    }
+
+    /// The labels file this dataset was loaded from ([`Dataset::from_npy`]); `None` for one
+    /// made in memory.
+    pub fn labels_file(&self) -> Option<&Path> {
+        self.source.as_ref().map(|s| &*s.labels_file)
+    }
+
+    /// The row of the files that row `row` of this dataset came from (itself for a dataset
+    /// made in memory).
+    pub fn file_row(&self, row: usize) -> usize {
+        self.source.as_ref().and_then(|s| s.rows.get(row).copied()).unwrap_or(row)
     }
 
     /// Number of rows.
@@ -132,7 +197,7 @@ impl Dataset {
         }
         let features = DMatrix::from_fn(rows.len(), self.n_features(), |r, c| self.features[(rows[r], c)]);
         let labels = rows.iter().map(|&r| self.labels[r]).collect();
-        Ok(Dataset { features, labels })
+        Ok(Dataset { features, labels, source: self.source.as_ref().map(|s| s.pick(rows)) })
     }
 
     /// The rows in a seeded random order (Fisher-Yates with [`Rng`]): the same seed gives
@@ -142,7 +207,7 @@ impl Dataset {
         Rng::new(seed).shuffle(&mut order);
         let features = DMatrix::from_fn(self.len(), self.n_features(), |r, c| self.features[(order[r], c)]);
         let labels = order.iter().map(|&r| self.labels[r]).collect();
-        Dataset { features, labels }
+        Dataset { features, labels, source: self.source.as_ref().map(|s| s.pick(&order)) }
     }
 
     /// Splits into `(train, test)` so that every class keeps its proportion: of a class's
@@ -186,18 +251,32 @@ impl Dataset {
     /// label `< M::CLASSES`. `what` names the dataset in errors.
     ///
     /// # Errors
-    /// [`Error::ShapeMismatch`] for a feature-count mismatch; [`Error::LabelOutOfRange`]
-    /// (with the dataset's row) for a label the model does not have.
+    /// [`Error::ShapeMismatch`] for a feature-count mismatch (naming the features file of a
+    /// loaded dataset); [`Error::LabelsOutOfRange`] for labels the model does not have: the
+    /// labels file of a loaded dataset, how many rows, and the first few (rows of the file).
     pub fn check_fits<M: Model>(&self, what: &str) -> Result<()> {
         if self.n_features() != M::FEATURES {
+            let what = match self.features_file() {
+                Some(file) => format!("features of {what} ({})", file.display()),
+                None => format!("features of {what}"),
+            };
             return Err(Error::ShapeMismatch {
-                what: format!("features of {what}"),
+                what,
                 expected: format!("{} per row, as {} declares", M::FEATURES, M::NAME),
                 found: format!("{} per row", self.n_features()),
             });
         }
-        if let Some((row, &label)) = self.labels.iter().enumerate().find(|(_, &l)| l as usize >= M::CLASSES) {
-            return Err(Error::LabelOutOfRange { row, label, classes: M::CLASSES });
+        if self.labels.iter().any(|&l| l as usize >= M::CLASSES) {
+            // The offenders in the file's order, whatever shuffles came after loading.
+            let mut rows: Vec<(usize, u32)> = (self.labels.iter().enumerate())
+                .filter(|(_, &l)| l as usize >= M::CLASSES)
+                .map(|(row, &label)| (self.file_row(row), label))
+                .collect();
+            rows.sort_unstable();
+            let count = rows.len();
+            rows.truncate(npy::LISTED_ROWS);
+            let file = self.labels_file().map(PathBuf::from);
+            return Err(Error::LabelsOutOfRange { file, model: M::NAME, classes: M::CLASSES, count, rows });
         }
         Ok(())
     }
@@ -246,13 +325,11 @@ impl Dataset {
             None => Ok(()),
             Some((k, &value)) => {
                 let rows = self.features.nrows();
-                Err(Error::StorageOverflow {
-                    what: "features".to_string(),
-                    row: k % rows,
-                    column: k / rows,
-                    value,
-                    max: T::MAX,
-                })
+                let what = match self.features_file() {
+                    Some(file) => format!("features of {}", file.display()),
+                    None => "features".to_string(),
+                };
+                Err(Error::StorageOverflow { what, row: self.file_row(k % rows), column: k / rows, value, max: T::MAX })
             }
         }
     }
@@ -362,7 +439,8 @@ impl Standardizer {
         let features = DMatrix::from_fn(data.len(), data.n_features(), |r, c| {
             ((f64::from(data.features[(r, c)]) - f64::from(self.mean[c])) / f64::from(self.scale[c])) as f32
         });
-        Dataset::new(features, data.labels.clone())
+        let standardised = Dataset::new(features, data.labels.clone())?;
+        Ok(Dataset { source: data.source.clone(), ..standardised })
     }
 
     /// The per-feature means.

@@ -10,9 +10,8 @@ use crate::backend::opencl::{self, ClDevice, OpenClBackend};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 #[cfg(feature = "opencl")]
-#[cfg(feature = "opencl")]
-use crate::info::ClOptions;
-use crate::info::{DeviceInfo, DeviceType, KernelPath, Upload};
+use crate::info::{ClOptions, DeviceType};
+use crate::info::{DeviceInfo, KernelPath, Upload};
 use crate::model::Model;
 
 /// The environment variable that sets the directory of the OpenCL program-binary cache;
@@ -23,6 +22,10 @@ use crate::model::Model;
 pub const CACHE_DIR_ENV: &str = "TENSORBRIDGE_CACHE_DIR";
 #[cfg(feature = "opencl")]
 pub use crate::backend::opencl::CACHE_DIR_ENV;
+
+/// The environment variable that makes [`Device::auto`] print, on standard error, the
+/// device it chose and why (`1` to enable; see [`Device::auto_explained`]).
+pub const TRACE_DEVICE_ENV: &str = "TENSORBRIDGE_TRACE_DEVICE";
 
 /// The environment variable that overrides [`Device::auto`]: `cpu`, `opencl` or
 /// `opencl:N` (the N-th usable OpenCL device of [`Device::list`]).
@@ -112,35 +115,105 @@ impl Device {
     /// cannot be used, a warning goes to standard error and the CPU backend is used; call
     /// [`Device::try_auto`] to get the error instead. Never panics, also where no OpenCL
     /// library is installed.
+    ///
+    /// Why it chose what it chose: [`Device::auto_explained`] returns the reason with the
+    /// device, and `TENSORBRIDGE_TRACE_DEVICE=1` ([`TRACE_DEVICE_ENV`]) prints it to
+    /// standard error.
     pub fn auto() -> Device {
-        match Device::try_auto() {
-            Ok(device) => device,
-            Err(err) => {
+        Device::auto_explained().0
+    }
+
+    /// [`Device::auto`]'s device and, in one line, why it was chosen: the variable that
+    /// named it, the GPU found, or why the CPU backend runs (no OpenCL library, no
+    /// platform, or only CPU-type OpenCL devices, which are passed over and named).
+    ///
+    /// ```
+    /// let (device, why) = tensorbridge::Device::auto_explained();
+    /// println!("{device}: {why}");
+    /// ```
+    pub fn auto_explained() -> (Device, String) {
+        match Device::choose() {
+            (Ok(device), why) => (device, why),
+            (Err(err), why) => {
                 eprintln!("tensorbridge: warning: {err}; using the CPU backend");
-                Device::cpu()
+                (Device::cpu(), format!("{why}, which failed ({err}): the CPU backend"))
             }
         }
     }
 
     /// Like [`Device::auto`], but an unusable `TENSORBRIDGE_DEVICE` is an error.
     pub fn try_auto() -> Result<Device> {
-        match std::env::var(DEVICE_ENV) {
-            Ok(value) if !value.trim().is_empty() => Device::from_name(&value),
-            Ok(_) | Err(std::env::VarError::NotPresent) => {
-                let accelerator = |i: &DeviceInfo| matches!(i.device_type, DeviceType::Gpu | DeviceType::Accelerator);
-                #[cfg(feature = "opencl")]
-                return Ok(opencl::open(None, accelerator).map_or_else(|_| Device::cpu(), Device::from_cl));
-                #[cfg(not(feature = "opencl"))]
-                {
-                    let _ = accelerator;
-                    Ok(Device::cpu())
-                }
+        Device::choose().0
+    }
+
+    /// Why [`Device::auto`] would choose what it chooses now, in one line (it opens the
+    /// device to find out; keep the device from [`Device::auto_explained`] instead of
+    /// calling both).
+    pub fn explain() -> String {
+        Device::auto_explained().1
+    }
+
+    /// The choice of [`Device::try_auto`] and its reason; printed when
+    /// `TENSORBRIDGE_TRACE_DEVICE=1`.
+    fn choose() -> (Result<Device>, String) {
+        let (device, why) = Device::choose_quietly();
+        if std::env::var(TRACE_DEVICE_ENV).is_ok_and(|v| v.trim() == "1") {
+            match &device {
+                Ok(d) => eprintln!("tensorbridge: device {d}: {why}"),
+                Err(err) => eprintln!("tensorbridge: device: {why}, which failed: {err}"),
             }
-            Err(std::env::VarError::NotUnicode(raw)) => Err(Error::InvalidDevice {
-                value: raw.to_string_lossy().into_owned(),
-                reason: format!("{DEVICE_ENV} is not valid UTF-8"),
-            }),
         }
+        (device, why)
+    }
+
+    fn choose_quietly() -> (Result<Device>, String) {
+        match std::env::var(DEVICE_ENV) {
+            Ok(value) if !value.trim().is_empty() => {
+                (Device::from_name(&value), format!("{DEVICE_ENV}={} asks for it", value.trim()))
+            }
+            Ok(_) | Err(std::env::VarError::NotPresent) => Device::choose_found(),
+            Err(std::env::VarError::NotUnicode(raw)) => (
+                Err(Error::InvalidDevice {
+                    value: raw.to_string_lossy().into_owned(),
+                    reason: format!("{DEVICE_ENV} is not valid UTF-8"),
+                }),
+                format!("{DEVICE_ENV} is set"),
+            ),
+        }
+    }
+
+    /// With no variable set: the first OpenCL GPU or accelerator, else the CPU backend.
+    #[cfg(feature = "opencl")]
+    fn choose_found() -> (Result<Device>, String) {
+        let accelerator = |i: &DeviceInfo| matches!(i.device_type, DeviceType::Gpu | DeviceType::Accelerator);
+        let found = match Device::list() {
+            Ok(found) => found,
+            Err(Error::NoOpenClDevice { reason }) => {
+                return (Ok(Device::cpu()), format!("no OpenCL device ({reason}): the CPU backend"))
+            }
+            Err(err) => return (Ok(Device::cpu()), format!("no OpenCL device ({err}): the CPU backend")),
+        };
+        let named = |i: &DeviceInfo| format!("`{}` ({}, {})", i.name, i.platform, i.device_type);
+        if let Some(gpu) = found.iter().find(|i| accelerator(i)) {
+            let why = format!("the first OpenCL GPU or accelerator, {}", named(gpu));
+            return match opencl::open(None, accelerator) {
+                Ok(device) => (Ok(Device::from_cl(device)), why),
+                Err(err) => (Ok(Device::cpu()), format!("{why}, could not be opened ({err}): the CPU backend")),
+            };
+        }
+        let passed: Vec<String> = found.iter().map(named).collect();
+        let why = format!(
+            "the OpenCL devices here are CPU-type only ({}), passed over since the CPU backend is faster on the \
+             same cores ({DEVICE_ENV}=opencl uses one): the CPU backend",
+            passed.join(", ")
+        );
+        (Ok(Device::cpu()), why)
+    }
+
+    /// With no variable set and no `opencl` feature: the CPU backend.
+    #[cfg(not(feature = "opencl"))]
+    fn choose_found() -> (Result<Device>, String) {
+        (Ok(Device::cpu()), "tensorbridge was built without its `opencl` feature: the CPU backend".to_string())
     }
 
     /// The device a name selects: `cpu`, `opencl` (the first usable OpenCL device) or

@@ -14,7 +14,7 @@ pub use checkpoint_kind::CheckpointErrorKind;
 #[cfg(feature = "std")]
 pub use npy_kind::NpyErrorKind;
 #[cfg(feature = "npy")]
-pub use npy_kind::MAX_HEADER_LEN;
+pub use npy_kind::{LISTED_ROWS, MAX_HEADER_LEN};
 
 /// The result of every fallible tensorbridge call.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -44,6 +44,30 @@ pub enum Error {
         label: u32,
         /// The model's number of classes.
         classes: usize,
+    },
+
+    #[cfg(feature = "std")]
+    /// Labels of a dataset that the model has no class for (`label >= classes`), found
+    /// before training or evaluation starts: the labels file (for a dataset loaded from
+    /// one), how many rows, and the first few of them.
+    #[error(
+        "labels out of range in {}: `{model}` has {classes} classes (0..{classes}), but {count} {} other labels: {}",
+        file.as_ref().map_or_else(|| "the dataset".to_string(), |f| f.display().to_string()),
+        if *count == 1 { "row holds" } else { "rows hold" },
+        listed_rows(rows, *count)
+    )]
+    LabelsOutOfRange {
+        /// The labels file of a dataset loaded from files; `None` for one made in memory.
+        file: Option<PathBuf>,
+        /// The model's name.
+        model: &'static str,
+        /// The model's number of classes.
+        classes: usize,
+        /// How many rows hold a label `>= classes`.
+        count: usize,
+        /// The first few of them, as (row, label): rows of the file for a dataset loaded
+        /// from one (whatever splits and shuffles came after), else of the dataset.
+        rows: Vec<(usize, u32)>,
     },
 
     /// An input or parameter value is NaN or infinite.
@@ -271,4 +295,13 @@ impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
     }
+}
+
+/// `row 5 (label 7), row 9 (label 3), ...`: the rows an error lists, and an ellipsis when
+/// it lists fewer than `count`.
+#[cfg(feature = "std")]
+fn listed_rows(rows: &[(usize, u32)], count: usize) -> String {
+    let listed: Vec<String> = rows.iter().map(|(row, label)| format!("row {row} (label {label})")).collect();
+    let more = if count > rows.len() { ", ..." } else { "" };
+    format!("{}{more}", listed.join(", "))
 }

@@ -147,7 +147,7 @@ pub mod train;
 #[cfg(feature = "data")]
 pub use data::{Dataset, Standardizer};
 #[cfg(feature = "std")]
-pub use device::{Device, CACHE_DIR_ENV, DEVICE_ENV};
+pub use device::{Device, CACHE_DIR_ENV, DEVICE_ENV, TRACE_DEVICE_ENV};
 #[cfg(feature = "std")]
 pub use engine::Engine;
 pub use error::{Error, Result};
@@ -162,7 +162,7 @@ pub use prebuild::prebuild;
 pub use profile::{Stage, StepProfile};
 pub use rng::DEFAULT_SEED;
 #[cfg(feature = "opencl")]
-pub use startup::{ProgramOrigin, StartupReport, TRACE_STARTUP_ENV};
+pub use startup::{ProgramOrigin, StartupReport, BUILD_NOTICE_ENV, TRACE_STARTUP_ENV};
 #[cfg(feature = "std")]
 pub use tensor::DeviceTensor;
 #[cfg(feature = "train")]

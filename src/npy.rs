@@ -51,7 +51,7 @@ use header::{Dtype, Header, Scalar};
 /// The six bytes every `.npy` file starts with.
 pub const MAGIC: &[u8; 6] = b"\x93NUMPY";
 
-pub use crate::error::MAX_HEADER_LEN;
+pub use crate::error::{LISTED_ROWS, MAX_HEADER_LEN};
 
 pub use crate::error::NpyErrorKind;
 
@@ -67,6 +67,20 @@ pub fn read_matrix(path: impl AsRef<Path>) -> Result<DMatrix<f32>> {
     let path = path.as_ref();
     let (header, data, data_offset) = read_file(path)?;
     to_matrix(&header, &data).map_err(|(offset, kind)| npy_error(path, data_offset + offset, kind))
+}
+
+/// Like [`read_matrix`], refusing NaN and infinite values: the features of a
+/// [`Dataset`](crate::data::Dataset).
+///
+/// # Errors
+/// Those of [`read_matrix`]; [`NpyErrorKind::NonFinite`] with the row and column (and the
+/// byte offset) of the first NaN or infinity.
+pub fn read_finite_matrix(path: impl AsRef<Path>) -> Result<DMatrix<f32>> {
+    let path = path.as_ref();
+    let (header, data, data_offset) = read_file(path)?;
+    to_matrix(&header, &data)
+        .and_then(|m| check_finite(&header, &m).map(|()| m))
+        .map_err(|(offset, kind)| npy_error(path, data_offset + offset, kind))
 }
 
 /// Reads an integer array of class labels: 1-D, or 2-D with one row or one column.
@@ -244,7 +258,7 @@ fn wrong_dims(header: &Header, expected: &'static str) -> NpyErrorKind {
 fn to_matrix(header: &Header, data: &[u8]) -> Result<DMatrix<f32>, DataError> {
     let (rows, cols) = matrix_shape(header)?;
     let values = decode_f32(header.dtype, data);
-    check_f32_range(header.dtype, data, &values)?;
+    check_f32_range(header, data, &values)?;
     Ok(if header.fortran_order {
         DMatrix::from_vec(rows, cols, values)
     } else {
@@ -252,10 +266,22 @@ fn to_matrix(header: &Header, data: &[u8]) -> Result<DMatrix<f32>, DataError> {
     })
 }
 
+/// The row and column of the element at `index` in file order.
+fn row_column(header: &Header, index: usize) -> (usize, usize) {
+    // `matrix_shape` accepted the header already; a shape it refuses never gets here.
+    let (rows, cols) = matrix_shape(header).unwrap_or((1, 1));
+    if header.fortran_order {
+        (index % rows.max(1), index / rows.max(1))
+    } else {
+        (index / cols.max(1), index % cols.max(1))
+    }
+}
+
 /// A finite `f8` value that became infinite as `f32` (beyond ±3.4e38) is an error, not an
 /// `inf` for a later check to misreport as non-finite. One pass over the decoded values;
 /// the data is read again only on the cold path.
-fn check_f32_range(dtype: Dtype, data: &[u8], values: &[f32]) -> Result<(), DataError> {
+fn check_f32_range(header: &Header, data: &[u8], values: &[f32]) -> Result<(), DataError> {
+    let dtype = header.dtype;
     if dtype.scalar != Scalar::F64 || values.iter().fold(true, |ok, v| ok & v.is_finite()) {
         return Ok(());
     }
@@ -264,10 +290,26 @@ fn check_f32_range(dtype: Dtype, data: &[u8], values: &[f32]) -> Result<(), Data
         a.copy_from_slice(chunk);
         let value = if dtype.big_endian { f64::from_be_bytes(a) } else { f64::from_le_bytes(a) };
         if value.is_finite() && (value as f32).is_infinite() {
-            return Err(((index * 8) as u64, NpyErrorKind::BeyondF32Range { index, value: format!("{value:e}") }));
+            let (row, column) = row_column(header, index);
+            let kind = NpyErrorKind::BeyondF32Range { index, row, column, value: format!("{value:e}") };
+            return Err(((index * 8) as u64, kind));
         }
     }
     Ok(())
+}
+
+/// The first NaN or infinite value of `matrix` (read from `header`'s file), as the error
+/// at its byte offset.
+fn check_finite(header: &Header, matrix: &DMatrix<f32>) -> Result<(), DataError> {
+    let Some((k, &value)) = matrix.iter().enumerate().find(|(_, v)| !v.is_finite()) else {
+        return Ok(());
+    };
+    let (row, column) = (k % matrix.nrows(), k / matrix.nrows());
+    let index = if header.fortran_order { k } else { row * matrix.ncols() + column };
+    Err((
+        (index * header.dtype.scalar.size()) as u64,
+        NpyErrorKind::NonFinite { row, column, value: value.to_string() },
+    ))
 }
 
 fn to_labels(header: &Header, data: &[u8]) -> Result<Vec<u32>, DataError> {
@@ -282,17 +324,35 @@ fn to_labels(header: &Header, data: &[u8]) -> Result<Vec<u32>, DataError> {
     }
     let size = scalar.size();
     let mut out = Vec::with_capacity(data.len() / size);
+    // The first label outside `u32` (its row and value), how many there are, the first few rows.
+    let (mut first, mut count, mut first_rows) = (None, 0, Vec::new());
     for (index, chunk) in data.chunks_exact(size).enumerate() {
-        let at = (index * size) as u64;
         let value = read_int(scalar, big_endian, chunk);
-        if value < 0 {
-            return Err((at, NpyErrorKind::NegativeLabel { index, value: value as i64 }));
+        match u32::try_from(value) {
+            Ok(label) => out.push(label),
+            Err(_) => {
+                first.get_or_insert((index, value));
+                count += 1;
+                if first_rows.len() < LISTED_ROWS {
+                    first_rows.push(index);
+                }
+            }
         }
-        let label =
-            u32::try_from(value).map_err(|_| (at, NpyErrorKind::LabelTooLarge { index, value: value as u64 }))?;
-        out.push(label);
     }
-    Ok(out)
+    match first {
+        None => Ok(out),
+        Some((index, value)) => {
+            let at = (index * size) as u64;
+            Err((
+                at,
+                if value < 0 {
+                    NpyErrorKind::NegativeLabel { index, value: value as i64, count, first_rows }
+                } else {
+                    NpyErrorKind::LabelTooLarge { index, value: value as u64, count, first_rows }
+                },
+            ))
+        }
+    }
 }
 
 /// One integer element as `i128` (wide enough for every `i8..u64`).
@@ -396,7 +456,21 @@ mod tests {
         let header = "{'descr': '<i2', 'fortran_order': False, 'shape': (3,), }\n";
         let bytes = file(1, header, &data);
         let offset = 10 + header.len() as u64 + 4;
-        assert_eq!(kind(labels_from_bytes(&bytes)), (offset, NpyErrorKind::NegativeLabel { index: 2, value: -1 }));
+        let negative = NpyErrorKind::NegativeLabel { index: 2, value: -1, count: 1, first_rows: vec![2] };
+        assert_eq!(kind(labels_from_bytes(&bytes)), (offset, negative));
+    }
+
+    #[test]
+    fn every_label_outside_u32_is_counted_and_the_first_rows_listed() {
+        let values: Vec<i64> = vec![-1, 0, 1 << 33, -5, 1, -1, -1, -1, -1, 2];
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let header = "{'descr': '<i8', 'fortran_order': False, 'shape': (10,), }\n";
+        let bytes = file(1, header, &data);
+        let (_, got) = kind(labels_from_bytes(&bytes));
+        // Rows 0, 2, 3, 5, 6, 7, 8 are outside u32: 7 of them, the first 5 listed.
+        let expected = NpyErrorKind::NegativeLabel { index: 0, value: -1, count: 7, first_rows: vec![0, 2, 3, 5, 6] };
+        assert_eq!(got, expected);
+        assert!(got.to_string().ends_with(": rows 0, 2, 3, 5, 6, ..."), "{got}");
     }
 
     #[test]

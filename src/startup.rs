@@ -10,7 +10,8 @@
 //! - `TENSORBRIDGE_TRACE_STARTUP=1`: every OpenCL model warms up when created and prints
 //!   its report to stderr.
 //! - A build that takes longer than a second prints, once, on stderr:
-//!   `tensorbridge: building OpenCL kernels for `Mnist` on <device> (first run; cached afterwards)...`
+//!   `tensorbridge: building OpenCL kernels for `Mnist` on <device> (first run; cached afterwards)...`;
+//!   `TENSORBRIDGE_BUILD_NOTICE=0` (or `off`) silences it.
 
 use std::fmt;
 use std::sync::mpsc;
@@ -19,6 +20,10 @@ use std::time::Duration;
 /// The environment variable that makes every OpenCL model warm up when created and print
 /// its [`StartupReport`] to stderr (`1` to enable).
 pub const TRACE_STARTUP_ENV: &str = "TENSORBRIDGE_TRACE_STARTUP";
+
+/// The environment variable that silences the notice of a slow kernel build (`0` or
+/// `off`); the notice is on when it is unset or anything else.
+pub const BUILD_NOTICE_ENV: &str = "TENSORBRIDGE_BUILD_NOTICE";
 
 /// How long a build may run before the notice is printed.
 const NOTICE_AFTER: Duration = Duration::from_secs(1);
@@ -140,8 +145,17 @@ impl fmt::Display for StartupReport {
     }
 }
 
-/// Runs `build`, printing the notice on stderr if it is still running after a second.
+/// Whether `TENSORBRIDGE_BUILD_NOTICE` leaves the notice on.
+fn notice_on() -> bool {
+    std::env::var(BUILD_NOTICE_ENV).map_or(true, |v| !matches!(v.trim().to_ascii_lowercase().as_str(), "0" | "off"))
+}
+
+/// Runs `build`, printing the notice on stderr if it is still running after a second
+/// (unless `TENSORBRIDGE_BUILD_NOTICE` silences it).
 pub(crate) fn with_build_notice<T>(model: &str, device: &str, build: impl FnOnce() -> T) -> T {
+    if !notice_on() {
+        return build();
+    }
     let (done, wait) = mpsc::channel::<()>();
     let message =
         format!("tensorbridge: building OpenCL kernels for `{model}` on {device} (first run; cached afterwards)...");

@@ -224,7 +224,7 @@ fn killing_a_save_mid_write_leaves_a_whole_checkpoint() {
         let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, vec![std::ffi::OsString::from("big.safetensors")], "stale temporaries remain");
     }
-    eprintln!("{saves} saves completed across 8 kills");
+    crate::test_log!("{saves} saves completed across 8 kills");
 }
 
 fn checkpoints_move_between_cpu_and_opencl(device: &Device) {

@@ -176,10 +176,10 @@ fn a_dataset_that_does_not_fit_the_model_is_an_error() {
         other => panic!("{other}"),
     }
     let bad_label = Dataset::new(DMatrix::zeros(3, 4), vec![0, 3, 1]).unwrap();
-    assert!(matches!(
-        bad_label.batches::<IrisShape>().err(),
-        Some(Error::LabelOutOfRange { row: 1, label: 3, classes: 3 })
-    ));
+    match bad_label.batches::<IrisShape>().err() {
+        Some(Error::LabelsOutOfRange { file: None, classes: 3, count: 1, rows, .. }) => assert_eq!(rows, vec![(1, 3)]),
+        other => panic!("expected LabelsOutOfRange, got {other:?}"),
+    }
 }
 
 fn select_and_shuffled() {

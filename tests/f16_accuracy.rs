@@ -36,7 +36,7 @@ fn accuracy<M: Model>(device: &Device, name: &str, seed: u64, rates: &[f32]) -> 
 fn compare<M16: Model, M32: Model>(device: &Device, name: &str, seed: u64, rates: &[f32], bar: f64) {
     let (a16, n) = accuracy::<M16>(device, name, seed, rates);
     let (a32, _) = accuracy::<M32>(device, name, seed, rates);
-    eprintln!("{name} on {device}: f16 {a16:.4}, f32 {a32:.4} ({n} test rows)");
+    crate::test_log!("{name} on {device}: f16 {a16:.4}, f32 {a32:.4} ({n} test rows)");
     assert!(a16 >= bar, "{name}: f16 test accuracy {a16} < {bar}");
     assert!(a16 >= a32 - 2.0 / n as f64 - 1e-9, "{name}: f16 {a16} more than two examples below f32 {a32}");
 }

@@ -157,12 +157,12 @@ fn declaration_gives_f16_buffers_and_f32_logits_and_gradients() {
 
 fn linear_logits_are_within_the_f16_storage_error() {
     let (worst, ratio) = logits_within_storage_error::<Lin16, Lin32>(11);
-    eprintln!("linear: largest logit error vs f64 on unrounded values {worst:e} ({ratio:.2} of the bound)");
+    crate::test_log!("linear: largest logit error vs f64 on unrounded values {worst:e} ({ratio:.2} of the bound)");
 }
 
 fn mlp_logits_are_within_the_f16_storage_error() {
     let (worst, ratio) = logits_within_storage_error::<Mlp16, Mlp32>(12);
-    eprintln!("mlp: largest logit error vs f64 on unrounded values {worst:e} ({ratio:.2} of the bound)");
+    crate::test_log!("mlp: largest logit error vs f64 on unrounded values {worst:e} ({ratio:.2} of the bound)");
 }
 
 fn every_step_rounds_the_parameters_to_f16_like_the_f32_model_rounded_by_hand() {
@@ -205,7 +205,7 @@ fn f16_mlp_fits_blobs_to_perfect_accuracy(device: &Device) {
         let before = model.evaluate(&test).unwrap();
         let history = model.fit(&train, &[0.5, 0.5, 0.2, 0.1], 3).unwrap();
         let after = model.evaluate(&test).unwrap();
-        eprintln!("f16 blobs on {d}: loss {} -> {}, accuracy {}", before.loss, after.loss, after.accuracy);
+        crate::test_log!("f16 blobs on {d}: loss {} -> {}, accuracy {}", before.loss, after.loss, after.accuracy);
         assert!(history.losses().iter().all(|l| l.is_finite()), "on {d}");
         assert!(after.loss < before.loss * 0.1, "on {d}: loss did not fall: {} -> {}", before.loss, after.loss);
         assert_eq!(after.accuracy, 1.0, "on {d}: {after:?}");

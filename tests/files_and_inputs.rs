@@ -181,10 +181,12 @@ fn a_label_of_u32_max_costs_no_memory_by_its_value() {
     // Splitting groups rows by the labels present, not by value.
     let (train, test) = set.split_stratified(0.5, 0).unwrap();
     assert_eq!(train.len() + test.len(), 4);
-    // Training refuses the label, naming its row, before any step.
+    // Training refuses the label, naming its file and row, before any step.
     let mut model = Seed::new(&Device::cpu()).unwrap();
     match model.fit_with(&set, &[0.1], 0, FitOptions::new().progress(false)) {
-        Err(Error::LabelOutOfRange { row: 2, label: u32::MAX, classes: 2 }) => {}
+        Err(Error::LabelsOutOfRange { file: Some(file), classes: 2, count: 1, rows, .. }) => {
+            assert_eq!((file, rows), (labels.clone(), vec![(2, u32::MAX)]));
+        }
         other => panic!("{other:?}"),
     }
     std::fs::remove_dir_all(&dir).unwrap();
@@ -225,9 +227,12 @@ fn an_f64_value_beyond_f32_range_is_named_as_such() {
     std::fs::write(&path, &bytes).unwrap();
     let header_end = (bytes.len() - data.len()) as u64;
     match npy::read_matrix(&path) {
-        Err(err @ Error::Npy { offset, kind: NpyErrorKind::BeyondF32Range { index: 2, .. }, .. }) => {
+        Err(
+            err @ Error::Npy { offset, kind: NpyErrorKind::BeyondF32Range { index: 2, row: 1, column: 0, .. }, .. },
+        ) => {
             assert_eq!(offset, header_end + 16);
             let text = err.to_string();
+            assert!(text.contains("at row 1, column 0"), "{text}");
             assert!(text.contains("beyond f32 range") && text.contains("-1e300"), "{text}");
             assert!(!text.contains("inf"), "{text}");
         }
@@ -244,6 +249,103 @@ fn an_f64_value_beyond_f32_range_is_named_as_such() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+tensorbridge::model! {
+    /// Three classes, two features, in f16: for the data errors of a loaded dataset.
+    pub struct Three16 { batch: 4, features: 2, classes: 3, storage: f16 }
+}
+
+/// A features file (`rows x 2`, `f4`) and a labels file (`i4`) in `dir`.
+fn write_dataset(dir: &Path, features: &[f32], labels: &[i32]) -> (std::path::PathBuf, std::path::PathBuf) {
+    let (x, y) = (dir.join("x.npy"), dir.join("y.npy"));
+    let data: Vec<u8> = features.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&x, npy_bytes("<f4", &format!("({}, 2)", features.len() / 2), &data)).unwrap();
+    let data: Vec<u8> = labels.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(&y, npy_bytes("<i4", &format!("({},)", labels.len()), &data)).unwrap();
+    (x, y)
+}
+
+/// Data errors name the file, and rows and columns as the file has them (not a flat
+/// index, not the row of a shuffled split): labels the model has no class for (how many,
+/// and the first few), NaN features, values f16 cannot hold, files of different lengths.
+fn data_errors_name_the_file_row_and_column() {
+    let dir = scratch("data-errors");
+    // Ten rows; the labels of rows 3, 6, 7 and 9 are not classes of a 3-class model.
+    let features: Vec<f32> = (0..20).map(|k| k as f32 * 0.1).collect();
+    let (x, y) = write_dataset(&dir, &features, &[0, 1, 2, 5, 0, 1, 3, 4, 2, 9]);
+    let data = Dataset::from_npy(&x, &y).unwrap();
+    assert_eq!((data.features_file(), data.labels_file()), (Some(x.as_path()), Some(y.as_path())));
+    // A shuffled split: its rows are not the file's, the error's are.
+    let (train, _) = data.shuffled(5).split_stratified(0.5, 3).unwrap();
+    match train.batches::<Three16>().err() {
+        Some(err @ Error::LabelsOutOfRange { .. }) => {
+            let Error::LabelsOutOfRange { file, model, classes, count, rows } = &err else { unreachable!() };
+            assert_eq!((file.as_deref(), *model, *classes), (Some(y.as_path()), "Three16", 3));
+            // Which of the four the split kept: each listed row is a bad row of the file.
+            assert!(*count >= 1 && *count == rows.len(), "{err}");
+            let bad = [(3, 5), (6, 3), (7, 4), (9, 9)];
+            assert!(rows.iter().all(|r| bad.contains(r)), "{err}");
+            assert!(rows.windows(2).all(|w| w[0] < w[1]), "in the file's order: {err}");
+            let text = err.to_string();
+            assert!(
+                text.starts_with(&format!("labels out of range in {}: `Three16` has 3 classes", y.display())),
+                "{text}"
+            );
+        }
+        other => panic!("expected LabelsOutOfRange, got {other:?}"),
+    }
+    // All of them, loaded as is: the count, and the first rows (at most five).
+    let err = data.check_fits::<Three16>("the data").unwrap_err();
+    let text = err.to_string();
+    assert!(
+        text.ends_with(
+            "but 4 rows hold other labels: row 3 (label 5), row 6 (label 3), row 7 (label 4), row 9 (label 9)"
+        ),
+        "{text}"
+    );
+    let many: Vec<i32> = (0..10).map(|k| if k == 0 { 0 } else { 3 + k }).collect();
+    let (x, y) = write_dataset(&dir, &features, &many);
+    let text = Dataset::from_npy(&x, &y).unwrap().check_fits::<Three16>("the data").unwrap_err().to_string();
+    assert!(text.contains("but 9 rows hold other labels: row 1 (label 4), row 2 (label 5)"), "{text}");
+    assert!(text.ends_with("row 5 (label 8), ..."), "{text}");
+
+    // A NaN feature: the file, its row and column, and the byte offset.
+    let mut with_nan = features.clone();
+    with_nan[2 * 7 + 1] = f32::NAN; // row 7, column 1
+    let (x, y) = write_dataset(&dir, &with_nan, &[0; 10]);
+    match Dataset::from_npy(&x, &y) {
+        Err(err @ Error::Npy { kind: NpyErrorKind::NonFinite { row: 7, column: 1, .. }, .. }) => {
+            let Error::Npy { path, offset, .. } = &err else { unreachable!() };
+            assert_eq!(path, &x);
+            let data_start = std::fs::metadata(&x).unwrap().len() - 4 * 20;
+            assert_eq!(*offset, data_start + 4 * 15, "the 16th value of the data");
+            assert!(err.to_string().contains("value NaN at row 7, column 1 is not finite"), "{err}");
+        }
+        other => panic!("expected NonFinite, got {other:?}"),
+    }
+
+    // A value f16 storage cannot hold, in a shuffled dataset: the file and the file's row.
+    let mut huge = features.clone();
+    huge[2 * 4] = 1e6; // row 4, column 0
+    let (x, y) = write_dataset(&dir, &huge, &[0; 10]);
+    match Dataset::from_npy(&x, &y).unwrap().shuffled(1).batches::<Three16>().err() {
+        Some(Error::StorageOverflow { what, row: 4, column: 0, .. }) => {
+            assert_eq!(what, format!("features of {}", x.display()));
+        }
+        other => panic!("expected StorageOverflow, got {other:?}"),
+    }
+
+    // Files of different lengths: both are named.
+    let (x, y) = write_dataset(&dir, &features, &[0; 9]);
+    match Dataset::from_npy(&x, &y) {
+        Err(err @ Error::ShapeMismatch { .. }) => {
+            let text = err.to_string();
+            assert!(text.contains(&y.display().to_string()) && text.contains(&x.display().to_string()), "{text}");
+        }
+        other => panic!("expected ShapeMismatch, got {other:?}"),
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 crate::tests! {
     plain new_files_get_the_umask_mode_and_replaced_files_keep_theirs,
     plain the_mode_follows_the_umask,
@@ -252,4 +354,5 @@ crate::tests! {
     plain a_label_of_u32_max_costs_no_memory_by_its_value,
     plain a_plot_path_in_a_missing_directory_fails_before_the_first_epoch,
     plain an_f64_value_beyond_f32_range_is_named_as_such,
+    plain data_errors_name_the_file_row_and_column,
 }

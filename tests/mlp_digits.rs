@@ -20,9 +20,11 @@ fn train(device: &Device) -> f64 {
     let metrics = model.evaluate(&test).unwrap();
     check_metrics_against_logits(&mut model, &test, &metrics);
     let last = history.last().unwrap();
-    eprintln!(
+    crate::test_log!(
         "digits mlp on {device}: train {:.3} (loss {:.4}), test {:.3}",
-        last.accuracy, last.loss, metrics.accuracy
+        last.accuracy,
+        last.loss,
+        metrics.accuracy
     );
     metrics.accuracy
 }

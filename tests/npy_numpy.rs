@@ -187,7 +187,7 @@ for dt in ['|i1', '|u1', '<i2', '>u2', '<i4', '>i4', '<u4', '<i8', '>u8']:
     np.save(os.path.join(d, 'y_%s.npy' % dt[1:] + ('_be' if dt[0] == '>' else '')), y.astype(dt))
 np.save(os.path.join(d, 'column.npy'), y.reshape(5, 1).astype('<i4'))
 np.save(os.path.join(d, 'row.npy'), y.reshape(1, 5).astype('<i8'))
-np.save(os.path.join(d, 'negative.npy'), np.array([0, 1, -3, 2], dtype='<i4'))
+np.save(os.path.join(d, 'negative.npy'), np.array([0, 1, -3, 2, -1, 5, -2], dtype='<i4'))
 np.save(os.path.join(d, 'huge.npy'), np.array([0, 2**40], dtype='<u8'))
 np.save(os.path.join(d, 'floats.npy'), np.array([0.0, 1.0], dtype='<f4'))
 np.save(os.path.join(d, 'matrix.npy'), np.zeros((2, 3), dtype='<i4'))
@@ -221,8 +221,14 @@ np.save(os.path.join(d, 'cube.npy'), np.zeros((2, 2, 2), dtype='<f4'))
         }
     };
     // NumPy 2 writes a 128-byte prelude + header for these small arrays: data starts at 128.
-    assert_eq!(kind("negative.npy", true), (128 + 8, NpyErrorKind::NegativeLabel { index: 2, value: -3 }));
-    assert_eq!(kind("huge.npy", true), (128 + 8, NpyErrorKind::LabelTooLarge { index: 1, value: 1 << 40 }));
+    // The first offender, with the count and rows of all (rows 2, 4 and 6 are negative).
+    let negative = NpyErrorKind::NegativeLabel { index: 2, value: -3, count: 3, first_rows: vec![2, 4, 6] };
+    assert_eq!(kind("negative.npy", true), (128 + 8, negative.clone()));
+    let text = negative.to_string();
+    assert!(text.starts_with("label -3 in row 2 is negative; 3 rows hold labels outside"), "{text}");
+    assert!(text.ends_with(": rows 2, 4, 6"), "{text}");
+    let huge = NpyErrorKind::LabelTooLarge { index: 1, value: 1 << 40, count: 1, first_rows: vec![1] };
+    assert_eq!(kind("huge.npy", true), (128 + 8, huge));
     assert!(matches!(kind("floats.npy", true).1, NpyErrorKind::NotIntegers { .. }));
     assert!(matches!(kind("matrix.npy", true).1, NpyErrorKind::WrongDimensions { ndim: 2, .. }));
     assert!(matches!(kind("object.npy", false).1, NpyErrorKind::ObjectDtype));

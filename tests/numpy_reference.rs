@@ -43,7 +43,7 @@ macro_rules! check_case {
         let mut model = match $model::with_params(&device, params) {
             Ok(model) => model,
             Err(tensorbridge::Error::Unsupported { reason, .. }) => {
-                eprintln!("{}: {device} skipped: {reason}", stringify!($case));
+                crate::test_log!("{}: {device} skipped: {reason}", stringify!($case));
                 continue;
             }
             Err(err) => panic!("{device}: {err}"),

@@ -45,7 +45,7 @@ fn warm_starts_load_the_binary_and_corrupt_entries_are_rebuilt(_device: &Device)
     assert_eq!(entries.len(), 1, "one entry written: {entries:?}");
     let (source, disk, warm) = start(&dir);
     assert_eq!((source, disk), (0, 1), "warm start loads the entry");
-    eprintln!("model creation: cold {cold:.1} ms, warm {warm:.1} ms");
+    crate::test_log!("model creation: cold {cold:.1} ms, warm {warm:.1} ms");
 
     // Corrupt the binary (keep the length): rebuilt from source, then rewritten.
     let mut data = std::fs::read(&entries[0]).unwrap();

@@ -1,6 +1,7 @@
 //! Errors of the OpenCL backend itself: build failures carry the log, tensors stay on their
 //! device. (Bad labels and diverged steps, on every device: tests/errors.rs.)
 
+use crate::support::{child_process, child_stdout, opencl_device};
 use tensorbridge::matrix;
 use tensorbridge::{Device, Error, KernelPath};
 
@@ -13,7 +14,20 @@ fn x() -> tensorbridge::nalgebra::SMatrix<f32, 2, 4> {
     matrix![0.9, 0.8, 0.1, 0.05; 0.1, 0.2, 0.8, 0.95]
 }
 
-fn a_broken_kernel_reports_the_device_build_log(device: &Device) {
+const CHILD: &str = "TENSORBRIDGE_BROKEN_BUILD_CHILD";
+
+/// In a child process, whose standard error is captured: the device's compiler writes its
+/// diagnostics ("1 error generated.") straight to the process's stderr, which would read
+/// as a failure in a passing run.
+fn a_broken_kernel_reports_the_device_build_log(_device: &Device) {
+    let mut child = child_process(module_path!(), "broken_build_child");
+    let out = child_stdout(child.env(CHILD, "1"), "the broken build's child");
+    assert!(out.contains("1 passed"), "the child ran the test:\n{out}");
+}
+
+/// The child's half: the build fails with the device's log.
+fn broken_build_child() {
+    let device = opencl_device();
     let broken = "__kernel void broken(__global float *p) { p[0] = undeclared_name; }";
     match device.__build_source(broken) {
         Err(Error::KernelBuild { log, device: name }) => {
@@ -44,4 +58,5 @@ fn a_tensor_from_another_context_is_a_device_mismatch(a: &Device) {
 crate::tests! {
     opencl a_broken_kernel_reports_the_device_build_log,
     opencl a_tensor_from_another_context_is_a_device_mismatch,
+    child(CHILD) broken_build_child,
 }

@@ -176,7 +176,7 @@ fn training_agrees<M: Model<Storage = f16>>(device: &Device, seed: u64, lr: f32)
     let (a, b) = (flat(&cl.params().unwrap()), flat(&cpu.params().unwrap()));
     let worst = a.iter().zip(&b).map(|(&p, &q)| (p - q).abs()).fold(0.0, f32::max);
     let largest = b.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-    eprintln!("{} on {device}: after 150 steps at most {worst:e} apart (largest |p| {largest})", M::NAME);
+    crate::test_log!("{} on {device}: after 150 steps at most {worst:e} apart (largest |p| {largest})", M::NAME);
     assert_close(&format!("{} params after 150 steps on {device}", M::NAME), &a, &b, STEPS_ABS, STEPS_REL);
     worst
 }

@@ -22,14 +22,20 @@ const CHILD: &str = "TENSORBRIDGE_STARTUP_CHILD";
 /// (The device is opened by the child process, after its cache directory is set.)
 fn prebuild_fills_the_cache_and_warm_up_changes_nothing(_device: &Device) {
     let dir = scratch("startup-cache");
+    // PoCL's own cache empty too, so that the first build is slow enough for the notice.
     let out = child_process(module_path!(), "startup_child")
         .env(CHILD, "1")
-        .env(tensorbridge::CACHE_DIR_ENV, &dir)
+        .env(tensorbridge::CACHE_DIR_ENV, dir.join("kernels"))
+        .env("POCL_CACHE_DIR", dir.join("pocl"))
+        .env(tensorbridge::BUILD_NOTICE_ENV, "1")
         .output()
         .unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "child failed:\n{text}");
     assert!(text.contains("1 passed"), "the child ran the test:\n{text}");
+    // The cold build took seconds: the notice said so, once, naming the model.
+    let notices = String::from_utf8_lossy(&out.stderr).matches("building OpenCL kernels for `Tiled`").count();
+    assert_eq!(notices, 1, "one notice of the cold build:\n{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -37,7 +43,8 @@ fn prebuild_fills_the_cache_and_warm_up_changes_nothing(_device: &Device) {
 /// disk cache, warm-up changes nothing.
 fn startup_child() {
     assert!(
-        std::env::var_os(tensorbridge::CACHE_DIR_ENV).is_some_and(|d| std::fs::read_dir(d).unwrap().next().is_none()),
+        std::env::var_os(tensorbridge::CACHE_DIR_ENV)
+            .is_some_and(|d| std::fs::read_dir(d).map_or(true, |mut e| e.next().is_none())),
         "the child starts with an empty cache directory of its own"
     );
     let device = opencl_device();

@@ -8,14 +8,14 @@ use tensorbridge::Device;
 fn iris_reaches_0_95(device: &Device) {
     let (history, metrics) = train_iris(device);
     check_history(&history, 150);
-    eprintln!("iris {device}: train {:.3}, test {:.3}", history.last().unwrap().accuracy, metrics.accuracy);
+    crate::test_log!("iris {device}: train {:.3}, test {:.3}", history.last().unwrap().accuracy, metrics.accuracy);
     assert!(metrics.accuracy >= 0.95, "iris test accuracy on {device}: {}", metrics.accuracy);
 }
 
 fn digits_reach_0_95(device: &Device) {
     let (history, metrics) = train_digits(device);
     check_history(&history, 30);
-    eprintln!("digits {device}: train {:.3}, test {:.3}", history.last().unwrap().accuracy, metrics.accuracy);
+    crate::test_log!("digits {device}: train {:.3}, test {:.3}", history.last().unwrap().accuracy, metrics.accuracy);
     assert!(metrics.accuracy >= 0.95, "digits test accuracy on {device}: {}", metrics.accuracy);
 }
 

@@ -101,29 +101,70 @@ pub enum NpyErrorKind {
         /// The `descr` string.
         descr: String,
     },
-    /// A negative label.
-    #[error("label {value} at index {index} is negative")]
+    /// A negative label. The file's first such row, and how many rows hold labels outside
+    /// `u32` (negative or too large) in all.
+    #[error("label {value} in row {index} is negative{}", others(*count, first_rows))]
     NegativeLabel {
-        /// Index of the label.
+        /// Row of the label (its index in the 1-D array).
         index: usize,
         /// The value found.
         value: i64,
+        /// How many rows hold a label outside `0..=u32::MAX`.
+        count: usize,
+        /// The first few of those rows (at most [`LISTED_ROWS`]).
+        first_rows: Vec<usize>,
     },
     /// A finite `f8` value beyond the range of `f32` (about ±3.4e38), which features are
     /// read as: converting it would give an infinity.
-    #[error("value {value} at index {index} is finite but beyond f32 range (±3.4028235e38); rescale the data")]
+    #[error(
+        "value {value} at row {row}, column {column} is finite but beyond f32 range (±3.4028235e38); rescale the data"
+    )]
     BeyondF32Range {
         /// Index of the value, in file order.
         index: usize,
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        column: usize,
         /// The value found, as text (e.g. `1e300`).
         value: String,
     },
-    /// A label too large for `u32`.
-    #[error("label {value} at index {index} does not fit in u32")]
+    /// A NaN or infinite value where finite ones are needed (the features of a
+    /// [`Dataset`](crate::data::Dataset)).
+    #[error("value {value} at row {row}, column {column} is not finite; every feature must be a finite number")]
+    NonFinite {
+        /// Row of the value.
+        row: usize,
+        /// Column of the value.
+        column: usize,
+        /// The value found, as text (`NaN`, `inf` or `-inf`).
+        value: String,
+    },
+    /// A label too large for `u32`. The file's first such row, and how many rows hold
+    /// labels outside `u32` (negative or too large) in all.
+    #[error("label {value} in row {index} does not fit in u32{}", others(*count, first_rows))]
     LabelTooLarge {
-        /// Index of the label.
+        /// Row of the label (its index in the 1-D array).
         index: usize,
         /// The value found.
         value: u64,
+        /// How many rows hold a label outside `0..=u32::MAX`.
+        count: usize,
+        /// The first few of those rows (at most [`LISTED_ROWS`]).
+        first_rows: Vec<usize>,
     },
+}
+
+/// How many offending rows an error lists before it gives only their count.
+pub const LISTED_ROWS: usize = 5;
+
+/// `"; 3 rows hold labels outside 0..=4294967295: rows 2, 7, 9"`, or nothing when the row
+/// at fault is the only one.
+fn others(count: usize, first_rows: &[usize]) -> String {
+    if count <= 1 {
+        return String::new();
+    }
+    let list: Vec<String> = first_rows.iter().map(usize::to_string).collect();
+    let more = if count > first_rows.len() { ", ..." } else { "" };
+    format!("; {count} rows hold labels outside 0..={}: rows {}{more}", u32::MAX, list.join(", "))
 }

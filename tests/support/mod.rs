@@ -34,6 +34,27 @@ macro_rules! tests {
     };
 }
 
+/// The variable that makes tests print what they measured along the way (accuracies,
+/// error bounds, timings): `TENSORBRIDGE_TEST_LOG=1`. Unset, a passing run prints only the
+/// harness's lines.
+pub const LOG_VAR: &str = "TENSORBRIDGE_TEST_LOG";
+
+/// Whether `TENSORBRIDGE_TEST_LOG=1`.
+pub fn logging() -> bool {
+    required(LOG_VAR)
+}
+
+/// `eprintln!` when `TENSORBRIDGE_TEST_LOG=1`, else nothing: for the figures a test
+/// measures, which a passing run keeps quiet.
+#[macro_export]
+macro_rules! test_log {
+    ($($arg:tt)*) => {
+        if $crate::support::logging() {
+            eprintln!($($arg)*);
+        }
+    };
+}
+
 /// What a test body takes.
 #[derive(Clone, Copy)]
 pub enum Body {
@@ -48,7 +69,7 @@ pub enum Body {
 pub enum Kind {
     /// Anywhere.
     Plain,
-    /// Needs `python3` with NumPy.
+    /// Needs Python with NumPy (`TENSORBRIDGE_PYTHON`, else `python3`).
     NumPy,
     /// Needs root, `unshare` and `ldconfig` (it hides libOpenCL in a mount namespace).
     Unshare,
@@ -74,7 +95,8 @@ impl Test {
     pub const fn plain(module: &'static str, name: &'static str, f: fn()) -> Test {
         Test { module, name, body: Body::Plain(f), kind: Kind::Plain }
     }
-    /// Needs `python3` with NumPy: skipped (ignored) without it.
+    /// Needs Python with NumPy (`TENSORBRIDGE_PYTHON`, else `python3`): skipped (ignored)
+    /// without it.
     pub const fn numpy(module: &'static str, name: &'static str, f: fn()) -> Test {
         Test { module, name, body: Body::Plain(f), kind: Kind::NumPy }
     }
@@ -120,12 +142,24 @@ fn opencl_status() -> Result<(), String> {
     Device::opencl().map(drop).map_err(|e| e.to_string())
 }
 
-/// Whether `python3` with NumPy runs here, or why not.
+/// The variable naming the Python interpreter the NumPy tests run (a path, or a command
+/// on `PATH`), for a NumPy that lives in a virtual environment; `python3` when unset.
+pub const PYTHON_VAR: &str = "TENSORBRIDGE_PYTHON";
+
+/// The Python interpreter the tests run: `TENSORBRIDGE_PYTHON`, else `python3`.
+pub fn python_program() -> String {
+    std::env::var(PYTHON_VAR).ok().filter(|v| !v.trim().is_empty()).unwrap_or_else(|| "python3".to_string())
+}
+
+/// Whether the Python of [`python_program`] imports NumPy here, or why not (the reason
+/// names the interpreter and the variable that chooses another).
 fn numpy_status() -> Result<(), String> {
-    match Command::new("python3").args(["-c", "import numpy"]).output() {
+    let program = python_program();
+    let hint = format!("set {PYTHON_VAR} to a Python that has it, or pip install numpy");
+    match Command::new(&program).args(["-c", "import numpy"]).output() {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!("python3 cannot import numpy: {}", String::from_utf8_lossy(&out.stderr).trim())),
-        Err(err) => Err(format!("no python3: {err}")),
+        Ok(out) => Err(format!("no NumPy in `{program}` ({hint}): {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Err(err) => Err(format!("no Python `{program}` ({hint}): {err}")),
     }
 }
 
@@ -183,12 +217,13 @@ pub fn data(name: &str) -> PathBuf {
     repo().join("data").join(name)
 }
 
-/// Runs `python3 -c script args...` and returns its standard output; panics with its
-/// standard error if it fails.
+/// Runs `<python> -c script args...` (the interpreter of [`python_program`]) and returns
+/// its standard output; panics with its standard error if it fails.
 pub fn python(script: &str, args: &[&str]) -> String {
-    let out = Command::new("python3").arg("-c").arg(script).args(args).output().expect("run python3");
-    assert!(out.status.success(), "python3 failed:\n{}\nscript:\n{script}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).expect("python3 printed UTF-8")
+    let program = python_program();
+    let out = Command::new(&program).arg("-c").arg(script).args(args).output().expect("run Python");
+    assert!(out.status.success(), "{program} failed:\n{}\nscript:\n{script}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).expect("Python printed UTF-8")
 }
 
 /// This test binary run again as a child process, selecting one test by its full name.
@@ -228,6 +263,11 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
         }
     };
     let root = root();
+    // A passing run prints only the harness's lines: no notice of slow kernel builds
+    // (tests/opencl_startup.rs checks the notice itself, in a child process).
+    if std::env::var_os(tensorbridge::BUILD_NOTICE_ENV).is_none() {
+        std::env::set_var(tensorbridge::BUILD_NOTICE_ENV, "0");
+    }
     for (var, sub) in [("POCL_CACHE_DIR", "pocl"), ("TENSORBRIDGE_CACHE_DIR", "kernels")] {
         if std::env::var_os(var).is_none() {
             let dir = root.join(sub);
@@ -252,8 +292,7 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
             eprintln!("note: OpenCL tests {what}: {why}");
         }
         if let Err(why) = &numpy {
-            let what =
-                if require_numpy { "failing (TENSORBRIDGE_REQUIRE_NUMPY=1)" } else { "skipped (pip install numpy)" };
+            let what = if require_numpy { "failing (TENSORBRIDGE_REQUIRE_NUMPY=1)" } else { "skipped" };
             eprintln!("note: NumPy tests {what}: {why}");
         }
         if let Err(why) = &unshare {
