@@ -198,7 +198,10 @@ fn child(name: &str, steps: usize) -> Result<(), String> {
 /// In the parent: runs the row in a child process and prints its line of the table.
 fn row(name: &str, steps: usize) {
     let out = std::env::current_exe().and_then(|exe| {
-        Command::new(exe).args(["--row", name, "--steps", &steps.to_string()]).stderr(std::process::Stdio::inherit()).output()
+        Command::new(exe)
+            .args(["--row", name, "--steps", &steps.to_string()])
+            .stderr(std::process::Stdio::inherit())
+            .output()
     });
     let out = match out {
         Ok(out) => out,
