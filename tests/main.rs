@@ -29,6 +29,7 @@ mod opencl_snapshot;
 mod opencl_startup;
 mod opencl_tiny;
 mod seed;
+mod soak;
 mod threads;
 mod train_accuracy;
 mod train_masked;
@@ -63,6 +64,7 @@ fn main() -> std::process::ExitCode {
         opencl_startup::TESTS,
         opencl_tiny::TESTS,
         seed::TESTS,
+        soak::TESTS,
         threads::TESTS,
         train_accuracy::TESTS,
         train_masked::TESTS,
