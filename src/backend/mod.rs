@@ -54,7 +54,7 @@ impl dyn DeviceBuffer {
 
 /// What a deferred step leaves for `Engine::take_losses`: its loss (finite or not: checked
 /// there), or the error that refused its update (`Error::UpdateOverflow`), boxed: a record
-/// is 16 bytes, not the 72 of an `Error`, so that the records of a long run between two
+/// is 16 bytes, not the 120 of an `Error`, so that the records of a long run between two
 /// `take_losses` (kept in one vector, reused from take to take) stay small.
 pub(crate) type StepRecord = std::result::Result<f32, Box<Error>>;
 
