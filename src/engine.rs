@@ -41,8 +41,10 @@ pub use crate::rng::DEFAULT_SEED;
 pub struct Engine<M: Model> {
     device: Device,
     backend: Box<dyn Backend<M>>,
-    /// Records of deferred steps that a backend keeps on the host (see
-    /// [`Backend::train_step_deferred`]), oldest first.
+    /// Records of deferred steps on the host (see [`Backend::train_step_deferred`] and
+    /// [`Backend::take_losses`]), oldest first. Emptied by each take, never replaced: its
+    /// allocation serves every take of a long run, so that no take leaves the allocator a
+    /// freed block the size of the record (glibc then grows its heap by that much instead).
     deferred: Vec<StepRecord>,
     /// Deferred records of the caller's own steps, set aside while `fit` runs steps of its
     /// own; [`Engine::take_losses`] returns them first.
@@ -297,32 +299,26 @@ impl<M: Model> Engine<M> {
     /// parameter (such steps did not update the parameters; later steps did; the record
     /// is cleared all the same).
     pub fn take_losses(&mut self) -> Result<Vec<f32>> {
-        let mut losses = std::mem::take(&mut self.held_losses);
-        losses.append(&mut self.own_losses()?);
-        finite_losses(losses)
+        self.backend.take_losses(&mut self.deferred)?;
+        let held = std::mem::take(&mut self.held_losses);
+        finite_losses(held.into_iter().chain(self.deferred.drain(..)))
     }
 
     /// Sets aside the deferred losses recorded so far, so that internal steps (`fit`'s)
     /// can read their own with [`Engine::take_own_losses`] and lose none of the caller's.
     #[cfg(feature = "train")]
     pub(crate) fn hold_losses(&mut self) -> Result<()> {
-        let mut losses = self.own_losses()?;
-        self.held_losses.append(&mut losses);
-        Ok(())
-    }
-
-    /// The deferred losses recorded since the last take, unchecked: those on the host,
-    /// then those the device still held.
-    fn own_losses(&mut self) -> Result<Vec<StepRecord>> {
         self.backend.take_losses(&mut self.deferred)?;
-        Ok(std::mem::take(&mut self.deferred))
+        self.held_losses.append(&mut self.deferred);
+        Ok(())
     }
 
     /// The deferred losses recorded since [`Engine::hold_losses`], checked like
     /// [`Engine::take_losses`]; held ones stay held.
     #[cfg(feature = "train")]
     pub(crate) fn take_own_losses(&mut self) -> Result<Vec<f32>> {
-        finite_losses(self.own_losses()?)
+        self.backend.take_losses(&mut self.deferred)?;
+        finite_losses(self.deferred.drain(..))
     }
 }
 
@@ -337,15 +333,19 @@ impl<M: Model> fmt::Debug for Engine<M> {
 }
 
 /// The losses, or the error of the first step that failed: [`Error::NonFiniteLoss`] for a
-/// loss that is not finite, or the error its record holds.
-fn finite_losses(records: Vec<StepRecord>) -> Result<Vec<f32>> {
-    records
-        .into_iter()
-        .map(|record| match record {
-            Ok(loss) if !loss.is_finite() => Err(Error::NonFiniteLoss { loss }),
-            other => other,
-        })
-        .collect()
+/// loss that is not finite, or the error its record holds. The records are consumed either
+/// way (a drain drops those after a failed one); the losses' vector is allocated once, at
+/// its size.
+fn finite_losses(records: impl Iterator<Item = StepRecord>) -> Result<Vec<f32>> {
+    let mut losses = Vec::with_capacity(records.size_hint().0);
+    for record in records {
+        match record {
+            Ok(loss) if loss.is_finite() => losses.push(loss),
+            Ok(loss) => return Err(Error::NonFiniteLoss { loss }),
+            Err(err) => return Err(*err),
+        }
+    }
+    Ok(losses)
 }
 
 fn flatten<P: Params>(params: &P) -> Vec<P::Elem> {

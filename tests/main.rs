@@ -30,6 +30,7 @@ mod opencl_snapshot;
 mod opencl_startup;
 mod opencl_tiny;
 mod seed;
+mod soak;
 mod threads;
 mod train_accuracy;
 mod train_masked;
@@ -65,6 +66,7 @@ fn main() -> std::process::ExitCode {
         opencl_startup::TESTS,
         opencl_tiny::TESTS,
         seed::TESTS,
+        soak::TESTS,
         threads::TESTS,
         train_accuracy::TESTS,
         train_masked::TESTS,

@@ -53,8 +53,10 @@ impl dyn DeviceBuffer {
 }
 
 /// What a deferred step leaves for `Engine::take_losses`: its loss (finite or not: checked
-/// there), or the error that refused its update (`Error::UpdateOverflow`).
-pub(crate) type StepRecord = Result<f32>;
+/// there), or the error that refused its update (`Error::UpdateOverflow`), boxed: a record
+/// is 16 bytes, not the 120 of an `Error`, so that the records of a long run between two
+/// `take_losses` (kept in one vector, reused from take to take) stay small.
+pub(crate) type StepRecord = std::result::Result<f32, Box<Error>>;
 
 /// What every backend computes for model `M`. Inputs arrive validated (finite, labels in
 /// range, `rows` in `1..=batch`, `lr` finite and >= 0); backends never re-check them.
@@ -99,7 +101,7 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     ) -> Result<()> {
         let step = match self.train_step(batch, lr) {
             Ok(loss) | Err(Error::NonFiniteLoss { loss }) => Ok(loss),
-            Err(err @ Error::UpdateOverflow { .. }) => Err(err),
+            Err(err @ Error::UpdateOverflow { .. }) => Err(Box::new(err)),
             Err(err) => return Err(err),
         };
         record.push(step);

@@ -25,3 +25,14 @@ pub fn deferred_step_seconds<M: Model>(model: &mut Engine<M>, x: &M::Input, y: &
     model.take_losses().ok()?;
     Some(t.elapsed().as_secs_f64() / n as f64)
 }
+
+/// This process's resident set in KiB (`VmRSS` of `/proc/self/status`; 0 where that file
+/// is absent, as off Linux).
+pub fn resident_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}

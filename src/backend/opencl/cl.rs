@@ -257,7 +257,10 @@ impl Queue {
                 ptr::null(),
             )
         };
-        event.map(drop).map_err(cl_error("clEnqueueMapBuffer"))?;
+        // The map's event is released here (through `Event`'s drop): a `cl_event` never
+        // released stays allocated in the implementation, one per map (PoCL 3.1: 250 bytes
+        // a step on the mapped upload path, `benches/soak.rs`).
+        event.map(Event).map(drop).map_err(cl_error("clEnqueueMapBuffer"))?;
         if out.is_null() {
             return Err(Error::OpenCl {
                 call: "clEnqueueMapBuffer",

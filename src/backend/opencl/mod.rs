@@ -219,13 +219,12 @@ struct Plan {
     loss_wg: usize,
 }
 
-/// The deferred-loss record: `pending` losses in the ring from `start`, plus those already
-/// drained to the host.
+/// The deferred-loss record: `pending` losses in the ring from `start` (those drained to the
+/// host are in the engine's record).
 #[derive(Default)]
 struct LossRecord {
     start: usize,
     pending: usize,
-    drained: Vec<StepRecord>,
 }
 
 /// The OpenCL backend of model `M`: its state behind a mutex, so that one model serves
@@ -911,14 +910,8 @@ impl<M: Model> Inner<M> {
         Ok(step_record::<M>(words[0], words[1]))
     }
 
-    /// Deferred steps' records since the last call, oldest first.
-    pub(crate) fn take_losses(&mut self) -> Result<Vec<StepRecord>> {
-        self.drain()?;
-        Ok(std::mem::take(&mut self.record.drained))
-    }
-
-    /// Moves the pending ring entries to the host.
-    fn drain(&mut self) -> Result<()> {
+    /// Moves the pending ring entries to the host, appending them to `record`.
+    fn drain(&mut self, record: &mut Vec<StepRecord>) -> Result<()> {
         self.send_group()?;
         let LossRecord { start, pending, .. } = self.record;
         if pending == 0 {
@@ -930,16 +923,22 @@ impl<M: Model> Inner<M> {
         if first < pending {
             self.queue.read(&self.losses, 0, &mut out[slot_start(first)..])?;
         }
-        self.record.drained.extend(out.chunks_exact(SLOT_WORDS).map(|w| step_record::<M>(w[0], w[1])));
+        record.extend(out.chunks_exact(SLOT_WORDS).map(|w| step_record::<M>(w[0], w[1])));
         self.record.start = (start + pending) % LOSS_RING;
         self.record.pending = 0;
         Ok(())
     }
 
-    /// One step whose loss stays on the device until [`Self::take_losses`].
-    pub(crate) fn train_step_deferred(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<()> {
+    /// One step whose loss stays on the device until [`Self::drain`] (into `record`, where
+    /// a full ring goes first).
+    pub(crate) fn train_step_deferred(
+        &mut self,
+        batch: Batch<'_, M::Storage>,
+        lr: f32,
+        record: &mut Vec<StepRecord>,
+    ) -> Result<()> {
         if self.record.pending == LOSS_RING {
-            self.drain()?;
+            self.drain(record)?;
         }
         let slot = (self.record.start + self.record.pending) % LOSS_RING;
         // Counted before the enqueue: a tiny step that joins the group is pending from now.
@@ -1000,7 +999,7 @@ impl<M: Model> Inner<M> {
         self.enqueue(batch, lr, Mode::Step, IMMEDIATE)?;
         match self.read_step(IMMEDIATE)? {
             Ok(loss) if !loss.is_finite() => Err(Error::NonFiniteLoss { loss }),
-            record => record,
+            record => record.map_err(|err| *err),
         }
     }
 
@@ -1042,7 +1041,7 @@ fn step_record<M: Model>(loss: u32, status: u32) -> StepRecord {
     if status == 0 || !loss.is_finite() {
         Ok(loss)
     } else {
-        Err(update_overflow::<M::Storage>(M::LAYERS, !status as usize))
+        Err(Box::new(update_overflow::<M::Storage>(M::LAYERS, !status as usize)))
     }
 }
 
@@ -1165,14 +1164,13 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
         &mut self,
         batch: Batch<'_, M::Storage>,
         lr: f32,
-        _record: &mut Vec<StepRecord>,
+        record: &mut Vec<StepRecord>,
     ) -> Result<()> {
-        self.inner_mut().train_step_deferred(batch, lr)
+        self.inner_mut().train_step_deferred(batch, lr, record)
     }
 
     fn take_losses(&mut self, record: &mut Vec<StepRecord>) -> Result<()> {
-        record.extend(self.ready_mut()?.take_losses()?);
-        Ok(())
+        self.ready_mut()?.drain(record)
     }
 
     fn startup_report(&self) -> Option<StartupReport> {
