@@ -132,8 +132,12 @@ pub mod macros;
 mod model;
 #[cfg(feature = "npy")]
 pub mod npy;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 #[cfg(feature = "opencl")]
 mod prebuild;
+#[cfg(feature = "checkpoint")]
+pub mod pytorch;
 #[cfg(feature = "std")]
 mod profile;
 pub mod rng;
@@ -145,7 +149,9 @@ mod tensor;
 pub mod train;
 
 #[cfg(feature = "data")]
-pub use data::{Dataset, Standardizer};
+pub use data::Dataset;
+#[cfg(feature = "std")]
+pub use host::Standardizer;
 #[cfg(feature = "std")]
 pub use device::{Device, CACHE_DIR_ENV, DEVICE_ENV};
 #[cfg(feature = "std")]

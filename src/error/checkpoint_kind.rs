@@ -48,8 +48,10 @@ pub enum CheckpointErrorKind {
         /// The model's declared storage, `f32` or `f16`.
         storage: &'static str,
     },
-    /// A tensor whose shape differs from the declaration.
-    #[error("tensor '{name}' has shape {found:?}, but {model} declares {expected:?}")]
+    /// A tensor whose shape differs from the declaration. `hint` says more where it can:
+    /// when the file holds the transposed layout (PyTorch's `[out, in]` where tensorbridge
+    /// stores `[in, out]`, or the other way round) and which call reads that layout.
+    #[error("tensor '{name}' has shape {found:?}, but {model} declares {expected:?}{hint}")]
     WrongShape {
         /// The tensor.
         name: String,
@@ -59,5 +61,44 @@ pub enum CheckpointErrorKind {
         expected: Vec<usize>,
         /// The shape in the file.
         found: Vec<usize>,
+        /// Empty, or `": ..."` saying what the shape looks like (the transposed layout).
+        hint: String,
+    },
+    /// A tensor of a PyTorch state dict that is not the weight or bias of an `nn.Linear`
+    /// layer (e.g. a `BatchNorm`'s running mean, or a 3-D weight).
+    #[error("tensor '{name}' (shape {shape:?}) is not a Linear layer's 2-D weight or 1-D bias: {reason}")]
+    NotLinear {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Why it cannot be one.
+        reason: String,
+    },
+    /// The Linear layers of a state dict do not chain as the declaration: another number
+    /// of layers, or an order that the names and shapes cannot settle.
+    #[error("the Linear layers of the file ({found}) do not match {model} (layers {layers}): {reason}")]
+    Layers {
+        /// The layers found, in the order used: `0 [8 x 4], 2 [3 x 8]` (`[out x in]`).
+        found: String,
+        /// The model's name.
+        model: &'static str,
+        /// The model's layer widths.
+        layers: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// A value that the model's storage cannot hold: an `f64` beyond `f32`'s range, or a
+    /// value beyond ±65504 for `storage: f16`. Never silently turned into infinity.
+    #[error("tensor '{name}' holds {value} at index {index}, beyond the range of the model's {storage} storage")]
+    OutOfRange {
+        /// The tensor.
+        name: String,
+        /// The index of the value in the tensor (row-major).
+        index: usize,
+        /// The value, as written in the file.
+        value: String,
+        /// The model's storage, `f32` or `f16`.
+        storage: &'static str,
     },
 }
