@@ -54,7 +54,9 @@ use prost::Message;
 use crate::check;
 use crate::device::Device;
 use crate::engine::Engine;
-use crate::error::{Error, OnnxErrorKind, Result};
+use crate::error::{Error, Result};
+
+pub use crate::error::OnnxErrorKind;
 use crate::fsutil::write_atomically;
 use crate::host::{narrow, Standardizer};
 use crate::layout::layer_slots;
@@ -442,8 +444,17 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                     Some(_) => {
                         let c = other(2)?;
                         vector(&c, fan_out).ok_or_else(|| {
+                            let hint = if c.values.len() == fan_in {
+                                format!(
+                                    "; it fits the weight's transpose: the weight [{}, {}] may be in the other \
+                                     layout than transB = {} reads",
+                                    b.dims[0], b.dims[1], i32::from(trans_b)
+                                )
+                            } else {
+                                String::new()
+                            };
                             err(format!(
-                                "the bias C has shape {}, where [{fan_out}] or [1, {fan_out}] is read",
+                                "the bias C has shape {}, where [{fan_out}] or [1, {fan_out}] is read{hint}",
                                 dims_text(&c.dims)
                             ))
                         })?

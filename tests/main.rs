@@ -13,6 +13,7 @@ mod f16_accuracy;
 mod f16_storage;
 mod files_and_inputs;
 mod gradcheck;
+mod interop;
 mod layers;
 mod mlp_digits;
 mod npy_malformed;
@@ -47,6 +48,7 @@ fn main() -> std::process::ExitCode {
         f16_storage::TESTS,
         files_and_inputs::TESTS,
         gradcheck::TESTS,
+        interop::TESTS,
         layers::TESTS,
         mlp_digits::TESTS,
         npy_malformed::TESTS,

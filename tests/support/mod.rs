@@ -50,6 +50,8 @@ pub enum Kind {
     Plain,
     /// Needs `python3` with NumPy.
     NumPy,
+    /// Needs `python3` with NumPy and onnxruntime.
+    OnnxRuntime,
     /// Needs root, `unshare` and `ldconfig` (it hides libOpenCL in a mount namespace).
     Unshare,
     /// Once on the CPU backend and once on OpenCL.
@@ -77,6 +79,10 @@ impl Test {
     /// Needs `python3` with NumPy: skipped (ignored) without it.
     pub const fn numpy(module: &'static str, name: &'static str, f: fn()) -> Test {
         Test { module, name, body: Body::Plain(f), kind: Kind::NumPy }
+    }
+    /// Needs `python3` with NumPy and onnxruntime: skipped (ignored) without them.
+    pub const fn onnxruntime(module: &'static str, name: &'static str, f: fn()) -> Test {
+        Test { module, name, body: Body::Plain(f), kind: Kind::OnnxRuntime }
     }
     /// Needs root, `unshare` and `ldconfig`: skipped (ignored) without them.
     pub const fn unshare(module: &'static str, name: &'static str, f: fn()) -> Test {
@@ -122,9 +128,14 @@ fn opencl_status() -> Result<(), String> {
 
 /// Whether `python3` with NumPy runs here, or why not.
 fn numpy_status() -> Result<(), String> {
-    match Command::new("python3").args(["-c", "import numpy"]).output() {
+    python_status("numpy")
+}
+
+/// Whether `python3` imports `modules` (`"numpy, onnxruntime"`), or why not.
+fn python_status(modules: &str) -> Result<(), String> {
+    match Command::new("python3").args(["-c", &format!("import {modules}")]).output() {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!("python3 cannot import numpy: {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Ok(out) => Err(format!("python3 cannot import {modules}: {}", String::from_utf8_lossy(&out.stderr).trim())),
         Err(err) => Err(format!("no python3: {err}")),
     }
 }
@@ -246,6 +257,16 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
     let unshare = if wants(|k| *k == Kind::Unshare) { unshare_status() } else { Ok(()) };
     let require_opencl = !is_child && required("TENSORBRIDGE_REQUIRE_OPENCL");
     let require_numpy = !is_child && required("TENSORBRIDGE_REQUIRE_NUMPY");
+    let onnxruntime = if wants(|k| *k == Kind::OnnxRuntime) { python_status("numpy, onnxruntime") } else { Ok(()) };
+    let require_onnxruntime = !is_child && required("TENSORBRIDGE_REQUIRE_ONNXRUNTIME");
+    if let (false, Err(why)) = (is_child, &onnxruntime) {
+        let what = if require_onnxruntime {
+            "failing (TENSORBRIDGE_REQUIRE_ONNXRUNTIME=1)"
+        } else {
+            "skipped (pip install onnxruntime)"
+        };
+        eprintln!("note: onnxruntime tests {what}: {why}");
+    }
     if !is_child {
         if let Err(why) = &opencl {
             let what = if require_opencl { "failing (TENSORBRIDGE_REQUIRE_OPENCL=1)" } else { "skipped" };
@@ -275,6 +296,9 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
                 }
             }
             Kind::NumPy => runs.push((path, None, numpy.as_ref().err().map(|why| (why.clone(), require_numpy)))),
+            Kind::OnnxRuntime => {
+                runs.push((path, None, onnxruntime.as_ref().err().map(|why| (why.clone(), require_onnxruntime))))
+            }
             Kind::Unshare => runs.push((path, None, unshare.as_ref().err().map(|why| (why.clone(), false)))),
             Kind::EveryDevice => {
                 runs.push((format!("cpu::{path}"), Some(false), None));
