@@ -41,7 +41,7 @@ use crate::host::Standardizer;
 use crate::layout::{layer_slots, param_name};
 use crate::model::{Element, Model, Params, StorageElement};
 
-pub use crate::error::CheckpointErrorKind;
+pub use crate::error::{CheckpointErrorKind, ShapeHint};
 
 impl<M: Model> Engine<M> {
     /// Saves the parameters to `path` as a safetensors file (see the
@@ -201,18 +201,13 @@ fn from_safetensors<M: Model>(
         }
         if view.shape() != shape.as_slice() {
             let transposed = matches!(view.shape(), [a, b] if [*b, *a] == shape[..]);
-            let hint = if transposed {
-                ": the transposed layout, [out, in], as PyTorch's nn.Linear stores it \
-                 (tensorbridge stores [in, out]); load PyTorch state dicts with from_pytorch"
-            } else {
-                ""
-            };
+            let hint = if transposed { ShapeHint::PyTorchLayout } else { ShapeHint::None };
             return Err(CheckpointErrorKind::WrongShape {
                 name: name.clone(),
                 model: M::NAME,
                 expected: shape.clone(),
                 found: view.shape().to_vec(),
-                hint: hint.to_string(),
+                hint,
             });
         }
         // The parser checked that the data holds exactly product(shape) values of the dtype.
@@ -266,7 +261,7 @@ fn saved_standardizer<M: Model>(file: &SafeTensors<'_>) -> std::result::Result<S
                 model: M::NAME,
                 expected: vec![M::FEATURES],
                 found: view.shape().to_vec(),
-                hint: ": one value per feature".to_string(),
+                hint: ShapeHint::PerFeature,
             });
         }
         out.push(view.data().chunks_exact(4).map(f32::from_le_slice).collect::<Vec<f32>>());

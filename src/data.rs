@@ -361,5 +361,4 @@ impl Standardizer {
         });
         Dataset::new(features, data.labels.clone())
     }
-
 }

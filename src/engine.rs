@@ -219,12 +219,7 @@ impl<M: Model> Engine<M> {
     pub fn set_standardizer(&mut self, standardizer: Standardizer) -> Result<()> {
         if standardizer.len() != M::FEATURES {
             return Err(Error::InvalidStandardizer {
-                reason: format!(
-                    "it has {} features, but {} takes {}",
-                    standardizer.len(),
-                    M::NAME,
-                    M::FEATURES
-                ),
+                reason: format!("it has {} features, but {} takes {}", standardizer.len(), M::NAME, M::FEATURES),
             });
         }
         self.standardizer = Some(standardizer);
@@ -426,10 +421,7 @@ fn finite_losses(records: Vec<StepRecord>) -> Result<Vec<f32>> {
 
 /// The standardised copy of a column-major `[BATCH x FEATURES]` batch.
 fn standardize<M: Model>(s: &Standardizer, x: &[M::Storage]) -> Vec<M::Storage> {
-    x.iter()
-        .enumerate()
-        .map(|(k, v)| M::Storage::from_f32(s.standardize(k / M::BATCH, v.to_f32())))
-        .collect()
+    x.iter().enumerate().map(|(k, v)| M::Storage::from_f32(s.standardize(k / M::BATCH, v.to_f32()))).collect()
 }
 
 fn flatten<P: Params>(params: &P) -> Vec<P::Elem> {

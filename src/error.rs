@@ -12,13 +12,13 @@ mod npy_kind;
 #[cfg(feature = "onnx")]
 mod onnx_kind;
 #[cfg(feature = "std")]
-pub use checkpoint_kind::CheckpointErrorKind;
+pub use checkpoint_kind::{CheckpointErrorKind, ShapeHint};
 #[cfg(feature = "std")]
 pub use npy_kind::NpyErrorKind;
-#[cfg(feature = "onnx")]
-pub use onnx_kind::OnnxErrorKind;
 #[cfg(feature = "npy")]
 pub use npy_kind::MAX_HEADER_LEN;
+#[cfg(feature = "onnx")]
+pub use onnx_kind::OnnxErrorKind;
 
 /// The result of every fallible tensorbridge call.
 pub type Result<T, E = Error> = core::result::Result<T, E>;

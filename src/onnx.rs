@@ -122,7 +122,9 @@ impl<M: Model> Engine<M> {
 /// The values of the model's parameters from an ONNX file's bytes, and its standardiser.
 /// Public for the fuzz target; not a public API.
 #[doc(hidden)]
-pub fn __read_onnx<M: Model>(bytes: &[u8]) -> std::result::Result<(Vec<M::Storage>, Option<Standardizer>), OnnxErrorKind> {
+pub fn __read_onnx<M: Model>(
+    bytes: &[u8],
+) -> std::result::Result<(Vec<M::Storage>, Option<Standardizer>), OnnxErrorKind> {
     read_onnx::<M>(bytes)
 }
 
@@ -223,7 +225,10 @@ fn read_onnx<M: Model>(bytes: &[u8]) -> R<(Vec<M::Storage>, Option<Standardizer>
     for opset in &model.opset_import {
         if matches!(opset.domain.as_str(), "" | "ai.onnx") && opset.version > 0 && opset.version < 7 {
             return Err(Kind::Graph {
-                reason: format!("opset {} of the default domain is older than this reader knows (7 and later)", opset.version),
+                reason: format!(
+                    "opset {} of the default domain is older than this reader knows (7 and later)",
+                    opset.version
+                ),
             });
         }
     }
@@ -300,7 +305,9 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                 let shown: Vec<String> = shape
                     .dim
                     .iter()
-                    .map(|d| d.dim_value.map_or_else(|| d.dim_param.clone().unwrap_or_else(|| "?".into()), |v| v.to_string()))
+                    .map(|d| {
+                        d.dim_value.map_or_else(|| d.dim_param.clone().unwrap_or_else(|| "?".into()), |v| v.to_string())
+                    })
                     .collect();
                 return Err(Kind::Graph {
                     reason: format!(
@@ -330,15 +337,16 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
         let err = |reason: String| node_error(node, label, reason);
         if op == "Constant" && domain.is_empty() {
             let attrs = attributes(node, label, &["value"])?;
-            let t = attrs.get("value").and_then(|a| a.t.as_ref()).ok_or_else(|| {
-                err("only a tensor 'value' is read".into())
-            })?;
+            let t = attrs
+                .get("value")
+                .and_then(|a| a.t.as_ref())
+                .ok_or_else(|| err("only a tensor 'value' is read".into()))?;
             if let Some(out) = node.output.first() {
                 constants.insert(out.as_str(), t);
             }
             continue;
         }
-        let takes_current = node.input.iter().any(|i| *i == current);
+        let takes_current = node.input.contains(&current);
         if !takes_current {
             // The label branch: what hangs off the output (ArgMax and what follows it).
             let from_end = node.input.iter().any(|i| branch.contains(i) || ends.contains(i));
@@ -373,11 +381,7 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
             })?;
             constant(t)
         };
-        let output = node
-            .output
-            .first()
-            .cloned()
-            .ok_or_else(|| err("it has no output".into()))?;
+        let output = node.output.first().cloned().ok_or_else(|| err("it has no output".into()))?;
         let first_is_current = node.input.first() == Some(&current);
         match (domain, op, stage) {
             ("", "Cast", Stage::Front) => {
@@ -398,7 +402,10 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                 attributes(node, label, &[])?;
                 let c = other(1)?;
                 mean = Some(vector(&c, features).ok_or_else(|| {
-                    err(format!("the mean has shape {}, where [{features}] or [1, {features}] is read", dims_text(&c.dims)))
+                    err(format!(
+                        "the mean has shape {}, where [{features}] or [1, {features}] is read",
+                        dims_text(&c.dims)
+                    ))
                 })?);
             }
             ("", "Div" | "Mul", Stage::Front) if scale.is_none() && (first_is_current || op == "Mul") => {
@@ -406,14 +413,18 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                 let which = if first_is_current { 1 } else { 0 };
                 let c = other(which)?;
                 let v = vector(&c, features).ok_or_else(|| {
-                    err(format!("the scale has shape {}, where [{features}] or [1, {features}] is read", dims_text(&c.dims)))
+                    err(format!(
+                        "the scale has shape {}, where [{features}] or [1, {features}] is read",
+                        dims_text(&c.dims)
+                    ))
                 })?;
                 scale = Some((v, op == "Mul"));
             }
             ("ai.onnx.ml", "Scaler", Stage::Front) if mean.is_none() && scale.is_none() => {
                 let attrs = attributes(node, label, &["offset", "scale"])?;
                 let get = |name: &str| -> R<Vec<f64>> {
-                    let v: Vec<f64> = attrs.get(name).map_or(vec![], |a| a.floats.iter().map(|&f| f64::from(f)).collect());
+                    let v: Vec<f64> =
+                        attrs.get(name).map_or(vec![], |a| a.floats.iter().map(|&f| f64::from(f)).collect());
                     match v.len() {
                         0 => Ok(vec![if name == "scale" { 1.0 } else { 0.0 }; features]),
                         1 => Ok(vec![v[0]; features]),
@@ -435,7 +446,8 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                     1 => true,
                     other => return Err(err(format!("transB = {other}: 0 or 1 is read"))),
                 };
-                let (alpha, beta) = (f64::from(float_attr(&attrs, "alpha", 1.0)), f64::from(float_attr(&attrs, "beta", 1.0)));
+                let (alpha, beta) =
+                    (f64::from(float_attr(&attrs, "alpha", 1.0)), f64::from(float_attr(&attrs, "beta", 1.0)));
                 let b = other(1)?;
                 let (w, fan_in, fan_out) = weights(&b, trans_b).map_err(err)?;
                 let w = w.into_iter().map(|v| v * alpha).collect();
@@ -448,7 +460,9 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                                 format!(
                                     "; it fits the weight's transpose: the weight [{}, {}] may be in the other \
                                      layout than transB = {} reads",
-                                    b.dims[0], b.dims[1], i32::from(trans_b)
+                                    b.dims[0],
+                                    b.dims[1],
+                                    i32::from(trans_b)
                                 )
                             } else {
                                 String::new()
@@ -550,7 +564,11 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
 
     let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
     for (slot, layer) in layer_slots(dims).zip(&layers) {
-        store::<M::Storage>(&format!("{} (weight)", layer.node), &layer.w, &mut flat[slot.w..slot.w + slot.fan_in * slot.fan_out])?;
+        store::<M::Storage>(
+            &format!("{} (weight)", layer.node),
+            &layer.w,
+            &mut flat[slot.w..slot.w + slot.fan_in * slot.fan_out],
+        )?;
         store::<M::Storage>(&format!("{} (bias)", layer.node), &layer.b, &mut flat[slot.b..slot.b + slot.fan_out])?;
     }
     let standardizer = standardizer(mean, scale, features)?;
@@ -709,8 +727,20 @@ fn write_onnx<M: Model>(flat: &[M::Storage], standardizer: Option<&Standardizer>
     }
     if M::Storage::IS_F16 {
         // The model stores its batch as f16: the same rounding, then f32 arithmetic.
-        nodes.push(node("Cast", "storage_f16", &[&current], "input_f16", vec![attribute_int("to", data_type::FLOAT16.into())]));
-        nodes.push(node("Cast", "storage_f32", &["input_f16"], "input_rounded", vec![attribute_int("to", data_type::FLOAT.into())]));
+        nodes.push(node(
+            "Cast",
+            "storage_f16",
+            &[&current],
+            "input_f16",
+            vec![attribute_int("to", data_type::FLOAT16.into())],
+        ));
+        nodes.push(node(
+            "Cast",
+            "storage_f32",
+            &["input_f16"],
+            "input_rounded",
+            vec![attribute_int("to", data_type::FLOAT.into())],
+        ));
         current = "input_rounded".into();
     }
     let n_layers = M::LAYERS.len() - 1;

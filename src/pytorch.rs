@@ -47,7 +47,7 @@ use crate::check;
 use crate::checkpoint::layers_text;
 use crate::device::Device;
 use crate::engine::Engine;
-use crate::error::{CheckpointErrorKind, Error, Result};
+use crate::error::{CheckpointErrorKind, Error, Result, ShapeHint};
 use crate::fsutil::write_atomically;
 use crate::host::narrow;
 use crate::layout::layer_slots;
@@ -118,7 +118,7 @@ fn write_state_dict<M: Model>(flat: &[M::Storage]) -> std::result::Result<Vec<u8
             ("weight", vec![s.fan_out, s.fan_in], &flat[s.w..s.w + s.fan_in * s.fan_out]),
             ("bias", vec![s.fan_out], &flat[s.b..s.b + s.fan_out]),
         ] {
-            let mut bytes = Vec::with_capacity(values.len() * std::mem::size_of::<M::Storage>());
+            let mut bytes = Vec::with_capacity(std::mem::size_of_val(values));
             values.iter().for_each(|v| v.extend_le_bytes(&mut bytes));
             buffers.push((format!("{}.{suffix}", sequential_prefix(l)), shape, bytes));
         }
@@ -147,7 +147,11 @@ impl Linear<'_> {
 }
 
 fn describe(layers: &[&Linear<'_>]) -> String {
-    layers.iter().map(|l| format!("'{}' [{} x {}]", l.prefix, l.shape()[0], l.shape()[1])).collect::<Vec<_>>().join(", ")
+    layers
+        .iter()
+        .map(|l| format!("'{}' [{} x {}]", l.prefix, l.shape()[0], l.shape()[1]))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The prefix with every run of digits replaced by `#`, and the numbers in order.
@@ -230,7 +234,10 @@ fn read_state_dict<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<M::Storage
     let n_layers = dims.len() - 1;
     let all: Vec<&Linear<'_>> = linears.iter().collect();
     if linears.len() != n_layers {
-        return Err(layers_error(&all, format!("{} Linear layers, where the declaration has {n_layers}", linears.len())));
+        return Err(layers_error(
+            &all,
+            format!("{} Linear layers, where the declaration has {n_layers}", linears.len()),
+        ));
     }
 
     // The order: by the numbers in the names when they differ only there, else by shapes.
@@ -254,7 +261,9 @@ fn read_state_dict<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<M::Storage
                         format!(
                             "; '{}' is [{} x {}], the transposed layout ([in, out], as tensorbridge's own \
                              checkpoints and scikit-learn's coefs_ store it), which from_pytorch does not read",
-                            c.prefix, dims[l], dims[l + 1]
+                            c.prefix,
+                            dims[l],
+                            dims[l + 1]
                         )
                     });
                     return Err(layers_error(
@@ -284,18 +293,12 @@ fn read_state_dict<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<M::Storage
     };
 
     let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
-    for ((l, slot), layer) in layer_slots(dims).enumerate().zip(&ordered) {
+    for (slot, layer) in layer_slots(dims).zip(&ordered) {
         let want = [slot.fan_out, slot.fan_in];
         let found = layer.shape();
         if found != want {
-            let hint = if found == [slot.fan_in, slot.fan_out] {
-                ": the transposed layout, [in, out], as tensorbridge's own checkpoints and scikit-learn's \
-                 coefs_ store it; PyTorch's nn.Linear stores [out, in] (a file with tensorbridge's names \
-                 loads with load)"
-                    .to_string()
-            } else {
-                format!(" (layer {l} of {}, [out, in])", layers_text::<M>())
-            };
+            let hint =
+                if found == [slot.fan_in, slot.fan_out] { ShapeHint::TensorbridgeLayout } else { ShapeHint::OutIn };
             return Err(CheckpointErrorKind::WrongShape {
                 name: format!("{}.weight", layer.prefix),
                 model: M::NAME,
@@ -310,7 +313,7 @@ fn read_state_dict<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<M::Storage
                 model: M::NAME,
                 expected: vec![slot.fan_out],
                 found: layer.bias.shape().to_vec(),
-                hint: format!(" (layer {l}'s bias, one per output)"),
+                hint: ShapeHint::PerOutput,
             });
         }
         // Row-major `[out, in]` is column-major `[in x out]`: copied in order.
@@ -322,7 +325,11 @@ fn read_state_dict<M: Model>(bytes: &[u8]) -> std::result::Result<Vec<M::Storage
 }
 
 /// The values of `view` (its length already checked against `out`'s) in the storage type.
-fn convert<T: StorageElement>(name: &str, view: &TensorView<'_>, out: &mut [T]) -> std::result::Result<(), CheckpointErrorKind> {
+fn convert<T: StorageElement>(
+    name: &str,
+    view: &TensorView<'_>,
+    out: &mut [T],
+) -> std::result::Result<(), CheckpointErrorKind> {
     let data = view.data();
     let read = |k: usize| -> f64 {
         match view.dtype() {

@@ -114,7 +114,7 @@ fn shape_mismatches_name_the_tensor_and_both_shapes() {
             model: "Lin2",
             expected: vec![4, 2],
             found: vec![4, 3],
-            hint: String::new()
+            hint: tensorbridge::checkpoint::ShapeHint::None
         }
     );
     let message = Error::Checkpoint { path: path.clone(), kind }.to_string();

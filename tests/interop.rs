@@ -16,8 +16,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use safetensors::SafeTensors;
 use tensorbridge::checkpoint::CheckpointErrorKind;
 use tensorbridge::data::Dataset;
-use tensorbridge::onnx::OnnxErrorKind;
 use tensorbridge::nalgebra::{DMatrix, SMatrix};
+use tensorbridge::onnx::OnnxErrorKind;
 use tensorbridge::{npy, Device, Engine, Error, Standardizer};
 
 tensorbridge::model! {
@@ -139,7 +139,13 @@ fn onnx_torch_exports_load(device: &Device) {
         assert!(model.standardizer().is_none());
         let logits = model.logits(&x).unwrap();
         check(&format!("{name}.onnx vs NumPy"), logits.as_slice(), &reference("torch_seq_logits.npy"), 2e-5, 1e-5);
-        check(&format!("{name}.onnx vs onnxruntime"), logits.as_slice(), &reference(&format!("{name}_ort.npy")), 2e-5, 1e-5);
+        check(
+            &format!("{name}.onnx vs onnxruntime"),
+            logits.as_slice(),
+            &reference(&format!("{name}_ort.npy")),
+            2e-5,
+            1e-5,
+        );
     }
     // (x - mean) / std in the module: the standardiser comes along, and takes raw rows.
     let model = Engine::<Seq>::from_onnx(device, fixture("torch_std.onnx")).unwrap();
@@ -156,10 +162,22 @@ fn onnx_sklearn_exports_load(device: &Device) {
     let raw = rows("x_test.npy");
     // MatMul + Add, Softmax, ZipMap and the ArgMax label branch.
     let model = Engine::<Seq>::from_onnx(device, fixture("sklearn_mlp.onnx")).unwrap();
-    check("sklearn_mlp.onnx logits", model.logits(&raw).unwrap().as_slice(), &reference("sklearn_mlp_logits.npy"), 2e-5, 1e-5);
+    check(
+        "sklearn_mlp.onnx logits",
+        model.logits(&raw).unwrap().as_slice(),
+        &reference("sklearn_mlp_logits.npy"),
+        2e-5,
+        1e-5,
+    );
     let proba = model.predict_proba(&raw).unwrap();
     rows_sum_to_one(&proba);
-    check("sklearn_mlp.onnx predict_proba vs scikit-learn", proba.as_slice(), &reference("sklearn_mlp_proba.npy"), 1e-6, 1e-5);
+    check(
+        "sklearn_mlp.onnx predict_proba vs scikit-learn",
+        proba.as_slice(),
+        &reference("sklearn_mlp_proba.npy"),
+        1e-6,
+        1e-5,
+    );
     let labels = npy::read_labels(fixture("sklearn_mlp_labels.npy")).unwrap();
     assert_eq!(model.predict(&raw).unwrap().as_slice(), labels.as_slice());
     // ai.onnx.ml's Scaler in front: the standardiser.
@@ -168,7 +186,13 @@ fn onnx_sklearn_exports_load(device: &Device) {
     let logits = model.logits(&raw).unwrap();
     check("sklearn_pipeline.onnx logits", logits.as_slice(), &reference("sklearn_pipeline_logits.npy"), 2e-5, 1e-5);
     let proba = model.predict_proba(&raw).unwrap();
-    check("sklearn_pipeline.onnx predict_proba vs onnxruntime", proba.as_slice(), &reference("sklearn_pipeline_ort.npy"), 1e-6, 1e-5);
+    check(
+        "sklearn_pipeline.onnx predict_proba vs onnxruntime",
+        proba.as_slice(),
+        &reference("sklearn_pipeline_ort.npy"),
+        1e-6,
+        1e-5,
+    );
 }
 
 fn onnx_export_reads_back(device: &Device) {
@@ -198,7 +222,13 @@ fn standardizer_is_saved_and_applied(device: &Device) {
     let s = Standardizer::from_mean_scale(fitted.mean().to_vec(), fitted.scale().to_vec()).unwrap();
     model.set_standardizer(s.clone()).unwrap();
     // The same statistics as the fixture's (x - mean) / std in NumPy: the same logits on raw rows.
-    support::assert_agree("raw rows, standardised inside", model.logits(&raw).unwrap().as_slice(), plain.as_slice(), 1e-5, 1e-5);
+    support::assert_agree(
+        "raw rows, standardised inside",
+        model.logits(&raw).unwrap().as_slice(),
+        plain.as_slice(),
+        1e-5,
+        1e-5,
+    );
     let path = dir.join("with-scaler.safetensors");
     model.save(&path).unwrap();
     let loaded = Seq::load(device, &path).unwrap();
@@ -254,33 +284,55 @@ fn pytorch_bad_files_are_refused() {
     let mut tensors = good(vec![8, 4]);
     tensors.remove(1);
     write_tensors(&path, &tensors);
-    assert!(matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::MissingTensor { name, .. } if name == "0.bias"));
+    assert!(
+        matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::MissingTensor { name, .. } if name == "0.bias")
+    );
     let mut tensors = good(vec![8, 4]);
     tensors.push(("1.running_mean", Dtype::F32, vec![8], f32s(8, 0.0)));
     write_tensors(&path, &tensors);
-    assert!(matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::NotLinear { name, .. } if name == "1.running_mean"));
+    assert!(
+        matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::NotLinear { name, .. } if name == "1.running_mean")
+    );
     let mut tensors = good(vec![8, 4]);
     tensors[1] = ("0.bias", Dtype::I32, vec![8], f32s(8, 0.0));
     write_tensors(&path, &tensors);
-    assert!(matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::WrongDtype { name, .. } if name == "0.bias"));
+    assert!(
+        matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::WrongDtype { name, .. } if name == "0.bias")
+    );
     std::fs::write(&path, b"not a safetensors file").unwrap();
-    assert!(matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::Format { .. }));
+    assert!(matches!(
+        checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)),
+        CheckpointErrorKind::Format { .. }
+    ));
     // Values the storage cannot hold: an f64 beyond f32, and 1e5 for f16 storage.
     let mut tensors = good(vec![8, 4]);
-    tensors[1] = ("0.bias", Dtype::F64, vec![8], (0..8).flat_map(|k| if k == 5 { 1e300f64 } else { 0.0 }.to_le_bytes()).collect());
+    tensors[1] = (
+        "0.bias",
+        Dtype::F64,
+        vec![8],
+        (0..8).flat_map(|k| if k == 5 { 1e300f64 } else { 0.0 }.to_le_bytes()).collect(),
+    );
     write_tensors(&path, &tensors);
-    assert!(matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::OutOfRange { name, index: 5, .. } if name == "0.bias"));
+    assert!(
+        matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &path)), CheckpointErrorKind::OutOfRange { name, index: 5, .. } if name == "0.bias")
+    );
     let mut tensors = good(vec![8, 4]);
     tensors[3] = ("2.bias", Dtype::F32, vec![3], f32s(3, 1e5));
     write_tensors(&path, &tensors);
-    assert!(matches!(checkpoint_error(Engine::<SeqF16>::from_pytorch(&device, &path)), CheckpointErrorKind::OutOfRange { storage: "f16", .. }));
+    assert!(matches!(
+        checkpoint_error(Engine::<SeqF16>::from_pytorch(&device, &path)),
+        CheckpointErrorKind::OutOfRange { storage: "f16", .. }
+    ));
     // NaN: the parameters' own check names the place.
     let mut tensors = good(vec![8, 4]);
     tensors[3] = ("2.bias", Dtype::F32, vec![3], f32s(3, f32::NAN));
     write_tensors(&path, &tensors);
     assert!(matches!(Engine::<Seq>::from_pytorch(&device, &path), Err(Error::NonFinite { .. })));
     // Another depth; and two square layers whose names say nothing of their order.
-    assert!(matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, fixture("torch_named.safetensors"))), CheckpointErrorKind::Layers { .. }));
+    assert!(matches!(
+        checkpoint_error(Engine::<Seq>::from_pytorch(&device, fixture("torch_named.safetensors"))),
+        CheckpointErrorKind::Layers { .. }
+    ));
     write_tensors(
         &path,
         &[
@@ -295,8 +347,13 @@ fn pytorch_bad_files_are_refused() {
     // Our own checkpoint's names are not a state dict's; a state dict is not our checkpoint.
     let ours = dir.join("ours.safetensors");
     Seq::new(&device).unwrap().save(&ours).unwrap();
-    assert!(matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &ours)), CheckpointErrorKind::NotLinear { name, .. } if name == "b0" || name == "w0"));
-    assert!(matches!(checkpoint_error(Seq::load(&device, fixture("torch_seq.safetensors"))), CheckpointErrorKind::UnexpectedTensor { .. }));
+    assert!(
+        matches!(checkpoint_error(Engine::<Seq>::from_pytorch(&device, &ours)), CheckpointErrorKind::NotLinear { name, .. } if name == "b0" || name == "w0")
+    );
+    assert!(matches!(
+        checkpoint_error(Seq::load(&device, fixture("torch_seq.safetensors"))),
+        CheckpointErrorKind::UnexpectedTensor { .. }
+    ));
 }
 
 fn checkpoint_shape_errors_hint_at_the_transpose() {
@@ -334,18 +391,27 @@ fn onnx_bad_files_are_refused() {
     for (file, at, says) in cases {
         let (_, kind) = node(file);
         let text = kind.to_string();
-        assert!(matches!(&kind, OnnxErrorKind::Node { node, .. } if node == at) && text.contains(says), "{file}: {text}");
+        assert!(
+            matches!(&kind, OnnxErrorKind::Node { node, .. } if node == at) && text.contains(says),
+            "{file}: {text}"
+        );
     }
     // transB = 0 on torch's [out, in] weight: the bias shows the layout is the other one.
     let (_, kind) = node("bad_transposed.onnx");
     let text = kind.to_string();
-    assert!(matches!(&kind, OnnxErrorKind::Node { node, .. } if node == "/0/Gemm") && text.contains("transpose"), "{text}");
+    assert!(
+        matches!(&kind, OnnxErrorKind::Node { node, .. } if node == "/0/Gemm") && text.contains("transpose"),
+        "{text}"
+    );
     for (file, says) in [("bad_external.onnx", "external"), ("bad_short_tensor.onnx", "holds 32 values")] {
         let (_, kind) = node(file);
         assert!(matches!(&kind, OnnxErrorKind::Tensor { reason, .. } if reason.contains(says)), "{file}: {kind}");
     }
     // Another depth than the declaration's.
-    assert!(matches!(onnx_error(Engine::<Named3>::from_onnx(&device, fixture("torch_seq.onnx"))).1, OnnxErrorKind::Layers { .. }));
+    assert!(matches!(
+        onnx_error(Engine::<Named3>::from_onnx(&device, fixture("torch_seq.onnx"))).1,
+        OnnxErrorKind::Layers { .. }
+    ));
     // Not ONNX at all: a safetensors file, and an empty one.
     assert!(matches!(node("torch_seq.safetensors").1, OnnxErrorKind::Decode { .. }));
     let dir = support::scratch("interop-onnx-bad");
@@ -406,12 +472,18 @@ fn onnxruntime_runs_our_export() {
     let mut model = Engine::<Seq>::from_pytorch(&device, fixture("torch_seq.safetensors")).unwrap();
     let data = Dataset::from_npy(support::data("iris_features.npy"), support::data("iris_labels.npy")).unwrap();
     let fitted = tensorbridge::data::Standardizer::fit(&data).unwrap();
-    model.set_standardizer(Standardizer::from_mean_scale(fitted.mean().to_vec(), fitted.scale().to_vec()).unwrap()).unwrap();
+    model
+        .set_standardizer(Standardizer::from_mean_scale(fitted.mean().to_vec(), fitted.scale().to_vec()).unwrap())
+        .unwrap();
     let half = Engine::<SeqF16>::from_pytorch(&device, fixture("torch_seq.safetensors")).unwrap();
     let raw = rows("x_test.npy");
     for (name, ours, proba) in [
         ("f32", model.logits(&raw).unwrap(), model.predict_proba(&raw).unwrap()),
-        ("f16", half.logits(&raw.map(tensorbridge::half::f16::from_f32)).unwrap(), half.predict_proba(&raw.map(tensorbridge::half::f16::from_f32)).unwrap()),
+        (
+            "f16",
+            half.logits(&raw.map(tensorbridge::half::f16::from_f32)).unwrap(),
+            half.predict_proba(&raw.map(tensorbridge::half::f16::from_f32)).unwrap(),
+        ),
     ] {
         let path = dir.join(format!("{name}.onnx"));
         if name == "f32" {
@@ -427,11 +499,13 @@ fn onnxruntime_runs_our_export() {
              np.save(sys.argv[3] + '-logits.npy', logits); np.save(sys.argv[3] + '-proba.npy', proba)",
             &[path.to_str().unwrap(), fixture("x_test.npy").to_str().unwrap(), out.to_str().unwrap()],
         );
-        let read = |suffix: &str| -> DMatrix<f32> { npy::read_matrix(format!("{}-{suffix}.npy", out.display())).unwrap() };
+        let read =
+            |suffix: &str| -> DMatrix<f32> { npy::read_matrix(format!("{}-{suffix}.npy", out.display())).unwrap() };
         let theirs: Vec<f64> = read("logits").iter().map(|&v| f64::from(v)).collect();
         let scale = theirs.iter().fold(0.0f64, |m, v| m.max(v.abs()));
         let max_abs = ours.iter().zip(&theirs).fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs()));
-        let max_rel = ours.iter().zip(&theirs).fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs() / b.abs().max(1e-3)));
+        let max_rel =
+            ours.iter().zip(&theirs).fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs() / b.abs().max(1e-3)));
         println!("{name}: ours vs onnxruntime, max abs {max_abs:.2e}, relative to max |logit| {:.2e}, elementwise {max_rel:.2e}", max_abs / scale);
         assert!(max_abs <= 1e-6 * scale, "{name}: logits differ by {max_abs:e} (max |logit| {scale})");
         let theirs: Vec<f32> = read("proba").iter().copied().collect();
@@ -450,7 +524,10 @@ fn integer_labels_read_by_numpy() {
     let dir = support::scratch("interop-labels-numpy");
     let path = dir.join("labels.npy");
     npy::write_labels(&path, &[2, 0, 1, 4_000_000_000]).unwrap();
-    let out = support::python("import sys, numpy as np; a = np.load(sys.argv[1]); print(a.dtype, a.shape, a.tolist())", &[path.to_str().unwrap()]);
+    let out = support::python(
+        "import sys, numpy as np; a = np.load(sys.argv[1]); print(a.dtype, a.shape, a.tolist())",
+        &[path.to_str().unwrap()],
+    );
     assert_eq!(out.trim(), "int64 (4,) [2, 0, 1, 4000000000]");
 }
 

@@ -61,8 +61,8 @@ pub enum CheckpointErrorKind {
         expected: Vec<usize>,
         /// The shape in the file.
         found: Vec<usize>,
-        /// Empty, or `": ..."` saying what the shape looks like (the transposed layout).
-        hint: String,
+        /// What the shape looks like, when that helps (the transposed layout).
+        hint: ShapeHint,
     },
     /// A tensor of a PyTorch state dict that is not the weight or bias of an `nn.Linear`
     /// layer (e.g. a `BatchNorm`'s running mean, or a 3-D weight).
@@ -101,4 +101,44 @@ pub enum CheckpointErrorKind {
         /// The model's storage, `f32` or `f16`.
         storage: &'static str,
     },
+}
+
+/// What a refused tensor shape looks like (carried by
+/// [`CheckpointErrorKind::WrongShape`]): printed after the shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ShapeHint {
+    /// Nothing to add.
+    #[default]
+    None,
+    /// `[out, in]` in a tensorbridge checkpoint (read by `load`): PyTorch's layout.
+    PyTorchLayout,
+    /// `[in, out]` in a PyTorch state dict (read by `from_pytorch`): tensorbridge's layout.
+    TensorbridgeLayout,
+    /// A weight of a PyTorch state dict, which is `[out, in]`.
+    OutIn,
+    /// A bias, one value per output.
+    PerOutput,
+    /// A standardiser's tensor, one value per feature.
+    PerFeature,
+}
+
+impl core::fmt::Display for ShapeHint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ShapeHint::None => "",
+            ShapeHint::PyTorchLayout => {
+                ": the transposed layout, [out, in], as PyTorch's nn.Linear stores it (tensorbridge stores \
+                 [in, out]); load PyTorch state dicts with from_pytorch"
+            }
+            ShapeHint::TensorbridgeLayout => {
+                ": the transposed layout, [in, out], as tensorbridge's own checkpoints and scikit-learn's \
+                 coefs_ store it; PyTorch's nn.Linear stores [out, in] (a file with tensorbridge's names \
+                 loads with load)"
+            }
+            ShapeHint::OutIn => " ([out, in], as nn.Linear stores it)",
+            ShapeHint::PerOutput => " (one bias per output)",
+            ShapeHint::PerFeature => ": one value per feature",
+        })
+    }
 }
