@@ -238,12 +238,27 @@ fn read_onnx<M: Model>(bytes: &[u8]) -> R<(Vec<M::Storage>, Option<Standardizer>
     walk::<M>(&graph)
 }
 
-/// The attributes of a node, by name, each checked against the names `allowed`.
+/// The attributes of a node, by name, each checked against the names `allowed` and, where
+/// the file says (every writer since IR version 3 does), against the type its operator gives
+/// it: `transB` as a float would otherwise read as 0.
 fn attributes<'n>(node: &'n NodeProto, label: &str, allowed: &[&str]) -> R<HashMap<&'n str, &'n AttributeProto>> {
     let mut out = HashMap::new();
     for a in &node.attribute {
         if !allowed.contains(&a.name.as_str()) {
             return Err(node_error(node, label, format!("attribute '{}' is not supported", a.name)));
+        }
+        let expected = match a.name.as_str() {
+            "alpha" | "beta" => attribute_type::FLOAT,
+            "offset" | "scale" => attribute_type::FLOATS,
+            "value" => attribute_type::TENSOR,
+            _ => attribute_type::INT,
+        };
+        if a.r#type != 0 && a.r#type != expected {
+            return Err(node_error(
+                node,
+                label,
+                format!("attribute '{}' has type {}, where the operator defines type {expected}", a.name, a.r#type),
+            ));
         }
         out.insert(a.name.as_str(), a);
     }

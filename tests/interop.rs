@@ -387,6 +387,7 @@ fn onnx_bad_files_are_refused() {
         ("bad_transa.onnx", "/0/Gemm", "transA"),
         ("bad_op.onnx", "/1/Relu", "Sin"),
         ("bad_no_activation.onnx", "/2/Gemm", "no activation"),
+        ("bad_attr_type.onnx", "/0/Gemm", "transB' has type 1"),
     ];
     for (file, at, says) in cases {
         let (_, kind) = node(file);

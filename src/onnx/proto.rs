@@ -121,6 +121,10 @@ pub mod attribute_type {
     pub const FLOAT: i32 = 1;
     /// `INT`.
     pub const INT: i32 = 2;
+    /// `TENSOR`.
+    pub const TENSOR: i32 = 4;
+    /// `FLOATS`.
+    pub const FLOATS: i32 = 6;
 }
 
 /// `ValueInfoProto`.
