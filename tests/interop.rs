@@ -147,6 +147,13 @@ fn onnx_torch_exports_load(device: &Device) {
             1e-5,
         );
     }
+    // Flatten in front, Softmax at the end: the logits are the values before the softmax.
+    let model = Engine::<Seq>::from_onnx(device, fixture("torch_flatten_softmax.onnx")).unwrap();
+    let expected = reference("torch_seq_logits.npy");
+    check("torch_flatten_softmax.onnx logits", model.logits(&x).unwrap().as_slice(), &expected, 2e-5, 1e-5);
+    let proba = model.predict_proba(&x).unwrap();
+    let expected = reference("torch_flatten_softmax_ort.npy");
+    check("torch_flatten_softmax.onnx predict_proba vs onnxruntime", proba.as_slice(), &expected, 1e-6, 1e-5);
     // (x - mean) / std in the module: the standardiser comes along, and takes raw rows.
     let model = Engine::<Seq>::from_onnx(device, fixture("torch_std.onnx")).unwrap();
     let s = model.standardizer().expect("the Sub and Div become the standardiser");
