@@ -348,7 +348,8 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
         let label = node_label(node, k);
         let label = label.as_str();
         let op = node.op_type.as_str();
-        let domain = node.domain.as_str();
+        // `ai.onnx` is the default domain's other name.
+        let domain = if node.domain == "ai.onnx" { "" } else { node.domain.as_str() };
         let err = |reason: String| node_error(node, label, reason);
         if op == "Constant" && domain.is_empty() {
             let attrs = attributes(node, label, &["value"])?;
