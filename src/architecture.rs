@@ -5,7 +5,9 @@
 //!
 //! ```text
 //! host I/O   train (fit, evaluate, plots)   checkpoint   data -> npy   fsutil
+//!            pytorch -> checkpoint   onnx (feature `onnx`: prost)
 //! runtime    engine (Engine<M>: validation, deferred losses; names no backend)   prebuild
+//!            host (argmax, softmax, Standardizer)
 //!            tensor (DeviceTensor)   device (Device: finds devices, builds a model's backend)
 //! backends   backend::{cpu, opencl}: leaves behind the `Backend` trait
 //! kernels    kernels (OpenCL source: layout -> #defines, cl/ templates, Mode, arguments)
@@ -33,4 +35,4 @@
 //!   at run time.
 //! - Everything below the line builds without the standard library and without an
 //!   allocator (`default-features = false`); the features `std`, `parallel`, `opencl`,
-//!   `npy`, `data`, `checkpoint` and `train` add the layers above it.
+//!   `npy`, `data`, `checkpoint`, `train` and `onnx` add the layers above it.

@@ -391,15 +391,12 @@ impl<M: Model> Iterator for Batches<'_, M> {
 
 impl<M: Model> ExactSizeIterator for Batches<'_, M> {}
 
-/// Per-feature standardisation `(x - mean) / std` with statistics of a training set (the
-/// population standard deviation, as scikit-learn's `StandardScaler`). A constant column
-/// gets scale 1, so it becomes all zeros rather than NaN.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Standardizer {
-    mean: Vec<f32>,
-    scale: Vec<f32>,
-}
+pub use crate::host::Standardizer;
 
+/// Fitting and applying to a [`Dataset`]: per-feature standardisation `(x - mean) / std`
+/// with statistics of a training set (the population standard deviation, as
+/// scikit-learn's `StandardScaler`). A constant column gets scale 1, so it becomes all
+/// zeros rather than NaN.
 impl Standardizer {
     /// Computes every column's mean and standard deviation (in `f64`, two passes).
     ///
@@ -441,15 +438,5 @@ impl Standardizer {
         });
         let standardised = Dataset::new(features, data.labels.clone())?;
         Ok(Dataset { source: data.source.clone(), ..standardised })
-    }
-
-    /// The per-feature means.
-    pub fn mean(&self) -> &[f32] {
-        &self.mean
-    }
-
-    /// The per-feature scales (standard deviations, 1 for constant columns).
-    pub fn scale(&self) -> &[f32] {
-        &self.scale
     }
 }

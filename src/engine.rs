@@ -10,6 +10,7 @@ use crate::check;
 use crate::cpu::{classes_into, init_params};
 use crate::device::Device;
 use crate::error::{Error, Result};
+use crate::host::{softmax_rows, Standardizer};
 use crate::layout::param_count;
 use crate::model::{Element, HostTensor, Model, Params, StorageElement};
 #[cfg(feature = "opencl")]
@@ -49,6 +50,8 @@ pub struct Engine<M: Model> {
     /// Deferred records of the caller's own steps, set aside while `fit` runs steps of its
     /// own; [`Engine::take_losses`] returns them first.
     held_losses: Vec<StepRecord>,
+    /// Applied to raw features by `logits`, `predict` and `predict_proba`.
+    standardizer: Option<Standardizer>,
 }
 
 impl<M: Model> Engine<M> {
@@ -81,7 +84,13 @@ impl<M: Model> Engine<M> {
 
     pub(crate) fn from_flat(device: &Device, flat: &[M::Storage]) -> Result<Self> {
         let backend = device.backend::<M>(flat)?;
-        Ok(Engine { device: device.clone(), backend, deferred: Vec::new(), held_losses: Vec::new() })
+        Ok(Engine {
+            device: device.clone(),
+            backend,
+            deferred: Vec::new(),
+            held_losses: Vec::new(),
+            standardizer: None,
+        })
     }
 
     /// How this model's start-up went on OpenCL, phase by phase (platform, context,
@@ -146,18 +155,31 @@ impl<M: Model> Engine<M> {
     }
 
     /// Logits for a host batch: host in, host out (no intermediate device tensor is kept).
+    /// With a [standardiser attached](Engine::set_standardizer), `x` holds raw features
+    /// and is standardised first (on the host, into a copy).
     ///
     /// # Errors
-    /// [`Error::NonFinite`] for a NaN or infinite input.
+    /// [`Error::NonFinite`] for a NaN or infinite input (or, under `storage: f16`, a
+    /// standardised value beyond ±65504).
     pub fn logits(&self, x: &M::Input) -> Result<M::Logits> {
-        let flat = x.as_flat();
-        check::finite("input", flat, M::BATCH)?;
+        let standardized;
+        let flat = match &self.standardizer {
+            None => x.as_flat(),
+            Some(s) => {
+                check::finite("input", x.as_flat(), M::BATCH)?;
+                standardized = standardize::<M>(s, x.as_flat());
+                &standardized[..]
+            }
+        };
+        let what = if self.standardizer.is_some() { "standardised input" } else { "input" };
+        check::finite(what, flat, M::BATCH)?;
         let mut logits = M::Logits::zeroed();
         self.backend.logits_into(flat, logits.as_flat_mut())?;
         Ok(logits)
     }
 
-    /// The predicted class of every row (argmax of the logits; the first on ties).
+    /// The predicted class of every row (argmax of the logits; the first on ties). Applies
+    /// an attached standardiser as [`Engine::logits`] does.
     ///
     /// # Errors
     /// [`Error::NonFinite`] for a non-finite input, or if the logits overflowed.
@@ -166,6 +188,55 @@ impl<M: Model> Engine<M> {
         let mut classes = M::Labels::zeroed();
         classes_into::<M>(logits.as_flat(), classes.as_flat_mut())?;
         Ok(classes)
+    }
+
+    /// Class probabilities: the softmax of every row of the logits, a `BATCH x CLASSES`
+    /// matrix whose rows are non-negative and sum to 1 (within `f32` rounding), as
+    /// scikit-learn's `predict_proba`. The logits come from the model's device (the CPU
+    /// backend or OpenCL), the softmax is taken on the host
+    /// ([`host::softmax_rows`](crate::host::softmax_rows)). Applies an attached
+    /// standardiser as [`Engine::logits`] does.
+    ///
+    /// # Errors
+    /// Those of [`Engine::logits`]; [`Error::NonFinite`] if the logits overflowed.
+    pub fn predict_proba(&self, x: &M::Input) -> Result<M::Logits> {
+        let mut p = self.logits(x)?;
+        check::finite("logits", p.as_flat(), M::BATCH)?;
+        let flat = p.as_flat_mut();
+        // Column-major `[B x C]`: the row `r` is `flat[c * B + r]`.
+        let mut view = nalgebra::DMatrixViewMut::from_slice(flat, M::BATCH, M::CLASSES);
+        softmax_rows(&mut view);
+        Ok(p)
+    }
+
+    /// Attaches a standardiser: from now on [`Engine::logits`], [`Engine::predict`] and
+    /// [`Engine::predict_proba`] take raw features and standardise them first, and
+    /// [`Engine::save`](crate::Engine::save) and `save_onnx` write it with the model.
+    /// Training calls (`train_step`, `loss`, `gradients`, `fit`, `evaluate`) and the device
+    /// tensors of `to_device`/`forward` take features as they are: standardise a training
+    /// set yourself ([`Standardizer::apply`](crate::data::Standardizer::apply)).
+    ///
+    /// # Errors
+    /// [`Error::InvalidStandardizer`] if it has another number of features than the model.
+    pub fn set_standardizer(&mut self, standardizer: Standardizer) -> Result<()> {
+        if standardizer.len() != M::FEATURES {
+            return Err(Error::InvalidStandardizer {
+                reason: format!("it has {} features, but {} takes {}", standardizer.len(), M::NAME, M::FEATURES),
+            });
+        }
+        self.standardizer = Some(standardizer);
+        Ok(())
+    }
+
+    /// The attached standardiser, if any.
+    pub fn standardizer(&self) -> Option<&Standardizer> {
+        self.standardizer.as_ref()
+    }
+
+    /// Detaches the standardiser and returns it: `logits` and `predict` then take
+    /// standardised features again.
+    pub fn take_standardizer(&mut self) -> Option<Standardizer> {
+        self.standardizer.take()
     }
 
     /// Mean softmax cross-entropy of the batch.
@@ -346,6 +417,11 @@ fn finite_losses(records: impl Iterator<Item = StepRecord>) -> Result<Vec<f32>> 
         }
     }
     Ok(losses)
+}
+
+/// The standardised copy of a column-major `[BATCH x FEATURES]` batch.
+fn standardize<M: Model>(s: &Standardizer, x: &[M::Storage]) -> Vec<M::Storage> {
+    x.iter().enumerate().map(|(k, v)| M::Storage::from_f32(s.standardize(k / M::BATCH, v.to_f32()))).collect()
 }
 
 fn flatten<P: Params>(params: &P) -> Vec<P::Elem> {

@@ -9,12 +9,16 @@ use std::string::String;
 mod checkpoint_kind;
 #[cfg(feature = "std")]
 mod npy_kind;
+#[cfg(feature = "onnx")]
+mod onnx_kind;
 #[cfg(feature = "std")]
-pub use checkpoint_kind::CheckpointErrorKind;
+pub use checkpoint_kind::{CheckpointErrorKind, ShapeHint};
 #[cfg(feature = "std")]
 pub use npy_kind::NpyErrorKind;
 #[cfg(feature = "npy")]
 pub use npy_kind::{LISTED_ROWS, MAX_HEADER_LEN};
+#[cfg(feature = "onnx")]
+pub use onnx_kind::OnnxErrorKind;
 
 /// The result of every fallible tensorbridge call.
 pub type Result<T, E = Error> = core::result::Result<T, E>;
@@ -259,6 +263,26 @@ pub enum Error {
     },
 
     #[cfg(feature = "std")]
+    /// Per-feature statistics that cannot standardise: a scale that is zero or negative,
+    /// or a standardiser whose number of features is not the model's.
+    #[error("invalid standardiser: {reason}")]
+    InvalidStandardizer {
+        /// What is wrong.
+        reason: String,
+    },
+
+    #[cfg(feature = "onnx")]
+    /// An ONNX file could not be loaded: not an ONNX model, or a graph that is not an MLP
+    /// of the model's declaration. Names the node at fault where there is one.
+    #[error("ONNX model {path}: {kind}", path = path.display())]
+    Onnx {
+        /// The ONNX file (`<memory>` for bytes given directly).
+        path: PathBuf,
+        /// What is wrong, and where.
+        kind: OnnxErrorKind,
+    },
+
+    #[cfg(feature = "std")]
     /// A dataset, or a part of one, holds no rows where rows are needed.
     #[error("{what} is empty")]
     EmptyDataset {
@@ -290,7 +314,7 @@ impl core::fmt::Display for ShortNumber {
     }
 }
 
-#[cfg(any(feature = "npy", feature = "checkpoint"))]
+#[cfg(any(feature = "npy", feature = "checkpoint", feature = "onnx"))]
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }

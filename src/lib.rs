@@ -115,7 +115,7 @@ mod engine;
 mod error;
 #[cfg(feature = "parallel")]
 mod fixed;
-#[cfg(any(feature = "npy", feature = "checkpoint"))]
+#[cfg(any(feature = "npy", feature = "checkpoint", feature = "onnx"))]
 mod fsutil;
 #[cfg(feature = "parallel")]
 mod gemm;
@@ -132,10 +132,14 @@ pub mod macros;
 mod model;
 #[cfg(feature = "npy")]
 pub mod npy;
+#[cfg(feature = "onnx")]
+pub mod onnx;
 #[cfg(feature = "opencl")]
 mod prebuild;
 #[cfg(feature = "std")]
 mod profile;
+#[cfg(feature = "checkpoint")]
+pub mod pytorch;
 pub mod rng;
 #[cfg(feature = "opencl")]
 mod startup;
@@ -145,12 +149,14 @@ mod tensor;
 pub mod train;
 
 #[cfg(feature = "data")]
-pub use data::{Dataset, Standardizer};
+pub use data::Dataset;
 #[cfg(feature = "std")]
 pub use device::{Device, CACHE_DIR_ENV, DEVICE_ENV, TRACE_DEVICE_ENV};
 #[cfg(feature = "std")]
 pub use engine::Engine;
 pub use error::{Error, Result};
+#[cfg(feature = "std")]
+pub use host::Standardizer;
 #[cfg(feature = "std")]
 pub use info::{DeviceInfo, DeviceType, KernelPath, Upload, ARGUMENT_BATCH_WORDS};
 #[cfg(feature = "std")]

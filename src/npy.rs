@@ -134,24 +134,55 @@ pub fn matrix_to_bytes<T: StorageElement, R: Dim, C: Dim, S: RawStorage<T, R, C>
 ) -> Vec<u8> {
     let (rows, cols) = matrix.shape();
     let descr = if T::IS_F16 { "<f2" } else { "<f4" };
-    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
-    // Prelude (10 bytes) + dict + padding + '\n' is a multiple of 64.
-    let unpadded = MAGIC.len() + 4 + dict.len() + 1;
-    let padding = (64 - unpadded % 64) % 64;
-    let header_len = dict.len() + padding + 1;
-    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header_len + rows * cols * std::mem::size_of::<T>());
-    out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&[1, 0]);
-    // A two-dimensional dict is below 100 bytes, far below the u16 limit of version 1.0.
-    out.extend_from_slice(&(header_len as u16).to_le_bytes());
-    out.extend_from_slice(dict.as_bytes());
-    out.extend(std::iter::repeat_n(b' ', padding));
-    out.push(b'\n');
+    let mut out = npy_prelude(descr, &format!("({rows}, {cols})"), rows * cols * std::mem::size_of::<T>());
     for r in 0..rows {
         for c in 0..cols {
             matrix[(r, c)].extend_le_bytes(&mut out);
         }
     }
+    out
+}
+
+/// Writes integer labels (class indices, e.g. `predict`'s output) as a 1-D `.npy` array of
+/// dtype `<i8` (NumPy's default `int64`, as scikit-learn's labels), atomically like
+/// [`write_matrix`]; [`read_labels`] reads it back.
+///
+/// ```
+/// let bytes = tensorbridge::npy::labels_to_bytes(&[2, 0, 1]);
+/// assert_eq!(tensorbridge::npy::labels_from_bytes(&bytes)?, vec![2, 0, 1]);
+/// # Ok::<(), tensorbridge::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be written.
+pub fn write_labels(path: impl AsRef<Path>, labels: &[u32]) -> Result<()> {
+    let bytes = labels_to_bytes(labels);
+    crate::fsutil::write_atomically(path.as_ref(), |file| std::io::Write::write_all(file, &bytes))
+}
+
+/// The bytes [`write_labels`] writes.
+pub fn labels_to_bytes(labels: &[u32]) -> Vec<u8> {
+    let mut out = npy_prelude("<i8", &format!("({},)", labels.len()), labels.len() * 8);
+    labels.iter().for_each(|&l| out.extend_from_slice(&i64::from(l).to_le_bytes()));
+    out
+}
+
+/// The magic, version 1.0, header length and header dict of a C-order array, padded to 64
+/// bytes as NumPy does, with room for `data_len` bytes of data.
+fn npy_prelude(descr: &str, shape: &str, data_len: usize) -> Vec<u8> {
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    // Prelude (10 bytes) + dict + padding + '\n' is a multiple of 64.
+    let unpadded = MAGIC.len() + 4 + dict.len() + 1;
+    let padding = (64 - unpadded % 64) % 64;
+    let header_len = dict.len() + padding + 1;
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header_len + data_len);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    // A one- or two-dimensional dict is below 100 bytes, far below version 1.0's u16 limit.
+    out.extend_from_slice(&(header_len as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out.extend(std::iter::repeat_n(b' ', padding));
+    out.push(b'\n');
     out
 }
 

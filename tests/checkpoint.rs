@@ -109,7 +109,13 @@ fn shape_mismatches_name_the_tensor_and_both_shapes() {
     let kind = checkpoint_error(Lin2::load(&device, &path));
     assert_eq!(
         kind,
-        CheckpointErrorKind::WrongShape { name: "w0".into(), model: "Lin2", expected: vec![4, 2], found: vec![4, 3] }
+        CheckpointErrorKind::WrongShape {
+            name: "w0".into(),
+            model: "Lin2",
+            expected: vec![4, 2],
+            found: vec![4, 3],
+            hint: tensorbridge::checkpoint::ShapeHint::None
+        }
     );
     let message = Error::Checkpoint { path: path.clone(), kind }.to_string();
     assert!(message.contains("lin.safetensors") && message.contains("w0") && message.contains("[4, 2]"), "{message}");

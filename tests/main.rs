@@ -14,6 +14,7 @@ mod f16_storage;
 mod files_and_inputs;
 mod gradcheck;
 mod harness;
+mod interop;
 mod layers;
 mod mlp_digits;
 mod npy_malformed;
@@ -50,6 +51,7 @@ fn main() -> std::process::ExitCode {
         files_and_inputs::TESTS,
         gradcheck::TESTS,
         harness::TESTS,
+        interop::TESTS,
         layers::TESTS,
         mlp_digits::TESTS,
         npy_malformed::TESTS,

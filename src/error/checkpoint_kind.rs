@@ -48,8 +48,10 @@ pub enum CheckpointErrorKind {
         /// The model's declared storage, `f32` or `f16`.
         storage: &'static str,
     },
-    /// A tensor whose shape differs from the declaration.
-    #[error("tensor '{name}' has shape {found:?}, but {model} declares {expected:?}")]
+    /// A tensor whose shape differs from the declaration. `hint` says more where it can:
+    /// when the file holds the transposed layout (PyTorch's `[out, in]` where tensorbridge
+    /// stores `[in, out]`, or the other way round) and which call reads that layout.
+    #[error("tensor '{name}' has shape {found:?}, but {model} declares {expected:?}{hint}")]
     WrongShape {
         /// The tensor.
         name: String,
@@ -59,5 +61,84 @@ pub enum CheckpointErrorKind {
         expected: Vec<usize>,
         /// The shape in the file.
         found: Vec<usize>,
+        /// What the shape looks like, when that helps (the transposed layout).
+        hint: ShapeHint,
     },
+    /// A tensor of a PyTorch state dict that is not the weight or bias of an `nn.Linear`
+    /// layer (e.g. a `BatchNorm`'s running mean, or a 3-D weight).
+    #[error("tensor '{name}' (shape {shape:?}) is not a Linear layer's 2-D weight or 1-D bias: {reason}")]
+    NotLinear {
+        /// The tensor.
+        name: String,
+        /// Its shape.
+        shape: Vec<usize>,
+        /// Why it cannot be one.
+        reason: String,
+    },
+    /// The Linear layers of a state dict do not chain as the declaration: another number
+    /// of layers, or an order that the names and shapes cannot settle.
+    #[error("the Linear layers of the file ({found}) do not match {model} (layers {layers}): {reason}")]
+    Layers {
+        /// The layers found, in the order used: `0 [8 x 4], 2 [3 x 8]` (`[out x in]`).
+        found: String,
+        /// The model's name.
+        model: &'static str,
+        /// The model's layer widths.
+        layers: String,
+        /// What does not match.
+        reason: String,
+    },
+    /// A value that the model's storage cannot hold: an `f64` beyond `f32`'s range, or a
+    /// value beyond ±65504 for `storage: f16`. Never silently turned into infinity.
+    #[error("tensor '{name}' holds {value} at index {index}, beyond the range of the model's {storage} storage")]
+    OutOfRange {
+        /// The tensor.
+        name: String,
+        /// The index of the value in the tensor (row-major).
+        index: usize,
+        /// The value, as written in the file.
+        value: String,
+        /// The model's storage, `f32` or `f16`.
+        storage: &'static str,
+    },
+}
+
+/// What a refused tensor shape looks like (carried by
+/// [`CheckpointErrorKind::WrongShape`]): printed after the shapes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ShapeHint {
+    /// Nothing to add.
+    #[default]
+    None,
+    /// `[out, in]` in a tensorbridge checkpoint (read by `load`): PyTorch's layout.
+    PyTorchLayout,
+    /// `[in, out]` in a PyTorch state dict (read by `from_pytorch`): tensorbridge's layout.
+    TensorbridgeLayout,
+    /// A weight of a PyTorch state dict, which is `[out, in]`.
+    OutIn,
+    /// A bias, one value per output.
+    PerOutput,
+    /// A standardiser's tensor, one value per feature.
+    PerFeature,
+}
+
+impl core::fmt::Display for ShapeHint {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            ShapeHint::None => "",
+            ShapeHint::PyTorchLayout => {
+                ": the transposed layout, [out, in], as PyTorch's nn.Linear stores it (tensorbridge stores \
+                 [in, out]); load PyTorch state dicts with from_pytorch"
+            }
+            ShapeHint::TensorbridgeLayout => {
+                ": the transposed layout, [in, out], as tensorbridge's own checkpoints and scikit-learn's \
+                 coefs_ store it; PyTorch's nn.Linear stores [out, in] (a file with tensorbridge's names \
+                 loads with load)"
+            }
+            ShapeHint::OutIn => " ([out, in], as nn.Linear stores it)",
+            ShapeHint::PerOutput => " (one bias per output)",
+            ShapeHint::PerFeature => ": one value per feature",
+        })
+    }
 }

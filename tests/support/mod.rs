@@ -71,6 +71,8 @@ pub enum Kind {
     Plain,
     /// Needs Python with NumPy (`TENSORBRIDGE_PYTHON`, else `python3`).
     NumPy,
+    /// Needs Python with NumPy and onnxruntime (`TENSORBRIDGE_PYTHON`, else `python3`).
+    OnnxRuntime,
     /// Needs root, `unshare` and `ldconfig` (it hides libOpenCL in a mount namespace).
     Unshare,
     /// Once on the CPU backend and once on OpenCL.
@@ -99,6 +101,10 @@ impl Test {
     /// without it.
     pub const fn numpy(module: &'static str, name: &'static str, f: fn()) -> Test {
         Test { module, name, body: Body::Plain(f), kind: Kind::NumPy }
+    }
+    /// Needs Python with NumPy and onnxruntime: skipped (ignored) without them.
+    pub const fn onnxruntime(module: &'static str, name: &'static str, f: fn()) -> Test {
+        Test { module, name, body: Body::Plain(f), kind: Kind::OnnxRuntime }
     }
     /// Needs root, `unshare` and `ldconfig`: skipped (ignored) without them.
     pub const fn unshare(module: &'static str, name: &'static str, f: fn()) -> Test {
@@ -154,11 +160,20 @@ pub fn python_program() -> String {
 /// Whether the Python of [`python_program`] imports NumPy here, or why not (the reason
 /// names the interpreter and the variable that chooses another).
 fn numpy_status() -> Result<(), String> {
+    python_status("numpy", "numpy")
+}
+
+/// Whether the Python of [`python_program`] imports `modules` (`"numpy, onnxruntime"`), or
+/// why not; the reason names the interpreter, the variable that chooses another, and what
+/// to `pip install`.
+fn python_status(modules: &str, packages: &str) -> Result<(), String> {
     let program = python_program();
-    let hint = format!("set {PYTHON_VAR} to a Python that has it, or pip install numpy");
-    match Command::new(&program).args(["-c", "import numpy"]).output() {
+    let hint = format!("set {PYTHON_VAR} to a Python that has it, or pip install {packages}");
+    match Command::new(&program).args(["-c", &format!("import {modules}")]).output() {
         Ok(out) if out.status.success() => Ok(()),
-        Ok(out) => Err(format!("no NumPy in `{program}` ({hint}): {}", String::from_utf8_lossy(&out.stderr).trim())),
+        Ok(out) => {
+            Err(format!("no {modules} in `{program}` ({hint}): {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
         Err(err) => Err(format!("no Python `{program}` ({hint}): {err}")),
     }
 }
@@ -286,6 +301,16 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
     let unshare = if wants(|k| *k == Kind::Unshare) { unshare_status() } else { Ok(()) };
     let require_opencl = !is_child && required("TENSORBRIDGE_REQUIRE_OPENCL");
     let require_numpy = !is_child && required("TENSORBRIDGE_REQUIRE_NUMPY");
+    let onnxruntime = if wants(|k| *k == Kind::OnnxRuntime) {
+        python_status("numpy, onnxruntime", "numpy onnxruntime")
+    } else {
+        Ok(())
+    };
+    let require_onnxruntime = !is_child && required("TENSORBRIDGE_REQUIRE_ONNXRUNTIME");
+    if let (false, Err(why)) = (is_child, &onnxruntime) {
+        let what = if require_onnxruntime { "failing (TENSORBRIDGE_REQUIRE_ONNXRUNTIME=1)" } else { "skipped" };
+        eprintln!("note: onnxruntime tests {what}: {why}");
+    }
     if !is_child {
         if let Err(why) = &opencl {
             let what = if require_opencl { "failing (TENSORBRIDGE_REQUIRE_OPENCL=1)" } else { "skipped" };
@@ -314,6 +339,9 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
                 }
             }
             Kind::NumPy => runs.push((path, None, numpy.as_ref().err().map(|why| (why.clone(), require_numpy)))),
+            Kind::OnnxRuntime => {
+                runs.push((path, None, onnxruntime.as_ref().err().map(|why| (why.clone(), require_onnxruntime))))
+            }
             Kind::Unshare => runs.push((path, None, unshare.as_ref().err().map(|why| (why.clone(), false)))),
             Kind::EveryDevice => {
                 runs.push((format!("cpu::{path}"), Some(false), None));
