@@ -23,7 +23,10 @@
 //! Otherwise it runs the tiled kernels (`tb_forward`, `tb_loss`, `tb_backward`,
 //! `tb_backward_inputs`, `tb_sgd`): `3 * layers + 1` launches per step, each matrix product
 //! tiled through local memory. The host also falls back to them when the device cannot run
-//! the fused work-group (local memory or work-group size too small).
+//! the fused work-group (local memory or work-group size too small). Where a driver allows
+//! the fused kernel fewer work-items than the shape's work-group (Mesa 22.3's rusticl
+//! reports 32 for every kernel), the host builds it again for the largest power of two it
+//! allows (`-D TB_FUSED_WG`): its work-items stride over each stage, whatever their number.
 
 use std::fmt::Write as _;
 
@@ -225,11 +228,17 @@ pub fn defines<M: Model>() -> String {
         let _ = writeln!(s, "#define TB_Y {x_values}");
     }
     // The batch as a by-value argument of the fused kernel (Upload::Arguments).
-    let _ = writeln!(s, "#define TB_ARG_WORDS {}", argument_words::<M>().unwrap_or(1));
+    let arg_words = argument_words::<M>().unwrap_or(1);
+    let _ = writeln!(s, "#define TB_ARG_WORDS {arg_words}");
+    // Its words one by one, for a copy at constant offsets (cl/train_step.cl).
+    let list: String = (0..arg_words).map(|i| format!(" X({i})")).collect();
+    let _ = writeln!(s, "#define TB_ARG_LIST(X){list}");
     let _ = writeln!(s, "#define TB_ACTS {}", acts_len(dims, batch));
     let _ = writeln!(s, "#define TB_DELTA {}", delta_len(dims, batch));
     let _ = writeln!(s, "#define TB_FUSED {}", u8::from(plan.fits));
-    let _ = writeln!(s, "#define TB_FUSED_WG {}", plan.wg);
+    // The host may build with a smaller `-D TB_FUSED_WG` where a driver allows the kernel
+    // fewer work-items (src/backend/opencl/mod.rs, `Inner::new`).
+    let _ = writeln!(s, "#ifndef TB_FUSED_WG\n#define TB_FUSED_WG {}\n#endif", plan.wg);
     // The tiny kernels' arguments: `uint4`s a0, a1, ... (one, unused, when they do not apply).
     let tiny = tiny_plan::<M>();
     let _ = writeln!(s, "#define TB_TINY {}", u8::from(tiny.is_some()));

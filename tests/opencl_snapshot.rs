@@ -35,7 +35,29 @@ fn the_source_is_specialised_per_shape() {
     }
 }
 
+/// The fused kernel's by-value batch is read only by its word-by-word copy, at constant
+/// offsets, never indexed by a work-item's position: Mesa 22.3's rusticl (llvmpipe)
+/// crashed compiling a kernel-argument load at an offset that varies between work-items.
+fn the_by_value_batch_is_read_at_constant_offsets_only() {
+    for source in [CatDog::kernel_source(), Other::kernel_source()] {
+        let uses: Vec<&str> =
+            source.lines().map(str::trim).filter(|l| l.contains("batch_arg") && !l.starts_with("//")).collect();
+        assert_eq!(
+            uses,
+            [
+                "__global float *logits_out, const tb_batch_words batch_arg,",
+                "#define TB_ARG_COPY(i) arg_w[i] = batch_arg.w[i];",
+            ],
+            "every read of `batch_arg` but the copy indexes it at run time"
+        );
+        assert!(source.contains("    TB_ARG_LIST(TB_ARG_COPY)\n"));
+    }
+    assert!(CatDog::kernel_source()
+        .contains("\n#define TB_ARG_LIST(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9)\n"));
+}
+
 crate::tests! {
     plain the_seed_models_source_matches_the_snapshot,
     plain the_source_is_specialised_per_shape,
+    plain the_by_value_batch_is_read_at_constant_offsets_only,
 }

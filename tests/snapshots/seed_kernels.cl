@@ -14,10 +14,13 @@
 #define TB_UPDATE_LIMIT INFINITY
 #define TB_Y 8
 #define TB_ARG_WORDS 10
+#define TB_ARG_LIST(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9)
 #define TB_ACTS 12
 #define TB_DELTA 4
 #define TB_FUSED 1
+#ifndef TB_FUSED_WG
 #define TB_FUSED_WG 16
+#endif
 #define TB_TINY 1
 #define TB_TINY_CTRL 3
 #define TB_TINY_STEP_WORDS 13
@@ -719,6 +722,16 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     __local float red[TB_FUSED_WG];
     __local uint labels[TB_BATCH];
     __local uint overflow;
+    // The by-value batch, copied word by word at constant offsets before any control flow;
+    // below, only this private copy is indexed by the work-item's position. Indexing the
+    // argument itself there (a kernel-argument load at an offset that differs between
+    // work-items) crashed Mesa 22.3's rusticl on llvmpipe in its compiler (SIGSEGV in
+    // LLVMBuildBitCast at the first launch), whose llvmpipe code generator emits such loads
+    // only at offsets uniform across the work-items.
+    uint arg_w[TB_ARG_WORDS];
+#define TB_ARG_COPY(i) arg_w[i] = batch_arg.w[i];
+    TB_ARG_LIST(TB_ARG_COPY)
+#undef TB_ARG_COPY
     const int lid = get_local_id(0);
     if (lid == 0) {
         overflow = 0u;
@@ -731,11 +744,11 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
     // branches around the loops: the same loops inside `if (batch_in_arg) {...} else
     // {...}` made PoCL 3.1 compute wrong gradients at batch 13 (work-group 256).
     TB_STRIDED_FOR(k, TB_BATCH * TB_FEATURES, TB_FUSED_WG, lid) {
-        acts[k] = batch_in_arg ? TB_LOAD_ARG_X(batch_arg.w, min(k, TB_ARG_X_MAX)) : TB_LOAD_X(x, k);
+        acts[k] = batch_in_arg ? TB_LOAD_ARG_X(arg_w, min(k, TB_ARG_X_MAX)) : TB_LOAD_X(x, k);
     }
     const int n_labels = (mode == TB_MODE_FORWARD) ? 0 : TB_BATCH;
     TB_STRIDED_FOR(k, n_labels, TB_FUSED_WG, lid) {
-        labels[k] = batch_in_arg ? tb_clamp_label(batch_arg.w[min(TB_Y + k, TB_ARG_WORDS - 1)])
+        labels[k] = batch_in_arg ? tb_clamp_label(arg_w[min(TB_Y + k, TB_ARG_WORDS - 1)])
                                  : tb_label(batch, k);
     }
     barrier(CLK_LOCAL_MEM_FENCE);

@@ -29,7 +29,7 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use self::cl::{Event, Kernel, Mem, Queue};
+use self::cl::{Event, Kernel, Mem, Program, Queue};
 pub(crate) use self::platform::{enumerate, ClDevice};
 pub use self::program::CACHE_DIR_ENV;
 use super::{Backend, DeviceBuffer, StepRecord};
@@ -202,6 +202,24 @@ struct Kernels {
     check: Kernel,
 }
 
+impl Kernels {
+    /// Every kernel of `program`.
+    fn new(program: &Program) -> Result<Kernels> {
+        Ok(Kernels {
+            forward: Kernel::new(program, kernel::tb_forward::NAME)?,
+            loss: Kernel::new(program, kernel::tb_loss::NAME)?,
+            backward: Kernel::new(program, kernel::tb_backward::NAME)?,
+            backward_inputs: Kernel::new(program, kernel::tb_backward_inputs::NAME)?,
+            sgd: Kernel::new(program, kernel::tb_sgd::NAME)?,
+            fused: Kernel::new(program, kernel::tb_train_step::NAME)?,
+            tiny: Kernel::new(program, kernel::tb_tiny_step::NAME)?,
+            tiny_group: Kernel::new(program, kernel::tb_tiny_steps::NAME)?,
+            widen: Kernel::new(program, kernel::tb_widen_x::NAME)?,
+            check: Kernel::new(program, kernel::tb_check_update::NAME)?,
+        })
+    }
+}
+
 // The two tiny kernels take the same arguments, but for how many words (their indices are
 // set through `tb_tiny_step`'s names).
 const _: () = assert!(
@@ -348,11 +366,24 @@ impl<M: Model> Inner<M> {
             to_i32(n, device, what)?;
         }
         let (build, _) = build_options(device)?;
+        let shape = fused_plan(dims, b);
         let start = Instant::now();
         let before = build_counts(device);
         let label = device.label();
-        let program = startup::with_build_notice(M::NAME, &label, || {
-            program::build(device, &kernel_source::<M>(), &build, kernel::ALL)
+        let (kernels, fused_wg) = startup::with_build_notice(M::NAME, &label, || -> Result<(Kernels, usize)> {
+            let source = kernel_source::<M>();
+            let kernels = Kernels::new(&*program::build(device, &source, &build, kernel::ALL)?)?;
+            // A driver may allow the fused kernel fewer work-items than the shape's
+            // work-group (Mesa 22.3's rusticl reports 32 for every kernel): then the
+            // kernel again, on the largest power of two it allows (it strides over any
+            // work-group).
+            let limit = kernels.fused.max_work_group(device.id)?;
+            let wg = 1usize << limit.max(1).ilog2();
+            if !shape.fits || wg >= shape.wg {
+                return Ok((kernels, shape.wg));
+            }
+            let options = format!("{build} -D TB_FUSED_WG={wg}");
+            Ok((Kernels::new(&*program::build(device, &source, &options, kernel::ALL)?)?, wg))
         })?;
         let program_time = start.elapsed();
         let after = build_counts(device);
@@ -364,18 +395,6 @@ impl<M: Model> Inner<M> {
             ProgramOrigin::Memory
         };
         let start = Instant::now();
-        let kernels = Kernels {
-            forward: Kernel::new(&program, kernel::tb_forward::NAME)?,
-            loss: Kernel::new(&program, kernel::tb_loss::NAME)?,
-            backward: Kernel::new(&program, kernel::tb_backward::NAME)?,
-            backward_inputs: Kernel::new(&program, kernel::tb_backward_inputs::NAME)?,
-            sgd: Kernel::new(&program, kernel::tb_sgd::NAME)?,
-            fused: Kernel::new(&program, kernel::tb_train_step::NAME)?,
-            tiny: Kernel::new(&program, kernel::tb_tiny_step::NAME)?,
-            tiny_group: Kernel::new(&program, kernel::tb_tiny_steps::NAME)?,
-            widen: Kernel::new(&program, kernel::tb_widen_x::NAME)?,
-            check: Kernel::new(&program, kernel::tb_check_update::NAME)?,
-        };
         let gemm_wg = gemm::LOCAL[0] * gemm::LOCAL[1];
         for k in [&kernels.forward, &kernels.backward, &kernels.backward_inputs] {
             if k.max_work_group(device.id)? < gemm_wg {
@@ -385,9 +404,8 @@ impl<M: Model> Inner<M> {
                 });
             }
         }
-        let shape = fused_plan(dims, b);
         let fused_fits = shape.fits
-            && kernels.fused.max_work_group(device.id)? >= shape.wg
+            && kernels.fused.max_work_group(device.id)? >= fused_wg
             && kernels.fused.local_mem(device.id)? <= device.info.local_mem_bytes;
         let fused = match path {
             KernelPath::Auto => fused_fits && shape.fused,
@@ -401,7 +419,7 @@ impl<M: Model> Inner<M> {
                         M::NAME,
                         shape.local_bytes,
                         crate::kernels::FUSED_MAX_LOCAL_BYTES,
-                        shape.wg
+                        fused_wg
                     ),
                 })
             }
@@ -411,8 +429,11 @@ impl<M: Model> Inner<M> {
 
         let batch_path = batch_path::<M>(device, options.upload, fused)?;
         // The tiny kernel: where the model would run fused with the batch by value, unless
-        // the fused work-group kernel was asked for by name.
-        let tiny = tiny_plan::<M>().filter(|_| path == KernelPath::Auto && fused && batch_path == BatchPath::Arguments);
+        // the fused work-group kernel was asked for by name, and the fused kernel has a
+        // work-item per row (then both sum the rows' losses in the same order).
+        let tiny = tiny_plan::<M>().filter(|_| {
+            path == KernelPath::Auto && fused && batch_path == BatchPath::Arguments && fused_wg >= b.next_power_of_two()
+        });
         let kernels_time = start.elapsed();
         let start = Instant::now();
         let context = &device.context;
@@ -468,7 +489,7 @@ impl<M: Model> Inner<M> {
             device: Arc::clone(device),
             queue,
             kernels,
-            plan: Plan { fused, tiny, fused_wg: shape.wg, loss_wg },
+            plan: Plan { fused, tiny, fused_wg, loss_wg },
             params,
             grads,
             acts: acts_mem,
