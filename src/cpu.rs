@@ -17,6 +17,25 @@
 //! the step. The arithmetic is then exactly the `f32` path's; `f32` models skip both
 //! conversions at compile time.
 //!
+//! ## Stack on a Cortex-M4F
+//!
+//! The stack each call needs at most, beyond its caller's frame, on a Cortex-M4F
+//! (`thumbv7em-none-eabihf`, opt-level "s", LTO), for the seed model
+//! `{batch 2, features 4, classes 2}` and `{batch 8, features 16, hidden [32], classes 4}`.
+//! `.ci/run` measures the high-water marks on QEMU's board (`firmware/m4f/footprint.py`) and
+//! fails if one exceeds its bound here. A model's buffers are not on the stack: they are
+//! the [`Cpu`] itself (see [`Model::PARAM_BYTES`] and [`Model::WORK_BYTES`]); only
+//! [`Cpu::gradients`] returns a copy of the gradients by value.
+//!
+//! | call | seed | `{8, 16 -> [32] -> 4}` |
+//! | --- | --- | --- |
+//! | `new` ([`Cpu::init_with_seed`]) | 320 B | 320 B |
+//! | `logits` | 128 B | 512 B |
+//! | `predict` | 160 B | 384 B |
+//! | `loss` | 576 B | 576 B |
+//! | `gradients` | 576 B | 6,144 B |
+//! | `train_step` | 576 B | 640 B |
+//!
 //! ```
 //! use tensorbridge::cpu::Cpu;
 //! use tensorbridge::{matrix, vector};
@@ -39,6 +58,8 @@
 //! # Ok(())
 //! # }
 //! ```
+
+use core::mem::MaybeUninit;
 
 use crate::check::{self, Batch};
 use crate::error::{Error, Result};
@@ -149,6 +170,41 @@ impl<M: Model> Cpu<M> {
         Cpu { params, scratch: M::Scratch::zeroed(), bound: UpdateBound::UNKNOWN }
     }
 
+    /// Initialises the model in place, in `slot`, from `seed` (as [`Cpu::with_seed`]), and
+    /// returns it: no copy of the model on the stack, so that a large model can be built
+    /// in a `static` (a `MaybeUninit<Cpu<M>>`).
+    pub fn init_with_seed(slot: &mut MaybeUninit<Self>, seed: u64) -> &mut Self {
+        let cpu = Self::init_zeroed(slot);
+        init_params::<M::Storage>(M::LAYERS, seed, cpu.params.values_mut());
+        cpu
+    }
+
+    /// Initialises the model in place, in `slot`, with the given parameters (as
+    /// [`Cpu::with_params`]), and returns it.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] if a parameter is NaN or infinite; the slot then holds the model
+    /// with every parameter zero.
+    pub fn init_with_params<'a>(slot: &'a mut MaybeUninit<Self>, params: &M::Params) -> Result<&'a mut Self> {
+        let cpu = Self::init_zeroed(slot);
+        cpu.set_params(params)?;
+        Ok(cpu)
+    }
+
+    /// The slot's bytes zeroed, as a model whose parameters are all zero.
+    fn init_zeroed(slot: &mut MaybeUninit<Self>) -> &mut Self {
+        // SAFETY: every field of `Cpu` is valid when all its bits are zero: `M::Flat` and
+        // `M::Scratch` are `ZeroBuffer`s (a sealed trait of `#[repr(C)]` structs of `f32`
+        // arrays, zero being 0.0), and `UpdateBound` holds an `f64` (0.0). The slot is then
+        // fully initialised, and `bound` is set to the value a new model has.
+        unsafe {
+            slot.as_mut_ptr().write_bytes(0, 1);
+            let cpu = slot.assume_init_mut();
+            cpu.bound = UpdateBound::UNKNOWN;
+            cpu
+        }
+    }
+
     /// The parameters.
     pub fn params(&self) -> M::Params {
         read_params::<M>(self.params.values())
@@ -223,16 +279,24 @@ impl<M: Model> core::fmt::Debug for Cpu<M> {
 
 /// Seeded initial parameters in the flat layout, into `out`: weights of hidden (ReLU)
 /// layers He-normal (`N(0, 2 / fan_in)`), of the head LeCun-normal (`N(0, 1 / fan_in)`),
-/// biases zero; each value rounded to the storage type `T`.
+/// biases zero; each value rounded to the storage type `T`. In `f32` arithmetic only
+/// ([`Rng::normal_pair`]).
 pub(crate) fn init_params<T: StorageElement>(dims: &[usize], seed: u64, out: &mut [f32]) {
     let mut rng = Rng::new(seed);
     let layers = dims.len() - 1;
     for l in 0..layers {
         let slot = layer_slot(dims, l);
         let gain = if l + 1 < layers { 2.0 } else { 1.0 };
-        let std = libm::sqrt(gain / slot.fan_in as f64);
-        for v in &mut out[slot.w..slot.b] {
-            *v = T::round_f32((rng.normal() * std) as f32);
+        let std = libm::sqrtf(gain / slot.fan_in as f32);
+        // Normals in pairs (the polar method gives two a draw).
+        let mut pairs = out[slot.w..slot.b].chunks_exact_mut(2);
+        for pair in &mut pairs {
+            let (a, b) = rng.normal_pair();
+            pair[0] = T::round_f32(a * std);
+            pair[1] = T::round_f32(b * std);
+        }
+        if let [last] = pairs.into_remainder() {
+            *last = T::round_f32(rng.normal_pair().0 * std);
         }
         out[slot.b..slot.end()].fill(0.0);
     }
@@ -712,21 +776,52 @@ fn dense_forward<M: Model, P: Products>(
             return;
         }
     }
-    // Small layers: plain loops over constant bounds, which LLVM unrolls completely at
-    // the smallest shapes.
-    for o in 0..slot.fan_out {
-        let zc = &mut z[o * batch..(o + 1) * batch];
-        zc.fill(bias[o]);
-        for i in 0..slot.fan_in {
-            let wio = w[o * slot.fan_in + i];
-            for (zr, &ar) in zc.iter_mut().zip(&a[i * batch..(i + 1) * batch]) {
-                *zr += ar * wio;
-            }
+    // Small layers: loops over constant bounds, which LLVM unrolls completely at the
+    // smallest shapes. Each output column goes in blocks of rows whose sums stay in
+    // registers (a Cortex-M4F at opt-level "s" otherwise loads and stores the sum at every
+    // multiply-add); each sum is still `b[o]` then the inputs in order.
+    for (o, (wo, zc)) in w.chunks_exact(slot.fan_in).zip(z.chunks_exact_mut(batch)).enumerate() {
+        let mut r0 = 0;
+        while r0 + FORWARD_ROWS <= batch {
+            dot_rows8(a, batch, r0, wo, bias[o], &mut zc[r0..r0 + FORWARD_ROWS]);
+            r0 += FORWARD_ROWS;
+        }
+        for (r, zr) in zc.iter_mut().enumerate().skip(r0) {
+            *zr = dot_row(a, batch, r, wo, bias[o]);
         }
         if relu {
             relu_in_place(zc);
         }
     }
+}
+
+/// Rows of [`dense_forward`]'s register blocks ([`dot_rows8`]).
+const FORWARD_ROWS: usize = 8;
+
+/// `out[k] = bias + Σ_i a[i, r0 + k] · wo[i]` for the 8 rows from `r0` (`a` column-major
+/// with `batch` rows), summed in `i`'s order in eight named accumulators: at opt-level "s"
+/// an array of them would live in memory.
+#[inline(always)]
+fn dot_rows8(a: &[f32], batch: usize, r0: usize, wo: &[f32], bias: f32, out: &mut [f32]) {
+    let [mut s0, mut s1, mut s2, mut s3, mut s4, mut s5, mut s6, mut s7] = [bias; 8];
+    for (col, &wi) in a.chunks_exact(batch).zip(wo) {
+        let c = &col[r0..r0 + 8];
+        s0 += c[0] * wi;
+        s1 += c[1] * wi;
+        s2 += c[2] * wi;
+        s3 += c[3] * wi;
+        s4 += c[4] * wi;
+        s5 += c[5] * wi;
+        s6 += c[6] * wi;
+        s7 += c[7] * wi;
+    }
+    out.copy_from_slice(&[s0, s1, s2, s3, s4, s5, s6, s7]);
+}
+
+/// [`dot_rows8`] for the one row `r`.
+#[inline(always)]
+fn dot_row(a: &[f32], batch: usize, r: usize, wo: &[f32], bias: f32) -> f32 {
+    a.chunks_exact(batch).zip(wo).fold(bias, |s, (col, &wi)| s + col[r] * wi)
 }
 
 /// ReLU that keeps NaN (so a diverged value still surfaces as a non-finite loss).
@@ -758,11 +853,13 @@ fn relu_mask(d: &mut [f32], a: &[f32]) {
 pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, classes: usize, dz: &mut [f32]) -> f32 {
     let inv_rows = 1.0 / rows as f32;
     // loss = Σ_r (max_r - z[r, y_r]) + Σ_r ln(1 + rest_r). The logarithms are summed as the
-    // logarithm of a product kept in f64: one `ln` per batch instead of one per row (iris's
-    // step: 400 -> 325 ns), and 1 + rest loses nothing of a confident row's tiny rest.
+    // logarithm of a product, one `ln` per batch instead of one per row (iris's step: 400 ->
+    // 325 ns). All in f32: the product is kept as `q = Π(1 + rest_r) - 1`, updated as
+    // `q + rest + q·rest`, and its logarithm taken as `ln_1p(q)`, so that a confident row's
+    // tiny rest (1e-6) keeps all its digits, as it would not in `1 + rest`.
     let mut gaps = 0.0f32;
-    let mut product = 1.0f64;
-    let mut logs = 0.0f64;
+    let mut q = 0.0f32;
+    let mut logs = 0.0f32;
     for r in rows..batch {
         for c in 0..classes {
             dz[c * batch + r] = 0.0;
@@ -820,11 +917,11 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
             let label = y[r] as usize;
             // (max - z_label): exactly 0 when the label holds the maximum.
             gaps += max[i] - z[label * batch + r];
-            product *= 1.0 + f64::from(rest[i]);
-            if product > 1e300 {
-                // Each factor is at most `classes` (< 2^21): flushing here keeps f64 finite.
-                logs += libm::log(product);
-                product = 1.0;
+            q = q + rest[i] + q * rest[i];
+            if q > 1e30 {
+                // Each factor is at most `classes` (< 2^21): flushing here keeps q finite.
+                logs += libm::log1pf(q);
+                q = 0.0;
             }
             scale[i] = inv_rows / (1.0 + rest[i]);
         }
@@ -842,9 +939,7 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
         }
         r0 += n;
     }
-    // ln(product) is as accurate as ln_1p(product - 1) here: the product itself is what
-    // f64 holds to 1e-16, and a confident row's 1 + 1e-6 keeps ten significant digits.
-    ((f64::from(gaps) + logs + libm::log(product)) * f64::from(inv_rows)) as f32
+    (gaps + logs + libm::log1pf(q)) * inv_rows
 }
 
 /// Rows of [`softmax_xent`]'s blocks.
@@ -856,51 +951,12 @@ const ROW_BLOCK: usize = 16;
 /// 10% and 7% slower than the scalar loop.
 pub(crate) const VECTOR_SOFTMAX_MIN: usize = 128;
 
-/// `2^(j/32)` for `j` in `0..32`, each the `f64` nearest the exact value (computed with
-/// 60-digit decimal arithmetic).
-const EXP2_32THS: [f64; 32] = [
-    1.0,
-    1.0218971486541166,
-    1.0442737824274138,
-    1.0671404006768237,
-    1.0905077326652577,
-    1.1143867425958924,
-    1.1387886347566916,
-    1.1637248587775775,
-    1.189207115002721,
-    1.215247359980469,
-    1.241857812073484,
-    1.2690509571917332,
-    1.2968395546510096,
-    1.3252366431597413,
-    1.3542555469368927,
-    1.383909881963832,
-    core::f64::consts::SQRT_2,
-    1.4451808069770467,
-    1.4768261459394993,
-    1.5091644275934228,
-    1.5422108254079407,
-    1.5759808451078865,
-    1.6104903319492543,
-    1.645755478153965,
-    1.681792830507429,
-    1.718619298122478,
-    1.7562521603732995,
-    1.7947090750031072,
-    1.8340080864093424,
-    1.8741676341103,
-    1.9152065613971474,
-    1.9571441241754002,
-];
-
-/// `e^x` for `f32`, computed in `f64` and rounded once: within one unit in the last place
-/// of the exact value (checked against `f64::exp` in the tests), the same on every platform
-/// and in the `no_std` core. Written out (the core has no standard library, and
-/// `libm::expf` measured 6 ns slower a call here) in the way of the C libraries' `expf`:
-/// `x = (32·k + j)·ln2/32 + t` with `|t| <= ln2/64`, so `e^x = 2^k · 2^(j/32) · e^t`, the
-/// middle factor from a table and `e^t` a degree-4 polynomial (truncation error below
-/// 2e-12, far under `f32`'s 6e-8), short enough that several calls overlap in the CPU.
-///
+/// `e^x` for `f32`, in `f32` arithmetic only (a single-precision FPU, such as a
+/// Cortex-M4F's, runs it in hardware): within two units in the last place of the exact
+/// value (checked against `f64::exp` in the tests), the same bits on every platform and in
+/// the `no_std` core. In the way of Cephes' `expf`: `x = k·ln2 + r` with `|r| <= ln2/2`
+/// (Cody-Waite: `ln2` in two parts, the first exact in `k·ln2`), `e^r` a degree-7 polynomial,
+/// and `2^k` applied as two normal factors, so that subnormal results round once.
 #[inline(always)]
 pub(crate) fn exp(x: f32) -> f32 {
     // One predictable branch on the hot path; NaN fails it too.
@@ -911,7 +967,7 @@ pub(crate) fn exp(x: f32) -> f32 {
 }
 
 /// [`exp`], bit for bit, without a branch (the range is handled by selects), so that a loop
-/// of calls vectorises, the table read becoming a gather.
+/// of calls vectorises.
 #[inline(always)]
 pub(crate) fn exp_branch_free(x: f32) -> f32 {
     // NaN fails the test too.
@@ -927,20 +983,27 @@ pub(crate) fn exp_branch_free(x: f32) -> f32 {
 /// [`exp`] for `x` in `(-104, 89]`.
 #[inline(always)]
 fn exp_in_range(x: f32) -> f32 {
-    const LN2: f64 = core::f64::consts::LN_2;
-    // Round to nearest through the 1.5·2^52 trick (`f64::round` is not in `core`): the sum's
+    // Round to nearest through the 1.5·2^23 trick (`f32::round` is not in `core`): the sum's
     // low mantissa bits hold k itself, read without a float-to-int conversion.
-    const SHIFT: f64 = 6_755_399_441_055_744.0;
-    let z = f64::from(x) * (32.0 / LN2);
-    let shifted = z + SHIFT;
-    let kd = shifted - SHIFT;
-    let k = shifted.to_bits().wrapping_sub(SHIFT.to_bits()) as i64; // in -4801..=4109
-    let t = (z - kd) * (LN2 / 32.0);
-    // 2^(k >> 5) is a normal f64 (k >> 5 in -151..=128); the cast to f32 rounds subnormals.
-    let scale = f64::from_bits(((1023 + (k >> 5)) as u64) << 52) * EXP2_32THS[(k & 31) as usize];
-    let t2 = t * t;
-    let p = (1.0 + t) + t2 * (0.5 + t * (1.0 / 6.0) + t2 * (1.0 / 24.0));
-    (p * scale) as f32
+    const SHIFT: f32 = 12_582_912.0;
+    // ln 2 = LN2_HI + LN2_LO; LN2_HI = 355/512 has 9 significant bits, so that k · LN2_HI is
+    // exact for |k| < 2^15 and x - k · LN2_HI is exact too (Cody and Waite).
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    let shifted = x * core::f32::consts::LOG2_E + SHIFT;
+    let kf = shifted - SHIFT;
+    let k = shifted.to_bits().wrapping_sub(SHIFT.to_bits()) as i32; // in -150..=128
+    let r = (x - kf * LN2_HI) - kf * LN2_LO;
+    // e^r = 1 + r + r^2 · p(r) on |r| <= ln2/2 (Cephes expf's minimax coefficients).
+    let p = ((((1.987_569_1e-4 * r + 1.398_199_9e-3) * r + 8.333_452e-3) * r + 4.166_579_6e-2) * r + 0.166_666_65) * r
+        + 0.5;
+    let e = p * (r * r) + r + 1.0;
+    // 2^k = 2^k1 · 2^k2, both normal (k1, k2 in -75..=64).
+    let k1 = k >> 1;
+    let k2 = k - k1;
+    let s1 = f32::from_bits(((127 + k1) as u32) << 23);
+    let s2 = f32::from_bits(((127 + k2) as u32) << 23);
+    (e * s1) * s2
 }
 
 /// [`exp`] outside `(-104, 89]`: NaN stays NaN, below e^-104 (about 7e-46) the result
@@ -1127,14 +1190,14 @@ mod tests {
     }
 
     #[test]
-    fn exp_is_within_one_ulp_of_the_exact_value() {
+    fn exp_is_within_two_ulps_of_the_exact_value() {
         let mut worst = 0;
         let mut x = -104.0f32;
         while x < 88.7 {
             let exact = f64::from(x).exp() as f32; // f64 exp, rounded once
             let got = exp(x);
             worst = worst.max(ulps(got, exact));
-            assert!(ulps(got, exact) <= 1, "exp({x}) = {got}, expected {exact}");
+            assert!(ulps(got, exact) <= 2, "exp({x}) = {got}, expected {exact}");
             x += 0.000_731;
         }
         assert_eq!(exp(0.0), 1.0);
@@ -1142,7 +1205,7 @@ mod tests {
         assert_eq!(exp(f32::NEG_INFINITY), 0.0);
         assert_eq!(exp(100.0), f32::INFINITY);
         assert!(exp(f32::NAN).is_nan());
-        assert!(worst <= 1);
+        assert!(worst <= 2);
     }
 
     #[test]

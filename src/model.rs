@@ -41,6 +41,17 @@ pub trait Model: Sized + 'static {
     /// The parameters as one flat `f32` array ([`FlatParams`](crate::layout::FlatParams)).
     type Flat: FlatSpace;
 
+    /// Bytes of the parameters as the CPU core ([`Cpu`](crate::cpu::Cpu)) holds them: one
+    /// `f32` each, whatever the storage type. Known at compile time, as are the two below;
+    /// a [`Cpu`](crate::cpu::Cpu) is their sum plus 8 bytes (its update bound).
+    const PARAM_BYTES: usize = core::mem::size_of::<Self::Flat>();
+    /// Bytes of the optimizer's state: 0, as SGD keeps none.
+    const OPTIMIZER_BYTES: usize = 0;
+    /// Bytes of the CPU core's working memory ([`Scratch`](crate::layout::Scratch)):
+    /// gradients, every layer's outputs, two delta buffers, and (for `f16` storage) the batch
+    /// widened to `f32`. The calls' stack comes on top (see the [`cpu`](crate::cpu) module).
+    const WORK_BYTES: usize = core::mem::size_of::<Self::Scratch>();
+
     /// The CPU train step's product `p` of layer `layer` (0 for the first), computed with
     /// the layer's sizes as compile-time constants and register blocks of `MR x NR`;
     /// `false` when there is none for this layer, and then the caller computes it.
