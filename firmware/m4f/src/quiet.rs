@@ -12,7 +12,7 @@ use tensorbridge::{Model, DEFAULT_SEED};
 /// Builds model `M` in `slot` from the seed, then runs every call of the core once on
 /// `batch`; ends QEMU with exit code 0 if all succeeded.
 pub fn exercise<M: Model>(slot: &mut MaybeUninit<Cpu<M>>, batch: &(M::Input, M::Labels)) -> ! {
-    let model = slot.write(Cpu::<M>::with_seed(black_box(DEFAULT_SEED)));
+    let model = Cpu::<M>::init_with_seed(slot, black_box(DEFAULT_SEED));
     let (x, y) = black_box(batch);
     let ok = black_box(model.logits(x)).is_ok()
         & black_box(model.predict(x)).is_ok()

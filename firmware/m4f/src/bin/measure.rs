@@ -90,8 +90,8 @@ fn report(out: &mut dyn Write, model: &str, call: &str, f: &mut dyn FnMut()) -> 
 static mut SEED_SLOT: MaybeUninit<Cpu<CatDog>> = MaybeUninit::uninit();
 static mut BIG_SLOT: MaybeUninit<Cpu<Big>> = MaybeUninit::uninit();
 
-/// Every call of the core for model `M` (`name`): construction into a `static` slot from
-/// the seed, then logits, predict, loss, gradients and train steps on `batch`.
+/// Every call of the core for model `M` (`name`): construction in place in a `static` slot
+/// from the seed, then logits, predict, loss, gradients and train steps on `batch`.
 fn model_calls<M: Model>(
     out: &mut dyn Write,
     name: &str,
@@ -100,10 +100,9 @@ fn model_calls<M: Model>(
     batch: &(M::Input, M::Labels),
 ) -> core::fmt::Result {
     report(out, name, "new", &mut || {
-        slot.write(Cpu::<M>::with_seed(black_box(DEFAULT_SEED)));
+        Cpu::<M>::init_with_seed(slot, black_box(DEFAULT_SEED));
     })?;
-    // SAFETY: `new` above wrote the slot (at least once).
-    let model = unsafe { slot.assume_init_mut() };
+    let model = Cpu::<M>::init_with_seed(slot, DEFAULT_SEED);
     if let Some(p) = params {
         let _ = model.set_params(p);
     }
@@ -124,7 +123,8 @@ fn model_calls<M: Model>(
         let _ = black_box(model.train_step(black_box(x), black_box(y), black_box(0.01)));
     })?;
     let macs = M::BATCH * M::LAYERS.windows(2).map(|w| w[0] * w[1]).sum::<usize>();
-    writeln!(out, "model {name} macs {macs} size {}", core::mem::size_of::<Cpu<M>>())
+    writeln!(out, "model {name} macs {macs} size {}", core::mem::size_of::<Cpu<M>>())?;
+    writeln!(out, "footprint {name} params {} optimizer {} work {}", M::PARAM_BYTES, M::OPTIMIZER_BYTES, M::WORK_BYTES)
 }
 
 fn run(out: &mut dyn Write) -> core::fmt::Result {
