@@ -131,7 +131,8 @@ fn run(out: &mut dyn Write) -> core::fmt::Result {
     let empty = instructions(&mut || black_box(()));
     writeln!(out, "calibration empty {empty}")?;
     // SAFETY: the only references to the slots, taken once, in this single-threaded program.
-    let (seed_slot, big_slot) = unsafe { (&mut *(&raw mut SEED_SLOT), &mut *(&raw mut BIG_SLOT)) };
+    let (seed_slot, big_slot) =
+        unsafe { (&mut *core::ptr::addr_of_mut!(SEED_SLOT), &mut *core::ptr::addr_of_mut!(BIG_SLOT)) };
     model_calls::<CatDog>(out, "seed", seed_slot, Some(&seed_params()), &seed_batch(0))?;
     model_calls::<Big>(out, "big", big_slot, None, &big_batch(0))
 }

@@ -18,6 +18,6 @@ static mut SLOT: MaybeUninit<Cpu<models::CatDog>> = MaybeUninit::uninit();
 #[cortex_m_rt::entry]
 fn main() -> ! {
     // SAFETY: the only reference to the slot, in this single-threaded program.
-    let slot = unsafe { &mut *(&raw mut SLOT) };
+    let slot = unsafe { &mut *core::ptr::addr_of_mut!(SLOT) };
     quiet::exercise::<models::CatDog>(slot, &models::seed_batch(0))
 }
