@@ -27,14 +27,22 @@
 //! the [`Cpu`] itself (see [`Model::PARAM_BYTES`] and [`Model::WORK_BYTES`]); only
 //! [`Cpu::gradients`] returns a copy of the gradients by value.
 //!
+//! ## No panic path
+//!
+//! Every index of the core's loops is either folded away by constant lengths or written
+//! so that it cannot fail (`chunks_exact`, `get`, `zip`): a firmware that calls
+//! construction, `logits`, `predict`, `loss`, `gradients` and `train_step` links no panic
+//! code at all (`firmware/m4f/footprint.py --check` verifies it on the quiet firmwares).
+//! Bad input is a typed [`Error`].
+//!
 //! | call | seed | `{8, 16 -> [32] -> 4}` |
 //! | --- | --- | --- |
 //! | `new` ([`Cpu::init_with_seed`]) | 320 B | 320 B |
-//! | `logits` | 128 B | 512 B |
+//! | `logits` | 128 B | 768 B |
 //! | `predict` | 160 B | 384 B |
-//! | `loss` | 576 B | 576 B |
-//! | `gradients` | 576 B | 6,144 B |
-//! | `train_step` | 576 B | 640 B |
+//! | `loss` | 320 B | 576 B |
+//! | `gradients` | 320 B | 7,168 B |
+//! | `train_step` | 320 B | 640 B |
 //!
 //! ```
 //! use tensorbridge::cpu::Cpu;
@@ -251,7 +259,8 @@ impl<M: Model> Cpu<M> {
         let batch = check::batch::<M>(x, y, M::BATCH)?;
         let mut parts = self.scratch.parts();
         let loss = gradients::<M>(self.params.values(), &mut parts, batch);
-        Ok((loss, <M::Grads as Params>::from_flat(&parts.grads[..<M::Params as Params>::LEN])))
+        let grads = &parts.grads;
+        Ok((loss, <M::Grads as Params>::from_flat_fn(&mut |k| grads.get(k).copied().unwrap_or(0.0))))
     }
 
     /// One SGD step (`p -= lr * dL/dp`); returns the loss before the step.
@@ -289,7 +298,7 @@ pub(crate) fn init_params<T: StorageElement>(dims: &[usize], seed: u64, out: &mu
         let gain = if l + 1 < layers { 2.0 } else { 1.0 };
         let std = libm::sqrtf(gain / slot.fan_in as f32);
         // Normals in pairs (the polar method gives two a draw).
-        let mut pairs = out[slot.w..slot.b].chunks_exact_mut(2);
+        let mut pairs = sub_mut(out, slot.w, slot.b - slot.w).chunks_exact_mut(2);
         for pair in &mut pairs {
             let (a, b) = rng.normal_pair();
             pair[0] = T::round_f32(a * std);
@@ -298,7 +307,7 @@ pub(crate) fn init_params<T: StorageElement>(dims: &[usize], seed: u64, out: &mu
         if let [last] = pairs.into_remainder() {
             *last = T::round_f32(rng.normal_pair().0 * std);
         }
-        out[slot.b..slot.end()].fill(0.0);
+        sub_mut(out, slot.b, slot.fan_out).fill(0.0);
     }
 }
 
@@ -414,18 +423,18 @@ pub(crate) fn forward<M: Model>(params: &[f32], acts: &mut [f32], x: &[f32]) {
 #[inline(always)]
 fn forward_with<M: Model, P: Products>(params: &[f32], acts: &mut [f32], x: &[f32]) {
     let layers = M::LAYERS.len() - 1;
-    let params = &params[..<M::Params as Params>::LEN];
+    let params = sub(params, 0, <M::Params as Params>::LEN);
     for l in 0..layers {
         let slot = layer_slot(M::LAYERS, l);
-        let start = output_offset(M::LAYERS, M::BATCH, l);
+        let start = output_offset(M::LAYERS, M::BATCH, l).min(acts.len());
         let (below, here) = acts.split_at_mut(start);
         // Slices of constant length: the bounds checks inside fold away.
         let input: &[f32] = if l == 0 {
-            &x[..M::BATCH * M::FEATURES]
+            sub(x, 0, M::BATCH * M::FEATURES)
         } else {
-            &below[output_offset(M::LAYERS, M::BATCH, l - 1)..][..M::BATCH * slot.fan_in]
+            sub(below, output_offset(M::LAYERS, M::BATCH, l - 1), M::BATCH * slot.fan_in)
         };
-        let z = &mut here[..M::BATCH * slot.fan_out];
+        let z = sub_mut(here, 0, M::BATCH * slot.fan_out);
         dense_forward::<M, P>(l, input, params, slot, z, l + 1 < layers);
     }
 }
@@ -461,7 +470,9 @@ pub(crate) fn logits_into<M: Model>(
     x: &M::Input,
     out: &mut [f32],
 ) -> Result<()> {
-    out.copy_from_slice(checked_logits::<M>(params, s, x)?);
+    for (o, &v) in out.iter_mut().zip(checked_logits::<M>(params, s, x)?) {
+        *o = v;
+    }
     Ok(())
 }
 
@@ -491,7 +502,28 @@ pub(crate) fn classes_into<M: Model>(z: &[f32], out: &mut [u32]) -> Result<()> {
 /// `z` (`[batch x classes]`, `z[c * batch + r]`), which the caller has checked are finite.
 #[inline]
 pub(crate) fn argmax_column_major(z: &[f32], batch: usize, classes: usize, r: usize) -> usize {
-    (1..classes).fold(0, |best, c| if z[c * batch + r] > z[best * batch + r] { c } else { best })
+    // `get`: no panic path; an index past `z` (never, for the callers' logits) reads NaN,
+    // which is never the larger.
+    let at = |c: usize| z.get(c * batch + r).copied().unwrap_or(f32::NAN);
+    (1..classes).fold(0, |best, c| if at(c) > at(best) { c } else { best })
+}
+
+/// `s[start..start + len]`, or an empty slice where that is out of range, which the flat
+/// layout's constants rule out (the loops over it then do nothing). Slicing that compiles no
+/// panic path, for offsets that depend on a layer index, which the optimiser does not fold
+/// to constants in loops it keeps (opt-level "s").
+#[inline(always)]
+fn sub(s: &[f32], start: usize, len: usize) -> &[f32] {
+    s.get(start..start.saturating_add(len)).unwrap_or(&[])
+}
+
+/// [`sub`], mutably.
+#[inline(always)]
+fn sub_mut(s: &mut [f32], start: usize, len: usize) -> &mut [f32] {
+    match s.get_mut(start..start.saturating_add(len)) {
+        Some(part) => part,
+        None => &mut [],
+    }
 }
 
 /// Mean softmax cross-entropy of a validated batch.
@@ -535,12 +567,13 @@ fn backward<M: Model, P: Products>(
     for l in (0..M::LAYERS.len() - 1).rev() {
         let slot = layer_slot(M::LAYERS, l);
         let input: &[f32] = if l == 0 {
-            &x[..M::BATCH * M::FEATURES]
+            sub(x, 0, M::BATCH * M::FEATURES)
         } else {
-            &acts[output_offset(M::LAYERS, M::BATCH, l - 1)..][..M::BATCH * slot.fan_in]
+            sub(acts, output_offset(M::LAYERS, M::BATCH, l - 1), M::BATCH * slot.fan_in)
         };
-        let (gw, gb) = grads[slot.w..slot.end()].split_at_mut(slot.b - slot.w);
-        let dz = &delta[..M::BATCH * slot.fan_out];
+        let layer = sub_mut(grads, slot.w, slot.end() - slot.w);
+        let (gw, gb) = layer.split_at_mut((slot.b - slot.w).min(layer.len()));
+        let dz = sub(delta, 0, M::BATCH * slot.fan_out);
         bias_grads(dz, gb, M::BATCH, batch.rows);
         // A full batch passes `rows` as the constant it then is, so that the small
         // layers' loops unroll completely.
@@ -555,8 +588,8 @@ fn backward<M: Model, P: Products>(
             }
         }
         if l > 0 {
-            let da = &mut delta_below[..M::BATCH * slot.fan_in];
-            input_grads::<M, P>(l, &params[slot.w..slot.b], dz, da, input, slot);
+            let da = sub_mut(delta_below, 0, M::BATCH * slot.fan_in);
+            input_grads::<M, P>(l, sub(params, slot.w, slot.b - slot.w), dz, da, input, slot);
             core::mem::swap(&mut delta, &mut delta_below);
         }
     }
@@ -747,8 +780,8 @@ fn dense_forward<M: Model, P: Products>(
     #[cfg(not(feature = "parallel"))]
     let _ = l;
     let batch = M::BATCH;
-    let w = &params[slot.w..slot.b];
-    let bias = &params[slot.b..slot.end()];
+    let w = sub(params, slot.w, slot.b - slot.w);
+    let bias = sub(params, slot.b, slot.fan_out);
     #[cfg(feature = "parallel")]
     {
         let macs = batch * slot.fan_in * slot.fan_out;
@@ -780,14 +813,14 @@ fn dense_forward<M: Model, P: Products>(
     // smallest shapes. Each output column goes in blocks of rows whose sums stay in
     // registers (a Cortex-M4F at opt-level "s" otherwise loads and stores the sum at every
     // multiply-add); each sum is still `b[o]` then the inputs in order.
-    for (o, (wo, zc)) in w.chunks_exact(slot.fan_in).zip(z.chunks_exact_mut(batch)).enumerate() {
-        let mut r0 = 0;
-        while r0 + FORWARD_ROWS <= batch {
-            dot_rows8(a, batch, r0, wo, bias[o], &mut zc[r0..r0 + FORWARD_ROWS]);
-            r0 += FORWARD_ROWS;
+    for ((wo, zc), &bo) in w.chunks_exact(slot.fan_in).zip(z.chunks_exact_mut(batch)).zip(bias) {
+        let mut blocks = zc.chunks_exact_mut(FORWARD_ROWS);
+        for (k, out) in (&mut blocks).enumerate() {
+            dot_rows8(a, batch, k * FORWARD_ROWS, wo, bo, out);
         }
+        let r0 = batch - blocks.into_remainder().len();
         for (r, zr) in zc.iter_mut().enumerate().skip(r0) {
-            *zr = dot_row(a, batch, r, wo, bias[o]);
+            *zr = dot_row(a, batch, r, wo, bo);
         }
         if relu {
             relu_in_place(zc);
@@ -805,7 +838,8 @@ const FORWARD_ROWS: usize = 8;
 fn dot_rows8(a: &[f32], batch: usize, r0: usize, wo: &[f32], bias: f32, out: &mut [f32]) {
     let [mut s0, mut s1, mut s2, mut s3, mut s4, mut s5, mut s6, mut s7] = [bias; 8];
     for (col, &wi) in a.chunks_exact(batch).zip(wo) {
-        let c = &col[r0..r0 + 8];
+        let Some(&[c0, c1, c2, c3, c4, c5, c6, c7]) = col.get(r0..r0 + 8) else { break };
+        let c = [c0, c1, c2, c3, c4, c5, c6, c7];
         s0 += c[0] * wi;
         s1 += c[1] * wi;
         s2 += c[2] * wi;
@@ -815,13 +849,15 @@ fn dot_rows8(a: &[f32], batch: usize, r0: usize, wo: &[f32], bias: f32, out: &mu
         s6 += c[6] * wi;
         s7 += c[7] * wi;
     }
-    out.copy_from_slice(&[s0, s1, s2, s3, s4, s5, s6, s7]);
+    for (o, s) in out.iter_mut().zip([s0, s1, s2, s3, s4, s5, s6, s7]) {
+        *o = s;
+    }
 }
 
 /// [`dot_rows8`] for the one row `r`.
 #[inline(always)]
 fn dot_row(a: &[f32], batch: usize, r: usize, wo: &[f32], bias: f32) -> f32 {
-    a.chunks_exact(batch).zip(wo).fold(bias, |s, (col, &wi)| s + col[r] * wi)
+    a.chunks_exact(batch).zip(wo).fold(bias, |s, (col, &wi)| s + col.get(r).copied().unwrap_or(0.0) * wi)
 }
 
 /// ReLU that keeps NaN (so a diverged value still surfaces as a non-finite loss).
@@ -860,63 +896,67 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
     let mut gaps = 0.0f32;
     let mut q = 0.0f32;
     let mut logs = 0.0f32;
-    for r in rows..batch {
-        for c in 0..classes {
-            dz[c * batch + r] = 0.0;
-        }
+    // Columns through `chunks_exact`, `rows <= batch` stated, and the labels' logits through
+    // `get` (the labels were checked): no index can fail, so no panic path is compiled in.
+    let rows = rows.min(batch);
+    let z = &z[..(batch * classes).min(z.len())];
+    for dzc in dz.chunks_exact_mut(batch) {
+        dzc[rows..].fill(0.0);
     }
     let mut r0 = 0;
     while r0 < rows {
         let n = ROW_BLOCK.min(rows - r0);
+        let block = r0..r0 + n;
         let mut top = [0u32; ROW_BLOCK];
         let mut max = [0.0f32; ROW_BLOCK];
         let mut rest = [0.0f32; ROW_BLOCK];
         // Each row's first largest logit, class by class over the block's rows (selects,
         // so that it vectorises): `max[i]` is always `z[top[i], r]`.
-        max[..n].copy_from_slice(&z[r0..r0 + n]);
-        for c in 1..classes {
-            let zc = &z[c * batch + r0..][..n];
-            for i in 0..n {
-                let above = zc[i] > max[i];
-                max[i] = if above { zc[i] } else { max[i] };
-                top[i] = if above { c as u32 } else { top[i] };
+        let mut columns = z.chunks_exact(batch);
+        if let Some(z0) = columns.next() {
+            max[..n].copy_from_slice(&z0[block.clone()]);
+        }
+        for (c, zc) in columns.enumerate() {
+            for ((m, t), &v) in max[..n].iter_mut().zip(&mut top[..n]).zip(&zc[block.clone()]) {
+                let above = v > *m;
+                *m = if above { v } else { *m };
+                *t = if above { c as u32 + 1 } else { *t };
             }
         }
         // The row's maximum contributes exp(0) = 1 exactly: sum = 1 + rest.
+        let columns = z.chunks_exact(batch).zip(dz.chunks_exact_mut(batch)).enumerate();
         if batch * classes >= VECTOR_SOFTMAX_MIN {
             // Slices of the block's length and selects: the loop vectorises, exp included
             // (computed for the top class too, then not used).
-            for c in 0..classes {
-                let zc = &z[c * batch + r0..][..n];
-                let dc = &mut dz[c * batch + r0..][..n];
-                for i in 0..n {
-                    let top = c == top[i] as usize;
-                    let e = if top { 1.0 } else { exp_branch_free(zc[i] - max[i]) };
-                    dc[i] = e;
+            for (c, (zc, dc)) in columns {
+                let lanes = zc[block.clone()].iter().zip(&mut dc[block.clone()]).zip(&top[..n]).zip(&max[..n]);
+                for ((((&v, d), &t), &m), s) in lanes.zip(&mut rest[..n]) {
+                    let top = c == t as usize;
+                    let e = if top { 1.0 } else { exp_branch_free(v - m) };
+                    *d = e;
                     // rest + 0.0 is rest, bit for bit (rest >= +0.0).
-                    rest[i] += if top { 0.0 } else { e };
+                    *s += if top { 0.0 } else { e };
                 }
             }
         } else {
             // Few values: scalar code that skips the top class's exp is faster.
-            for c in 0..classes {
-                for i in 0..n {
-                    let r = r0 + i;
-                    let top = c == top[i] as usize;
-                    let e = if top { 1.0 } else { exp(z[c * batch + r] - max[i]) };
-                    dz[c * batch + r] = e;
+            for (c, (zc, dc)) in columns {
+                let lanes = zc[block.clone()].iter().zip(&mut dc[block.clone()]).zip(&top[..n]).zip(&max[..n]);
+                for ((((&v, d), &t), &m), s) in lanes.zip(&mut rest[..n]) {
+                    let top = c == t as usize;
+                    let e = if top { 1.0 } else { exp(v - m) };
+                    *d = e;
                     if !top {
-                        rest[i] += e;
+                        *s += e;
                     }
                 }
             }
         }
         let mut scale = [0.0f32; ROW_BLOCK];
-        for i in 0..n {
-            let r = r0 + i;
-            let label = y[r] as usize;
+        for (i, r) in block.clone().enumerate() {
+            let label = y.get(r).map_or(0, |&l| l as usize);
             // (max - z_label): exactly 0 when the label holds the maximum.
-            gaps += max[i] - z[label * batch + r];
+            gaps += max[i] - z.get(label * batch + r).copied().unwrap_or(f32::NAN);
             q = q + rest[i] + q * rest[i];
             if q > 1e30 {
                 // Each factor is at most `classes` (< 2^21): flushing here keeps q finite.
@@ -927,15 +967,16 @@ pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, clas
         }
         // dz = softmax / rows, class by class over the block's rows (so that it vectorises),
         // then minus 1 / rows at each row's label.
-        for c in 0..classes {
-            let dc = &mut dz[c * batch + r0..][..n];
-            for (d, &s) in dc.iter_mut().zip(&scale[..n]) {
+        for dc in dz.chunks_exact_mut(batch) {
+            for (d, &s) in dc[block.clone()].iter_mut().zip(&scale[..n]) {
                 *d *= s;
             }
         }
-        for i in 0..n {
-            let r = r0 + i;
-            dz[y[r] as usize * batch + r] -= inv_rows;
+        for r in block {
+            let label = y.get(r).map_or(0, |&l| l as usize);
+            if let Some(d) = dz.get_mut(label * batch + r) {
+                *d -= inv_rows;
+            }
         }
         r0 += n;
     }
@@ -1029,8 +1070,9 @@ fn exp_out_of_range(x: f32) -> f32 {
 /// dL/db of one layer, `gb[o] = Σ_r dz[r, o]` over the first `rows` rows.
 #[inline(always)]
 fn bias_grads(dz: &[f32], gb: &mut [f32], batch: usize, rows: usize) {
-    for (o, g) in gb.iter_mut().enumerate() {
-        *g = sum(&dz[o * batch..o * batch + rows]);
+    let rows = rows.min(batch);
+    for (g, dzc) in gb.iter_mut().zip(dz.chunks_exact(batch)) {
+        *g = sum(&dzc[..rows]);
     }
 }
 
@@ -1068,11 +1110,13 @@ fn weight_grads<M: Model, P: Products>(
     }
     #[cfg(not(feature = "parallel"))]
     let _ = (l, scratch);
-    for o in 0..slot.fan_out {
-        let dzc = &dz[o * batch..o * batch + rows];
-        for i in 0..slot.fan_in {
-            let ac = &a[i * batch..i * batch + rows];
-            gw[o * slot.fan_in + i] = ac.iter().zip(dzc).fold(0.0, |g, (x, d)| g + x * d);
+    // Columns through `chunks_exact` and `rows <= batch` stated: no index can fail, so no
+    // panic path is compiled in.
+    let rows = rows.min(batch);
+    for (dzc, gwo) in dz.chunks_exact(batch).zip(gw.chunks_exact_mut(slot.fan_in)) {
+        let dzc = &dzc[..rows];
+        for (ac, g) in a.chunks_exact(batch).zip(gwo) {
+            *g = ac[..rows].iter().zip(dzc).fold(0.0, |g, (x, d)| g + x * d);
         }
     }
 }
@@ -1098,16 +1142,15 @@ fn input_grads<M: Model, P: Products>(l: usize, w: &[f32], dz: &[f32], da: &mut 
     }
     #[cfg(not(feature = "parallel"))]
     let _ = l;
-    for i in 0..slot.fan_in {
-        let dac = &mut da[i * batch..(i + 1) * batch];
+    for (i, (dac, ac)) in da.chunks_exact_mut(batch).zip(a.chunks_exact(batch)).enumerate() {
         dac.fill(0.0);
-        for o in 0..slot.fan_out {
-            let wio = w[o * slot.fan_in + i];
-            for (d, &g) in dac.iter_mut().zip(&dz[o * batch..(o + 1) * batch]) {
+        for (wo, dzc) in w.chunks_exact(slot.fan_in).zip(dz.chunks_exact(batch)) {
+            let Some(&wio) = wo.get(i) else { break };
+            for (d, &g) in dac.iter_mut().zip(dzc) {
                 *d += g * wio;
             }
         }
-        relu_mask(dac, &a[i * batch..(i + 1) * batch]);
+        relu_mask(dac, ac);
     }
 }
 

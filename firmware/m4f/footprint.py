@@ -12,8 +12,9 @@ README's footprint table.
 Usage: footprint.py [--write-readme] [--check]
   --write-readme  replace the table between the README's footprint markers
   --check         fail unless every measured stack is within the bound the docs state
-                  (`src/cpu.rs`, "Stack on a Cortex-M4F") and no firmware links software
-                  double precision (panic paths are listed, not yet refused)
+                  (`src/cpu.rs`, "Stack on a Cortex-M4F"), no firmware links software
+                  double precision, and the quiet firmwares (construction, logits, predict,
+                  loss, gradients, train step; no printing) link no panic code
 """
 import os
 import re
@@ -132,6 +133,8 @@ def main():
             print(f"  {name}")
         if "--check" in args and doubles:
             failures.append(f"{binary} links software double precision: {doubles}")
+        if "--check" in args and panics and binary.startswith("quiet_"):
+            failures.append(f"{binary} links panic code: {panics}")
     if "--check" in args:
         bounds = documented_bounds()
         for key, (_, stack) in sorted(calls.items()):
