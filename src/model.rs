@@ -23,11 +23,12 @@ pub trait Model: Sized + 'static {
     /// The element type of the stored batch and parameters (`storage:` in the
     /// declaration): `f32` (the default) or `half::f16`. Arithmetic is `f32` either way.
     type Storage: StorageElement;
-    /// A batch on the host: `SMatrix<Storage, BATCH, FEATURES>` (boxed when large).
+    /// A batch on the host: `SMatrix<Storage, BATCH, FEATURES>` (boxed when large, with
+    /// the feature `std`; inline without it).
     type Input: HostTensor<Elem = Self::Storage>;
-    /// Labels on the host: `SVector<u32, BATCH>` (boxed when large).
+    /// Labels on the host: `SVector<u32, BATCH>` (boxed when large, with `std`).
     type Labels: HostTensor<Elem = u32>;
-    /// Logits on the host: `SMatrix<f32, BATCH, CLASSES>` (boxed when large).
+    /// Logits on the host: `SMatrix<f32, BATCH, CLASSES>` (boxed when large, with `std`).
     type Logits: HostTensor<Elem = f32>;
     /// The parameters, `<Name>Params`, stored as [`Model::Storage`].
     type Params: Params<Elem = Self::Storage>;
