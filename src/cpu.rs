@@ -296,7 +296,7 @@ pub(crate) fn init_params<T: StorageElement>(dims: &[usize], seed: u64, out: &mu
     for l in 0..layers {
         let slot = layer_slot(dims, l);
         let gain = if l + 1 < layers { 2.0 } else { 1.0 };
-        let std = libm::sqrtf(gain / slot.fan_in as f32);
+        let std = crate::rng::sqrt(gain / slot.fan_in as f32);
         // Normals in pairs (the polar method gives two a draw).
         let mut pairs = sub_mut(out, slot.w, slot.b - slot.w).chunks_exact_mut(2);
         for pair in &mut pairs {

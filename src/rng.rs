@@ -83,7 +83,7 @@ impl Rng {
 /// that every platform gets the same bits): the FPU's instruction on an Arm with a hardware
 /// FPU (`eabihf`), where `libm::sqrtf` would run about a hundred integer instructions.
 #[inline(always)]
-fn sqrt(x: f32) -> f32 {
+pub(crate) fn sqrt(x: f32) -> f32 {
     #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
     {
         let bits: u32;
