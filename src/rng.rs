@@ -1,10 +1,14 @@
 //! A small seeded generator (SplitMix64) for initialisation and shuffling. Hand-written so
 //! that a seed gives the same parameters in every version of tensorbridge and on every
-//! platform: a dependency upgrade can never change a user's "deterministic" model.
+//! platform: a dependency upgrade can never change a user's "deterministic" model. (One
+//! deliberate change: the initialisation's normals are drawn in single precision since the
+//! `no_std` core runs on single-precision FPUs, [`Rng::normal_pair`]; a seed gives other
+//! values than before that change, and the same ones on every platform since.)
 
 /// The seed `new` uses ([`Engine::new`](crate::Engine::new), the `no_std` core's
 /// [`Cpu::with_seed`](crate::cpu::Cpu::with_seed)): every model created with `new` starts
-/// from the same parameters on every machine and in every version.
+/// from the same parameters on every machine and in every version (since the normals were
+/// drawn in single precision; see the module's docs).
 pub const DEFAULT_SEED: u64 = 0x7E45_0B21_D6E5_0001;
 
 /// SplitMix64 (Steele, Lea, Flood 2014): 64-bit state, passes BigCrush, one multiply-xorshift
