@@ -815,6 +815,22 @@ fn dense_forward<M: Model, P: Products>(
     // otherwise loads and stores the sum at every multiply-add); each sum is still `b[o]`
     // then the inputs in order.
     let fan_in = slot.fan_in;
+    if batch < FORWARD_ROWS {
+        // Fewer rows than a block: a column at a time, its sums in place, which LLVM unrolls
+        // and vectorises completely at these sizes on the host.
+        for ((wo, zc), &bo) in w.chunks_exact(fan_in.max(1)).zip(z.chunks_exact_mut(batch)).zip(bias) {
+            zc.fill(bo);
+            for (&wio, ac) in wo.iter().zip(a.chunks_exact(batch)) {
+                for (zr, &ar) in zc.iter_mut().zip(ac) {
+                    *zr += ar * wio;
+                }
+            }
+            if relu {
+                relu_in_place(zc);
+            }
+        }
+        return;
+    }
     let mut pairs = w.chunks_exact((2 * fan_in).max(1)).zip(z.chunks_exact_mut(2 * batch)).zip(bias.chunks_exact(2));
     for ((w2, z2), b2) in &mut pairs {
         let (Some((w0, w1)), Some((z0, z1))) = (w2.split_at_checked(fan_in), z2.split_at_mut_checked(batch)) else {
