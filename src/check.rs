@@ -24,7 +24,9 @@ impl<T> Clone for Batch<'_, T> {
 }
 impl<T> Copy for Batch<'_, T> {}
 
-/// Checks labels, inputs and `rows`; returns the batch as flat slices.
+/// Checks labels, inputs and `rows`; returns the batch as flat slices. Inlined, so that the
+/// slices' lengths stay the constants they are for the CPU core's loops.
+#[inline(always)]
 pub fn batch<'a, M: Model>(x: &'a M::Input, y: &'a M::Labels, rows: usize) -> Result<Batch<'a, M::Storage>> {
     if rows == 0 || rows > M::BATCH {
         return Err(Error::InvalidRowCount { rows, batch: M::BATCH });

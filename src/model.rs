@@ -23,11 +23,12 @@ pub trait Model: Sized + 'static {
     /// The element type of the stored batch and parameters (`storage:` in the
     /// declaration): `f32` (the default) or `half::f16`. Arithmetic is `f32` either way.
     type Storage: StorageElement;
-    /// A batch on the host: `SMatrix<Storage, BATCH, FEATURES>` (boxed when large).
+    /// A batch on the host: `SMatrix<Storage, BATCH, FEATURES>` (boxed when large, with
+    /// the feature `std`; inline without it).
     type Input: HostTensor<Elem = Self::Storage>;
-    /// Labels on the host: `SVector<u32, BATCH>` (boxed when large).
+    /// Labels on the host: `SVector<u32, BATCH>` (boxed when large, with `std`).
     type Labels: HostTensor<Elem = u32>;
-    /// Logits on the host: `SMatrix<f32, BATCH, CLASSES>` (boxed when large).
+    /// Logits on the host: `SMatrix<f32, BATCH, CLASSES>` (boxed when large, with `std`).
     type Logits: HostTensor<Elem = f32>;
     /// The parameters, `<Name>Params`, stored as [`Model::Storage`].
     type Params: Params<Elem = Self::Storage>;
@@ -40,6 +41,17 @@ pub trait Model: Sized + 'static {
     type Scratch: ScratchSpace;
     /// The parameters as one flat `f32` array ([`FlatParams`](crate::layout::FlatParams)).
     type Flat: FlatSpace;
+
+    /// Bytes of the parameters as the CPU core ([`Cpu`](crate::cpu::Cpu)) holds them: one
+    /// `f32` each, whatever the storage type. Known at compile time, as are the two below;
+    /// a [`Cpu`](crate::cpu::Cpu) is their sum plus 8 bytes (its update bound).
+    const PARAM_BYTES: usize = core::mem::size_of::<Self::Flat>();
+    /// Bytes of the optimizer's state: 0, as SGD keeps none.
+    const OPTIMIZER_BYTES: usize = 0;
+    /// Bytes of the CPU core's working memory ([`Scratch`](crate::layout::Scratch)):
+    /// gradients, every layer's outputs, two delta buffers, and (for `f16` storage) the batch
+    /// widened to `f32`. The calls' stack comes on top (see the [`cpu`](crate::cpu) module).
+    const WORK_BYTES: usize = core::mem::size_of::<Self::Scratch>();
 
     /// The CPU train step's product `p` of layer `layer` (0 for the first), computed with
     /// the layer's sizes as compile-time constants and register blocks of `MR x NR`;

@@ -1,10 +1,14 @@
 //! A small seeded generator (SplitMix64) for initialisation and shuffling. Hand-written so
 //! that a seed gives the same parameters in every version of tensorbridge and on every
-//! platform: a dependency upgrade can never change a user's "deterministic" model.
+//! platform: a dependency upgrade can never change a user's "deterministic" model. (One
+//! deliberate change: the initialisation's normals are drawn in single precision since the
+//! `no_std` core runs on single-precision FPUs, [`Rng::normal_pair`]; a seed gives other
+//! values than before that change, and the same ones on every platform since.)
 
 /// The seed `new` uses ([`Engine::new`](crate::Engine::new), the `no_std` core's
 /// [`Cpu::with_seed`](crate::cpu::Cpu::with_seed)): every model created with `new` starts
-/// from the same parameters on every machine and in every version.
+/// from the same parameters on every machine and in every version (since the normals were
+/// drawn in single precision; see the module's docs).
 pub const DEFAULT_SEED: u64 = 0x7E45_0B21_D6E5_0001;
 
 /// SplitMix64 (Steele, Lea, Flood 2014): 64-bit state, passes BigCrush, one multiply-xorshift
@@ -43,12 +47,31 @@ impl Rng {
         }
     }
 
-    /// Standard normal (Box-Muller; one of the pair is used).
+    /// Standard normal in `f64` (Box-Muller; one of the pair is used), for host code; the
+    /// core initialises with [`Rng::normal_pair`], in `f32`.
     pub fn normal(&mut self) -> f64 {
         let u1 = 1.0 - self.next_f64(); // (0, 1]: ln is finite
         let u2 = self.next_f64();
         // libm in every build, so that the `no_std` core initialises exactly as the full crate.
         libm::sqrt(-2.0 * libm::log(u1)) * libm::cos(core::f64::consts::TAU * u2)
+    }
+
+    /// Two independent standard normals in `f32` arithmetic only (Marsaglia's polar method:
+    /// a point uniform in the unit disc, scaled by `sqrt(-2 ln s / s)`; no trigonometry), so
+    /// that a single-precision FPU initialises a model without software `f64`. Each draw
+    /// takes one 64-bit output: 24 bits for each coordinate.
+    pub fn normal_pair(&mut self) -> (f32, f32) {
+        loop {
+            let bits = self.next_u64();
+            // Uniform in [-1, 1): 24 random bits each, exact in f32.
+            let u = (bits >> 40) as f32 * (2.0 / 16_777_216.0) - 1.0;
+            let v = ((bits >> 16) & 0x00FF_FFFF) as f32 * (2.0 / 16_777_216.0) - 1.0;
+            let s = u * u + v * v;
+            if s < 1.0 && s > 0.0 {
+                let f = sqrt(-2.0 * libm::logf(s) / s);
+                return (u * f, v * f);
+            }
+        }
     }
 
     /// Fisher-Yates shuffle.
@@ -58,6 +81,35 @@ impl Rng {
             items.swap(i, j);
         }
     }
+}
+
+/// The square root, correctly rounded (as IEEE 754 requires of every implementation, so
+/// that every platform gets the same bits): the FPU's instruction on an Arm with a hardware
+/// FPU (`eabihf`), where `libm::sqrtf` would run about a hundred integer instructions.
+#[inline(always)]
+pub(crate) fn sqrt(x: f32) -> f32 {
+    #[cfg(all(target_arch = "arm", target_abi = "eabihf"))]
+    {
+        let bits: u32;
+        // SAFETY: every `eabihf` target has the VFP these instructions need. They move the
+        // value through `s15`, which they save on the stack first and restore after (so that
+        // no register the compiler uses changes), and touch no other memory.
+        unsafe {
+            core::arch::asm!(
+                "vpush {{s15}}",
+                "vmov s15, {x}",
+                "vsqrt.f32 s15, s15",
+                "vmov {r}, s15",
+                "vpop {{s15}}",
+                x = in(reg) x.to_bits(),
+                r = lateout(reg) bits,
+                options(pure, nomem),
+            );
+        }
+        f32::from_bits(bits)
+    }
+    #[cfg(not(all(target_arch = "arm", target_abi = "eabihf")))]
+    libm::sqrtf(x)
 }
 
 #[cfg(test)]
@@ -82,6 +134,24 @@ mod tests {
         let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
         assert!(mean.abs() < 0.01, "mean {mean}");
         assert!((var - 1.0).abs() < 0.02, "variance {var}");
+    }
+
+    #[test]
+    fn normal_pairs_have_unit_moments_and_no_correlation() {
+        let mut rng = Rng::new(7);
+        let n = 100_000;
+        let pairs: Vec<(f64, f64)> =
+            (0..n).map(|_| rng.normal_pair()).map(|(a, b)| (f64::from(a), f64::from(b))).collect();
+        let xs: Vec<f64> = pairs.iter().flat_map(|&(a, b)| [a, b]).collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64;
+        let kurtosis = xs.iter().map(|x| (x - mean).powi(4)).sum::<f64>() / xs.len() as f64 / (var * var);
+        let corr = pairs.iter().map(|&(a, b)| (a - mean) * (b - mean)).sum::<f64>() / n as f64 / var;
+        assert!(mean.abs() < 0.01, "mean {mean}");
+        assert!((var - 1.0).abs() < 0.02, "variance {var}");
+        // A normal's kurtosis is 3 (a uniform's 1.8).
+        assert!((kurtosis - 3.0).abs() < 0.1, "kurtosis {kurtosis}");
+        assert!(corr.abs() < 0.01, "correlation {corr}");
     }
 
     #[test]

@@ -124,7 +124,9 @@ fn grouped_deferred_steps_are_the_steps_one_launch_each(device: &Device) {
 /// Deferred steps with `lrs`, on batches of `scale`, then what `take_losses` says and the
 /// parameters' bits.
 fn run_with_rates<M: Model>(device: &Device, lrs: &[f32], scale: &dyn Fn(usize) -> f32) -> (String, Vec<u32>) {
-    let mut model = Engine::<M>::with_seed(device, 5).unwrap();
+    // A seed whose initial parameters make the huge batch's logits overflow in
+    // `a_failing_step_in_a_group_is_skipped_alone` (seed 1, 11 and 26 of 0-29 do on the CPU).
+    let mut model = Engine::<M>::with_seed(device, 1).unwrap();
     for (k, &lr) in lrs.iter().enumerate() {
         let (x, y) = batch::<M>(k as u64, scale(k));
         model.train_step_deferred(&x, &y, lr).unwrap();
