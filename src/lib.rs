@@ -332,6 +332,20 @@ macro_rules! __if_checkpoint {
 macro_rules! __if_checkpoint {
     ($($t:tt)*) => {};
 }
+/// Expands to its input in builds with the feature `onnx`, to nothing without.
+#[cfg(feature = "onnx")]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_onnx {
+    ($($t:tt)*) => { $($t)* };
+}
+/// Expands to its input in builds with the feature `onnx`, to nothing without.
+#[cfg(not(feature = "onnx"))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __if_onnx {
+    ($($t:tt)*) => {};
+}
 /// Expands to its input in builds with the feature `opencl`, to nothing without.
 #[cfg(feature = "opencl")]
 #[doc(hidden)]

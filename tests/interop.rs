@@ -102,7 +102,8 @@ fn pytorch_state_dicts_load(device: &Device) {
         check(&format!("torch_seq{tag}.safetensors"), model.logits(&x).unwrap().as_slice(), &expected, 2e-5, 1e-5);
     }
     // Named attributes: fc1..fc3 ordered by their numbers; `hidden`/`out` by their shapes.
-    let named = Engine::<Named3>::from_pytorch(device, fixture("torch_named.safetensors")).unwrap();
+    // (The generated struct's constructor, as a user writes it.)
+    let named = Named3::from_pytorch(device, fixture("torch_named.safetensors")).unwrap();
     check("torch_named", named.logits(&x).unwrap().as_slice(), &reference("torch_named_logits.npy"), 2e-5, 1e-5);
     let hidden_out = Engine::<Seq>::from_pytorch(device, fixture("torch_hidden_out.safetensors")).unwrap();
     let expected = reference("torch_hidden_out_logits.npy");
@@ -148,7 +149,7 @@ fn onnx_torch_exports_load(device: &Device) {
         );
     }
     // Flatten in front, Softmax at the end: the logits are the values before the softmax.
-    let model = Engine::<Seq>::from_onnx(device, fixture("torch_flatten_softmax.onnx")).unwrap();
+    let model = Seq::from_onnx(device, fixture("torch_flatten_softmax.onnx")).unwrap();
     let expected = reference("torch_seq_logits.npy");
     check("torch_flatten_softmax.onnx logits", model.logits(&x).unwrap().as_slice(), &expected, 2e-5, 1e-5);
     let proba = model.predict_proba(&x).unwrap();

@@ -292,6 +292,28 @@ pub fn expand(spec: &Spec) -> TokenStream {
                 ) -> ::tensorbridge::Result<Self> {
                     ::tensorbridge::Engine::load(device, path).map(|engine| Self { engine })
                 }
+
+                /// Creates the model on `device` from a PyTorch state dict saved as safetensors
+                /// (see [`tensorbridge::Engine::from_pytorch`]).
+                #vis fn from_pytorch(
+                    device: &::tensorbridge::Device,
+                    path: impl ::core::convert::AsRef<::std::path::Path>,
+                ) -> ::tensorbridge::Result<Self> {
+                    ::tensorbridge::Engine::from_pytorch(device, path).map(|engine| Self { engine })
+                }
+            }
+        }
+
+        ::tensorbridge::__if_onnx! {
+            impl #name {
+                /// Creates the model on `device` from an ONNX file of an MLP classifier with
+                /// this declaration's layers (see [`tensorbridge::Engine::from_onnx`]).
+                #vis fn from_onnx(
+                    device: &::tensorbridge::Device,
+                    path: impl ::core::convert::AsRef<::std::path::Path>,
+                ) -> ::tensorbridge::Result<Self> {
+                    ::tensorbridge::Engine::from_onnx(device, path).map(|engine| Self { engine })
+                }
             }
         }
 
