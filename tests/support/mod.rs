@@ -278,6 +278,12 @@ pub fn harness(modules: &[&[Test]]) -> std::process::ExitCode {
         }
     };
     let root = root();
+    // Test threads get the main thread's 8 MiB of stack, not std's 2 MiB: a debug build
+    // keeps every temporary of a test body in its own stack slot, and the bodies that compare
+    // models with 64 KiB layers by value (core_equals_backend's Narrow) hold dozens of them.
+    if std::env::var_os("RUST_MIN_STACK").is_none() {
+        std::env::set_var("RUST_MIN_STACK", (8usize << 20).to_string());
+    }
     // A passing run prints only the harness's lines: no notice of slow kernel builds
     // (tests/opencl_startup.rs checks the notice itself, in a child process).
     if std::env::var_os(tensorbridge::BUILD_NOTICE_ENV).is_none() {
