@@ -5,7 +5,7 @@ Runs Debian's CLBlast tuners (`apt-get install clblast-utils`) for every kernel 
 GEMMs use, and writes the best parameters to clblast-tuning/<device-name-slug>.txt beside this
 script, which clblast_step.c applies with CLBlastOverrideParameters before it times anything.
 
-    python3 tune_clblast.py                  # tune the first OpenCL device (about 30-40 min on 2 cores)
+    python3 tune_clblast.py                  # tune the first OpenCL device (40-50 min on 2 shared cores)
     python3 tune_clblast.py --work DIR       # keep the tuners' JSON files and logs in DIR
     python3 tune_clblast.py --work DIR --assemble   # only rewrite the tuning file from DIR
 
