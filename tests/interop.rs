@@ -57,7 +57,7 @@ fn rows(name: &str) -> SMatrix<f32, 24, 4> {
 fn check(what: &str, actual: &[f32], expected: &[f64], atol: f64, rtol: f64) {
     let scale = expected.iter().fold(0.0f64, |m, v| m.max(v.abs()));
     let max_abs = actual.iter().zip(expected).fold(0.0f64, |m, (&a, &e)| m.max((f64::from(a) - e).abs()));
-    println!("{what}: max abs diff {max_abs:.2e}, relative to max |value| {:.2e}", max_abs / scale);
+    crate::test_log!("{what}: max abs diff {max_abs:.2e}, relative to max |value| {:.2e}", max_abs / scale);
     support::assert_close(what, actual, expected, atol, rtol);
 }
 
@@ -471,7 +471,7 @@ fn onnx_reader_survives_corruption() {
             }
         }
     }
-    println!("corrupted files: {accepted} read, {refused} refused");
+    crate::test_log!("corrupted files: {accepted} read, {refused} refused");
     assert!(refused > accepted);
 }
 
@@ -515,7 +515,7 @@ fn onnxruntime_runs_our_export() {
         let max_abs = ours.iter().zip(&theirs).fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs()));
         let max_rel =
             ours.iter().zip(&theirs).fold(0.0f64, |m, (&a, &b)| m.max((f64::from(a) - b).abs() / b.abs().max(1e-3)));
-        println!("{name}: ours vs onnxruntime, max abs {max_abs:.2e}, relative to max |logit| {:.2e}, elementwise {max_rel:.2e}", max_abs / scale);
+        crate::test_log!("{name}: ours vs onnxruntime, max abs {max_abs:.2e}, relative to max |logit| {:.2e}, elementwise {max_rel:.2e}", max_abs / scale);
         assert!(max_abs <= 1e-6 * scale, "{name}: logits differ by {max_abs:e} (max |logit| {scale})");
         let theirs: Vec<f32> = read("proba").iter().copied().collect();
         support::assert_agree("probabilities", proba.as_slice(), &theirs, 1e-6, 1e-6);
