@@ -214,9 +214,13 @@ pub fn root() -> PathBuf {
 
 const ROOT_VAR: &str = "TENSORBRIDGE_TEST_ROOT";
 
-/// A fresh, empty directory for one test, inside the process's temporary directory.
+/// A fresh, empty directory for one test, inside the process's temporary directory. Each
+/// call gets a directory of its own (numbered), so the `cpu::` and `opencl::` runs of one
+/// test body, which run at the same time, never share one.
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = root().join("scratch").join(format!("{name}-{}", std::process::id()));
+    static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = root().join("scratch").join(format!("{name}-{}-{call}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
