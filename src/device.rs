@@ -186,22 +186,26 @@ impl Device {
     #[cfg(feature = "opencl")]
     fn choose_found() -> (Result<Device>, String) {
         let accelerator = |i: &DeviceInfo| matches!(i.device_type, DeviceType::Gpu | DeviceType::Accelerator);
-        let found = match Device::list() {
+        // One enumeration: the reason is read from the devices it found, and the chosen one
+        // is opened from them.
+        let start = std::time::Instant::now();
+        let found = match opencl::enumerate() {
             Ok(found) => found,
             Err(Error::NoOpenClDevice { reason }) => {
                 return (Ok(Device::cpu()), format!("no OpenCL device ({reason}): the CPU backend"))
             }
             Err(err) => return (Ok(Device::cpu()), format!("no OpenCL device ({err}): the CPU backend")),
         };
+        let platform_time = start.elapsed();
         let named = |i: &DeviceInfo| format!("`{}` ({}, {})", i.name, i.platform, i.device_type);
-        if let Some(gpu) = found.iter().find(|i| accelerator(i)) {
+        if let Some(gpu) = found.iter().map(|f| &f.info).find(|i| accelerator(i)) {
             let why = format!("the first OpenCL GPU or accelerator, {}", named(gpu));
-            return match opencl::open(None, accelerator) {
+            return match opencl::open_found(found, None, accelerator, platform_time) {
                 Ok(device) => (Ok(Device::from_cl(device)), why),
                 Err(err) => (Ok(Device::cpu()), format!("{why}, could not be opened ({err}): the CPU backend")),
             };
         }
-        let passed: Vec<String> = found.iter().map(named).collect();
+        let passed: Vec<String> = found.iter().map(|f| named(&f.info)).collect();
         let why = format!(
             "the OpenCL devices here are CPU-type only ({}), passed over since the CPU backend is faster on the \
              same cores ({DEVICE_ENV}=opencl uses one): the CPU backend",

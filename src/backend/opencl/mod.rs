@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use self::cl::{Event, Kernel, Mem, Program, Queue};
-pub(crate) use self::platform::{enumerate, ClDevice};
+pub(crate) use self::platform::{enumerate, ClDevice, Found};
 pub use self::program::CACHE_DIR_ENV;
 use super::{Backend, DeviceBuffer, StepRecord};
 use crate::check::Batch;
@@ -71,8 +71,18 @@ fn word(slot: usize) -> i32 {
 /// `want`, when `index` is `None`).
 pub(crate) fn open(index: Option<usize>, want: impl Fn(&DeviceInfo) -> bool) -> Result<Arc<ClDevice>> {
     let start = Instant::now();
-    let mut found = enumerate()?;
-    let platform_time = start.elapsed();
+    let found = enumerate()?;
+    open_found(found, index, want, start.elapsed())
+}
+
+/// [`open`] among devices [`enumerate`] already found (in `platform_time`), for a caller
+/// that looked at them first.
+pub(crate) fn open_found(
+    mut found: Vec<Found>,
+    index: Option<usize>,
+    want: impl Fn(&DeviceInfo) -> bool,
+    platform_time: std::time::Duration,
+) -> Result<Arc<ClDevice>> {
     let count = found.len();
     let pos = match index {
         Some(i) if i < count => i,
