@@ -8,9 +8,9 @@
 //   outputs. NDRange (ceil(TB_IN_l / TB_GI) + 1, ceil(TB_OUT_l / TB_GO)), rounded up to the
 //   local size. Only the first `rows` rows are read: padding rows contribute nothing
 //   whatever they hold.
-// tb_backward_inputs: da[r, i] = (sum_o dz[r, o] * w[i, o]) * (a[r, i] > 0), the delta of
-//   the layer below (a is that layer's ReLU output), TB_RM rows x TB_RN inputs a
-//   work-item, the ReLU mask fused into the store. NDRange (ceil(TB_BATCH / TB_RM),
+// tb_backward_inputs: da[r, i] = tb_act_grad16(below, sum_o dz[r, o] * w[i, o], a[r, i]), the
+//   delta of the layer below (a is that layer's output, after its activation `below`),
+//   TB_RM rows x TB_RN inputs a work-item, the activation's derivative fused into the store. NDRange (ceil(TB_BATCH / TB_RM),
 //   ceil(TB_IN_l / TB_RN)), rounded up to the local size.
 // TB_GI and TB_GO come with TB_RM and TB_RN in the build options (src/backend/opencl/gemm.rs).
 
@@ -98,7 +98,7 @@ inline void tb_grad_weights_block(__global const float *a, __global const float 
 
 inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float *dz,
                                  __global float *da, __global const float *act,
-                                 const int n_in, const int n_out) {
+                                 const int n_in, const int n_out, const int below) {
     const int r0 = get_global_id(0) * TB_RM;
     const int i0 = get_global_id(1) * TB_RN;
     if (r0 >= TB_BATCH || i0 >= n_in) {
@@ -136,8 +136,7 @@ inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float 
     for (int n = 0; n < TB_RN; ++n) {
         if (i0 + n < n_in) {
             const int col = (i0 + n) * TB_BATCH;
-            const float16 mask = tb_rows16(act + col, r0);
-            tb_store_rows16(da + col, r0, select(acc[n], (float16)(0.0f), mask <= (float16)(0.0f)));
+            tb_store_rows16(da + col, r0, tb_act_grad16(below, acc[n], tb_rows16(act + col, r0)));
         }
     }
 }
@@ -160,13 +159,14 @@ __kernel void tb_backward(__global const float *a, const int a_off,
 }
 
 // The delta of layer `layer - 1` (into `da`), from layer `layer`'s delta `dz`, its weights
-// and its input `acts + a_off` (the ReLU output below). Never launched for layer 0.
+// and its input `acts + a_off` (the output of the layer below, after its activation). Never launched for layer 0.
 __kernel void tb_backward_inputs(__global const TB_P_T *params, __global const float *dz,
                                  __global float *da, __global const float *acts, const int a_off,
                                  const int layer) {
 #define TB_BACKWARD_INPUTS_CASE(l)                                                      \
     case l:                                                                             \
-        tb_grad_inputs_block(params + TB_W_##l, dz, da, acts + a_off, TB_IN_##l, TB_OUT_##l); \
+        tb_grad_inputs_block(params + TB_W_##l, dz, da, acts + a_off, TB_IN_##l, TB_OUT_##l, \
+                             TB_ACT_IN_##l);                                   \
         break;
     switch (layer) {
         TB_LAYER_LIST(TB_BACKWARD_INPUTS_CASE)

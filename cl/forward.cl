@@ -1,7 +1,8 @@
 // tensorbridge: the forward pass of one dense layer as a register-blocked GEMM.
 //
-// z[r, o] = b[o] + sum_i a[r, i] * w[i, o], then ReLU for hidden layers (NaN is kept, as
-// on the CPU backend, so a diverged value still surfaces as a non-finite loss).
+// z[r, o] = tb_act(TB_ACT_l, b[o] + sum_i a[r, i] * w[i, o]): the layer's activation (identity for
+// the output layer; NaN is kept, as on the CPU backend, so a diverged value still surfaces as a
+// non-finite loss).
 //
 // Every work-item computes a block of TB_RM (16) consecutive batch rows x TB_RN outputs in
 // registers: the 16 rows of an activation column are one float16 (the activations are
@@ -65,7 +66,7 @@ inline float tb_hsum8(const float8 v) {
 
 inline void tb_dense_block(__global const TB_P_T *w, __global const TB_P_T *bias,
                            __global const float *a, __global float *z,
-                           const int n_in, const int n_out, const int relu) {
+                           const int n_in, const int n_out, const int act) {
     const int r0 = get_global_id(0) * TB_RM;
     const int o0 = get_global_id(1) * TB_RN;
     if (r0 >= TB_BATCH || o0 >= n_out) {
@@ -103,11 +104,7 @@ inline void tb_dense_block(__global const TB_P_T *w, __global const TB_P_T *bias
 #pragma unroll
     for (int n = 0; n < TB_RN; ++n) {
         if (o0 + n < n_out) {
-            float16 v = acc[n];
-            if (relu) {
-                v = select(v, (float16)(0.0f), v < (float16)(0.0f));
-            }
-            tb_store_rows16(z + (o0 + n) * TB_BATCH, r0, v);
+            tb_store_rows16(z + (o0 + n) * TB_BATCH, r0, tb_act16(act, acc[n]));
         }
     }
 }
@@ -121,7 +118,7 @@ __kernel void tb_forward(__global const TB_P_T *params,
 #define TB_FORWARD_CASE(l)                                                              \
     case l:                                                                             \
         tb_dense_block(params + TB_W_##l, params + TB_B_##l, in + in_off, out + out_off, \
-                       TB_IN_##l, TB_OUT_##l, TB_RELU_##l);                             \
+                       TB_IN_##l, TB_OUT_##l, TB_ACT_##l);                              \
         break;
     switch (layer) {
         TB_LAYER_LIST(TB_FORWARD_CASE)

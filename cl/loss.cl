@@ -10,34 +10,8 @@
 
 // TB_LOSS_WG (a power of two) is #defined by the host (kernels.rs, `LOSS_MAX_WG`).
 
-// The loss of row r (r < rows), writing that row's dz. Shared with the fused kernel
-// through this macro, so both compute exactly the same arithmetic. The row's maximum
-// contributes exp(0) = 1 exactly, so log(sum) = log1p(rest), which keeps a confident row's
-// tiny loss accurate (as the CPU backend does).
-#define TB_ROW_LOSS(Z, DZ, LABEL, INV_ROWS, OUT_LOSS)                     \
-    do {                                                                  \
-        int top_ = 0;                                                     \
-        for (int c_ = 1; c_ < TB_CLASSES; ++c_) {                         \
-            if (Z[c_ * TB_BATCH] > Z[top_ * TB_BATCH]) {                  \
-                top_ = c_;                                                \
-            }                                                             \
-        }                                                                 \
-        const float m_ = Z[top_ * TB_BATCH];                              \
-        float rest_ = 0.0f;                                               \
-        for (int c_ = 0; c_ < TB_CLASSES; ++c_) {                         \
-            const float e_ = (c_ == top_) ? 1.0f : exp(Z[c_ * TB_BATCH] - m_); \
-            DZ[c_ * TB_BATCH] = e_;                                       \
-            if (c_ != top_) {                                             \
-                rest_ += e_;                                              \
-            }                                                             \
-        }                                                                 \
-        OUT_LOSS = (m_ - Z[(LABEL) * TB_BATCH]) + log1p(rest_);          \
-        const float scale_ = (INV_ROWS) / (1.0f + rest_);                 \
-        for (int c_ = 0; c_ < TB_CLASSES; ++c_) {                         \
-            DZ[c_ * TB_BATCH] *= scale_;                                  \
-        }                                                                 \
-        DZ[(LABEL) * TB_BATCH] -= (INV_ROWS);                             \
-    } while (0)
+// TB_ROW_LOSS, the loss of one row and its dz, is the formula of src/math/loss.rs, emitted
+// into the prelude (the fused and tiny kernels use it too).
 
 __kernel void tb_loss(__global const float *logits, const int logits_off,
                       __global const float *batch, const int rows_arg,

@@ -22,9 +22,9 @@
 
 #if TB_TINY
 
-// z = a . W + b for one layer, ReLU for hidden ones.
+// z = act(a . W + b) for one layer (TB_ACT_l: identity for the output layer).
 inline void tb_tiny_dense(__global const TB_P_T *w, __global const TB_P_T *bias, const float *a, float *z,
-                          const int n_in, const int n_out, const int relu) {
+                          const int n_in, const int n_out, const int act) {
     for (int o = 0; o < n_out; ++o) {
         const float b = TB_LOAD_P(bias, o);
         for (int r = 0; r < TB_BATCH; ++r) {
@@ -32,16 +32,17 @@ inline void tb_tiny_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
             for (int i = 0; i < n_in; ++i) {
                 acc += a[i * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
             }
-            z[o * TB_BATCH + r] = (relu && acc < 0.0f) ? 0.0f : acc;
+            z[o * TB_BATCH + r] = tb_act(act, acc);
         }
     }
 }
 
 // g[w: i, o] = sum_{r < rows} a[r, i] dz[r, o], then g[b: o] = sum_{r < rows} dz[r, o];
-// with `below`, da[r, i] = (sum_o dz[r, o] w[i, o]) * (a[r, i] > 0).
+// for l > 0, da[r, i] = tb_act_grad(below, sum_o dz[r, o] w[i, o], a[r, i]) (`a` the output of
+// the layer below, after its activation `below`).
 inline void tb_tiny_backward(__global const TB_P_T *w, const float *a, const float *dz, float *g,
-                             float *da, const int below, const int n_in, const int n_out,
-                             const int rows) {
+                             float *da, const int has_below, const int below, const int n_in,
+                             const int n_out, const int rows) {
     for (int o = 0; o < n_out; ++o) {
         for (int i = 0; i < n_in; ++i) {
             float acc = 0.0f;
@@ -58,14 +59,14 @@ inline void tb_tiny_backward(__global const TB_P_T *w, const float *a, const flo
         }
         g[n_in * n_out + o] = acc;
     }
-    if (below) {
+    if (has_below) {
         for (int i = 0; i < n_in; ++i) {
             for (int r = 0; r < TB_BATCH; ++r) {
                 float acc = 0.0f;
                 for (int o = 0; o < n_out; ++o) {
                     acc += dz[o * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
                 }
-                da[i * TB_BATCH + r] = (a[i * TB_BATCH + r] <= 0.0f) ? 0.0f : acc;
+                da[i * TB_BATCH + r] = tb_act_grad(below, acc, a[i * TB_BATCH + r]);
             }
         }
     }
@@ -90,7 +91,7 @@ inline void tb_tiny_one_step(__global uint *state, const uint *step) {
 
 #define TB_TINY_FORWARD(l)                                                              \
     tb_tiny_dense(params + TB_W_##l, params + TB_B_##l, acts + TB_AIN_##l,               \
-                  acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_RELU_##l);
+                  acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_ACT_##l);
     TB_LAYER_LIST(TB_TINY_FORWARD)
 #undef TB_TINY_FORWARD
 
@@ -128,7 +129,7 @@ inline void tb_tiny_one_step(__global uint *state, const uint *step) {
     float *dz_below = delta_b;
 #define TB_TINY_BACKWARD(l)                                                             \
     tb_tiny_backward(params + TB_W_##l, acts + TB_AIN_##l, dz, grads + TB_W_##l, dz_below, \
-                     l > 0, TB_IN_##l, TB_OUT_##l, rows);                                \
+                     l > 0, TB_ACT_IN_##l, TB_IN_##l, TB_OUT_##l, rows);                 \
     {                                                                                    \
         float *swap_ = dz;                                                               \
         dz = dz_below;                                                                   \

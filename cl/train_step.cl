@@ -17,10 +17,10 @@
 
 #if TB_FUSED
 
-// z = a . W + b for one layer, ReLU for hidden ones.
+// z = act(a . W + b) for one layer (TB_ACT_l: identity for the output layer).
 inline void tb_local_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
                            __local const float *a, __local float *z,
-                           const int n_in, const int n_out, const int relu, const int lid) {
+                           const int n_in, const int n_out, const int act, const int lid) {
     TB_STRIDED_FOR(k, TB_BATCH * n_out, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int o = k / TB_BATCH;
@@ -28,10 +28,7 @@ inline void tb_local_dense(__global const TB_P_T *w, __global const TB_P_T *bias
         for (int i = 0; i < n_in; ++i) {
             acc += a[i * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
         }
-        if (relu && acc < 0.0f) {
-            acc = 0.0f;
-        }
-        z[k] = acc;
+        z[k] = tb_act(act, acc);
     }
 }
 
@@ -57,10 +54,11 @@ inline void tb_local_grad_weights(__local const float *a, __local const float *d
     }
 }
 
-// da[r, i] = (sum_o dz[r, o] w[i, o]) * (a[r, i] > 0).
+// da[r, i] = tb_act_grad(below, sum_o dz[r, o] w[i, o], a[r, i]), a being the output of
+// the layer below, after its activation `below`.
 inline void tb_local_grad_inputs(__global const TB_P_T *w, __local const float *dz,
                                  __local float *da, __local const float *a,
-                                 const int n_in, const int n_out, const int lid) {
+                                 const int n_in, const int n_out, const int below, const int lid) {
     TB_STRIDED_FOR(k, TB_BATCH * n_in, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int i = k / TB_BATCH;
@@ -68,7 +66,7 @@ inline void tb_local_grad_inputs(__global const TB_P_T *w, __local const float *
         for (int o = 0; o < n_out; ++o) {
             acc += dz[o * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
         }
-        da[k] = (a[k] <= 0.0f) ? 0.0f : acc;
+        da[k] = tb_act_grad(below, acc, a[k]);
     }
 }
 
@@ -118,7 +116,7 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
 
 #define TB_FUSED_FORWARD(l)                                                            \
     tb_local_dense(params + TB_W_##l, params + TB_B_##l, acts + TB_AIN_##l,             \
-                   acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_RELU_##l, lid);        \
+                   acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_ACT_##l, lid);         \
     barrier(CLK_LOCAL_MEM_FENCE);
     TB_LAYER_LIST(TB_FUSED_FORWARD)
 #undef TB_FUSED_FORWARD
@@ -167,7 +165,7 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
                           TB_OUT_##l, rows, lid);                                       \
     if (l > 0) {                                                                        \
         tb_local_grad_inputs(params + TB_W_##l, dz, dz_below, acts + TB_AIN_##l,        \
-                             TB_IN_##l, TB_OUT_##l, lid);                               \
+                             TB_IN_##l, TB_OUT_##l, TB_ACT_IN_##l, lid);                \
         barrier(CLK_LOCAL_MEM_FENCE);                                                   \
         __local float *swap_ = dz;                                                      \
         dz = dz_below;                                                                  \

@@ -17,7 +17,13 @@
 //!            fixed (fixed-size products) -> gemm (feature `parallel`)
 //!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
 //! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error
+//!            math (each formula once: activations; imports nothing of the crate)
 //! ```
+//!
+//! - [`math`](crate::math) is the single home of the network's formulas: the CPU core, the
+//!   CPU backend's fixed-size products and the kernels (as OpenCL C that `kernels.rs` emits
+//!   into their prelude, `tb_act`/`tb_act_grad`) all take an activation from
+//!   [`math::activation`](crate::math::activation).
 //!
 //! - [`layout`](crate::layout) is the single source of the flat parameter layout and the
 //!   activation offsets: the CPU core, the OpenCL backend, checkpoints, the code `model!`

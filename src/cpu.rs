@@ -74,13 +74,15 @@ use crate::error::{Error, Result};
 use crate::layout::{
     layer_slot, locate, output_offset, outputs_len, FlatSpace, LayerSlot, ScratchParts, ScratchSpace, ZeroBuffer,
 };
+use crate::math::activation::{after_layer, Activation};
+use crate::math::loss;
 use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 
 #[cfg(feature = "parallel")]
-use crate::fixed::Product;
-#[cfg(feature = "parallel")]
 use crate::gemm::{gemm, Dst, View, GEMM_MIN_MACS};
+#[cfg(feature = "parallel")]
+use crate::model::Product;
 
 /// How the train step computes the products of the layers that would otherwise go through
 /// the `gemm` crate (feature `parallel`): [`Packed`] as the core is built, `Fixed` in the
@@ -174,7 +176,7 @@ impl<M: Model> Cpu<M> {
     /// does (the same values on every platform).
     pub fn with_seed(seed: u64) -> Self {
         let mut params = M::Flat::zeroed();
-        init_params::<M::Storage>(M::LAYERS, seed, params.values_mut());
+        init_params::<M::Storage>(M::LAYERS, M::ACTIVATIONS, seed, params.values_mut());
         Cpu { params, scratch: M::Scratch::zeroed(), bound: UpdateBound::UNKNOWN }
     }
 
@@ -183,7 +185,7 @@ impl<M: Model> Cpu<M> {
     /// in a `static` (a `MaybeUninit<Cpu<M>>`).
     pub fn init_with_seed(slot: &mut MaybeUninit<Self>, seed: u64) -> &mut Self {
         let cpu = Self::init_zeroed(slot);
-        init_params::<M::Storage>(M::LAYERS, seed, cpu.params.values_mut());
+        init_params::<M::Storage>(M::LAYERS, M::ACTIVATIONS, seed, cpu.params.values_mut());
         cpu
     }
 
@@ -286,17 +288,23 @@ impl<M: Model> core::fmt::Debug for Cpu<M> {
     }
 }
 
-/// Seeded initial parameters in the flat layout, into `out`: weights of hidden (ReLU)
-/// layers He-normal (`N(0, 2 / fan_in)`), of the head LeCun-normal (`N(0, 1 / fan_in)`),
-/// biases zero; each value rounded to the storage type `T`. In `f32` arithmetic only
-/// ([`Rng::normal_pair`]).
-pub(crate) fn init_params<T: StorageElement>(dims: &[usize], seed: u64, out: &mut [f32]) {
+/// Seeded initial parameters in the flat layout, into `out`: the weights of a hidden layer
+/// as its activation asks ([`Activation::init_variance`]: He-normal `N(0, 2 / fan_in)` for
+/// ReLU, Glorot-normal `N(0, 2 / (fan_in + fan_out))` for the others), of the head
+/// LeCun-normal (`N(0, 1 / fan_in)`), biases zero; each value rounded to the storage type
+/// `T`. `hidden` are the hidden layers' activations ([`Model::ACTIVATIONS`]). In `f32`
+/// arithmetic only ([`Rng::normal_pair`]).
+pub(crate) fn init_params<T: StorageElement>(dims: &[usize], hidden: &[Activation], seed: u64, out: &mut [f32]) {
     let mut rng = Rng::new(seed);
     let layers = dims.len() - 1;
     for l in 0..layers {
         let slot = layer_slot(dims, l);
-        let gain = if l + 1 < layers { 2.0 } else { 1.0 };
-        let std = crate::rng::sqrt(gain / slot.fan_in as f32);
+        let variance = if l + 1 < layers {
+            after_layer(hidden, layers, l).init_variance(slot.fan_in, slot.fan_out)
+        } else {
+            1.0 / slot.fan_in as f32
+        };
+        let std = crate::rng::sqrt(variance);
         // Normals in pairs (the polar method gives two a draw).
         let mut pairs = sub_mut(out, slot.w, slot.b - slot.w).chunks_exact_mut(2);
         for pair in &mut pairs {
@@ -435,7 +443,7 @@ fn forward_with<M: Model, P: Products>(params: &[f32], acts: &mut [f32], x: &[f3
             sub(below, output_offset(M::LAYERS, M::BATCH, l - 1), M::BATCH * slot.fan_in)
         };
         let z = sub_mut(here, 0, M::BATCH * slot.fan_out);
-        dense_forward::<M, P>(l, input, params, slot, z, l + 1 < layers);
+        dense_forward::<M, P>(l, input, params, slot, z, after_layer(M::ACTIVATIONS, layers, l));
     }
 }
 
@@ -766,7 +774,7 @@ fn max_abs_f32(v: &[f32]) -> f32 {
     max.iter().fold(0.0f32, |m, &a| if a > m { a } else { m }) + poison.iter().sum::<f32>()
 }
 
-/// `z = a · W + b` for one layer (ReLU after it when `relu`). `a` is `[batch x in]`, `z`
+/// `z = act(a · W + b)` for one layer. `a` is `[batch x in]`, `z`
 /// `[batch x out]`, both column-major; column `o` of `z` is `b[o] + Σ_i W[i, o] · a[:, i]`.
 #[inline(always)]
 fn dense_forward<M: Model, P: Products>(
@@ -775,7 +783,7 @@ fn dense_forward<M: Model, P: Products>(
     params: &[f32],
     slot: LayerSlot,
     z: &mut [f32],
-    relu: bool,
+    act: Activation,
 ) {
     #[cfg(not(feature = "parallel"))]
     let _ = l;
@@ -786,23 +794,30 @@ fn dense_forward<M: Model, P: Products>(
     {
         let macs = batch * slot.fan_in * slot.fan_out;
         if macs >= GEMM_MIN_MACS {
-            // The fixed-size product adds the bias (and ReLU) as it stores z.
-            if P::fixed::<M>(l, Product::Forward { a, w, bias, relu, z: &mut *z }) {
+            // The fixed-size product adds the bias (and the activation) as it stores z.
+            if P::fixed::<M>(l, Product::Forward { a, w, bias, act, z: &mut *z }) {
                 return;
             }
-            // z = a · W, then the bias (and ReLU) in one pass over z
+            // z = a · W, then the bias and the activation in one pass over z
             let a = View::col_major(a, batch, slot.fan_in);
             let w = View::col_major(w, slot.fan_in, slot.fan_out);
             gemm(z, batch, slot.fan_out, a, w, macs, Dst::Set);
             for (zc, &bo) in z.chunks_exact_mut(batch).zip(bias) {
-                if relu {
-                    for v in zc {
-                        let s = *v + bo;
-                        *v = if s < 0.0 { 0.0 } else { s };
+                match act {
+                    Activation::Identity => {
+                        for v in zc {
+                            *v += bo;
+                        }
                     }
-                } else {
-                    for v in zc {
-                        *v += bo;
+                    Activation::Relu => {
+                        for v in zc {
+                            *v = Activation::Relu.apply(*v + bo);
+                        }
+                    }
+                    _ => {
+                        for v in zc {
+                            *v = act.apply(*v + bo);
+                        }
                     }
                 }
             }
@@ -825,9 +840,7 @@ fn dense_forward<M: Model, P: Products>(
                     *zr += ar * wio;
                 }
             }
-            if relu {
-                relu_in_place(zc);
-            }
+            act.apply_in_place(zc);
         }
         return;
     }
@@ -845,9 +858,7 @@ fn dense_forward<M: Model, P: Products>(
             for (r, zr) in zc.iter_mut().enumerate().skip(r0) {
                 *zr = dot_row(a, batch, r, wo, bo);
             }
-            if relu {
-                relu_in_place(zc);
-            }
+            act.apply_in_place(zc);
         }
     }
     // The last column of an odd count.
@@ -862,9 +873,7 @@ fn dense_forward<M: Model, P: Products>(
         for (r, zr) in zc.iter_mut().enumerate().skip(r0) {
             *zr = dot_row(a, batch, r, wo, bo);
         }
-        if relu {
-            relu_in_place(zc);
-        }
+        act.apply_in_place(zc);
     }
 }
 
@@ -936,131 +945,29 @@ fn dot_row(a: &[f32], batch: usize, r: usize, wo: &[f32], bias: f32) -> f32 {
     a.chunks_exact(batch).zip(wo).fold(bias, |s, (col, &wi)| s + col.get(r).copied().unwrap_or(0.0) * wi)
 }
 
-/// ReLU that keeps NaN (so a diverged value still surfaces as a non-finite loss).
-#[inline(always)]
-fn relu_in_place(v: &mut [f32]) {
-    for x in v {
-        // A select, not a conditional store, so that it vectorises.
-        *x = if *x < 0.0 { 0.0 } else { *x };
-    }
-}
-
-/// `d *= (a > 0)`: the ReLU derivative applied to a delta, as a select.
-#[inline(always)]
-fn relu_mask(d: &mut [f32], a: &[f32]) {
-    for (d, &a) in d.iter_mut().zip(a) {
-        *d = if a > 0.0 { *d } else { 0.0 };
-    }
-}
-
-/// Mean softmax cross-entropy over the first `rows` rows of the logits `z`
-/// (`[batch x classes]`, column-major), computed stably (log-sum-exp around the row
-/// maximum). Writes dL/dz into `dz` (zero for the padding rows).
-///
-/// Rows go in blocks of [`ROW_BLOCK`]: each stage runs over the block's rows before the
-/// next, so that the exponentials of several rows are independent work the CPU overlaps
-/// (one row at a time, a small class count left it waiting on each `exp` in turn). Every
-/// sum is still taken in row and class order: the result is the same bit for bit.
+/// Mean softmax cross-entropy over the first `rows` rows of the logits `z` and its dL/dz
+/// ([`loss::softmax_xent`], the formula's one home), with the core's [`exp`].
 #[inline(always)]
 pub(crate) fn softmax_xent(z: &[f32], y: &[u32], rows: usize, batch: usize, classes: usize, dz: &mut [f32]) -> f32 {
-    let inv_rows = 1.0 / rows as f32;
-    // loss = Σ_r (max_r - z[r, y_r]) + Σ_r ln(1 + rest_r). The logarithms are summed as the
-    // logarithm of a product, one `ln` per batch instead of one per row (iris's step: 400 ->
-    // 325 ns). All in f32: the product is kept as `q = Π(1 + rest_r) - 1`, updated as
-    // `q + rest + q·rest`, and its logarithm taken as `ln_1p(q)`, so that a confident row's
-    // tiny rest (1e-6) keeps all its digits, as it would not in `1 + rest`.
-    let mut gaps = 0.0f32;
-    let mut q = 0.0f32;
-    let mut logs = 0.0f32;
-    // Columns through `chunks_exact`, `rows <= batch` stated, and the labels' logits through
-    // `get` (the labels were checked): no index can fail, so no panic path is compiled in.
-    let rows = rows.min(batch);
-    let z = &z[..(batch * classes).min(z.len())];
-    for dzc in dz.chunks_exact_mut(batch) {
-        dzc[rows..].fill(0.0);
-    }
-    let mut r0 = 0;
-    while r0 < rows {
-        let n = ROW_BLOCK.min(rows - r0);
-        let block = r0..r0 + n;
-        let mut top = [0u32; ROW_BLOCK];
-        let mut max = [0.0f32; ROW_BLOCK];
-        let mut rest = [0.0f32; ROW_BLOCK];
-        // Each row's first largest logit, class by class over the block's rows (selects,
-        // so that it vectorises): `max[i]` is always `z[top[i], r]`.
-        let mut columns = z.chunks_exact(batch);
-        if let Some(z0) = columns.next() {
-            max[..n].copy_from_slice(&z0[block.clone()]);
-        }
-        for (c, zc) in columns.enumerate() {
-            for ((m, t), &v) in max[..n].iter_mut().zip(&mut top[..n]).zip(&zc[block.clone()]) {
-                let above = v > *m;
-                *m = if above { v } else { *m };
-                *t = if above { c as u32 + 1 } else { *t };
-            }
-        }
-        // The row's maximum contributes exp(0) = 1 exactly: sum = 1 + rest.
-        let columns = z.chunks_exact(batch).zip(dz.chunks_exact_mut(batch)).enumerate();
-        if batch * classes >= VECTOR_SOFTMAX_MIN {
-            // Slices of the block's length and selects: the loop vectorises, exp included
-            // (computed for the top class too, then not used).
-            for (c, (zc, dc)) in columns {
-                let lanes = zc[block.clone()].iter().zip(&mut dc[block.clone()]).zip(&top[..n]).zip(&max[..n]);
-                for ((((&v, d), &t), &m), s) in lanes.zip(&mut rest[..n]) {
-                    let top = c == t as usize;
-                    let e = if top { 1.0 } else { exp_branch_free(v - m) };
-                    *d = e;
-                    // rest + 0.0 is rest, bit for bit (rest >= +0.0).
-                    *s += if top { 0.0 } else { e };
-                }
-            }
-        } else {
-            // Few values: scalar code that skips the top class's exp is faster.
-            for (c, (zc, dc)) in columns {
-                let lanes = zc[block.clone()].iter().zip(&mut dc[block.clone()]).zip(&top[..n]).zip(&max[..n]);
-                for ((((&v, d), &t), &m), s) in lanes.zip(&mut rest[..n]) {
-                    let top = c == t as usize;
-                    let e = if top { 1.0 } else { exp(v - m) };
-                    *d = e;
-                    if !top {
-                        *s += e;
-                    }
-                }
-            }
-        }
-        let mut scale = [0.0f32; ROW_BLOCK];
-        for (i, r) in block.clone().enumerate() {
-            let label = y.get(r).map_or(0, |&l| l as usize);
-            // (max - z_label): exactly 0 when the label holds the maximum.
-            gaps += max[i] - z.get(label * batch + r).copied().unwrap_or(f32::NAN);
-            q = q + rest[i] + q * rest[i];
-            if q > 1e30 {
-                // Each factor is at most `classes` (< 2^21): flushing here keeps q finite.
-                logs += libm::log1pf(q);
-                q = 0.0;
-            }
-            scale[i] = inv_rows / (1.0 + rest[i]);
-        }
-        // dz = softmax / rows, class by class over the block's rows (so that it vectorises),
-        // then minus 1 / rows at each row's label.
-        for dc in dz.chunks_exact_mut(batch) {
-            for (d, &s) in dc[block.clone()].iter_mut().zip(&scale[..n]) {
-                *d *= s;
-            }
-        }
-        for r in block {
-            let label = y.get(r).map_or(0, |&l| l as usize);
-            if let Some(d) = dz.get_mut(label * batch + r) {
-                *d -= inv_rows;
-            }
-        }
-        r0 += n;
-    }
-    (gaps + logs + libm::log1pf(q)) * inv_rows
+    loss::softmax_xent::<CoreExp>(z, y, rows, batch, classes, dz)
 }
 
-/// Rows of [`softmax_xent`]'s blocks.
-const ROW_BLOCK: usize = 16;
+/// The core's exponentials, for [`loss::softmax_xent`].
+pub(crate) struct CoreExp;
+
+impl loss::Exp for CoreExp {
+    const VECTOR_MIN: usize = VECTOR_SOFTMAX_MIN;
+
+    #[inline(always)]
+    fn exp(x: f32) -> f32 {
+        exp(x)
+    }
+
+    #[inline(always)]
+    fn exp_lanes(x: f32) -> f32 {
+        exp_branch_free(x)
+    }
+}
 
 /// Logits (`batch * classes`) from which [`softmax_xent`] takes its exponentials in a loop
 /// that vectorises. Measured (train steps, AVX-512 machine): the vector loop took the
@@ -1197,22 +1104,24 @@ fn weight_grads<M: Model, P: Products>(
     }
 }
 
-/// dL/d(pre-activation) of the layer below: `da[r, i] = Σ_o dz[r, o] · W[i, o]`, times the
-/// ReLU derivative (`a[r, i] > 0`, `a` being that layer's output).
+/// dL/d(pre-activation) of the layer below: `da[r, i] = Σ_o dz[r, o] · W[i, o]`, through
+/// the derivative of that layer's activation ([`Activation::backprop`], from `a`, that
+/// layer's output).
 #[inline(always)]
 fn input_grads<M: Model, P: Products>(l: usize, w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot) {
     let batch = M::BATCH;
+    let act = after_layer(M::ACTIVATIONS, M::LAYERS.len() - 1, l.saturating_sub(1));
     #[cfg(feature = "parallel")]
     {
         let macs = batch * slot.fan_in * slot.fan_out;
         if macs >= GEMM_MIN_MACS {
-            // da = dz · Wᵀ, then the ReLU mask
+            // da = dz · Wᵀ, then the activation's derivative
             if !P::fixed::<M>(l, Product::InputGrads { dz, w, da: &mut *da }) {
                 let dzv = View::col_major(dz, batch, slot.fan_out);
                 let wt = View::col_major(w, slot.fan_in, slot.fan_out).t();
                 gemm(da, batch, slot.fan_in, dzv, wt, macs, Dst::Set);
             }
-            relu_mask(da, a);
+            act.backprop_in_place(da, a);
             return;
         }
     }
@@ -1226,7 +1135,7 @@ fn input_grads<M: Model, P: Products>(l: usize, w: &[f32], dz: &[f32], da: &mut 
                 *d += g * wio;
             }
         }
-        relu_mask(dac, ac);
+        act.backprop_in_place(dac, ac);
     }
 }
 

@@ -56,7 +56,9 @@ pub struct Engine<M: Model> {
 
 impl<M: Model> Engine<M> {
     /// Creates the model on `device`, its parameters initialised from [`DEFAULT_SEED`]:
-    /// weights of hidden (ReLU) layers He-normal (`N(0, 2 / fan_in)`), of the head
+    /// weights of hidden layers He-normal (`N(0, 2 / fan_in)`) before ReLU, Glorot-normal
+    /// (`N(0, 2 / (fan_in + fan_out))`) before tanh, sigmoid or identity
+    /// ([`Activation::init_variance`](crate::Activation::init_variance)), of the head
     /// LeCun-normal (`N(0, 1 / fan_in)`), biases zero. Costs one pass over the parameters
     /// and, on OpenCL, building (or loading from the cache) the model's kernels.
     pub fn new(device: &Device) -> Result<Self> {
@@ -66,7 +68,7 @@ impl<M: Model> Engine<M> {
     /// Like [`Engine::new`] with a seed of your own.
     pub fn with_seed(device: &Device, seed: u64) -> Result<Self> {
         let mut values = vec![0.0f32; param_count(M::LAYERS)];
-        init_params::<M::Storage>(M::LAYERS, seed, &mut values);
+        init_params::<M::Storage>(M::LAYERS, M::ACTIVATIONS, seed, &mut values);
         let flat: Vec<M::Storage> = values.into_iter().map(M::Storage::from_f32).collect();
         Self::from_flat(device, &flat)
     }

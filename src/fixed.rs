@@ -30,6 +30,8 @@
 use core::ops::Range;
 
 use crate::gemm::GEMM_MIN_MACS;
+use crate::math::activation::Activation;
+use crate::model::Product;
 
 /// Layers of more multiply-adds go through the `gemm` crate, whose packing and cache
 /// blocking pay once the operands outgrow the L1 cache. Measured on train steps (AVX-512
@@ -67,50 +69,6 @@ pub const fn is_fixed(batch: usize, fan_in: usize, fan_out: usize) -> bool {
         && fan_in * fan_out > 256
 }
 
-/// One product of a dense layer of `B` rows, `I` inputs and `O` outputs, all matrices
-/// column-major (`W` is `I x O`, as in the flat parameter layout).
-pub enum Product<'a> {
-    /// `z[B x O] = a[B x I] · W[I x O] + b`, then ReLU when `relu` (`max(z, 0)`, NaN kept).
-    Forward {
-        /// The layer's input, `B x I`.
-        a: &'a [f32],
-        /// The weights, `I x O`.
-        w: &'a [f32],
-        /// The biases, `O`.
-        bias: &'a [f32],
-        /// Whether ReLU follows.
-        relu: bool,
-        /// The output, `B x O`.
-        z: &'a mut [f32],
-    },
-    /// `da[B x I] = dz[B x O] · Wᵀ`: the gradient with respect to the layer's input.
-    InputGrads {
-        /// dL/d(output), `B x O`.
-        dz: &'a [f32],
-        /// The weights, `I x O`.
-        w: &'a [f32],
-        /// dL/d(input), `B x I`.
-        da: &'a mut [f32],
-    },
-    /// `gW[I x O] = aᵀ · dz` over the first `rows` rows (`scale: None`), or
-    /// `gW += s · aᵀ · dz` (`scale: Some(s)`; the fused SGD update of `W` in place, with
-    /// `s = -lr`).
-    WeightGrads {
-        /// The layer's input, `B x I`.
-        a: &'a [f32],
-        /// dL/d(output), `B x O`.
-        dz: &'a [f32],
-        /// The weight gradients, or the weights to update, `I x O`.
-        gw: &'a mut [f32],
-        /// The rows that count, at most `B`.
-        rows: usize,
-        /// `None` to set `gw`, `Some(s)` to add `s` times the product.
-        scale: Option<f32>,
-        /// Free memory for `aᵀ`, at least `B * I` values (else the product is refused).
-        scratch: &'a mut [f32],
-    },
-}
-
 /// Computes `p` for a layer of `B` rows, `I` inputs and `O` outputs with register blocks of
 /// `MR` rows (a multiple of the vector width) by `NR` columns (at most 8), and returns
 /// `true`; or returns `false`, computing nothing, when the layer has fewer than
@@ -126,12 +84,12 @@ pub fn layer<const MR: usize, const NR: usize, const B: usize, const I: usize, c
         return false;
     }
     match p {
-        Product::Forward { a, w, bias, relu, z } => {
+        Product::Forward { a, w, bias, act, z } => {
             if a.len() != B * I || w.len() != I * O || bias.len() != O || z.len() != B * O {
                 return false;
             }
             // a(r, i) = a[i*B + r], W(i, o) = w[o*I + i].
-            product::<MR, NR, B, O, B, 1, I>(z, a, w, I, Epilogue::Bias(bias, relu));
+            product::<MR, NR, B, O, B, 1, I>(z, a, w, I, Epilogue::Bias(bias, act));
         }
         Product::InputGrads { dz, w, da } => {
             if dz.len() != B * O || w.len() != I * O || da.len() != B * I {
@@ -171,9 +129,8 @@ enum Epilogue<'a> {
     Store,
     /// `dst = fma(s, sum, dst)`.
     Update(f32),
-    /// `dst = sum + b[column]`, then `max(dst, 0)` (NaN kept) when the flag is set: the
-    /// same two roundings as a separate pass over `dst`.
-    Bias(&'a [f32], bool),
+    /// `dst = act(sum + b[column])`: the same roundings as a separate pass over `dst`.
+    Bias(&'a [f32], Activation),
 }
 
 /// `dst[M x N] = a · b`, finished by `epilogue`, `dst` column-major, with
@@ -297,11 +254,25 @@ fn tile<const R: usize, const NC: usize, const M: usize, const LDA: usize, const
                     *d = s.mul_add(v, *d);
                 }
             }
-            Epilogue::Bias(bias, relu) => {
+            Epilogue::Bias(bias, act) => {
                 let bo = bias[c0 + j];
-                for (d, &v) in d.iter_mut().zip(acc) {
-                    let s = v + bo;
-                    *d = if relu && s < 0.0 { 0.0 } else { s };
+                // One loop per activation: ReLU's and identity's vectorise.
+                match act {
+                    Activation::Identity => {
+                        for (d, &v) in d.iter_mut().zip(acc) {
+                            *d = v + bo;
+                        }
+                    }
+                    Activation::Relu => {
+                        for (d, &v) in d.iter_mut().zip(acc) {
+                            *d = Activation::Relu.apply(v + bo);
+                        }
+                    }
+                    _ => {
+                        for (d, &v) in d.iter_mut().zip(acc) {
+                            *d = act.apply(v + bo);
+                        }
+                    }
                 }
             }
         }
@@ -460,7 +431,7 @@ mod tests {
     fn check<const MR: usize, const NR: usize, const B: usize, const I: usize, const O: usize>(rows: usize) {
         let (a, w, dz, bias) = (values(B * I, 1), values(I * O, 2), values(B * O, 3), values(O, 4));
         let mut z = vec![f32::NAN; B * O];
-        let p = Product::Forward { a: &a, w: &w, bias: &vec![0.0; O], relu: false, z: &mut z };
+        let p = Product::Forward { a: &a, w: &w, bias: &vec![0.0; O], act: Activation::Identity, z: &mut z };
         assert!(layer::<MR, NR, B, I, O>(p));
         let want = reference(B, O, I, |r, i| a[i * B + r], |i, o| w[o * I + i]);
         assert_eq!(bits(&z), bits(&want), "forward {B}x{I}x{O} with {MR}x{NR} blocks");
@@ -472,16 +443,26 @@ mod tests {
                 assert!((f64::from(z[o * B + r]) - exact).abs() <= 1e-6 * scale.max(1.0), "forward ({r}, {o})");
             }
         }
-        // With a bias, and ReLU: `sum + b`, then zero below 0.
-        for relu in [false, true] {
-            let p = Product::Forward { a: &a, w: &w, bias: &bias, relu, z: &mut z };
+        // With a bias, and each activation: ReLU is `sum + b`, then zero below 0.
+        for act in Activation::ALL {
+            let p = Product::Forward { a: &a, w: &w, bias: &bias, act, z: &mut z };
             assert!(layer::<MR, NR, B, I, O>(p));
             let mut negative = 0;
             for (k, (&got, &sum)) in z.iter().zip(&want).enumerate() {
                 let s = sum + bias[k / B];
                 negative += usize::from(s < 0.0);
-                let expected = if relu && s < 0.0 { 0.0 } else { s };
-                assert_eq!(got.to_bits(), expected.to_bits(), "forward + bias (relu {relu}) at {k}");
+                let expected = match act {
+                    Activation::Relu => {
+                        if s < 0.0 {
+                            0.0
+                        } else {
+                            s
+                        }
+                    }
+                    Activation::Identity => s,
+                    _ => act.apply(s),
+                };
+                assert_eq!(got.to_bits(), expected.to_bits(), "forward + bias ({act:?}) at {k}");
             }
             assert!(negative > 0 && negative < z.len(), "the data reach both sides of ReLU");
         }
@@ -527,16 +508,16 @@ mod tests {
         assert!(is_fixed(B, I, O), "{B}x{I}x{O} should be accepted");
         let (a, w, dz, bias) = (values(B * I, 5), values(I * O, 6), values(B * O, 7), values(O, 8));
         let macs = B * I * O;
-        for relu in [false, true] {
+        for act in Activation::ALL {
             let mut z = vec![0.0f32; B * O];
-            assert!(layer::<MR, NR, B, I, O>(Product::Forward { a: &a, w: &w, bias: &bias, relu, z: &mut z }));
+            assert!(layer::<MR, NR, B, I, O>(Product::Forward { a: &a, w: &w, bias: &bias, act, z: &mut z }));
             let mut want = vec![0.0f32; B * O];
             gemm(&mut want, B, O, View::col_major(&a, B, I), View::col_major(&w, I, O), macs, Dst::Set);
             for (k, v) in want.iter_mut().enumerate() {
                 let s = *v + bias[k / B];
-                *v = if relu && s < 0.0 { 0.0 } else { s };
+                *v = act.apply(s);
             }
-            assert_eq!(bits(&z), bits(&want), "forward {B}x{I}x{O}, relu {relu}");
+            assert_eq!(bits(&z), bits(&want), "forward {B}x{I}x{O}, {act:?}");
         }
         let mut da = vec![0.0f32; B * I];
         assert!(layer::<MR, NR, B, I, O>(Product::InputGrads { dz: &dz, w: &w, da: &mut da }));
@@ -595,14 +576,32 @@ mod tests {
         let mut z = vec![7.0f32; 64 * 64];
         // Too small (the core's loops), too large (the `gemm` crate): untouched.
         let b = [0.0f32; 64];
-        let p = Product::Forward { a: &a[..8], w: &w[..8], bias: &b[..2], relu: true, z: &mut z[..4] };
+        let p = Product::Forward { a: &a[..8], w: &w[..8], bias: &b[..2], act: Activation::Relu, z: &mut z[..4] };
         assert!(!layer::<32, 6, 2, 4, 2>(p));
-        assert!(!layer::<32, 6, 64, 64, 64>(Product::Forward { a: &a, w: &w, bias: &b, relu: true, z: &mut z }));
+        assert!(!layer::<32, 6, 64, 64, 64>(Product::Forward {
+            a: &a,
+            w: &w,
+            bias: &b,
+            act: Activation::Relu,
+            z: &mut z
+        }));
         assert!(z.iter().all(|&v| v == 7.0));
         // Lengths that do not match the sizes.
-        let p = Product::Forward { a: &a[..100], w: &w[..2048], bias: &b[..32], relu: false, z: &mut z[..1024] };
+        let p = Product::Forward {
+            a: &a[..100],
+            w: &w[..2048],
+            bias: &b[..32],
+            act: Activation::Identity,
+            z: &mut z[..1024],
+        };
         assert!(!layer::<32, 6, 32, 64, 32>(p));
-        let p = Product::Forward { a: &a[..2048], w: &w[..2048], bias: &b[..31], relu: false, z: &mut z[..1024] };
+        let p = Product::Forward {
+            a: &a[..2048],
+            w: &w[..2048],
+            bias: &b[..31],
+            act: Activation::Identity,
+            z: &mut z[..1024],
+        };
         assert!(!layer::<32, 6, 32, 64, 32>(p));
         let p = Product::InputGrads { dz: &a[..1024], w: &w[..2048], da: &mut z[..100] };
         assert!(!layer::<32, 6, 32, 64, 32>(p));

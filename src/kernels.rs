@@ -33,6 +33,8 @@ use std::fmt::Write as _;
 use crate::cpu::update_limit;
 use crate::info::ARGUMENT_BATCH_WORDS;
 use crate::layout::{acts_len, delta_len, layer_slots, max_width, output_offset, param_count};
+use crate::math::activation::{self, after_layer, Activation};
+use crate::math::loss;
 use crate::model::{Model, StorageElement};
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -261,7 +263,12 @@ pub fn defines<M: Model>() -> String {
         let _ = writeln!(s, "#define TB_OUT_{l} {}", slot.fan_out);
         let _ = writeln!(s, "#define TB_W_{l} {}", slot.w);
         let _ = writeln!(s, "#define TB_B_{l} {}", slot.b);
-        let _ = writeln!(s, "#define TB_RELU_{l} {}", u8::from(l + 1 < layers));
+        // The activation after the layer, and the one after the layer below (whose output
+        // is this layer's input; identity for the first layer's input, the batch).
+        let act = after_layer(M::ACTIVATIONS, layers, l);
+        let below = if l == 0 { Activation::Identity } else { after_layer(M::ACTIVATIONS, layers, l - 1) };
+        let _ = writeln!(s, "#define TB_ACT_{l} TB_ACT_{}", act.name().to_ascii_uppercase());
+        let _ = writeln!(s, "#define TB_ACT_IN_{l} TB_ACT_{}", below.name().to_ascii_uppercase());
         let _ = writeln!(s, "#define TB_AIN_{l} {a_in}");
         let _ = writeln!(s, "#define TB_AOUT_{l} {a_out}");
         last = a_out;
@@ -271,6 +278,10 @@ pub fn defines<M: Model>() -> String {
     let rev: String = (0..layers).rev().map(|l| format!(" X({l})")).collect();
     let _ = writeln!(s, "#define TB_LAYER_LIST(X){list}");
     let _ = writeln!(s, "#define TB_LAYER_LIST_REV(X){rev}");
+    // The activations' formulas (src/math/activation.rs): tb_act, tb_act_grad, ...
+    let _ = activation::write_opencl(&mut s);
+    // The loss of one row (src/math/loss.rs): TB_ROW_LOSS.
+    let _ = loss::write_opencl(&mut s);
     s
 }
 

@@ -129,6 +129,7 @@ pub mod layout;
 #[doc(hidden)]
 #[macro_use]
 pub mod macros;
+pub mod math;
 mod model;
 #[cfg(feature = "npy")]
 pub mod npy;
@@ -159,6 +160,7 @@ pub use error::{Error, Result};
 pub use host::Standardizer;
 #[cfg(feature = "std")]
 pub use info::{DeviceInfo, DeviceType, KernelPath, Upload, ARGUMENT_BATCH_WORDS};
+pub use math::activation::Activation;
 #[cfg(feature = "std")]
 pub use model::boxed_zeros;
 pub use model::{Element, HostTensor, Model, Params, StorageElement};
@@ -196,7 +198,8 @@ pub use nalgebra;
 ///
 /// Keys: `batch`, `features`, `classes` (required; positive integer literals, at most
 /// 2^20 each, `classes` at least 2), `hidden` (optional list of widths, `[]` for none, at
-/// most 64 layers), `storage` (optional, `f32` or `f16`, default `f32`). No buffer (the
+/// most 64 layers), `storage` (optional, `f32` or `f16`, default `f32`), `activation`
+/// (optional, see below). No buffer (the
 /// batch, a weight matrix, the logits) may exceed 2^28 elements (1 GiB of `f32`). Every mistake is a compile error
 /// pointing at the token at fault.
 ///
@@ -207,6 +210,28 @@ pub use nalgebra;
 ///   `CatDog::kernel_source()`, and the runtime API of [`Engine`] through `Deref`;
 /// - `CatDogParams` with public fields `w0: SMatrix<f32, F, C>`, `b0: SVector<f32, C>` (and
 ///   `w1, b1, ...` for hidden layers), deriving `Clone`, `Debug`, `PartialEq`.
+///
+/// # `activation: relu | tanh | sigmoid | identity`
+///
+/// The function after each hidden layer ([`Activation`]): one name for all of them
+/// (`activation: tanh`), or a list with one per hidden layer (`activation: [tanh, relu]`).
+/// The default is `relu`. The output layer is always linear (its logits go to the softmax
+/// cross-entropy). Gradients are exact, each derivative taken from the layer's output
+/// (`tanh' = 1 - y²`, `sigmoid' = y (1 - y)`), on every path (CPU core, CPU backend, OpenCL).
+///
+/// The initial weights suit the activation ([`Activation::init_variance`]): a hidden layer
+/// before ReLU is He-normal, `N(0, 2 / fan_in)`; before tanh, sigmoid or identity
+/// Glorot-normal, `N(0, 2 / (fan_in + fan_out))`. The output layer is LeCun-normal,
+/// `N(0, 1 / fan_in)`, and every bias starts at zero. Changing a declaration's activation
+/// changes the initial weights of the layers it applies to, not the others'.
+///
+/// ```
+/// tensorbridge::model! {
+///     pub struct Moons { batch: 8, features: 2, classes: 2, hidden: [16, 8], activation: [tanh, sigmoid] }
+/// }
+/// # use tensorbridge::{Activation, Model};
+/// assert_eq!(Moons::ACTIVATIONS, &[Activation::Tanh, Activation::Sigmoid]);
+/// ```
 ///
 /// # `storage: f16`
 ///
@@ -251,9 +276,11 @@ pub mod __private {
     //! Used by the code `model!` generates; not a public API.
     pub use crate::cpu::x32_len;
     #[cfg(feature = "parallel")]
-    pub use crate::fixed::{layer as fixed_layer, Product};
+    pub use crate::fixed::layer as fixed_layer;
     #[cfg(feature = "opencl")]
     pub use crate::kernels::kernel_source;
+    #[cfg(feature = "parallel")]
+    pub use crate::model::Product;
     #[cfg(feature = "std")]
     pub use std::{string::String, sync::OnceLock};
 

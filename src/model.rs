@@ -6,6 +6,7 @@ use core::fmt::Debug;
 use nalgebra::{SMatrix, Scalar};
 
 use crate::layout::{FlatSpace, ScratchSpace};
+use crate::math::activation::Activation;
 
 /// A model declared with [`model!`](crate::model): its shapes as constants and its host
 /// buffer types. Implemented by the macro; user code reads the constants and types.
@@ -20,6 +21,11 @@ pub trait Model: Sized + 'static {
     const CLASSES: usize;
     /// Layer widths `[features, hidden..., classes]`.
     const LAYERS: &'static [usize];
+    /// The activation after each hidden layer, in order (`activation:` in the
+    /// declaration); a hidden layer past the list's end has [`Activation::DEFAULT`] (ReLU),
+    /// and the output layer is linear. See
+    /// [`after_layer`](crate::math::activation::after_layer).
+    const ACTIVATIONS: &'static [Activation] = &[];
     /// The element type of the stored batch and parameters (`storage:` in the
     /// declaration): `f32` (the default) or `half::f16`. Arithmetic is `f32` either way.
     type Storage: StorageElement;
@@ -61,10 +67,58 @@ pub trait Model: Sized + 'static {
     #[cfg(feature = "parallel")]
     #[doc(hidden)]
     #[inline(always)]
-    fn fixed_product<const MR: usize, const NR: usize>(layer: usize, p: crate::fixed::Product<'_>) -> bool {
+    fn fixed_product<const MR: usize, const NR: usize>(layer: usize, p: Product<'_>) -> bool {
         let _ = (layer, p);
         false
     }
+}
+
+/// One product of a dense layer of `B` rows, `I` inputs and `O` outputs, all matrices
+/// column-major (`W` is `I x O`, as in the flat parameter layout): what
+/// [`Model::fixed_product`] computes (through the CPU backend's fixed-size kernels). Not a
+/// public API.
+#[cfg(feature = "parallel")]
+#[doc(hidden)]
+pub enum Product<'a> {
+    /// `z[B x O] = act(a[B x I] · W[I x O] + b)`.
+    Forward {
+        /// The layer's input, `B x I`.
+        a: &'a [f32],
+        /// The weights, `I x O`.
+        w: &'a [f32],
+        /// The biases, `O`.
+        bias: &'a [f32],
+        /// The activation that follows.
+        act: Activation,
+        /// The output, `B x O`.
+        z: &'a mut [f32],
+    },
+    /// `da[B x I] = dz[B x O] · Wᵀ`: the gradient with respect to the layer's input.
+    InputGrads {
+        /// dL/d(output), `B x O`.
+        dz: &'a [f32],
+        /// The weights, `I x O`.
+        w: &'a [f32],
+        /// dL/d(input), `B x I`.
+        da: &'a mut [f32],
+    },
+    /// `gW[I x O] = aᵀ · dz` over the first `rows` rows (`scale: None`), or
+    /// `gW += s · aᵀ · dz` (`scale: Some(s)`; the fused SGD update of `W` in place, with
+    /// `s = -lr`).
+    WeightGrads {
+        /// The layer's input, `B x I`.
+        a: &'a [f32],
+        /// dL/d(output), `B x O`.
+        dz: &'a [f32],
+        /// The weight gradients, or the weights to update, `I x O`.
+        gw: &'a mut [f32],
+        /// The rows that count, at most `B`.
+        rows: usize,
+        /// `None` to set `gw`, `Some(s)` to add `s` times the product.
+        scale: Option<f32>,
+        /// Free memory for `aᵀ`, at least `B * I` values (else the product is refused).
+        scratch: &'a mut [f32],
+    },
 }
 
 /// A model's parameter set: `w0, b0, w1, b1, ...`, convertible to and from one flat

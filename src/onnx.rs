@@ -18,12 +18,12 @@
 //! | `Sub` then `Div` or `Mul` by constants of `[features]` or `[1, features]`; or `ai.onnx.ml`'s `Scaler` | the model's [standardiser](crate::Standardizer): `(x - mean) / scale`, `Mul` by `m` as scale `1 / m` |
 //! | `Gemm` (`transA` 0; `transB` 0 or 1; `alpha` and `beta` folded into the weight and the bias) | one dense layer |
 //! | `MatMul` by a constant, then `Add` of a constant `[out]` or `[1, out]` | one dense layer |
-//! | `Relu` between dense layers | the hidden layers' activation |
+//! | `Relu`, `Tanh` or `Sigmoid` between dense layers (nothing, or `Identity`, for `activation: identity`) | the hidden layers' activation, which must be the declaration's |
 //! | `Softmax` / `LogSoftmax` on the last axis after the last layer | nothing: `logits` are the values before it; `predict_proba` gives the softmax |
 //! | `ArgMax` of the output, and what follows it (`ArrayFeatureExtractor`, `Reshape`, `Cast`, `ZipMap`, `Identity`): skl2onnx's label branch | nothing |
 //!
-//! `Tanh` and `Sigmoid` between layers are recognised and refused (the declaration's hidden
-//! layers are ReLU), as is an activation after the last layer, two dense layers with none
+//! An activation between layers other than the declaration's (`Tanh` where the model has
+//! `relu`, say) is refused, naming both, as is an activation after the last layer, two dense layers with none
 //! between them, a constant that is not a plain tensor (`Constant` nodes are read), any
 //! other operator, attribute value or shape: each error names the node. The dense layers
 //! must chain as the declaration (`features -> hidden... -> classes`); a weight that only
@@ -40,7 +40,8 @@
 //! Opset 13, IR version 7: input `input` (`float [N, features]`, `N` free); with a
 //! standardiser, `Sub` and `Div` by its mean and scale; under `storage: f16`, a `Cast` to
 //! `float16` and back (the rounding the model's batch storage does); one `Gemm` per layer
-//! (`w<l>` `[in, out]`, `b<l>` `[out]`) with `Relu` between; outputs `logits` and
+//! (`w<l>` `[in, out]`, `b<l>` `[out]`) with the declaration's activation between (`Relu`,
+//! `Tanh`, `Sigmoid` or `Identity`); outputs `logits` and
 //! `probabilities` (their `Softmax`).
 
 mod proto;
@@ -60,6 +61,7 @@ pub use crate::error::OnnxErrorKind;
 use crate::fsutil::write_atomically;
 use crate::host::{narrow, Standardizer};
 use crate::layout::layer_slots;
+use crate::math::activation::{after_layer, Activation};
 use crate::model::{Element, Model, Params, StorageElement};
 
 use proto::{
@@ -452,7 +454,7 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                 scale = Some((get("scale")?, true));
             }
             ("", "Gemm", Stage::Front | Stage::Dense | Stage::Activation) if first_is_current => {
-                check_activation(&layers, stage, node, label)?;
+                check_activation::<M>(&layers, stage, node, label)?;
                 let attrs = attributes(node, label, &["alpha", "beta", "transA", "transB"])?;
                 if int_attr(&attrs, "transA", 0) != 0 {
                     return Err(err("transA = 1 (a transposed input) is not supported".into()));
@@ -495,7 +497,7 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                 stage = Stage::Dense;
             }
             ("", "MatMul", Stage::Front | Stage::Dense | Stage::Activation) if first_is_current => {
-                check_activation(&layers, stage, node, label)?;
+                check_activation::<M>(&layers, stage, node, label)?;
                 attributes(node, label, &[])?;
                 let (w, fan_in, fan_out) = weights(&other(1)?, false).map_err(err)?;
                 layers.push(Dense { node: label.to_string(), fan_in, fan_out, w, b: vec![0.0; fan_out] });
@@ -518,12 +520,24 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                 pending = None;
                 stage = Stage::Dense;
             }
-            ("", "Relu", Stage::Dense) => {
+            (
+                "",
+                "Relu" | "Tanh" | "Sigmoid" | "LeakyRelu" | "Elu" | "Selu" | "Softplus" | "HardSigmoid",
+                Stage::Dense,
+            ) => {
+                // The declaration's activation after this layer; one after the last layer
+                // is refused once the graph is read (the output layer is linear).
+                let expected = after_layer(M::ACTIVATIONS, dims.len() - 1, layers.len().saturating_sub(1));
+                let last = layers.len() + 1 >= dims.len();
+                if op != expected.onnx_op() && !last {
+                    return Err(Kind::Activation {
+                        node: label.to_string(),
+                        found: op.to_string(),
+                        expected: expected.onnx_op(),
+                    });
+                }
                 attributes(node, label, &[])?;
                 stage = Stage::Activation;
-            }
-            ("", "Tanh" | "Sigmoid" | "LeakyRelu" | "Elu" | "Selu" | "Softplus" | "HardSigmoid", Stage::Dense) => {
-                return Err(Kind::Activation { node: label.to_string(), found: op.to_string(), expected: "Relu" });
             }
             ("", "Softmax" | "LogSoftmax", Stage::Dense) => {
                 let attrs = attributes(node, label, &["axis"])?;
@@ -558,7 +572,9 @@ fn walk<M: Model>(graph: &GraphProto) -> R<(Vec<M::Storage>, Option<Standardizer
                 found: layers_found(&layers),
                 model: M::NAME,
                 layers: layers_text(dims),
-                reason: format!("the last layer ('{node}') is followed by a Relu; the model's output layer is linear"),
+                reason: format!(
+                    "the last layer ('{node}') is followed by an activation; the model's output layer is linear"
+                ),
             });
         }
         _ => {
@@ -623,14 +639,18 @@ fn weights(b: &Constant, trans_b: bool) -> std::result::Result<(Vec<f64>, usize,
     Ok((w, fan_in, fan_out))
 }
 
-/// A dense layer that follows another one directly, or after an activation other than
-/// ReLU, is refused.
-fn check_activation(layers: &[Dense], stage: Stage, node: &NodeProto, label: &str) -> R<()> {
-    if stage == Stage::Dense && !layers.is_empty() {
+/// A dense layer that follows another one directly is refused, unless the declaration's
+/// activation between them is the identity.
+fn check_activation<M: Model>(layers: &[Dense], stage: Stage, node: &NodeProto, label: &str) -> R<()> {
+    let below = after_layer(M::ACTIVATIONS, M::LAYERS.len() - 1, layers.len().saturating_sub(1));
+    if stage == Stage::Dense && !layers.is_empty() && below != Activation::Identity {
         return Err(node_error(
             node,
             label,
-            "it follows a dense layer with no activation between them; the model's hidden layers are Relu".into(),
+            format!(
+                "it follows a dense layer with no activation between them; the model's hidden layer there is {}",
+                below.onnx_op()
+            ),
         ));
     }
     Ok(())
@@ -777,8 +797,9 @@ fn write_onnx<M: Model>(flat: &[M::Storage], standardizer: Option<&Standardizer>
         nodes.push(node("Gemm", &format!("dense{l}"), &[&current, &w, &b], &out, attrs));
         current = out;
         if !last {
-            let out = format!("relu{l}");
-            nodes.push(node("Relu", &out, &[&current], &out, vec![]));
+            let op = after_layer(M::ACTIVATIONS, n_layers, l).onnx_op();
+            let out = format!("{}{l}", op.to_ascii_lowercase());
+            nodes.push(node(op, &out, &[&current], &out, vec![]));
             current = out;
         }
     }

@@ -60,9 +60,9 @@ impl<M: Model> Engine<M> {
     /// module with named Linear attributes (`fc1.weight`, ...). See the
     /// [module docs](crate::pytorch) for the rules (order of the layers, layout, dtypes).
     ///
-    /// The activations are not in the file: the declaration's hidden layers are ReLU, so
-    /// the PyTorch model must have `nn.ReLU` between its Linear layers for the logits to
-    /// agree.
+    /// The activations are not in the file: the declaration's (`activation:`, ReLU by
+    /// default) must be the PyTorch model's between its Linear layers (`nn.ReLU`,
+    /// `nn.Tanh`, `nn.Sigmoid`, or none for `identity`) for the logits to agree.
     ///
     /// # Errors
     /// [`Error::Io`] if the file cannot be read; [`Error::Checkpoint`] if it is not a

@@ -27,8 +27,9 @@ fn the_source_is_specialised_per_shape() {
     assert!(a.contains("#define TB_BATCH 2\n") && a.contains("#define TB_FEATURES 4\n"));
     assert!(
         b.contains("#define TB_CLASSES 7\n")
-            && b.contains("#define TB_RELU_0 1\n")
-            && b.contains("#define TB_RELU_1 0\n")
+            && b.contains("#define TB_ACT_0 TB_ACT_RELU\n")
+            && b.contains("#define TB_ACT_1 TB_ACT_IDENTITY\n")
+            && b.contains("#define TB_ACT_IN_1 TB_ACT_RELU\n")
     );
     for kernel in ["tb_forward", "tb_loss", "tb_backward", "tb_backward_inputs", "tb_sgd", "tb_train_step"] {
         assert!(a.contains(&format!("void {kernel}(")), "{kernel}");

@@ -26,6 +26,10 @@ pub fn expand(spec: &Spec) -> TokenStream {
     let params_name = format_ident!("{}Params", name);
     let layers = spec.layers();
     let name_str = name.to_string();
+    let activations = spec.activations.iter().map(|v| {
+        let v = format_ident!("{}", v);
+        quote!(::tensorbridge::Activation::#v)
+    });
 
     let f32_ty = quote!(f32);
     let u32_ty = quote!(u32);
@@ -53,7 +57,10 @@ pub fn expand(spec: &Spec) -> TokenStream {
         let b_ty = host_matrix(&store_ty, fan_out, 1);
         let gw_ty = host_matrix(&f32_ty, fan_in, fan_out);
         let gb_ty = host_matrix(&f32_ty, fan_out, 1);
-        let role = if l + 1 == layers.len() - 1 { "the linear head" } else { "a hidden layer (ReLU after it)" };
+        let role = match spec.activations.get(l) {
+            Some(act) => format!("a hidden layer ({act} after it)"),
+            None => "the linear head".to_string(),
+        };
         let w_doc = format!(
             "Weights of layer {l}, {role}: `[{fan_in} x {fan_out}]`, rows = inputs, columns = outputs (`x · W`)."
         );
@@ -230,6 +237,7 @@ pub fn expand(spec: &Spec) -> TokenStream {
             const FEATURES: usize = #features;
             const CLASSES: usize = #classes;
             const LAYERS: &'static [usize] = &[#(#layers),*];
+            const ACTIVATIONS: &'static [::tensorbridge::Activation] = &[#(#activations),*];
             type Storage = #store_ty;
             type Input = #input_ty;
             type Labels = #labels_ty;

@@ -17,7 +17,12 @@ pub const MAX_ELEMENTS: u64 = 1 << 28;
 /// The most hidden layers a declaration may have.
 pub const MAX_HIDDEN_LAYERS: usize = 64;
 
-const KEYS: [&str; 5] = ["batch", "features", "classes", "hidden", "storage"];
+const KEYS: [&str; 6] = ["batch", "features", "classes", "hidden", "storage", "activation"];
+
+/// The hidden layers' activations a declaration may name, as `tensorbridge::Activation`'s
+/// variants spell them.
+const ACTIVATIONS: [(&str, &str); 4] =
+    [("relu", "Relu"), ("tanh", "Tanh"), ("sigmoid", "Sigmoid"), ("identity", "Identity")];
 
 /// Element type of host and device buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +41,8 @@ pub struct Spec {
     pub classes: usize,
     pub hidden: Vec<usize>,
     pub storage: Storage,
+    /// Each hidden layer's activation: the name of its `tensorbridge::Activation` variant.
+    pub activations: Vec<&'static str>,
 }
 
 impl Spec {
@@ -65,6 +72,7 @@ impl Spec {
         let mut classes = None;
         let mut hidden = None;
         let mut storage = None;
+        let mut activation = None;
         let mut seen: Vec<Ident> = Vec::new();
         // Keys an unknown key was taken for (`featurse` -> `features`): not reported missing too.
         let mut suggested: Vec<&str> = Vec::new();
@@ -84,6 +92,7 @@ impl Spec {
                 "classes" => classes = errors.take(size(&entry.key, &entry.value)),
                 "hidden" => hidden = errors.take(hidden_list(&entry.value)),
                 "storage" => storage = errors.take(storage_kind(&entry.value)),
+                "activation" => activation = errors.take(activation_list(&entry.value)),
                 _ => {
                     let (err, suggestion) = unknown_key(&entry.key);
                     suggested.extend(suggestion);
@@ -124,6 +133,24 @@ impl Spec {
                 check_elements(&mut errors, &decl, "hidden", "[batch x hidden]", batch, h);
             }
         }
+        let hidden_count = hidden.as_ref().map_or(0, Vec::len);
+        let activations = match activation {
+            Some(Activations::One(name)) => vec![name; hidden_count],
+            Some(Activations::PerLayer(names)) => {
+                if (hidden.is_some() || !seen.iter().any(|k| k == "hidden")) && names.len() != hidden_count {
+                    errors.push(syn::Error::new(
+                        value_span(&decl, "activation"),
+                        format!(
+                            "`activation` lists {} activations for {hidden_count} hidden layers: give one per \
+                             hidden layer, or one name for all of them",
+                            names.len()
+                        ),
+                    ));
+                }
+                names
+            }
+            None => vec!["Relu"; hidden_count],
+        };
         errors.finish()?;
         Ok(Spec {
             attrs: decl.attrs,
@@ -134,6 +161,7 @@ impl Spec {
             classes: classes.unwrap_or(0),
             hidden: hidden.unwrap_or_default(),
             storage: storage.unwrap_or(Storage::F32),
+            activations,
         })
     }
 }
@@ -240,6 +268,36 @@ fn storage_kind(value: &Expr) -> syn::Result<Storage> {
             "`storage` takes `f32` or `f16` (f16: half the memory and transfers, arithmetic still in f32)",
         )),
     }
+}
+
+/// What `activation:` says: one activation for every hidden layer, or one per layer.
+enum Activations {
+    One(&'static str),
+    PerLayer(Vec<&'static str>),
+}
+
+/// `relu`, `tanh`, `sigmoid`, `identity`, or a list of them, one per hidden layer.
+fn activation_list(value: &Expr) -> syn::Result<Activations> {
+    let Expr::Array(ExprArray { elems, .. }) = value else {
+        return activation_name(value).map(Activations::One);
+    };
+    let mut errors = Errors::default();
+    let names: Vec<&'static str> = elems.iter().filter_map(|e| errors.take(activation_name(e))).collect();
+    errors.finish()?;
+    Ok(Activations::PerLayer(names))
+}
+
+fn activation_name(value: &Expr) -> syn::Result<&'static str> {
+    if let Expr::Path(p) = value {
+        if let Some((_, variant)) = ACTIVATIONS.iter().find(|(name, _)| p.path.is_ident(name)) {
+            return Ok(variant);
+        }
+    }
+    let names = ACTIVATIONS.map(|(name, _)| format!("`{name}`")).join(", ");
+    Err(syn::Error::new_spanned(
+        value,
+        format!("`activation` takes one of {names} (the default is `relu`), or a list of them, one per hidden layer"),
+    ))
 }
 
 /// The error for an unknown key, and the known key it is probably a misspelling of.

@@ -47,15 +47,14 @@ pub enum OnnxErrorKind {
         /// What is wrong.
         reason: String,
     },
-    /// A hidden activation that is not the declaration's: the model's hidden layers are
-    /// ReLU.
-    #[error("node '{node}' is a {found} activation, but the model's hidden layers are {expected}")]
+    /// A hidden activation that is not the declaration's.
+    #[error("node '{node}' is a {found} activation, but the model's hidden layer there is {expected}")]
     Activation {
         /// The node's name, or `#k`.
         node: String,
         /// The operator found, e.g. `Tanh`.
         found: String,
-        /// What the declaration has: `Relu`.
+        /// What the declaration has there: `Relu`, `Tanh`, `Sigmoid` or `Identity`.
         expected: &'static str,
     },
     /// The dense layers of the graph do not chain as the declaration.

@@ -36,12 +36,77 @@
 #define TB_OUT_0 2
 #define TB_W_0 0
 #define TB_B_0 8
-#define TB_RELU_0 0
+#define TB_ACT_0 TB_ACT_IDENTITY
+#define TB_ACT_IN_0 TB_ACT_IDENTITY
 #define TB_AIN_0 0
 #define TB_AOUT_0 8
 #define TB_AOUT_LAST 8
 #define TB_LAYER_LIST(X) X(0)
 #define TB_LAYER_LIST_REV(X) X(0)
+#define TB_ACT_IDENTITY 0
+#define TB_ACT_RELU 1
+#define TB_ACT_TANH 2
+#define TB_ACT_SIGMOID 3
+inline float tb_act(const int kind, const float x) {
+    switch (kind) {
+    case 0: return x;
+    case 1: return x < 0.0f ? 0.0f : x;
+    case 2: return tanh(x);
+    case 3: return 1.0f / (1.0f + exp(-x));
+    default: return x;
+    }
+}
+inline float tb_act_grad(const int kind, const float d, const float y) {
+    switch (kind) {
+    case 0: return d;
+    case 1: return y > 0.0f ? d : 0.0f;
+    case 2: return d * (1.0f - y * y);
+    case 3: return d * (y * (1.0f - y));
+    default: return d;
+    }
+}
+inline float16 tb_act16(const int kind, const float16 x) {
+    switch (kind) {
+    case 0: return x;
+    case 1: return select(x, (float16)(0.0f), x < (float16)(0.0f));
+    case 2: return tanh(x);
+    case 3: return 1.0f / (1.0f + exp(-x));
+    default: return x;
+    }
+}
+inline float16 tb_act_grad16(const int kind, const float16 d, const float16 y) {
+    switch (kind) {
+    case 0: return d;
+    case 1: return select((float16)(0.0f), d, y > (float16)(0.0f));
+    case 2: return d * (1.0f - y * y);
+    case 3: return d * (y * (1.0f - y));
+    default: return d;
+    }
+}
+#define TB_ROW_LOSS(Z, DZ, LABEL, INV_ROWS, OUT_LOSS)                     \
+    do {                                                                  \
+        int top_ = 0;                                                     \
+        for (int c_ = 1; c_ < TB_CLASSES; ++c_) {                         \
+            if (Z[c_ * TB_BATCH] > Z[top_ * TB_BATCH]) {                  \
+                top_ = c_;                                                \
+            }                                                             \
+        }                                                                 \
+        const float m_ = Z[top_ * TB_BATCH];                              \
+        float rest_ = 0.0f;                                               \
+        for (int c_ = 0; c_ < TB_CLASSES; ++c_) {                         \
+            const float e_ = (c_ == top_) ? 1.0f : exp(Z[c_ * TB_BATCH] - m_); \
+            DZ[c_ * TB_BATCH] = e_;                                       \
+            if (c_ != top_) {                                             \
+                rest_ += e_;                                              \
+            }                                                             \
+        }                                                                 \
+        OUT_LOSS = (m_ - Z[(LABEL) * TB_BATCH]) + log1p(rest_);          \
+        const float scale_ = (INV_ROWS) / (1.0f + rest_);                 \
+        for (int c_ = 0; c_ < TB_CLASSES; ++c_) {                         \
+            DZ[c_ * TB_BATCH] *= scale_;                                  \
+        }                                                                 \
+        DZ[(LABEL) * TB_BATCH] -= (INV_ROWS);                             \
+    } while (0)
 
 // ---- cl/common.cl
 // tensorbridge: helpers shared by every kernel.
@@ -137,8 +202,9 @@ __kernel void tb_widen_x(__global const TB_X_T *x, __global float *out) {
 // ---- cl/forward.cl
 // tensorbridge: the forward pass of one dense layer as a register-blocked GEMM.
 //
-// z[r, o] = b[o] + sum_i a[r, i] * w[i, o], then ReLU for hidden layers (NaN is kept, as
-// on the CPU backend, so a diverged value still surfaces as a non-finite loss).
+// z[r, o] = tb_act(TB_ACT_l, b[o] + sum_i a[r, i] * w[i, o]): the layer's activation (identity for
+// the output layer; NaN is kept, as on the CPU backend, so a diverged value still surfaces as a
+// non-finite loss).
 //
 // Every work-item computes a block of TB_RM (16) consecutive batch rows x TB_RN outputs in
 // registers: the 16 rows of an activation column are one float16 (the activations are
@@ -202,7 +268,7 @@ inline float tb_hsum8(const float8 v) {
 
 inline void tb_dense_block(__global const TB_P_T *w, __global const TB_P_T *bias,
                            __global const float *a, __global float *z,
-                           const int n_in, const int n_out, const int relu) {
+                           const int n_in, const int n_out, const int act) {
     const int r0 = get_global_id(0) * TB_RM;
     const int o0 = get_global_id(1) * TB_RN;
     if (r0 >= TB_BATCH || o0 >= n_out) {
@@ -240,11 +306,7 @@ inline void tb_dense_block(__global const TB_P_T *w, __global const TB_P_T *bias
 #pragma unroll
     for (int n = 0; n < TB_RN; ++n) {
         if (o0 + n < n_out) {
-            float16 v = acc[n];
-            if (relu) {
-                v = select(v, (float16)(0.0f), v < (float16)(0.0f));
-            }
-            tb_store_rows16(z + (o0 + n) * TB_BATCH, r0, v);
+            tb_store_rows16(z + (o0 + n) * TB_BATCH, r0, tb_act16(act, acc[n]));
         }
     }
 }
@@ -258,7 +320,7 @@ __kernel void tb_forward(__global const TB_P_T *params,
 #define TB_FORWARD_CASE(l)                                                              \
     case l:                                                                             \
         tb_dense_block(params + TB_W_##l, params + TB_B_##l, in + in_off, out + out_off, \
-                       TB_IN_##l, TB_OUT_##l, TB_RELU_##l);                             \
+                       TB_IN_##l, TB_OUT_##l, TB_ACT_##l);                              \
         break;
     switch (layer) {
         TB_LAYER_LIST(TB_FORWARD_CASE)
@@ -281,34 +343,8 @@ __kernel void tb_forward(__global const TB_P_T *params,
 
 // TB_LOSS_WG (a power of two) is #defined by the host (kernels.rs, `LOSS_MAX_WG`).
 
-// The loss of row r (r < rows), writing that row's dz. Shared with the fused kernel
-// through this macro, so both compute exactly the same arithmetic. The row's maximum
-// contributes exp(0) = 1 exactly, so log(sum) = log1p(rest), which keeps a confident row's
-// tiny loss accurate (as the CPU backend does).
-#define TB_ROW_LOSS(Z, DZ, LABEL, INV_ROWS, OUT_LOSS)                     \
-    do {                                                                  \
-        int top_ = 0;                                                     \
-        for (int c_ = 1; c_ < TB_CLASSES; ++c_) {                         \
-            if (Z[c_ * TB_BATCH] > Z[top_ * TB_BATCH]) {                  \
-                top_ = c_;                                                \
-            }                                                             \
-        }                                                                 \
-        const float m_ = Z[top_ * TB_BATCH];                              \
-        float rest_ = 0.0f;                                               \
-        for (int c_ = 0; c_ < TB_CLASSES; ++c_) {                         \
-            const float e_ = (c_ == top_) ? 1.0f : exp(Z[c_ * TB_BATCH] - m_); \
-            DZ[c_ * TB_BATCH] = e_;                                       \
-            if (c_ != top_) {                                             \
-                rest_ += e_;                                              \
-            }                                                             \
-        }                                                                 \
-        OUT_LOSS = (m_ - Z[(LABEL) * TB_BATCH]) + log1p(rest_);          \
-        const float scale_ = (INV_ROWS) / (1.0f + rest_);                 \
-        for (int c_ = 0; c_ < TB_CLASSES; ++c_) {                         \
-            DZ[c_ * TB_BATCH] *= scale_;                                  \
-        }                                                                 \
-        DZ[(LABEL) * TB_BATCH] -= (INV_ROWS);                             \
-    } while (0)
+// TB_ROW_LOSS, the loss of one row and its dz, is the formula of src/math/loss.rs, emitted
+// into the prelude (the fused and tiny kernels use it too).
 
 __kernel void tb_loss(__global const float *logits, const int logits_off,
                       __global const float *batch, const int rows_arg,
@@ -360,9 +396,9 @@ __kernel void tb_loss(__global const float *logits, const int logits_off,
 //   outputs. NDRange (ceil(TB_IN_l / TB_GI) + 1, ceil(TB_OUT_l / TB_GO)), rounded up to the
 //   local size. Only the first `rows` rows are read: padding rows contribute nothing
 //   whatever they hold.
-// tb_backward_inputs: da[r, i] = (sum_o dz[r, o] * w[i, o]) * (a[r, i] > 0), the delta of
-//   the layer below (a is that layer's ReLU output), TB_RM rows x TB_RN inputs a
-//   work-item, the ReLU mask fused into the store. NDRange (ceil(TB_BATCH / TB_RM),
+// tb_backward_inputs: da[r, i] = tb_act_grad16(below, sum_o dz[r, o] * w[i, o], a[r, i]), the
+//   delta of the layer below (a is that layer's output, after its activation `below`),
+//   TB_RM rows x TB_RN inputs a work-item, the activation's derivative fused into the store. NDRange (ceil(TB_BATCH / TB_RM),
 //   ceil(TB_IN_l / TB_RN)), rounded up to the local size.
 // TB_GI and TB_GO come with TB_RM and TB_RN in the build options (src/backend/opencl/gemm.rs).
 
@@ -450,7 +486,7 @@ inline void tb_grad_weights_block(__global const float *a, __global const float 
 
 inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float *dz,
                                  __global float *da, __global const float *act,
-                                 const int n_in, const int n_out) {
+                                 const int n_in, const int n_out, const int below) {
     const int r0 = get_global_id(0) * TB_RM;
     const int i0 = get_global_id(1) * TB_RN;
     if (r0 >= TB_BATCH || i0 >= n_in) {
@@ -488,8 +524,7 @@ inline void tb_grad_inputs_block(__global const TB_P_T *w, __global const float 
     for (int n = 0; n < TB_RN; ++n) {
         if (i0 + n < n_in) {
             const int col = (i0 + n) * TB_BATCH;
-            const float16 mask = tb_rows16(act + col, r0);
-            tb_store_rows16(da + col, r0, select(acc[n], (float16)(0.0f), mask <= (float16)(0.0f)));
+            tb_store_rows16(da + col, r0, tb_act_grad16(below, acc[n], tb_rows16(act + col, r0)));
         }
     }
 }
@@ -512,13 +547,14 @@ __kernel void tb_backward(__global const float *a, const int a_off,
 }
 
 // The delta of layer `layer - 1` (into `da`), from layer `layer`'s delta `dz`, its weights
-// and its input `acts + a_off` (the ReLU output below). Never launched for layer 0.
+// and its input `acts + a_off` (the output of the layer below, after its activation). Never launched for layer 0.
 __kernel void tb_backward_inputs(__global const TB_P_T *params, __global const float *dz,
                                  __global float *da, __global const float *acts, const int a_off,
                                  const int layer) {
 #define TB_BACKWARD_INPUTS_CASE(l)                                                      \
     case l:                                                                             \
-        tb_grad_inputs_block(params + TB_W_##l, dz, da, acts + a_off, TB_IN_##l, TB_OUT_##l); \
+        tb_grad_inputs_block(params + TB_W_##l, dz, da, acts + a_off, TB_IN_##l, TB_OUT_##l, \
+                             TB_ACT_IN_##l);                                   \
         break;
     switch (layer) {
         TB_LAYER_LIST(TB_BACKWARD_INPUTS_CASE)
@@ -654,10 +690,10 @@ __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const
 
 #if TB_FUSED
 
-// z = a . W + b for one layer, ReLU for hidden ones.
+// z = act(a . W + b) for one layer (TB_ACT_l: identity for the output layer).
 inline void tb_local_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
                            __local const float *a, __local float *z,
-                           const int n_in, const int n_out, const int relu, const int lid) {
+                           const int n_in, const int n_out, const int act, const int lid) {
     TB_STRIDED_FOR(k, TB_BATCH * n_out, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int o = k / TB_BATCH;
@@ -665,10 +701,7 @@ inline void tb_local_dense(__global const TB_P_T *w, __global const TB_P_T *bias
         for (int i = 0; i < n_in; ++i) {
             acc += a[i * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
         }
-        if (relu && acc < 0.0f) {
-            acc = 0.0f;
-        }
-        z[k] = acc;
+        z[k] = tb_act(act, acc);
     }
 }
 
@@ -694,10 +727,11 @@ inline void tb_local_grad_weights(__local const float *a, __local const float *d
     }
 }
 
-// da[r, i] = (sum_o dz[r, o] w[i, o]) * (a[r, i] > 0).
+// da[r, i] = tb_act_grad(below, sum_o dz[r, o] w[i, o], a[r, i]), a being the output of
+// the layer below, after its activation `below`.
 inline void tb_local_grad_inputs(__global const TB_P_T *w, __local const float *dz,
                                  __local float *da, __local const float *a,
-                                 const int n_in, const int n_out, const int lid) {
+                                 const int n_in, const int n_out, const int below, const int lid) {
     TB_STRIDED_FOR(k, TB_BATCH * n_in, TB_FUSED_WG, lid) {
         const int r = k % TB_BATCH;
         const int i = k / TB_BATCH;
@@ -705,7 +739,7 @@ inline void tb_local_grad_inputs(__global const TB_P_T *w, __local const float *
         for (int o = 0; o < n_out; ++o) {
             acc += dz[o * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
         }
-        da[k] = (a[k] <= 0.0f) ? 0.0f : acc;
+        da[k] = tb_act_grad(below, acc, a[k]);
     }
 }
 
@@ -755,7 +789,7 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
 
 #define TB_FUSED_FORWARD(l)                                                            \
     tb_local_dense(params + TB_W_##l, params + TB_B_##l, acts + TB_AIN_##l,             \
-                   acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_RELU_##l, lid);        \
+                   acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_ACT_##l, lid);         \
     barrier(CLK_LOCAL_MEM_FENCE);
     TB_LAYER_LIST(TB_FUSED_FORWARD)
 #undef TB_FUSED_FORWARD
@@ -804,7 +838,7 @@ void tb_train_step(__global TB_P_T *params, __global float *grads,
                           TB_OUT_##l, rows, lid);                                       \
     if (l > 0) {                                                                        \
         tb_local_grad_inputs(params + TB_W_##l, dz, dz_below, acts + TB_AIN_##l,        \
-                             TB_IN_##l, TB_OUT_##l, lid);                               \
+                             TB_IN_##l, TB_OUT_##l, TB_ACT_IN_##l, lid);                \
         barrier(CLK_LOCAL_MEM_FENCE);                                                   \
         __local float *swap_ = dz;                                                      \
         dz = dz_below;                                                                  \
@@ -875,9 +909,9 @@ __kernel void tb_train_step(__global float *params) {
 
 #if TB_TINY
 
-// z = a . W + b for one layer, ReLU for hidden ones.
+// z = act(a . W + b) for one layer (TB_ACT_l: identity for the output layer).
 inline void tb_tiny_dense(__global const TB_P_T *w, __global const TB_P_T *bias, const float *a, float *z,
-                          const int n_in, const int n_out, const int relu) {
+                          const int n_in, const int n_out, const int act) {
     for (int o = 0; o < n_out; ++o) {
         const float b = TB_LOAD_P(bias, o);
         for (int r = 0; r < TB_BATCH; ++r) {
@@ -885,16 +919,17 @@ inline void tb_tiny_dense(__global const TB_P_T *w, __global const TB_P_T *bias,
             for (int i = 0; i < n_in; ++i) {
                 acc += a[i * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
             }
-            z[o * TB_BATCH + r] = (relu && acc < 0.0f) ? 0.0f : acc;
+            z[o * TB_BATCH + r] = tb_act(act, acc);
         }
     }
 }
 
 // g[w: i, o] = sum_{r < rows} a[r, i] dz[r, o], then g[b: o] = sum_{r < rows} dz[r, o];
-// with `below`, da[r, i] = (sum_o dz[r, o] w[i, o]) * (a[r, i] > 0).
+// for l > 0, da[r, i] = tb_act_grad(below, sum_o dz[r, o] w[i, o], a[r, i]) (`a` the output of
+// the layer below, after its activation `below`).
 inline void tb_tiny_backward(__global const TB_P_T *w, const float *a, const float *dz, float *g,
-                             float *da, const int below, const int n_in, const int n_out,
-                             const int rows) {
+                             float *da, const int has_below, const int below, const int n_in,
+                             const int n_out, const int rows) {
     for (int o = 0; o < n_out; ++o) {
         for (int i = 0; i < n_in; ++i) {
             float acc = 0.0f;
@@ -911,14 +946,14 @@ inline void tb_tiny_backward(__global const TB_P_T *w, const float *a, const flo
         }
         g[n_in * n_out + o] = acc;
     }
-    if (below) {
+    if (has_below) {
         for (int i = 0; i < n_in; ++i) {
             for (int r = 0; r < TB_BATCH; ++r) {
                 float acc = 0.0f;
                 for (int o = 0; o < n_out; ++o) {
                     acc += dz[o * TB_BATCH + r] * TB_LOAD_P(w, o * n_in + i);
                 }
-                da[i * TB_BATCH + r] = (a[i * TB_BATCH + r] <= 0.0f) ? 0.0f : acc;
+                da[i * TB_BATCH + r] = tb_act_grad(below, acc, a[i * TB_BATCH + r]);
             }
         }
     }
@@ -943,7 +978,7 @@ inline void tb_tiny_one_step(__global uint *state, const uint *step) {
 
 #define TB_TINY_FORWARD(l)                                                              \
     tb_tiny_dense(params + TB_W_##l, params + TB_B_##l, acts + TB_AIN_##l,               \
-                  acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_RELU_##l);
+                  acts + TB_AOUT_##l, TB_IN_##l, TB_OUT_##l, TB_ACT_##l);
     TB_LAYER_LIST(TB_TINY_FORWARD)
 #undef TB_TINY_FORWARD
 
@@ -981,7 +1016,7 @@ inline void tb_tiny_one_step(__global uint *state, const uint *step) {
     float *dz_below = delta_b;
 #define TB_TINY_BACKWARD(l)                                                             \
     tb_tiny_backward(params + TB_W_##l, acts + TB_AIN_##l, dz, grads + TB_W_##l, dz_below, \
-                     l > 0, TB_IN_##l, TB_OUT_##l, rows);                                \
+                     l > 0, TB_ACT_IN_##l, TB_IN_##l, TB_OUT_##l, rows);                 \
     {                                                                                    \
         float *swap_ = dz;                                                               \
         dz = dz_below;                                                                   \
