@@ -4,6 +4,7 @@
 
 mod support;
 
+mod activations;
 mod checkpoint;
 mod core_equals_backend;
 mod data_split;
@@ -41,6 +42,7 @@ mod update_overflow;
 
 fn main() -> std::process::ExitCode {
     support::harness(&[
+        activations::TESTS,
         checkpoint::TESTS,
         core_equals_backend::TESTS,
         data_split::TESTS,
