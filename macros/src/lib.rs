@@ -5,8 +5,10 @@
 //!
 //! - [`parse`] turns tokens into a plain syntax struct, keeping every span;
 //! - [`spec`] validates it into a [`spec::Spec`] with no `syn` types left, collecting every
-//!   mistake (each one a `syn::Error` pointing at the offending token);
-//! - [`expand`] turns the validated spec into the model's items.
+//!   mistake (each one a `syn::Error` pointing at the offending token), and, when there is
+//!   one, a fallback spec from what did validate;
+//! - [`expand`] turns the validated spec into the model's items; after errors it expands
+//!   the fallback beside them, so that one mistake is one error.
 
 use proc_macro::TokenStream;
 
@@ -24,6 +26,12 @@ pub fn model(input: TokenStream) -> TokenStream {
     };
     match spec::Spec::validate(decl) {
         Ok(spec) => expand::expand(&spec).into(),
-        Err(err) => err.to_compile_error().into(),
+        // The errors, and beside them the items of a fallback model, so that later uses of
+        // the model's types raise no errors of their own.
+        Err(spec::Invalid { error, fallback }) => {
+            let mut out = error.to_compile_error();
+            out.extend(expand::expand(&fallback));
+            out.into()
+        }
     }
 }

@@ -54,8 +54,9 @@ impl Spec {
         dims
     }
 
-    /// Checks every rule; returns all mistakes combined into one error.
-    pub fn validate(decl: Declaration) -> syn::Result<Spec> {
+    /// Checks every rule; returns all mistakes combined into one error, with a fallback
+    /// spec to expand beside it ([`Invalid`]).
+    pub fn validate(decl: Declaration) -> Result<Spec, Invalid> {
         let mut errors = Errors::default();
         if let Some(param) = decl.generics.params.first() {
             errors.push(syn::Error::new_spanned(
@@ -76,6 +77,8 @@ impl Spec {
         let mut seen: Vec<Ident> = Vec::new();
         // Keys an unknown key was taken for (`featurse` -> `features`): not reported missing too.
         let mut suggested: Vec<&str> = Vec::new();
+        // Sizes given under a misspelled key (`featurse: 4`), for the fallback.
+        let mut guessed: [Option<usize>; 3] = [None; 3];
         for entry in &decl.entries {
             let key = entry.key.to_string();
             if let Some(first) = seen.iter().find(|k| **k == entry.key) {
@@ -95,6 +98,14 @@ impl Spec {
                 "activation" => activation = errors.take(activation_list(&entry.value)),
                 _ => {
                     let (err, suggestion) = unknown_key(&entry.key);
+                    // The fallback takes a misspelled size for the key it was meant for.
+                    let guess = size(&entry.key, &entry.value).ok();
+                    match suggestion {
+                        Some("batch") => guessed[0] = guess,
+                        Some("features") => guessed[1] = guess,
+                        Some("classes") => guessed[2] = guess,
+                        _ => {}
+                    }
                     suggested.extend(suggestion);
                     errors.push(err);
                 }
@@ -151,19 +162,53 @@ impl Spec {
             }
             None => vec!["Relu"; hidden_count],
         };
-        errors.finish()?;
-        Ok(Spec {
+        let failed = errors.0.is_some();
+        let mut spec = Spec {
             attrs: decl.attrs,
             vis: decl.vis,
             name: decl.name,
-            batch: batch.unwrap_or(0),
-            features: features.unwrap_or(0),
-            classes: classes.unwrap_or(0),
+            batch: batch.or(guessed[0]).unwrap_or(1),
+            features: features.or(guessed[1]).unwrap_or(1),
+            classes: classes.or(guessed[2]).filter(|&c| c >= 2).unwrap_or(2),
             hidden: hidden.unwrap_or_default(),
             storage: storage.unwrap_or(Storage::F32),
             activations,
-        })
+        };
+        match errors.finish() {
+            Ok(()) => Ok(spec),
+            Err(error) => {
+                debug_assert!(failed);
+                spec.make_fallback();
+                Err(Invalid { error, fallback: Box::new(spec) })
+            }
+        }
     }
+
+    /// Turns what validated of a faulty declaration into a model that expands without
+    /// errors: every buffer within [`MAX_ELEMENTS`] (else the smallest model, `1 -> 2`),
+    /// one activation per hidden layer.
+    fn make_fallback(&mut self) {
+        let mut dims = self.layers();
+        dims.insert(0, self.batch);
+        let too_large = dims.windows(2).any(|p| p[0] as u64 * p[1] as u64 > MAX_ELEMENTS)
+            || self.batch as u64 * self.classes as u64 > MAX_ELEMENTS
+            || self.hidden.iter().any(|&h| self.batch as u64 * h as u64 > MAX_ELEMENTS);
+        if too_large {
+            (self.batch, self.features, self.classes) = (1, 1, 2);
+            self.hidden.clear();
+        }
+        self.activations.resize(self.hidden.len(), "Relu");
+    }
+}
+
+/// A declaration with mistakes: the error to report, and a fallback model to generate
+/// beside it, made of what did validate (defaults elsewhere: batch 1, features 1, classes
+/// 2, no hidden layer, ReLU, `f32`), so that the rest of the crate compiles against the
+/// model's items and one mistake gives one error, not another at every use of the type
+/// (as thiserror's fallback impls do).
+pub struct Invalid {
+    pub error: syn::Error,
+    pub fallback: Box<Spec>,
 }
 
 /// Collects errors so that all of them are reported together.
