@@ -92,6 +92,69 @@ fn imports(module: &[String], source: &str, known: &BTreeSet<Vec<String>>) -> BT
     found
 }
 
+/// The layer of each module the table in `architecture.rs` (its ```text block) names,
+/// bottom = 0: a row that starts with a name (`core`, `kernels`, ...) opens a layer, its
+/// indented rows continue it, the `no_std` line is skipped. Words in parentheses are
+/// descriptions; `a::{b, c}` names `a::b` and `a::c`.
+fn layer_table(source: &str, known: &BTreeSet<Vec<String>>) -> BTreeMap<Vec<String>, usize> {
+    let start = source.find("```text").expect("architecture.rs has a ```text table") + "```text".len();
+    let end = start + source[start..].find("```").expect("the table ends");
+    let mut rows: Vec<Vec<Vec<String>>> = Vec::new(); // top-down, one entry per layer
+    for line in source[start..end].lines() {
+        let line = line.trim_start_matches("//!");
+        if line.trim().is_empty() || line.trim_start().starts_with("---") {
+            continue;
+        }
+        // A layer's name in the first 12 columns opens it; indented rows continue it.
+        let (label, content) = (line.get(..12).unwrap_or(line), line.get(12..).unwrap_or(""));
+        if !label.trim().is_empty() {
+            rows.push(Vec::new());
+        }
+        // Text in parentheses, and after `: `, describes; drop it.
+        let mut text = String::new();
+        let mut depth = 0;
+        for c in content.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                _ if depth == 0 => text.push(c),
+                _ => {}
+            }
+        }
+        let text = text.split(": ").next().unwrap_or("").to_string();
+        let layer = rows.last_mut().expect("the table starts with a layer's name");
+        // `a::{b, c}` -> `a::b a::c`.
+        let mut words = String::new();
+        let mut rest = text.as_str();
+        while let Some(open) = rest.find("::{") {
+            let head_start =
+                rest[..open].rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')).map_or(0, |i| i + 1);
+            let head = &rest[head_start..open];
+            let close = open + rest[open..].find('}').expect("a group closes");
+            words.push_str(&rest[..open]);
+            for item in rest[open + 3..close].split(',') {
+                words.push_str(&format!(" {head}::{} ", item.trim()));
+            }
+            rest = &rest[close + 1..];
+        }
+        words.push_str(rest);
+        for word in words.split(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':')) {
+            let path: Vec<String> = word.split("::").map(String::from).collect();
+            if known.contains(&path) {
+                layer.push(path);
+            }
+        }
+    }
+    let count = rows.len();
+    let mut table = BTreeMap::new();
+    for (k, modules) in rows.into_iter().enumerate() {
+        for m in modules {
+            table.entry(m).or_insert(count - 1 - k);
+        }
+    }
+    table
+}
+
 fn no_module_imports_a_module_that_imports_it() {
     let src = crate::support::repo().join("src");
     let mut files = Vec::new();
@@ -145,6 +208,28 @@ fn no_module_imports_a_module_that_imports_it() {
             panic!("import cycle: {}", names.join(" -> "));
         }
     }
+    // Each import goes to the importer's layer or one below it, as the table of
+    // src/architecture.rs places them; every module is in the table.
+    let table = layer_table(&std::fs::read_to_string(src.join("architecture.rs")).unwrap(), &known);
+    let layer_of = |m: &Vec<String>| (1..=m.len()).rev().find_map(|n| table.get(&m[..n]).copied());
+    assert_eq!(layer_of(&vec!["cpu".to_string()]), Some(1), "the table reads: {table:?}");
+    let mut upward = Vec::new();
+    for (module, deps) in &graph {
+        if module.is_empty() || module[0] == "architecture" {
+            continue; // the crate root re-exports; `architecture` is documentation
+        }
+        let Some(here) = layer_of(module) else {
+            panic!("module {} is not in the layer table of src/architecture.rs", module.join("::"));
+        };
+        for dep in deps {
+            let there = layer_of(dep).unwrap_or(usize::MAX);
+            if there > here {
+                upward.push(format!("{} -> {}", module.join("::"), dep.join("::")));
+            }
+        }
+    }
+    assert!(upward.is_empty(), "imports up the layer table of src/architecture.rs: {upward:?}");
+
     // The bottom layer imports nothing of the crate.
     for bottom in ["error", "layout"] {
         let deps = &graph[&vec![bottom.to_string()]];
