@@ -1,6 +1,6 @@
 //! The network's math, each formula written once: the Rust function the CPU core and the
 //! CPU backend call, and the OpenCL C text of the same formula that
-//! [`kernels`](crate::kernels) emits into the kernels' prelude. `no_std`, no allocation;
+//! `kernels.rs` emits into the kernels' prelude. `no_std`, no allocation;
 //! imports nothing of the crate.
 
 pub mod activation;
