@@ -129,6 +129,7 @@ pub mod layout;
 #[doc(hidden)]
 #[macro_use]
 pub mod macros;
+pub mod math;
 mod model;
 #[cfg(feature = "npy")]
 pub mod npy;
@@ -155,6 +156,9 @@ pub use device::{Device, CACHE_DIR_ENV, DEVICE_ENV, TRACE_DEVICE_ENV};
 #[cfg(feature = "std")]
 pub use engine::Engine;
 pub use error::{Error, Result};
+/// The optimizers: [`optim::Sgd`], [`optim::Momentum`], [`optim::Adam`], [`optim::AdamW`]
+/// (see [`math::optim`]).
+pub use math::optim;
 #[cfg(feature = "std")]
 pub use host::Standardizer;
 #[cfg(feature = "std")]

@@ -17,13 +17,35 @@ pub const MAX_ELEMENTS: u64 = 1 << 28;
 /// The most hidden layers a declaration may have.
 pub const MAX_HIDDEN_LAYERS: usize = 64;
 
-const KEYS: [&str; 5] = ["batch", "features", "classes", "hidden", "storage"];
+const KEYS: [&str; 6] = ["batch", "features", "classes", "hidden", "storage", "optimizer"];
 
 /// Element type of host and device buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Storage {
     F32,
     F16,
+}
+
+/// The optimizer a model trains with (`optimizer:`), named as its hyperparameter struct in
+/// `tensorbridge::optim`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    Sgd,
+    Momentum,
+    Adam,
+    AdamW,
+}
+
+impl OptimizerKind {
+    /// The type in `tensorbridge::optim`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "Sgd",
+            OptimizerKind::Momentum => "Momentum",
+            OptimizerKind::Adam => "Adam",
+            OptimizerKind::AdamW => "AdamW",
+        }
+    }
 }
 
 /// A validated model declaration.
@@ -36,6 +58,7 @@ pub struct Spec {
     pub classes: usize,
     pub hidden: Vec<usize>,
     pub storage: Storage,
+    pub optimizer: OptimizerKind,
 }
 
 impl Spec {
@@ -65,6 +88,7 @@ impl Spec {
         let mut classes = None;
         let mut hidden = None;
         let mut storage = None;
+        let mut optimizer = None;
         let mut seen: Vec<Ident> = Vec::new();
         // Keys an unknown key was taken for (`featurse` -> `features`): not reported missing too.
         let mut suggested: Vec<&str> = Vec::new();
@@ -84,6 +108,7 @@ impl Spec {
                 "classes" => classes = errors.take(size(&entry.key, &entry.value)),
                 "hidden" => hidden = errors.take(hidden_list(&entry.value)),
                 "storage" => storage = errors.take(storage_kind(&entry.value)),
+                "optimizer" => optimizer = errors.take(optimizer_kind(&entry.value)),
                 _ => {
                     let (err, suggestion) = unknown_key(&entry.key);
                     suggested.extend(suggestion);
@@ -134,6 +159,7 @@ impl Spec {
             classes: classes.unwrap_or(0),
             hidden: hidden.unwrap_or_default(),
             storage: storage.unwrap_or(Storage::F32),
+            optimizer: optimizer.unwrap_or(OptimizerKind::Sgd),
         })
     }
 }
@@ -240,6 +266,28 @@ fn storage_kind(value: &Expr) -> syn::Result<Storage> {
             "`storage` takes `f32` or `f16` (f16: half the memory and transfers, arithmetic still in f32)",
         )),
     }
+}
+
+fn optimizer_kind(value: &Expr) -> syn::Result<OptimizerKind> {
+    let kinds = [
+        ("sgd", OptimizerKind::Sgd),
+        ("momentum", OptimizerKind::Momentum),
+        ("adam", OptimizerKind::Adam),
+        ("adamw", OptimizerKind::AdamW),
+    ];
+    match value {
+        Expr::Path(p) => {
+            if let Some((_, kind)) = kinds.iter().find(|(name, _)| p.path.is_ident(name)) {
+                return Ok(*kind);
+            }
+        }
+        _ => {}
+    }
+    Err(syn::Error::new_spanned(
+        value,
+        "`optimizer` takes `sgd` (the default), `momentum`, `adam` or `adamw`; \
+         set the hyperparameters at run time with `set_optimizer`",
+    ))
 }
 
 /// The error for an unknown key, and the known key it is probably a misspelling of.
