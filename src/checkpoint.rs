@@ -72,9 +72,8 @@ impl<M: Model> Engine<M> {
         self.params()?.write_flat(&mut flat);
         check::params(M::LAYERS, &flat)?;
         let state = if <M::Optimizer as Optimizer>::MOMENTS > 0 { Some(self.optimizer_state()?) } else { None };
-        let bytes = to_safetensors::<M>(&flat, self.standardizer(), state.as_ref()).map_err(|reason| Error::Checkpoint {
-            path: path.to_path_buf(),
-            kind: CheckpointErrorKind::Format { reason },
+        let bytes = to_safetensors::<M>(&flat, self.standardizer(), state.as_ref()).map_err(|reason| {
+            Error::Checkpoint { path: path.to_path_buf(), kind: CheckpointErrorKind::Format { reason } }
         })?;
         write_atomically(path, |file| file.write_all(&bytes))
     }
@@ -127,9 +126,9 @@ fn optim_tensors<M: Model>() -> Vec<(String, Vec<usize>, usize)> {
         .iter()
         .enumerate()
         .flat_map(|(j, buffer)| {
-            tensors_of::<M>().into_iter().map(move |(name, shape, start)| {
-                (format!("optim.{buffer}.{name}"), shape, j * M::Params::LEN + start)
-            })
+            tensors_of::<M>()
+                .into_iter()
+                .map(move |(name, shape, start)| (format!("optim.{buffer}.{name}"), shape, j * M::Params::LEN + start))
         })
         .collect()
 }

@@ -71,10 +71,10 @@ use core::mem::MaybeUninit;
 
 use crate::check::{self, Batch};
 use crate::error::{Error, Result};
-use crate::math::optim::{self, Optimizer};
 use crate::layout::{
     layer_slot, locate, output_offset, outputs_len, FlatSpace, LayerSlot, ScratchParts, ScratchSpace, ZeroBuffer,
 };
+use crate::math::optim::{self, Optimizer};
 use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 
@@ -301,7 +301,13 @@ impl<M: Model> Cpu<M> {
         check::learning_rate(lr)?;
         let batch = check::batch::<M>(x, y, rows)?;
         let state = OptimState { moments: self.moments.values_mut(), step: &mut self.step, bound: &mut self.bound };
-        train_step::<M, Packed>(self.params.values_mut(), &mut self.scratch.parts(), batch, self.optimizer.with_lr(lr), state)
+        train_step::<M, Packed>(
+            self.params.values_mut(),
+            &mut self.scratch.parts(),
+            batch,
+            self.optimizer.with_lr(lr),
+            state,
+        )
     }
 
     /// The optimizer's hyperparameters (PyTorch's defaults until set; the learning rate of

@@ -156,13 +156,13 @@ pub use device::{Device, CACHE_DIR_ENV, DEVICE_ENV, TRACE_DEVICE_ENV};
 #[cfg(feature = "std")]
 pub use engine::Engine;
 pub use error::{Error, Result};
-/// The optimizers: [`optim::Sgd`], [`optim::Momentum`], [`optim::Adam`], [`optim::AdamW`]
-/// (see [`math::optim`]).
-pub use math::optim;
 #[cfg(feature = "std")]
 pub use host::Standardizer;
 #[cfg(feature = "std")]
 pub use info::{DeviceInfo, DeviceType, KernelPath, Upload, ARGUMENT_BATCH_WORDS};
+/// The optimizers: [`optim::Sgd`], [`optim::Momentum`], [`optim::Adam`], [`optim::AdamW`]
+/// (see [`math::optim`]).
+pub use math::optim;
 #[cfg(feature = "std")]
 pub use model::boxed_zeros;
 pub use model::{Element, HostTensor, Model, Params, StorageElement};

@@ -57,9 +57,8 @@ pub trait Model: Sized + 'static {
     /// Bytes of the optimizer as the CPU core holds it: its moment buffers (`f32`, 0 for
     /// SGD, one per parameter for momentum, two for Adam and AdamW), its step count and its
     /// hyperparameters.
-    const OPTIMIZER_BYTES: usize = core::mem::size_of::<Self::OptState>()
-        + core::mem::size_of::<u32>()
-        + core::mem::size_of::<Self::Optimizer>();
+    const OPTIMIZER_BYTES: usize =
+        core::mem::size_of::<Self::OptState>() + core::mem::size_of::<u32>() + core::mem::size_of::<Self::Optimizer>();
     /// Bytes of the CPU core's working memory ([`Scratch`](crate::layout::Scratch)):
     /// gradients, every layer's outputs, two delta buffers, and (for `f16` storage) the batch
     /// widened to `f32`. The calls' stack comes on top (see the [`cpu`](crate::cpu) module).

@@ -211,11 +211,8 @@ fn adam_coeffs(lr: f32, beta1: f32, beta2: f32, eps: f32, t: u32) -> Coeffs {
 #[inline(always)]
 fn adam_update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
     // torch.lerp's two forms, chosen by the weight.
-    let m = if c.one_minus_beta1 < 0.5 {
-        m + c.one_minus_beta1 * (g - m)
-    } else {
-        g - (g - m) * (1.0 - c.one_minus_beta1)
-    };
+    let m =
+        if c.one_minus_beta1 < 0.5 { m + c.one_minus_beta1 * (g - m) } else { g - (g - m) * (1.0 - c.one_minus_beta1) };
     let v = v * c.beta2 + c.one_minus_beta2 * (g * g);
     let denom = libm::sqrtf(v) / c.bias2_sqrt + c.eps;
     (p - c.step_size * (m / denom), m, v)
@@ -346,7 +343,13 @@ fn adam_invalid(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) ->
 /// values, one after the other. Reads only: one branch-free pass, then a search on
 /// failure.
 #[inline(always)]
-pub fn first_refused<O: Optimizer>(c: &Coeffs, params: &[f32], grads: &[f32], moments: &[f32], limit: f32) -> Option<usize> {
+pub fn first_refused<O: Optimizer>(
+    c: &Coeffs,
+    params: &[f32],
+    grads: &[f32],
+    moments: &[f32],
+    limit: f32,
+) -> Option<usize> {
     let n = params.len();
     let (m_buf, v_buf) = moments.split_at(moments.len().min(n));
     let ok = |p: f32, m: f32, v: f32| (p.abs() < limit) & m.is_finite() & v.is_finite();
@@ -389,7 +392,13 @@ pub fn first_refused<O: Optimizer>(c: &Coeffs, params: &[f32], grads: &[f32], mo
 /// storage type) and the new moments (laid out as for [`first_refused`], which the caller
 /// runs first).
 #[inline(always)]
-pub fn apply<O: Optimizer>(c: &Coeffs, params: &mut [f32], grads: &[f32], moments: &mut [f32], round: impl Fn(f32) -> f32) {
+pub fn apply<O: Optimizer>(
+    c: &Coeffs,
+    params: &mut [f32],
+    grads: &[f32],
+    moments: &mut [f32],
+    round: impl Fn(f32) -> f32,
+) {
     let n = params.len();
     let (m_buf, v_buf) = moments.split_at_mut(moments.len().min(n));
     match O::MOMENTS {
