@@ -160,6 +160,16 @@ pub enum Error {
         value: f32,
     },
 
+    /// A per-step learning-rate list shorter than the training run
+    /// ([`Schedule::per_step`](crate::train::Schedule::per_step)).
+    #[error("the learning-rate schedule lists {rates} rates, but the run takes {steps} steps")]
+    ScheduleTooShort {
+        /// Rates in the list.
+        rates: usize,
+        /// Steps the run takes.
+        steps: usize,
+    },
+
     /// A number of valid rows outside `1..=batch`.
     #[error("{rows} valid rows requested, but a batch holds 1 to {batch} rows")]
     InvalidRowCount {

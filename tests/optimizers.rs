@@ -314,6 +314,62 @@ fn the_core_and_the_backend_take_the_same_adam_steps() {
     assert_eq!(core.params(), engine.params().unwrap());
 }
 
+/// The fixture's four batches as one dataset of 24 rows (four batches of the model's 6).
+fn dataset() -> tensorbridge::data::Dataset {
+    let xs = [&reference::X0, &reference::X1, &reference::X2, &reference::X3];
+    let ys = [&reference::Y0, &reference::Y1, &reference::Y2, &reference::Y3];
+    // Each batch column-major [6 x 5]: row r of batch k is dataset row 6k + r.
+    let features = tensorbridge::nalgebra::DMatrix::from_fn(24, 5, |row, col| xs[row / 6][col * 6 + row % 6]);
+    let labels = (0..24).map(|row| ys[row / 6][row % 6]).collect();
+    tensorbridge::data::Dataset::new(features, labels).unwrap()
+}
+
+/// `fit_schedule` with a per-step list and shuffling off takes exactly the steps of a loop
+/// of `train_step`s at those rates, bit for bit.
+fn fit_takes_an_optimizer_and_a_rate_per_step() {
+    use tensorbridge::train::{FitOptions, Schedule, Stopped};
+    let rates = &reference::adam::LRS[..20];
+    let mut fitted = start::<AdamMlp>(&Device::cpu()).unwrap();
+    let options = FitOptions::new().progress(false).shuffle(false);
+    let history = fitted.fit_schedule(&dataset(), adam(), 5, Schedule::per_step(rates), 0, options).unwrap();
+    assert_eq!((history.epochs.len(), history.stopped), (5, Stopped::Completed));
+    assert_eq!(history.epochs[4].learning_rate, rates[19]);
+    assert_eq!(fitted.optimizer(), adam(), "the optimizer stays set");
+    let whole = uninterrupted::<AdamMlp>(&Device::cpu());
+    assert_eq!(flat(&fitted).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), whole);
+
+    // A closure gives the same rates.
+    let mut closure = start::<AdamMlp>(&Device::cpu()).unwrap();
+    let options = FitOptions::new().progress(false).shuffle(false);
+    let schedule = Schedule::from_fn(|step, _| rates[step]);
+    closure.fit_schedule(&dataset(), adam(), 5, schedule, 0, options).unwrap();
+    assert_eq!(flat(&closure), flat(&fitted));
+
+    // A list shorter than the run: refused before any step.
+    let mut short = start::<AdamMlp>(&Device::cpu()).unwrap();
+    let options = FitOptions::new().progress(false);
+    let err = short.fit_schedule(&dataset(), adam(), 6, Schedule::per_step(rates), 0, options).unwrap_err();
+    assert!(matches!(err, Error::ScheduleTooShort { rates: 20, steps: 24 }), "{err}");
+    assert_eq!(flat(&short), reference::P0.to_vec());
+}
+
+/// `on_epoch` stops training early by returning `Flow::Stop`; the history says so. A
+/// callback returning `()` (the old form) still compiles and never stops.
+fn on_epoch_stops_training_early() {
+    use tensorbridge::train::{FitOptions, Flow, Schedule, Stopped};
+    let mut model = start::<AdamMlp>(&Device::cpu()).unwrap();
+    let options =
+        FitOptions::new().progress(false).on_epoch(|e| if e.epoch == 3 { Flow::Stop } else { Flow::Continue });
+    let history = model.fit_schedule(&dataset(), adam(), 10, Schedule::constant(0.01), 1, options).unwrap();
+    assert_eq!(history.epochs.len(), 3);
+    assert_eq!(history.stopped, Stopped::Early { epoch: 3 });
+
+    let mut seen = 0;
+    let options = FitOptions::new().progress(false).on_epoch(|_| seen += 1);
+    let history = model.fit_with(&dataset(), &[0.01; 4], 1, options).unwrap();
+    assert_eq!((history.epochs.len(), history.stopped, seen), (4, Stopped::Completed, 4));
+}
+
 /// OpenCL's kernels run plain SGD only: a model declaring another optimizer, or SGD with
 /// weight decay, is a typed error there, never a wrong number.
 fn opencl_refuses_optimizers_it_does_not_run(device: &Device) {
@@ -364,5 +420,7 @@ crate::tests! {
     plain hyperparameters_out_of_range_are_refused_on_cpu,
     plain the_defaults_are_pytorchs,
     plain the_core_and_the_backend_take_the_same_adam_steps,
+    plain fit_takes_an_optimizer_and_a_rate_per_step,
+    plain on_epoch_stops_training_early,
     opencl opencl_refuses_optimizers_it_does_not_run,
 }
