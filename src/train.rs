@@ -1,6 +1,8 @@
 //! The training loop on the host: [`Engine::fit`] runs one epoch per entry of a
 //! learning-rate list (the seed's "learning-rate list", a plain host slice), shuffling the
-//! rows every epoch; [`Engine::evaluate`] measures accuracy, loss and the confusion matrix.
+//! rows every epoch; [`Engine::fit_schedule`] takes an optimizer and a learning rate per
+//! step ([`Schedule`]), and either stops early when [`FitOptions::on_epoch`] returns
+//! [`Flow::Stop`] ([`History::stopped`]); [`Engine::evaluate`] measures accuracy, loss and the confusion matrix.
 //! Every row of a dataset counts exactly once in each epoch's steps and in every metric: a
 //! short last batch is padded and masked (see [`crate::data::Batches`]), never dropped.
 //!
@@ -252,7 +254,8 @@ impl<'a> FitOptions<'a> {
 }
 
 impl<M: Model> Engine<M> {
-    /// Trains on `train` for `learning_rates.len()` epochs, epoch `e` with SGD at
+    /// Trains on `train` for `learning_rates.len()` epochs, epoch `e` with the model's
+    /// optimizer (SGD unless declared otherwise, see [`Engine::set_optimizer`]) at
     /// `learning_rates[e]`, the rows shuffled every epoch from `seed` (the same seed gives
     /// the same run); with the defaults of [`FitOptions`].
     ///

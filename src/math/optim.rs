@@ -19,9 +19,10 @@
 //! | [`AdamW`] | `p *= 1 - lr·wd`; then Adam's update without the `wd·p` term |
 //!
 //! `lerp(m, g, w)` is PyTorch's: `m + w·(g - m)` for `w < 0.5`, else `g - (g - m)·(1 - w)`.
-//! The step's scalars (`lr / (1 - β1^t)`, `√(1 - β2^t)`) are computed in `f64` and rounded
-//! once to `f32`, as PyTorch computes them in Python floats; everything per parameter is
-//! `f32`. The state is `f32` whatever the storage: momentum's buffer `b`, Adam's `m`
+//! Everything is `f32`, the step's scalars (`lr / (1 - β1^t)`, `√(1 - β2^t)`) included,
+//! which PyTorch computes in Python floats (`f64`): a single-precision FPU runs it all, and
+//! no software `f64` is linked on a microcontroller; they differ from PyTorch's by an ulp or
+//! two of the scalar, far below the gradients' own rounding. The state is `f32` whatever the storage: momentum's buffer `b`, Adam's `m`
 //! (`exp_avg`) and `v` (`exp_avg_sq`), and the step count `t`.
 
 /// The optimizer a model declares, and its hyperparameters: [`Sgd`], [`Momentum`],
@@ -175,36 +176,58 @@ fn first_invalid(checks: &[(&'static str, f32, bool)]) -> Option<(&'static str, 
     checks.iter().find(|(_, v, ok)| !(v.is_finite() && *ok)).map(|(name, v, _)| (*name, *v))
 }
 
-/// `b^t` in `f64`, by squaring (no `std`): exact for the small integers PyTorch's step
-/// counts are, and within an ulp of `pow` otherwise.
-fn powi(b: f64, mut t: u32) -> f64 {
-    let (mut acc, mut base) = (1.0f64, b);
-    while t > 0 {
+/// `1 - b^t` for `b` in `[0, 1)`, `b^t` by squaring in `f32` (no `std`, no `f64`): within
+/// a few ulps of `pow` for the step counts of a training run. Once a factor falls below
+/// 2^-25, `1 - b^t` is 1 exactly in `f32` (every later factor is at most 1): the result is
+/// returned then, before the squares reach subnormal numbers, which x86 multiplies ~100x
+/// slower (at 0.999, after some 17,000 steps).
+fn one_minus_pow(b: f32, mut t: u32) -> f32 {
+    const NEGLIGIBLE: f32 = 1.0 / (1u32 << 25) as f32;
+    let (mut acc, mut base) = (1.0f32, b);
+    loop {
         if t & 1 == 1 {
             acc *= base;
+            if acc < NEGLIGIBLE {
+                return 1.0;
+            }
+        }
+        t >>= 1;
+        if t == 0 {
+            return 1.0 - acc;
         }
         base *= base;
-        t >>= 1;
+        if base < NEGLIGIBLE {
+            return 1.0;
+        }
     }
-    acc
 }
 
-/// Adam's and AdamW's step scalars: `lr / (1 - β1^t)` and `√(1 - β2^t)`, in `f64`,
-/// rounded once.
+/// Adam's and AdamW's step scalars: `lr / (1 - β1^t)` and `√(1 - β2^t)`.
 fn adam_coeffs(lr: f32, beta1: f32, beta2: f32, eps: f32, t: u32) -> Coeffs {
-    let bias1 = 1.0 - powi(f64::from(beta1), t);
-    let bias2 = 1.0 - powi(f64::from(beta2), t);
+    let bias1 = one_minus_pow(beta1, t);
+    let bias2 = one_minus_pow(beta2, t);
     Coeffs {
         lr,
         one_minus_beta1: 1.0 - beta1,
         beta2,
         one_minus_beta2: 1.0 - beta2,
         eps,
-        step_size: (f64::from(lr) / bias1) as f32,
-        bias2_sqrt: libm::sqrt(bias2) as f32,
+        step_size: lr / bias1,
+        bias2_sqrt: sqrt(bias2),
         decay: 1.0,
         ..Coeffs::default()
     }
+}
+
+/// The square root, correctly rounded (the same bits everywhere): with `std`, `f32::sqrt`,
+/// which LLVM vectorises (a loop of [`apply`] runs `sqrtps`); without it, the FPU's
+/// instruction where there is one ([`crate::rng::sqrt`]).
+#[inline(always)]
+fn sqrt(x: f32) -> f32 {
+    #[cfg(feature = "std")]
+    return x.sqrt();
+    #[cfg(not(feature = "std"))]
+    crate::rng::sqrt(x)
 }
 
 /// Adam's moments and update from a gradient that already includes any L2 term.
@@ -214,7 +237,7 @@ fn adam_update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
     let m =
         if c.one_minus_beta1 < 0.5 { m + c.one_minus_beta1 * (g - m) } else { g - (g - m) * (1.0 - c.one_minus_beta1) };
     let v = v * c.beta2 + c.one_minus_beta2 * (g * g);
-    let denom = libm::sqrtf(v) / c.bias2_sqrt + c.eps;
+    let denom = sqrt(v) / c.bias2_sqrt + c.eps;
     (p - c.step_size * (m / denom), m, v)
 }
 
@@ -353,39 +376,46 @@ pub fn first_refused<O: Optimizer>(
     let n = params.len();
     let (m_buf, v_buf) = moments.split_at(moments.len().min(n));
     let ok = |p: f32, m: f32, v: f32| (p.abs() < limit) & m.is_finite() & v.is_finite();
-    // One loop per number of moments, so that each vectorises without index checks.
+    let refused = |(p, g, m, v): (f32, f32, f32, f32)| {
+        let (np, nm, nv) = O::update(c, p, g, m, v);
+        !ok(np, nm, nv)
+    };
+    // One plain loop per number of moments, so that each is inlined into the caller (and
+    // compiled with its target features) and vectorises without index checks; the search
+    // runs only on failure.
+    let mut bad = false;
     match O::MOMENTS {
         0 => {
-            let fine = |(&p, &g): (&f32, &f32)| O::update(c, p, g, 0.0, 0.0).0.abs() < limit;
-            let pairs = || params.iter().zip(grads);
-            if pairs().fold(true, |all, pg| all & fine(pg)) {
-                return None;
+            for (&p, &g) in params.iter().zip(grads) {
+                bad |= refused((p, g, 0.0, 0.0));
             }
-            pairs().position(|pg| !fine(pg))
+            if bad {
+                return params.iter().zip(grads).position(|(&p, &g)| refused((p, g, 0.0, 0.0)));
+            }
         }
         1 => {
-            let fine = |((&p, &g), &m): ((&f32, &f32), &f32)| {
-                let (np, nm, _) = O::update(c, p, g, m, 0.0);
-                ok(np, nm, 0.0)
-            };
-            let triples = || params.iter().zip(grads).zip(m_buf);
-            if triples().fold(true, |all, t| all & fine(t)) {
-                return None;
+            for ((&p, &g), &m) in params.iter().zip(grads).zip(m_buf) {
+                bad |= refused((p, g, m, 0.0));
             }
-            triples().position(|t| !fine(t))
+            if bad {
+                return params.iter().zip(grads).zip(m_buf).position(|((&p, &g), &m)| refused((p, g, m, 0.0)));
+            }
         }
         _ => {
-            let fine = |(((&p, &g), &m), &v): (((&f32, &f32), &f32), &f32)| {
-                let (np, nm, nv) = O::update(c, p, g, m, v);
-                ok(np, nm, nv)
-            };
-            let quads = || params.iter().zip(grads).zip(m_buf).zip(v_buf);
-            if quads().fold(true, |all, q| all & fine(q)) {
-                return None;
+            for (((&p, &g), &m), &v) in params.iter().zip(grads).zip(m_buf).zip(v_buf) {
+                bad |= refused((p, g, m, v));
             }
-            quads().position(|q| !fine(q))
+            if bad {
+                return params
+                    .iter()
+                    .zip(grads)
+                    .zip(m_buf)
+                    .zip(v_buf)
+                    .position(|(((&p, &g), &m), &v)| refused((p, g, m, v)));
+            }
         }
     }
+    None
 }
 
 /// Applies one step to every parameter in place: the new value rounded by `round` (to the
