@@ -4,6 +4,7 @@
 
 use crate::error::{Error, Result, Text};
 use crate::layout::locate;
+use crate::math::optim::Optimizer;
 use crate::model::{HostTensor, Model, StorageElement};
 
 /// One validated batch: `x` is `[batch x features]` column-major, `y` holds `batch` labels
@@ -45,6 +46,14 @@ pub fn learning_rate(lr: f32) -> Result<()> {
         return Err(Error::InvalidLearningRate { lr });
     }
     Ok(())
+}
+
+/// Every hyperparameter of `optimizer` in its range ([`Optimizer::invalid`]).
+pub fn optimizer<O: Optimizer>(optimizer: &O) -> Result<()> {
+    match optimizer.invalid() {
+        Some((name, value)) => Err(Error::InvalidHyperparameter { optimizer: O::NAME, name, value }),
+        None => Ok(()),
+    }
 }
 
 /// Every label `< classes`.

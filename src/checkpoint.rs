@@ -13,6 +13,15 @@
 //! shape `[features]`, `standardizer.mean` and `standardizer.scale`, and loading attaches it
 //! again.
 //!
+//! A model whose optimizer keeps state (`optimizer: momentum | adam | adamw`) also saves it,
+//! in `F32` whatever the storage: each moment buffer as one tensor per parameter, named
+//! `optim.<buffer>.<parameter>` after `torch.optim`'s state (`optim.momentum_buffer.w0`,
+//! `optim.exp_avg.b1`, `optim.exp_avg_sq.w0`, ...), shaped and laid out as the parameter,
+//! and the step count as `optim.step`, one `U32`. Loading restores it, so that training
+//! resumed from a checkpoint continues exactly as it would have; a file without these
+//! tensors (parameters only) loads with the state cleared. The hyperparameters are not
+//! saved: set them again with [`Engine::set_optimizer`].
+//!
 //! PyTorch's state dicts (names such as `0.weight`, layout `[out, in]`) load with
 //! [`Engine::from_pytorch`] and are written by [`Engine::save_pytorch`]: see
 //! [`pytorch`](crate::pytorch). A file in the other layout is refused with an error saying so.
@@ -39,6 +48,7 @@ use crate::error::{Error, Result};
 use crate::fsutil::write_atomically;
 use crate::host::Standardizer;
 use crate::layout::{layer_slots, param_name};
+use crate::math::optim::Optimizer;
 use crate::model::{Element, Model, Params, StorageElement};
 
 pub use crate::error::{CheckpointErrorKind, ShapeHint};
@@ -61,9 +71,9 @@ impl<M: Model> Engine<M> {
         let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
         self.params()?.write_flat(&mut flat);
         check::params(M::LAYERS, &flat)?;
-        let bytes = to_safetensors::<M>(&flat, self.standardizer()).map_err(|reason| Error::Checkpoint {
-            path: path.to_path_buf(),
-            kind: CheckpointErrorKind::Format { reason },
+        let state = if <M::Optimizer as Optimizer>::MOMENTS > 0 { Some(self.optimizer_state()?) } else { None };
+        let bytes = to_safetensors::<M>(&flat, self.standardizer(), state.as_ref()).map_err(|reason| {
+            Error::Checkpoint { path: path.to_path_buf(), kind: CheckpointErrorKind::Format { reason } }
         })?;
         write_atomically(path, |file| file.write_all(&bytes))
     }
@@ -83,8 +93,11 @@ impl<M: Model> Engine<M> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let checkpoint_error = |kind| Error::Checkpoint { path: path.to_path_buf(), kind };
-        let (flat, standardizer) = from_safetensors::<M>(&bytes).map_err(checkpoint_error)?;
+        let (flat, standardizer, state) = from_safetensors::<M>(&bytes).map_err(checkpoint_error)?;
         let mut engine = Engine::with_params(device, M::Params::from_flat(&flat))?;
+        if let Some((moments, step)) = state {
+            engine.set_optimizer_state(&moments, step)?;
+        }
         if let Some((mean, scale)) = standardizer {
             engine.set_standardizer(Standardizer::from_mean_scale(mean, scale)?)?;
         }
@@ -103,6 +116,59 @@ fn tensors_of<M: Model>() -> Vec<(String, Vec<usize>, usize)> {
             ]
         })
         .collect()
+}
+
+/// `(name, shape, start in the flat moment buffers)` of every tensor of the optimizer's
+/// moments (none for SGD).
+fn optim_tensors<M: Model>() -> Vec<(String, Vec<usize>, usize)> {
+    let names = <M::Optimizer as Optimizer>::MOMENT_NAMES;
+    names
+        .iter()
+        .enumerate()
+        .flat_map(|(j, buffer)| {
+            tensors_of::<M>()
+                .into_iter()
+                .map(move |(name, shape, start)| (format!("optim.{buffer}.{name}"), shape, j * M::Params::LEN + start))
+        })
+        .collect()
+}
+
+/// The name of the optimizer's step count.
+const STEP_TENSOR: &str = "optim.step";
+
+/// The little-endian, row-major bytes of one tensor (`shape`, from `start`) of a flat
+/// column-major layout.
+fn tensor_bytes<T: StorageElement>(flat: &[T], shape: &[usize], start: usize) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(shape.iter().product::<usize>() * std::mem::size_of::<T>());
+    if let [fan_in, fan_out] = shape[..] {
+        // Column-major `w[o * in + i]` -> row-major `[i][o]`.
+        for i in 0..fan_in {
+            for o in 0..fan_out {
+                flat[start + o * fan_in + i].extend_le_bytes(&mut bytes);
+            }
+        }
+    } else {
+        for v in &flat[start..start + shape[0]] {
+            v.extend_le_bytes(&mut bytes);
+        }
+    }
+    bytes
+}
+
+/// Writes one tensor's values (row-major, `shape`) into a flat column-major layout at
+/// `start`.
+fn read_tensor<T: StorageElement>(values: impl Iterator<Item = T>, shape: &[usize], start: usize, flat: &mut [T]) {
+    if let [fan_in, fan_out] = shape[..] {
+        // Row-major `[i][o]` (index k = i * out + o) -> column-major `w[o * in + i]`.
+        for (k, v) in values.enumerate() {
+            let (i, o) = (k / fan_out, k % fan_out);
+            flat[start + o * fan_in + i] = v;
+        }
+    } else {
+        for (k, v) in values.enumerate() {
+            flat[start + k] = v;
+        }
+    }
 }
 
 /// The names of the two tensors of an attached standardiser.
@@ -125,23 +191,19 @@ fn dtype_of<M: Model>() -> Dtype {
 fn to_safetensors<M: Model>(
     flat: &[M::Storage],
     standardizer: Option<&Standardizer>,
+    state: Option<&(Vec<f32>, u32)>,
 ) -> std::result::Result<Vec<u8>, String> {
     let mut buffers = Vec::new();
     for (name, shape, start) in tensors_of::<M>() {
-        let mut bytes = Vec::with_capacity(shape.iter().product::<usize>() * std::mem::size_of::<M::Storage>());
-        if let [fan_in, fan_out] = shape[..] {
-            // Column-major `w[o * in + i]` -> row-major `[i][o]`.
-            for i in 0..fan_in {
-                for o in 0..fan_out {
-                    flat[start + o * fan_in + i].extend_le_bytes(&mut bytes);
-                }
-            }
-        } else {
-            for v in &flat[start..start + shape[0]] {
-                v.extend_le_bytes(&mut bytes);
-            }
-        }
+        let bytes = tensor_bytes(flat, &shape, start);
         buffers.push((name, shape, bytes, dtype_of::<M>()));
+    }
+    if let Some((moments, step)) = state {
+        for (name, shape, start) in optim_tensors::<M>() {
+            let bytes = tensor_bytes(moments, &shape, start);
+            buffers.push((name, shape, bytes, Dtype::F32));
+        }
+        buffers.push((STEP_TENSOR.to_string(), vec![1], step.to_le_bytes().to_vec(), Dtype::U32));
     }
     if let Some(s) = standardizer {
         for (name, values) in STANDARDIZER_TENSORS.iter().zip([s.mean(), s.scale()]) {
@@ -163,18 +225,26 @@ fn to_safetensors<M: Model>(
 /// A saved standardiser's means and scales.
 type SavedStandardizer = Option<(Vec<f32>, Vec<f32>)>;
 
+/// A saved optimizer state: the flat moment buffers and the step count.
+type SavedState = Option<(Vec<f32>, u32)>;
+
 /// The flat parameters (and a saved standardiser) from safetensors bytes, every name, dtype
 /// and shape checked.
 fn from_safetensors<M: Model>(
     bytes: &[u8],
-) -> std::result::Result<(Vec<M::Storage>, SavedStandardizer), CheckpointErrorKind> {
+) -> std::result::Result<(Vec<M::Storage>, SavedStandardizer, SavedState), CheckpointErrorKind> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointErrorKind::Format { reason: e.to_string() })?;
     let expected = tensors_of::<M>();
-    let expected_names = expected.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    let optim = optim_tensors::<M>();
+    let mut expected_names = expected.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(", ");
+    if !optim.is_empty() {
+        expected_names.push_str(&format!(" (and the optimizer's state: {STEP_TENSOR}, optim.<buffer>.<parameter>)"));
+    }
     let mut names = file.names();
     names.sort_unstable();
     for name in names {
-        if !expected.iter().any(|(n, _, _)| n == name) && !STANDARDIZER_TENSORS.contains(&name) {
+        let is_optim = !optim.is_empty() && (name == STEP_TENSOR || optim.iter().any(|(n, _, _)| n == name));
+        if !expected.iter().any(|(n, _, _)| n == name) && !STANDARDIZER_TENSORS.contains(&name) && !is_optim {
             return Err(CheckpointErrorKind::UnexpectedTensor {
                 name: name.to_string(),
                 model: M::NAME,
@@ -212,20 +282,75 @@ fn from_safetensors<M: Model>(
         }
         // The parser checked that the data holds exactly product(shape) values of the dtype.
         let values = view.data().chunks_exact(std::mem::size_of::<M::Storage>()).map(M::Storage::from_le_slice);
-        if let [fan_in, _] = shape[..] {
-            // Row-major `[i][o]` (index k = i * out + o) -> column-major `w[o * in + i]`.
-            let fan_out = shape[1];
-            for (k, v) in values.enumerate() {
-                let (i, o) = (k / fan_out, k % fan_out);
-                flat[start + o * fan_in + i] = v;
-            }
-        } else {
-            for (k, v) in values.enumerate() {
-                flat[start + k] = v;
-            }
-        }
+        read_tensor(values, shape, *start, &mut flat);
     }
-    Ok((flat, saved_standardizer::<M>(&file)?))
+    Ok((flat, saved_standardizer::<M>(&file)?, saved_state::<M>(&file, &optim)?))
+}
+
+/// The optimizer's state saved beside the parameters: every tensor of it (`F32`, shaped as
+/// its parameter; the step count one `U32`) or none.
+fn saved_state<M: Model>(
+    file: &SafeTensors<'_>,
+    optim: &[(String, Vec<usize>, usize)],
+) -> std::result::Result<SavedState, CheckpointErrorKind> {
+    let step = file.tensor(STEP_TENSOR).ok();
+    if optim.is_empty() || (step.is_none() && optim.iter().all(|(n, _, _)| file.tensor(n).is_err())) {
+        return Ok(None);
+    }
+    let missing = |name: &str| CheckpointErrorKind::MissingTensor {
+        name: name.to_string(),
+        model: M::NAME,
+        layers: layers_text::<M>(),
+        expected: "it beside the optimizer's other state (saved all together)".to_string(),
+    };
+    let step = step.ok_or_else(|| missing(STEP_TENSOR))?;
+    let step = match (step.dtype(), step.shape(), step.data()) {
+        (Dtype::U32, [1], &[a, b, c, d]) => u32::from_le_bytes([a, b, c, d]),
+        (Dtype::U32, shape, _) => {
+            return Err(CheckpointErrorKind::WrongShape {
+                name: STEP_TENSOR.to_string(),
+                model: M::NAME,
+                expected: vec![1],
+                found: shape.to_vec(),
+                hint: ShapeHint::None,
+            })
+        }
+        (dtype, _, _) => {
+            return Err(CheckpointErrorKind::WrongDtype {
+                name: STEP_TENSOR.to_string(),
+                found: format!("{dtype:?}"),
+                expected: "U32",
+                storage: M::Storage::NAME,
+            })
+        }
+    };
+    let mut moments = vec![0.0f32; <M::Optimizer as Optimizer>::MOMENTS * M::Params::LEN];
+    for (name, shape, start) in optim {
+        let view = file.tensor(name).map_err(|_| missing(name))?;
+        if view.dtype() != Dtype::F32 {
+            return Err(CheckpointErrorKind::WrongDtype {
+                name: name.clone(),
+                found: format!("{:?}", view.dtype()),
+                expected: "F32",
+                storage: M::Storage::NAME,
+            });
+        }
+        if view.shape() != shape.as_slice() {
+            return Err(CheckpointErrorKind::WrongShape {
+                name: name.clone(),
+                model: M::NAME,
+                expected: shape.clone(),
+                found: view.shape().to_vec(),
+                hint: ShapeHint::None,
+            });
+        }
+        read_tensor(view.data().chunks_exact(4).map(f32::from_le_slice), shape, *start, &mut moments);
+    }
+    if let Some(k) = moments.iter().position(|v| !v.is_finite()) {
+        let (name, _, _) = optim.iter().rev().find(|(_, _, start)| *start <= k).unwrap_or(&optim[0]);
+        return Err(CheckpointErrorKind::Format { reason: format!("tensor '{name}' holds a NaN or infinite value") });
+    }
+    Ok(Some((moments, step)))
 }
 
 /// The standardiser saved beside the parameters: both tensors or neither, `F32`,

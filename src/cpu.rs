@@ -76,6 +76,7 @@ use crate::layout::{
 };
 use crate::math::activation::{after_layer, Activation};
 use crate::math::loss;
+use crate::math::optim::{self, Optimizer};
 use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 
@@ -159,6 +160,9 @@ pub struct Cpu<M: Model> {
     params: M::Flat,
     scratch: M::Scratch,
     bound: UpdateBound,
+    moments: M::OptState,
+    step: u32,
+    optimizer: M::Optimizer,
 }
 
 impl<M: Model> Cpu<M> {
@@ -167,7 +171,14 @@ impl<M: Model> Cpu<M> {
     /// # Errors
     /// [`Error::NonFinite`] if a parameter is NaN or infinite.
     pub fn with_params(params: &M::Params) -> Result<Self> {
-        let mut cpu = Cpu { params: M::Flat::zeroed(), scratch: M::Scratch::zeroed(), bound: UpdateBound::UNKNOWN };
+        let mut cpu = Cpu {
+            params: M::Flat::zeroed(),
+            scratch: M::Scratch::zeroed(),
+            bound: UpdateBound::UNKNOWN,
+            moments: M::OptState::zeroed(),
+            step: 0,
+            optimizer: M::Optimizer::default(),
+        };
         cpu.set_params(params)?;
         Ok(cpu)
     }
@@ -177,7 +188,14 @@ impl<M: Model> Cpu<M> {
     pub fn with_seed(seed: u64) -> Self {
         let mut params = M::Flat::zeroed();
         init_params::<M::Storage>(M::LAYERS, M::ACTIVATIONS, seed, params.values_mut());
-        Cpu { params, scratch: M::Scratch::zeroed(), bound: UpdateBound::UNKNOWN }
+        Cpu {
+            params,
+            scratch: M::Scratch::zeroed(),
+            bound: UpdateBound::UNKNOWN,
+            moments: M::OptState::zeroed(),
+            step: 0,
+            optimizer: M::Optimizer::default(),
+        }
     }
 
     /// Initialises the model in place, in `slot`, from `seed` (as [`Cpu::with_seed`]), and
@@ -203,14 +221,17 @@ impl<M: Model> Cpu<M> {
 
     /// The slot's bytes zeroed, as a model whose parameters are all zero.
     fn init_zeroed(slot: &mut MaybeUninit<Self>) -> &mut Self {
-        // SAFETY: every field of `Cpu` is valid when all its bits are zero: `M::Flat` and
-        // `M::Scratch` are `ZeroBuffer`s (a sealed trait of `#[repr(C)]` structs of `f32`
-        // arrays, zero being 0.0), and `UpdateBound` holds an `f64` (0.0). The slot is then
-        // fully initialised, and `bound` is set to the value a new model has.
+        // SAFETY: every field of `Cpu` is valid when all its bits are zero: `M::Flat`,
+        // `M::Scratch` and `M::OptState` are `ZeroBuffer`s (a sealed trait of `#[repr(C)]`
+        // structs of `f32` arrays, zero being 0.0), `UpdateBound` holds an `f64` (0.0),
+        // `step` is a `u32`, and `M::Optimizer` is one of the sealed `optim` structs, of
+        // `f32` and `bool` fields (0.0 and `false`). The slot is then fully initialised, and
+        // `bound` and `optimizer` are set to the values a new model has.
         unsafe {
             slot.as_mut_ptr().write_bytes(0, 1);
             let cpu = slot.assume_init_mut();
             cpu.bound = UpdateBound::UNKNOWN;
+            cpu.optimizer = M::Optimizer::default();
             cpu
         }
     }
@@ -265,11 +286,14 @@ impl<M: Model> Cpu<M> {
         Ok((loss, <M::Grads as Params>::from_flat_fn(&mut |k| grads.get(k).copied().unwrap_or(0.0))))
     }
 
-    /// One SGD step (`p -= lr * dL/dp`); returns the loss before the step.
+    /// One step of the model's optimizer (SGD: `p -= lr * dL/dp`; see
+    /// [`optim`](crate::optim)) at learning rate `lr`, its other hyperparameters those of
+    /// [`Cpu::set_optimizer`]; returns the loss before the step.
     ///
     /// # Errors
-    /// Those of the input checks, [`Error::InvalidLearningRate`], and
-    /// [`Error::NonFiniteLoss`] (the update is then not applied).
+    /// Those of the input checks, [`Error::InvalidLearningRate`],
+    /// [`Error::NonFiniteLoss`] and [`Error::UpdateOverflow`] (the parameters and the
+    /// optimizer's state are then unchanged).
     pub fn train_step(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<f32> {
         self.train_step_rows(x, y, M::BATCH, lr)
     }
@@ -278,7 +302,38 @@ impl<M: Model> Cpu<M> {
     pub fn train_step_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<f32> {
         check::learning_rate(lr)?;
         let batch = check::batch::<M>(x, y, rows)?;
-        train_step::<M, Packed>(self.params.values_mut(), &mut self.scratch.parts(), batch, lr, &mut self.bound)
+        let state = OptimState { moments: self.moments.values_mut(), step: &mut self.step, bound: &mut self.bound };
+        train_step::<M, Packed>(
+            self.params.values_mut(),
+            &mut self.scratch.parts(),
+            batch,
+            self.optimizer.with_lr(lr),
+            state,
+        )
+    }
+
+    /// The optimizer's hyperparameters (PyTorch's defaults until set; the learning rate of
+    /// each step is the one it is given).
+    pub fn optimizer(&self) -> M::Optimizer {
+        self.optimizer
+    }
+
+    /// Sets the optimizer's hyperparameters for the following steps; its state (moments,
+    /// step count) is kept.
+    ///
+    /// # Errors
+    /// [`Error::InvalidHyperparameter`] for a value out of range (as `torch.optim` checks
+    /// them); the old ones are kept.
+    pub fn set_optimizer(&mut self, optimizer: M::Optimizer) -> Result<()> {
+        check::optimizer(&optimizer)?;
+        self.optimizer = optimizer;
+        Ok(())
+    }
+
+    /// Clears the optimizer's state: moments zero, step count 0, as before the first step.
+    pub fn reset_optimizer(&mut self) {
+        self.moments.values_mut().fill(0.0);
+        self.step = 0;
     }
 }
 
@@ -630,7 +685,53 @@ impl UpdateBound {
     pub(crate) const UNKNOWN: Self = UpdateBound(f64::INFINITY);
 }
 
-/// One SGD step on a validated batch: the loss before it; a non-finite loss leaves the
+/// The optimizer's state as a train step updates it: the moment buffers
+/// ([`Optimizer::MOMENTS`] times the parameter count), the count of steps taken, and the
+/// first layer's [`UpdateBound`].
+pub(crate) struct OptimState<'a> {
+    pub(crate) moments: &'a mut [f32],
+    pub(crate) step: &'a mut u32,
+    pub(crate) bound: &'a mut UpdateBound,
+}
+
+/// One step of optimizer `step` (its hyperparameters, the learning rate this step's) on a
+/// validated batch: the loss before it; a non-finite loss leaves the parameters and the
+/// state unchanged and is [`Error::NonFiniteLoss`], an update that would store a
+/// non-finite parameter or moment leaves them unchanged and is [`Error::UpdateOverflow`].
+///
+/// Plain SGD runs [`sgd_step`]; every other optimizer computes the whole gradient, then
+/// checks and applies [`optim`]'s update.
+#[inline(always)]
+pub(crate) fn train_step<M: Model, P: Products>(
+    params: &mut [f32],
+    s: &mut ScratchParts<'_>,
+    batch: Batch<'_, M::Storage>,
+    step: M::Optimizer,
+    state: OptimState<'_>,
+) -> Result<f32> {
+    if step.is_plain_sgd() {
+        return sgd_step::<M, P>(params, s, batch, step.lr(), state.bound);
+    }
+    let loss = backward::<M, P>(params, s, batch, true);
+    if !loss.is_finite() {
+        return Err(Error::NonFiniteLoss { loss });
+    }
+    let n = <M::Params as Params>::LEN;
+    let t = state.step.saturating_add(1);
+    let c = step.coeffs(t);
+    let moments = &mut state.moments[..<M::Optimizer as Optimizer>::MOMENTS * n];
+    let (params, grads) = (&mut params[..n], &s.grads[..n]);
+    if let Some(k) = optim::first_refused::<M::Optimizer>(&c, params, grads, moments, update_limit::<M::Storage>()) {
+        return Err(update_overflow::<M::Storage>(M::LAYERS, k));
+    }
+    optim::apply::<M::Optimizer>(&c, params, grads, moments, M::Storage::round_f32);
+    *state.step = t;
+    // The fused SGD path's bound no longer holds (the weight decay may change at run time).
+    *state.bound = UpdateBound::UNKNOWN;
+    Ok(loss)
+}
+
+/// One plain SGD step on a validated batch: the loss before it; a non-finite loss leaves the
 /// parameters unchanged and is [`Error::NonFiniteLoss`], an update that would store a
 /// non-finite parameter leaves them unchanged and is [`Error::UpdateOverflow`].
 ///
@@ -639,7 +740,7 @@ impl UpdateBound {
 /// of writing the gradient out and reading it back; `bound` decides where the result goes
 /// first (see [`UpdateBound`]). Either way the same product computes the same bits.
 #[inline(always)]
-pub(crate) fn train_step<M: Model, P: Products>(
+fn sgd_step<M: Model, P: Products>(
     params: &mut [f32],
     s: &mut ScratchParts<'_>,
     batch: Batch<'_, M::Storage>,

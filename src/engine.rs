@@ -12,6 +12,7 @@ use crate::device::Device;
 use crate::error::{Error, Result};
 use crate::host::{softmax_rows, Standardizer};
 use crate::layout::param_count;
+use crate::math::optim::Optimizer;
 use crate::model::{Element, HostTensor, Model, Params, StorageElement};
 #[cfg(feature = "opencl")]
 use crate::startup::StartupReport;
@@ -52,6 +53,8 @@ pub struct Engine<M: Model> {
     held_losses: Vec<StepRecord>,
     /// Applied to raw features by `logits`, `predict` and `predict_proba`.
     standardizer: Option<Standardizer>,
+    /// The optimizer's hyperparameters (each step's learning rate replaces `lr`).
+    optimizer: M::Optimizer,
 }
 
 impl<M: Model> Engine<M> {
@@ -92,6 +95,7 @@ impl<M: Model> Engine<M> {
             deferred: Vec::new(),
             held_losses: Vec::new(),
             standardizer: None,
+            optimizer: M::Optimizer::default(),
         })
     }
 
@@ -267,7 +271,9 @@ impl<M: Model> Engine<M> {
         Ok((loss, M::Grads::from_flat(&flat)))
     }
 
-    /// One SGD step (`p -= lr * dL/dp`); returns the loss before the step.
+    /// One step of the model's optimizer at learning rate `lr` (SGD: `p -= lr * dL/dp`;
+    /// the other hyperparameters are those of [`Engine::set_optimizer`], see
+    /// [`optim`](crate::optim)); returns the loss before the step.
     ///
     /// Every updated parameter is checked before any is written: on the CPU the new
     /// values are computed into a scratch buffer with the check folded in, then copied
@@ -282,8 +288,8 @@ impl<M: Model> Engine<M> {
     /// Those of the input checks, [`Error::InvalidLearningRate`],
     /// [`Error::NonFiniteLoss`], and [`Error::UpdateOverflow`] when `p - lr * g` would be
     /// beyond `f32`'s range (or beyond ±65504 under `storage: f16`) for some parameter;
-    /// in both cases the update is not applied and the parameters are bit for bit those
-    /// before the call.
+    /// in both cases the update is not applied and the parameters and the optimizer's state
+    /// are bit for bit those before the call.
     pub fn train_step(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<f32> {
         self.train_step_rows(x, y, M::BATCH, lr)
     }
@@ -293,7 +299,49 @@ impl<M: Model> Engine<M> {
     pub fn train_step_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<f32> {
         check::learning_rate(lr)?;
         let batch = check::batch::<M>(x, y, rows)?;
-        self.backend.train_step(batch, lr)
+        self.backend.train_step(batch, self.optimizer.with_lr(lr))
+    }
+
+    /// The optimizer's hyperparameters: PyTorch's defaults (see [`optim`](crate::optim))
+    /// until [`Engine::set_optimizer`]. Each step's learning rate is the one it is given.
+    pub fn optimizer(&self) -> M::Optimizer {
+        self.optimizer
+    }
+
+    /// Sets the optimizer's hyperparameters for the following steps. The optimizer is the
+    /// one the model declares (`optimizer:` in [`model!`](crate::model)), so that passing
+    /// another is a compile error. Its state (moments, step count) is kept; see
+    /// [`Engine::reset_optimizer`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidHyperparameter`] for a value out of range; [`Error::Unsupported`]
+    /// where the device cannot run this optimizer. The old hyperparameters are then kept.
+    pub fn set_optimizer(&mut self, optimizer: M::Optimizer) -> Result<()> {
+        check::optimizer(&optimizer)?;
+        self.backend.check_optimizer(&optimizer)?;
+        self.optimizer = optimizer;
+        Ok(())
+    }
+
+    /// Clears the optimizer's state (moments zero, step count 0), as before the first
+    /// step. [`Engine::set_params`] leaves it alone.
+    pub fn reset_optimizer(&mut self) -> Result<()> {
+        let zeros = vec![0.0f32; optimizer_len::<M>()];
+        self.backend.write_optimizer(&zeros, 0)
+    }
+
+    /// The optimizer's moment buffers (flat: each buffer in the parameters' flat layout,
+    /// one after the other) and step count.
+    pub(crate) fn optimizer_state(&self) -> Result<(Vec<f32>, u32)> {
+        let mut moments = vec![0.0f32; optimizer_len::<M>()];
+        let step = self.backend.read_optimizer(&mut moments)?;
+        Ok((moments, step))
+    }
+
+    /// Replaces the optimizer's moment buffers and step count (as
+    /// [`Engine::optimizer_state`] returns them); `moments` has their length.
+    pub(crate) fn set_optimizer_state(&mut self, moments: &[f32], step: u32) -> Result<()> {
+        self.backend.write_optimizer(moments, step)
     }
 
     /// One SGD step like [`Engine::train_step`], without waiting for its loss: on OpenCL
@@ -320,7 +368,7 @@ impl<M: Model> Engine<M> {
     pub fn train_step_deferred_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<()> {
         check::learning_rate(lr)?;
         let batch = check::batch::<M>(x, y, rows)?;
-        self.backend.train_step_deferred(batch, lr, &mut self.deferred)
+        self.backend.train_step_deferred(batch, self.optimizer.with_lr(lr), &mut self.deferred)
     }
 
     /// One [`Engine::train_step`] (the parameters are updated) whose device commands are
@@ -349,7 +397,7 @@ impl<M: Model> Engine<M> {
     pub fn profile_step(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<crate::profile::StepProfile> {
         check::learning_rate(lr)?;
         let batch = check::batch::<M>(x, y, M::BATCH)?;
-        self.backend.profile_step(batch, lr)
+        self.backend.profile_step(batch, self.optimizer.with_lr(lr))
     }
 
     /// Sends a batch to the device as a train step would (see
@@ -424,6 +472,11 @@ fn finite_losses(records: impl Iterator<Item = StepRecord>) -> Result<Vec<f32>> 
 /// The standardised copy of a column-major `[BATCH x FEATURES]` batch.
 fn standardize<M: Model>(s: &Standardizer, x: &[M::Storage]) -> Vec<M::Storage> {
     x.iter().enumerate().map(|(k, v)| M::Storage::from_f32(s.standardize(k / M::BATCH, v.to_f32()))).collect()
+}
+
+/// Values in the optimizer's moment buffers of model `M`.
+pub(crate) fn optimizer_len<M: Model>() -> usize {
+    <M::Optimizer as Optimizer>::MOMENTS * param_count(M::LAYERS)
 }
 
 fn flatten<P: Params>(params: &P) -> Vec<P::Elem> {

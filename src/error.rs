@@ -147,6 +147,29 @@ pub enum Error {
         lr: f32,
     },
 
+    /// An optimizer's hyperparameter out of its range (as `torch.optim` checks them: rates,
+    /// momentum, eps and weight decay finite and >= 0, betas in `[0, 1)`, Nesterov with a
+    /// positive momentum).
+    #[error("optimizer {optimizer}: {name} = {value} is out of range")]
+    InvalidHyperparameter {
+        /// The optimizer (`sgd`, `momentum`, `adam`, `adamw`).
+        optimizer: &'static str,
+        /// The hyperparameter.
+        name: &'static str,
+        /// Its value.
+        value: f32,
+    },
+
+    /// A per-step learning-rate list shorter than the training run
+    /// ([`Schedule::per_step`](crate::train::Schedule::per_step)).
+    #[error("the learning-rate schedule lists {rates} rates, but the run takes {steps} steps")]
+    ScheduleTooShort {
+        /// Rates in the list.
+        rates: usize,
+        /// Steps the run takes.
+        steps: usize,
+    },
+
     /// A number of valid rows outside `1..=batch`.
     #[error("{rows} valid rows requested, but a batch holds 1 to {batch} rows")]
     InvalidRowCount {

@@ -161,6 +161,9 @@ pub use host::Standardizer;
 #[cfg(feature = "std")]
 pub use info::{DeviceInfo, DeviceType, KernelPath, Upload, ARGUMENT_BATCH_WORDS};
 pub use math::activation::Activation;
+/// The optimizers: [`optim::Sgd`], [`optim::Momentum`], [`optim::Adam`], [`optim::AdamW`]
+/// (see [`math::optim`]).
+pub use math::optim;
 #[cfg(feature = "std")]
 pub use model::boxed_zeros;
 pub use model::{Element, HostTensor, Model, Params, StorageElement};
@@ -199,7 +202,10 @@ pub use nalgebra;
 /// Keys: `batch`, `features`, `classes` (required; positive integer literals, at most
 /// 2^20 each, `classes` at least 2), `hidden` (optional list of widths, `[]` for none, at
 /// most 64 layers), `storage` (optional, `f32` or `f16`, default `f32`), `activation`
-/// (optional, see below). No buffer (the
+/// (optional, see below), `optimizer`
+/// (optional, `sgd`, `momentum`, `adam` or `adamw`, default `sgd`: see [`optim`]; the
+/// model's [`Model::Optimizer`] is then that struct of [`optim`], its state sized in
+/// [`Model::OptState`]). No buffer (the
 /// batch, a weight matrix, the logits) may exceed 2^28 elements (1 GiB of `f32`). Every mistake is a compile error
 /// pointing at the token at fault.
 ///

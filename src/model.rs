@@ -7,6 +7,7 @@ use nalgebra::{SMatrix, Scalar};
 
 use crate::layout::{FlatSpace, ScratchSpace};
 use crate::math::activation::Activation;
+use crate::math::optim::Optimizer;
 
 /// A model declared with [`model!`](crate::model): its shapes as constants and its host
 /// buffer types. Implemented by the macro; user code reads the constants and types.
@@ -47,13 +48,23 @@ pub trait Model: Sized + 'static {
     type Scratch: ScratchSpace;
     /// The parameters as one flat `f32` array ([`FlatParams`](crate::layout::FlatParams)).
     type Flat: FlatSpace;
+    /// The optimizer the model declares (`optimizer:`; [`Sgd`](crate::optim::Sgd) by
+    /// default), whose value holds its hyperparameters.
+    type Optimizer: Optimizer;
+    /// The optimizer's moment buffers, one flat `f32` array of
+    /// [`Optimizer::MOMENTS`] times the parameter count (none for SGD).
+    type OptState: FlatSpace;
 
     /// Bytes of the parameters as the CPU core ([`Cpu`](crate::cpu::Cpu)) holds them: one
     /// `f32` each, whatever the storage type. Known at compile time, as are the two below;
-    /// a [`Cpu`](crate::cpu::Cpu) is their sum plus 8 bytes (its update bound).
+    /// a [`Cpu`](crate::cpu::Cpu) is their sum plus 8 bytes (its update bound), rounded up
+    /// to its alignment.
     const PARAM_BYTES: usize = core::mem::size_of::<Self::Flat>();
-    /// Bytes of the optimizer's state: 0, as SGD keeps none.
-    const OPTIMIZER_BYTES: usize = 0;
+    /// Bytes of the optimizer as the CPU core holds it: its moment buffers (`f32`, 0 for
+    /// SGD, one per parameter for momentum, two for Adam and AdamW), its step count and its
+    /// hyperparameters.
+    const OPTIMIZER_BYTES: usize =
+        core::mem::size_of::<Self::OptState>() + core::mem::size_of::<u32>() + core::mem::size_of::<Self::Optimizer>();
     /// Bytes of the CPU core's working memory ([`Scratch`](crate::layout::Scratch)):
     /// gradients, every layer's outputs, two delta buffers, and (for `f16` storage) the batch
     /// widened to `f32`. The calls' stack comes on top (see the [`cpu`](crate::cpu) module).

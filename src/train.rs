@@ -1,6 +1,8 @@
 //! The training loop on the host: [`Engine::fit`] runs one epoch per entry of a
 //! learning-rate list (the seed's "learning-rate list", a plain host slice), shuffling the
-//! rows every epoch; [`Engine::evaluate`] measures accuracy, loss and the confusion matrix.
+//! rows every epoch; [`Engine::fit_schedule`] takes an optimizer and a learning rate per
+//! step ([`Schedule`]), and either stops early when [`FitOptions::on_epoch`] returns
+//! [`Flow::Stop`] ([`History::stopped`]); [`Engine::evaluate`] measures accuracy, loss and the confusion matrix.
 //! Every row of a dataset counts exactly once in each epoch's steps and in every metric: a
 //! short last batch is padded and masked (see [`crate::data::Batches`]), never dropped.
 //!
@@ -34,7 +36,8 @@ use crate::rng::Rng;
 pub struct EpochStats {
     /// 1-based epoch number.
     pub epoch: usize,
-    /// The learning rate of this epoch.
+    /// The learning rate of this epoch (with a per-step [`Schedule`], that of its last
+    /// step).
     pub learning_rate: f32,
     /// Mean over the epoch's rows of the loss each batch had just before its step.
     pub step_loss: f32,
@@ -51,6 +54,83 @@ pub struct EpochStats {
 pub struct History {
     /// One entry per epoch, in order.
     pub epochs: Vec<EpochStats>,
+    /// Why training ended.
+    pub stopped: Stopped,
+}
+
+/// Why [`Engine::fit`] ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stopped {
+    /// Every epoch asked for ran.
+    #[default]
+    Completed,
+    /// The [`FitOptions::on_epoch`] callback returned [`Flow::Stop`] after this epoch
+    /// (1-based): early stopping.
+    Early {
+        /// The last epoch that ran.
+        epoch: usize,
+    },
+}
+
+/// What an [`FitOptions::on_epoch`] callback tells the loop: go on, or stop after this
+/// epoch. A callback returning `()` always goes on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flow {
+    /// Run the next epoch.
+    Continue,
+    /// Stop now; [`History::stopped`] records it.
+    Stop,
+}
+
+/// What an [`FitOptions::on_epoch`] callback may return: `()` (go on) or a [`Flow`].
+pub trait IntoFlow {
+    /// The decision.
+    fn into_flow(self) -> Flow;
+}
+
+impl IntoFlow for () {
+    fn into_flow(self) -> Flow {
+        Flow::Continue
+    }
+}
+
+impl IntoFlow for Flow {
+    fn into_flow(self) -> Flow {
+        self
+    }
+}
+
+/// The learning rate of every step of [`Engine::fit_schedule`]: one per epoch, one per
+/// step from a list, or from a closure.
+pub struct Schedule<'a> {
+    rate: Box<dyn FnMut(usize, usize) -> f32 + 'a>,
+    /// The steps a list covers (`None`: any number).
+    steps: Option<usize>,
+}
+
+impl<'a> Schedule<'a> {
+    /// The same rate at every step.
+    pub fn constant(lr: f32) -> Self {
+        Schedule { rate: Box::new(move |_, _| lr), steps: None }
+    }
+
+    /// Epoch `e` (0-based) at `rates[e]`: [`Engine::fit`]'s list. Covers `rates.len()`
+    /// epochs.
+    pub fn per_epoch(rates: &'a [f32]) -> Self {
+        Schedule { rate: Box::new(move |_, e| rates.get(e).copied().unwrap_or(f32::NAN)), steps: None }
+    }
+
+    /// Step `t` (0-based, counted over the whole run) at `rates[t]`; the run must not take
+    /// more steps than the list holds.
+    pub fn per_step(rates: &'a [f32]) -> Self {
+        Schedule { rate: Box::new(move |t, _| rates.get(t).copied().unwrap_or(f32::NAN)), steps: Some(rates.len()) }
+    }
+
+    /// Step `t` (0-based, over the whole run) of epoch `e` (0-based) at `f(t, e)`: warm-up,
+    /// decay, cosine, ... Each rate is checked before its step.
+    pub fn from_fn(f: impl FnMut(usize, usize) -> f32 + 'a) -> Self {
+        Schedule { rate: Box::new(f), steps: None }
+    }
 }
 
 impl History {
@@ -123,7 +203,7 @@ pub struct FitOptions<'a> {
 }
 
 /// A per-epoch callback of [`FitOptions::on_epoch`].
-type EpochCallback<'a> = Box<dyn FnMut(&EpochStats) + 'a>;
+type EpochCallback<'a> = Box<dyn FnMut(&EpochStats) -> Flow + 'a>;
 
 impl Default for FitOptions<'_> {
     fn default() -> Self {
@@ -164,15 +244,18 @@ impl<'a> FitOptions<'a> {
     }
 
     /// Calls `f` after every epoch, e.g. to print a line of progress (the progress bar, if
-    /// drawn, is cleared while `f` runs, so its output is not garbled).
-    pub fn on_epoch(mut self, f: impl FnMut(&EpochStats) + 'a) -> Self {
-        self.on_epoch = Some(Box::new(f));
+    /// drawn, is cleared while `f` runs, so its output is not garbled). `f` returns `()`,
+    /// or a [`Flow`]: [`Flow::Stop`] ends training after this epoch (early stopping; see
+    /// [`History::stopped`]).
+    pub fn on_epoch<R: IntoFlow>(mut self, mut f: impl FnMut(&EpochStats) -> R + 'a) -> Self {
+        self.on_epoch = Some(Box::new(move |stats| f(stats).into_flow()));
         self
     }
 }
 
 impl<M: Model> Engine<M> {
-    /// Trains on `train` for `learning_rates.len()` epochs, epoch `e` with SGD at
+    /// Trains on `train` for `learning_rates.len()` epochs, epoch `e` with the model's
+    /// optimizer (SGD unless declared otherwise, see [`Engine::set_optimizer`]) at
     /// `learning_rates[e]`, the rows shuffled every epoch from `seed` (the same seed gives
     /// the same run); with the defaults of [`FitOptions`].
     ///
@@ -204,6 +287,67 @@ impl<M: Model> Engine<M> {
         train: &Dataset,
         learning_rates: &[f32],
         seed: u64,
+        options: FitOptions<'_>,
+    ) -> Result<History> {
+        learning_rates.iter().try_for_each(|&lr| check::learning_rate(lr))?;
+        self.fit_loop(train, learning_rates.len(), Schedule::per_epoch(learning_rates), seed, options)
+    }
+
+    /// Trains on `train` for `epochs` epochs with `optimizer` (which stays set, see
+    /// [`Engine::set_optimizer`]; its state carries on from any earlier training), each
+    /// step at the learning rate `schedule` gives it, the rows shuffled every epoch from
+    /// `seed`. Otherwise as [`Engine::fit_with`].
+    ///
+    /// ```
+    /// # use tensorbridge::{data::Dataset, train::{FitOptions, Flow, Schedule}, optim::Adam, Device};
+    /// # tensorbridge::model! { pub struct Iris { batch: 16, features: 4, hidden: [16], classes: 3, optimizer: adam } }
+    /// # fn main() -> tensorbridge::Result<()> {
+    /// # let data = Dataset::from_npy("data/iris_features.npy", "data/iris_labels.npy")?;
+    /// let mut model = Iris::new(&Device::cpu())?;
+    /// let warm_up = Schedule::from_fn(|step, _epoch| 0.01 * (step as f32 / 50.0).min(1.0));
+    /// let mut best = f32::INFINITY;
+    /// let stop_when_flat = FitOptions::new().on_epoch(move |e| {
+    ///     let flat = e.loss > best - 1e-3;
+    ///     best = best.min(e.loss);
+    ///     if flat { Flow::Stop } else { Flow::Continue }
+    /// });
+    /// let history = model.fit_schedule(&data, Adam::default(), 200, warm_up, 1, stop_when_flat)?;
+    /// println!("{:?} after {} epochs", history.stopped, history.epochs.len());
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// Those of [`Engine::fit`]; [`Error::InvalidHyperparameter`] for `optimizer` (before
+    /// any step); [`Error::ScheduleTooShort`] for a per-step list shorter than the run
+    /// (before any step); [`Error::InvalidLearningRate`] for a negative or non-finite rate
+    /// (before that step; the steps before it stay applied).
+    pub fn fit_schedule(
+        &mut self,
+        train: &Dataset,
+        optimizer: M::Optimizer,
+        epochs: usize,
+        schedule: Schedule<'_>,
+        seed: u64,
+        options: FitOptions<'_>,
+    ) -> Result<History> {
+        if let Some(len) = schedule.steps {
+            let needed = train.len().div_ceil(M::BATCH) * epochs;
+            if len < needed {
+                return Err(Error::ScheduleTooShort { rates: len, steps: needed });
+            }
+        }
+        self.set_optimizer(optimizer)?;
+        self.fit_loop(train, epochs, schedule, seed, options)
+    }
+
+    /// The loop of [`Engine::fit_with`] and [`Engine::fit_schedule`].
+    fn fit_loop(
+        &mut self,
+        train: &Dataset,
+        epochs: usize,
+        mut schedule: Schedule<'_>,
+        seed: u64,
         mut options: FitOptions<'_>,
     ) -> Result<History> {
         if train.is_empty() {
@@ -213,26 +357,29 @@ impl<M: Model> Engine<M> {
         if let Some(v) = options.validation {
             v.check_fits::<M>("the validation set")?;
         }
-        learning_rates.iter().try_for_each(|&lr| check::learning_rate(lr))?;
         if let Some(path) = &options.plot {
             crate::fsutil::check_writable(path)?;
         }
         self.hold_losses()?;
-        let steps = train.len().div_ceil(M::BATCH) * learning_rates.len();
+        let steps = train.len().div_ceil(M::BATCH) * epochs;
         let bar = progress_bar(steps as u64, options.progress);
         let mut rng = Rng::new(seed);
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut history = History::default();
-        for (e, &lr) in learning_rates.iter().enumerate() {
+        let mut step = 0;
+        for e in 0..epochs {
             if options.shuffle {
                 rng.shuffle(&mut order);
             }
             // The steps are enqueued without waiting for their losses (on OpenCL, no
             // device -> host round trip per step); the epoch's losses come back at its end.
             let mut rows = Vec::with_capacity(train.len().div_ceil(M::BATCH));
+            let mut lr = 0.0;
             for batch in train.batches_in_order::<M>(order.clone())? {
+                lr = (schedule.rate)(step, e);
                 self.train_step_deferred_rows(&batch.x, &batch.y, batch.rows, lr)?;
                 rows.push(batch.rows);
+                step += 1;
                 bar.inc(1);
             }
             let losses = self.take_own_losses()?;
@@ -248,10 +395,15 @@ impl<M: Model> Engine<M> {
                 validation,
             };
             bar.set_message(format!("epoch {} loss {:.4} accuracy {:.4}", e + 1, stats.loss, stats.accuracy));
-            if let Some(f) = options.on_epoch.as_mut() {
-                bar.suspend(|| f(&stats));
-            }
+            let flow = match options.on_epoch.as_mut() {
+                Some(f) => bar.suspend(|| f(&stats)),
+                None => Flow::Continue,
+            };
             history.epochs.push(stats);
+            if flow == Flow::Stop {
+                history.stopped = Stopped::Early { epoch: e + 1 };
+                break;
+            }
         }
         bar.finish_and_clear();
         if let Some(path) = &options.plot {

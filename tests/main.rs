@@ -31,6 +31,7 @@ mod opencl_regressions;
 mod opencl_snapshot;
 mod opencl_startup;
 mod opencl_tiny;
+mod optimizers;
 mod seed;
 mod soak;
 mod threads;
@@ -69,6 +70,7 @@ fn main() -> std::process::ExitCode {
         opencl_snapshot::TESTS,
         opencl_startup::TESTS,
         opencl_tiny::TESTS,
+        optimizers::TESTS,
         seed::TESTS,
         soak::TESTS,
         threads::TESTS,

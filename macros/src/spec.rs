@@ -17,7 +17,7 @@ pub const MAX_ELEMENTS: u64 = 1 << 28;
 /// The most hidden layers a declaration may have.
 pub const MAX_HIDDEN_LAYERS: usize = 64;
 
-const KEYS: [&str; 6] = ["batch", "features", "classes", "hidden", "storage", "activation"];
+const KEYS: [&str; 7] = ["batch", "features", "classes", "hidden", "storage", "activation", "optimizer"];
 
 /// The hidden layers' activations a declaration may name, as `tensorbridge::Activation`'s
 /// variants spell them.
@@ -29,6 +29,28 @@ const ACTIVATIONS: [(&str, &str); 4] =
 pub enum Storage {
     F32,
     F16,
+}
+
+/// The optimizer a model trains with (`optimizer:`), named as its hyperparameter struct in
+/// `tensorbridge::optim`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OptimizerKind {
+    Sgd,
+    Momentum,
+    Adam,
+    AdamW,
+}
+
+impl OptimizerKind {
+    /// The type in `tensorbridge::optim`.
+    pub fn type_name(self) -> &'static str {
+        match self {
+            OptimizerKind::Sgd => "Sgd",
+            OptimizerKind::Momentum => "Momentum",
+            OptimizerKind::Adam => "Adam",
+            OptimizerKind::AdamW => "AdamW",
+        }
+    }
 }
 
 /// A validated model declaration.
@@ -43,6 +65,7 @@ pub struct Spec {
     pub storage: Storage,
     /// Each hidden layer's activation: the name of its `tensorbridge::Activation` variant.
     pub activations: Vec<&'static str>,
+    pub optimizer: OptimizerKind,
 }
 
 impl Spec {
@@ -74,6 +97,7 @@ impl Spec {
         let mut hidden = None;
         let mut storage = None;
         let mut activation = None;
+        let mut optimizer = None;
         let mut seen: Vec<Ident> = Vec::new();
         // Keys an unknown key was taken for (`featurse` -> `features`): not reported missing too.
         let mut suggested: Vec<&str> = Vec::new();
@@ -96,6 +120,7 @@ impl Spec {
                 "hidden" => hidden = errors.take(hidden_list(&entry.value)),
                 "storage" => storage = errors.take(storage_kind(&entry.value)),
                 "activation" => activation = errors.take(activation_list(&entry.value)),
+                "optimizer" => optimizer = errors.take(optimizer_kind(&entry.value)),
                 _ => {
                     let (err, suggestion) = unknown_key(&entry.key);
                     // The fallback takes a misspelled size for the key it was meant for.
@@ -173,6 +198,7 @@ impl Spec {
             hidden: hidden.unwrap_or_default(),
             storage: storage.unwrap_or(Storage::F32),
             activations,
+            optimizer: optimizer.unwrap_or(OptimizerKind::Sgd),
         };
         match errors.finish() {
             Ok(()) => Ok(spec),
@@ -342,6 +368,28 @@ fn activation_name(value: &Expr) -> syn::Result<&'static str> {
     Err(syn::Error::new_spanned(
         value,
         format!("`activation` takes one of {names} (the default is `relu`), or a list of them, one per hidden layer"),
+    ))
+}
+
+fn optimizer_kind(value: &Expr) -> syn::Result<OptimizerKind> {
+    let kinds = [
+        ("sgd", OptimizerKind::Sgd),
+        ("momentum", OptimizerKind::Momentum),
+        ("adam", OptimizerKind::Adam),
+        ("adamw", OptimizerKind::AdamW),
+    ];
+    match value {
+        Expr::Path(p) => {
+            if let Some((_, kind)) = kinds.iter().find(|(name, _)| p.path.is_ident(name)) {
+                return Ok(*kind);
+            }
+        }
+        _ => {}
+    }
+    Err(syn::Error::new_spanned(
+        value,
+        "`optimizer` takes `sgd` (the default), `momentum`, `adam` or `adamw`; \
+         set the hyperparameters at run time with `set_optimizer`",
     ))
 }
 

@@ -59,7 +59,7 @@ impl dyn DeviceBuffer {
 pub(crate) type StepRecord = std::result::Result<f32, Box<Error>>;
 
 /// What every backend computes for model `M`. Inputs arrive validated (finite, labels in
-/// range, `rows` in `1..=batch`, `lr` finite and >= 0); backends never re-check them.
+/// range, `rows` in `1..=batch`, hyperparameters in range); backends never re-check them.
 /// Inference takes `&self` and may run on several threads at once; training takes
 /// `&mut self`.
 pub(crate) trait Backend<M: Model>: Send + Sync {
@@ -83,11 +83,24 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     fn loss(&self, batch: Batch<'_, M::Storage>) -> Result<f32>;
     /// The loss and its gradient with respect to every parameter (flat layout, into `out`).
     fn gradients(&self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32>;
-    /// One SGD step `p -= lr * dL/dp` (computed in `f32`, then rounded to the storage);
-    /// returns the loss before it. A non-finite loss leaves the parameters unchanged and is
-    /// returned as `Error::NonFiniteLoss`; so does an update that would store a non-finite
-    /// parameter, as `Error::UpdateOverflow`.
-    fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32>;
+    /// One step of the optimizer whose hyperparameters are `step` (its `lr` the step's
+    /// learning rate; SGD: `p -= lr * dL/dp`), computed in `f32`, then rounded to the
+    /// storage; returns the loss before it. A non-finite loss leaves the parameters and
+    /// the optimizer's state unchanged and is returned as `Error::NonFiniteLoss`; so does
+    /// an update that would store a non-finite parameter or moment, as
+    /// `Error::UpdateOverflow`.
+    fn train_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<f32>;
+    /// Whether this backend can run steps of `step`'s optimizer with these
+    /// hyperparameters; [`Error::Unsupported`] if not. Every one by default.
+    fn check_optimizer(&self, step: &M::Optimizer) -> Result<()> {
+        let _ = step;
+        Ok(())
+    }
+    /// Reads the optimizer's moment buffers into `moments` (flat, `MOMENTS` times the
+    /// parameter count) and returns its step count.
+    fn read_optimizer(&self, moments: &mut [f32]) -> Result<u32>;
+    /// Replaces the optimizer's moment buffers and step count.
+    fn write_optimizer(&mut self, moments: &[f32], step: u32) -> Result<()>;
     /// One step whose loss the caller reads later, through [`Backend::take_losses`]. The
     /// default runs [`Backend::train_step`] at once and appends its record to `record` (a
     /// diverged step's non-finite loss and a refused update included: `take_losses`
@@ -96,10 +109,10 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     fn train_step_deferred(
         &mut self,
         batch: Batch<'_, M::Storage>,
-        lr: f32,
+        step: M::Optimizer,
         record: &mut Vec<StepRecord>,
     ) -> Result<()> {
-        let step = match self.train_step(batch, lr) {
+        let step = match self.train_step(batch, step) {
             Ok(loss) | Err(Error::NonFiniteLoss { loss }) => Ok(loss),
             Err(err @ Error::UpdateOverflow { .. }) => Err(Box::new(err)),
             Err(err) => return Err(err),
@@ -115,8 +128,8 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     }
     /// One [`Backend::train_step`] whose commands are timed on the device, stage by stage.
     /// Only a device made with profiling on can; the default refuses.
-    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<StepProfile> {
-        let _ = (batch, lr);
+    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<StepProfile> {
+        let _ = (batch, step);
         Err(Error::Unsupported {
             device: "cpu".to_string(),
             reason: "step profiling needs an OpenCL device made with `with_profiling(true)`".to_string(),

@@ -5,3 +5,4 @@
 
 pub mod activation;
 pub mod loss;
+pub mod optim;

@@ -59,6 +59,10 @@ def ours(shapes):
             path = os.path.join(target, "criterion", s, kind, "new", "estimates.json")
             with open(path) as f:
                 out[(s, kind)] = json.load(f)["median"]["point_estimate"]
+        path = os.path.join(target, "criterion", s, "adam_step", "new", "estimates.json")
+        if os.path.exists(path):
+            with open(path) as f:
+                out[(s, "adam_step")] = json.load(f)["median"]["point_estimate"]
     return out
 
 
@@ -81,7 +85,10 @@ def numpy_anchor(runs):
             best["sgemm2048_gflops"] = max(best.get("sgemm2048_gflops", 0), got.pop("sgemm2048_gflops"))
             for shape, r in got.items():
                 b = best.setdefault(shape, {"train_ns": float("inf"), "infer_ns": float("inf")})
-                for k in ("train_ns", "infer_ns"):
+                for k in ("train_ns", "infer_ns", "adam_ns"):
+                    if k not in r:
+                        continue
+                    b.setdefault(k, float("inf"))
                     if r[k] < b[k]:
                         b[k], b[k + "_threads"] = r[k], threads
     for k in sorted(kernels):
@@ -134,6 +141,17 @@ def report(shapes, ns, us, cn):
     print(f"NumPy sgemm 2048^3 (the GEMM peak above): {peak:.1f} GFLOP/s")
 
 
+def report_adam(shapes, ns, us):
+    """Our Adam step against our SGD step (same run) and against NumPy's Adam step."""
+    rows = [s for s in shapes if (s, "adam_step") in us and "adam_ns" in ns[s]]
+    if not rows:
+        return
+    print(f"{'shape':8s} {'ours adam':>12s} {'ours sgd':>12s} {'adam/sgd':>8s} {'NumPy adam':>12s} {'ratio':>6s}")
+    for s in rows:
+        ad, tr, nad = us[(s, "adam_step")], us[(s, "train_step")], ns[s]["adam_ns"]
+        print(f"{s:8s} {ad:10.0f}ns {tr:10.0f}ns {ad / tr:7.2f}x {nad:10.0f}ns {nad / ad:5.2f}x")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--candle", action="store_true", help="also run the candle anchor")
@@ -156,6 +174,7 @@ def main():
         if args.rounds > 1:
             print(f"round {r + 1} of {args.rounds}")
         report(shapes, ns, us, cn)
+        report_adam(shapes, ns, us)
 
 
 if __name__ == "__main__":

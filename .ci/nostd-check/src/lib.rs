@@ -46,7 +46,29 @@ pub fn train(steps: usize, lr: f32) -> tensorbridge::Result<f32> {
 pub fn bad_label_is_an_error() -> bool {
     let mut model = CatDog::new();
     let (x, _) = seed_batch();
-    matches!(model.train_step(&x, &SVector::from_column_slice(&[0, 2]), 0.1), Err(tensorbridge::Error::LabelOutOfRange { row: 1, label: 2, .. }))
+    matches!(
+        model.train_step(&x, &SVector::from_column_slice(&[0, 2]), 0.1),
+        Err(tensorbridge::Error::LabelOutOfRange { row: 1, label: 2, .. })
+    )
+}
+
+tensorbridge::model! {
+    /// The same head with a hidden layer, trained with Adam: its moments sized statically,
+    /// inside the model (no allocator).
+    pub struct CatDogAdam { batch: 2, features: 4, hidden: [8], classes: 2, optimizer: adam }
+}
+
+/// `steps` Adam steps (PyTorch's defaults, at `lr`) from the seeded initialisation on the
+/// seed batch; the last loss.
+pub fn train_adam(steps: usize, lr: f32) -> tensorbridge::Result<f32> {
+    let mut model = CatDogAdam::new();
+    model.set_optimizer(tensorbridge::optim::Adam::default())?;
+    let (x, y) = seed_batch();
+    let mut loss = f32::NAN;
+    for _ in 0..steps {
+        loss = model.train_step(&x, &y, lr)?;
+    }
+    Ok(loss)
 }
 
 #[cfg(test)]
@@ -83,5 +105,26 @@ mod tests {
         let later = train(30, 0.5).unwrap();
         assert!(later < first / 4.0, "{first} -> {later}");
         assert!(bad_label_is_an_error());
+    }
+
+    #[test]
+    fn adams_first_step_by_hand_and_training() {
+        // At step 1, m = (1 - β1) g and v = (1 - β2) g², so with the bias corrections the
+        // step is lr · g / (|g| + eps): about lr against the gradient's sign.
+        let mut model = CatDogAdam::new();
+        let (x, y) = seed_batch();
+        let before = model.params();
+        let (_, g) = model.gradients(&x, &y).unwrap();
+        let lr = 0.01f32;
+        model.train_step(&x, &y, lr).unwrap();
+        let after = model.params();
+        for ((p0, p1), g) in before.w0.iter().zip(after.w0.iter()).zip(g.w0.iter()) {
+            let g = *g as f64;
+            let expected = *p0 as f64 - lr as f64 * g / (g.abs() + 1e-8);
+            assert!((*p1 as f64 - expected).abs() < 1e-6, "{p1} vs {expected}");
+        }
+        let first = train_adam(1, 0.01).unwrap();
+        let later = train_adam(50, 0.01).unwrap();
+        assert!(later < first / 4.0, "{first} -> {later}");
     }
 }

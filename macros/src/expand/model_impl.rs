@@ -28,6 +28,7 @@ pub fn items(n: &Names) -> TokenStream {
         }
     };
     let is_f16 = spec.storage == Storage::F16;
+    let optimizer_ty = format_ident!("{}", spec.optimizer.type_name());
     // The CPU train step's fixed-size products, one match arm per layer with its sizes as
     // const generic arguments (see `tensorbridge::Model::fixed_product`).
     let fixed_arms = layers.windows(2).enumerate().map(|(l, w)| {
@@ -55,6 +56,11 @@ pub fn items(n: &Names) -> TokenStream {
                 { ::tensorbridge::__private::x32_len(&[#(#layers),*], #batch, #is_f16) },
             >;
             type Flat = ::tensorbridge::layout::FlatParams<{ ::tensorbridge::layout::param_count(&[#(#layers),*]) }>;
+            type Optimizer = ::tensorbridge::optim::#optimizer_ty;
+            type OptState = ::tensorbridge::layout::FlatParams<{
+                <::tensorbridge::optim::#optimizer_ty as ::tensorbridge::optim::Optimizer>::MOMENTS
+                    * ::tensorbridge::layout::param_count(&[#(#layers),*])
+            }>;
 
             ::tensorbridge::__if_parallel! {
                 #[inline(always)]

@@ -42,6 +42,7 @@ use crate::kernels::{
     LOSS_MAX_WG, TINY_CTRL, UPDATE_VEC,
 };
 use crate::layout::{acts_len, delta_len, param_count};
+use crate::math::optim::Optimizer;
 use crate::model::{Element, Model, StorageElement};
 use crate::profile::{Stage, StepProfile};
 use crate::startup::{self, ProgramOrigin, StartupReport};
@@ -334,7 +335,13 @@ fn to_i32(v: usize, device: &ClDevice, what: &str) -> Result<i32> {
 }
 
 impl<M: Model> OpenClBackend<M> {
+    /// # Errors
+    /// [`Error::Unsupported`] for a model declaring an optimizer with state (momentum,
+    /// Adam, AdamW): the kernels run plain SGD only. Those of building the kernels.
     pub(crate) fn new(device: &Arc<ClDevice>, options: ClOptions, flat: &[M::Storage]) -> Result<Self> {
+        if <M::Optimizer as Optimizer>::MOMENTS > 0 {
+            return Err(unsupported_optimizer::<M>(&device.label()));
+        }
         Ok(OpenClBackend { device: Arc::clone(device), inner: Mutex::new(Inner::new(device, options, flat)?) })
     }
 
@@ -1154,6 +1161,19 @@ impl<M> Drop for Inner<M> {
     }
 }
 
+/// [`Error::Unsupported`]: the OpenCL kernels run plain SGD only (no weight decay, no
+/// momentum, no Adam); such models train on the CPU backend.
+fn unsupported_optimizer<M: Model>(device: &str) -> Error {
+    Error::Unsupported {
+        device: device.to_string(),
+        reason: format!(
+            "the OpenCL kernels run plain SGD only, not the optimizer `{}` with these hyperparameters; \
+             train this model on `Device::cpu()`",
+            <M::Optimizer as Optimizer>::NAME
+        ),
+    }
+}
+
 impl<M: Model> Backend<M> for OpenClBackend<M> {
     fn upload(&self, data: &[M::Storage]) -> Result<Box<dyn DeviceBuffer>> {
         let mem = Mem::from_slice(&self.device.context, data)?;
@@ -1187,17 +1207,39 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
         self.ready()?.gradients(batch, out)
     }
 
-    fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
-        self.ready_mut()?.train_step(batch, lr)
+    fn train_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<f32> {
+        self.check_optimizer(&step)?;
+        self.ready_mut()?.train_step(batch, step.lr())
+    }
+
+    /// The kernels run plain SGD only (the optimizer check at construction refuses models
+    /// declaring another optimizer).
+    fn check_optimizer(&self, step: &M::Optimizer) -> Result<()> {
+        match step.is_plain_sgd() {
+            true => Ok(()),
+            false => Err(unsupported_optimizer::<M>(&self.device.label())),
+        }
+    }
+
+    fn read_optimizer(&self, moments: &mut [f32]) -> Result<u32> {
+        // Plain SGD keeps no state.
+        let _ = moments;
+        Ok(0)
+    }
+
+    fn write_optimizer(&mut self, moments: &[f32], step: u32) -> Result<()> {
+        let _ = (moments, step);
+        Ok(())
     }
 
     fn train_step_deferred(
         &mut self,
         batch: Batch<'_, M::Storage>,
-        lr: f32,
+        step: M::Optimizer,
         record: &mut Vec<StepRecord>,
     ) -> Result<()> {
-        self.inner_mut().train_step_deferred(batch, lr, record)
+        self.check_optimizer(&step)?;
+        self.inner_mut().train_step_deferred(batch, step.lr(), record)
     }
 
     fn take_losses(&mut self, record: &mut Vec<StepRecord>) -> Result<()> {
@@ -1208,8 +1250,9 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
         Some(self.lock().startup.clone())
     }
 
-    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<StepProfile> {
-        self.ready_mut()?.profile_step(batch, lr)
+    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<StepProfile> {
+        self.check_optimizer(&step)?;
+        self.ready_mut()?.profile_step(batch, step.lr())
     }
 
     fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<()> {

@@ -1,0 +1,453 @@
+//! The optimizers' update rules, written once: plain SGD, SGD with momentum (optionally
+//! Nesterov's), Adam and AdamW, exactly as `torch.optim` defines them (PyTorch 2's
+//! single-tensor implementations), in `f32` with no allocation and no standard library.
+//!
+//! A model declares its optimizer (`optimizer: sgd | momentum | adam | adamw` in
+//! [`model!`](crate::model), `sgd` by default); its hyperparameters are one of the structs
+//! here ([`Sgd`], [`Momentum`], [`Adam`], [`AdamW`]), set at run time with
+//! `set_optimizer`. Each learning rate a step is given (`train_step(&x, &y, lr)`) replaces
+//! the struct's `lr` for that step.
+//!
+//! Per parameter `p` with gradient `g` (every parameter, biases included), at step
+//! `t = 1, 2, ...`:
+//!
+//! | optimizer | update |
+//! | --- | --- |
+//! | [`Sgd`] | `g += wd·p`; `p -= lr·g` |
+//! | [`Momentum`] | `g += wd·p`; `b = g` at `t = 1`, else `b = μ·b + g`; `g = g + μ·b` (Nesterov) or `g = b`; `p -= lr·g` |
+//! | [`Adam`] | `g += wd·p`; `m = lerp(m, g, 1 - β1)`; `v = β2·v + (1 - β2)·g²`; `p -= (lr / (1 - β1^t)) · m / (√v / √(1 - β2^t) + ε)` |
+//! | [`AdamW`] | `p *= 1 - lr·wd`; then Adam's update without the `wd·p` term |
+//!
+//! `lerp(m, g, w)` is PyTorch's: `m + w·(g - m)` for `w < 0.5`, else `g - (g - m)·(1 - w)`.
+//! Everything is `f32`, the step's scalars (`lr / (1 - β1^t)`, `√(1 - β2^t)`) included,
+//! which PyTorch computes in Python floats (`f64`): a single-precision FPU runs it all, and
+//! no software `f64` is linked on a microcontroller; they differ from PyTorch's by an ulp or
+//! two of the scalar, far below the gradients' own rounding. The state is `f32` whatever the storage: momentum's buffer `b`, Adam's `m`
+//! (`exp_avg`) and `v` (`exp_avg_sq`), and the step count `t`.
+
+/// The optimizer a model declares, and its hyperparameters: [`Sgd`], [`Momentum`],
+/// [`Adam`] or [`AdamW`]. Sealed: the CPU core and the checkpoints rely on the four.
+pub trait Optimizer: Copy + Default + core::fmt::Debug + PartialEq + Send + Sync + sealed::Sealed + 'static {
+    /// The name as declared (`sgd`, `momentum`, `adam`, `adamw`).
+    const NAME: &'static str;
+    /// Moment buffers per parameter: 0 (SGD), 1 (momentum) or 2 (Adam, AdamW).
+    const MOMENTS: usize;
+    /// The names of the moment buffers, as `torch.optim` names them in its state
+    /// (`momentum_buffer`; `exp_avg`, `exp_avg_sq`); [`Optimizer::MOMENTS`] of them.
+    const MOMENT_NAMES: &'static [&'static str];
+
+    /// The learning rate.
+    fn lr(&self) -> f32;
+    /// The same hyperparameters with learning rate `lr`.
+    fn with_lr(self, lr: f32) -> Self;
+    /// The first hyperparameter out of its range, with its name, or `None` if all are
+    /// valid (as `torch.optim` checks them, and each finite).
+    fn invalid(&self) -> Option<(&'static str, f32)>;
+    /// Plain SGD without weight decay: `p -= lr·g`, the update the CPU core may fuse into
+    /// its products.
+    fn is_plain_sgd(&self) -> bool {
+        false
+    }
+    /// The per-step scalars of step `t` (1 for the first step).
+    fn coeffs(&self, t: u32) -> Coeffs;
+    /// One parameter's update: `(p, m, v)` after the step from `p`, its gradient `g` and
+    /// its moments `m`, `v` (those an optimizer does not keep are passed as 0 and returned
+    /// unchanged).
+    fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32);
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::Sgd {}
+    impl Sealed for super::Momentum {}
+    impl Sealed for super::Adam {}
+    impl Sealed for super::AdamW {}
+}
+
+/// The scalars of one step, computed once per step from the hyperparameters and the step
+/// count ([`Optimizer::coeffs`]). Fields an optimizer does not use are 0.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Coeffs {
+    /// The learning rate.
+    pub lr: f32,
+    /// The L2 weight decay added to the gradient (0 for AdamW, whose decay is `decay`).
+    pub weight_decay: f32,
+    /// Momentum's `μ`.
+    pub momentum: f32,
+    /// 1 for Nesterov momentum, else 0.
+    pub nesterov: f32,
+    /// 1 at the first step (momentum's buffer starts as the gradient), else 0.
+    pub first: f32,
+    /// Adam's `1 - β1` (the lerp weight), `β2` and `1 - β2`.
+    pub one_minus_beta1: f32,
+    /// Adam's `β2`.
+    pub beta2: f32,
+    /// Adam's `1 - β2`.
+    pub one_minus_beta2: f32,
+    /// Adam's `ε`.
+    pub eps: f32,
+    /// Adam's step size `lr / (1 - β1^t)`.
+    pub step_size: f32,
+    /// Adam's `√(1 - β2^t)`.
+    pub bias2_sqrt: f32,
+    /// AdamW's factor `1 - lr·wd` (1 for the others).
+    pub decay: f32,
+}
+
+/// Stochastic gradient descent (`torch.optim.SGD` with `momentum = 0`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sgd {
+    /// Learning rate (PyTorch's default: 0.001).
+    pub lr: f32,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f32,
+}
+
+/// SGD with momentum (`torch.optim.SGD` with `momentum > 0`, dampening 0).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Momentum {
+    /// Learning rate (default 0.001).
+    pub lr: f32,
+    /// Momentum factor `μ` (default 0, PyTorch's, which makes the update plain SGD's;
+    /// 0.9 is the usual choice).
+    pub momentum: f32,
+    /// Nesterov momentum (default `false`).
+    pub nesterov: bool,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f32,
+}
+
+/// Adam (`torch.optim.Adam`, `amsgrad = false`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Adam {
+    /// Learning rate (default 0.001).
+    pub lr: f32,
+    /// Decay of the first moment (default 0.9).
+    pub beta1: f32,
+    /// Decay of the second moment (default 0.999).
+    pub beta2: f32,
+    /// Added to the denominator, outside the square root (default 1e-8).
+    pub eps: f32,
+    /// L2 penalty added to the gradient (default 0).
+    pub weight_decay: f32,
+}
+
+/// AdamW (`torch.optim.AdamW`): Adam with decoupled weight decay.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamW {
+    /// Learning rate (default 0.001).
+    pub lr: f32,
+    /// Decay of the first moment (default 0.9).
+    pub beta1: f32,
+    /// Decay of the second moment (default 0.999).
+    pub beta2: f32,
+    /// Added to the denominator, outside the square root (default 1e-8).
+    pub eps: f32,
+    /// Decoupled weight decay: `p *= 1 - lr·weight_decay` before the step (default 0.01).
+    pub weight_decay: f32,
+}
+
+impl Default for Sgd {
+    fn default() -> Self {
+        Sgd { lr: 1e-3, weight_decay: 0.0 }
+    }
+}
+
+impl Default for Momentum {
+    fn default() -> Self {
+        Momentum { lr: 1e-3, momentum: 0.0, nesterov: false, weight_decay: 0.0 }
+    }
+}
+
+impl Default for Adam {
+    fn default() -> Self {
+        Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+    }
+}
+
+impl Default for AdamW {
+    fn default() -> Self {
+        AdamW { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }
+    }
+}
+
+/// The first of `checks` whose value is not finite or fails its condition.
+fn first_invalid(checks: &[(&'static str, f32, bool)]) -> Option<(&'static str, f32)> {
+    checks.iter().find(|(_, v, ok)| !(v.is_finite() && *ok)).map(|(name, v, _)| (*name, *v))
+}
+
+/// `1 - b^t` for `b` in `[0, 1)`, `b^t` by squaring in `f32` (no `std`, no `f64`): within
+/// a few ulps of `pow` for the step counts of a training run. Once a factor falls below
+/// 2^-25, `1 - b^t` is 1 exactly in `f32` (every later factor is at most 1): the result is
+/// returned then, before the squares reach subnormal numbers, which x86 multiplies ~100x
+/// slower (at 0.999, after some 17,000 steps).
+fn one_minus_pow(b: f32, mut t: u32) -> f32 {
+    const NEGLIGIBLE: f32 = 1.0 / (1u32 << 25) as f32;
+    let (mut acc, mut base) = (1.0f32, b);
+    loop {
+        if t & 1 == 1 {
+            acc *= base;
+            if acc < NEGLIGIBLE {
+                return 1.0;
+            }
+        }
+        t >>= 1;
+        if t == 0 {
+            return 1.0 - acc;
+        }
+        base *= base;
+        if base < NEGLIGIBLE {
+            return 1.0;
+        }
+    }
+}
+
+/// Adam's and AdamW's step scalars: `lr / (1 - β1^t)` and `√(1 - β2^t)`.
+fn adam_coeffs(lr: f32, beta1: f32, beta2: f32, eps: f32, t: u32) -> Coeffs {
+    let bias1 = one_minus_pow(beta1, t);
+    let bias2 = one_minus_pow(beta2, t);
+    Coeffs {
+        lr,
+        one_minus_beta1: 1.0 - beta1,
+        beta2,
+        one_minus_beta2: 1.0 - beta2,
+        eps,
+        step_size: lr / bias1,
+        bias2_sqrt: sqrt(bias2),
+        decay: 1.0,
+        ..Coeffs::default()
+    }
+}
+
+/// The square root, correctly rounded (the same bits everywhere): with `std`, `f32::sqrt`,
+/// which LLVM vectorises (a loop of [`apply`] runs `sqrtps`); without it, the FPU's
+/// instruction where there is one ([`crate::rng::sqrt`]).
+#[inline(always)]
+fn sqrt(x: f32) -> f32 {
+    #[cfg(feature = "std")]
+    return x.sqrt();
+    #[cfg(not(feature = "std"))]
+    crate::rng::sqrt(x)
+}
+
+/// Adam's moments and update from a gradient that already includes any L2 term.
+#[inline(always)]
+fn adam_update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+    // torch.lerp's two forms, chosen by the weight.
+    let m =
+        if c.one_minus_beta1 < 0.5 { m + c.one_minus_beta1 * (g - m) } else { g - (g - m) * (1.0 - c.one_minus_beta1) };
+    let v = v * c.beta2 + c.one_minus_beta2 * (g * g);
+    let denom = sqrt(v) / c.bias2_sqrt + c.eps;
+    (p - c.step_size * (m / denom), m, v)
+}
+
+impl Optimizer for Sgd {
+    const NAME: &'static str = "sgd";
+    const MOMENTS: usize = 0;
+    const MOMENT_NAMES: &'static [&'static str] = &[];
+    fn lr(&self) -> f32 {
+        self.lr
+    }
+    fn with_lr(self, lr: f32) -> Self {
+        Sgd { lr, ..self }
+    }
+    fn invalid(&self) -> Option<(&'static str, f32)> {
+        first_invalid(&[("lr", self.lr, self.lr >= 0.0), ("weight_decay", self.weight_decay, self.weight_decay >= 0.0)])
+    }
+    fn is_plain_sgd(&self) -> bool {
+        self.weight_decay == 0.0
+    }
+    fn coeffs(&self, _t: u32) -> Coeffs {
+        Coeffs { lr: self.lr, weight_decay: self.weight_decay, decay: 1.0, ..Coeffs::default() }
+    }
+    #[inline(always)]
+    fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        let g = g + c.weight_decay * p;
+        (p - c.lr * g, m, v)
+    }
+}
+
+impl Optimizer for Momentum {
+    const NAME: &'static str = "momentum";
+    const MOMENTS: usize = 1;
+    const MOMENT_NAMES: &'static [&'static str] = &["momentum_buffer"];
+    fn lr(&self) -> f32 {
+        self.lr
+    }
+    fn with_lr(self, lr: f32) -> Self {
+        Momentum { lr, ..self }
+    }
+    fn invalid(&self) -> Option<(&'static str, f32)> {
+        first_invalid(&[
+            ("lr", self.lr, self.lr >= 0.0),
+            ("momentum", self.momentum, self.momentum >= 0.0 && (!self.nesterov || self.momentum > 0.0)),
+            ("weight_decay", self.weight_decay, self.weight_decay >= 0.0),
+        ])
+    }
+    fn coeffs(&self, t: u32) -> Coeffs {
+        Coeffs {
+            lr: self.lr,
+            weight_decay: self.weight_decay,
+            momentum: self.momentum,
+            nesterov: if self.nesterov { 1.0 } else { 0.0 },
+            first: if t <= 1 { 1.0 } else { 0.0 },
+            decay: 1.0,
+            ..Coeffs::default()
+        }
+    }
+    #[inline(always)]
+    fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        let g = g + c.weight_decay * p;
+        // torch.optim.SGD clones the gradient into the buffer at the first step.
+        let b = if c.first != 0.0 { g } else { c.momentum * m + g };
+        let g = if c.nesterov != 0.0 { g + c.momentum * b } else { b };
+        (p - c.lr * g, b, v)
+    }
+}
+
+impl Optimizer for Adam {
+    const NAME: &'static str = "adam";
+    const MOMENTS: usize = 2;
+    const MOMENT_NAMES: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
+    fn lr(&self) -> f32 {
+        self.lr
+    }
+    fn with_lr(self, lr: f32) -> Self {
+        Adam { lr, ..self }
+    }
+    fn invalid(&self) -> Option<(&'static str, f32)> {
+        adam_invalid(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+    }
+    fn coeffs(&self, t: u32) -> Coeffs {
+        Coeffs { weight_decay: self.weight_decay, ..adam_coeffs(self.lr, self.beta1, self.beta2, self.eps, t) }
+    }
+    #[inline(always)]
+    fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        adam_update(c, p, g + c.weight_decay * p, m, v)
+    }
+}
+
+impl Optimizer for AdamW {
+    const NAME: &'static str = "adamw";
+    const MOMENTS: usize = 2;
+    const MOMENT_NAMES: &'static [&'static str] = &["exp_avg", "exp_avg_sq"];
+    fn lr(&self) -> f32 {
+        self.lr
+    }
+    fn with_lr(self, lr: f32) -> Self {
+        AdamW { lr, ..self }
+    }
+    fn invalid(&self) -> Option<(&'static str, f32)> {
+        adam_invalid(self.lr, self.beta1, self.beta2, self.eps, self.weight_decay)
+    }
+    fn coeffs(&self, t: u32) -> Coeffs {
+        Coeffs { decay: 1.0 - self.lr * self.weight_decay, ..adam_coeffs(self.lr, self.beta1, self.beta2, self.eps, t) }
+    }
+    #[inline(always)]
+    fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        adam_update(c, p * c.decay, g, m, v)
+    }
+}
+
+/// Adam's and AdamW's ranges, as `torch.optim.Adam` checks them.
+fn adam_invalid(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) -> Option<(&'static str, f32)> {
+    first_invalid(&[
+        ("lr", lr, lr >= 0.0),
+        ("beta1", beta1, (0.0..1.0).contains(&beta1)),
+        ("beta2", beta2, (0.0..1.0).contains(&beta2)),
+        ("eps", eps, eps >= 0.0),
+        ("weight_decay", weight_decay, weight_decay >= 0.0),
+    ])
+}
+
+/// The index of the first parameter whose step is refused, or `None` if none is: its new
+/// value (before rounding to the storage) is not below `limit` in magnitude, or NaN, or a
+/// new moment is not finite. `moments` holds `O::MOMENTS` buffers of `params.len()`
+/// values, one after the other. Reads only: one branch-free pass, then a search on
+/// failure.
+#[inline(always)]
+pub fn first_refused<O: Optimizer>(
+    c: &Coeffs,
+    params: &[f32],
+    grads: &[f32],
+    moments: &[f32],
+    limit: f32,
+) -> Option<usize> {
+    let n = params.len();
+    let (m_buf, v_buf) = moments.split_at(moments.len().min(n));
+    let ok = |p: f32, m: f32, v: f32| (p.abs() < limit) & m.is_finite() & v.is_finite();
+    let refused = |(p, g, m, v): (f32, f32, f32, f32)| {
+        let (np, nm, nv) = O::update(c, p, g, m, v);
+        !ok(np, nm, nv)
+    };
+    // One plain loop per number of moments, so that each is inlined into the caller (and
+    // compiled with its target features) and vectorises without index checks; the search
+    // runs only on failure.
+    let mut bad = false;
+    match O::MOMENTS {
+        0 => {
+            for (&p, &g) in params.iter().zip(grads) {
+                bad |= refused((p, g, 0.0, 0.0));
+            }
+            if bad {
+                return params.iter().zip(grads).position(|(&p, &g)| refused((p, g, 0.0, 0.0)));
+            }
+        }
+        1 => {
+            for ((&p, &g), &m) in params.iter().zip(grads).zip(m_buf) {
+                bad |= refused((p, g, m, 0.0));
+            }
+            if bad {
+                return params.iter().zip(grads).zip(m_buf).position(|((&p, &g), &m)| refused((p, g, m, 0.0)));
+            }
+        }
+        _ => {
+            for (((&p, &g), &m), &v) in params.iter().zip(grads).zip(m_buf).zip(v_buf) {
+                bad |= refused((p, g, m, v));
+            }
+            if bad {
+                return params
+                    .iter()
+                    .zip(grads)
+                    .zip(m_buf)
+                    .zip(v_buf)
+                    .position(|(((&p, &g), &m), &v)| refused((p, g, m, v)));
+            }
+        }
+    }
+    None
+}
+
+/// Applies one step to every parameter in place: the new value rounded by `round` (to the
+/// storage type) and the new moments (laid out as for [`first_refused`], which the caller
+/// runs first).
+#[inline(always)]
+pub fn apply<O: Optimizer>(
+    c: &Coeffs,
+    params: &mut [f32],
+    grads: &[f32],
+    moments: &mut [f32],
+    round: impl Fn(f32) -> f32,
+) {
+    let n = params.len();
+    let (m_buf, v_buf) = moments.split_at_mut(moments.len().min(n));
+    match O::MOMENTS {
+        0 => {
+            for (p, &g) in params.iter_mut().zip(grads) {
+                *p = round(O::update(c, *p, g, 0.0, 0.0).0);
+            }
+        }
+        1 => {
+            for ((p, &g), m) in params.iter_mut().zip(grads).zip(m_buf) {
+                let (np, nm, _) = O::update(c, *p, g, *m, 0.0);
+                (*p, *m) = (round(np), nm);
+            }
+        }
+        _ => {
+            for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m_buf).zip(v_buf) {
+                let (np, nm, nv) = O::update(c, *p, g, *m, *v);
+                (*p, *m, *v) = (round(np), nm, nv);
+            }
+        }
+    }
+}
