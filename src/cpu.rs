@@ -359,7 +359,7 @@ pub(crate) fn init_params<T: StorageElement>(dims: &[usize], hidden: &[Activatio
         } else {
             1.0 / slot.fan_in as f32
         };
-        let std = crate::rng::sqrt(variance);
+        let std = crate::math::sqrt(variance);
         // Normals in pairs (the polar method gives two a draw).
         let mut pairs = sub_mut(out, slot.w, slot.b - slot.w).chunks_exact_mut(2);
         for pair in &mut pairs {

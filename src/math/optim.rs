@@ -221,13 +221,13 @@ fn adam_coeffs(lr: f32, beta1: f32, beta2: f32, eps: f32, t: u32) -> Coeffs {
 
 /// The square root, correctly rounded (the same bits everywhere): with `std`, `f32::sqrt`,
 /// which LLVM vectorises (a loop of [`apply`] runs `sqrtps`); without it, the FPU's
-/// instruction where there is one ([`crate::rng::sqrt`]).
+/// instruction where there is one ([`super::sqrt`]).
 #[inline(always)]
 fn sqrt(x: f32) -> f32 {
     #[cfg(feature = "std")]
     return x.sqrt();
     #[cfg(not(feature = "std"))]
-    crate::rng::sqrt(x)
+    super::sqrt(x)
 }
 
 /// Adam's moments and update from a gradient that already includes any L2 term.
