@@ -209,6 +209,19 @@ pub const fn after_layer(hidden: &[Activation], layers: usize, l: usize) -> Acti
     }
 }
 
+/// Whether every hidden layer's activation in `hidden` is `act` (true for an empty list
+/// when `act` is [`Activation::DEFAULT`], which the layers past the list's end take).
+pub const fn all_are(hidden: &[Activation], act: Activation) -> bool {
+    let mut k = 0;
+    while k < hidden.len() {
+        if hidden[k].id() != act.id() {
+            return false;
+        }
+        k += 1;
+    }
+    true
+}
+
 /// Writes the OpenCL C of every activation: `#define TB_ACT_<NAME> <id>`, and the
 /// functions `tb_act(kind, x)`, `tb_act_grad(kind, d, y)` (on `float`) and `tb_act16`,
 /// `tb_act_grad16` (on `float16`), each a `switch` on `kind` that folds away where `kind`
