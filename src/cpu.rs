@@ -1128,7 +1128,12 @@ fn weight_grads<M: Model, P: Products>(
 #[inline(always)]
 fn input_grads<M: Model, P: Products>(l: usize, w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot) {
     let batch = M::BATCH;
-    let act = activation_after::<M>(l.saturating_sub(1));
+    // Layer `l - 1` is a hidden layer (`l > 0` here): ReLU for an all-ReLU model.
+    let act = if const { all_are(M::ACTIVATIONS, Activation::Relu) } {
+        Activation::Relu
+    } else {
+        after_layer(M::ACTIVATIONS, M::LAYERS.len() - 1, l.saturating_sub(1))
+    };
     #[cfg(feature = "parallel")]
     {
         let macs = batch * slot.fan_in * slot.fan_out;

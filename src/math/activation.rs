@@ -47,6 +47,16 @@ impl Activation {
         }
     }
 
+    /// The kernels' name of the activation's [`Activation::id`]: `TB_ACT_RELU`, ...
+    pub const fn opencl_name(self) -> &'static str {
+        match self {
+            Activation::Relu => "TB_ACT_RELU",
+            Activation::Tanh => "TB_ACT_TANH",
+            Activation::Sigmoid => "TB_ACT_SIGMOID",
+            Activation::Identity => "TB_ACT_IDENTITY",
+        }
+    }
+
     /// A small number for the kernels (`TB_ACT_<NAME>`, and `TB_ACT_<l>` per layer).
     pub const fn id(self) -> u8 {
         match self {
@@ -228,7 +238,7 @@ pub const fn all_are(hidden: &[Activation], act: Activation) -> bool {
 /// is a constant (the kernels pass `TB_ACT_<l>`).
 pub fn write_opencl(out: &mut impl Write) -> fmt::Result {
     for act in Activation::ALL {
-        writeln!(out, "#define TB_ACT_{} {}", act.name().to_ascii_uppercase(), act.id())?;
+        writeln!(out, "#define {} {}", act.opencl_name(), act.id())?;
     }
     for (suffix, ty, vector) in [("", "float", false), ("16", "float16", true)] {
         writeln!(out, "inline {ty} tb_act{suffix}(const int kind, const {ty} x) {{\n    switch (kind) {{")?;
