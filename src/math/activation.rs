@@ -134,8 +134,10 @@ impl Activation {
         match self {
             Activation::Identity => {}
             Activation::Relu => {
+                // `backprop`'s select, written on the place (a value copied out first cost
+                // an instruction a value on a Cortex-M4F).
                 for (d, &y) in d.iter_mut().zip(y) {
-                    *d = Activation::Relu.backprop(*d, y);
+                    *d = if y > 0.0 { *d } else { 0.0 };
                 }
             }
             Activation::Tanh => {
