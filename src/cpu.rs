@@ -74,7 +74,7 @@ use crate::error::{Error, Result};
 use crate::layout::{
     layer_slot, locate, output_offset, outputs_len, FlatSpace, LayerSlot, ScratchParts, ScratchSpace, ZeroBuffer,
 };
-use crate::math::activation::{after_layer, Activation};
+use crate::math::activation::{after_layer, all_are, Activation};
 use crate::math::loss;
 use crate::math::optim::{self, Optimizer};
 use crate::model::{HostTensor, Model, Params, StorageElement};
@@ -498,7 +498,25 @@ fn forward_with<M: Model, P: Products>(params: &[f32], acts: &mut [f32], x: &[f3
             sub(below, output_offset(M::LAYERS, M::BATCH, l - 1), M::BATCH * slot.fan_in)
         };
         let z = sub_mut(here, 0, M::BATCH * slot.fan_out);
-        dense_forward::<M, P>(l, input, params, slot, z, after_layer(M::ACTIVATIONS, layers, l));
+        dense_forward::<M, P>(l, input, params, slot, z, activation_after::<M>(l));
+    }
+}
+
+/// The activation after layer `l` of `M` ([`after_layer`]). When every hidden layer is
+/// ReLU (the default) it is worked out from `l` alone, ReLU or identity, so that the
+/// other activations' code (libm's `tanhf`, `expf`) is not compiled into such a model's
+/// steps, whose code stays what it was before there was a choice.
+#[inline(always)]
+fn activation_after<M: Model>(l: usize) -> Activation {
+    let layers = M::LAYERS.len() - 1;
+    if const { all_are(M::ACTIVATIONS, Activation::Relu) } {
+        if l + 1 < layers {
+            Activation::Relu
+        } else {
+            Activation::Identity
+        }
+    } else {
+        after_layer(M::ACTIVATIONS, layers, l)
     }
 }
 
@@ -1211,7 +1229,12 @@ fn weight_grads<M: Model, P: Products>(
 #[inline(always)]
 fn input_grads<M: Model, P: Products>(l: usize, w: &[f32], dz: &[f32], da: &mut [f32], a: &[f32], slot: LayerSlot) {
     let batch = M::BATCH;
-    let act = after_layer(M::ACTIVATIONS, M::LAYERS.len() - 1, l.saturating_sub(1));
+    // Layer `l - 1` is a hidden layer (`l > 0` here): ReLU for an all-ReLU model.
+    let act = if const { all_are(M::ACTIVATIONS, Activation::Relu) } {
+        Activation::Relu
+    } else {
+        after_layer(M::ACTIVATIONS, M::LAYERS.len() - 1, l.saturating_sub(1))
+    };
     #[cfg(feature = "parallel")]
     {
         let macs = batch * slot.fan_in * slot.fan_out;

@@ -267,8 +267,8 @@ pub fn defines<M: Model>() -> String {
         // is this layer's input; identity for the first layer's input, the batch).
         let act = after_layer(M::ACTIVATIONS, layers, l);
         let below = if l == 0 { Activation::Identity } else { after_layer(M::ACTIVATIONS, layers, l - 1) };
-        let _ = writeln!(s, "#define TB_ACT_{l} TB_ACT_{}", act.name().to_ascii_uppercase());
-        let _ = writeln!(s, "#define TB_ACT_IN_{l} TB_ACT_{}", below.name().to_ascii_uppercase());
+        let _ = writeln!(s, "#define TB_ACT_{l} {}", act.opencl_name());
+        let _ = writeln!(s, "#define TB_ACT_IN_{l} {}", below.opencl_name());
         let _ = writeln!(s, "#define TB_AIN_{l} {a_in}");
         let _ = writeln!(s, "#define TB_AOUT_{l} {a_out}");
         last = a_out;

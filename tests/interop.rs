@@ -220,6 +220,27 @@ fn onnx_export_reads_back(device: &Device) {
     assert_eq!(support::param_bits(&again.params().unwrap()), support::param_bits(&half.params().unwrap()));
 }
 
+tensorbridge::model! {
+    /// nn.Sequential(Linear(4, 8), Tanh, Linear(8, 3)).
+    pub struct SeqTanh { batch: 24, features: 4, hidden: [8], classes: 3, activation: tanh }
+}
+
+/// A model declared `activation: tanh` reads torch's Tanh export (which `Seq`, ReLU, refuses),
+/// writes a Tanh node between its layers (read back by a tanh model, refused by a ReLU one,
+/// naming both), and reads its own export back.
+fn onnx_tanh_models_read_and_write_tanh() {
+    let device = Device::cpu();
+    let model = Engine::<SeqTanh>::from_onnx(&device, fixture("torch_tanh.onnx")).unwrap();
+    let path = support::scratch("interop-onnx-tanh").join("tanh.onnx");
+    model.save_onnx(&path).unwrap();
+    let again = Engine::<SeqTanh>::from_onnx(&device, &path).unwrap();
+    assert_eq!(support::param_bits(&again.params().unwrap()), support::param_bits(&model.params().unwrap()));
+    let (_, kind) = onnx_error(Engine::<Seq>::from_onnx(&device, &path));
+    assert_eq!(kind, OnnxErrorKind::Activation { node: "tanh0".into(), found: "Tanh".into(), expected: "Relu" });
+    let (_, kind) = onnx_error(Engine::<SeqTanh>::from_onnx(&device, fixture("torch_seq.onnx")));
+    assert!(matches!(&kind, OnnxErrorKind::Activation { found, expected: "Tanh", .. } if found == "Relu"), "{kind:?}");
+}
+
 fn standardizer_is_saved_and_applied(device: &Device) {
     let dir = support::scratch("interop-standardizer");
     let mut model = Engine::<Seq>::from_pytorch(device, fixture("torch_seq.safetensors")).unwrap();
@@ -551,6 +572,7 @@ crate::tests! {
     plain pytorch_bad_files_are_refused,
     plain checkpoint_shape_errors_hint_at_the_transpose,
     plain onnx_bad_files_are_refused,
+    plain onnx_tanh_models_read_and_write_tanh,
     plain onnx_reader_survives_corruption,
     plain integer_labels_write_for_numpy,
     numpy integer_labels_read_by_numpy,

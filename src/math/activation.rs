@@ -47,6 +47,16 @@ impl Activation {
         }
     }
 
+    /// The kernels' name of the activation's [`Activation::id`]: `TB_ACT_RELU`, ...
+    pub const fn opencl_name(self) -> &'static str {
+        match self {
+            Activation::Relu => "TB_ACT_RELU",
+            Activation::Tanh => "TB_ACT_TANH",
+            Activation::Sigmoid => "TB_ACT_SIGMOID",
+            Activation::Identity => "TB_ACT_IDENTITY",
+        }
+    }
+
     /// A small number for the kernels (`TB_ACT_<NAME>`, and `TB_ACT_<l>` per layer).
     pub const fn id(self) -> u8 {
         match self {
@@ -124,8 +134,10 @@ impl Activation {
         match self {
             Activation::Identity => {}
             Activation::Relu => {
+                // `backprop`'s select, written on the place (a value copied out first cost
+                // an instruction a value on a Cortex-M4F).
                 for (d, &y) in d.iter_mut().zip(y) {
-                    *d = Activation::Relu.backprop(*d, y);
+                    *d = if y > 0.0 { *d } else { 0.0 };
                 }
             }
             Activation::Tanh => {
@@ -209,13 +221,26 @@ pub const fn after_layer(hidden: &[Activation], layers: usize, l: usize) -> Acti
     }
 }
 
+/// Whether every hidden layer's activation in `hidden` is `act` (true for an empty list
+/// when `act` is [`Activation::DEFAULT`], which the layers past the list's end take).
+pub const fn all_are(hidden: &[Activation], act: Activation) -> bool {
+    let mut k = 0;
+    while k < hidden.len() {
+        if hidden[k].id() != act.id() {
+            return false;
+        }
+        k += 1;
+    }
+    true
+}
+
 /// Writes the OpenCL C of every activation: `#define TB_ACT_<NAME> <id>`, and the
 /// functions `tb_act(kind, x)`, `tb_act_grad(kind, d, y)` (on `float`) and `tb_act16`,
 /// `tb_act_grad16` (on `float16`), each a `switch` on `kind` that folds away where `kind`
 /// is a constant (the kernels pass `TB_ACT_<l>`).
 pub fn write_opencl(out: &mut impl Write) -> fmt::Result {
     for act in Activation::ALL {
-        writeln!(out, "#define TB_ACT_{} {}", act.name().to_ascii_uppercase(), act.id())?;
+        writeln!(out, "#define {} {}", act.opencl_name(), act.id())?;
     }
     for (suffix, ty, vector) in [("", "float", false), ("16", "float16", true)] {
         writeln!(out, "inline {ty} tb_act{suffix}(const int kind, const {ty} x) {{\n    switch (kind) {{")?;
