@@ -285,7 +285,7 @@ impl<M: Model> Cpu<M> {
     }
 
     /// One step of the model's optimizer (SGD: `p -= lr * dL/dp`; see
-    /// [`optim`](crate::optim)) at learning rate `lr`, its other hyperparameters those of
+    /// [`optim`]) at learning rate `lr`, its other hyperparameters those of
     /// [`Cpu::set_optimizer`]; returns the loss before the step.
     ///
     /// # Errors
