@@ -287,7 +287,7 @@ impl<M: Model> Cpu<M> {
     }
 
     /// One step of the model's optimizer (SGD: `p -= lr * dL/dp`; see
-    /// [`optim`](crate::optim)) at learning rate `lr`, its other hyperparameters those of
+    /// [`optim`]) at learning rate `lr`, its other hyperparameters those of
     /// [`Cpu::set_optimizer`]; returns the loss before the step.
     ///
     /// # Errors
@@ -717,8 +717,14 @@ pub(crate) struct OptimState<'a> {
 /// state unchanged and is [`Error::NonFiniteLoss`], an update that would store a
 /// non-finite parameter or moment leaves them unchanged and is [`Error::UpdateOverflow`].
 ///
-/// Plain SGD runs [`sgd_step`]; every other optimizer computes the whole gradient, then
-/// checks and applies [`optim`]'s update.
+/// Plain SGD (no weight decay) computes `p - lr · g` for every parameter into the gradient
+/// buffer with the check folded in ([`sgd_values`]), then copies. With the feature
+/// `parallel`, an `f32` model whose first layer goes through the GEMM computes that layer's
+/// update `W0 - lr · (xᵀ · dz)` as one product added to `W0`, instead of writing the
+/// gradient out and reading it back; the state's `bound` decides where the result goes
+/// first (see [`UpdateBound`]). Either way the same product computes the same bits. Every
+/// other optimizer computes the whole gradient, then checks ([`optim::first_refused`]) and
+/// applies ([`optim::apply`]) its update.
 #[inline(always)]
 pub(crate) fn train_step<M: Model, P: Products>(
     params: &mut [f32],
@@ -727,14 +733,23 @@ pub(crate) fn train_step<M: Model, P: Products>(
     step: M::Optimizer,
     state: OptimState<'_>,
 ) -> Result<f32> {
-    if step.is_plain_sgd() {
-        return sgd_step::<M, P>(params, s, batch, step.lr(), state.bound);
+    let plain = step.is_plain_sgd();
+    #[cfg(feature = "parallel")]
+    if plain && fuses_first_update::<M>() {
+        return train_step_fused::<M, P>(params, s, batch, step.lr(), state.bound);
     }
     let loss = backward::<M, P>(params, s, batch, true);
     if !loss.is_finite() {
         return Err(Error::NonFiniteLoss { loss });
     }
     let n = <M::Params as Params>::LEN;
+    if plain {
+        if !sgd_values::<M::Storage>(&params[..n], &mut s.grads[..n], step.lr()) {
+            return Err(overflow_in::<M::Storage>(M::LAYERS, &s.grads[..n]));
+        }
+        params[..n].copy_from_slice(&s.grads[..n]);
+        return Ok(loss);
+    }
     let t = state.step.saturating_add(1);
     let c = step.coeffs(t);
     let moments = &mut state.moments[..<M::Optimizer as Optimizer>::MOMENTS * n];
@@ -746,39 +761,6 @@ pub(crate) fn train_step<M: Model, P: Products>(
     *state.step = t;
     // The fused SGD path's bound no longer holds (the weight decay may change at run time).
     *state.bound = UpdateBound::UNKNOWN;
-    Ok(loss)
-}
-
-/// One plain SGD step on a validated batch: the loss before it; a non-finite loss leaves the
-/// parameters unchanged and is [`Error::NonFiniteLoss`], an update that would store a
-/// non-finite parameter leaves them unchanged and is [`Error::UpdateOverflow`].
-///
-/// With the feature `parallel`, an `f32` model whose first layer goes through the GEMM
-/// computes that layer's update `W0 - lr · (xᵀ · dz)` as one product added to `W0`, instead
-/// of writing the gradient out and reading it back; `bound` decides where the result goes
-/// first (see [`UpdateBound`]). Either way the same product computes the same bits.
-#[inline(always)]
-fn sgd_step<M: Model, P: Products>(
-    params: &mut [f32],
-    s: &mut ScratchParts<'_>,
-    batch: Batch<'_, M::Storage>,
-    lr: f32,
-    bound: &mut UpdateBound,
-) -> Result<f32> {
-    #[cfg(feature = "parallel")]
-    if fuses_first_update::<M>() {
-        return train_step_fused::<M, P>(params, s, batch, lr, bound);
-    }
-    let _ = bound;
-    let loss = backward::<M, P>(params, s, batch, true);
-    if !loss.is_finite() {
-        return Err(Error::NonFiniteLoss { loss });
-    }
-    let n = <M::Params as Params>::LEN;
-    if !sgd_values::<M::Storage>(&params[..n], &mut s.grads[..n], lr) {
-        return Err(overflow_in::<M::Storage>(M::LAYERS, &s.grads[..n]));
-    }
-    params[..n].copy_from_slice(&s.grads[..n]);
     Ok(loss)
 }
 

@@ -378,13 +378,10 @@ fn optimizer_kind(value: &Expr) -> syn::Result<OptimizerKind> {
         ("adam", OptimizerKind::Adam),
         ("adamw", OptimizerKind::AdamW),
     ];
-    match value {
-        Expr::Path(p) => {
-            if let Some((_, kind)) = kinds.iter().find(|(name, _)| p.path.is_ident(name)) {
-                return Ok(*kind);
-            }
+    if let Expr::Path(p) = value {
+        if let Some((_, kind)) = kinds.iter().find(|(name, _)| p.path.is_ident(name)) {
+            return Ok(*kind);
         }
-        _ => {}
     }
     Err(syn::Error::new_spanned(
         value,
