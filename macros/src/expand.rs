@@ -186,7 +186,10 @@ pub fn expand(spec: &Spec) -> TokenStream {
          (`Cpu::init_with_seed`)."
     );
 
+    let embed_items = crate::embed::items(spec);
     quote! {
+        #embed_items
+
         ::tensorbridge::__if_std! {
             #(#attrs)*
             #[doc = ""]

@@ -6,10 +6,13 @@
 //! - [`parse`] turns tokens into a plain syntax struct, keeping every span;
 //! - [`spec`] validates it into a [`spec::Spec`] with no `syn` types left, collecting every
 //!   mistake (each one a `syn::Error` pointing at the offending token);
-//! - [`expand`] turns the validated spec into the model's items.
+//! - [`expand`] turns the validated spec into the model's items;
+//! - [`embed`] adds the constructors that are the same with and without `std`, and the
+//!   weights a `weights: "path"` key compiles in (the checkpoint read at compile time).
 
 use proc_macro::TokenStream;
 
+mod embed;
 mod expand;
 mod parse;
 mod spec;

@@ -17,7 +17,7 @@ pub const MAX_ELEMENTS: u64 = 1 << 28;
 /// The most hidden layers a declaration may have.
 pub const MAX_HIDDEN_LAYERS: usize = 64;
 
-const KEYS: [&str; 5] = ["batch", "features", "classes", "hidden", "storage"];
+const KEYS: [&str; 6] = ["batch", "features", "classes", "hidden", "storage", "weights"];
 
 /// Element type of host and device buffers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +36,16 @@ pub struct Spec {
     pub classes: usize,
     pub hidden: Vec<usize>,
     pub storage: Storage,
+    /// `weights: "path"`: the checkpoint to compile in (see [`crate::embed`]).
+    pub weights: Option<WeightsFile>,
+}
+
+/// The value of a `weights: "path"` key.
+pub struct WeightsFile {
+    /// The path as written: relative to the declaring crate's `CARGO_MANIFEST_DIR`.
+    pub path: String,
+    /// The string literal's span, where errors about the file point.
+    pub span: Span,
 }
 
 impl Spec {
@@ -65,6 +75,7 @@ impl Spec {
         let mut classes = None;
         let mut hidden = None;
         let mut storage = None;
+        let mut weights = None;
         let mut seen: Vec<Ident> = Vec::new();
         // Keys an unknown key was taken for (`featurse` -> `features`): not reported missing too.
         let mut suggested: Vec<&str> = Vec::new();
@@ -84,6 +95,7 @@ impl Spec {
                 "classes" => classes = errors.take(size(&entry.key, &entry.value)),
                 "hidden" => hidden = errors.take(hidden_list(&entry.value)),
                 "storage" => storage = errors.take(storage_kind(&entry.value)),
+                "weights" => weights = errors.take(weights_file(&entry.value)),
                 _ => {
                     let (err, suggestion) = unknown_key(&entry.key);
                     suggested.extend(suggestion);
@@ -134,6 +146,7 @@ impl Spec {
             classes: classes.unwrap_or(0),
             hidden: hidden.unwrap_or_default(),
             storage: storage.unwrap_or(Storage::F32),
+            weights,
         })
     }
 }
@@ -238,6 +251,20 @@ fn storage_kind(value: &Expr) -> syn::Result<Storage> {
         _ => Err(syn::Error::new_spanned(
             value,
             "`storage` takes `f32` or `f16` (f16: half the memory and transfers, arithmetic still in f32)",
+        )),
+    }
+}
+
+/// `weights: "path"`: a string literal naming a file.
+fn weights_file(value: &Expr) -> syn::Result<WeightsFile> {
+    match value {
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) if !s.value().is_empty() => {
+            Ok(WeightsFile { path: s.value(), span: s.span() })
+        }
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "`weights` takes the path of a checkpoint `save` wrote, as a string literal relative to \
+             the crate's Cargo.toml, such as `weights: \"model.safetensors\"`",
         )),
     }
 }

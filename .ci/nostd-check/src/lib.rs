@@ -49,6 +49,16 @@ pub fn bad_label_is_an_error() -> bool {
     matches!(model.train_step(&x, &SVector::from_column_slice(&[0, 2]), 0.1), Err(tensorbridge::Error::LabelOutOfRange { row: 1, label: 2, .. }))
 }
 
+/// The constructors that take a device, as with `std` (`Name::on(&device)`,
+/// `Name::on_with_params(&device, params)`): the same code builds with and without `std`.
+pub fn classify_on(device: &tensorbridge::Device) -> tensorbridge::Result<[u32; 2]> {
+    let mut model = CatDog::on_with_params(device, seed_params())?;
+    let (x, _) = seed_batch();
+    let p = model.predict(&x)?;
+    let _fresh = CatDog::on(device)?;
+    Ok([p[0], p[1]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,5 +93,10 @@ mod tests {
         let later = train(30, 0.5).unwrap();
         assert!(later < first / 4.0, "{first} -> {later}");
         assert!(bad_label_is_an_error());
+    }
+
+    #[test]
+    fn constructors_with_a_device_classify_the_seed() {
+        assert_eq!(classify_on(&tensorbridge::Device::cpu()).unwrap(), [0, 1]);
     }
 }
