@@ -38,6 +38,7 @@ mod train_masked;
 mod train_plot;
 mod training;
 mod update_overflow;
+mod weights;
 
 fn main() -> std::process::ExitCode {
     support::harness(&[
@@ -75,5 +76,6 @@ fn main() -> std::process::ExitCode {
         train_plot::TESTS,
         training::TESTS,
         update_overflow::TESTS,
+        weights::TESTS,
     ])
 }
