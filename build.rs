@@ -1,4 +1,5 @@
-//! Embeds the OpenCL C kernel templates of `cl/` into the runtime crate and checks them.
+//! Embeds the OpenCL C kernel templates of `cl/` into the runtime crate and checks them
+//! (with the feature `opencl` only).
 //!
 //! Every template the Rust side names is listed in `TEMPLATES`; a missing or empty one, or
 //! one that does not define the kernels it is listed with, fails the build with a message
@@ -23,6 +24,12 @@ const TEMPLATES: &[(&str, &[&str])] = &[
 ];
 
 fn main() {
+    // Without the feature `opencl` (the `no_std` core, a firmware) nothing embeds the
+    // templates: none is read, and none can reach the binary.
+    if std::env::var_os("CARGO_FEATURE_OPENCL").is_none() {
+        println!("cargo:rerun-if-changed=build.rs");
+        return;
+    }
     let dir = Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("cl");
     println!("cargo:rerun-if-changed=cl");
     let mut out = String::from("/// The kernel templates of `cl/`, in order: (file name, OpenCL C source).\n");

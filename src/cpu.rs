@@ -337,6 +337,173 @@ impl<M: Model> Cpu<M> {
     }
 }
 
+impl<M: Model> Cpu<M> {
+    /// The model with the parameters of `weights`, copied into it (so that it can train).
+    pub fn from_weights(weights: &Weights<M>) -> Self {
+        let mut params = M::Flat::zeroed();
+        copy_weights::<M>(weights, params.values_mut());
+        Cpu { params, scratch: M::Scratch::zeroed(), bound: UpdateBound::UNKNOWN }
+    }
+
+    /// Initialises the model in place, in `slot`, with the parameters of `weights` (as
+    /// [`Cpu::from_weights`]), and returns it.
+    pub fn init_with_weights<'a>(slot: &'a mut MaybeUninit<Self>, weights: &Weights<M>) -> &'a mut Self {
+        let cpu = Self::init_zeroed(slot);
+        copy_weights::<M>(weights, cpu.params.values_mut());
+        cpu
+    }
+}
+
+/// `weights`' values into `out`, each rounded to the storage type (a no-op for `f32`).
+fn copy_weights<M: Model>(weights: &Weights<M>, out: &mut [f32]) {
+    for (p, &v) in out.iter_mut().zip(weights.flat.values()) {
+        *p = M::Storage::round_f32(v);
+    }
+}
+
+/// A model's parameters on their own, apart from any working memory: what a trained model
+/// needs for inference. Built by a `const fn`, a `static` of them is laid out at compile
+/// time, so that on a microcontroller the weights sit in flash and [`Weights::logits`] and
+/// [`Weights::predict`] read them there, with no copy in RAM: only a [`Work`] area is
+/// mutable. `model!`'s `weights: "path"` key generates such a `static`
+/// (`Name::weights()`); to train, copy them into a model ([`Cpu::from_weights`],
+/// [`Cpu::init_with_weights`]).
+///
+/// ```
+/// use tensorbridge::cpu::{Weights, Work};
+/// use tensorbridge::layout::FlatParams;
+/// use tensorbridge::{matrix, vector};
+///
+/// tensorbridge::model! {
+///     pub struct CatDog { batch: 2, features: 4, classes: 2 }
+/// }
+///
+/// // The flat layout: w0 column-major ([in x out], `w[o * in + i]`), then b0.
+/// static WEIGHTS: Weights<CatDog> = Weights::from_flat(match FlatParams::finite([
+///     10.0, 10.0, -8.0, 1.0, // w0's first column
+///     2.0, 1.0, 9.0, 10.0, // w0's second column
+///     0.0, 0.0, // b0
+/// ]) {
+///     Some(flat) => flat,
+///     None => panic!("a weight is not finite"), // at compile time, not at run time
+/// });
+///
+/// # fn main() -> tensorbridge::Result<()> {
+/// let mut work = Work::<CatDog>::new();
+/// let x = matrix![0.9, 0.8, 0.1, 0.05; 0.1, 0.2, 0.8, 0.95];
+/// assert_eq!(WEIGHTS.predict(&mut work, &x)?, vector![0u32, 1]);
+/// # Ok(())
+/// # }
+/// ```
+pub struct Weights<M: Model> {
+    flat: M::Flat,
+}
+
+impl<M: Model> Weights<M> {
+    /// The parameters in the flat layout ([`crate::layout`]), in a `const` context too.
+    /// Values that the model's storage type cannot hold exactly (`f16`) are rounded when
+    /// they are copied into a [`Cpu`], and used as given by [`Weights::logits`].
+    pub const fn from_flat(flat: M::Flat) -> Self {
+        Weights { flat }
+    }
+
+    /// The parameters, as the model's `Params` struct.
+    pub fn params(&self) -> M::Params {
+        read_params::<M>(self.flat.values())
+    }
+
+    /// The values in the flat layout.
+    pub fn values(&self) -> &[f32] {
+        self.flat.values()
+    }
+
+    /// Logits of a batch, read from these weights in place, with `work` as the working
+    /// memory: the same numbers as [`Cpu::logits`] of a model with these parameters.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    pub fn logits(&self, work: &mut Work<M>, x: &M::Input) -> Result<M::Logits> {
+        let mut out = M::Logits::zeroed();
+        logits_into::<M>(self.flat.values(), &mut work.scratch.parts(), x, out.as_flat_mut())?;
+        Ok(out)
+    }
+
+    /// The predicted class of every row (as [`Cpu::predict`]), read from these weights in
+    /// place.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a non-finite input, or if the logits overflowed.
+    pub fn predict(&self, work: &mut Work<M>, x: &M::Input) -> Result<M::Labels> {
+        let mut out = M::Labels::zeroed();
+        predict_into::<M>(self.flat.values(), &mut work.scratch.parts(), x, out.as_flat_mut())?;
+        Ok(out)
+    }
+}
+
+impl<M: Model> core::fmt::Debug for Weights<M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Weights").field("model", &M::NAME).field("values", &M::Flat::LEN).finish()
+    }
+}
+
+/// The working memory of a model's calls without its parameters ([`Model::WORK_BYTES`]):
+/// what [`Weights::logits`] and [`Weights::predict`] write. Keep it in a `static` slot
+/// ([`Work::init`]) or on the stack ([`Work::new`]).
+pub struct Work<M: Model> {
+    scratch: M::Scratch,
+}
+
+impl<M: Model> Work<M> {
+    /// The working memory, zeroed, by value.
+    pub fn new() -> Self {
+        Work { scratch: M::Scratch::zeroed() }
+    }
+
+    /// The working memory zeroed in place, in `slot` (no copy of it on the stack).
+    pub fn init(slot: &mut MaybeUninit<Self>) -> &mut Self {
+        // SAFETY: `M::Scratch` is a `ZeroBuffer` (a sealed trait of `#[repr(C)]` structs of
+        // `f32` arrays), valid when all its bits are zero; the slot is then initialised.
+        unsafe {
+            slot.as_mut_ptr().write_bytes(0, 1);
+            slot.assume_init_mut()
+        }
+    }
+}
+
+impl<M: Model> Default for Work<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<M: Model> core::fmt::Debug for Work<M> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Work").field("model", &M::NAME).finish_non_exhaustive()
+    }
+}
+
+/// The device of a build without `std`: the CPU core, the only one there is. It gives the
+/// generated constructors the signatures they have with `std` (`Name::on(&device)`,
+/// `Name::on_with_params(&device, params)`), so that code builds with and without `std`.
+#[cfg(not(feature = "std"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Device {
+    _private: (),
+}
+
+#[cfg(not(feature = "std"))]
+impl Device {
+    /// The CPU core.
+    pub const fn cpu() -> Self {
+        Device { _private: () }
+    }
+
+    /// The CPU core (with `std`, the best device found).
+    pub const fn auto() -> Self {
+        Device { _private: () }
+    }
+}
+
 impl<M: Model> core::fmt::Debug for Cpu<M> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Cpu").field("model", &M::NAME).field("layers", &M::LAYERS).finish_non_exhaustive()

@@ -250,6 +250,23 @@ impl<const P: usize> ZeroBuffer for FlatParams<P> {
 }
 
 impl<const P: usize> FlatParams<P> {
+    /// The parameters given in the flat layout (see the [module docs](self)), in a `const`
+    /// context too, so that a `static` of them is laid out at compile time (in flash on a
+    /// microcontroller; see [`Weights`](crate::cpu::Weights)); `None` if a value is NaN or
+    /// infinite.
+    pub const fn finite(values: [f32; P]) -> Option<Self> {
+        let mut k = 0;
+        while k < P {
+            // NaN - NaN and ∞ - ∞ are NaN, which is not equal to 0.
+            #[allow(clippy::eq_op)]
+            if values[k] - values[k] != 0.0 {
+                return None;
+            }
+            k += 1;
+        }
+        Some(FlatParams(values))
+    }
+
     /// The values.
     pub fn as_slice(&self) -> &[f32] {
         &self.0

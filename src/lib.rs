@@ -149,6 +149,8 @@ mod tensor;
 #[cfg(feature = "train")]
 pub mod train;
 
+#[cfg(not(feature = "std"))]
+pub use cpu::Device;
 #[cfg(feature = "data")]
 pub use data::Dataset;
 #[cfg(feature = "std")]

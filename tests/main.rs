@@ -40,6 +40,7 @@ mod train_masked;
 mod train_plot;
 mod training;
 mod update_overflow;
+mod weights;
 
 fn main() -> std::process::ExitCode {
     support::harness(&[
@@ -79,5 +80,6 @@ fn main() -> std::process::ExitCode {
         train_plot::TESTS,
         training::TESTS,
         update_overflow::TESTS,
+        weights::TESTS,
     ])
 }

@@ -79,7 +79,10 @@ pub fn expand(spec: &Spec) -> TokenStream {
     let params = params::items(&names);
     let model_impl = model_impl::items(&names);
     let api = api::items(&names);
+    // The constructors that are the same with and without `std`, and `weights:`.
+    let embed_items = crate::embed::items(spec);
     quote! {
+        #embed_items
         #structs
         #params
         #model_impl

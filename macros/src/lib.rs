@@ -9,9 +9,12 @@
 //!   one, a fallback spec from what did validate;
 //! - [`expand`] turns the validated spec into the model's items; after errors it expands
 //!   the fallback beside them, so that one mistake is one error.
+//! - [`embed`] adds the constructors that are the same with and without `std`, and the
+//!   weights a `weights: "path"` key compiles in (the checkpoint read at compile time).
 
 use proc_macro::TokenStream;
 
+mod embed;
 mod expand;
 mod parse;
 mod spec;

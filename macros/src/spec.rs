@@ -17,7 +17,8 @@ pub const MAX_ELEMENTS: u64 = 1 << 28;
 /// The most hidden layers a declaration may have.
 pub const MAX_HIDDEN_LAYERS: usize = 64;
 
-const KEYS: [&str; 7] = ["batch", "features", "classes", "hidden", "storage", "activation", "optimizer"];
+const KEYS: [&str; 8] =
+    ["batch", "features", "classes", "hidden", "storage", "activation", "optimizer", "weights"];
 
 /// The hidden layers' activations a declaration may name, as `tensorbridge::Activation`'s
 /// variants spell them.
@@ -66,6 +67,16 @@ pub struct Spec {
     /// Each hidden layer's activation: the name of its `tensorbridge::Activation` variant.
     pub activations: Vec<&'static str>,
     pub optimizer: OptimizerKind,
+    /// `weights: "path"`: the checkpoint to compile in (see [`crate::embed`]).
+    pub weights: Option<WeightsFile>,
+}
+
+/// The value of a `weights: "path"` key.
+pub struct WeightsFile {
+    /// The path as written: relative to the declaring crate's `CARGO_MANIFEST_DIR`.
+    pub path: String,
+    /// The string literal's span, where errors about the file point.
+    pub span: Span,
 }
 
 impl Spec {
@@ -98,6 +109,7 @@ impl Spec {
         let mut storage = None;
         let mut activation = None;
         let mut optimizer = None;
+        let mut weights = None;
         let mut seen: Vec<Ident> = Vec::new();
         // Keys an unknown key was taken for (`featurse` -> `features`): not reported missing too.
         let mut suggested: Vec<&str> = Vec::new();
@@ -121,6 +133,7 @@ impl Spec {
                 "storage" => storage = errors.take(storage_kind(&entry.value)),
                 "activation" => activation = errors.take(activation_list(&entry.value)),
                 "optimizer" => optimizer = errors.take(optimizer_kind(&entry.value)),
+                "weights" => weights = errors.take(weights_file(&entry.value)),
                 _ => {
                     let (err, suggestion) = unknown_key(&entry.key);
                     // The fallback takes a misspelled size for the key it was meant for.
@@ -199,6 +212,7 @@ impl Spec {
             storage: storage.unwrap_or(Storage::F32),
             activations,
             optimizer: optimizer.unwrap_or(OptimizerKind::Sgd),
+            weights,
         };
         match errors.finish() {
             Ok(()) => Ok(spec),
@@ -388,6 +402,20 @@ fn optimizer_kind(value: &Expr) -> syn::Result<OptimizerKind> {
         "`optimizer` takes `sgd` (the default), `momentum`, `adam` or `adamw`; \
          set the hyperparameters at run time with `set_optimizer`",
     ))
+}
+
+/// `weights: "path"`: a string literal naming a file.
+fn weights_file(value: &Expr) -> syn::Result<WeightsFile> {
+    match value {
+        Expr::Lit(ExprLit { lit: Lit::Str(s), .. }) if !s.value().is_empty() => {
+            Ok(WeightsFile { path: s.value(), span: s.span() })
+        }
+        _ => Err(syn::Error::new_spanned(
+            value,
+            "`weights` takes the path of a checkpoint `save` wrote, as a string literal relative to \
+             the crate's Cargo.toml, such as `weights: \"model.safetensors\"`",
+        )),
+    }
 }
 
 /// The error for an unknown key, and the known key it is probably a misspelling of.

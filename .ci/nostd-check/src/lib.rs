@@ -71,6 +71,16 @@ pub fn train_adam(steps: usize, lr: f32) -> tensorbridge::Result<f32> {
     Ok(loss)
 }
 
+/// The constructors that take a device, as with `std` (`Name::on(&device)`,
+/// `Name::on_with_params(&device, params)`): the same code builds with and without `std`.
+pub fn classify_on(device: &tensorbridge::Device) -> tensorbridge::Result<[u32; 2]> {
+    let mut model = CatDog::on_with_params(device, seed_params())?;
+    let (x, _) = seed_batch();
+    let p = model.predict(&x)?;
+    let _fresh = CatDog::on(device)?;
+    Ok([p[0], p[1]])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +136,11 @@ mod tests {
         let first = train_adam(1, 0.01).unwrap();
         let later = train_adam(50, 0.01).unwrap();
         assert!(later < first / 4.0, "{first} -> {later}");
+    }
+
+    #[test]
+    fn constructors_with_a_device_classify_the_seed() {
+        assert_eq!(classify_on(&tensorbridge::Device::cpu()).unwrap(), [0, 1]);
     }
 }
 
