@@ -186,6 +186,7 @@ pub fn expand(spec: &Spec) -> TokenStream {
          (`Cpu::init_with_seed`)."
     );
 
+    let int8_items = crate::int8::expand(spec);
     quote! {
         ::tensorbridge::__if_std! {
             #(#attrs)*
@@ -358,6 +359,8 @@ pub fn expand(spec: &Spec) -> TokenStream {
                 &mut self.engine
             }
         }
+
+        #int8_items
 
         impl ::core::fmt::Debug for #name {
             fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {

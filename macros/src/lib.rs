@@ -11,6 +11,7 @@
 use proc_macro::TokenStream;
 
 mod expand;
+mod int8;
 mod parse;
 mod spec;
 

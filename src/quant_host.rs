@@ -1,0 +1,281 @@
+//! The int8 model with the standard library: quantising an [`Engine`]'s model, inference on
+//! the model's device, `evaluate` (feature `train`), and safetensors `save`/`load` (feature
+//! `checkpoint`). The scheme and the integer forward pass are the core's,
+//! [`quant`](crate::quant).
+
+use crate::device::Device;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::model::{Element, Model, Params};
+use crate::quant::Int8Model;
+
+impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
+    /// Quantises `engine`'s model with the activation ranges of `calibration` (the
+    /// `quantize` method that `model!` generates calls this); the int8 model is on the same
+    /// device.
+    ///
+    /// # Errors
+    /// Those of [`Int8Model::quantize_flat`]; [`Error::Quantize`] if a standardiser is
+    /// attached (quantise a model that takes standardised features).
+    pub fn from_engine(engine: &Engine<M>, calibration: &[M::Input]) -> Result<Self> {
+        if engine.standardizer().is_some() {
+            return Err(Error::Quantize {
+                reason: "the model has a standardiser attached; the int8 model takes standardised features: \
+                         detach it (take_standardizer) and quantise with standardised calibration batches"
+                    .to_string(),
+            });
+        }
+        let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
+        engine.params()?.write_flat(&mut flat);
+        let mut model = Self::quantize_flat(&flat, calibration)?;
+        model.device = engine.device().clone();
+        Ok(model)
+    }
+
+    /// The device the model runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The same model on `device`.
+    pub fn on(mut self, device: &Device) -> Self {
+        self.device = device.clone();
+        self
+    }
+
+    /// The dequantised logits of a batch: `s_y · (q_y − z_y)` of the head's codes, which
+    /// are the same bits on every device.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    pub fn logits(&self, x: &M::Input) -> Result<M::Logits> {
+        self.cpu_logits(x)
+    }
+
+    /// The predicted class of every row: the argmax of the head's codes (the first on
+    /// ties).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    pub fn predict(&self, x: &M::Input) -> Result<M::Labels> {
+        self.cpu_predict(x)
+    }
+}
+
+#[cfg(feature = "train")]
+impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
+    /// Accuracy, mean loss (softmax cross-entropy of the dequantised logits, in `f64`) and
+    /// confusion matrix over every row of `data`, as [`Engine::evaluate`] for the `f32`
+    /// model.
+    ///
+    /// # Errors
+    /// [`Error::EmptyDataset`]; those of [`Dataset::batches`](crate::Dataset::batches).
+    pub fn evaluate(&self, data: &crate::data::Dataset) -> Result<crate::train::Metrics> {
+        use crate::model::HostTensor;
+        if data.is_empty() {
+            return Err(Error::EmptyDataset { what: "the dataset to evaluate".to_string() });
+        }
+        let (b, classes) = (M::BATCH, M::CLASSES);
+        let mut confusion = nalgebra::DMatrix::<usize>::zeros(classes, classes);
+        let (mut loss, mut correct) = (0.0f64, 0usize);
+        for batch in data.batches::<M>()? {
+            let logits = self.logits(&batch.x)?;
+            let predicted = self.predict(&batch.x)?;
+            let (z, p, y) = (logits.as_flat(), predicted.as_flat(), batch.y.as_flat());
+            for r in 0..batch.rows {
+                let (t, q) = (y[r] as usize, p[r] as usize);
+                confusion[(t, q)] += 1;
+                correct += usize::from(t == q);
+                let row = (0..classes).map(|c| f64::from(z[c * b + r]));
+                let max = row.clone().fold(f64::NEG_INFINITY, f64::max);
+                let lse = max + row.map(|v| (v - max).exp()).sum::<f64>().ln();
+                loss += lse - f64::from(z[t * b + r]);
+            }
+        }
+        let n = data.len();
+        Ok(crate::train::Metrics {
+            accuracy: correct as f64 / n as f64,
+            loss: (loss / n as f64) as f32,
+            confusion,
+            rows: n,
+        })
+    }
+}
+
+#[cfg(feature = "checkpoint")]
+mod file {
+    use std::collections::HashMap;
+    use std::io::Write;
+    use std::path::Path;
+
+    use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+
+    use crate::device::Device;
+    use crate::error::{CheckpointErrorKind, Error, Result};
+    use crate::fsutil::write_atomically;
+    use crate::model::Model;
+    use crate::quant::Int8Model;
+
+    type Tensor = (String, Vec<usize>, Vec<u8>, Dtype);
+
+    impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
+        /// Saves the int8 model to `path` as a safetensors file (see the
+        /// [`quant`](crate::quant) docs for its tensors), atomically replacing any file
+        /// there.
+        ///
+        /// # Errors
+        /// [`Error::Io`] if the file cannot be written; the old file, if any, is then intact.
+        pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+            let path = path.as_ref();
+            let mut tensors: Vec<Tensor> = Vec::new();
+            let dims = M::LAYERS;
+            let (mut w, mut c) = (0, 0);
+            for l in 0..dims.len() - 1 {
+                let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+                let mut codes = Vec::with_capacity(fan_in * fan_out);
+                for i in 0..fan_in {
+                    for o in 0..fan_out {
+                        codes.push(self.weights[w + o * fan_in + i] as u8);
+                    }
+                }
+                let ch = c..c + fan_out;
+                tensors.push((format!("w{l}"), vec![fan_in, fan_out], codes, Dtype::I8));
+                tensors.push((
+                    format!("b{l}"),
+                    vec![fan_out],
+                    le(&self.biases[ch.clone()], |v| v.to_le_bytes()),
+                    Dtype::I32,
+                ));
+                let scales = le(&self.weight_scales[ch.clone()], |v| v.to_le_bytes());
+                tensors.push((format!("w{l}.scale"), vec![fan_out], scales, Dtype::F32));
+                let mults = le(&self.multipliers[ch.clone()], |v| v.to_le_bytes());
+                tensors.push((format!("w{l}.multiplier"), vec![fan_out], mults, Dtype::I32));
+                tensors.push((format!("w{l}.shift"), vec![fan_out], self.shifts[ch].to_vec(), Dtype::U8));
+                w += fan_in * fan_out;
+                c += fan_out;
+            }
+            for t in 0..NT {
+                tensors.push((format!("a{t}.scale"), vec![], self.act_scales[t].to_le_bytes().to_vec(), Dtype::F32));
+                let zero = self.act_zeros[t];
+                let (bytes, dtype) = if t + 1 == NT {
+                    (zero.to_le_bytes().to_vec(), Dtype::I16)
+                } else {
+                    (vec![zero as i8 as u8], Dtype::I8)
+                };
+                tensors.push((format!("a{t}.zero_point"), vec![], bytes, dtype));
+            }
+            let format_error = |reason: String| Error::Checkpoint {
+                path: path.to_path_buf(),
+                kind: CheckpointErrorKind::Format { reason },
+            };
+            let views = tensors
+                .iter()
+                .map(|(name, shape, bytes, dtype)| Ok((name.as_str(), TensorView::new(*dtype, shape.clone(), bytes)?)))
+                .collect::<std::result::Result<Vec<_>, safetensors::SafeTensorError>>()
+                .map_err(|e| format_error(e.to_string()))?;
+            let layers = dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" -> ");
+            let metadata = HashMap::from([("tensorbridge".to_string(), format!("{} int8: {layers}", M::NAME))]);
+            let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| format_error(e.to_string()))?;
+            write_atomically(path, |file| file.write_all(&bytes))
+        }
+
+        /// Loads an int8 model that [`Int8Model::save`] wrote, on `device`.
+        ///
+        /// # Errors
+        /// [`Error::Io`] if the file cannot be read; [`Error::Checkpoint`] if it is not a
+        /// safetensors file, or a tensor is missing, unexpected, or of another dtype or
+        /// shape than the declaration gives; [`Error::Quantize`] if the parts do not hold
+        /// together (see [`Int8Model::from_parts`]).
+        pub fn load(device: &Device, path: impl AsRef<Path>) -> Result<Self> {
+            let path = path.as_ref();
+            let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+            let format_error = |reason: String| Error::Checkpoint {
+                path: path.to_path_buf(),
+                kind: CheckpointErrorKind::Format { reason },
+            };
+            let file = SafeTensors::deserialize(&bytes).map_err(|e| format_error(e.to_string()))?;
+            let dims = M::LAYERS;
+            let mut expected = Vec::new();
+            for l in 0..dims.len() - 1 {
+                for suffix in ["", ".scale", ".multiplier", ".shift"] {
+                    expected.push(format!("w{l}{suffix}"));
+                }
+                expected.push(format!("b{l}"));
+            }
+            for t in 0..NT {
+                expected.push(format!("a{t}.scale"));
+                expected.push(format!("a{t}.zero_point"));
+            }
+            for name in file.names() {
+                if !expected.iter().any(|e| e == name) {
+                    return Err(format_error(format!("unexpected tensor '{name}' for {}'s int8 model", M::NAME)));
+                }
+            }
+            let get = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
+                let view = file
+                    .tensor(name)
+                    .map_err(|_| format_error(format!("tensor '{name}' is missing for {}'s int8 model", M::NAME)))?;
+                if view.dtype() != dtype || view.shape() != shape {
+                    return Err(format_error(format!(
+                        "tensor '{name}' is {:?} {:?}; {}'s int8 model has {dtype:?} {shape:?}",
+                        view.dtype(),
+                        view.shape(),
+                        M::NAME
+                    )));
+                }
+                Ok(view.data().to_vec())
+            };
+            let mut weights = [0i8; NW];
+            let mut biases = [0i32; NC];
+            let mut weight_scales = [0f32; NC];
+            let mut multipliers = [0i32; NC];
+            let mut shifts = [0u8; NC];
+            let mut act_scales = [0f32; NT];
+            let mut act_zeros = [0i16; NT];
+            let (mut w, mut c) = (0, 0);
+            for l in 0..dims.len() - 1 {
+                let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+                let codes = get(&format!("w{l}"), Dtype::I8, &[fan_in, fan_out])?;
+                for (k, &v) in codes.iter().enumerate() {
+                    let (i, o) = (k / fan_out, k % fan_out);
+                    weights[w + o * fan_in + i] = v as i8;
+                }
+                let ch = c..c + fan_out;
+                let words = |name: String, dtype| get(&name, dtype, &[fan_out]);
+                for (dst, src) in biases[ch.clone()].iter_mut().zip(words(format!("b{l}"), Dtype::I32)?.chunks_exact(4))
+                {
+                    *dst = i32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+                }
+                let scales = words(format!("w{l}.scale"), Dtype::F32)?;
+                for (dst, src) in weight_scales[ch.clone()].iter_mut().zip(scales.chunks_exact(4)) {
+                    *dst = f32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+                }
+                let mults = words(format!("w{l}.multiplier"), Dtype::I32)?;
+                for (dst, src) in multipliers[ch.clone()].iter_mut().zip(mults.chunks_exact(4)) {
+                    *dst = i32::from_le_bytes([src[0], src[1], src[2], src[3]]);
+                }
+                shifts[ch].copy_from_slice(&words(format!("w{l}.shift"), Dtype::U8)?);
+                w += fan_in * fan_out;
+                c += fan_out;
+            }
+            for t in 0..NT {
+                let s = get(&format!("a{t}.scale"), Dtype::F32, &[])?;
+                act_scales[t] = f32::from_le_bytes([s[0], s[1], s[2], s[3]]);
+                let name = format!("a{t}.zero_point");
+                act_zeros[t] = if t + 1 == NT {
+                    let z = get(&name, Dtype::I16, &[])?;
+                    i16::from_le_bytes([z[0], z[1]])
+                } else {
+                    get(&name, Dtype::I8, &[])?[0] as i8 as i16
+                };
+            }
+            let model = Self::from_parts(weights, biases, weight_scales, multipliers, shifts, act_scales, act_zeros)?;
+            Ok(model.on(device))
+        }
+    }
+
+    /// Little-endian bytes of `values`.
+    fn le<T: Copy, const N: usize>(values: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
+        values.iter().flat_map(|&v| f(v)).collect()
+    }
+}
