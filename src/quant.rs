@@ -181,6 +181,10 @@ pub struct Int8Model<M: Model, const NW: usize, const NC: usize, const NT: usize
     pub(crate) act_zeros: [i16; NT],
     #[cfg(feature = "std")]
     pub(crate) device: crate::device::Device,
+    /// The model's parameters on the device and its kernel, when the device is OpenCL (the
+    /// backend's type, which this layer does not name).
+    #[cfg(feature = "std")]
+    pub(crate) on_device: Option<std::sync::Arc<dyn core::any::Any + Send + Sync>>,
     pub(crate) model: core::marker::PhantomData<fn() -> M>,
 }
 
@@ -198,6 +202,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_zeros: self.act_zeros,
             #[cfg(feature = "std")]
             device: self.device.clone(),
+            #[cfg(feature = "std")]
+            on_device: self.on_device.clone(),
             model: core::marker::PhantomData,
         }
     }
@@ -343,6 +349,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_zeros,
             #[cfg(feature = "std")]
             device: crate::device::Device::cpu(),
+            #[cfg(feature = "std")]
+            on_device: None,
             model: core::marker::PhantomData,
         })
     }
@@ -390,12 +398,14 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         (r + self.act_zeros[0] as i32).clamp(-128, 127) as i8
     }
 
-    /// The head's `int16` output codes of a batch, `[batch x classes]` column-major (as the
-    /// logits).
+    /// The head's `int16` output codes of a batch on the CPU core, `[batch x classes]`
+    /// column-major (as the logits), into `out[..BATCH * CLASSES]`.
     ///
     /// # Errors
-    /// [`Error::NonFinite`] for a NaN or infinite input.
-    pub fn codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
+    /// [`Error::NonFinite`] for a NaN or infinite input; [`Error::Quantize`] if `out` is
+    /// shorter than `BATCH * CLASSES`.
+    pub fn cpu_codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
+        check_codes_len::<M>(out)?;
         let flat = x.as_flat();
         crate::check::finite("input", flat, M::BATCH)?;
         let (b, classes) = (M::BATCH, M::CLASSES);
@@ -480,6 +490,15 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         self.cpu_predict(x)
     }
 
+    /// The head's `int16` output codes of a batch (see [`Int8Model::cpu_codes_into`]).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    #[cfg(not(feature = "std"))]
+    pub fn codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
+        self.cpu_codes_into(x, out)
+    }
+
     /// Weight codes, layer after layer, `w_l[o * fan_in + i]`.
     pub fn weights(&self) -> &[i8] {
         &self.weights
@@ -562,9 +581,19 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_zeros,
             #[cfg(feature = "std")]
             device: crate::device::Device::cpu(),
+            #[cfg(feature = "std")]
+            on_device: None,
             model: core::marker::PhantomData,
         })
     }
+}
+
+/// `out` holds a batch's head codes.
+pub(crate) fn check_codes_len<M: Model>(out: &[i16]) -> Result<()> {
+    if out.len() < M::BATCH * M::CLASSES {
+        return Err(refuse(Text::from("the codes' buffer is shorter than BATCH * CLASSES")));
+    }
+    Ok(())
 }
 
 /// The index of the largest code, the first on ties.

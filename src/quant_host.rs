@@ -6,7 +6,7 @@
 use crate::device::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{Element, Model, Params};
+use crate::model::{Element, HostTensor, Model, Params, StorageElement};
 use crate::quant::Int8Model;
 
 impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
@@ -27,9 +27,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         }
         let mut flat = vec![M::Storage::ZERO; M::Params::LEN];
         engine.params()?.write_flat(&mut flat);
-        let mut model = Self::quantize_flat(&flat, calibration)?;
-        model.device = engine.device().clone();
-        Ok(model)
+        Self::quantize_flat(&flat, calibration)?.on(engine.device())
     }
 
     /// The device the model runs on.
@@ -37,30 +35,135 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         &self.device
     }
 
-    /// The same model on `device`.
-    pub fn on(mut self, device: &Device) -> Self {
+    /// The same model on `device` (on OpenCL: its parameters uploaded, its kernel built).
+    ///
+    /// # Errors
+    /// [`Error::KernelBuild`] or [`Error::OpenCl`] if the device cannot take it.
+    pub fn on(mut self, device: &Device) -> Result<Self> {
+        self.on_device = None;
+        #[cfg(feature = "opencl")]
+        if let Some(cl) = device.cl() {
+            let runner = crate::backend::opencl::int8::Int8Cl::new(
+                cl,
+                M::LAYERS,
+                M::BATCH,
+                &self.weights,
+                &self.biases,
+                &self.multipliers,
+                &self.shifts,
+                &self.act_zeros,
+            )?;
+            self.on_device = Some(std::sync::Arc::new(runner));
+        }
         self.device = device.clone();
-        self
+        Ok(self)
     }
+
+    /// The head's `int16` output codes of a batch, `[batch x classes]` column-major (as the
+    /// logits), into `out[..BATCH * CLASSES]`, computed on the model's device: the same
+    /// bits on the CPU core, the CPU backend and OpenCL.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input; [`Error::Quantize`] if `out` is
+    /// shorter than `BATCH * CLASSES`; [`Error::OpenCl`] if the device fails.
+    pub fn codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
+        #[cfg(feature = "opencl")]
+        if let Some(cl) = self.on_device.as_ref().and_then(|r| r.downcast_ref::<crate::backend::opencl::int8::Int8Cl>())
+        {
+            crate::quant::check_codes_len::<M>(out)?;
+            let flat = x.as_flat();
+            crate::check::finite("input", flat, M::BATCH)?;
+            let (b, f, c) = (M::BATCH, M::FEATURES, M::CLASSES);
+            let mut input = vec![0i8; b * f];
+            for (k, q) in input.iter_mut().enumerate() {
+                *q = self.input_code(flat[(k % f) * b + k / f].to_f32());
+            }
+            let mut head = vec![0i16; b * c];
+            cl.run(&input, &mut head)?;
+            for (k, &q) in head.iter().enumerate() {
+                out[(k % c) * b + k / c] = q;
+            }
+            return Ok(());
+        }
+        self.backend_codes_into(x, out)
+    }
+
+    /// The CPU backend: the core's rows, split over rayon's threads for large batches.
+    fn backend_codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
+        #[cfg(feature = "parallel")]
+        if M::BATCH * Self::MACS_PER_ROW >= PARALLEL_MACS {
+            use rayon::prelude::*;
+            crate::quant::check_codes_len::<M>(out)?;
+            let flat = x.as_flat();
+            crate::check::finite("input", flat, M::BATCH)?;
+            let (b, f, c) = (M::BATCH, M::FEATURES, M::CLASSES);
+            let mut rows = vec![0i16; b * c];
+            rows.par_chunks_mut(c * ROWS_PER_TASK).enumerate().for_each(|(task, chunk)| {
+                let mut input = vec![0i8; f];
+                for (k, codes) in chunk.chunks_mut(c).enumerate() {
+                    let r = task * ROWS_PER_TASK + k;
+                    for (i, q) in input.iter_mut().enumerate() {
+                        *q = self.input_code(flat[i * b + r].to_f32());
+                    }
+                    self.forward_codes(&input, codes);
+                }
+            });
+            for (k, &q) in rows.iter().enumerate() {
+                out[(k % c) * b + k / c] = q;
+            }
+            return Ok(());
+        }
+        self.cpu_codes_into(x, out)
+    }
+
+    /// Multiply-adds of one row's forward pass.
+    const MACS_PER_ROW: usize = NW;
 
     /// The dequantised logits of a batch: `s_y · (q_y − z_y)` of the head's codes, which
     /// are the same bits on every device.
     ///
     /// # Errors
-    /// [`Error::NonFinite`] for a NaN or infinite input.
+    /// Those of [`Int8Model::codes_into`].
     pub fn logits(&self, x: &M::Input) -> Result<M::Logits> {
-        self.cpu_logits(x)
+        let (b, c) = (M::BATCH, M::CLASSES);
+        let mut codes = vec![0i16; b * c];
+        self.codes_into(x, &mut codes)?;
+        let (s, z) = (self.act_scales[NT - 1], i32::from(self.act_zeros[NT - 1]));
+        let mut logits = M::Logits::zeroed();
+        for (v, &q) in logits.as_flat_mut().iter_mut().zip(&codes) {
+            *v = s * (i32::from(q) - z) as f32;
+        }
+        Ok(logits)
     }
 
     /// The predicted class of every row: the argmax of the head's codes (the first on
     /// ties).
     ///
     /// # Errors
-    /// [`Error::NonFinite`] for a NaN or infinite input.
+    /// Those of [`Int8Model::codes_into`].
     pub fn predict(&self, x: &M::Input) -> Result<M::Labels> {
-        self.cpu_predict(x)
+        let (b, c) = (M::BATCH, M::CLASSES);
+        let mut codes = vec![0i16; b * c];
+        self.codes_into(x, &mut codes)?;
+        let mut labels = M::Labels::zeroed();
+        let mut row = vec![0i16; c];
+        for (r, label) in labels.as_flat_mut().iter_mut().enumerate() {
+            for (k, v) in row.iter_mut().enumerate() {
+                *v = codes[k * b + r];
+            }
+            *label = crate::quant::argmax(&row);
+        }
+        Ok(labels)
     }
 }
+
+/// Multiply-adds of a batch above which the CPU backend splits its rows over threads.
+#[cfg(feature = "parallel")]
+const PARALLEL_MACS: usize = 1 << 18;
+
+/// Rows of one thread's task.
+#[cfg(feature = "parallel")]
+const ROWS_PER_TASK: usize = 8;
 
 #[cfg(feature = "train")]
 impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
@@ -270,7 +373,7 @@ mod file {
                 };
             }
             let model = Self::from_parts(weights, biases, weight_scales, multipliers, shifts, act_scales, act_zeros)?;
-            Ok(model.on(device))
+            model.on(device)
         }
     }
 

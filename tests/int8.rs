@@ -256,7 +256,58 @@ fn quantize_refuses_what_it_cannot_hold() {
     assert!(matches!(with_scaler.quantize(&calibration), Err(Error::Quantize { .. })));
 }
 
+tensorbridge::model! {
+    /// MNIST's shape (784 features, one hidden layer of 128, 10 classes, batches of 128).
+    pub struct MnistMlp { batch: 128, features: 784, hidden: [128], classes: 10 }
+}
+
+/// The head's codes of `x` on the model's device and on the CPU core: equal, bit for bit.
+fn device_codes_equal_core<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize>(
+    q: &tensorbridge::quant::Int8Model<M, NW, NC, NT, MAXW>,
+    x: &M::Input,
+) -> Vec<i16> {
+    let mut on_device = vec![0i16; M::BATCH * M::CLASSES];
+    let mut core = vec![0i16; M::BATCH * M::CLASSES];
+    q.codes_into(x, &mut on_device).unwrap();
+    q.cpu_codes_into(x, &mut core).unwrap();
+    assert_eq!(on_device, core, "{} on {}", M::NAME, q.device());
+    on_device
+}
+
+fn int8_codes_are_the_same_bits_on_every_device(device: &Device) {
+    // The reference model: the device's codes are the core's and NumPy's.
+    let model = RefMlp::with_params(device, ref_params()).unwrap();
+    let calibration: Vec<_> = reference::CALIBRATION.iter().map(batch).collect();
+    let q = model.quantize(&calibration).unwrap();
+    assert_eq!(q.device().is_opencl(), device.is_opencl());
+    for (x, expected) in reference::TESTS.iter().zip(&reference::CODES) {
+        let codes = device_codes_equal_core(&q, &batch(x));
+        for r in 0..4 {
+            for c in 0..3 {
+                assert_eq!(codes[c * 4 + r], expected[r][c]);
+            }
+        }
+    }
+    // MNIST's shape, seeded weights and noise: wide layers (the CPU backend splits the rows
+    // over threads; OpenCL takes four products at a time where the device can).
+    let mnist = MnistMlp::new(device).unwrap();
+    let noise = |seed: u64| {
+        let mut x = tensorbridge::boxed_zeros::<f32, 128, 784>();
+        for (k, v) in x.iter_mut().enumerate() {
+            *v = 2.0 * crate::support::noise(seed, k);
+        }
+        x
+    };
+    let q = mnist.quantize(&[noise(1), noise(2)]).unwrap();
+    let x = noise(3);
+    device_codes_equal_core(&q, &x);
+    let labels = q.predict(&x).unwrap();
+    let logits = q.logits(&x).unwrap();
+    assert_eq!(labels.as_slice(), &tensorbridge::host::argmax_rows(&logits)[..]);
+}
+
 crate::tests! {
+    device int8_codes_are_the_same_bits_on_every_device,
     plain integers_equal_the_numpy_reference,
     plain param_bytes_are_the_codes_and_scales,
     plain digits_int8_accuracy_within_one_point_of_f32,
