@@ -151,7 +151,14 @@ pub fn requantize(acc: i32, mult: i32, shift: u8, zero: i32, lo: i32, hi: i32) -
 /// input codes minus their zero point).
 #[inline(always)]
 pub fn dot(bias: i32, a: &[i16], w: &[i8]) -> i32 {
-    a.iter().zip(w).fold(bias, |acc, (&a, &w)| acc.wrapping_add(a as i32 * w as i32))
+    // A plain sum, which compilers turn into widening multiply-adds (`pmaddwd`); the
+    // quantiser bounds every sum within `i32`, so the wrapping never happens.
+    let n = a.len().min(w.len());
+    let mut acc = 0i32;
+    for i in 0..n {
+        acc = acc.wrapping_add(a[i] as i32 * w[i] as i32);
+    }
+    bias.wrapping_add(acc)
 }
 
 /// An int8 MLP: the quantised parameters of model `M`, and its integer forward pass.
@@ -362,7 +369,15 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// # Panics
     /// Never for the lengths the model's shapes give; `input` shorter than `FEATURES` or
     /// `out` shorter than `CLASSES` panics on the slice bound.
+    #[inline]
     pub fn forward_codes(&self, input: &[i8], out: &mut [i16]) {
+        self.forward_codes_inline(input, out)
+    }
+
+    /// [`Int8Model::forward_codes`], inlined into its caller (which may be compiled for
+    /// wider vector instructions).
+    #[inline(always)]
+    pub(crate) fn forward_codes_inline(&self, input: &[i8], out: &mut [i16]) {
         let dims = M::LAYERS;
         let mut hidden = [0i8; MAXW];
         let mut centred = [0i16; MAXW];
@@ -394,7 +409,12 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// The input code of a feature value (see the module docs).
     #[inline]
     pub fn input_code(&self, x: f32) -> i8 {
-        let r = round32(x / self.act_scales[0]).clamp(-512.0, 512.0) as i32;
+        // round(v), half away from zero, for |v| <= 1024 (anything beyond saturates):
+        // truncate, then step away from zero when the (exact) remainder is half or more.
+        let v = (x / self.act_scales[0]).clamp(-1024.0, 1024.0);
+        let t = v as i32;
+        let rest = v - t as f32;
+        let r = t + i32::from(rest >= 0.5) - i32::from(rest <= -0.5);
         (r + self.act_zeros[0] as i32).clamp(-128, 127) as i8
     }
 
