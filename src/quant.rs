@@ -142,8 +142,11 @@ pub fn multiplier(m: f64) -> Option<(i32, u8)> {
 pub fn requantize(acc: i32, mult: i32, shift: u8, zero: i32, lo: i32, hi: i32) -> i32 {
     let p = acc as i64 * mult as i64;
     let half = 1i64 << (shift - 1);
-    let r = if p >= 0 { (p + half) >> shift } else { -((half - p) >> shift) };
-    // |r| < 2^31: |p| < 2^62 and shift >= 1.
+    // Half away from zero without a branch: for p >= 0, floor((p + half) / 2^n); for p < 0,
+    // -floor((half - p) / 2^n) = ceil((p - half) / 2^n) = floor((p + half - 1) / 2^n).
+    // `p >> 63` is 0 or -1. No overflow: |p| < 2^62 and n >= 1.
+    let r = (p + half + (p >> 63)) >> shift;
+    // |r| < 2^31.
     (r + zero as i64).clamp(lo as i64, hi as i64) as i32
 }
 
@@ -154,9 +157,18 @@ pub fn dot(bias: i32, a: &[i16], w: &[i8]) -> i32 {
     // A plain sum, which compilers turn into widening multiply-adds (`pmaddwd`); the
     // quantiser bounds every sum within `i32`, so the wrapping never happens.
     let n = a.len().min(w.len());
+    let (a, w) = (&a[..n], &w[..n]);
+    // Four products a step (fewer loop instructions on a microcontroller), then the rest.
     let mut acc = 0i32;
-    for i in 0..n {
-        acc = acc.wrapping_add(a[i] as i32 * w[i] as i32);
+    let (a4, w4) = (a.chunks_exact(4), w.chunks_exact(4));
+    let (ra, rw) = (a4.remainder(), w4.remainder());
+    for (x, y) in a4.zip(w4) {
+        let s = x[0] as i32 * y[0] as i32 + x[1] as i32 * y[1] as i32;
+        let t = x[2] as i32 * y[2] as i32 + x[3] as i32 * y[3] as i32;
+        acc = acc.wrapping_add(s.wrapping_add(t));
+    }
+    for (&x, &y) in ra.iter().zip(rw) {
+        acc = acc.wrapping_add(x as i32 * y as i32);
     }
     bias.wrapping_add(acc)
 }

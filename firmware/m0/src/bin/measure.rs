@@ -1,6 +1,7 @@
 //! Measures, on the board, the instructions of the int8 forward pass of
 //! `{batch 8, features 16, hidden [32], classes 4}` (8 rows of 16 * 32 + 32 * 4 = 640
-//! multiply-adds each), and prints `measure m0 int8 forward instructions N macs M`.
+//! multiply-adds each), and prints `measure m0 int8 forward instructions N macs M`, then the
+//! parameter bytes of the int8 model and of the `f32` one.
 //!
 //! Under `qemu-system-arm -icount shift=0` the virtual clock advances one nanosecond per
 //! instruction, and the micro:bit's SysTick counts its 16 MHz processor clock: one tick is
@@ -60,7 +61,8 @@ fn measure(out: &mut dyn Write) -> Option<()> {
     // 62.5 instructions a tick.
     let instructions = (total.saturating_sub(empty) as u64 * 125 / 2 + REPEAT as u64 / 2) / REPEAT as u64;
     let macs: usize = Big::BATCH * Big::LAYERS.windows(2).map(|w| w[0] * w[1]).sum::<usize>();
-    writeln!(out, "measure m0 int8 forward instructions {instructions} macs {macs}").ok()
+    writeln!(out, "measure m0 int8 forward instructions {instructions} macs {macs}").ok()?;
+    writeln!(out, "footprint int8 big params {} f32 {}", BigInt8::PARAM_BYTES, Big::PARAM_BYTES).ok()
 }
 
 #[entry]
