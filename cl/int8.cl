@@ -14,7 +14,11 @@
 
 #if defined(cl_khr_integer_dot_product) && defined(__opencl_c_integer_dot_product_input_4x8bit)
 #pragma OPENCL EXTENSION cl_khr_integer_dot_product : enable
-#define TB_Q_DOT 1
+#define TB_Q_DOT4(a, b) dot(a, b)
+#elif defined(TB_Q_DOT_EMULATED)
+// The packed path's arithmetic on a device without the extension (the host builds this with
+// -D TB_Q_DOT_EMULATED for its tests, so that the path is checked on every device).
+#define TB_Q_DOT4(a, b) ((int)(a).x * (b).x + (int)(a).y * (b).y + (int)(a).z * (b).z + (int)(a).w * (b).w)
 #endif
 
 __kernel void tb_int8_layer(__global const char *in, __global const char *w, __global const int *bias,
@@ -31,11 +35,11 @@ __kernel void tb_int8_layer(__global const char *in, __global const char *w, __g
     const int c = c_off + o;
     int acc = bias[c];
     int i = 0;
-#ifdef TB_Q_DOT
+#ifdef TB_Q_DOT4
     int lifted = 0;
     for (; i + 4 <= fan_in; i += 4) {
         uchar4 a = as_uchar4(vload4(0, x + i) ^ (char4)(-128));
-        lifted += dot(a, vload4(0, wc + i));
+        lifted += TB_Q_DOT4(a, vload4(0, wc + i));
     }
     int head_sum = 0;
     for (int k = 0; k < i; k++) {

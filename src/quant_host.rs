@@ -39,7 +39,20 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     ///
     /// # Errors
     /// [`Error::KernelBuild`] or [`Error::OpenCl`] if the device cannot take it.
-    pub fn on(mut self, device: &Device) -> Result<Self> {
+    pub fn on(self, device: &Device) -> Result<Self> {
+        self.on_with(device, "")
+    }
+
+    /// As [`Int8Model::on`], with the packed dot-product path of `cl/int8.cl` emulated on
+    /// a device without `cl_khr_integer_dot_product`, so that tests check its arithmetic
+    /// everywhere. Not a public API.
+    #[doc(hidden)]
+    pub fn __on_emulating_dot_product(self, device: &Device) -> Result<Self> {
+        self.on_with(device, "-D TB_Q_DOT_EMULATED")
+    }
+
+    #[cfg_attr(not(feature = "opencl"), allow(unused_variables))]
+    fn on_with(mut self, device: &Device, options: &str) -> Result<Self> {
         self.on_device = None;
         #[cfg(feature = "opencl")]
         if let Some(cl) = device.cl() {
@@ -52,6 +65,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
                 &self.multipliers,
                 &self.shifts,
                 &self.act_zeros,
+                options,
             )?;
             self.on_device = Some(std::sync::Arc::new(runner));
         }

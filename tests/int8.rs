@@ -301,6 +301,15 @@ fn int8_codes_are_the_same_bits_on_every_device(device: &Device) {
     let q = mnist.quantize(&[noise(1), noise(2)]).unwrap();
     let x = noise(3);
     device_codes_equal_core(&q, &x);
+    // The packed path (four products a `dot`), emulated where the device lacks
+    // cl_khr_integer_dot_product: the same integers.
+    let packed = q.clone().__on_emulating_dot_product(device).unwrap();
+    device_codes_equal_core(&packed, &x);
+    let mut codes = vec![0i16; 1280];
+    q.codes_into(&x, &mut codes).unwrap();
+    let mut packed_codes = vec![0i16; 1280];
+    packed.codes_into(&x, &mut packed_codes).unwrap();
+    assert_eq!(codes, packed_codes);
     let labels = q.predict(&x).unwrap();
     let logits = q.logits(&x).unwrap();
     assert_eq!(labels.as_slice(), &tensorbridge::host::argmax_rows(&logits)[..]);

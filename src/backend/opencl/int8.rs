@@ -39,8 +39,10 @@ pub(crate) struct Int8Cl {
 }
 
 impl Int8Cl {
-    /// Builds the program (kept by the device, keyed by its source) and uploads the
-    /// parameters, in the layout of [`Int8Model`](crate::quant::Int8Model).
+    /// Builds the program (kept by the device, keyed by its source and `options`) and
+    /// uploads the parameters, in the layout of [`Int8Model`](crate::quant::Int8Model).
+    /// `options` is empty, or `-D TB_Q_DOT_EMULATED` to run the packed path's arithmetic
+    /// on a device without `cl_khr_integer_dot_product` (for tests).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         device: &Arc<ClDevice>,
@@ -51,9 +53,10 @@ impl Int8Cl {
         multipliers: &[i32],
         shifts: &[u8],
         zeros: &[i16],
+        options: &str,
     ) -> Result<Int8Cl> {
         let source = int8_source(batch);
-        let program = program::build(device, &source, "", &[arg::NAME])?;
+        let program = program::build(device, &source, options, &[arg::NAME])?;
         let kernel = Kernel::new(&program, arg::NAME)?;
         let context = &device.context;
         let widest = dims.iter().copied().max().unwrap_or(1);
