@@ -378,16 +378,23 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// `out` receives the head's `CLASSES` output codes (`int16`). No floating point, no
     /// allocation.
     ///
-    /// # Panics
-    /// Never for the lengths the model's shapes give; `input` shorter than `FEATURES` or
-    /// `out` shorter than `CLASSES` panics on the slice bound.
+    /// # Errors
+    /// [`Error::Quantize`] if `input` holds fewer than `FEATURES` codes or `out` has room
+    /// for fewer than `CLASSES`.
     #[inline]
-    pub fn forward_codes(&self, input: &[i8], out: &mut [i16]) {
-        self.forward_codes_inline(input, out)
+    pub fn forward_codes(&self, input: &[i8], out: &mut [i16]) -> Result<()> {
+        if input.len() < M::FEATURES || out.len() < M::CLASSES {
+            return Err(refuse(Text::from(
+                "forward_codes takes FEATURES input codes and room for CLASSES output codes",
+            )));
+        }
+        self.forward_codes_inline(input, out);
+        Ok(())
     }
 
     /// [`Int8Model::forward_codes`], inlined into its caller (which may be compiled for
-    /// wider vector instructions).
+    /// wider vector instructions), for callers whose `input` holds at least `FEATURES`
+    /// codes and whose `out` has room for `CLASSES` (shorter ones panic on a slice bound).
     #[inline(always)]
     pub(crate) fn forward_codes_inline(&self, input: &[i8], out: &mut [i16]) {
         let dims = M::LAYERS;
@@ -447,7 +454,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
                 *q = self.input_code(flat[i * b + r].to_f32());
             }
-            self.forward_codes(&row, &mut codes);
+            self.forward_codes_inline(&row, &mut codes);
             for c in 0..classes {
                 out[c * b + r] = codes[c];
             }
@@ -473,7 +480,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
                 *q = self.input_code(flat[i * b + r].to_f32());
             }
-            self.forward_codes(&row, &mut codes);
+            self.forward_codes_inline(&row, &mut codes);
             for c in 0..classes {
                 out[c * b + r] = s * (codes[c] as i32 - z) as f32;
             }
@@ -498,7 +505,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
                 *q = self.input_code(flat[i * b + r].to_f32());
             }
-            self.forward_codes(&row, &mut codes);
+            self.forward_codes_inline(&row, &mut codes);
             *label = argmax(&codes[..M::CLASSES]);
         }
         Ok(labels)

@@ -154,7 +154,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             unsafe { self.forward_codes_avx2(input, out) };
             return;
         }
-        self.forward_codes(input, out)
+        self.forward_codes_inline(input, out)
     }
 
     /// The forward pass compiled for AVX2.

@@ -243,6 +243,11 @@ fn quantize_refuses_what_it_cannot_hold() {
     let q = ref_int8();
     assert!(matches!(q.logits(&x), Err(Error::NonFinite { .. })));
     assert!(matches!(q.predict(&x), Err(Error::NonFinite { .. })));
+    // Codes in and out: too few input codes, or too little room, is an error, not a panic.
+    assert!(matches!(q.forward_codes(&[0i8; 4], &mut [0i16; 3]), Err(Error::Quantize { .. })));
+    assert!(matches!(q.forward_codes(&[0i8; 5], &mut [0i16; 2]), Err(Error::Quantize { .. })));
+    assert!(q.forward_codes(&[0i8; 5], &mut [0i16; 3]).is_ok());
+    assert!(matches!(q.codes_into(&batch(&reference::TESTS[0]), &mut [0i16; 11]), Err(Error::Quantize { .. })));
     // A bias far larger than its scale allows: its code would not fit i32.
     let mut p = ref_params();
     p.b0[0] = 1e30;

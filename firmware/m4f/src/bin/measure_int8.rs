@@ -32,7 +32,9 @@ const REPEAT: u32 = 32;
 #[inline(never)]
 fn forward_batch(q: &BigInt8, input: &[[i8; 16]; 8], out: &mut [[i16; 4]; 8]) {
     for (x, codes) in input.iter().zip(out.iter_mut()) {
-        q.forward_codes(x, codes);
+        if q.forward_codes(x, codes).is_err() {
+            return;
+        }
     }
 }
 
