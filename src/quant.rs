@@ -154,20 +154,27 @@ pub fn requantize(acc: i32, mult: i32, shift: u8, zero: i32, lo: i32, hi: i32) -
 /// input codes minus their zero point).
 #[inline(always)]
 pub fn dot(bias: i32, a: &[i16], w: &[i8]) -> i32 {
-    // A plain sum, which compilers turn into widening multiply-adds (`pmaddwd`); the
-    // quantiser bounds every sum within `i32`, so the wrapping never happens.
+    // The quantiser bounds every sum within `i32`, so the wrapping never happens.
     let n = a.len().min(w.len());
     let (a, w) = (&a[..n], &w[..n]);
-    // Four products a step (fewer loop instructions on a microcontroller), then the rest.
     let mut acc = 0i32;
-    let (a4, w4) = (a.chunks_exact(4), w.chunks_exact(4));
-    let (ra, rw) = (a4.remainder(), w4.remainder());
-    for (x, y) in a4.zip(w4) {
-        let s = x[0] as i32 * y[0] as i32 + x[1] as i32 * y[1] as i32;
-        let t = x[2] as i32 * y[2] as i32 + x[3] as i32 * y[3] as i32;
-        acc = acc.wrapping_add(s.wrapping_add(t));
+    // On a microcontroller, four products a step (fewer loop instructions); elsewhere the
+    // plain loop, which vectorises into widening multiply-adds. The same sum either way.
+    #[cfg(target_arch = "arm")]
+    {
+        let (a4, w4) = (a.chunks_exact(4), w.chunks_exact(4));
+        let (ra, rw) = (a4.remainder(), w4.remainder());
+        for (x, y) in a4.zip(w4) {
+            let s = x[0] as i32 * y[0] as i32 + x[1] as i32 * y[1] as i32;
+            let t = x[2] as i32 * y[2] as i32 + x[3] as i32 * y[3] as i32;
+            acc = acc.wrapping_add(s.wrapping_add(t));
+        }
+        for (&x, &y) in ra.iter().zip(rw) {
+            acc = acc.wrapping_add(x as i32 * y as i32);
+        }
     }
-    for (&x, &y) in ra.iter().zip(rw) {
+    #[cfg(not(target_arch = "arm"))]
+    for (&x, &y) in a.iter().zip(w) {
         acc = acc.wrapping_add(x as i32 * y as i32);
     }
     bias.wrapping_add(acc)
