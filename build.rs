@@ -23,6 +23,10 @@ const TEMPLATES: &[(&str, &[&str])] = &[
     ("tiny_step.cl", &["tb_tiny_step", "tb_tiny_steps"]),
 ];
 
+/// Templates of programs of their own (not part of a model's training program): the
+/// int8 inference kernels, embedded as `INT8_CL`.
+const SEPARATE: &[(&str, &str, &[&str])] = &[("int8.cl", "INT8_CL", &["tb_int8_layer"])];
+
 fn main() {
     // Without the feature `opencl` (the `no_std` core, a firmware) nothing embeds the
     // templates: none is read, and none can reach the binary.
@@ -76,7 +80,43 @@ fn main() {
             }
         }
     }
+    for (name, _, kernels) in SEPARATE {
+        let src = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
+        for kernel in *kernels {
+            match arguments(&src, kernel) {
+                Some(args) => {
+                    let _ = writeln!(out, "    /// `{kernel}` (cl/{name}).\n    pub(crate) mod {kernel} {{");
+                    let _ = writeln!(out, "        pub(crate) const NAME: &str = {kernel:?};");
+                    for (k, arg) in args.iter().enumerate() {
+                        let _ = writeln!(out, "        pub(crate) const {}: u32 = {k};", arg.to_uppercase());
+                    }
+                    out.push_str("    }\n");
+                }
+                None => problems.push(format!("cl/{name}: cannot read the arguments of `{kernel}`")),
+            }
+        }
+    }
     let _ = writeln!(out, "    /// Every kernel's name.\n    pub(crate) const ALL: &[&str] = &{names:?};\n}}");
+    for (name, constant, kernels) in SEPARATE {
+        let path = dir.join(name);
+        println!("cargo:rerun-if-changed={}", path.display());
+        match std::fs::read_to_string(&path) {
+            Err(err) => problems.push(format!("cl/{name}: cannot be read ({err})")),
+            Ok(src) => {
+                for kernel in *kernels {
+                    if !src.contains(&format!("void {kernel}(")) {
+                        problems.push(format!("cl/{name}: does not define `__kernel void {kernel}(...)`"));
+                    }
+                }
+                let _ = writeln!(out, "/// cl/{name}, a program of its own.");
+                let _ = writeln!(
+                    out,
+                    "#[allow(dead_code)]\npub(crate) const {constant}: &str = include_str!({:?});",
+                    path.display().to_string()
+                );
+            }
+        }
+    }
     if !problems.is_empty() {
         panic!("tensorbridge: bad OpenCL kernel templates:\n  {}", problems.join("\n  "));
     }

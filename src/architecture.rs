@@ -6,6 +6,7 @@
 //! ```text
 //! host I/O   train (fit, evaluate, plots)   checkpoint   data -> npy   fsutil
 //!            pytorch -> checkpoint   onnx (feature `onnx`: prost)
+//!            quant_host (Int8Model on a device: from_engine, evaluate, save, load)
 //! runtime    engine (Engine<M>: validation, deferred losses; names no backend)   prebuild
 //!            host (argmax, softmax, Standardizer)
 //!            tensor (DeviceTensor)   device (Device: finds devices, builds a model's backend)
@@ -14,6 +15,7 @@
 //!            startup (StartupReport)   profile (StepProfile)   info (DeviceInfo, KernelPath)
 //! ------------------------------------------------------------------ no_std below
 //! core       cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)
+//!            quant (Int8Model: int8 quantisation and integer inference; no allocation)
 //!            fixed (fixed-size products) -> gemm (feature `parallel`)
 //!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
 //! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error

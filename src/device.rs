@@ -57,6 +57,15 @@ fn no_opencl<T>() -> Result<T> {
 }
 
 impl Device {
+    /// The OpenCL device, if this is one.
+    #[cfg(feature = "opencl")]
+    pub(crate) fn cl(&self) -> Option<&Arc<ClDevice>> {
+        match &self.kind {
+            DeviceKind::OpenCl { device, .. } => Some(device),
+            DeviceKind::Cpu => None,
+        }
+    }
+
     /// The CPU backend: always available.
     pub fn cpu() -> Device {
         Device { kind: DeviceKind::Cpu }

@@ -110,6 +110,15 @@ pub enum Error {
         max: f32,
     },
 
+    /// A model cannot be quantised to int8 (an empty calibration set, a layer whose integer
+    /// accumulator could overflow, a scale out of range), or an int8 model's parts do not
+    /// hold together (see [`quant`](crate::quant)).
+    #[error("int8 quantisation: {reason}")]
+    Quantize {
+        /// What does not hold.
+        reason: Text,
+    },
+
     /// A training step produced a non-finite loss (diverged: learning rate too large, or
     /// parameters already huge). The step's update was not applied.
     #[error("the loss is {loss}: training diverged, the update was not applied (try a smaller learning rate)")]

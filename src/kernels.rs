@@ -293,3 +293,10 @@ pub fn kernel_source<M: Model>() -> String {
     }
     s
 }
+
+/// The OpenCL C source of the int8 inference kernel (`cl/int8.cl`) for batches of `batch`
+/// rows: its one shape constant as a `#define`, then the template. The layer sizes, zero
+/// points and code ranges are the launch's arguments.
+pub(crate) fn int8_source(batch: usize) -> String {
+    format!("#define TB_Q_BATCH {batch}\n\n{INT8_CL}")
+}

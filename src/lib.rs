@@ -141,6 +141,9 @@ mod prebuild;
 mod profile;
 #[cfg(feature = "checkpoint")]
 pub mod pytorch;
+pub mod quant;
+#[cfg(feature = "std")]
+mod quant_host;
 pub mod rng;
 #[cfg(feature = "opencl")]
 mod startup;
@@ -218,6 +221,8 @@ pub use nalgebra;
 ///   `CatDog::kernel_source()`, and the runtime API of [`Engine`] through `Deref`;
 /// - `CatDogParams` with public fields `w0: SMatrix<f32, F, C>`, `b0: SVector<f32, C>` (and
 ///   `w1, b1, ...` for hidden layers), deriving `Clone`, `Debug`, `PartialEq`.
+/// - `CatDogInt8`, the int8 twin ([`quant::Int8Model`] with the declaration's sizes), and
+///   `CatDog::quantize(&calibration)`, which makes one (see [`quant`]).
 ///
 /// # `activation: relu | tanh | sigmoid | identity`
 ///

@@ -15,6 +15,7 @@ mod f16_storage;
 mod files_and_inputs;
 mod gradcheck;
 mod harness;
+mod int8;
 mod interop;
 mod layers;
 mod mlp_digits;
@@ -55,6 +56,7 @@ fn main() -> std::process::ExitCode {
         files_and_inputs::TESTS,
         gradcheck::TESTS,
         harness::TESTS,
+        int8::TESTS,
         interop::TESTS,
         layers::TESTS,
         mlp_digits::TESTS,

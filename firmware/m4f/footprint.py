@@ -6,6 +6,9 @@ README's footprint table.
   same program without a model (`quiet_none`) subtracted. flash = vector table + .text +
   .rodata + .data; static RAM = .data + .bss (the model in its `static`).
 - Instructions and stack of every call: `src/bin/measure.rs` under `-icount shift=0`.
+- Int8 inference (`<Name>Int8`, `firmware/m0`'s model and data): its `PARAM_BYTES`, and the
+  instructions per multiply-add of its integer pass on this board (`src/bin/measure_int8.rs`)
+  and on QEMU's Cortex-M0 (micro:bit, `firmware/m0/src/bin/measure.rs`).
 - What got linked: panic paths (`core::panicking`, `panic_bounds_check`, slice index
   failures) and software double precision (`__aeabi_d*`, `*df3`, `*df2`) in the firmwares.
 
@@ -42,6 +45,37 @@ def tool(*names):
 
 def build():
     subprocess.run(["cargo", "build", "--release", "--bins", "--quiet"], cwd=HERE, check=True)
+    subprocess.run(["cargo", "build", "--release", "--bins", "--quiet"], cwd=M0, check=True)
+
+
+M0 = os.path.join(ROOT, "firmware", "m0")
+QEMU_M0 = [
+    "qemu-system-arm", "-machine", "microbit", "-nographic", "-monitor", "none", "-serial", "none",
+    "-semihosting-config", "enable=on,target=native",
+]
+
+
+def measure_int8():
+    """Instructions per multiply-add of the int8 pass on the M4F and the M0, and the int8 and
+    f32 parameter bytes of `{batch 8, features 16, hidden [32], classes 4}`."""
+    runs = [
+        ("m4f", QEMU + ["-icount", "shift=0", "-kernel", os.path.join(ELF, "measure_int8")]),
+        ("m0", QEMU_M0 + ["-icount", "shift=0", "-kernel",
+                          os.path.join(M0, "target", "thumbv6m-none-eabi", "release", "measure")]),
+    ]
+    per_mac, params = {}, None
+    for board, cmd in runs:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+        if out.returncode != 0:
+            sys.exit(f"int8 measure on {board} failed ({out.returncode}):\n{out.stdout}{out.stderr}")
+        for line in out.stdout.splitlines():
+            m = re.match(r"measure (\w+) int8 forward instructions (\d+) macs (\d+)", line)
+            if m:
+                per_mac[m[1]] = int(m[2]) / int(m[3])
+            m = re.match(r"footprint int8 big params (\d+) f32 (\d+)", line)
+            if m:
+                params = (int(m[1]), int(m[2]))
+    return per_mac, params
 
 
 def sections(binary):
@@ -95,7 +129,7 @@ def documented_bounds():
     return bounds
 
 
-def table(calls, models, flash, ram):
+def table(calls, models, flash, ram, int8=None):
     rows = [
         "| On QEMU's Cortex-M4F (opt-level \"s\", LTO) | " + " | ".join(MODELS.values()) + " |",
         "| --- | --- | --- |",
@@ -111,6 +145,13 @@ def table(calls, models, flash, ram):
                     + " | ".join(f"{calls[(m, call)][0]:,} / {calls[(m, call)][1]:,} B" for m in MODELS) + " |")
     rows.append("| inference (`predict`): instructions per multiply-add | "
                 + " | ".join(f"{calls[(m, 'predict')][0] / models[m][0]:.1f}" for m in MODELS) + " |")
+    if int8 is not None:
+        per_mac, (int8_bytes, f32_bytes) = int8
+        rows.append(f"| int8 (`<Name>Int8`): `PARAM_BYTES`, scales included (`f32`'s) | - | "
+                    f"{int8_bytes:,} B ({f32_bytes:,} B, ratio {int8_bytes / f32_bytes:.2f}) |")
+        rows.append(f"| int8 inference: instructions per multiply-add | - | {per_mac['m4f']:.1f} |")
+        rows.append(f"| int8 inference on QEMU's Cortex-M0 (micro:bit, no FPU): instructions per multiply-add | - | "
+                    f"{per_mac['m0']:.1f} |")
     return "\n".join(rows)
 
 
@@ -123,7 +164,7 @@ def main():
         f, r = sections(f"quiet_{m}")
         flash[m], ram[m] = f - base_flash, r - base_ram
     calls, models = measure()
-    text = table(calls, models, flash, ram)
+    text = table(calls, models, flash, ram, measure_int8())
     print(text)
     failures = []
     for binary in ("tensorbridge-m4f", "measure", "quiet_seed", "quiet_big"):

@@ -81,11 +81,14 @@ pub fn expand(spec: &Spec) -> TokenStream {
     let api = api::items(&names);
     // The constructors that are the same with and without `std`, and `weights:`.
     let embed_items = crate::embed::items(spec);
+    // `<Name>Int8`, the quantised twin.
+    let int8_items = crate::int8::expand(spec);
     quote! {
         #embed_items
         #structs
         #params
         #model_impl
         #api
+        #int8_items
     }
 }

@@ -16,6 +16,7 @@ use proc_macro::TokenStream;
 
 mod embed;
 mod expand;
+mod int8;
 mod parse;
 mod spec;
 

@@ -20,6 +20,7 @@
 
 mod cl;
 mod gemm;
+pub(crate) mod int8;
 mod platform;
 mod program;
 

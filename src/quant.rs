@@ -1,0 +1,748 @@
+//! Int8 inference: post-training quantisation of an MLP and its integer forward pass, in the
+//! `no_std` core (no allocation; no floating point in the integer loops).
+//!
+//! `model!` generates `<Name>Int8` beside `<Name>Params`, an [`Int8Model`] for the
+//! declaration; `model.quantize(&calibration)?` makes one from a trained model.
+//!
+//! # The scheme
+//!
+//! It follows the conventions of TensorFlow Lite and ONNX's QDQ form, so that a quantised
+//! model means the same elsewhere. A real value `r` is represented by an integer code `q`
+//! with a scale `s > 0` and a zero point `z`: `r ≈ s · (q − z)`.
+//!
+//! - **Weights**: `int8`, symmetric (`z = 0`), one scale per output channel (per column
+//!   `o` of `w_l`): `s_w[o] = max_i |w[i, o]| / 127` (in `f32`; `1` for a column of zeros),
+//!   `q = clamp(round(w / s_w[o]), −127, 127)` (the division in `f32`).
+//! - **Activations**: `int8`, asymmetric, one scale and zero point per tensor: the input
+//!   (tensor 0) and every hidden layer's output (tensor `l + 1`, after the ReLU). Their
+//!   range `[lo, hi]` is the smallest and largest value the `f32` model computes for the
+//!   tensor over every row of the calibration set, widened to hold 0.
+//!   `s = (hi − lo) / 255` (in `f32`; `1` when `hi = lo = 0`),
+//!   `z = clamp(round(−128 − lo / s), −128, 127)`.
+//! - **The head's output** (the logits) is `int16`, asymmetric, per tensor, as TFLite's
+//!   16x8 mode and ONNX's `int16` QDQ do: `s = (hi − lo) / 65535`,
+//!   `z = clamp(round(−32768 − lo / s), −32768, 32767)`. With 256 steps over the logits'
+//!   range, two close logits often fall on the same int8 code and the argmax takes the first
+//!   (iris: one row of 150 changed class); 65536 steps keep the `f32` model's predictions. The `f32` forward pass of the calibration
+//!   sums in a fixed order: `y[o] = b[o]`, then `y[o] = y[o] + x[i] · w[i, o]` for
+//!   `i = 0, 1, ...` (no fused multiply-add), the order the NumPy reference follows.
+//! - **Biases**: `int32` at the scale `s_x · s_w[o]`, zero point 0:
+//!   `q_b = round(b / (s_x · s_w[o]))`, in `f64`.
+//! - **The integer layer**: `acc[o] = q_b[o] + Σ_i (q_x[i] − z_x) · q_w[i, o]`, in `i32`
+//!   (exact: quantising refuses a layer whose accumulator could overflow).
+//! - **Requantisation**: the real multiplier `m = s_x · s_w[o] / s_y` (in `f64`) is written
+//!   `m = M · 2^−n` with `M` a 31-bit integer in `[2^30, 2^31)` and `n` in `1..=62`
+//!   (`frexp`: `m = f · 2^e`, `f` in `[0.5, 1)`, `M = round(f · 2^31)`, `n = 31 − e`; a
+//!   rounding to `2^31` becomes `2^30` with `n − 1`; `m < 2^−32`, which moves no
+//!   accumulator by half a step, becomes `M = 0`, `n = 62`). The output code is
+//!   `q_y = clamp(z_y + round(acc · M / 2^n), lo, hi)` with the product in `i64` and one
+//!   rounding, **half away from zero**; `[lo, hi]` is `[z_y, 127]` after a hidden layer
+//!   (the ReLU: codes below the zero point are negative values) and `[−32768, 32767]` for
+//!   the head. Saturation at both ends.
+//! - **Rounding** is half away from zero everywhere (`round`); clamps saturate.
+//! - **Input**: `q_x = clamp(round(x / s_x) + z_x, −128, 127)`, the division in `f32`.
+//!   [`Int8Model::forward_codes`] takes codes directly, for a caller without floating point.
+//! - **Output**: `predict` is the argmax of the head's `int16` codes (the first on ties),
+//!   and the logits are dequantised, `s_y · (q_y − z_y)` in `f32`.
+//!
+//! Integer arithmetic is exact, so the codes are the same bits on every device: the CPU
+//! core, the CPU backend and a microcontroller (the integer loop uses no floating point, so
+//! a Cortex-M0, which has no FPU, runs it in integer instructions alone).
+//!
+//! Hidden layers are ReLU (the one activation of an MLP here). An int8 model has no training
+//! calls: it cannot be trained (by type; quantise a trained `f32` model again instead).
+
+//! # The int8 checkpoint
+//!
+//! One safetensors file, tensors named after the `f32` checkpoint's (`w0`, `b0`, ...), with
+//! their quantisation parameters beside them:
+//!
+//! - `w{l}`: `I8`, `[in, out]` (row-major, as the `f32` checkpoint): the weight codes;
+//! - `b{l}`: `I32`, `[out]`: the bias codes;
+//! - `w{l}.scale`: `F32`, `[out]`: the weight scales, one per output channel;
+//! - `w{l}.multiplier`: `I32`, `[out]`, and `w{l}.shift`: `U8`, `[out]`: the requantisation
+//!   of layer `l`'s outputs;
+//! - `a{t}.scale`: `F32`, `[]`, and `a{t}.zero_point`: `I8`, `[]` (`I16` for the head's
+//!   output, the last): activation tensor `t` (`a0` the input, `a{l+1}` layer `l`'s
+//!   output).
+//!
+//! Loading checks every name, dtype and shape, and that the multipliers and shifts are those
+//! the scales give.
+
+use crate::error::{Error, Result, Text};
+use crate::model::{HostTensor, Model, StorageElement};
+
+/// The largest code of a weight (the scheme is symmetric: `−127..=127`).
+pub const WEIGHT_MAX: i32 = 127;
+
+/// Round half away from zero, in `f32` (`libm`, the same in the `no_std` core).
+#[inline]
+fn round32(v: f32) -> f32 {
+    libm::roundf(v)
+}
+
+/// Round half away from zero, in `f64`.
+#[inline]
+fn round64(v: f64) -> f64 {
+    libm::round(v)
+}
+
+/// The scale and zero point of an activation tensor of range `[lo, hi]` with codes
+/// `qmin..=qmax` (`−128..=127` for `int8`, `−32768..=32767` for the head's `int16`; see
+/// the module docs); the range is widened to hold 0.
+pub fn activation_params(lo: f32, hi: f32, qmin: i32, qmax: i32) -> (f32, i32) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let mut scale = (hi - lo) / (qmax - qmin) as f32;
+    if scale == 0.0 {
+        scale = 1.0;
+    }
+    let zero = round32(qmin as f32 - lo / scale);
+    (scale, zero.clamp(qmin as f32, qmax as f32) as i32)
+}
+
+/// The code range of activation tensor `t` of a model with `nt` tensors: `int8`, or
+/// `int16` for the head's output (the last).
+#[inline]
+pub const fn code_range(t: usize, nt: usize) -> (i32, i32) {
+    if t + 1 == nt {
+        (i16::MIN as i32, i16::MAX as i32)
+    } else {
+        (-128, 127)
+    }
+}
+
+/// The fixed-point form `(M, n)` of a real multiplier `m` (see the module docs), or `None`
+/// for `m >= 2^30` or a non-finite or negative `m`.
+pub fn multiplier(m: f64) -> Option<(i32, u8)> {
+    if !m.is_finite() || m < 0.0 {
+        return None;
+    }
+    if m == 0.0 {
+        return Some((0, 62));
+    }
+    let (f, e) = libm::frexp(m);
+    let mut mult = round64(f * 2147483648.0) as i64;
+    let mut shift = 31 - e;
+    if mult == 1 << 31 {
+        mult = 1 << 30;
+        shift -= 1;
+    }
+    if shift < 1 {
+        return None;
+    }
+    if shift > 62 {
+        return Some((0, 62));
+    }
+    Some((mult as i32, shift as u8))
+}
+
+/// `clamp(zero + round(acc · mult / 2^shift), lo, hi)`, rounding half away from zero; the
+/// integer requantisation of one accumulator. `shift` is in `1..=62`.
+#[inline(always)]
+pub fn requantize(acc: i32, mult: i32, shift: u8, zero: i32, lo: i32, hi: i32) -> i32 {
+    let p = acc as i64 * mult as i64;
+    let half = 1i64 << (shift - 1);
+    // Half away from zero without a branch: for p >= 0, floor((p + half) / 2^n); for p < 0,
+    // -floor((half - p) / 2^n) = ceil((p - half) / 2^n) = floor((p + half - 1) / 2^n).
+    // `p >> 63` is 0 or -1. No overflow: |p| < 2^62 and n >= 1.
+    let r = (p + half + (p >> 63)) >> shift;
+    // |r| < 2^31.
+    (r + zero as i64).clamp(lo as i64, hi as i64) as i32
+}
+
+/// `bias + Σ a[i] · w[i]`: the integer multiply-add loop of one output (`a` holds the
+/// input codes minus their zero point).
+#[inline(always)]
+pub fn dot(bias: i32, a: &[i16], w: &[i8]) -> i32 {
+    // The quantiser bounds every sum within `i32`, so the wrapping never happens.
+    let n = a.len().min(w.len());
+    let (a, w) = (&a[..n], &w[..n]);
+    let mut acc = 0i32;
+    // On a microcontroller, four products a step (fewer loop instructions); elsewhere the
+    // plain loop, which vectorises into widening multiply-adds. The same sum either way.
+    #[cfg(target_arch = "arm")]
+    {
+        let (a4, w4) = (a.chunks_exact(4), w.chunks_exact(4));
+        let (ra, rw) = (a4.remainder(), w4.remainder());
+        for (x, y) in a4.zip(w4) {
+            let s = x[0] as i32 * y[0] as i32 + x[1] as i32 * y[1] as i32;
+            let t = x[2] as i32 * y[2] as i32 + x[3] as i32 * y[3] as i32;
+            acc = acc.wrapping_add(s.wrapping_add(t));
+        }
+        for (&x, &y) in ra.iter().zip(rw) {
+            acc = acc.wrapping_add(x as i32 * y as i32);
+        }
+    }
+    #[cfg(not(target_arch = "arm"))]
+    for (&x, &y) in a.iter().zip(w) {
+        acc = acc.wrapping_add(x as i32 * y as i32);
+    }
+    bias.wrapping_add(acc)
+}
+
+/// An int8 MLP: the quantised parameters of model `M`, and its integer forward pass.
+///
+/// The const arguments are sizes that `model!` fills in: `NW` weights (all layers), `NC`
+/// output channels (the widths of every layer but the input), `NT` activation tensors
+/// (the layers plus one), `MAXW` the widest layer. Every array is inline: in the `no_std`
+/// core, no allocation.
+///
+/// Layout: layer after layer, `weights` holds `w_l` column by column (`w[o * fan_in + i]`,
+/// the flat layout of [`layout`](crate::layout)); the per-channel arrays hold layer 0's
+/// outputs, then layer 1's, ...
+pub struct Int8Model<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> {
+    /// Weight codes, `−127..=127`.
+    pub(crate) weights: [i8; NW],
+    /// Bias codes, at the scale `s_x · s_w[o]`.
+    pub(crate) biases: [i32; NC],
+    /// Weight scales, one per output channel.
+    pub(crate) weight_scales: [f32; NC],
+    /// Requantisation multipliers `M`, one per output channel.
+    pub(crate) multipliers: [i32; NC],
+    /// Requantisation shifts `n`, one per output channel.
+    pub(crate) shifts: [u8; NC],
+    /// Activation scales: the input, then every layer's output.
+    pub(crate) act_scales: [f32; NT],
+    /// Activation zero points, as `act_scales` (`int8` range; `int16` for the head).
+    pub(crate) act_zeros: [i16; NT],
+    #[cfg(feature = "std")]
+    pub(crate) device: crate::device::Device,
+    /// The model's parameters on the device and its kernel, when the device is OpenCL (the
+    /// backend's type, which this layer does not name).
+    #[cfg(feature = "std")]
+    pub(crate) on_device: Option<std::sync::Arc<dyn core::any::Any + Send + Sync>>,
+    pub(crate) model: core::marker::PhantomData<fn() -> M>,
+}
+
+impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Clone
+    for Int8Model<M, NW, NC, NT, MAXW>
+{
+    fn clone(&self) -> Self {
+        Self {
+            weights: self.weights,
+            biases: self.biases,
+            weight_scales: self.weight_scales,
+            multipliers: self.multipliers,
+            shifts: self.shifts,
+            act_scales: self.act_scales,
+            act_zeros: self.act_zeros,
+            #[cfg(feature = "std")]
+            device: self.device.clone(),
+            #[cfg(feature = "std")]
+            on_device: self.on_device.clone(),
+            model: core::marker::PhantomData,
+        }
+    }
+}
+
+impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> core::fmt::Debug
+    for Int8Model<M, NW, NC, NT, MAXW>
+{
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Int8Model")
+            .field("model", &M::NAME)
+            .field("layers", &M::LAYERS)
+            .field("act_scales", &&self.act_scales[..])
+            .field("act_zeros", &&self.act_zeros[..])
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a model cannot be quantised, as an error.
+fn refuse(reason: Text) -> Error {
+    Error::Quantize { reason }
+}
+
+impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
+    /// Parameter bytes: the weight and bias codes, the weight scales, the multipliers and
+    /// shifts, and the activations' scales and zero points (one byte each, two for the
+    /// head's).
+    pub const PARAM_BYTES: usize = NW + NC * (4 + 4 + 4 + 1) + NT * (4 + 1) + 1;
+
+    /// Checks that the const arguments fit `M` (they do for the `model!` types).
+    const SIZES_FIT: () = {
+        let dims = M::LAYERS;
+        let (mut nw, mut nc, mut maxw, mut l) = (0, 0, 0, 0);
+        while l + 1 < dims.len() {
+            nw += dims[l] * dims[l + 1];
+            nc += dims[l + 1];
+            l += 1;
+        }
+        let mut k = 0;
+        while k < dims.len() {
+            if dims[k] > maxw {
+                maxw = dims[k];
+            }
+            k += 1;
+        }
+        assert!(nw == NW && nc == NC && dims.len() == NT && maxw == MAXW, "Int8Model sizes do not fit the model");
+    };
+
+    /// Quantises the `f32` (or `f16`) parameters `flat` (in the flat layout of
+    /// [`Params::write_flat`](crate::Params::write_flat)) with the activation ranges of
+    /// `calibration`, a slice of input batches (every row counts). See the module docs for
+    /// the scheme. Used by the `quantize` method that `model!` generates.
+    ///
+    /// # Errors
+    /// [`Error::Quantize`] for an empty calibration set, a layer whose integer accumulator
+    /// could overflow `i32` or a bias that does not fit one, or a multiplier of `2^30` or
+    /// more; [`Error::NonFinite`] for a NaN or infinite parameter or calibration value (or
+    /// an activation that overflows).
+    pub fn quantize_flat(flat: &[M::Storage], calibration: &[M::Input]) -> Result<Self> {
+        let () = Self::SIZES_FIT;
+        let dims = M::LAYERS;
+        crate::check::params(dims, flat)?;
+        if calibration.is_empty() {
+            return Err(refuse(Text::from("the calibration set holds no batch")));
+        }
+        let mut lo = [0.0f32; NT];
+        let mut hi = [0.0f32; NT];
+        let (mut a, mut y) = ([0.0f32; MAXW], [0.0f32; MAXW]);
+        for x in calibration {
+            let x = x.as_flat();
+            crate::check::finite("calibration input", x, M::BATCH)?;
+            for r in 0..M::BATCH {
+                for (i, v) in a[..dims[0]].iter_mut().enumerate() {
+                    *v = x[i * M::BATCH + r].to_f32();
+                }
+                widen(&mut lo[0], &mut hi[0], &a[..dims[0]]);
+                let mut offset = 0;
+                for l in 0..dims.len() - 1 {
+                    let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+                    let (w, b) = (offset, offset + fan_in * fan_out);
+                    for o in 0..fan_out {
+                        let mut acc = flat[b + o].to_f32();
+                        for i in 0..fan_in {
+                            acc += a[i] * flat[w + o * fan_in + i].to_f32();
+                        }
+                        y[o] = if l + 2 < dims.len() { acc.max(0.0) } else { acc };
+                    }
+                    if !y[..fan_out].iter().all(|v| v.is_finite()) {
+                        return Err(Error::NonFinite {
+                            what: Text::from("an activation of the calibration set"),
+                            row: r,
+                            column: l,
+                            value: y[..fan_out].iter().copied().find(|v| !v.is_finite()).unwrap_or(f32::NAN),
+                        });
+                    }
+                    widen(&mut lo[l + 1], &mut hi[l + 1], &y[..fan_out]);
+                    a[..fan_out].copy_from_slice(&y[..fan_out]);
+                    offset = b + fan_out;
+                }
+            }
+        }
+        let mut act_scales = [0.0f32; NT];
+        let mut act_zeros = [0i16; NT];
+        for t in 0..NT {
+            let (qmin, qmax) = code_range(t, NT);
+            let (s, z) = activation_params(lo[t], hi[t], qmin, qmax);
+            act_scales[t] = s;
+            act_zeros[t] = z as i16;
+        }
+        let mut weights = [0i8; NW];
+        let mut weight_scales = [0.0f32; NC];
+        let mut biases = [0i32; NC];
+        let (mut offset, mut wq, mut channel) = (0, 0, 0);
+        for l in 0..dims.len() - 1 {
+            let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+            let b = offset + fan_in * fan_out;
+            for o in 0..fan_out {
+                let column = &flat[offset + o * fan_in..offset + (o + 1) * fan_in];
+                let max = column.iter().fold(0.0f32, |m, v| m.max(v.to_f32().abs()));
+                let mut s = max / WEIGHT_MAX as f32;
+                if s == 0.0 {
+                    s = 1.0;
+                }
+                for (q, v) in weights[wq + o * fan_in..wq + (o + 1) * fan_in].iter_mut().zip(column) {
+                    *q = round32(v.to_f32() / s).clamp(-127.0, 127.0) as i8;
+                }
+                weight_scales[channel + o] = s;
+                let qb = round64(flat[b + o].to_f32() as f64 / (act_scales[l] as f64 * s as f64));
+                biases[channel + o] = bias_code(qb, fan_in)?;
+            }
+            wq += fan_in * fan_out;
+            channel += fan_out;
+            offset = b + fan_out;
+        }
+        let (multipliers, shifts) = multipliers_of::<NC, NT>(dims, &weight_scales, &act_scales)?;
+        Ok(Self {
+            weights,
+            biases,
+            weight_scales,
+            multipliers,
+            shifts,
+            act_scales,
+            act_zeros,
+            #[cfg(feature = "std")]
+            device: crate::device::Device::cpu(),
+            #[cfg(feature = "std")]
+            on_device: None,
+            model: core::marker::PhantomData,
+        })
+    }
+
+    /// The integer forward pass of one row: `input` holds the row's `FEATURES` input codes,
+    /// `out` receives the head's `CLASSES` output codes (`int16`). No floating point, no
+    /// allocation.
+    ///
+    /// # Errors
+    /// [`Error::Quantize`] if `input` holds fewer than `FEATURES` codes or `out` has room
+    /// for fewer than `CLASSES`.
+    #[inline]
+    pub fn forward_codes(&self, input: &[i8], out: &mut [i16]) -> Result<()> {
+        if input.len() < M::FEATURES || out.len() < M::CLASSES {
+            return Err(refuse(Text::from(
+                "forward_codes takes FEATURES input codes and room for CLASSES output codes",
+            )));
+        }
+        self.forward_codes_inline(input, out);
+        Ok(())
+    }
+
+    /// [`Int8Model::forward_codes`], inlined into its caller (which may be compiled for
+    /// wider vector instructions), for callers whose `input` holds at least `FEATURES`
+    /// codes and whose `out` has room for `CLASSES` (shorter ones panic on a slice bound).
+    #[inline(always)]
+    pub(crate) fn forward_codes_inline(&self, input: &[i8], out: &mut [i16]) {
+        let dims = M::LAYERS;
+        let mut hidden = [0i8; MAXW];
+        let mut centred = [0i16; MAXW];
+        hidden[..dims[0]].copy_from_slice(&input[..dims[0]]);
+        let (mut w, mut channel) = (0, 0);
+        for l in 0..dims.len() - 1 {
+            let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+            let z_in = self.act_zeros[l];
+            for (c, &q) in centred[..fan_in].iter_mut().zip(&hidden[..fan_in]) {
+                *c = q as i16 - z_in;
+            }
+            let z_out = self.act_zeros[l + 1] as i32;
+            let weights = &self.weights[w..w + fan_in * fan_out];
+            let head = l + 2 == dims.len();
+            for (o, column) in weights.chunks_exact(fan_in).enumerate() {
+                let k = channel + o;
+                let acc = dot(self.biases[k], &centred[..fan_in], column);
+                if head {
+                    out[o] = requantize(acc, self.multipliers[k], self.shifts[k], z_out, -32768, 32767) as i16;
+                } else {
+                    hidden[o] = requantize(acc, self.multipliers[k], self.shifts[k], z_out, z_out, 127) as i8;
+                }
+            }
+            w += fan_in * fan_out;
+            channel += fan_out;
+        }
+    }
+
+    /// The input code of a feature value (see the module docs).
+    #[inline]
+    pub fn input_code(&self, x: f32) -> i8 {
+        // round(v), half away from zero, for |v| <= 1024 (anything beyond saturates):
+        // truncate, then step away from zero when the (exact) remainder is half or more.
+        let v = (x / self.act_scales[0]).clamp(-1024.0, 1024.0);
+        let t = v as i32;
+        let rest = v - t as f32;
+        let r = t + i32::from(rest >= 0.5) - i32::from(rest <= -0.5);
+        (r + self.act_zeros[0] as i32).clamp(-128, 127) as i8
+    }
+
+    /// The head's `int16` output codes of a batch on the CPU core, `[batch x classes]`
+    /// column-major (as the logits), into `out[..BATCH * CLASSES]`.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input; [`Error::Quantize`] if `out` is
+    /// shorter than `BATCH * CLASSES`.
+    pub fn cpu_codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
+        check_codes_len::<M>(out)?;
+        let flat = x.as_flat();
+        crate::check::finite("input", flat, M::BATCH)?;
+        let (b, classes) = (M::BATCH, M::CLASSES);
+        let mut row = [0i8; MAXW];
+        let mut codes = [0i16; MAXW];
+        for r in 0..b {
+            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
+                *q = self.input_code(flat[i * b + r].to_f32());
+            }
+            self.forward_codes_inline(&row, &mut codes);
+            for c in 0..classes {
+                out[c * b + r] = codes[c];
+            }
+        }
+        Ok(())
+    }
+
+    /// The dequantised logits of a batch on the CPU core: `s_y · (q_y − z_y)` of the
+    /// head's codes.
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    pub fn cpu_logits(&self, x: &M::Input) -> Result<M::Logits> {
+        let mut logits = M::Logits::zeroed();
+        let out = logits.as_flat_mut();
+        let (b, classes) = (M::BATCH, M::CLASSES);
+        let mut row = [0i8; MAXW];
+        let mut codes = [0i16; MAXW];
+        let flat = x.as_flat();
+        crate::check::finite("input", flat, b)?;
+        let (s, z) = (self.act_scales[NT - 1], self.act_zeros[NT - 1] as i32);
+        for r in 0..b {
+            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
+                *q = self.input_code(flat[i * b + r].to_f32());
+            }
+            self.forward_codes_inline(&row, &mut codes);
+            for c in 0..classes {
+                out[c * b + r] = s * (codes[c] as i32 - z) as f32;
+            }
+        }
+        Ok(logits)
+    }
+
+    /// The predicted class of every row on the CPU core: the argmax of the head's codes
+    /// (the first on ties).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    pub fn cpu_predict(&self, x: &M::Input) -> Result<M::Labels> {
+        let mut labels = M::Labels::zeroed();
+        let out = labels.as_flat_mut();
+        let mut row = [0i8; MAXW];
+        let mut codes = [0i16; MAXW];
+        let flat = x.as_flat();
+        let b = M::BATCH;
+        crate::check::finite("input", flat, b)?;
+        for (r, label) in out.iter_mut().enumerate() {
+            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
+                *q = self.input_code(flat[i * b + r].to_f32());
+            }
+            self.forward_codes_inline(&row, &mut codes);
+            *label = argmax(&codes[..M::CLASSES]);
+        }
+        Ok(labels)
+    }
+
+    /// The dequantised logits of a batch (see [`Int8Model::cpu_logits`]).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    #[cfg(not(feature = "std"))]
+    pub fn logits(&self, x: &M::Input) -> Result<M::Logits> {
+        self.cpu_logits(x)
+    }
+
+    /// The predicted class of every row (see [`Int8Model::cpu_predict`]).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    #[cfg(not(feature = "std"))]
+    pub fn predict(&self, x: &M::Input) -> Result<M::Labels> {
+        self.cpu_predict(x)
+    }
+
+    /// The head's `int16` output codes of a batch (see [`Int8Model::cpu_codes_into`]).
+    ///
+    /// # Errors
+    /// [`Error::NonFinite`] for a NaN or infinite input.
+    #[cfg(not(feature = "std"))]
+    pub fn codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
+        self.cpu_codes_into(x, out)
+    }
+
+    /// Weight codes, layer after layer, `w_l[o * fan_in + i]`.
+    pub fn weights(&self) -> &[i8] {
+        &self.weights
+    }
+    /// Bias codes (`int32`), layer after layer.
+    pub fn biases(&self) -> &[i32] {
+        &self.biases
+    }
+    /// Weight scales, one per output channel, layer after layer.
+    pub fn weight_scales(&self) -> &[f32] {
+        &self.weight_scales
+    }
+    /// Requantisation multipliers `M`, one per output channel, layer after layer.
+    pub fn multipliers(&self) -> &[i32] {
+        &self.multipliers
+    }
+    /// Requantisation shifts `n`, one per output channel, layer after layer.
+    pub fn shifts(&self) -> &[u8] {
+        &self.shifts
+    }
+    /// Activation scales: the input, then every layer's output.
+    pub fn act_scales(&self) -> &[f32] {
+        &self.act_scales
+    }
+    /// Activation zero points: the input, then every layer's output (the head's in the
+    /// `int16` range, the others in `int8`'s).
+    pub fn act_zero_points(&self) -> &[i16] {
+        &self.act_zeros
+    }
+
+    /// Builds the model from its parts (as [`Int8Model::weights`] and the other accessors
+    /// return them), checking them: every scale finite and positive, every weight code in
+    /// `−127..=127`, every bias within the accumulator's bound, and the multipliers and
+    /// shifts those the scales give.
+    ///
+    /// # Errors
+    /// [`Error::Quantize`] naming what does not hold.
+    #[allow(clippy::too_many_arguments)]
+    pub fn from_parts(
+        weights: [i8; NW],
+        biases: [i32; NC],
+        weight_scales: [f32; NC],
+        multipliers: [i32; NC],
+        shifts: [u8; NC],
+        act_scales: [f32; NT],
+        act_zeros: [i16; NT],
+    ) -> Result<Self> {
+        let () = Self::SIZES_FIT;
+        let dims = M::LAYERS;
+        if weights.contains(&i8::MIN) {
+            return Err(refuse(Text::from("a weight code is -128 (the symmetric range is -127..=127)")));
+        }
+        if !weight_scales.iter().chain(&act_scales).all(|s| s.is_finite() && *s > 0.0) {
+            return Err(refuse(Text::from("a scale is not a finite positive number")));
+        }
+        for (t, &z) in act_zeros.iter().enumerate() {
+            let (qmin, qmax) = code_range(t, NT);
+            if (z as i32) < qmin || z as i32 > qmax {
+                return Err(refuse(Text::from("an int8 activation's zero point is outside -128..=127")));
+            }
+        }
+        let mut channel = 0;
+        for l in 0..dims.len() - 1 {
+            for &b in &biases[channel..channel + dims[l + 1]] {
+                bias_code(b as f64, dims[l])?;
+            }
+            channel += dims[l + 1];
+        }
+        let (m, n) = multipliers_of::<NC, NT>(dims, &weight_scales, &act_scales)?;
+        if m != multipliers || n != shifts {
+            return Err(refuse(Text::from("the multipliers and shifts are not those the scales give")));
+        }
+        Ok(Self {
+            weights,
+            biases,
+            weight_scales,
+            multipliers,
+            shifts,
+            act_scales,
+            act_zeros,
+            #[cfg(feature = "std")]
+            device: crate::device::Device::cpu(),
+            #[cfg(feature = "std")]
+            on_device: None,
+            model: core::marker::PhantomData,
+        })
+    }
+}
+
+/// `out` holds a batch's head codes.
+pub(crate) fn check_codes_len<M: Model>(out: &[i16]) -> Result<()> {
+    if out.len() < M::BATCH * M::CLASSES {
+        return Err(refuse(Text::from("the codes' buffer is shorter than BATCH * CLASSES")));
+    }
+    Ok(())
+}
+
+/// The index of the largest code, the first on ties.
+#[inline]
+pub fn argmax(codes: &[i16]) -> u32 {
+    let mut best = 0;
+    for (c, &v) in codes.iter().enumerate() {
+        if v > codes[best] {
+            best = c;
+        }
+    }
+    best as u32
+}
+
+fn widen(lo: &mut f32, hi: &mut f32, values: &[f32]) {
+    for &v in values {
+        *lo = lo.min(v);
+        *hi = hi.max(v);
+    }
+}
+
+/// A bias code `qb` checked against the accumulator's bound: `|qb| + fan_in · 255 · 127`
+/// must fit `i32`, so that no sum of the integer layer overflows.
+fn bias_code(qb: f64, fan_in: usize) -> Result<i32> {
+    let products = fan_in as f64 * 255.0 * 127.0;
+    if products > i32::MAX as f64 {
+        return Err(refuse(Text::from("a layer has too many inputs for an i32 accumulator (at most 66311)")));
+    }
+    // NaN fails the comparison too.
+    let fits = qb.abs() + products <= i32::MAX as f64;
+    if !fits {
+        return Err(refuse(Text::from(
+            "a bias is too large for its scale (s_x * s_w): its code and the products overflow i32",
+        )));
+    }
+    Ok(qb as i32)
+}
+
+/// The multipliers and shifts of every output channel, from the scales.
+fn multipliers_of<const NC: usize, const NT: usize>(
+    dims: &[usize],
+    weight_scales: &[f32; NC],
+    act_scales: &[f32; NT],
+) -> Result<([i32; NC], [u8; NC])> {
+    let mut multipliers = [0i32; NC];
+    let mut shifts = [0u8; NC];
+    let mut channel = 0;
+    for l in 0..dims.len() - 1 {
+        for o in 0..dims[l + 1] {
+            let k = channel + o;
+            let m = act_scales[l] as f64 * weight_scales[k] as f64 / act_scales[l + 1] as f64;
+            let (mult, shift) =
+                multiplier(m).ok_or_else(|| refuse(Text::from("a requantisation multiplier is 2^30 or more")))?;
+            multipliers[k] = mult;
+            shifts[k] = shift;
+        }
+        channel += dims[l + 1];
+    }
+    Ok((multipliers, shifts))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requantize_rounds_half_away_from_zero_and_saturates() {
+        // m = 0.5: M = 2^30, n = 31.
+        assert_eq!(multiplier(0.5), Some((1 << 30, 31)));
+        let (m, n) = (1 << 30, 31);
+        assert_eq!(requantize(3, m, n, 0, -128, 127), 2); // 1.5 -> 2
+        assert_eq!(requantize(-3, m, n, 0, -128, 127), -2); // -1.5 -> -2
+        assert_eq!(requantize(5, m, n, 0, -128, 127), 3); // 2.5 -> 3
+        assert_eq!(requantize(-1, m, n, 0, -128, 127), -1); // -0.5 -> -1
+        assert_eq!(requantize(1000, m, n, 0, -128, 127), 127);
+        assert_eq!(requantize(-1000, m, n, 0, -128, 127), -128);
+        assert_eq!(requantize(-10, m, n, -128, -128, 127), -128); // ReLU floor at the zero point
+        assert_eq!(requantize(-10, m, n, 3, 3, 127), 3);
+        assert_eq!(requantize(100_000, m, n, 7, -32768, 32767), 32767);
+    }
+
+    #[test]
+    fn multiplier_decomposes_exactly() {
+        // 0.75 = 0.75 * 2^0: M = 0.75 * 2^31, n = 31.
+        assert_eq!(multiplier(0.75), Some((3 << 29, 31)));
+        assert_eq!(multiplier(1.0), Some((1 << 30, 30)));
+        assert_eq!(multiplier(1e-30), Some((0, 62)));
+        assert_eq!(multiplier(2f64.powi(30)), None);
+        assert_eq!(multiplier(f64::NAN), None);
+        // 1 - 2^-40 rounds to 2^31 at 31 bits: becomes 2^30 with one shift less.
+        assert_eq!(multiplier(1.0 - 2f64.powi(-40)), Some((1 << 30, 30)));
+    }
+
+    #[test]
+    fn activation_params_cover_the_range() {
+        // [0, 2.55]: s = 0.01, z = -128.
+        let (s, z) = activation_params(0.0, 2.55, -128, 127);
+        assert!((s - 0.01).abs() < 1e-9);
+        assert_eq!(z, -128);
+        // [-2.55, 0]: z = round(-128 + 255) = 127.
+        assert_eq!(activation_params(-2.55, 0.0, -128, 127).1, 127);
+        assert_eq!(activation_params(0.0, 0.0, -128, 127), (1.0, -128));
+        // int16: [-1, 0] over 65535 steps puts 0 at the top code.
+        assert_eq!(activation_params(-1.0, 0.0, -32768, 32767).1, 32767);
+    }
+}
