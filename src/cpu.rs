@@ -342,7 +342,14 @@ impl<M: Model> Cpu<M> {
     pub fn from_weights(weights: &Weights<M>) -> Self {
         let mut params = M::Flat::zeroed();
         copy_weights::<M>(weights, params.values_mut());
-        Cpu { params, scratch: M::Scratch::zeroed(), bound: UpdateBound::UNKNOWN }
+        Cpu {
+            params,
+            scratch: M::Scratch::zeroed(),
+            bound: UpdateBound::UNKNOWN,
+            moments: M::OptState::zeroed(),
+            step: 0,
+            optimizer: M::Optimizer::default(),
+        }
     }
 
     /// Initialises the model in place, in `slot`, with the parameters of `weights` (as

@@ -292,6 +292,13 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         let () = Self::SIZES_FIT;
         let dims = M::LAYERS;
         crate::check::params(dims, flat)?;
+        // The integer pass clamps at the zero point: ReLU's. Another activation would need
+        // a lookup table per layer, which this scheme does not have.
+        if M::ACTIVATIONS.iter().any(|&a| a != crate::math::activation::Activation::Relu) {
+            return Err(refuse(Text::from(
+                "int8 quantisation supports ReLU hidden layers only; this model declares another activation",
+            )));
+        }
         if calibration.is_empty() {
             return Err(refuse(Text::from("the calibration set holds no batch")));
         }

@@ -259,6 +259,14 @@ fn quantize_refuses_what_it_cannot_hold() {
     let scaler = tensorbridge::Standardizer::from_mean_scale(vec![0.0; 5], vec![1.0; 5]).unwrap();
     with_scaler.set_standardizer(scaler).unwrap();
     assert!(matches!(with_scaler.quantize(&calibration), Err(Error::Quantize { .. })));
+    // A tanh hidden layer: the integer pass has ReLU's clamp only, so it is refused.
+    let tanh = TanhMlp::new(&Device::cpu()).unwrap();
+    assert!(matches!(tanh.quantize(&calibration), Err(Error::Quantize { .. })));
+}
+
+tensorbridge::model! {
+    /// `RefMlp`'s shape with tanh hidden layers.
+    pub struct TanhMlp { batch: 4, features: 5, hidden: [7, 6], classes: 3, activation: tanh }
 }
 
 tensorbridge::model! {
