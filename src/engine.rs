@@ -330,6 +330,7 @@ impl<M: Model> Engine<M> {
         self.backend.write_optimizer(&zeros, 0)
     }
 
+    #[cfg(feature = "checkpoint")]
     /// The optimizer's moment buffers (flat: each buffer in the parameters' flat layout,
     /// one after the other) and step count.
     pub(crate) fn optimizer_state(&self) -> Result<(Vec<f32>, u32)> {
@@ -338,6 +339,7 @@ impl<M: Model> Engine<M> {
         Ok((moments, step))
     }
 
+    #[cfg(feature = "checkpoint")]
     /// Replaces the optimizer's moment buffers and step count (as
     /// [`Engine::optimizer_state`] returns them); `moments` has their length.
     pub(crate) fn set_optimizer_state(&mut self, moments: &[f32], step: u32) -> Result<()> {

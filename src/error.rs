@@ -12,7 +12,9 @@ mod npy_kind;
 #[cfg(feature = "onnx")]
 mod onnx_kind;
 #[cfg(feature = "std")]
-pub use checkpoint_kind::{CheckpointErrorKind, ShapeHint};
+pub use checkpoint_kind::CheckpointErrorKind;
+#[cfg(feature = "checkpoint")]
+pub use checkpoint_kind::ShapeHint;
 #[cfg(feature = "std")]
 pub use npy_kind::NpyErrorKind;
 #[cfg(feature = "npy")]

@@ -6,6 +6,7 @@
 use nalgebra::{Dim, Matrix, RawStorage, RawStorageMut};
 
 use crate::error::{Error, Result};
+#[cfg(any(feature = "checkpoint", feature = "onnx"))]
 use crate::model::StorageElement;
 
 /// Index of the largest value in each row (the first one on ties, as NumPy's `argmax`).

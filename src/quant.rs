@@ -205,12 +205,11 @@ pub struct Int8Model<M: Model, const NW: usize, const NC: usize, const NT: usize
     pub(crate) act_scales: [f32; NT],
     /// Activation zero points, as `act_scales` (`int8` range; `int16` for the head).
     pub(crate) act_zeros: [i16; NT],
+    /// With `std`, where the model runs: its device and, on OpenCL, its parameters there and
+    /// its kernel (a type of the layers above, which this one does not name); `None` on the
+    /// CPU.
     #[cfg(feature = "std")]
-    pub(crate) device: crate::device::Device,
-    /// The model's parameters on the device and its kernel, when the device is OpenCL (the
-    /// backend's type, which this layer does not name).
-    #[cfg(feature = "std")]
-    pub(crate) on_device: Option<std::sync::Arc<dyn core::any::Any + Send + Sync>>,
+    pub(crate) placed: Option<std::sync::Arc<dyn core::any::Any + Send + Sync>>,
     pub(crate) model: core::marker::PhantomData<fn() -> M>,
 }
 
@@ -227,9 +226,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_scales: self.act_scales,
             act_zeros: self.act_zeros,
             #[cfg(feature = "std")]
-            device: self.device.clone(),
-            #[cfg(feature = "std")]
-            on_device: self.on_device.clone(),
+            placed: self.placed.clone(),
             model: core::marker::PhantomData,
         }
     }
@@ -381,9 +378,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_scales,
             act_zeros,
             #[cfg(feature = "std")]
-            device: crate::device::Device::cpu(),
-            #[cfg(feature = "std")]
-            on_device: None,
+            placed: None,
             model: core::marker::PhantomData,
         })
     }
@@ -633,9 +628,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_scales,
             act_zeros,
             #[cfg(feature = "std")]
-            device: crate::device::Device::cpu(),
-            #[cfg(feature = "std")]
-            on_device: None,
+            placed: None,
             model: core::marker::PhantomData,
         })
     }

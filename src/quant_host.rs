@@ -9,6 +9,13 @@ use crate::error::{Error, Result};
 use crate::model::{Element, HostTensor, Model, Params, StorageElement};
 use crate::quant::Int8Model;
 
+/// Where an int8 model runs: its device, and on OpenCL its parameters there and its kernel.
+pub(crate) struct Placed {
+    device: Device,
+    #[cfg(feature = "opencl")]
+    cl: Option<crate::backend::opencl::int8::Int8Cl>,
+}
+
 impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
     /// Quantises `engine`'s model with the activation ranges of `calibration` (the
     /// `quantize` method that `model!` generates calls this); the int8 model is on the same
@@ -32,7 +39,17 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
 
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
-        &self.device
+        match self.placed() {
+            Some(placed) => &placed.device,
+            None => {
+                static CPU: std::sync::OnceLock<Device> = std::sync::OnceLock::new();
+                CPU.get_or_init(Device::cpu)
+            }
+        }
+    }
+
+    fn placed(&self) -> Option<&Placed> {
+        self.placed.as_ref().and_then(|p| p.downcast_ref::<Placed>())
     }
 
     /// The same model on `device` (on OpenCL: its parameters uploaded, its kernel built).
@@ -53,7 +70,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
 
     #[cfg_attr(not(feature = "opencl"), allow(unused_variables))]
     fn on_with(mut self, device: &Device, options: &str) -> Result<Self> {
-        self.on_device = None;
+        #[cfg(feature = "opencl")]
+        let mut on_cl = None;
         #[cfg(feature = "opencl")]
         if let Some(cl) = device.cl() {
             let runner = crate::backend::opencl::int8::Int8Cl::new(
@@ -67,9 +85,13 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
                 &self.act_zeros,
                 options,
             )?;
-            self.on_device = Some(std::sync::Arc::new(runner));
+            on_cl = Some(runner);
         }
-        self.device = device.clone();
+        self.placed = Some(std::sync::Arc::new(Placed {
+            device: device.clone(),
+            #[cfg(feature = "opencl")]
+            cl: on_cl,
+        }));
         Ok(self)
     }
 
@@ -82,8 +104,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// shorter than `BATCH * CLASSES`; [`Error::OpenCl`] if the device fails.
     pub fn codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
         #[cfg(feature = "opencl")]
-        if let Some(cl) = self.on_device.as_ref().and_then(|r| r.downcast_ref::<crate::backend::opencl::int8::Int8Cl>())
-        {
+        if let Some(cl) = self.placed().and_then(|p| p.cl.as_ref()) {
             crate::quant::check_codes_len::<M>(out)?;
             let flat = x.as_flat();
             crate::check::finite("input", flat, M::BATCH)?;
@@ -168,6 +189,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     }
 
     /// Multiply-adds of one row's forward pass.
+    #[cfg(feature = "parallel")]
     const MACS_PER_ROW: usize = NW;
 
     /// The dequantised logits of a batch: `s_y · (q_y − z_y)` of the head's codes, which

@@ -17,8 +17,7 @@ pub const MAX_ELEMENTS: u64 = 1 << 28;
 /// The most hidden layers a declaration may have.
 pub const MAX_HIDDEN_LAYERS: usize = 64;
 
-const KEYS: [&str; 8] =
-    ["batch", "features", "classes", "hidden", "storage", "activation", "optimizer", "weights"];
+const KEYS: [&str; 8] = ["batch", "features", "classes", "hidden", "storage", "activation", "optimizer", "weights"];
 
 /// The hidden layers' activations a declaration may name, as `tensorbridge::Activation`'s
 /// variants spell them.

@@ -229,8 +229,15 @@ macro_rules! simd_variant {
 // vectors) by 6 columns, 12 of its 32 registers holding sums; AVX2, 32 rows (four vectors) by
 // 3 columns, 12 of its 16. Measured on the digits train step (AVX-512 machine, AVX2 variant
 // forced): 32 x 3 5.68-5.74 us, 16 x 4 5.81 us, 16 x 3 6.27 us, 16 x 6 (spills) 7.0-7.3 us.
-simd_variant!(avx512, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma", cpu::Fixed<32, 6>);
-simd_variant!(avx2, "avx2,fma", cpu::Fixed<32, 3>);
+simd_variant!(avx512, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma", SimdProducts<32, 6>);
+simd_variant!(avx2, "avx2,fma", SimdProducts<32, 3>);
+
+/// The products of the SIMD variants: the model's fixed-size kernels (feature `parallel`),
+/// else the core's own loops, compiled for the variant's target features.
+#[cfg(feature = "parallel")]
+type SimdProducts<const MR: usize, const NR: usize> = cpu::Fixed<MR, NR>;
+#[cfg(not(feature = "parallel"))]
+type SimdProducts<const MR: usize, const NR: usize> = cpu::Packed;
 
 /// Threads the CPU backend may use.
 pub(crate) fn threads() -> usize {

@@ -98,6 +98,7 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     }
     /// Reads the optimizer's moment buffers into `moments` (flat, `MOMENTS` times the
     /// parameter count) and returns its step count.
+    #[cfg_attr(not(feature = "checkpoint"), allow(dead_code))]
     fn read_optimizer(&self, moments: &mut [f32]) -> Result<u32>;
     /// Replaces the optimizer's moment buffers and step count.
     fn write_optimizer(&mut self, moments: &[f32], step: u32) -> Result<()>;

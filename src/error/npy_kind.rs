@@ -156,6 +156,7 @@ pub enum NpyErrorKind {
 }
 
 /// How many offending rows an error lists before it gives only their count.
+#[cfg(feature = "npy")]
 pub const LISTED_ROWS: usize = 5;
 
 /// `"; 3 rows hold labels outside 0..=4294967295: rows 2, 7, 9"`, or nothing when the row
