@@ -14,7 +14,7 @@
 //!            startup (StartupReport)   profile (StepProfile)   info (DeviceInfo, KernelPath)
 //! ------------------------------------------------------------------ no_std below
 //! core       cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)
-//!            fixed (fixed-size products) -> gemm (feature `parallel`)
+//!            fixed (fixed-size products) -> gemm -> pool (feature `parallel`)
 //!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
 //! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error
 //! ```

@@ -57,7 +57,11 @@ fn no_opencl<T>() -> Result<T> {
 }
 
 impl Device {
-    /// The CPU backend: always available.
+    /// The CPU backend: always available. With the feature `parallel`, its large products
+    /// split over `TENSORBRIDGE_THREADS` threads (read once; the calling thread included, `1`
+    /// for none), else as many as the machine runs at once: worker threads of the crate's
+    /// own (not rayon's pool), which spin for 100 us after a product, waiting for the next,
+    /// then sleep. The results are the same bits for any thread count.
     pub fn cpu() -> Device {
         Device { kind: DeviceKind::Cpu }
     }

@@ -227,10 +227,10 @@ macro_rules! simd_variant {
 simd_variant!(avx512, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma", cpu::Fixed<32, 6>);
 simd_variant!(avx2, "avx2,fma", cpu::Fixed<32, 3>);
 
-/// Threads the CPU backend may use.
+/// Threads the CPU backend may use (`TENSORBRIDGE_THREADS`, else the machine's).
 pub(crate) fn threads() -> usize {
     #[cfg(feature = "parallel")]
-    return rayon::current_num_threads();
+    return crate::pool::threads();
     #[cfg(not(feature = "parallel"))]
     1
 }
