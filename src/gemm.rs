@@ -1,7 +1,9 @@
 //! Large matrix products through the `gemm-f32` crate (packed, cache-blocked, AVX-512 where the
-//! CPU has it), split over the worker threads of `crate::pool` when large (feature
-//! `parallel`). Imports nothing of the crate but `pool`. The CPU core (`crate::cpu`) calls it
+//! CPU has it), split over the worker threads of `crate::pool` when large, and over rayon's
+//! when larger still (feature `parallel`). Imports nothing of the crate but `pool`. The CPU core (`crate::cpu`) calls it
 //! for layers of at least [`GEMM_MIN_MACS`] multiply-adds.
+
+use rayon::prelude::*;
 
 use crate::pool;
 
@@ -91,7 +93,7 @@ pub(crate) enum Dst {
 pub(crate) fn gemm(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>, macs: usize, op: Dst) {
     let parts = pool::threads().min(n / MIN_COLUMNS_PER_THREAD);
     if parallel(macs) && parts > 1 && split_keeps_bits(m, n, lhs.cols, n.div_ceil(parts)) {
-        gemm_split(dst, m, n, lhs, rhs, op, parts);
+        gemm_split(dst, n, lhs, rhs, op, parts, macs);
     } else {
         gemm_serial(dst, m, n, lhs, rhs, op);
     }
@@ -111,14 +113,28 @@ fn split_keeps_bits(m: usize, n: usize, k: usize, per: usize) -> bool {
     k > 2 && m > 1 && narrowest > 1 && m * narrowest > 256 && (k <= 512 || m > 64 || n <= 64)
 }
 
+/// Products of at least this many multiply-adds split over rayon's threads, as before the
+/// pool, where the caller sleeps while two rayon workers compute: above 2^24, the injection's
+/// 35-70 us is a few percent of a part. On a loaded machine (load average 11 on 2 cores, three
+/// interleaved rounds) the pool, whose caller spins while it waits, took the wide shape's
+/// step (256 x 1024 -> 1024, 2^28 multiply-adds) 1.18-1.55x as long as rayon did, and its
+/// inference 1.5-2.7x; the mnist step (2^23.6) took 0.93-1.07x as long.
+pub const RAYON_MIN_MACS: usize = 1 << 24;
+
 /// [`gemm`] with the columns of `dst` in `parts` parts of equal width (the last narrower),
-/// over [`pool`]'s threads.
-fn gemm_split(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>, op: Dst, parts: usize) {
+/// over rayon's threads from [`RAYON_MIN_MACS`] multiply-adds, else over [`pool`]'s.
+fn gemm_split(dst: &mut [f32], n: usize, lhs: View<'_>, rhs: View<'_>, op: Dst, parts: usize, macs: usize) {
+    let m = lhs.rows;
     let per = n.div_ceil(parts.max(1));
-    pool::chunks_mut(dst, per * m, |p, part| {
+    let part = |p: usize, part: &mut [f32]| {
         let (c0, c1) = (p * per, (p * per + per).min(n));
         gemm_serial(part, m, c1 - c0, lhs, rhs.columns(c0, c1), op);
-    });
+    };
+    if macs >= RAYON_MIN_MACS {
+        dst.par_chunks_mut(per * m).enumerate().for_each(|(p, d)| part(p, d));
+    } else {
+        pool::chunks_mut(dst, per * m, part);
+    }
 }
 
 /// [`gemm`] on the calling thread.
@@ -165,18 +181,12 @@ fn gemm_serial(dst: &mut [f32], m: usize, n: usize, lhs: View<'_>, rhs: View<'_>
 }
 
 /// Whether `f(chunk of a, chunk of b)` holds for every pair of equal chunks of two
-/// slices, every chunk visited (over [`pool`]'s threads when long).
+/// slices, every chunk visited (in parallel over rayon's threads when long: at least 2^17
+/// values, past [`RAYON_MIN_MACS`]-sized layers only).
 pub(crate) fn all_chunks(a: &[f32], b: &mut [f32], f: impl Fn(&[f32], &mut [f32]) -> bool + Sync + Send) -> bool {
     const CHUNK: usize = 1 << 15;
     if a.len() >= 4 * CHUNK {
-        let n = a.len().min(b.len());
-        let all = std::sync::atomic::AtomicBool::new(true);
-        pool::chunks_mut(&mut b[..n], CHUNK, |k, b| {
-            if !f(&a[k * CHUNK..k * CHUNK + b.len()], b) {
-                all.store(false, std::sync::atomic::Ordering::Relaxed);
-            }
-        });
-        all.into_inner()
+        a.par_chunks(CHUNK).zip(b.par_chunks_mut(CHUNK)).map(|(a, b)| f(a, b)).reduce(|| true, |x, y| x & y)
     } else {
         f(a, b)
     }
@@ -220,7 +230,7 @@ mod tests {
                 for parts in [2, 3, 7] {
                     assert!(split_keeps_bits(m, n, k, n.div_ceil(parts)), "{m}x{n}x{k} in {parts} parts");
                     let mut split = d.clone();
-                    gemm_split(&mut split, m, n, lhs, rhs, op, parts);
+                    gemm_split(&mut split, n, lhs, rhs, op, parts, m * n * k);
                     assert_eq!(bits(&split), bits(&serial), "{m}x{n}x{k}, {op:?}, {parts} parts");
                 }
                 if op == Dst::Set {
