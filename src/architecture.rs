@@ -16,7 +16,7 @@
 //! ------------------------------------------------------------------ no_std below
 //! core       cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)
 //!            quant (Int8Model: int8 quantisation and integer inference; no allocation)
-//!            fixed (fixed-size products) -> gemm (feature `parallel`)
+//!            fixed (fixed-size products) -> gemm -> pool (feature `parallel`)
 //!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
 //! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error
 //!            math (each formula once: activations; imports nothing of the crate)

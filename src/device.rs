@@ -66,7 +66,12 @@ impl Device {
         }
     }
 
-    /// The CPU backend: always available.
+    /// The CPU backend: always available. With the feature `parallel`, its large products
+    /// split over `TENSORBRIDGE_THREADS` threads (read once; the calling thread included, `1`
+    /// for none), else as many as the machine runs at once: worker threads of the crate's
+    /// own, which spin for 100 us after a product, waiting for the next, then sleep (from
+    /// 2^24 multiply-adds a product, rayon's pool instead, `RAYON_NUM_THREADS`). The results
+    /// are the same bits for any thread count.
     pub fn cpu() -> Device {
         Device { kind: DeviceKind::Cpu }
     }
@@ -370,7 +375,18 @@ impl Device {
         match &self.kind {
             DeviceKind::Cpu => Ok(()),
             #[cfg(feature = "opencl")]
-            DeviceKind::OpenCl { device, .. } => opencl::empty_launch(device),
+            DeviceKind::OpenCl { device, .. } => opencl::empty_launch(device, false),
+        }
+    }
+
+    /// Launches an empty kernel and reads 4 bytes back (blocking): the floor under a step
+    /// that reads its loss, for benchmarks. Not a public API.
+    #[doc(hidden)]
+    pub fn __empty_launch_read(&self) -> Result<()> {
+        match &self.kind {
+            DeviceKind::Cpu => Ok(()),
+            #[cfg(feature = "opencl")]
+            DeviceKind::OpenCl { device, .. } => opencl::empty_launch(device, true),
         }
     }
 

@@ -135,6 +135,8 @@ mod model;
 pub mod npy;
 #[cfg(feature = "onnx")]
 pub mod onnx;
+#[cfg(feature = "parallel")]
+mod pool;
 #[cfg(feature = "opencl")]
 mod prebuild;
 #[cfg(feature = "std")]
@@ -294,6 +296,9 @@ pub mod __private {
     pub use crate::kernels::kernel_source;
     #[cfg(feature = "parallel")]
     pub use crate::model::Product;
+    /// The CPU backend's worker pool, for `xtests/benches/cpu_threshold.rs` to time a hand-off.
+    #[cfg(feature = "parallel")]
+    pub use crate::pool::run as pool_run;
     #[cfg(feature = "std")]
     pub use std::{string::String, sync::OnceLock};
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{child_process, noise, paths};
+use crate::support::{child_process, child_stdout, noise, param_bits, paths, tagged};
 use tensorbridge::nalgebra::SMatrix;
 use tensorbridge::{Device, Model};
 
@@ -127,8 +127,62 @@ fn shared_model_agrees_on_pocls_basic_driver(device: &Device) {
     assert!(text.contains("CHECKED ON"), "the child ran no check: {text}");
 }
 
+// A hidden layer wide enough to split (96 outputs: up to 6 parts of 16 columns). Its
+// forward product (32 x 600 -> 96) is one the `gemm` crate sums otherwise in parts of at
+// most 64 columns (depth blocks of 512), so it must stay whole; the others split.
+tensorbridge::model! {
+    pub struct Split { batch: 32, features: 600, hidden: [96], classes: 10 }
+}
+
+const SPLIT_CHILD: &str = "TENSORBRIDGE_SPLIT_CHILD";
+
+/// In the child: six train steps (the third on a partial batch) of `Split` on the CPU
+/// backend and on the core, the losses and parameters compared and printed as one hash, and
+/// the device's name (which says the thread count in force).
+fn split_child() {
+    use tensorbridge::HostTensor;
+    let flat: Vec<f32> = (0..32 * 600).map(|k| noise(7, k)).collect();
+    let x = <Split as Model>::Input::from_flat(&flat);
+    let y = <Split as Model>::Labels::from_flat(&(0..32).map(|r| r % 10).collect::<Vec<u32>>());
+    let mut engine = tensorbridge::Engine::<Split>::new(&Device::cpu()).unwrap();
+    let mut core = tensorbridge::cpu::Cpu::<Split>::with_seed(tensorbridge::DEFAULT_SEED);
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut mix = |v: u32| hash = (hash ^ u64::from(v)).wrapping_mul(0x0000_0100_0000_01b3);
+    for step in 0..6 {
+        let rows = if step == 2 { 29 } else { 32 };
+        let loss = engine.train_step_rows(&x, &y, rows, 0.05).unwrap();
+        assert_eq!(loss.to_bits(), core.train_step_rows(&x, &y, rows, 0.05).unwrap().to_bits(), "step {step}");
+        mix(loss.to_bits());
+    }
+    let params = param_bits(&engine.params().unwrap());
+    assert_eq!(params, param_bits(&core.params()), "the core's parameters");
+    params.into_iter().for_each(&mut mix);
+    engine.logits(&x).unwrap().iter().for_each(|v| mix(v.to_bits()));
+    println!("BITS {hash:016x}");
+    println!("DEVICE {}", Device::cpu().name());
+}
+
+/// Products split over 1, 2 and 3 threads (every product of at least 4,096 multiply-adds
+/// split, `TENSORBRIDGE_PAR_MIN_MACS=0`), each in a child process: the same losses,
+/// parameters and logits, bit for bit; and each child ran with the threads asked for.
+fn cpu_results_do_not_depend_on_the_thread_count() {
+    let mut seen = Vec::new();
+    for threads in ["1", "2", "3"] {
+        let mut child = child_process(module_path!(), "split_child");
+        child.env(SPLIT_CHILD, "1").env("TENSORBRIDGE_THREADS", threads).env("TENSORBRIDGE_PAR_MIN_MACS", "0");
+        let text = child_stdout(&mut child, threads);
+        let device = tagged(&text, "DEVICE ").unwrap_or_else(|| panic!("no device line: {text}"));
+        assert!(device.contains(&format!("cpu ({threads} threads")), "{threads} threads asked, ran {device}");
+        let bits = tagged(&text, "BITS ").unwrap_or_else(|| panic!("no bits line: {text}"));
+        seen.push(bits.trim().to_string());
+    }
+    assert!(seen.iter().all(|b| *b == seen[0]), "results differ by thread count: {seen:?}");
+}
+
 crate::tests! {
     device shared_model_agrees_with_sequential,
     opencl shared_model_agrees_on_pocls_basic_driver,
     child(BASIC_CHILD) basic_child,
+    plain cpu_results_do_not_depend_on_the_thread_count,
+    child(SPLIT_CHILD) split_child,
 }

@@ -239,10 +239,10 @@ type SimdProducts<const MR: usize, const NR: usize> = cpu::Fixed<MR, NR>;
 #[cfg(not(feature = "parallel"))]
 type SimdProducts<const MR: usize, const NR: usize> = cpu::Packed;
 
-/// Threads the CPU backend may use.
+/// Threads the CPU backend may use (`TENSORBRIDGE_THREADS`, else the machine's).
 pub(crate) fn threads() -> usize {
     #[cfg(feature = "parallel")]
-    return rayon::current_num_threads();
+    return crate::pool::threads();
     #[cfg(not(feature = "parallel"))]
     1
 }

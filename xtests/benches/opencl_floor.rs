@@ -1,6 +1,7 @@
 //! Issue 11 items 3 and 6, measured in one run against the device's own floor:
 //! - the seed's step (batch 2, features 4, classes 2) against one empty kernel launch +
-//!   `clFinish` (`Device::__empty_launch`): `train_step` (one launch + the loss read) and
+//!   `clFinish` (`Device::__empty_launch`), and against one empty launch + a blocking read of
+//!   4 bytes (`Device::__empty_launch_read`, the floor under a step that reads its loss): `train_step` (one launch + the loss read) and
 //!   `train_step_deferred` (`take_losses` every 100 steps, its cost spread over them),
 //!   with the batch as a kernel argument (`Upload::Auto` picks it: the tiny kernel, four
 //!   deferred steps a launch) and, as the before, copied from a staging buffer
@@ -66,6 +67,7 @@ fn main() {
     let n = 2000;
     let names = [
         "empty launch + finish",
+        "empty launch + 4-byte read",
         "train_step (argument)",
         "train_step (copy)",
         "deferred (argument)",
@@ -82,19 +84,26 @@ fn main() {
     };
     for _ in 0..rounds {
         t[0].push(per_call(n, || cl.__empty_launch().expect("empty launch")));
-        t[1].push(per_call(n, || {
+        t[1].push(per_call(n, || cl.__empty_launch_read().expect("empty launch")));
+        t[2].push(per_call(n, || {
             by_value.train_step(&x, &y, 1e-3).expect("step");
         }));
-        t[2].push(per_call(n, || {
+        t[3].push(per_call(n, || {
             copied.train_step(&x, &y, 1e-3).expect("step");
         }));
-        t[3].push(deferred(&mut by_value));
-        t[4].push(deferred(&mut copied));
+        t[4].push(deferred(&mut by_value));
+        t[5].push(deferred(&mut copied));
     }
     let floor = median(&mut t[0]);
+    let read_floor = median(&mut t[1]);
     for (name, v) in names.iter().zip(&mut t) {
         let m = median(v);
-        println!("seed  {name:<24} {:>8.2} us  {:>5.2}x floor", m * 1e6, m / floor);
+        println!(
+            "seed  {name:<28} {:>8.2} us  {:>5.2}x floor  {:>5.2}x floor with the read",
+            m * 1e6,
+            m / floor,
+            m / read_floor
+        );
     }
 
     let (x, y) = bench_batch::<MnistMlp>();

@@ -122,18 +122,24 @@ pub(crate) fn build_source(device: &ClDevice, source: &str) -> Result<()> {
     program::build_from_source(device, source, &options).map(drop)
 }
 
-/// One launch of an empty kernel (one work-item) and `clFinish`: the floor under any
-/// kernel's cost on this device.
-pub(crate) fn empty_launch(device: &ClDevice) -> Result<()> {
+/// One launch of an empty kernel (one work-item), then `clFinish` (`read: false`) or a
+/// blocking read of 4 bytes (`read: true`): the floor under any kernel's cost on this
+/// device, and under a step that reads its loss back.
+pub(crate) fn empty_launch(device: &ClDevice, read: bool) -> Result<()> {
     let mut slot = device.empty.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if slot.is_none() {
         let program = program::build_from_source(device, "__kernel void tb_empty(void) {}", "")?;
-        *slot = Some((Queue::new(&device.context, device.id, false)?, Kernel::new(&program, "tb_empty")?));
+        let queue = Queue::new(&device.context, device.id, false)?;
+        *slot = Some((queue, Kernel::new(&program, "tb_empty")?, Mem::new::<f32>(&device.context, 1)?));
     }
     match slot.as_ref() {
-        Some((queue, kernel)) => {
+        Some((queue, kernel, word)) => {
             queue.launch(kernel, &[1], &[1])?;
-            queue.finish()
+            if read {
+                queue.read(word, 0, &mut [0.0f32])
+            } else {
+                queue.finish()
+            }
         }
         None => Ok(()),
     }

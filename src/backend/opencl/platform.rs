@@ -13,7 +13,7 @@ use opencl3::error_codes::{
 use opencl3::platform::platform as pf;
 use opencl3::types::{cl_device_id, cl_platform_id};
 
-use super::cl::{bytes_to_string, read_u64, read_usize, Context, Kernel, Program, Queue};
+use super::cl::{bytes_to_string, read_u64, read_usize, Context, Kernel, Mem, Program, Queue};
 use crate::error::{Error, Result};
 use crate::info::{DeviceInfo, DeviceType};
 
@@ -131,8 +131,9 @@ pub(crate) struct ClDevice {
     pub serial: u64,
     pub programs: Mutex<HashMap<String, Arc<Program>>>,
     pub counts: BuildCounts,
-    /// The empty kernel of the launch-floor benchmark, made on first use.
-    pub empty: Mutex<Option<(Queue, Kernel)>>,
+    /// The empty kernel of the launch-floor benchmark and a 4-byte buffer to read, made on
+    /// first use.
+    pub empty: Mutex<Option<(Queue, Kernel, Mem)>>,
     /// Start-up: platform discovery (set by whoever enumerated) and context creation.
     pub platform_time: Duration,
     pub context_time: Duration,
