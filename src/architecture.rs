@@ -19,7 +19,7 @@
 //!            fixed (fixed-size products) -> gemm -> pool (feature `parallel`)
 //!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
 //! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error
-//!            math (each formula once: activations; imports nothing of the crate)
+//!            math (each formula once: activations, loss, optimizers; imports nothing of the crate)
 //! ```
 //!
 //! - [`math`](crate::math) is the single home of the network's formulas: the CPU core, the

@@ -8,7 +8,11 @@
 //! row-major (C order) as safetensors requires — nalgebra stores `[in x out]` column-major,
 //! so saving transposes the layout (not the matrix) and loading transposes it back. The
 //! header's `__metadata__` holds one entry, `"tensorbridge": "<model>: <layer widths>"`, for
-//! people reading the file; the same parameters always give the same bytes. A model with a
+//! people reading the file, followed by `; activations: <one per hidden layer>` for a model
+//! with hidden layers (`Mlp: 4 -> 8 -> 3; activations: tanh`); loading refuses a file whose
+//! activations differ from the declaration's ([`CheckpointErrorKind::WrongActivations`]), and
+//! a file without that record (written elsewhere) loads as before. The same parameters always
+//! give the same bytes. A model with a
 //! [standardiser attached](Engine::set_standardizer) also saves it, as two `F32` tensors of
 //! shape `[features]`, `standardizer.mean` and `standardizer.scale`, and loading attaches it
 //! again.
@@ -174,6 +178,34 @@ fn read_tensor<T: StorageElement>(values: impl Iterator<Item = T>, shape: &[usiz
 /// The names of the two tensors of an attached standardiser.
 pub(crate) const STANDARDIZER_TENSORS: [&str; 2] = ["standardizer.mean", "standardizer.scale"];
 
+/// The metadata entry checkpoints write, and what precedes the activations in it.
+const METADATA_KEY: &str = "tensorbridge";
+const ACTIVATIONS_RECORD: &str = "; activations: ";
+
+/// The hidden layers' activations of model `M`, as a checkpoint records them: `tanh, relu`.
+fn activations_text<M: Model>() -> String {
+    (0..M::LAYERS.len().saturating_sub(2))
+        .map(|l| crate::math::activation::after_layer(M::ACTIVATIONS, M::LAYERS.len() - 1, l).name())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Refuses a file whose metadata records other hidden activations than `M` declares.
+fn check_activations<M: Model>(
+    file_metadata: Option<&HashMap<String, String>>,
+) -> std::result::Result<(), CheckpointErrorKind> {
+    let found = file_metadata
+        .and_then(|m| m.get(METADATA_KEY))
+        .and_then(|entry| entry.split_once(ACTIVATIONS_RECORD))
+        .map(|(_, activations)| activations.trim().to_string());
+    match found {
+        Some(found) if found != activations_text::<M>() => {
+            Err(CheckpointErrorKind::WrongActivations { model: M::NAME, expected: activations_text::<M>(), found })
+        }
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn layers_text<M: Model>() -> String {
     M::LAYERS.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" -> ")
 }
@@ -218,7 +250,11 @@ fn to_safetensors<M: Model>(
         .map_err(|e| e.to_string())?;
     // One entry only: safetensors takes a `HashMap`, whose order would otherwise make the
     // bytes of two saves of the same parameters differ.
-    let metadata = HashMap::from([("tensorbridge".to_string(), format!("{}: {}", M::NAME, layers_text::<M>()))]);
+    let mut entry = format!("{}: {}", M::NAME, layers_text::<M>());
+    if M::LAYERS.len() > 2 {
+        entry.push_str(&format!("{ACTIVATIONS_RECORD}{}", activations_text::<M>()));
+    }
+    let metadata = HashMap::from([(METADATA_KEY.to_string(), entry)]);
     safetensors::serialize(views, Some(metadata)).map_err(|e| e.to_string())
 }
 
@@ -234,6 +270,9 @@ fn from_safetensors<M: Model>(
     bytes: &[u8],
 ) -> std::result::Result<(Vec<M::Storage>, SavedStandardizer, SavedState), CheckpointErrorKind> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointErrorKind::Format { reason: e.to_string() })?;
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| CheckpointErrorKind::Format { reason: e.to_string() })?;
+    check_activations::<M>(header.metadata().as_ref())?;
     let expected = tensors_of::<M>();
     let optim = optim_tensors::<M>();
     let mut expected_names = expected.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(", ");

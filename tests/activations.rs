@@ -301,7 +301,34 @@ fn initialisation_follows_the_activation() {
     assert!((variance(relu.w1.as_flat()) / (1.0 / 100.0) - 1.0).abs() < 0.07);
 }
 
+/// A checkpoint records its hidden activations: a model of the same shape with another
+/// activation refuses it (its weights would give other numbers), the same declaration loads
+/// it, and a file without the record (written by hand, as by another tool) still loads.
+fn checkpoints_refuse_another_activation() {
+    let dir = crate::support::scratch("activations-checkpoint");
+    let path = dir.join("tanh.safetensors");
+    let tanh = SmallTanh::new(&Device::cpu()).unwrap();
+    tanh.save(&path).unwrap();
+    match SmallRelu::load(&Device::cpu(), &path) {
+        Err(tensorbridge::Error::Checkpoint {
+            kind: tensorbridge::checkpoint::CheckpointErrorKind::WrongActivations { expected, found, .. },
+            ..
+        }) => {
+            assert_eq!((expected.as_str(), found.as_str()), ("relu, relu", "tanh, tanh"));
+        }
+        other => panic!("a tanh checkpoint loaded into a ReLU model: {:?}", other.map(|_| ())),
+    }
+    assert!(matches!(SmallMixed::load(&Device::cpu(), &path), Err(tensorbridge::Error::Checkpoint { .. })));
+    let back = SmallTanh::load(&Device::cpu(), &path).unwrap();
+    assert_eq!(back.params().unwrap(), tanh.params().unwrap());
+    // The record is in the header's text, as written.
+    let bytes = std::fs::read(&path).unwrap();
+    let header = String::from_utf8_lossy(&bytes[8..]);
+    assert!(header.contains("SmallTanh: 5 -> 7 -> 4 -> 3; activations: tanh, tanh"), "{header}");
+}
+
 crate::tests! {
+    plain checkpoints_refuse_another_activation,
     device each_activations_gradients_match_finite_differences,
     device sgd_matches_numpy_for_each_activation_f32,
     device sgd_matches_numpy_for_each_activation_gemm_shape,

@@ -88,6 +88,17 @@ pub enum CheckpointErrorKind {
         /// What does not match.
         reason: String,
     },
+    /// A checkpoint saved from a model whose hidden layers have other activations (the
+    /// header's `__metadata__` says which): its weights would give other numbers here.
+    #[error("the file was saved from a model with hidden activations [{found}], but {model} declares [{expected}]")]
+    WrongActivations {
+        /// The model's name.
+        model: &'static str,
+        /// The declared activations, one per hidden layer (`tanh, relu`).
+        expected: String,
+        /// The activations the file records.
+        found: String,
+    },
     /// A value that the model's storage cannot hold: an `f64` beyond `f32`'s range, or a
     /// value beyond ±65504 for `storage: f16`. Never silently turned into infinity.
     #[error("tensor '{name}' holds {value} at index {index}, beyond the range of the model's {storage} storage")]
