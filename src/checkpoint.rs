@@ -270,9 +270,6 @@ fn from_safetensors<M: Model>(
     bytes: &[u8],
 ) -> std::result::Result<(Vec<M::Storage>, SavedStandardizer, SavedState), CheckpointErrorKind> {
     let file = SafeTensors::deserialize(bytes).map_err(|e| CheckpointErrorKind::Format { reason: e.to_string() })?;
-    let (_, header) =
-        SafeTensors::read_metadata(bytes).map_err(|e| CheckpointErrorKind::Format { reason: e.to_string() })?;
-    check_activations::<M>(header.metadata().as_ref())?;
     let expected = tensors_of::<M>();
     let optim = optim_tensors::<M>();
     let mut expected_names = expected.iter().map(|(n, _, _)| n.as_str()).collect::<Vec<_>>().join(", ");
@@ -323,6 +320,10 @@ fn from_safetensors<M: Model>(
         let values = view.data().chunks_exact(std::mem::size_of::<M::Storage>()).map(M::Storage::from_le_slice);
         read_tensor(values, shape, *start, &mut flat);
     }
+    // The tensors fit the declaration: the activations they were trained with must too.
+    let (_, header) =
+        SafeTensors::read_metadata(bytes).map_err(|e| CheckpointErrorKind::Format { reason: e.to_string() })?;
+    check_activations::<M>(header.metadata().as_ref())?;
     Ok((flat, saved_standardizer::<M>(&file)?, saved_state::<M>(&file, &optim)?))
 }
 

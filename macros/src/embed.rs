@@ -155,21 +155,6 @@ fn read_checkpoint(spec: &Spec, file: &WeightsFile, path: &Path) -> syn::Result<
         err(format!("cannot read the file ({e}; the path is relative to the directory of the crate's Cargo.toml)"))
     })?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a safetensors checkpoint: {e}")))?;
-    // The hidden activations `save` records (`...; activations: tanh, relu`), where it did.
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors checkpoint: {e}")))?;
-    let recorded = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("tensorbridge"))
-        .and_then(|entry| entry.split_once("; activations: "))
-        .map(|(_, a)| a.trim().to_string());
-    let declared = spec.activations.iter().map(|a| a.to_ascii_lowercase()).collect::<Vec<_>>().join(", ");
-    if let Some(recorded) = recorded.filter(|r| *r != declared) {
-        return Err(err(format!(
-            "the checkpoint was saved from a model with hidden activations [{recorded}], but the declaration has [{declared}]"
-        )));
-    }
     let (dtype, dtype_name) = match spec.storage {
         Storage::F32 => (Dtype::F32, "F32"),
         Storage::F16 => (Dtype::F16, "F16 (`storage: f16`)"),
@@ -235,6 +220,22 @@ fn read_checkpoint(spec: &Spec, file: &WeightsFile, path: &Path) -> syn::Result<
         } else {
             flat.extend(values);
         }
+    }
+    // The tensors fit the declaration; the hidden activations `save` records (`...;
+    // activations: tanh, relu`), where it did, must too.
+    let (_, header) =
+        SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors checkpoint: {e}")))?;
+    let recorded = header
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get("tensorbridge"))
+        .and_then(|entry| entry.split_once("; activations: "))
+        .map(|(_, a)| a.trim().to_string());
+    let declared = spec.activations.iter().map(|a| a.to_ascii_lowercase()).collect::<Vec<_>>().join(", ");
+    if let Some(recorded) = recorded.filter(|r| *r != declared) {
+        return Err(err(format!(
+            "the checkpoint was saved from a model with hidden activations [{recorded}], but the declaration has [{declared}]"
+        )));
     }
     Ok(flat)
 }
