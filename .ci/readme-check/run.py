@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Builds every ```rust block of README.md as an example of a user's crate whose only
 dependency is tensorbridge (by path), and runs those not marked `no_run`. Fails if a block
-fails to compile or to run, or if the README has no Rust block at all.
+fails to compile or to run, or if the README has no Rust block at all. The blocks run in a
+fresh directory holding only a copy of the repository's `data/` (the data sets they read).
 
 Usage: python3 .ci/readme-check/run.py   (CARGO_TARGET_DIR defaults to the repository's
 target/, so that the dependencies compiled for the workspace are reused.)
@@ -63,6 +64,8 @@ def main():
     print(f"readme-check: {len(found)} Rust blocks of README.md, as examples of a user's crate", flush=True)
     subprocess.run(["cargo", "build", "--manifest-path", manifest, "--examples"], env=env, check=True)
     with tempfile.TemporaryDirectory(prefix="readme-check-") as cwd:
+        # A user's crate beside a copy of the data sets the blocks read (`data/iris_*.npy`).
+        shutil.copytree(os.path.join(ROOT, "data"), os.path.join(cwd, "data"))
         for name in to_run:
             print(f"readme-check: running {name}", flush=True)
             subprocess.run(["cargo", "run", "-q", "--manifest-path", manifest, "--example", name],
