@@ -129,12 +129,14 @@ pub enum Error {
         loss: f32,
     },
 
-    /// A training step's SGD update `p - lr * g` would store a non-finite parameter: a
-    /// value beyond `f32`'s range, or beyond ±65504 under `storage: f16` (where it would
-    /// round to infinity). Checked over every parameter before any is written: the update
-    /// was not applied and the parameters are exactly as before the step.
+    /// A training step's update (of the model's optimizer: SGD's `p - lr * g`, momentum's,
+    /// Adam's, ...) would store a non-finite parameter: a value beyond `f32`'s range, or
+    /// beyond ±65504 under `storage: f16` (where it would round to infinity), or a
+    /// non-finite value in the optimizer's state for that parameter. Checked over every
+    /// parameter before any is written: the update was not applied and the parameters and
+    /// the optimizer's state are exactly as before the step.
     #[error(
-        "the SGD update would store a non-finite value in {what} at row {row}, column {column} \
+        "the optimizer's update would store a non-finite value in {what} at row {row}, column {column} \
          (beyond {storage} range, ±{}): the update was not applied (try a smaller learning rate)",
         ShortNumber(*max)
     )]

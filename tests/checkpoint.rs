@@ -1,5 +1,6 @@
 //! Checkpoints: save/load round trips, the on-disk layout (checked by NumPy reading the
-//! safetensors file by hand), validation errors, and atomicity under a kill mid-write.
+//! safetensors file by hand), validation errors, atomicity under a kill mid-write, and the
+//! optimizer's hyperparameters saved and restored (resume equals the uninterrupted run).
 
 use crate::support;
 
@@ -11,8 +12,9 @@ use std::time::Duration;
 
 use safetensors::tensor::{Dtype, TensorView};
 use tensorbridge::checkpoint::CheckpointErrorKind;
+use tensorbridge::optim::{Adam, AdamW, Momentum, Sgd};
 use tensorbridge::{matrix, vector};
-use tensorbridge::{Device, Error};
+use tensorbridge::{Device, Engine, Error, HostTensor, Model, Params};
 
 tensorbridge::model! {
     /// Linear, 4 -> 3.
@@ -25,6 +27,18 @@ tensorbridge::model! {
 tensorbridge::model! {
     /// 4 -> 5 -> 3.
     pub struct Mlp { batch: 2, features: 4, classes: 3, hidden: [5] }
+}
+tensorbridge::model! {
+    /// 4 -> 5 -> 3 with Adam.
+    pub struct AdamMlp { batch: 2, features: 4, classes: 3, hidden: [5], optimizer: adam }
+}
+tensorbridge::model! {
+    /// 4 -> 5 -> 3 with AdamW.
+    pub struct AdamWMlp { batch: 2, features: 4, classes: 3, hidden: [5], optimizer: adamw }
+}
+tensorbridge::model! {
+    /// 4 -> 5 -> 3 with momentum.
+    pub struct MomentumMlp { batch: 2, features: 4, classes: 3, hidden: [5], optimizer: momentum }
 }
 tensorbridge::model! {
     /// Large enough (about 1 MiB of parameters) that a save takes a while.
@@ -98,7 +112,7 @@ print(header['__metadata__']['tensorbridge'])
     // w0 is [in, out] = [4, 3] in C order: row i holds the weights of input i.
     assert_eq!(lines[0], "b0 F32 (3,) [-1.0, 0.5, 0.25]");
     assert_eq!(lines[1], "w0 F32 (4, 3) [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0]");
-    assert_eq!(lines[2], "Lin: 4 -> 3");
+    assert_eq!(lines[2], "Lin: 4 -> 3; optimizer: sgd(lr=0.001, weight_decay=0.0)");
 }
 
 fn shape_mismatches_name_the_tensor_and_both_shapes() {
@@ -246,7 +260,171 @@ fn checkpoints_move_between_cpu_and_opencl(device: &Device) {
     assert_eq!(std::fs::read(&again).unwrap(), std::fs::read(&path).unwrap(), "byte-identical files");
 }
 
+/// Replaces the metadata entry of the checkpoint at `path`, its tensors kept; `None` leaves
+/// none, as a file written by an older version or another program.
+fn with_entry(path: &Path, entry: Option<&str>) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors = file.tensors();
+    let metadata = entry.map(|e| HashMap::from([("tensorbridge".to_string(), e.to_string())]));
+    let views = tensors.iter().map(|(name, view)| (name.as_str(), view));
+    std::fs::write(path, safetensors::serialize(views, metadata).unwrap()).unwrap();
+}
+
+/// Steps `from..to` of a run: batch `t` and its learning rate are functions of `t` alone.
+fn steps<M: Model<Storage = f32>>(model: &mut Engine<M>, from: usize, to: usize) {
+    for t in from..to {
+        let x: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| ((t * 7 + k * 5) % 11) as f32 / 5.0 - 1.0).collect();
+        let y: Vec<u32> = (0..M::BATCH).map(|r| ((t + r) % M::CLASSES) as u32).collect();
+        let lr = 0.05 / (1 + t % 4) as f32;
+        model.train_step(&M::Input::from_flat(&x), &M::Labels::from_flat(&y), lr).unwrap();
+    }
+}
+
+fn param_bits<M: Model<Storage = f32>>(model: &Engine<M>) -> Vec<u32> {
+    let mut flat = vec![0.0f32; M::Params::LEN];
+    model.params().unwrap().write_flat(&mut flat);
+    flat.iter().map(|v| v.to_bits()).collect()
+}
+
+/// Save after 6 steps with `hyperparameters` set, load, 6 more steps: the parameters are
+/// those of 12 steps without a break, bit for bit. The same file without the record (as an
+/// older version wrote it) loads with the model's default hyperparameters, and its run
+/// differs: the comparison could fail.
+fn resume_equals_the_uninterrupted_run<M: Model<Storage = f32>>(hyperparameters: M::Optimizer, name: &str) {
+    let device = Device::cpu();
+    let path = support::scratch(name).join("checkpoint.safetensors");
+    let mut whole = Engine::<M>::new(&device).unwrap();
+    whole.set_optimizer(hyperparameters).unwrap();
+    steps(&mut whole, 0, 12);
+    let mut first = Engine::<M>::new(&device).unwrap();
+    first.set_optimizer(hyperparameters).unwrap();
+    steps(&mut first, 0, 6);
+    first.save(&path).unwrap();
+    let mut second = Engine::<M>::load(&device, &path).unwrap();
+    assert_eq!(second.optimizer(), hyperparameters, "{name}: the hyperparameters are restored");
+    steps(&mut second, 6, 12);
+    assert_eq!(param_bits(&second), param_bits(&whole), "{name}: save at step 6, load, 6 more steps");
+
+    with_entry(&path, None);
+    let mut older = Engine::<M>::load(&device, &path).unwrap();
+    assert_eq!(older.optimizer(), M::Optimizer::default(), "{name}: a file without the record");
+    steps(&mut older, 6, 12);
+    assert_ne!(param_bits(&older), param_bits(&whole), "{name}: the defaults give another run");
+}
+
+fn resume_with_non_default_hyperparameters_equals_the_uninterrupted_run() {
+    // Every field away from its default, with values that need all of an f32's digits.
+    let adam = Adam { lr: 0.0123, beta1: 0.8, beta2: 0.95, eps: 1.234_567_9e-5, weight_decay: 0.01 };
+    resume_equals_the_uninterrupted_run::<AdamMlp>(adam, "ckpt-resume-adam");
+    let adamw = AdamW { lr: 0.02, beta1: 0.85, beta2: 0.99, eps: 3e-7, weight_decay: 0.3 };
+    resume_equals_the_uninterrupted_run::<AdamWMlp>(adamw, "ckpt-resume-adamw");
+    let momentum = Momentum { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 1.0 / 3.0 };
+    resume_equals_the_uninterrupted_run::<MomentumMlp>(momentum, "ckpt-resume-momentum");
+    resume_equals_the_uninterrupted_run::<Mlp>(Sgd { lr: 0.2, weight_decay: 0.25 }, "ckpt-resume-sgd");
+}
+
+/// The record as written, read by hand: names, values, and the order of the records.
+fn the_hyperparameters_are_written_in_the_header() {
+    let path = support::scratch("ckpt-record").join("momentum.safetensors");
+    let mut model = MomentumMlp::new(&Device::cpu()).unwrap();
+    model.set_optimizer(Momentum { lr: 0.5, momentum: 0.75, nesterov: true, weight_decay: 1e-8 }).unwrap();
+    model.save(&path).unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let header = String::from_utf8_lossy(&bytes[8..]);
+    let entry = "MomentumMlp: 4 -> 5 -> 3; activations: relu; \
+                 optimizer: momentum(lr=0.5, momentum=0.75, nesterov=true, weight_decay=1e-8)";
+    assert!(header.contains(entry), "{header}");
+}
+
+fn malformed_hyperparameter_records_are_typed_errors() {
+    let device = Device::cpu();
+    let path = support::scratch("ckpt-bad-record").join("adam.safetensors");
+    let mut model = AdamMlp::new(&device).unwrap();
+    steps(&mut model, 0, 2);
+    model.save(&path).unwrap();
+    let entry = |record: &str| format!("AdamMlp: 4 -> 5 -> 3; activations: relu; optimizer: {record}");
+    let all = "lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0";
+    for record in [
+        "adam".to_string(),
+        format!("adam({all}"),
+        format!("adam[{all}]"),
+        "adam(lr=0.001, beta1=0.9, beta2=0.999, eps=1e-8)".to_string(),
+        format!("adam({all}, momentum=0.9)"),
+        format!("adam({all}, lr=0.1)"),
+        format!("adam({all}, amsgrad)"),
+        "adam(lr=fast, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)".to_string(),
+        "adam(lr=0.001, beta1=1.5, beta2=0.999, eps=1e-8, weight_decay=0.0)".to_string(),
+        "adam(lr=NaN, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)".to_string(),
+        "adam(lr=0.001, beta1=0.9, beta2=0.999, eps=-1e-8, weight_decay=0.0)".to_string(),
+        "adam(lr=1e99, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0)".to_string(),
+    ] {
+        with_entry(&path, Some(&entry(&record)));
+        match checkpoint_error(AdamMlp::load(&device, &path)) {
+            CheckpointErrorKind::Hyperparameters { record: found, reason } => {
+                assert_eq!(found, record, "{reason}");
+                let message = Error::Checkpoint {
+                    path: path.clone(),
+                    kind: CheckpointErrorKind::Hyperparameters { record: found, reason },
+                }
+                .to_string();
+                assert!(message.contains("adam.safetensors") && message.contains(&record), "{message}");
+            }
+            other => panic!("{record}: {other:?}"),
+        }
+    }
+    // A well-formed record loads.
+    with_entry(&path, Some(&entry(&format!("adam({all})"))));
+    assert_eq!(AdamMlp::load(&device, &path).unwrap().optimizer(), Adam { lr: 0.001, ..Adam::default() });
+
+    // Momentum's flag is `true` or `false`.
+    let path = support::scratch("ckpt-bad-record").join("momentum.safetensors");
+    MomentumMlp::new(&device).unwrap().save(&path).unwrap();
+    let record = "momentum(lr=0.1, momentum=0.9, nesterov=yes, weight_decay=0.0)";
+    with_entry(&path, Some(&format!("MomentumMlp: 4 -> 5 -> 3; activations: relu; optimizer: {record}")));
+    assert!(matches!(
+        checkpoint_error(MomentumMlp::load(&device, &path)),
+        CheckpointErrorKind::Hyperparameters { reason, .. } if reason.contains("nesterov=yes")
+    ));
+}
+
+/// Adam's state (`optim.exp_avg.*`, the names AdamW's state has too) under an AdamW model is
+/// refused; an SGD model's checkpoint, which holds no state, loads into an Adam model with
+/// the Adam model's defaults.
+fn another_optimizers_record() {
+    let device = Device::cpu();
+    let dir = support::scratch("ckpt-other-optimizer");
+    let adam_path = dir.join("adam.safetensors");
+    let mut adam = AdamMlp::new(&device).unwrap();
+    adam.set_optimizer(Adam { beta1: 0.5, ..Adam::default() }).unwrap();
+    steps(&mut adam, 0, 2);
+    adam.save(&adam_path).unwrap();
+    match checkpoint_error(AdamWMlp::load(&device, &adam_path)) {
+        CheckpointErrorKind::WrongOptimizer { model, expected, found } => {
+            assert_eq!((model, expected), ("AdamWMlp", "adamw"));
+            assert!(found.starts_with("adam(lr=0.001, beta1=0.5,"), "{found}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let sgd_path = dir.join("sgd.safetensors");
+    let mut sgd = Mlp::new(&device).unwrap();
+    sgd.set_optimizer(Sgd { lr: 0.5, weight_decay: 0.5 }).unwrap();
+    sgd.save(&sgd_path).unwrap();
+    let loaded = AdamMlp::load(&device, &sgd_path).unwrap();
+    assert_eq!(loaded.optimizer(), Adam::default());
+    let mut want = vec![0.0f32; <MlpParams as Params>::LEN];
+    sgd.params().unwrap().write_flat(&mut want);
+    let mut got = vec![0.0f32; <AdamMlpParams as Params>::LEN];
+    loaded.params().unwrap().write_flat(&mut got);
+    assert_eq!(got, want);
+}
+
 crate::tests! {
+    plain resume_with_non_default_hyperparameters_equals_the_uninterrupted_run,
+    plain the_hyperparameters_are_written_in_the_header,
+    plain malformed_hyperparameter_records_are_typed_errors,
+    plain another_optimizers_record,
     plain save_then_load_restores_exactly,
     numpy the_file_holds_row_major_in_out_tensors_numpy_can_read,
     plain shape_mismatches_name_the_tensor_and_both_shapes,

@@ -10,12 +10,10 @@ use std::path::{Path, PathBuf};
 
 use proc_macro2::{Literal, TokenStream};
 use quote::quote;
-use safetensors::tensor::{Dtype, SafeTensors};
+use safetensors::tensor::Dtype;
 
+use crate::format::{self, Checkpoint, STANDARDIZER_TENSORS};
 use crate::spec::{Spec, Storage, WeightsFile};
-
-/// The names of an attached standardiser's tensors in a checkpoint (`tensorbridge::checkpoint`).
-const STANDARDIZER_TENSORS: [&str; 2] = ["standardizer.mean", "standardizer.scale"];
 
 /// The constructors taking a device with the same signature in every build, and
 /// `Name::weights()` for a `weights:` key (or the error about its file).
@@ -148,45 +146,40 @@ fn manifest_path(file: &WeightsFile) -> syn::Result<PathBuf> {
 }
 
 /// The checkpoint's parameters in the flat layout (`w[o * in + i]`, then `b`), every tensor
-/// checked against the declaration: names, dtype, shapes, finite values.
+/// checked against the declaration: names, dtype, shapes, finite values. The optimizer's
+/// state that a checkpoint may hold beside them is not compiled in.
 fn read_checkpoint(spec: &Spec, file: &WeightsFile, path: &Path) -> syn::Result<Vec<f32>> {
     let err = |msg: String| syn::Error::new(file.span, format!("`weights: {:?}`: {msg}", file.path));
     let bytes = std::fs::read(path).map_err(|e| {
         err(format!("cannot read the file ({e}; the path is relative to the directory of the crate's Cargo.toml)"))
     })?;
-    let tensors = SafeTensors::deserialize(&bytes).map_err(|e| err(format!("not a safetensors checkpoint: {e}")))?;
+    let checkpoint = Checkpoint::parse(&bytes).map_err(|e| err(format!("not a safetensors checkpoint: {e}")))?;
     let (dtype, dtype_name) = match spec.storage {
         Storage::F32 => (Dtype::F32, "F32"),
         Storage::F16 => (Dtype::F16, "F16 (`storage: f16`)"),
     };
     let dims = spec.layers();
-    let mut expected = Vec::new();
-    for (l, pair) in dims.windows(2).enumerate() {
-        expected.push((format!("w{l}"), vec![pair[0], pair[1]]));
-        expected.push((format!("b{l}"), vec![pair[1]]));
-    }
-    let mut names: Vec<String> = tensors.names().into_iter().map(str::to_string).collect();
-    names.sort();
-    for name in &names {
+    let expected = format::param_tensors(&dims);
+    for name in checkpoint.names() {
         if STANDARDIZER_TENSORS.contains(&name.as_str()) {
             return Err(err(format!(
                 "the checkpoint holds a standardiser (`{name}`), which `weights:` does not compile in; \
                  standardise the features before `predict`, or save the model without it"
             )));
         }
-        if !expected.iter().any(|(n, _)| n == name) {
+        if !format::is_state(&name) && !expected.iter().any(|(n, _)| *n == name) {
             return Err(err(format!(
                 "unexpected tensor `{name}`: the declaration ({}) has the tensors {}",
-                dims_text(&dims),
+                format::widths_text(&dims),
                 expected.iter().map(|(n, _)| format!("`{n}`")).collect::<Vec<_>>().join(", ")
             )));
         }
     }
     let mut flat = Vec::new();
     for (name, shape) in &expected {
-        let view = tensors
-            .tensor(name)
-            .map_err(|_| err(format!("the tensor `{name}` is missing (the declaration: {})", dims_text(&dims))))?;
+        let view = checkpoint.tensor(name).ok_or_else(|| {
+            err(format!("the tensor `{name}` is missing (the declaration: {})", format::widths_text(&dims)))
+        })?;
         if view.shape() != shape.as_slice() {
             let transposed = shape.len() == 2 && view.shape() == [shape[1], shape[0]];
             let hint = if transposed {
@@ -197,7 +190,7 @@ fn read_checkpoint(spec: &Spec, file: &WeightsFile, path: &Path) -> syn::Result<
             return Err(err(format!(
                 "the tensor `{name}` has shape {:?}; the declaration ({}) needs {shape:?}{hint}",
                 view.shape(),
-                dims_text(&dims)
+                format::widths_text(&dims)
             )));
         }
         if view.dtype() != dtype {
@@ -212,35 +205,20 @@ fn read_checkpoint(spec: &Spec, file: &WeightsFile, path: &Path) -> syn::Result<
         if let Some(k) = values.iter().position(|v| !v.is_finite()) {
             return Err(err(format!("the tensor `{name}` holds {} at flat index {k}", values[k])));
         }
-        if let [fan_in, fan_out] = shape[..] {
-            // Row-major [in, out] in the file; column-major in the flat layout.
-            for o in 0..fan_out {
-                flat.extend((0..fan_in).map(|i| values[i * fan_out + o]));
-            }
-        } else {
-            flat.extend(values);
+        let start = flat.len();
+        flat.resize(start + values.len(), 0.0);
+        for (k, v) in values.into_iter().enumerate() {
+            flat[start + format::flat_offset(shape, k)] = v;
         }
     }
-    // The tensors fit the declaration; the hidden activations `save` records (`...;
-    // activations: tanh, relu`), where it did, must too.
-    let (_, header) =
-        SafeTensors::read_metadata(&bytes).map_err(|e| err(format!("not a safetensors checkpoint: {e}")))?;
-    let recorded = header
-        .metadata()
-        .as_ref()
-        .and_then(|m| m.get("tensorbridge"))
-        .and_then(|entry| entry.split_once("; activations: "))
-        .map(|(_, a)| a.trim().to_string());
-    let declared = spec.activations.iter().map(|a| a.to_ascii_lowercase()).collect::<Vec<_>>().join(", ");
+    // The tensors fit the declaration; the hidden activations `save` records, where it did,
+    // must too.
+    let recorded = checkpoint.entry().and_then(|entry| format::record(entry, format::ACTIVATIONS));
+    let declared = format::activations_text(spec.activations.iter().map(|a| a.to_ascii_lowercase()));
     if let Some(recorded) = recorded.filter(|r| *r != declared) {
         return Err(err(format!(
             "the checkpoint was saved from a model with hidden activations [{recorded}], but the declaration has [{declared}]"
         )));
     }
     Ok(flat)
-}
-
-/// `4 -> 8 -> 3`.
-fn dims_text(dims: &[usize]) -> String {
-    dims.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(" -> ")
 }

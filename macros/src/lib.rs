@@ -11,11 +11,16 @@
 //!   the fallback beside them, so that one mistake is one error.
 //! - [`embed`] adds the constructors that are the same with and without `std`, and the
 //!   weights a `weights: "path"` key compiles in (the checkpoint read at compile time).
+//! - [`format`] is the checkpoint format, written once for `weights:` and for
+//!   `tensorbridge::checkpoint` (which takes it through [`__checkpoint_format!`]).
 
 use proc_macro::TokenStream;
 
 mod embed;
 mod expand;
+// Items of the format that only `tensorbridge::checkpoint` uses are unused here.
+#[allow(dead_code)]
+mod format;
 mod int8;
 mod parse;
 mod spec;
@@ -37,5 +42,20 @@ pub fn model(input: TokenStream) -> TokenStream {
             out.extend(expand::expand(&fallback));
             out.into()
         }
+    }
+}
+
+/// Expands to the items of the checkpoint format, `format.rs` of this crate (its names, the
+/// parameters' order and layout in the file, the metadata entry, a header reader), for
+/// `tensorbridge::checkpoint`: the format is written once, and read both there and by
+/// `weights: "path"` here. Not a public API.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __checkpoint_format(_input: TokenStream) -> TokenStream {
+    match include_str!("format.rs").parse() {
+        Ok(items) => items,
+        Err(err) => syn::Error::new(proc_macro2::Span::call_site(), format!("format.rs does not lex: {err}"))
+            .to_compile_error()
+            .into(),
     }
 }

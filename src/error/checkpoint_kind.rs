@@ -99,6 +99,29 @@ pub enum CheckpointErrorKind {
         /// The activations the file records.
         found: String,
     },
+    /// A checkpoint holding the state of another optimizer than the model declares (`adam`'s
+    /// moments in an `adamw` model): training would not continue the saved run. (A file of
+    /// another optimizer without state, parameters alone, loads with the model's
+    /// hyperparameters.)
+    #[error("the file holds the state of the optimizer {found}, but {model} declares `optimizer: {expected}`")]
+    WrongOptimizer {
+        /// The model's name.
+        model: &'static str,
+        /// The declared optimizer (`adam`).
+        expected: &'static str,
+        /// The optimizer the file records, with its hyperparameters.
+        found: String,
+    },
+    /// The record of the optimizer's hyperparameters in the header's `__metadata__` cannot be
+    /// used: not of the form `adam(lr=0.001, ...)`, a hyperparameter missing, unknown, not a
+    /// number, or out of range.
+    #[error("the optimizer's record '{record}' cannot be used: {reason}")]
+    Hyperparameters {
+        /// The record, as written.
+        record: String,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// A value that the model's storage cannot hold: an `f64` beyond `f32`'s range, or a
     /// value beyond ±65504 for `storage: f16`. Never silently turned into infinity.
     #[error("tensor '{name}' holds {value} at index {index}, beyond the range of the model's {storage} storage")]
