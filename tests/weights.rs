@@ -15,6 +15,15 @@ tensorbridge::model! {
     pub struct Compiled { batch: 4, features: 4, hidden: [8], classes: 3, weights: "../tests/fixtures/weights/mlp.safetensors" }
 }
 
+tensorbridge::model! {
+    /// `Compiled` with Adam, its weights from a checkpoint that also holds an Adam state
+    /// (`tests/fixtures/weights/adam.safetensors`), which `weights:` leaves out.
+    pub struct CompiledAdam {
+        batch: 4, features: 4, hidden: [8], classes: 3, optimizer: adam,
+        weights: "../tests/fixtures/weights/adam.safetensors"
+    }
+}
+
 fn fixture() -> std::path::PathBuf {
     crate::support::repo().join("tests/fixtures/weights/mlp.safetensors")
 }
@@ -103,6 +112,15 @@ fn const_weights_from_the_flat_layout() {
     assert!(matches!(SEED.predict(&mut work, &bad), Err(tensorbridge::Error::NonFinite { .. })));
 }
 
+fn a_checkpoint_with_an_optimizers_state_compiles_its_parameters_alone() {
+    // The same parameters as mlp.safetensors (the script writes both from one set).
+    assert_eq!(CompiledAdam::weights().values(), Compiled::weights().values());
+    // At run time, `load` reads the state too: the parameters are the same.
+    let loaded =
+        CompiledAdam::load(&Device::cpu(), crate::support::repo().join("tests/fixtures/weights/adam.safetensors"));
+    assert_eq!(loaded.unwrap().params().unwrap(), CompiledAdam::weights().params());
+}
+
 fn constructors_take_a_device_in_every_build() {
     // `on`/`on_with_params` have the same signature without `std` (tests/nostd-check).
     let device = Device::cpu();
@@ -121,4 +139,5 @@ crate::tests! {
     plain a_model_from_compiled_weights_trains_and_the_weights_stay,
     plain const_weights_from_the_flat_layout,
     plain constructors_take_a_device_in_every_build,
+    plain a_checkpoint_with_an_optimizers_state_compiles_its_parameters_alone,
 }
