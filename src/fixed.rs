@@ -389,20 +389,9 @@ unsafe fn transpose_avx<const R: usize, const C: usize>(src: &[f32], dst: &mut [
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// Values in [-2, 2) with many significant bits, so that any change of the order of
-    /// the sums or of their rounding shows in the bits.
-    fn values(n: usize, seed: u32) -> Vec<f32> {
-        let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
-        (0..n)
-            .map(|_| {
-                s ^= s << 13;
-                s ^= s >> 17;
-                s ^= s << 5;
-                (s >> 8) as f32 / (1u32 << 22) as f32 - 2.0
-            })
-            .collect()
-    }
+    // Values in [-2, 2) with many significant bits, so that any change of the order of the
+    // sums or of their rounding shows in the bits.
+    use crate::gemm::tests::values;
 
     /// The reference: one output at a time, `acc = fma(x, y, acc)` over `k` in order, written
     /// out from the definitions (`a(r, kk)`, `b(kk, c)` as closures), and `d + s · acc`.

@@ -193,12 +193,13 @@ pub(crate) fn all_chunks(a: &[f32], b: &mut [f32], f: impl Fn(&[f32], &mut [f32]
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     /// Values in [-2, 2) with many significant bits (xorshift), so that any change in the
-    /// order or the rounding of a sum shows in the bits.
-    fn values(n: usize, seed: u32) -> Vec<f32> {
+    /// order or the rounding of a sum shows in the bits. Also the test data of `fixed`'s
+    /// tests.
+    pub(crate) fn values(n: usize, seed: u32) -> Vec<f32> {
         let mut s = seed.wrapping_mul(2_654_435_761).wrapping_add(12_345);
         (0..n)
             .map(|_| {
