@@ -6,7 +6,7 @@ use std::borrow::Borrow;
 use std::fmt;
 
 use crate::backend::{Backend, StepRecord};
-use crate::check;
+use crate::check::{self, Batch};
 use crate::cpu::{classes_into, init_params};
 use crate::device::Device;
 use crate::error::{Error, Result};
@@ -297,9 +297,21 @@ impl<M: Model> Engine<M> {
     /// Like [`Engine::train_step`], counting only the first `rows` rows (a padded batch:
     /// the step is exactly the one on those rows alone).
     pub fn train_step_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<f32> {
+        let (batch, step) = self.step(x, y, rows, lr)?;
+        self.backend.train_step(batch, step)
+    }
+
+    /// A step's batch and optimizer (its hyperparameters at learning rate `lr`), checked:
+    /// the learning rate, then the batch.
+    fn step<'a>(
+        &self,
+        x: &'a M::Input,
+        y: &'a M::Labels,
+        rows: usize,
+        lr: f32,
+    ) -> Result<(Batch<'a, M::Storage>, M::Optimizer)> {
         check::learning_rate(lr)?;
-        let batch = check::batch::<M>(x, y, rows)?;
-        self.backend.train_step(batch, self.optimizer.with_lr(lr))
+        Ok((check::batch::<M>(x, y, rows)?, self.optimizer.with_lr(lr)))
     }
 
     /// The optimizer's hyperparameters: PyTorch's defaults (see [`optim`](crate::optim))
@@ -346,7 +358,7 @@ impl<M: Model> Engine<M> {
         self.backend.write_optimizer(moments, step)
     }
 
-    /// One SGD step like [`Engine::train_step`], without waiting for its loss: on OpenCL
+    /// One step like [`Engine::train_step`], without waiting for its loss: on OpenCL
     /// the batch is uploaded, the step's kernels are enqueued, and the loss is written into
     /// a record on the device, so a loop of steps never stalls on a device -> host round
     /// trip. Read the losses with [`Engine::take_losses`]. A step whose loss is not finite,
@@ -368,9 +380,8 @@ impl<M: Model> Engine<M> {
 
     /// Like [`Engine::train_step_deferred`], counting only the first `rows` rows.
     pub fn train_step_deferred_rows(&mut self, x: &M::Input, y: &M::Labels, rows: usize, lr: f32) -> Result<()> {
-        check::learning_rate(lr)?;
-        let batch = check::batch::<M>(x, y, rows)?;
-        self.backend.train_step_deferred(batch, self.optimizer.with_lr(lr), &mut self.deferred)
+        let (batch, step) = self.step(x, y, rows, lr)?;
+        self.backend.train_step_deferred(batch, step, &mut self.deferred)
     }
 
     /// One [`Engine::train_step`] (the parameters are updated) whose device commands are
@@ -397,9 +408,8 @@ impl<M: Model> Engine<M> {
     /// Those of [`Engine::train_step`]; [`Error::Unsupported`] on the CPU backend and on
     /// an OpenCL device made without [`Device::with_profiling`](crate::Device::with_profiling).
     pub fn profile_step(&mut self, x: &M::Input, y: &M::Labels, lr: f32) -> Result<crate::profile::StepProfile> {
-        check::learning_rate(lr)?;
-        let batch = check::batch::<M>(x, y, M::BATCH)?;
-        self.backend.profile_step(batch, self.optimizer.with_lr(lr))
+        let (batch, step) = self.step(x, y, M::BATCH, lr)?;
+        self.backend.profile_step(batch, step)
     }
 
     /// Sends a batch to the device as a train step would (see

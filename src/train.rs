@@ -361,8 +361,8 @@ impl<M: Model> Engine<M> {
             crate::fsutil::check_writable(path)?;
         }
         self.hold_losses()?;
-        let steps = train.len().div_ceil(M::BATCH) * epochs;
-        let bar = progress_bar(steps as u64, options.progress);
+        let steps_per_epoch = train.len().div_ceil(M::BATCH);
+        let bar = progress_bar((steps_per_epoch * epochs) as u64, options.progress);
         let mut rng = Rng::new(seed);
         let mut order: Vec<usize> = (0..train.len()).collect();
         let mut history = History::default();
@@ -373,7 +373,7 @@ impl<M: Model> Engine<M> {
             }
             // The steps are enqueued without waiting for their losses (on OpenCL, no
             // device -> host round trip per step); the epoch's losses come back at its end.
-            let mut rows = Vec::with_capacity(train.len().div_ceil(M::BATCH));
+            let mut rows = Vec::with_capacity(steps_per_epoch);
             let mut lr = 0.0;
             for batch in train.batches_in_order::<M>(order.clone())? {
                 lr = (schedule.rate)(step, e);
@@ -488,7 +488,6 @@ impl<M: Model> Engine<M> {
         Ok((loss as f32, M::Grads::from_flat(&out)))
     }
 
-    /// Argmax of the logits of a batch's valid rows.
     /// The predicted class of each valid row of a batch and the sum of their softmax
     /// cross-entropies, from one forward pass: the logits come back once and the loss is
     /// computed from them on the host, in f64 (stable log-sum-exp).
