@@ -126,8 +126,10 @@ impl<M: Model> Engine<M> {
     /// declaration (a weight in PyTorch's transposed `[out, in]` layout is named so, with
     /// [`Engine::from_pytorch`] to read it), or its recorded activations, optimizer or
     /// hyperparameters cannot be used; [`Error::NonFinite`] if a parameter is NaN or
-    /// infinite; [`Error::InvalidStandardizer`] for a saved standardiser that cannot be used;
-    /// [`Error::Unsupported`] where the device cannot run the saved hyperparameters.
+    /// infinite; [`Error::InvalidStandardizer`] for a saved standardiser that cannot be used.
+    /// Hyperparameters that the device cannot run (weight decay on an OpenCL device whose
+    /// kernels run plain SGD) are restored all the same, so that the model loads for
+    /// inference; each step then refuses them with [`Error::Unsupported`].
     pub fn load(device: &Device, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -136,7 +138,7 @@ impl<M: Model> Engine<M> {
         check::params(M::LAYERS, &saved.flat)?;
         let mut engine = Engine::from_flat(device, &saved.flat)?;
         if let Some(optimizer) = saved.optimizer {
-            engine.set_optimizer(optimizer)?;
+            engine.restore_optimizer(optimizer);
         }
         if let Some((moments, step)) = saved.state {
             engine.set_optimizer_state(&moments, step)?;

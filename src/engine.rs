@@ -352,6 +352,14 @@ impl<M: Model> Engine<M> {
     }
 
     #[cfg(feature = "checkpoint")]
+    /// Sets hyperparameters read from a checkpoint (which the caller checked) without
+    /// asking the backend, so that the model loads for inference where the device cannot
+    /// run them: each step refuses them then.
+    pub(crate) fn restore_optimizer(&mut self, optimizer: M::Optimizer) {
+        self.optimizer = optimizer;
+    }
+
+    #[cfg(feature = "checkpoint")]
     /// Replaces the optimizer's moment buffers and step count (as
     /// [`Engine::optimizer_state`] returns them); `moments` has their length.
     pub(crate) fn set_optimizer_state(&mut self, moments: &[f32], step: u32) -> Result<()> {

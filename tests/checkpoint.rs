@@ -420,6 +420,26 @@ fn another_optimizers_record() {
     assert_eq!(got, want);
 }
 
+/// An SGD checkpoint with weight decay loads on OpenCL, its hyperparameters restored, though
+/// the kernels may run plain SGD alone: then each step is refused (never run without the
+/// decay), and the model serves inference.
+fn hyperparameters_the_device_cannot_run_still_load(device: &Device) {
+    let path = support::scratch("ckpt-decay-opencl").join("mlp.safetensors");
+    let mut cpu = Mlp::new(&Device::cpu()).unwrap();
+    let sgd = Sgd { lr: 0.1, weight_decay: 0.01 };
+    cpu.set_optimizer(sgd).unwrap();
+    cpu.save(&path).unwrap();
+    let mut on_device = Mlp::load(device, &path).unwrap();
+    assert_eq!(on_device.optimizer(), sgd);
+    assert_eq!(on_device.params().unwrap(), cpu.params().unwrap());
+    let (x, y) = (matrix![1.0, 2.0, 3.0, 4.0; -1.0, 0.5, 0.0, 2.0], vector![2, 0]);
+    assert_eq!(on_device.predict(&x).unwrap(), cpu.predict(&x).unwrap());
+    match on_device.train_step(&x, &y, 0.1) {
+        Ok(_) | Err(Error::Unsupported { .. }) => {}
+        Err(other) => panic!("{other}"),
+    }
+}
+
 crate::tests! {
     plain resume_with_non_default_hyperparameters_equals_the_uninterrupted_run,
     plain the_hyperparameters_are_written_in_the_header,
@@ -433,4 +453,5 @@ crate::tests! {
     child(CHILD_ENV) checkpoint_writer_child,
     plain killing_a_save_mid_write_leaves_a_whole_checkpoint,
     opencl checkpoints_move_between_cpu_and_opencl,
+    opencl hyperparameters_the_device_cannot_run_still_load,
 }
