@@ -241,46 +241,22 @@ enum Field<'a> {
 
 /// The hyperparameters of `optimizer` (one of the four of [`optim`](crate::optim)) by name,
 /// in their struct's order. Each struct is destructured whole, so that a field added to one
-/// does not compile until it is listed here, and so saved and restored.
+/// does not compile until it is listed here, and so saved and restored; each name is its
+/// field's.
 fn fields(optimizer: &mut dyn Any) -> Vec<(&'static str, Field<'_>)> {
-    use Field::{Flag, Real};
-    if optimizer.is::<Sgd>() {
-        let Some(Sgd { lr, weight_decay }) = optimizer.downcast_mut() else { return Vec::new() };
-        return vec![("lr", Real(lr)), ("weight_decay", Real(weight_decay))];
-    }
-    if optimizer.is::<Momentum>() {
-        let Some(Momentum { lr, momentum, nesterov, weight_decay }) = optimizer.downcast_mut() else {
-            return Vec::new();
+    macro_rules! fields_of {
+        ($ty:ident { $($field:ident: $kind:ident),* }) => {
+            if optimizer.is::<$ty>() {
+                let Some($ty { $($field),* }) = optimizer.downcast_mut() else { return Vec::new() };
+                return vec![$((stringify!($field), Field::$kind($field))),*];
+            }
         };
-        return vec![
-            ("lr", Real(lr)),
-            ("momentum", Real(momentum)),
-            ("nesterov", Flag(nesterov)),
-            ("weight_decay", Real(weight_decay)),
-        ];
     }
-    if optimizer.is::<Adam>() {
-        let Some(Adam { lr, beta1, beta2, eps, weight_decay }) = optimizer.downcast_mut() else { return Vec::new() };
-        return vec![
-            ("lr", Real(lr)),
-            ("beta1", Real(beta1)),
-            ("beta2", Real(beta2)),
-            ("eps", Real(eps)),
-            ("weight_decay", Real(weight_decay)),
-        ];
-    }
-    match optimizer.downcast_mut() {
-        Some(AdamW { lr, beta1, beta2, eps, weight_decay }) => {
-            vec![
-                ("lr", Real(lr)),
-                ("beta1", Real(beta1)),
-                ("beta2", Real(beta2)),
-                ("eps", Real(eps)),
-                ("weight_decay", Real(weight_decay)),
-            ]
-        }
-        None => Vec::new(),
-    }
+    fields_of!(Sgd { lr: Real, weight_decay: Real });
+    fields_of!(Momentum { lr: Real, momentum: Real, nesterov: Flag, weight_decay: Real });
+    fields_of!(Adam { lr: Real, beta1: Real, beta2: Real, eps: Real, weight_decay: Real });
+    fields_of!(AdamW { lr: Real, beta1: Real, beta2: Real, eps: Real, weight_decay: Real });
+    Vec::new()
 }
 
 /// The optimizer's record: its name and every hyperparameter, each `f32` written so that it
