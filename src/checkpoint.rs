@@ -318,6 +318,7 @@ fn parse_optimizer<O: Optimizer>(text: &str) -> std::result::Result<Option<O>, C
     }
 }
 
+/// The widths of model `M` as a person reads them: `4 -> 8 -> 3`.
 pub(crate) fn layers_text<M: Model>() -> String {
     format::widths_text(M::LAYERS)
 }
