@@ -11,7 +11,7 @@
 //!   the fallback beside them, so that one mistake is one error.
 //! - [`embed`] adds the constructors that are the same with and without `std`, and the
 //!   weights a `weights: "path"` key compiles in (the checkpoint read at compile time).
-//! - [`format`] is the checkpoint format, written once for `weights:` and for
+//! - `format` is the checkpoint format, written once for `weights:` and for
 //!   `tensorbridge::checkpoint` (which takes it through [`__checkpoint_format!`]).
 
 use proc_macro::TokenStream;
