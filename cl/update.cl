@@ -102,3 +102,81 @@ __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const
         TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
     }
 }
+
+// ---- Every other optimizer step (momentum, Adam, AdamW, SGD with weight decay): the
+// formulas tb_opt_coeffs / tb_opt_update are the optimizer's, emitted into the prelude from
+// src/math/optim.rs. After the step's gradients, tb_opt_check then tb_opt_apply, with the
+// same arguments:
+//   opt    the optimizer's state: TB_OPT_MOMENTS moment buffers of TB_PARAMS floats (m at
+//          0, v at TB_PARAMS), then at word TB_OPT_STEP the count t of accepted steps, then
+//          the count t + 1 the step being checked would reach (written by tb_opt_check,
+//          read by tb_opt_apply: no work-item reads a word another work-item of the same
+//          launch writes).
+//   hyper  the hyperparameters (the optimizer's `opencl_hyper`), the step's rate first.
+// A refused step (non-finite loss, or a parameter or moment that would not fit: the status
+// word set as by tb_check_update) writes no parameter, no moment and no step count.
+// TB_UPDATE_VEC parameters a work-item; NDRange as for tb_sgd.
+
+// The step's new parameter k, its moments updated in m, v (0 and unread where the
+// optimizer keeps fewer): the one computation both kernels share, so both get the same bits.
+inline float tb_opt_value(const tb_coeffs c, __global const TB_P_T *params, __global const float *grads,
+                          __global const float *moments, const int k, float *m, float *v) {
+#if TB_OPT_MOMENTS > 0
+    *m = moments[k];
+#else
+    *m = 0.0f;
+#endif
+#if TB_OPT_MOMENTS > 1
+    *v = moments[TB_PARAMS + k];
+#else
+    *v = 0.0f;
+#endif
+    return tb_opt_update(c, TB_LOAD_P(params, k), grads[k], m, v);
+}
+
+__kernel void tb_opt_check(__global const TB_P_T *params, __global const float *grads, __global uint *opt,
+                           const float8 hyper, __global float *losses, const int loss_slot) {
+    const uint t = add_sat(opt[TB_OPT_STEP], 1u);
+    if (get_global_id(0) == 0) {
+        opt[TB_OPT_STEP + 1] = t;
+    }
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS) {
+        return;
+    }
+    const tb_coeffs c = tb_opt_coeffs(hyper, t);
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    for (int k = k0; k < end; ++k) {
+        float m, v;
+        const float p = tb_opt_value(c, params, grads, (__global const float *)opt, k, &m, &v);
+        if (!(tb_update_fits(p) && isfinite(m) && isfinite(v))) {
+            atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)k);
+            return;
+        }
+    }
+}
+
+__kernel void tb_opt_apply(__global TB_P_T *params, __global const float *grads, __global uint *opt,
+                            const float8 hyper, __global const float *losses, const int loss_slot) {
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS || !isfinite(losses[loss_slot]) || ((__global const uint *)losses)[loss_slot + 1] != 0u) {
+        return;
+    }
+    const uint t = opt[TB_OPT_STEP + 1];
+    if (k0 == 0) {
+        opt[TB_OPT_STEP] = t;
+    }
+    const tb_coeffs c = tb_opt_coeffs(hyper, t);
+    __global float *moments = (__global float *)opt;
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    for (int k = k0; k < end; ++k) {
+        float m, v;
+        TB_STORE_P(params, k, tb_opt_value(c, params, grads, moments, k, &m, &v));
+#if TB_OPT_MOMENTS > 0
+        moments[k] = m;
+#endif
+#if TB_OPT_MOMENTS > 1
+        moments[TB_PARAMS + k] = v;
+#endif
+    }
+}

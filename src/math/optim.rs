@@ -54,6 +54,16 @@ pub trait Optimizer: Copy + Default + core::fmt::Debug + PartialEq + Send + Sync
     /// its moments `m`, `v` (those an optimizer does not keep are passed as 0 and returned
     /// unchanged).
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32);
+    /// The hyperparameters as the OpenCL kernels take them (a `float8`, in the order
+    /// [`Optimizer::OPENCL`]'s `tb_opt_coeffs` reads them; the learning rate first, unused
+    /// slots 0).
+    fn opencl_hyper(&self) -> [f32; 8];
+    /// The OpenCL C text of [`Optimizer::coeffs`] and [`Optimizer::update`], the same
+    /// formulas in the same order: `tb_coeffs tb_opt_coeffs(const float8 h, const uint t)`
+    /// from [`Optimizer::opencl_hyper`]'s values, and `float tb_opt_update(const tb_coeffs
+    /// c, const float p, const float g, float *m, float *v)`, which returns the new `p` and
+    /// updates the moments in place. [`write_opencl`] emits it into the kernels' prelude.
+    const OPENCL: &'static str;
 }
 
 mod sealed {
@@ -176,13 +186,15 @@ fn first_invalid(checks: &[(&'static str, f32, bool)]) -> Option<(&'static str, 
     checks.iter().find(|(_, v, ok)| !(v.is_finite() && *ok)).map(|(name, v, _)| (*name, *v))
 }
 
+/// Where [`one_minus_pow`] stops multiplying: 2^-25.
+const NEGLIGIBLE: f32 = 1.0 / (1u32 << 25) as f32;
+
 /// `1 - b^t` for `b` in `[0, 1)`, `b^t` by squaring in `f32` (no `std`, no `f64`): within
 /// a few ulps of `pow` for the step counts of a training run. Once a factor falls below
 /// 2^-25, `1 - b^t` is 1 exactly in `f32` (every later factor is at most 1): the result is
 /// returned then, before the squares reach subnormal numbers, which x86 multiplies ~100x
 /// slower (at 0.999, after some 17,000 steps).
 fn one_minus_pow(b: f32, mut t: u32) -> f32 {
-    const NEGLIGIBLE: f32 = 1.0 / (1u32 << 25) as f32;
     let (mut acc, mut base) = (1.0f32, b);
     loop {
         if t & 1 == 1 {
@@ -265,6 +277,21 @@ impl Optimizer for Sgd {
         let g = g + c.weight_decay * p;
         (p - c.lr * g, m, v)
     }
+    fn opencl_hyper(&self) -> [f32; 8] {
+        [self.lr, self.weight_decay, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    }
+    const OPENCL: &'static str = "\
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_coeffs_zero();
+    c.lr = h.s0;
+    c.weight_decay = h.s1;
+    return c;
+}
+inline float tb_opt_update(const tb_coeffs c, const float p, const float g_in, float *m, float *v) {
+    const float g = g_in + c.weight_decay * p;
+    return p - c.lr * g;
+}
+";
 }
 
 impl Optimizer for Momentum {
@@ -303,6 +330,27 @@ impl Optimizer for Momentum {
         let g = if c.nesterov != 0.0 { g + c.momentum * b } else { b };
         (p - c.lr * g, b, v)
     }
+    fn opencl_hyper(&self) -> [f32; 8] {
+        let nesterov = if self.nesterov { 1.0 } else { 0.0 };
+        [self.lr, self.momentum, nesterov, self.weight_decay, 0.0, 0.0, 0.0, 0.0]
+    }
+    const OPENCL: &'static str = "\
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_coeffs_zero();
+    c.lr = h.s0;
+    c.weight_decay = h.s3;
+    c.momentum = h.s1;
+    c.nesterov = h.s2;
+    c.first = t <= 1u ? 1.0f : 0.0f;
+    return c;
+}
+inline float tb_opt_update(const tb_coeffs c, const float p, const float g_in, float *m, float *v) {
+    const float g = g_in + c.weight_decay * p;
+    const float b = c.first != 0.0f ? g : c.momentum * *m + g;
+    *m = b;
+    return p - c.lr * (c.nesterov != 0.0f ? g + c.momentum * b : b);
+}
+";
 }
 
 impl Optimizer for Adam {
@@ -325,6 +373,19 @@ impl Optimizer for Adam {
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_update(c, p, g + c.weight_decay * p, m, v)
     }
+    fn opencl_hyper(&self) -> [f32; 8] {
+        [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, 0.0, 0.0, 0.0]
+    }
+    const OPENCL: &'static str = "\
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_adam_coeffs(h.s0, h.s1, h.s2, h.s3, t);
+    c.weight_decay = h.s4;
+    return c;
+}
+inline float tb_opt_update(const tb_coeffs c, const float p, const float g, float *m, float *v) {
+    return tb_adam_update(c, p, g + c.weight_decay * p, m, v);
+}
+";
 }
 
 impl Optimizer for AdamW {
@@ -347,6 +408,19 @@ impl Optimizer for AdamW {
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_update(c, p * c.decay, g, m, v)
     }
+    fn opencl_hyper(&self) -> [f32; 8] {
+        [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, 0.0, 0.0, 0.0]
+    }
+    const OPENCL: &'static str = "\
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_adam_coeffs(h.s0, h.s1, h.s2, h.s3, t);
+    c.decay = 1.0f - h.s0 * h.s4;
+    return c;
+}
+inline float tb_opt_update(const tb_coeffs c, const float p, const float g, float *m, float *v) {
+    return tb_adam_update(c, p * c.decay, g, m, v);
+}
+";
 }
 
 /// Adam's and AdamW's ranges, as `torch.optim.Adam` checks them.
@@ -450,4 +524,68 @@ pub fn apply<O: Optimizer>(
             }
         }
     }
+}
+
+/// The OpenCL C of [`Coeffs`], [`one_minus_pow`] and Adam's shared formulas
+/// (`tb_adam_coeffs`, `tb_adam_update`), line for line the Rust above; the optimizer's
+/// own [`Optimizer::OPENCL`] builds on them.
+const OPENCL_SHARED: &str = "\
+typedef struct {
+    float lr, weight_decay, momentum, nesterov, first, one_minus_beta1, beta2, one_minus_beta2, eps,
+        step_size, bias2_sqrt, decay;
+} tb_coeffs;
+inline tb_coeffs tb_coeffs_zero(void) {
+    tb_coeffs c;
+    c.lr = c.weight_decay = c.momentum = c.nesterov = c.first = 0.0f;
+    c.one_minus_beta1 = c.beta2 = c.one_minus_beta2 = c.eps = c.step_size = c.bias2_sqrt = 0.0f;
+    c.decay = 1.0f;
+    return c;
+}
+inline float tb_one_minus_pow(const float b, uint t) {
+    float acc = 1.0f;
+    float base = b;
+    for (;;) {
+        if (t & 1u) {
+            acc *= base;
+            if (acc < TB_OPT_NEGLIGIBLE) {
+                return 1.0f;
+            }
+        }
+        t >>= 1;
+        if (t == 0u) {
+            return 1.0f - acc;
+        }
+        base *= base;
+        if (base < TB_OPT_NEGLIGIBLE) {
+            return 1.0f;
+        }
+    }
+}
+inline tb_coeffs tb_adam_coeffs(const float lr, const float beta1, const float beta2, const float eps, const uint t) {
+    tb_coeffs c = tb_coeffs_zero();
+    c.lr = lr;
+    c.one_minus_beta1 = 1.0f - beta1;
+    c.beta2 = beta2;
+    c.one_minus_beta2 = 1.0f - beta2;
+    c.eps = eps;
+    c.step_size = lr / tb_one_minus_pow(beta1, t);
+    c.bias2_sqrt = sqrt(tb_one_minus_pow(beta2, t));
+    return c;
+}
+inline float tb_adam_update(const tb_coeffs c, const float p, const float g, float *m, float *v) {
+    *m = c.one_minus_beta1 < 0.5f ? *m + c.one_minus_beta1 * (g - *m) : g - (g - *m) * (1.0f - c.one_minus_beta1);
+    *v = *v * c.beta2 + c.one_minus_beta2 * (g * g);
+    return p - c.step_size * (*m / (sqrt(*v) / c.bias2_sqrt + c.eps));
+}
+";
+
+/// Writes the OpenCL C of optimizer `O` into the kernels' prelude: `TB_OPT_MOMENTS` (its
+/// [`Optimizer::MOMENTS`]), the shared helpers, then its [`Optimizer::OPENCL`]
+/// (`tb_opt_coeffs`, `tb_opt_update`), which the update kernels (`cl/update.cl`) run.
+pub fn write_opencl<O: Optimizer>(out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    writeln!(out, "// The optimizer `{}` (src/math/optim.rs).", O::NAME)?;
+    writeln!(out, "#define TB_OPT_MOMENTS {}", O::MOMENTS)?;
+    writeln!(out, "#define TB_OPT_NEGLIGIBLE {NEGLIGIBLE:e}f")?;
+    out.write_str(OPENCL_SHARED)?;
+    out.write_str(O::OPENCL)
 }
