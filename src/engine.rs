@@ -314,11 +314,10 @@ impl<M: Model> Engine<M> {
     /// [`Engine::reset_optimizer`].
     ///
     /// # Errors
-    /// [`Error::InvalidHyperparameter`] for a value out of range; [`Error::Unsupported`]
-    /// where the device cannot run this optimizer. The old hyperparameters are then kept.
+    /// [`Error::InvalidHyperparameter`] for a value out of range. The old hyperparameters
+    /// are then kept.
     pub fn set_optimizer(&mut self, optimizer: M::Optimizer) -> Result<()> {
         check::optimizer(&optimizer)?;
-        self.backend.check_optimizer(&optimizer)?;
         self.optimizer = optimizer;
         Ok(())
     }

@@ -27,6 +27,11 @@
 //! the fused kernel fewer work-items than the shape's work-group (Mesa 22.3's rusticl
 //! reports 32 for every kernel), the host builds it again for the largest power of two it
 //! allows (`-D TB_FUSED_WG`): its work-items stride over each stage, whatever their number.
+//!
+//! The optimizer's step: plain SGD's is part of the kernels above. Any other optimizer's
+//! (and SGD's with weight decay) runs after the path's gradients as `tb_opt_check` and
+//! `tb_opt_apply` (`cl/update.cl`), two launches of one work-item per [`UPDATE_VEC`]
+//! parameters, on the formulas `crate::math::optim::write_opencl` emits.
 
 use std::fmt::Write as _;
 
@@ -93,7 +98,8 @@ pub(crate) enum Mode {
     Loss = 1,
     /// And dL/dparams into the gradient buffer.
     Gradients = 2,
-    /// And the SGD update, unless the loss is not finite.
+    /// And plain SGD's update, unless the loss is not finite (the other optimizers run
+    /// [`Mode::Gradients`], then their own update kernels).
     Step = 3,
 }
 

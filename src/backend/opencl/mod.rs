@@ -17,6 +17,16 @@
 //! Gradients, activations, logits and losses stay `float`. The tiled path first widens the
 //! batch into the activation scratch (`tb_widen_x`, one launch), so that its kernels read
 //! `float` inputs in every layer.
+//!
+//! Optimizers: plain SGD (no weight decay) updates the parameters inside the step's kernels
+//! (tiny, fused, or the tiled `tb_check_update` and `tb_sgd`). Every other step (momentum,
+//! Adam, AdamW, SGD with weight decay) runs the path's gradients, then `tb_opt_check` and
+//! `tb_opt_apply` (`cl/update.cl`), whose formulas `crate::math::optim` emits into the
+//! prelude. Their state lives in one device buffer (`opt`, `crate::kernels::opt_words`):
+//! the moments (`f32` whatever the storage), then the step count, which only an accepted
+//! step advances (a refused one writes no parameter, moment or count), so deferred steps
+//! need no round trip. Checkpoints read and write it (`read_optimizer`,
+//! `write_optimizer`).
 
 mod cl;
 mod gemm;
