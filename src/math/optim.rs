@@ -24,6 +24,14 @@
 //! no software `f64` is linked on a microcontroller; they differ from PyTorch's by an ulp or
 //! two of the scalar, far below the gradients' own rounding. The state is `f32` whatever the storage: momentum's buffer `b`, Adam's `m`
 //! (`exp_avg`) and `v` (`exp_avg_sq`), and the step count `t`.
+//!
+//! The OpenCL kernels take the same formulas as C text ([`write_opencl`]: each optimizer's
+//! [`Optimizer::OPENCL_COEFFS`] and [`Optimizer::OPENCL_UPDATE`], emitted into the
+//! kernels' prelude), and keep the state in a device buffer; an optimizer added here runs
+//! there without a change to the kernels or the OpenCL backend. The kernels compute the
+//! step's scalars from the step count on the device (a refused step does not advance it),
+//! so their division and square root follow the device's OpenCL rounding: the results
+//! agree with the CPU's within an ulp or two per step, not bit for bit.
 
 /// The optimizer a model declares, and its hyperparameters: [`Sgd`], [`Momentum`],
 /// [`Adam`] or [`AdamW`]. Sealed: the CPU core and the checkpoints rely on the four.
