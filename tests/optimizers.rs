@@ -79,9 +79,9 @@ fn steps<M: Model>(engine: &mut Engine<M>, lrs: &[f32], from: usize, to: usize) 
 
 /// Steps `from..to` like [`steps`], as deferred steps; the losses, read once at the end.
 fn deferred_steps<M: Model>(engine: &mut Engine<M>, lrs: &[f32], from: usize, to: usize) -> Vec<f32> {
-    for t in from..to {
+    for (t, &lr) in lrs.iter().enumerate().take(to).skip(from) {
         let (x, y) = batch::<M>(t);
-        engine.train_step_deferred(&x, &y, lrs[t]).unwrap();
+        engine.train_step_deferred(&x, &y, lr).unwrap();
     }
     engine.take_losses().unwrap()
 }
