@@ -18,7 +18,7 @@ const TEMPLATES: &[(&str, &[&str])] = &[
     ("forward.cl", &["tb_forward"]),
     ("loss.cl", &["tb_loss"]),
     ("backward.cl", &["tb_backward", "tb_backward_inputs"]),
-    ("update.cl", &["tb_sgd", "tb_check_update"]),
+    ("update.cl", &["tb_sgd", "tb_check_update", "tb_opt_check", "tb_opt_apply"]),
     ("train_step.cl", &["tb_train_step"]),
     ("tiny_step.cl", &["tb_tiny_step", "tb_tiny_steps"]),
 ];

@@ -102,3 +102,132 @@ __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const
         TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
     }
 }
+
+// ---- Every other optimizer step (momentum, Adam, AdamW, SGD with weight decay): the
+// formulas tb_opt_coeffs / tb_opt_update are the optimizer's, emitted into the prelude from
+// src/math/optim.rs. After the step's gradients, tb_opt_check then tb_opt_apply, with the
+// same arguments:
+//   opt    the optimizer's state: TB_OPT_MOMENTS moment buffers of TB_PARAMS floats (m at
+//          0, v at TB_PARAMS), then at word TB_OPT_STEP the count t of accepted steps, then
+//          the count t + 1 the step being checked would reach (written by tb_opt_check,
+//          read by tb_opt_apply: no work-item reads a word another work-item of the same
+//          launch writes).
+//   hyper  the hyperparameters (the optimizer's `opencl_hyper`), the step's rate first.
+// A refused step (non-finite loss, or a parameter or moment that would not fit: the status
+// word set as by tb_check_update) writes no parameter, no moment and no step count.
+// TB_UPDATE_VEC parameters a work-item; NDRange as for tb_sgd.
+
+// The step's new parameter k, its moments updated in m, v (0 and unread where the
+// optimizer keeps fewer): the one computation both kernels share, so both get the same bits
+// (a whole vector goes through tb_opt_value16 in both, a partial one through tb_opt_value).
+inline float tb_opt_value(const tb_coeffs c, __global const TB_P_T *params, __global const float *grads,
+                          __global const float *moments, const int k, float *m, float *v) {
+#if TB_OPT_MOMENTS > 0
+    *m = moments[k];
+#else
+    *m = 0.0f;
+#endif
+#if TB_OPT_MOMENTS > 1
+    *v = moments[TB_PARAMS + k];
+#else
+    *v = 0.0f;
+#endif
+    return tb_opt_update(c, TB_LOAD_P(params, k), grads[k], m, v);
+}
+
+inline float16 tb_opt_value16(const tb_coeffs c, __global const TB_P_T *params, __global const float *grads,
+                              __global const float *moments, const int k0, float16 *m, float16 *v) {
+#if TB_OPT_MOMENTS > 0
+    *m = vload16(0, moments + k0);
+#else
+    *m = (float16)(0.0f);
+#endif
+#if TB_OPT_MOMENTS > 1
+    *v = vload16(0, moments + TB_PARAMS + k0);
+#else
+    *v = (float16)(0.0f);
+#endif
+    return tb_opt_update16(c, TB_LOAD_P16(params, k0), vload16(0, grads + k0), m, v);
+}
+
+// Whether a new parameter and its new moments fit.
+inline int tb_opt_fits(const float p, const float m, const float v) {
+    return tb_update_fits(p) && isfinite(m) && isfinite(v);
+}
+
+__kernel void tb_opt_check(__global const TB_P_T *params, __global const float *grads, __global uint *opt,
+                           const float8 hyper, __global float *losses, const int loss_slot) {
+    const uint t = add_sat(opt[TB_OPT_STEP], 1u);
+    if (get_global_id(0) == 0) {
+        opt[TB_OPT_STEP + 1] = t;
+    }
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS) {
+        return;
+    }
+    const tb_coeffs c = tb_opt_coeffs(hyper, t);
+    __global const float *moments = (__global const float *)opt;
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    if (end - k0 == TB_UPDATE_VEC) {
+        float16 m, v;
+        const float16 p = tb_opt_value16(c, params, grads, moments, k0, &m, &v);
+        // `<` is false for NaN, as in tb_update_fits.
+        if (tb_all16((fabs(p) < (float16)(TB_UPDATE_LIMIT)) & isfinite(m) & isfinite(v))) {
+            return;
+        }
+        // Cold: this vector's first offending parameter (the same bits as above).
+        float tp[TB_UPDATE_VEC], tm[TB_UPDATE_VEC], tv[TB_UPDATE_VEC];
+        vstore16(p, 0, tp);
+        vstore16(m, 0, tm);
+        vstore16(v, 0, tv);
+        int j = 0;
+        while (j + 1 < TB_UPDATE_VEC && tb_opt_fits(tp[j], tm[j], tv[j])) {
+            ++j;
+        }
+        atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)(k0 + j));
+        return;
+    }
+    for (int k = k0; k < end; ++k) {
+        float m, v;
+        if (!tb_opt_fits(tb_opt_value(c, params, grads, moments, k, &m, &v), m, v)) {
+            atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)k);
+            return;
+        }
+    }
+}
+
+__kernel void tb_opt_apply(__global TB_P_T *params, __global const float *grads, __global uint *opt,
+                           const float8 hyper, __global const float *losses, const int loss_slot) {
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS || !isfinite(losses[loss_slot]) || ((__global const uint *)losses)[loss_slot + 1] != 0u) {
+        return;
+    }
+    const uint t = opt[TB_OPT_STEP + 1];
+    if (k0 == 0) {
+        opt[TB_OPT_STEP] = t;
+    }
+    const tb_coeffs c = tb_opt_coeffs(hyper, t);
+    __global float *moments = (__global float *)opt;
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    if (end - k0 == TB_UPDATE_VEC) {
+        float16 m, v;
+        TB_STORE_P16(params, k0, tb_opt_value16(c, params, grads, moments, k0, &m, &v));
+#if TB_OPT_MOMENTS > 0
+        vstore16(m, 0, moments + k0);
+#endif
+#if TB_OPT_MOMENTS > 1
+        vstore16(v, 0, moments + TB_PARAMS + k0);
+#endif
+        return;
+    }
+    for (int k = k0; k < end; ++k) {
+        float m, v;
+        TB_STORE_P(params, k, tb_opt_value(c, params, grads, moments, k, &m, &v));
+#if TB_OPT_MOMENTS > 0
+        moments[k] = m;
+#endif
+#if TB_OPT_MOMENTS > 1
+        moments[TB_PARAMS + k] = v;
+#endif
+    }
+}

@@ -127,9 +127,6 @@ impl<M: Model> Engine<M> {
     /// [`Engine::from_pytorch`] to read it), or its recorded activations, optimizer or
     /// hyperparameters cannot be used; [`Error::NonFinite`] if a parameter is NaN or
     /// infinite; [`Error::InvalidStandardizer`] for a saved standardiser that cannot be used.
-    /// Hyperparameters that the device cannot run (weight decay on an OpenCL device whose
-    /// kernels run plain SGD) are restored all the same, so that the model loads for
-    /// inference; each step then refuses them with [`Error::Unsupported`].
     pub fn load(device: &Device, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;

@@ -326,11 +326,10 @@ impl<M: Model> Engine<M> {
     /// [`Engine::reset_optimizer`].
     ///
     /// # Errors
-    /// [`Error::InvalidHyperparameter`] for a value out of range; [`Error::Unsupported`]
-    /// where the device cannot run this optimizer. The old hyperparameters are then kept.
+    /// [`Error::InvalidHyperparameter`] for a value out of range. The old hyperparameters
+    /// are then kept.
     pub fn set_optimizer(&mut self, optimizer: M::Optimizer) -> Result<()> {
         check::optimizer(&optimizer)?;
-        self.backend.check_optimizer(&optimizer)?;
         self.optimizer = optimizer;
         Ok(())
     }
@@ -352,9 +351,8 @@ impl<M: Model> Engine<M> {
     }
 
     #[cfg(feature = "checkpoint")]
-    /// Sets hyperparameters read from a checkpoint (which the caller checked) without
-    /// asking the backend, so that the model loads for inference where the device cannot
-    /// run them: each step refuses them then.
+    /// Sets hyperparameters read from a checkpoint, which the caller checked as
+    /// [`Engine::set_optimizer`] checks them.
     pub(crate) fn restore_optimizer(&mut self, optimizer: M::Optimizer) {
         self.optimizer = optimizer;
     }

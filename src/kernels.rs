@@ -27,6 +27,11 @@
 //! the fused kernel fewer work-items than the shape's work-group (Mesa 22.3's rusticl
 //! reports 32 for every kernel), the host builds it again for the largest power of two it
 //! allows (`-D TB_FUSED_WG`): its work-items stride over each stage, whatever their number.
+//!
+//! The optimizer's step: plain SGD's is part of the kernels above. Any other optimizer's
+//! (and SGD's with weight decay) runs after the path's gradients as `tb_opt_check` and
+//! `tb_opt_apply` (`cl/update.cl`), two launches of one work-item per [`UPDATE_VEC`]
+//! parameters, on the formulas `crate::math::optim::write_opencl` emits.
 
 use std::fmt::Write as _;
 
@@ -35,6 +40,7 @@ use crate::info::ARGUMENT_BATCH_WORDS;
 use crate::layout::{acts_len, delta_len, layer_slots, max_width, output_offset, param_count};
 use crate::math::activation::{self, after_layer, Activation};
 use crate::math::loss;
+use crate::math::optim::{self, Optimizer};
 use crate::model::{Model, StorageElement};
 
 include!(concat!(env!("OUT_DIR"), "/kernels.rs"));
@@ -92,7 +98,8 @@ pub(crate) enum Mode {
     Loss = 1,
     /// And dL/dparams into the gradient buffer.
     Gradients = 2,
-    /// And the SGD update, unless the loss is not finite.
+    /// And plain SGD's update, unless the loss is not finite (the other optimizers run
+    /// [`Mode::Gradients`], then their own update kernels).
     Step = 3,
 }
 
@@ -197,6 +204,19 @@ pub(crate) fn tiny_plan<M: Model>() -> Option<TinyPlan> {
     })
 }
 
+/// Words of the optimizer's state buffer on the device (`opt` in `cl/update.cl`): the
+/// moment buffers ([`Optimizer::MOMENTS`] times the parameter count, `f32`), then the step
+/// count of the accepted steps at word [`opt_step_word`] (`TB_OPT_STEP`), then the step
+/// count a step being checked would reach.
+pub(crate) fn opt_words<M: Model>() -> usize {
+    opt_step_word::<M>() + 2
+}
+
+/// The word of the step count in the optimizer's state buffer (see [`opt_words`]).
+pub(crate) fn opt_step_word<M: Model>() -> usize {
+    <M::Optimizer as Optimizer>::MOMENTS * param_count(M::LAYERS)
+}
+
 /// The `#define`s that specialise the templates for model `M`.
 pub fn defines<M: Model>() -> String {
     let mut s = String::new();
@@ -282,6 +302,10 @@ pub fn defines<M: Model>() -> String {
     let _ = activation::write_opencl(&mut s);
     // The loss of one row (src/math/loss.rs): TB_ROW_LOSS.
     let _ = loss::write_opencl(&mut s);
+    // The optimizer's step (src/math/optim.rs): tb_opt_coeffs, tb_opt_update, and where its
+    // state buffer keeps the step count.
+    let _ = writeln!(s, "#define TB_OPT_STEP {}", opt_step_word::<M>());
+    let _ = optim::write_opencl::<M::Optimizer>(&mut s);
     s
 }
 

@@ -1,16 +1,18 @@
 //! The optimizers against NumPy transcriptions of `torch.optim`'s formulas
 //! (`fixtures/optimizers.py`): 25 steps of an MLP with a learning-rate schedule, for SGD with
 //! weight decay, momentum, Nesterov momentum with weight decay, Adam (with and without weight
-//! decay) and AdamW, in `f32` and `f16` storage. Then the optimizer's state: checkpoints
-//! resume bit for bit, `set_params` leaves it alone, `reset_optimizer` clears it, a refused
-//! step changes nothing; and the hyperparameters' checks.
+//! decay) and AdamW, in `f32` and `f16` storage, on the CPU backend and on OpenCL (its
+//! automatic kernel choice, the fused and the tiled kernels; immediate and deferred steps).
+//! Then the optimizer's state: checkpoints resume bit for bit, `set_params` leaves it alone,
+//! `reset_optimizer` clears it, a refused step changes nothing; OpenCL and the CPU agree;
+//! and the hyperparameters' checks.
 
 mod reference {
     include!("fixtures/optimizers.rs");
 }
 
 use tensorbridge::optim::{Adam, AdamW, Momentum, Optimizer, Sgd};
-use tensorbridge::{Device, Engine, Error, HostTensor, Model, Params, StorageElement};
+use tensorbridge::{Device, Engine, Error, HostTensor, KernelPath, Model, Params, StorageElement};
 
 use crate::support::{assert_close, scratch};
 
@@ -75,8 +77,29 @@ fn steps<M: Model>(engine: &mut Engine<M>, lrs: &[f32], from: usize, to: usize) 
         .collect()
 }
 
-/// Trains `M` with `optimizer` on `device` through the fixture's steps and compares the
-/// losses and the final parameters with the reference.
+/// Steps `from..to` like [`steps`], as deferred steps; the losses, read once at the end.
+fn deferred_steps<M: Model>(engine: &mut Engine<M>, lrs: &[f32], from: usize, to: usize) -> Vec<f32> {
+    for (t, &lr) in lrs.iter().enumerate().take(to).skip(from) {
+        let (x, y) = batch::<M>(t);
+        engine.train_step_deferred(&x, &y, lr).unwrap();
+    }
+    engine.take_losses().unwrap()
+}
+
+/// The CPU as is; OpenCL through its automatic choice (for these shapes, the fused kernel's
+/// gradients and the update kernels; the tiny kernel for plain SGD's steps), the fused
+/// kernel and the tiled kernels, as `tests/activations.rs` forces them.
+fn kernel_paths(device: &Device) -> Vec<Device> {
+    if device.is_cpu() {
+        vec![device.clone()]
+    } else {
+        [KernelPath::Auto, KernelPath::Fused, KernelPath::Tiled].map(|p| device.with_kernel_path(p)).to_vec()
+    }
+}
+
+/// Trains `M` with `optimizer` on each of `device`'s kernel paths, with immediate and with
+/// deferred steps, through the fixture's steps and compares the losses and the final
+/// parameters with the reference.
 fn check<M: Model>(
     device: &Device,
     optimizer: M::Optimizer,
@@ -85,16 +108,25 @@ fn check<M: Model>(
     losses: &[f64],
     case: &str,
 ) {
-    let mut engine = start::<M>(device).unwrap();
-    engine.set_optimizer(optimizer).unwrap();
-    let ours = steps(&mut engine, lrs, 0, reference::STEPS);
-    let atol = if M::Storage::IS_F16 { ATOL_F16 } else { ATOL_F32 };
-    let expected: Vec<f64> = expected.iter().map(|&v| f64::from(v)).collect();
-    assert_close(&format!("{case} ({}): losses", M::Storage::NAME), &ours, losses, atol, 1e-4);
-    let ours = flat(&engine);
-    let worst = ours.iter().zip(&expected).map(|(&a, &b)| (f64::from(a) - b).abs()).fold(0.0, f64::max);
-    crate::test_log!("{case} ({}): parameters at most {worst:.2e} from the reference", M::Storage::NAME);
-    assert_close(&format!("{case} ({}): parameters", M::Storage::NAME), &ours, &expected, atol, RTOL);
+    for device in kernel_paths(device) {
+        for deferred in [false, true] {
+            let what = format!("{case} ({}) on {device} (deferred: {deferred})", M::Storage::NAME);
+            let mut engine = start::<M>(&device).unwrap();
+            engine.set_optimizer(optimizer).unwrap();
+            let ours = if deferred {
+                deferred_steps(&mut engine, lrs, 0, reference::STEPS)
+            } else {
+                steps(&mut engine, lrs, 0, reference::STEPS)
+            };
+            let atol = if M::Storage::IS_F16 { ATOL_F16 } else { ATOL_F32 };
+            let expected: Vec<f64> = expected.iter().map(|&v| f64::from(v)).collect();
+            assert_close(&format!("{what}: losses"), &ours, losses, atol, 1e-4);
+            let ours = flat(&engine);
+            let worst = ours.iter().zip(&expected).map(|(&a, &b)| (f64::from(a) - b).abs()).fold(0.0, f64::max);
+            crate::test_log!("{what}: parameters at most {worst:.2e} from the reference");
+            assert_close(&format!("{what}: parameters"), &ours, &expected, atol, RTOL);
+        }
+    }
 }
 
 macro_rules! case {
@@ -205,9 +237,13 @@ fn resume<M: Model<Optimizer = Adam>>(device: &Device, name: &str) {
     let _ = std::fs::remove_file(&path);
 }
 
+/// On each kernel path: on OpenCL, the state is read from the device at `save` and written
+/// to it at `load`.
 fn a_checkpoint_resumes_adam_bit_for_bit(device: &Device) {
-    resume::<AdamMlp>(device, "optim-resume-f32.safetensors");
-    resume::<AdamMlp16>(device, "optim-resume-f16.safetensors");
+    for device in kernel_paths(device) {
+        resume::<AdamMlp>(&device, "optim-resume-f32.safetensors");
+        resume::<AdamMlp16>(&device, "optim-resume-f16.safetensors");
+    }
 }
 
 fn a_checkpoint_holds_the_state_as_named_tensors(device: &Device) {
@@ -249,24 +285,35 @@ fn set_params_leaves_the_state_and_reset_clears_it(device: &Device) {
     assert_eq!(flat(&reset), flat(&fresh));
 }
 
-/// A step refused for overflow leaves the parameters and the state as they were: the run
-/// goes on as if it had not been tried.
+/// A step refused for overflow leaves the parameters and the state (moments and step
+/// count, which the later steps' bias correction reads) as they were: the run goes on as if
+/// it had not been tried. Immediate and deferred, on each kernel path.
 fn a_refused_step_leaves_parameters_and_state_unchanged(device: &Device) {
-    fn run<M: Model<Optimizer = Adam>>(device: &Device, huge: f32) {
+    fn run<M: Model<Optimizer = Adam>>(device: &Device, huge: f32, deferred: bool) {
+        let what = format!("{} on {device} (deferred: {deferred})", M::Storage::NAME);
         let whole = uninterrupted::<M>(device);
         let mut engine = start::<M>(device).unwrap();
         engine.set_optimizer(adam()).unwrap();
         steps(&mut engine, &reference::adam::LRS, 0, 10);
         let (x, y) = batch::<M>(10);
         let before = flat(&engine);
-        let err = engine.train_step(&x, &y, huge).unwrap_err();
-        assert!(matches!(err, Error::UpdateOverflow { .. }), "{err}");
-        assert_eq!(flat(&engine), before);
+        let err = if deferred {
+            engine.train_step_deferred(&x, &y, huge).unwrap();
+            engine.take_losses().unwrap_err()
+        } else {
+            engine.train_step(&x, &y, huge).unwrap_err()
+        };
+        assert!(matches!(err, Error::UpdateOverflow { .. }), "{what}: {err}");
+        assert_eq!(flat(&engine), before, "{what}");
         steps(&mut engine, &reference::adam::LRS, 10, 20);
-        assert_eq!(flat(&engine).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), whole, "{}", M::Storage::NAME);
+        assert_eq!(flat(&engine).iter().map(|v| v.to_bits()).collect::<Vec<_>>(), whole, "{what}");
     }
-    run::<AdamMlp>(device, 3e38);
-    run::<AdamMlp16>(device, 1e6);
+    for device in kernel_paths(device) {
+        for deferred in [false, true] {
+            run::<AdamMlp>(&device, 3e38, deferred);
+            run::<AdamMlp16>(&device, 1e6, deferred);
+        }
+    }
 }
 
 /// Out-of-range hyperparameters are typed errors, and leave the old ones in place.
@@ -370,57 +417,66 @@ fn on_epoch_stops_training_early() {
     assert_eq!((history.epochs.len(), history.stopped, seen), (4, Stopped::Completed, 4));
 }
 
-/// OpenCL's kernels run plain SGD only: a model declaring another optimizer, or SGD with
-/// weight decay, is a typed error there, never a wrong number.
-fn opencl_refuses_optimizers_it_does_not_run(device: &Device) {
-    let err = start::<AdamMlp>(device).unwrap_err();
-    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
-    let mut sgd = start::<SgdMlp>(device).unwrap();
-    let err = sgd.set_optimizer(Sgd { lr: 0.1, weight_decay: 0.1 }).unwrap_err();
-    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
-    sgd.set_optimizer(Sgd { lr: 0.1, weight_decay: 0.0 }).unwrap();
+/// The largest `|a - b|` over two runs' parameters.
+fn worst(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(&a, &b)| (a - b).abs()).fold(0.0, f32::max)
 }
 
-/// The tests above on the CPU backend: the OpenCL kernels run plain SGD only (see
-/// `opencl_refuses_optimizers_it_does_not_run`).
-macro_rules! on_cpu {
-    ($($name:ident => $body:ident),* $(,)?) => {
-        $(fn $name() { $body(&Device::cpu()) })*
-    };
-}
-
-on_cpu! {
-    sgd_with_weight_decay_matches_torch_on_cpu => sgd_with_weight_decay_matches_torch,
-    momentum_matches_torch_on_cpu => momentum_matches_torch,
-    nesterov_with_weight_decay_matches_torch_on_cpu => nesterov_with_weight_decay_matches_torch,
-    adam_matches_torch_on_cpu => adam_matches_torch,
-    adam_with_weight_decay_and_a_large_eps_matches_torch_on_cpu => adam_with_weight_decay_and_a_large_eps_matches_torch,
-    adamw_matches_torch_on_cpu => adamw_matches_torch,
-    adamw_with_beta1_below_a_half_matches_torch_on_cpu => adamw_with_beta1_below_a_half_matches_torch,
-    a_checkpoint_resumes_adam_bit_for_bit_on_cpu => a_checkpoint_resumes_adam_bit_for_bit,
-    a_checkpoint_holds_the_state_as_named_tensors_on_cpu => a_checkpoint_holds_the_state_as_named_tensors,
-    set_params_leaves_the_state_and_reset_clears_it_on_cpu => set_params_leaves_the_state_and_reset_clears_it,
-    a_refused_step_leaves_parameters_and_state_unchanged_on_cpu => a_refused_step_leaves_parameters_and_state_unchanged,
-    hyperparameters_out_of_range_are_refused_on_cpu => hyperparameters_out_of_range_are_refused,
+/// OpenCL's kernels (each path) and the CPU backend take the same 25 steps of each
+/// optimizer within rounding: `f32` within `ATOL_F32` (the kernels' division, square root and
+/// contracted multiply-adds may differ from the CPU's by an ulp or two), `f16` within
+/// `ATOL_F16` (a few flipped roundings). A wrong formula is at least 0.016 away from the
+/// reference (the fixture's `WRONG_*`), so from the CPU's run too.
+fn opencl_and_the_cpu_take_the_same_steps(device: &Device) {
+    fn run<M: Model>(device: &Device, optimizer: M::Optimizer, lrs: &[f32]) {
+        let mut cpu = start::<M>(&Device::cpu()).unwrap();
+        cpu.set_optimizer(optimizer).unwrap();
+        steps(&mut cpu, lrs, 0, reference::STEPS);
+        let atol = if M::Storage::IS_F16 { ATOL_F16 } else { ATOL_F32 } as f32;
+        for device in kernel_paths(device) {
+            let mut cl = start::<M>(&device).unwrap();
+            cl.set_optimizer(optimizer).unwrap();
+            steps(&mut cl, lrs, 0, reference::STEPS);
+            let worst = worst(&flat(&cl), &flat(&cpu));
+            let what = format!("{} ({}) on {device}", <M::Optimizer as Optimizer>::NAME, M::Storage::NAME);
+            crate::test_log!("{what}: at most {worst:.2e} from the CPU's parameters");
+            assert!(worst <= atol, "{what}: {worst} from the CPU's parameters");
+        }
+    }
+    use reference::{adam as a, adamw as w, momentum as mo, nesterov_decay as n, sgd_decay as s};
+    let sgd = Sgd { lr: 0.0, weight_decay: s::WEIGHT_DECAY };
+    let momentum = Momentum { lr: 0.0, momentum: mo::MOMENTUM, nesterov: mo::NESTEROV, weight_decay: 0.0 };
+    let nesterov = Momentum { lr: 0.0, momentum: n::MOMENTUM, nesterov: n::NESTEROV, weight_decay: n::WEIGHT_DECAY };
+    let adam = Adam { lr: 0.0, beta1: a::BETA1, beta2: a::BETA2, eps: a::EPS, weight_decay: a::WEIGHT_DECAY };
+    let adamw = AdamW { lr: 0.0, beta1: w::BETA1, beta2: w::BETA2, eps: w::EPS, weight_decay: w::WEIGHT_DECAY };
+    run::<SgdMlp>(device, sgd, &s::LRS);
+    run::<SgdMlp16>(device, sgd, &s::LRS);
+    run::<MomentumMlp>(device, momentum, &mo::LRS);
+    run::<MomentumMlp>(device, nesterov, &n::LRS);
+    run::<MomentumMlp16>(device, nesterov, &n::LRS);
+    run::<AdamMlp>(device, adam, &a::LRS);
+    run::<AdamMlp16>(device, adam, &a::LRS);
+    run::<AdamWMlp>(device, adamw, &w::LRS);
+    run::<AdamWMlp16>(device, adamw, &w::LRS);
 }
 
 crate::tests! {
-    plain sgd_with_weight_decay_matches_torch_on_cpu,
-    plain momentum_matches_torch_on_cpu,
-    plain nesterov_with_weight_decay_matches_torch_on_cpu,
-    plain adam_matches_torch_on_cpu,
-    plain adam_with_weight_decay_and_a_large_eps_matches_torch_on_cpu,
-    plain adamw_matches_torch_on_cpu,
-    plain adamw_with_beta1_below_a_half_matches_torch_on_cpu,
+    device sgd_with_weight_decay_matches_torch,
+    device momentum_matches_torch,
+    device nesterov_with_weight_decay_matches_torch,
+    device adam_matches_torch,
+    device adam_with_weight_decay_and_a_large_eps_matches_torch,
+    device adamw_matches_torch,
+    device adamw_with_beta1_below_a_half_matches_torch,
     plain the_tolerances_tell_the_wrong_formulas_apart,
-    plain a_checkpoint_resumes_adam_bit_for_bit_on_cpu,
-    plain a_checkpoint_holds_the_state_as_named_tensors_on_cpu,
-    plain set_params_leaves_the_state_and_reset_clears_it_on_cpu,
-    plain a_refused_step_leaves_parameters_and_state_unchanged_on_cpu,
-    plain hyperparameters_out_of_range_are_refused_on_cpu,
+    device a_checkpoint_resumes_adam_bit_for_bit,
+    device a_checkpoint_holds_the_state_as_named_tensors,
+    device set_params_leaves_the_state_and_reset_clears_it,
+    device a_refused_step_leaves_parameters_and_state_unchanged,
+    device hyperparameters_out_of_range_are_refused,
     plain the_defaults_are_pytorchs,
     plain the_core_and_the_backend_take_the_same_adam_steps,
     plain fit_takes_an_optimizer_and_a_rate_per_step,
     plain on_epoch_stops_training_early,
-    opencl opencl_refuses_optimizers_it_does_not_run,
+    opencl opencl_and_the_cpu_take_the_same_steps,
 }

@@ -90,12 +90,6 @@ pub(crate) trait Backend<M: Model>: Send + Sync {
     /// an update that would store a non-finite parameter or moment, as
     /// `Error::UpdateOverflow`.
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<f32>;
-    /// Whether this backend can run steps of `step`'s optimizer with these
-    /// hyperparameters; [`Error::Unsupported`] if not. Every one by default.
-    fn check_optimizer(&self, step: &M::Optimizer) -> Result<()> {
-        let _ = step;
-        Ok(())
-    }
     /// Reads the optimizer's moment buffers into `moments` (flat, `MOMENTS` times the
     /// parameter count) and returns its step count.
     #[cfg_attr(not(feature = "checkpoint"), allow(dead_code))]

@@ -24,6 +24,14 @@
 //! no software `f64` is linked on a microcontroller; they differ from PyTorch's by an ulp or
 //! two of the scalar, far below the gradients' own rounding. The state is `f32` whatever the storage: momentum's buffer `b`, Adam's `m`
 //! (`exp_avg`) and `v` (`exp_avg_sq`), and the step count `t`.
+//!
+//! The OpenCL kernels take the same formulas as C text ([`write_opencl`]: each optimizer's
+//! [`Optimizer::OPENCL_COEFFS`] and [`Optimizer::OPENCL_UPDATE`], emitted into the
+//! kernels' prelude), and keep the state in a device buffer; an optimizer added here runs
+//! there without a change to the kernels or the OpenCL backend. The kernels compute the
+//! step's scalars from the step count on the device (a refused step does not advance it),
+//! so their division and square root follow the device's OpenCL rounding: the results
+//! agree with the CPU's within an ulp or two per step, not bit for bit.
 
 /// The optimizer a model declares, and its hyperparameters: [`Sgd`], [`Momentum`],
 /// [`Adam`] or [`AdamW`]. Sealed: the CPU core and the checkpoints rely on the four.
@@ -54,6 +62,29 @@ pub trait Optimizer: Copy + Default + core::fmt::Debug + PartialEq + Send + Sync
     /// its moments `m`, `v` (those an optimizer does not keep are passed as 0 and returned
     /// unchanged).
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32);
+    /// `(b, m, v)`: an upper bound `b >= |p|` of the new parameter's magnitude `p` of
+    /// [`Optimizer::update`] whenever the new moments `m`, `v` (which it returns exactly) are
+    /// finite, computed without a division or a square root where the update has them (see
+    /// [`first_refused`], which tries it first). By default the update itself.
+    #[inline(always)]
+    fn bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        let (p, m, v) = Self::update(c, p, g, m, v);
+        (p.abs(), m, v)
+    }
+    /// The hyperparameters as the OpenCL kernels take them (a `float8`, in the order
+    /// [`Optimizer::OPENCL_COEFFS`]' `tb_opt_coeffs` reads them; the learning rate first, unused
+    /// slots 0).
+    fn opencl_hyper(&self) -> [f32; 8];
+    /// The OpenCL C text of [`Optimizer::coeffs`], the same formulas in the same order:
+    /// `tb_coeffs tb_opt_coeffs(const float8 h, const uint t)` from
+    /// [`Optimizer::opencl_hyper`]'s values. [`write_opencl`] emits it into the kernels'
+    /// prelude.
+    const OPENCL_COEFFS: &'static str;
+    /// The OpenCL C text of [`Optimizer::update`], the same formulas in the same order:
+    /// `TB_T tb_opt_updateTB_S(const tb_coeffs c, const TB_T p, const TB_T g, TB_T *m, TB_T
+    /// *v)`, which returns the new `p` and updates the moments in place. [`write_opencl`]
+    /// emits it twice, with `TB_T` `float` (`TB_S` empty) and `float16` (`TB_S` `16`).
+    const OPENCL_UPDATE: &'static str;
 }
 
 mod sealed {
@@ -92,6 +123,8 @@ pub struct Coeffs {
     pub bias2_sqrt: f32,
     /// AdamW's factor `1 - lr·wd` (1 for the others).
     pub decay: f32,
+    /// Adam's upper bound of `1 / ε` (infinite for `ε = 0`), for [`Optimizer::bound`].
+    pub inv_eps_up: f32,
 }
 
 /// Stochastic gradient descent (`torch.optim.SGD` with `momentum = 0`).
@@ -176,13 +209,15 @@ fn first_invalid(checks: &[(&'static str, f32, bool)]) -> Option<(&'static str, 
     checks.iter().find(|(_, v, ok)| !(v.is_finite() && *ok)).map(|(name, v, _)| (*name, *v))
 }
 
+/// Where [`one_minus_pow`] stops multiplying: 2^-25.
+const NEGLIGIBLE: f32 = 1.0 / (1u32 << 25) as f32;
+
 /// `1 - b^t` for `b` in `[0, 1)`, `b^t` by squaring in `f32` (no `std`, no `f64`): within
 /// a few ulps of `pow` for the step counts of a training run. Once a factor falls below
 /// 2^-25, `1 - b^t` is 1 exactly in `f32` (every later factor is at most 1): the result is
 /// returned then, before the squares reach subnormal numbers, which x86 multiplies ~100x
 /// slower (at 0.999, after some 17,000 steps).
 fn one_minus_pow(b: f32, mut t: u32) -> f32 {
-    const NEGLIGIBLE: f32 = 1.0 / (1u32 << 25) as f32;
     let (mut acc, mut base) = (1.0f32, b);
     loop {
         if t & 1 == 1 {
@@ -215,6 +250,9 @@ fn adam_coeffs(lr: f32, beta1: f32, beta2: f32, eps: f32, t: u32) -> Coeffs {
         step_size: lr / bias1,
         bias2_sqrt: sqrt(bias2),
         decay: 1.0,
+        // `1 / ε` is within half an ulp (2^-24 relative) of the real quotient; raised by
+        // 2^-20 (rounded, again within 2^-24), it is above it: (1 + 2^-20)(1 - 2^-24)² > 1.
+        inv_eps_up: (1.0 / eps) * (1.0 + 1.0 / (1u32 << 20) as f32),
         ..Coeffs::default()
     }
 }
@@ -230,15 +268,33 @@ fn sqrt(x: f32) -> f32 {
     super::sqrt(x)
 }
 
-/// Adam's moments and update from a gradient that already includes any L2 term.
+/// Adam's new moments from a gradient that already includes any L2 term.
 #[inline(always)]
-fn adam_update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+fn adam_moments(c: &Coeffs, g: f32, m: f32, v: f32) -> (f32, f32) {
     // torch.lerp's two forms, chosen by the weight.
     let m =
         if c.one_minus_beta1 < 0.5 { m + c.one_minus_beta1 * (g - m) } else { g - (g - m) * (1.0 - c.one_minus_beta1) };
-    let v = v * c.beta2 + c.one_minus_beta2 * (g * g);
+    (m, v * c.beta2 + c.one_minus_beta2 * (g * g))
+}
+
+/// Adam's moments and update from a gradient that already includes any L2 term.
+#[inline(always)]
+fn adam_update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+    let (m, v) = adam_moments(c, g, m, v);
     let denom = sqrt(v) / c.bias2_sqrt + c.eps;
     (p - c.step_size * (m / denom), m, v)
+}
+
+/// [`Optimizer::bound`] of [`adam_update`]: `|p| + step_size · |m| · inv_eps_up`, from the
+/// same moments. It holds because every rounding is monotone and `step_size ≥ 0`: the
+/// denominator `√v / √(1 - β2^t) + ε` rounds to at least `ε` (`v ≥ 0`), so `|m / denom|`
+/// rounds to at most `|m| / ε`, which rounds to at most `|m| · inv_eps_up` (`inv_eps_up ≥
+/// 1 / ε`); the product and the sum bound theirs likewise. For `ε = 0` it is infinite or
+/// NaN: no bound, and [`first_refused`] computes the update.
+#[inline(always)]
+fn adam_bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+    let (m, v) = adam_moments(c, g, m, v);
+    (p.abs() + c.step_size * (m.abs() * c.inv_eps_up), m, v)
 }
 
 impl Optimizer for Sgd {
@@ -265,6 +321,23 @@ impl Optimizer for Sgd {
         let g = g + c.weight_decay * p;
         (p - c.lr * g, m, v)
     }
+    fn opencl_hyper(&self) -> [f32; 8] {
+        [self.lr, self.weight_decay, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
+    }
+    const OPENCL_COEFFS: &'static str = "\
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_coeffs_zero();
+    c.lr = h.s0;
+    c.weight_decay = h.s1;
+    return c;
+}
+";
+    const OPENCL_UPDATE: &'static str = "\
+inline TB_T tb_opt_updateTB_S(const tb_coeffs c, const TB_T p, const TB_T g_in, TB_T *m, TB_T *v) {
+    const TB_T g = g_in + c.weight_decay * p;
+    return p - c.lr * g;
+}
+";
 }
 
 impl Optimizer for Momentum {
@@ -303,6 +376,29 @@ impl Optimizer for Momentum {
         let g = if c.nesterov != 0.0 { g + c.momentum * b } else { b };
         (p - c.lr * g, b, v)
     }
+    fn opencl_hyper(&self) -> [f32; 8] {
+        let nesterov = if self.nesterov { 1.0 } else { 0.0 };
+        [self.lr, self.momentum, nesterov, self.weight_decay, 0.0, 0.0, 0.0, 0.0]
+    }
+    const OPENCL_COEFFS: &'static str = "\
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_coeffs_zero();
+    c.lr = h.s0;
+    c.weight_decay = h.s3;
+    c.momentum = h.s1;
+    c.nesterov = h.s2;
+    c.first = t <= 1u ? 1.0f : 0.0f;
+    return c;
+}
+";
+    const OPENCL_UPDATE: &'static str = "\
+inline TB_T tb_opt_updateTB_S(const tb_coeffs c, const TB_T p, const TB_T g_in, TB_T *m, TB_T *v) {
+    const TB_T g = g_in + c.weight_decay * p;
+    const TB_T b = c.first != 0.0f ? g : c.momentum * *m + g;
+    *m = b;
+    return p - c.lr * (c.nesterov != 0.0f ? g + c.momentum * b : b);
+}
+";
 }
 
 impl Optimizer for Adam {
@@ -325,6 +421,25 @@ impl Optimizer for Adam {
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_update(c, p, g + c.weight_decay * p, m, v)
     }
+    #[inline(always)]
+    fn bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        adam_bound(c, p, g + c.weight_decay * p, m, v)
+    }
+    fn opencl_hyper(&self) -> [f32; 8] {
+        [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, 0.0, 0.0, 0.0]
+    }
+    const OPENCL_COEFFS: &'static str = "\
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_adam_coeffs(h.s0, h.s1, h.s2, h.s3, t);
+    c.weight_decay = h.s4;
+    return c;
+}
+";
+    const OPENCL_UPDATE: &'static str = "\
+inline TB_T tb_opt_updateTB_S(const tb_coeffs c, const TB_T p, const TB_T g, TB_T *m, TB_T *v) {
+    return tb_adam_updateTB_S(c, p, g + c.weight_decay * p, m, v);
+}
+";
 }
 
 impl Optimizer for AdamW {
@@ -347,6 +462,25 @@ impl Optimizer for AdamW {
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_update(c, p * c.decay, g, m, v)
     }
+    #[inline(always)]
+    fn bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        adam_bound(c, p * c.decay, g, m, v)
+    }
+    fn opencl_hyper(&self) -> [f32; 8] {
+        [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, 0.0, 0.0, 0.0]
+    }
+    const OPENCL_COEFFS: &'static str = "\
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_adam_coeffs(h.s0, h.s1, h.s2, h.s3, t);
+    c.decay = 1.0f - h.s0 * h.s4;
+    return c;
+}
+";
+    const OPENCL_UPDATE: &'static str = "\
+inline TB_T tb_opt_updateTB_S(const tb_coeffs c, const TB_T p, const TB_T g, TB_T *m, TB_T *v) {
+    return tb_adam_updateTB_S(c, p * c.decay, g, m, v);
+}
+";
 }
 
 /// Adam's and AdamW's ranges, as `torch.optim.Adam` checks them.
@@ -363,8 +497,10 @@ fn adam_invalid(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) ->
 /// The index of the first parameter whose step is refused, or `None` if none is: its new
 /// value (before rounding to the storage) is not below `limit` in magnitude, or NaN, or a
 /// new moment is not finite. `moments` holds `O::MOMENTS` buffers of `params.len()`
-/// values, one after the other. Reads only: one branch-free pass, then a search on
-/// failure.
+/// values, one after the other. Reads only: one branch-free pass on
+/// [`Optimizer::bound`] (no division or square root for Adam: this check then costs a
+/// fraction of [`apply`]), then, only where some bound is not below `limit`, a search with
+/// the exact update: the same answer as the exact update's alone.
 #[inline(always)]
 pub fn first_refused<O: Optimizer>(
     c: &Coeffs,
@@ -380,6 +516,10 @@ pub fn first_refused<O: Optimizer>(
         let (np, nm, nv) = O::update(c, p, g, m, v);
         !ok(np, nm, nv)
     };
+    let unbounded = |(p, g, m, v): (f32, f32, f32, f32)| {
+        let (bound, nm, nv) = O::bound(c, p, g, m, v);
+        !ok(bound, nm, nv)
+    };
     // One plain loop per number of moments, so that each is inlined into the caller (and
     // compiled with its target features) and vectorises without index checks; the search
     // runs only on failure.
@@ -387,7 +527,7 @@ pub fn first_refused<O: Optimizer>(
     match O::MOMENTS {
         0 => {
             for (&p, &g) in params.iter().zip(grads) {
-                bad |= refused((p, g, 0.0, 0.0));
+                bad |= unbounded((p, g, 0.0, 0.0));
             }
             if bad {
                 return params.iter().zip(grads).position(|(&p, &g)| refused((p, g, 0.0, 0.0)));
@@ -395,7 +535,7 @@ pub fn first_refused<O: Optimizer>(
         }
         1 => {
             for ((&p, &g), &m) in params.iter().zip(grads).zip(m_buf) {
-                bad |= refused((p, g, m, 0.0));
+                bad |= unbounded((p, g, m, 0.0));
             }
             if bad {
                 return params.iter().zip(grads).zip(m_buf).position(|((&p, &g), &m)| refused((p, g, m, 0.0)));
@@ -403,7 +543,7 @@ pub fn first_refused<O: Optimizer>(
         }
         _ => {
             for (((&p, &g), &m), &v) in params.iter().zip(grads).zip(m_buf).zip(v_buf) {
-                bad |= refused((p, g, m, v));
+                bad |= unbounded((p, g, m, v));
             }
             if bad {
                 return params
@@ -449,5 +589,152 @@ pub fn apply<O: Optimizer>(
                 (*p, *m, *v) = (round(np), nm, nv);
             }
         }
+    }
+}
+
+/// The OpenCL C of [`Coeffs`], [`one_minus_pow`] and [`adam_coeffs`] (`tb_adam_coeffs`),
+/// line for line the Rust above; the optimizer's own [`Optimizer::OPENCL_COEFFS`] builds on
+/// them.
+const OPENCL_SHARED: &str = "\
+typedef struct {
+    float lr, weight_decay, momentum, nesterov, first, one_minus_beta1, beta2, one_minus_beta2, eps,
+        step_size, bias2_sqrt, decay;
+} tb_coeffs;
+inline tb_coeffs tb_coeffs_zero(void) {
+    tb_coeffs c;
+    c.lr = c.weight_decay = c.momentum = c.nesterov = c.first = 0.0f;
+    c.one_minus_beta1 = c.beta2 = c.one_minus_beta2 = c.eps = c.step_size = c.bias2_sqrt = 0.0f;
+    c.decay = 1.0f;
+    return c;
+}
+inline float tb_one_minus_pow(const float b, uint t) {
+    float acc = 1.0f;
+    float base = b;
+    for (;;) {
+        if (t & 1u) {
+            acc *= base;
+            if (acc < TB_OPT_NEGLIGIBLE) {
+                return 1.0f;
+            }
+        }
+        t >>= 1;
+        if (t == 0u) {
+            return 1.0f - acc;
+        }
+        base *= base;
+        if (base < TB_OPT_NEGLIGIBLE) {
+            return 1.0f;
+        }
+    }
+}
+inline tb_coeffs tb_adam_coeffs(const float lr, const float beta1, const float beta2, const float eps, const uint t) {
+    tb_coeffs c = tb_coeffs_zero();
+    c.lr = lr;
+    c.one_minus_beta1 = 1.0f - beta1;
+    c.beta2 = beta2;
+    c.one_minus_beta2 = 1.0f - beta2;
+    c.eps = eps;
+    c.step_size = lr / tb_one_minus_pow(beta1, t);
+    c.bias2_sqrt = sqrt(tb_one_minus_pow(beta2, t));
+    return c;
+}
+";
+
+/// The OpenCL C of [`adam_update`], generic as [`Optimizer::OPENCL_UPDATE`] is.
+const OPENCL_SHARED_UPDATE: &str = "\
+inline TB_T tb_adam_updateTB_S(const tb_coeffs c, const TB_T p, const TB_T g, TB_T *m, TB_T *v) {
+    *m = c.one_minus_beta1 < 0.5f ? *m + c.one_minus_beta1 * (g - *m) : g - (g - *m) * (1.0f - c.one_minus_beta1);
+    *v = *v * c.beta2 + c.one_minus_beta2 * (g * g);
+    return p - c.step_size * (*m / (sqrt(*v) / c.bias2_sqrt + c.eps));
+}
+";
+
+/// Writes `text` with `TB_T` replaced by `ty` and `TB_S` by `suffix`.
+fn write_typed(out: &mut impl core::fmt::Write, text: &str, ty: &str, suffix: &str) -> core::fmt::Result {
+    for (i, part) in text.split("TB_S").enumerate() {
+        if i > 0 {
+            out.write_str(suffix)?;
+        }
+        for (j, piece) in part.split("TB_T").enumerate() {
+            if j > 0 {
+                out.write_str(ty)?;
+            }
+            out.write_str(piece)?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes the OpenCL C of optimizer `O` into the kernels' prelude: `TB_OPT_MOMENTS` (its
+/// [`Optimizer::MOMENTS`]), the shared helpers, its [`Optimizer::OPENCL_COEFFS`]
+/// (`tb_opt_coeffs`), then its [`Optimizer::OPENCL_UPDATE`] on `float` (`tb_opt_update`)
+/// and on `float16` (`tb_opt_update16`), which the update kernels (`cl/update.cl`) run.
+pub fn write_opencl<O: Optimizer>(out: &mut impl core::fmt::Write) -> core::fmt::Result {
+    writeln!(out, "// The optimizer `{}` (src/math/optim.rs).", O::NAME)?;
+    writeln!(out, "#define TB_OPT_MOMENTS {}", O::MOMENTS)?;
+    writeln!(out, "#define TB_OPT_NEGLIGIBLE {NEGLIGIBLE:e}f")?;
+    out.write_str(OPENCL_SHARED)?;
+    out.write_str(O::OPENCL_COEFFS)?;
+    for (ty, suffix) in [("float", ""), ("float16", "16")] {
+        write_typed(out, OPENCL_SHARED_UPDATE, ty, suffix)?;
+        write_typed(out, O::OPENCL_UPDATE, ty, suffix)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values with many significant bits over many magnitudes (xorshift).
+    fn values(n: usize, seed: u32, scale: f32) -> impl Iterator<Item = f32> {
+        let mut s = seed.wrapping_mul(2_654_435_761) | 1;
+        (0..n).map(move |_| {
+            s ^= s << 13;
+            s ^= s >> 17;
+            s ^= s << 5;
+            let mantissa = (s >> 9) as f32 / (1u32 << 23) as f32 * 2.0 - 1.0;
+            let exponent = ((s & 0x1f) as i32 - 16) as f32;
+            scale * mantissa * libm::exp2f(exponent)
+        })
+    }
+
+    /// Adam's and AdamW's bound is never below the exact new value's magnitude, whatever
+    /// the ε (down to 0 and subnormal), the step count and the values; so the check that
+    /// tries it first refuses exactly what the exact update refuses.
+    #[test]
+    fn adams_bound_holds() {
+        for (k, eps) in [1e-8f32, 1e-3, 1e-30, 1e-44, 0.0, 0.5].into_iter().enumerate() {
+            for t in [1u32, 2, 10, 1000, 100_000] {
+                let adam = Adam { lr: 0.3, beta1: 0.9, beta2: 0.999, eps, weight_decay: 0.01 }.coeffs(t);
+                let adamw = AdamW { lr: 0.3, beta1: 0.3, beta2: 0.5, eps, weight_decay: 0.1 }.coeffs(t);
+                let ps = values(4000, 1 + k as u32, 4.0);
+                let gs = values(4000, 7 + t, 1.0);
+                let ms = values(4000, 13, 0.1);
+                let vs = values(4000, 17, 0.01).map(f32::abs);
+                for (((p, g), m), v) in ps.zip(gs).zip(ms).zip(vs) {
+                    for (bound, exact) in [
+                        (Adam::bound(&adam, p, g, m, v), Adam::update(&adam, p, g, m, v)),
+                        (AdamW::bound(&adamw, p, g, m, v), AdamW::update(&adamw, p, g, m, v)),
+                    ] {
+                        assert_eq!((bound.1.to_bits(), bound.2.to_bits()), (exact.1.to_bits(), exact.2.to_bits()));
+                        if bound.0.is_finite() {
+                            assert!(bound.0 >= exact.0.abs(), "eps {eps} t {t}: {bound:?} {exact:?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A step whose bound says nothing (ε = 0, a zero moment: 0/0) is still checked exactly.
+    #[test]
+    fn without_a_bound_the_update_decides() {
+        let c = Adam { lr: 0.1, eps: 0.0, ..Adam::default() }.coeffs(1);
+        let (p, g, m) = ([1.0f32, 2.0], [0.5f32, 0.0], [0.0f32; 4]);
+        assert_eq!(first_refused::<Adam>(&c, &p, &g, &m, f32::INFINITY), Some(1));
+        let g = [0.5f32, 0.25];
+        assert_eq!(first_refused::<Adam>(&c, &p, &g, &m, f32::INFINITY), None);
+        assert_eq!(first_refused::<Adam>(&c, &p, &g, &m, 1.5), Some(1));
     }
 }

@@ -107,6 +107,76 @@ inline float16 tb_act_grad16(const int kind, const float16 d, const float16 y) {
         }                                                                 \
         DZ[(LABEL) * TB_BATCH] -= (INV_ROWS);                             \
     } while (0)
+#define TB_OPT_STEP 0
+// The optimizer `sgd` (src/math/optim.rs).
+#define TB_OPT_MOMENTS 0
+#define TB_OPT_NEGLIGIBLE 2.9802322e-8f
+typedef struct {
+    float lr, weight_decay, momentum, nesterov, first, one_minus_beta1, beta2, one_minus_beta2, eps,
+        step_size, bias2_sqrt, decay;
+} tb_coeffs;
+inline tb_coeffs tb_coeffs_zero(void) {
+    tb_coeffs c;
+    c.lr = c.weight_decay = c.momentum = c.nesterov = c.first = 0.0f;
+    c.one_minus_beta1 = c.beta2 = c.one_minus_beta2 = c.eps = c.step_size = c.bias2_sqrt = 0.0f;
+    c.decay = 1.0f;
+    return c;
+}
+inline float tb_one_minus_pow(const float b, uint t) {
+    float acc = 1.0f;
+    float base = b;
+    for (;;) {
+        if (t & 1u) {
+            acc *= base;
+            if (acc < TB_OPT_NEGLIGIBLE) {
+                return 1.0f;
+            }
+        }
+        t >>= 1;
+        if (t == 0u) {
+            return 1.0f - acc;
+        }
+        base *= base;
+        if (base < TB_OPT_NEGLIGIBLE) {
+            return 1.0f;
+        }
+    }
+}
+inline tb_coeffs tb_adam_coeffs(const float lr, const float beta1, const float beta2, const float eps, const uint t) {
+    tb_coeffs c = tb_coeffs_zero();
+    c.lr = lr;
+    c.one_minus_beta1 = 1.0f - beta1;
+    c.beta2 = beta2;
+    c.one_minus_beta2 = 1.0f - beta2;
+    c.eps = eps;
+    c.step_size = lr / tb_one_minus_pow(beta1, t);
+    c.bias2_sqrt = sqrt(tb_one_minus_pow(beta2, t));
+    return c;
+}
+inline tb_coeffs tb_opt_coeffs(const float8 h, const uint t) {
+    tb_coeffs c = tb_coeffs_zero();
+    c.lr = h.s0;
+    c.weight_decay = h.s1;
+    return c;
+}
+inline float tb_adam_update(const tb_coeffs c, const float p, const float g, float *m, float *v) {
+    *m = c.one_minus_beta1 < 0.5f ? *m + c.one_minus_beta1 * (g - *m) : g - (g - *m) * (1.0f - c.one_minus_beta1);
+    *v = *v * c.beta2 + c.one_minus_beta2 * (g * g);
+    return p - c.step_size * (*m / (sqrt(*v) / c.bias2_sqrt + c.eps));
+}
+inline float tb_opt_update(const tb_coeffs c, const float p, const float g_in, float *m, float *v) {
+    const float g = g_in + c.weight_decay * p;
+    return p - c.lr * g;
+}
+inline float16 tb_adam_update16(const tb_coeffs c, const float16 p, const float16 g, float16 *m, float16 *v) {
+    *m = c.one_minus_beta1 < 0.5f ? *m + c.one_minus_beta1 * (g - *m) : g - (g - *m) * (1.0f - c.one_minus_beta1);
+    *v = *v * c.beta2 + c.one_minus_beta2 * (g * g);
+    return p - c.step_size * (*m / (sqrt(*v) / c.bias2_sqrt + c.eps));
+}
+inline float16 tb_opt_update16(const tb_coeffs c, const float16 p, const float16 g_in, float16 *m, float16 *v) {
+    const float16 g = g_in + c.weight_decay * p;
+    return p - c.lr * g;
+}
 
 // ---- cl/common.cl
 // tensorbridge: helpers shared by every kernel.
@@ -667,6 +737,135 @@ __kernel void tb_sgd(__global TB_P_T *params, __global const float *grads, const
     }
     for (int k = k0; k < end; ++k) {
         TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
+    }
+}
+
+// ---- Every other optimizer step (momentum, Adam, AdamW, SGD with weight decay): the
+// formulas tb_opt_coeffs / tb_opt_update are the optimizer's, emitted into the prelude from
+// src/math/optim.rs. After the step's gradients, tb_opt_check then tb_opt_apply, with the
+// same arguments:
+//   opt    the optimizer's state: TB_OPT_MOMENTS moment buffers of TB_PARAMS floats (m at
+//          0, v at TB_PARAMS), then at word TB_OPT_STEP the count t of accepted steps, then
+//          the count t + 1 the step being checked would reach (written by tb_opt_check,
+//          read by tb_opt_apply: no work-item reads a word another work-item of the same
+//          launch writes).
+//   hyper  the hyperparameters (the optimizer's `opencl_hyper`), the step's rate first.
+// A refused step (non-finite loss, or a parameter or moment that would not fit: the status
+// word set as by tb_check_update) writes no parameter, no moment and no step count.
+// TB_UPDATE_VEC parameters a work-item; NDRange as for tb_sgd.
+
+// The step's new parameter k, its moments updated in m, v (0 and unread where the
+// optimizer keeps fewer): the one computation both kernels share, so both get the same bits
+// (a whole vector goes through tb_opt_value16 in both, a partial one through tb_opt_value).
+inline float tb_opt_value(const tb_coeffs c, __global const TB_P_T *params, __global const float *grads,
+                          __global const float *moments, const int k, float *m, float *v) {
+#if TB_OPT_MOMENTS > 0
+    *m = moments[k];
+#else
+    *m = 0.0f;
+#endif
+#if TB_OPT_MOMENTS > 1
+    *v = moments[TB_PARAMS + k];
+#else
+    *v = 0.0f;
+#endif
+    return tb_opt_update(c, TB_LOAD_P(params, k), grads[k], m, v);
+}
+
+inline float16 tb_opt_value16(const tb_coeffs c, __global const TB_P_T *params, __global const float *grads,
+                              __global const float *moments, const int k0, float16 *m, float16 *v) {
+#if TB_OPT_MOMENTS > 0
+    *m = vload16(0, moments + k0);
+#else
+    *m = (float16)(0.0f);
+#endif
+#if TB_OPT_MOMENTS > 1
+    *v = vload16(0, moments + TB_PARAMS + k0);
+#else
+    *v = (float16)(0.0f);
+#endif
+    return tb_opt_update16(c, TB_LOAD_P16(params, k0), vload16(0, grads + k0), m, v);
+}
+
+// Whether a new parameter and its new moments fit.
+inline int tb_opt_fits(const float p, const float m, const float v) {
+    return tb_update_fits(p) && isfinite(m) && isfinite(v);
+}
+
+__kernel void tb_opt_check(__global const TB_P_T *params, __global const float *grads, __global uint *opt,
+                           const float8 hyper, __global float *losses, const int loss_slot) {
+    const uint t = add_sat(opt[TB_OPT_STEP], 1u);
+    if (get_global_id(0) == 0) {
+        opt[TB_OPT_STEP + 1] = t;
+    }
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS) {
+        return;
+    }
+    const tb_coeffs c = tb_opt_coeffs(hyper, t);
+    __global const float *moments = (__global const float *)opt;
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    if (end - k0 == TB_UPDATE_VEC) {
+        float16 m, v;
+        const float16 p = tb_opt_value16(c, params, grads, moments, k0, &m, &v);
+        // `<` is false for NaN, as in tb_update_fits.
+        if (tb_all16((fabs(p) < (float16)(TB_UPDATE_LIMIT)) & isfinite(m) & isfinite(v))) {
+            return;
+        }
+        // Cold: this vector's first offending parameter (the same bits as above).
+        float tp[TB_UPDATE_VEC], tm[TB_UPDATE_VEC], tv[TB_UPDATE_VEC];
+        vstore16(p, 0, tp);
+        vstore16(m, 0, tm);
+        vstore16(v, 0, tv);
+        int j = 0;
+        while (j + 1 < TB_UPDATE_VEC && tb_opt_fits(tp[j], tm[j], tv[j])) {
+            ++j;
+        }
+        atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)(k0 + j));
+        return;
+    }
+    for (int k = k0; k < end; ++k) {
+        float m, v;
+        if (!tb_opt_fits(tb_opt_value(c, params, grads, moments, k, &m, &v), m, v)) {
+            atomic_max((volatile __global uint *)(losses + loss_slot + 1), ~(uint)k);
+            return;
+        }
+    }
+}
+
+__kernel void tb_opt_apply(__global TB_P_T *params, __global const float *grads, __global uint *opt,
+                           const float8 hyper, __global const float *losses, const int loss_slot) {
+    const int k0 = TB_UPDATE_VEC * get_global_id(0);
+    if (k0 >= TB_PARAMS || !isfinite(losses[loss_slot]) || ((__global const uint *)losses)[loss_slot + 1] != 0u) {
+        return;
+    }
+    const uint t = opt[TB_OPT_STEP + 1];
+    if (k0 == 0) {
+        opt[TB_OPT_STEP] = t;
+    }
+    const tb_coeffs c = tb_opt_coeffs(hyper, t);
+    __global float *moments = (__global float *)opt;
+    const int end = min(k0 + TB_UPDATE_VEC, TB_PARAMS);
+    if (end - k0 == TB_UPDATE_VEC) {
+        float16 m, v;
+        TB_STORE_P16(params, k0, tb_opt_value16(c, params, grads, moments, k0, &m, &v));
+#if TB_OPT_MOMENTS > 0
+        vstore16(m, 0, moments + k0);
+#endif
+#if TB_OPT_MOMENTS > 1
+        vstore16(v, 0, moments + TB_PARAMS + k0);
+#endif
+        return;
+    }
+    for (int k = k0; k < end; ++k) {
+        float m, v;
+        TB_STORE_P(params, k, tb_opt_value(c, params, grads, moments, k, &m, &v));
+#if TB_OPT_MOMENTS > 0
+        moments[k] = m;
+#endif
+#if TB_OPT_MOMENTS > 1
+        moments[TB_PARAMS + k] = v;
+#endif
     }
 }
 

@@ -1,7 +1,9 @@
 //! The train step on OpenCL (PoCL in CI) against the CPU backend, at the seed's shape and
 //! at batch 64 / features 300 / classes 10, and the floor: one empty kernel launch plus
 //! `clFinish` on the same device. Also the deferred step (no loss read per step), and the
-//! MLP shapes of the NumPy anchor (`anchors/numpy_anchor.py`) (digits, mnist, wide: group `mlp`).
+//! MLP shapes of the NumPy anchor (`anchors/numpy_anchor.py`) (digits, mnist, wide: group `mlp`),
+//! each also with `optimizer: adam` (`adam_step_deferred`: the same deferred step, Adam's
+//! update kernels after the gradients; compare it with `train_step_deferred` as a ratio).
 //!
 //! ```text
 //! cargo bench -p tensorbridge-xtests --bench opencl                       # PoCL's default (pthread) device
@@ -33,6 +35,18 @@ tensorbridge::model! {
 tensorbridge::model! {
     /// The `wide` anchor shape.
     pub struct WideMlp { batch: 256, features: 1024, hidden: [1024], classes: 16 }
+}
+tensorbridge::model! {
+    /// The `digits` anchor shape, trained with Adam.
+    pub struct DigitsAdam { batch: 32, features: 64, hidden: [32], classes: 10, optimizer: adam }
+}
+tensorbridge::model! {
+    /// The `mnist` anchor shape, trained with Adam.
+    pub struct MnistAdam { batch: 128, features: 784, hidden: [128], classes: 10, optimizer: adam }
+}
+tensorbridge::model! {
+    /// The `wide` anchor shape, trained with Adam.
+    pub struct WideAdam { batch: 256, features: 1024, hidden: [1024], classes: 16, optimizer: adam }
 }
 
 fn step<M: Model<Storage = f32>>(c: &mut Criterion, name: &str, device: &Device, label: &str) {
@@ -73,8 +87,11 @@ fn mlp(c: &mut Criterion) {
     group.sample_size(10);
     for (name, run) in [
         ("digits", mlp_step::<DigitsMlp> as fn(&mut criterion::BenchmarkGroup<'_, _>, &str, &Device)),
+        ("digits", adam_step::<DigitsAdam>),
         ("mnist", mlp_step::<MnistMlp>),
+        ("mnist", adam_step::<MnistAdam>),
         ("wide", mlp_step::<WideMlp>),
+        ("wide", adam_step::<WideAdam>),
     ] {
         run(&mut group, name, &cl);
     }
@@ -90,6 +107,32 @@ fn mlp_step<M: Model<Storage = f32>>(
     let Ok(mut model) = Engine::<M>::new(device) else { return };
     group.bench_function(format!("{name}/train_step_deferred/opencl"), |b| {
         b.iter(|| model.train_step_deferred(&x, &y, 1e-3));
+    });
+    let _ = model.take_losses();
+}
+
+/// [`mlp_step`] with Adam. As in `train_step.rs`'s Adam rows, every 64 steps the model
+/// starts over, parameters and state (Adam's steps on one batch would otherwise drive some
+/// values into subnormal numbers): the cost of a step of the first 64 of a run, the restart
+/// (two blocking writes, which also wait for the queue) included.
+fn adam_step<M: Model<Storage = f32>>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    name: &str,
+    device: &Device,
+) {
+    let (x, y) = bench_batch::<M>();
+    let Ok(mut model) = Engine::<M>::new(device) else { return };
+    let Ok(start) = model.params() else { return };
+    let mut k = 0u32;
+    group.bench_function(format!("{name}/adam_step_deferred/opencl"), |b| {
+        b.iter(|| {
+            k += 1;
+            if k % 64 == 0 {
+                let _ = model.set_params(&start);
+                let _ = model.reset_optimizer();
+            }
+            model.train_step_deferred(&x, &y, 1e-3)
+        });
     });
     let _ = model.take_losses();
 }

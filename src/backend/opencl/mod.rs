@@ -17,6 +17,16 @@
 //! Gradients, activations, logits and losses stay `float`. The tiled path first widens the
 //! batch into the activation scratch (`tb_widen_x`, one launch), so that its kernels read
 //! `float` inputs in every layer.
+//!
+//! Optimizers: plain SGD (no weight decay) updates the parameters inside the step's kernels
+//! (tiny, fused, or the tiled `tb_check_update` and `tb_sgd`). Every other step (momentum,
+//! Adam, AdamW, SGD with weight decay) runs the path's gradients, then `tb_opt_check` and
+//! `tb_opt_apply` (`cl/update.cl`), whose formulas `crate::math::optim` emits into the
+//! prelude. Their state lives in one device buffer (`opt`, `crate::kernels::opt_words`):
+//! the moments (`f32` whatever the storage), then the step count, which only an accepted
+//! step advances (a refused one writes no parameter, moment or count), so deferred steps
+//! need no round trip. Checkpoints read and write it (`read_optimizer`,
+//! `write_optimizer`).
 
 mod cl;
 mod gemm;
@@ -39,8 +49,8 @@ use crate::cpu::update_overflow;
 use crate::error::{Error, Result};
 use crate::info::{ClOptions, DeviceInfo, KernelPath, Upload};
 use crate::kernels::{
-    argument_words, batch_words, fused_plan, kernel, kernel_source, scratch_offsets, tiny_plan, Mode, TinyPlan,
-    LOSS_MAX_WG, TINY_CTRL, UPDATE_VEC,
+    argument_words, batch_words, fused_plan, kernel, kernel_source, opt_step_word, opt_words, scratch_offsets,
+    tiny_plan, Mode, TinyPlan, LOSS_MAX_WG, TINY_CTRL, UPDATE_VEC,
 };
 use crate::layout::{acts_len, delta_len, param_count};
 use crate::math::optim::Optimizer;
@@ -218,6 +228,9 @@ struct Kernels {
     widen: Kernel,
     /// The tiled path's update check, before `sgd`.
     check: Kernel,
+    /// Every other optimizer's step (`cl/update.cl`): its check, then its update.
+    opt_check: Kernel,
+    opt_update: Kernel,
 }
 
 impl Kernels {
@@ -234,6 +247,8 @@ impl Kernels {
             tiny_group: Kernel::new(program, kernel::tb_tiny_steps::NAME)?,
             widen: Kernel::new(program, kernel::tb_widen_x::NAME)?,
             check: Kernel::new(program, kernel::tb_check_update::NAME)?,
+            opt_check: Kernel::new(program, kernel::tb_opt_check::NAME)?,
+            opt_update: Kernel::new(program, kernel::tb_opt_apply::NAME)?,
         })
     }
 }
@@ -285,6 +300,9 @@ struct Inner<M> {
     delta: [Mem; 2],
     /// `LOSS_RING` deferred slots, then the immediate one.
     losses: Mem,
+    /// The optimizer's state (`kernels::opt_words`): its moment buffers, then its step
+    /// count, which only an accepted step advances.
+    opt: Mem,
     slots: [Slot; 2],
     /// Tiny models: the one buffer that holds the parameters (`params` is a sub-buffer at
     /// its start) and the loss record (`losses`, a sub-buffer at word `losses_word`), which
@@ -343,12 +361,8 @@ fn to_i32(v: usize, device: &ClDevice, what: &str) -> Result<i32> {
 
 impl<M: Model> OpenClBackend<M> {
     /// # Errors
-    /// [`Error::Unsupported`] for a model declaring an optimizer with state (momentum,
-    /// Adam, AdamW): the kernels run plain SGD only. Those of building the kernels.
+    /// Those of building the kernels and making the buffers.
     pub(crate) fn new(device: &Arc<ClDevice>, options: ClOptions, flat: &[M::Storage]) -> Result<Self> {
-        if <M::Optimizer as Optimizer>::MOMENTS > 0 {
-            return Err(unsupported_optimizer::<M>(&device.label()));
-        }
         Ok(OpenClBackend { device: Arc::clone(device), inner: Mutex::new(Inner::new(device, options, flat)?) })
     }
 
@@ -384,9 +398,12 @@ impl<M: Model> Inner<M> {
         let dims = M::LAYERS;
         let (b, f) = (M::BATCH, M::FEATURES);
         let acts = acts_len(dims, b);
-        for (what, n) in
-            [("the activation scratch", acts), ("the parameter count", param_count(dims)), ("the batch", b * (f + 1))]
-        {
+        for (what, n) in [
+            ("the activation scratch", acts),
+            ("the parameter count", param_count(dims)),
+            ("the batch", b * (f + 1)),
+            ("the optimizer's state", opt_words::<M>()),
+        ] {
             to_i32(n, device, what)?;
         }
         let (build, _) = build_options(device)?;
@@ -481,6 +498,7 @@ impl<M: Model> Inner<M> {
             None => (None, Mem::from_slice(context, flat)?, Mem::from_slice(context, &vec![0.0f32; loss_words])?, 0),
         };
         let grads = Mem::from_slice(context, &vec![0.0f32; param_count(dims)])?;
+        let opt = Mem::from_slice(context, &vec![0u32; opt_words::<M>()])?;
         // The fused kernel keeps activations and deltas in local memory.
         let (acts_n, delta_n) = if fused { (1, 1) } else { (acts, delta_len(dims, b)) };
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
@@ -519,6 +537,7 @@ impl<M: Model> Inner<M> {
             acts: acts_mem,
             delta,
             losses,
+            opt,
             slots,
             state,
             losses_word,
@@ -567,15 +586,21 @@ impl<M: Model> Inner<M> {
         let x = vec![M::Storage::ZERO; M::BATCH * M::FEATURES];
         let y = vec![0u32; M::BATCH];
         let batch = Batch { x: &x, y: &y, rows: M::BATCH };
-        self.enqueue(batch, 0.0, Mode::Gradients, IMMEDIATE)?;
+        self.enqueue(batch, M::Optimizer::default(), Mode::Gradients, IMMEDIATE)?;
         if let Some(plan) = self.plan.tiny {
             // A NaN rate: no update fits, so nothing is stored.
             self.upload_batch(batch)?;
             self.run_tiny(plan, M::BATCH, f32::NAN, IMMEDIATE)?;
         }
-        if !self.plan.fused {
+        if !self.plan.fused || <M::Optimizer as Optimizer>::MOMENTS > 0 {
+            // A NaN loss: the updates write nothing (the check's candidate step count is
+            // rewritten by every step's check before its update reads it).
             self.queue.write(&self.losses, slot_start(IMMEDIATE), &[f32::NAN])?;
-            self.run_sgd(0.0, IMMEDIATE)?;
+            if <M::Optimizer as Optimizer>::MOMENTS > 0 {
+                self.run_opt(&M::Optimizer::default(), IMMEDIATE)?;
+            } else {
+                self.run_sgd(0.0, IMMEDIATE)?;
+            }
         }
         self.queue.finish()?;
         let took = start.elapsed();
@@ -882,6 +907,38 @@ impl<M: Model> Inner<M> {
         Ok(())
     }
 
+    /// The step of an optimizer other than plain SGD, on the gradients in `grads`:
+    /// `tb_opt_check`, then `tb_opt_apply` (one argument list, checked at compile time),
+    /// one work-item per [`UPDATE_VEC`] parameters.
+    fn run_opt(&mut self, step: &M::Optimizer, slot: usize) -> Result<()> {
+        use kernel::{tb_opt_apply as arg, tb_opt_check as check};
+        const _: () = assert!(
+            arg::PARAMS == check::PARAMS
+                && arg::GRADS == check::GRADS
+                && arg::OPT == check::OPT
+                && arg::HYPER == check::HYPER
+                && arg::LOSSES == check::LOSSES
+                && arg::LOSS_SLOT == check::LOSS_SLOT,
+            "tb_opt_check and tb_opt_apply must take the same arguments"
+        );
+        let hyper = step.opencl_hyper().map(f32::to_bits);
+        let wg = 64.min(self.device.info.max_work_group_size.max(1));
+        let items = param_count(M::LAYERS).div_ceil(UPDATE_VEC);
+        for (stage, k) in [("opt check", &mut self.kernels.opt_check), ("opt update", &mut self.kernels.opt_update)] {
+            k.set_mem(arg::PARAMS, &self.params)?;
+            k.set_mem(arg::GRADS, &self.grads)?;
+            k.set_mem(arg::OPT, &self.opt)?;
+            k.set_words(arg::HYPER, &hyper)?;
+            k.set_mem(arg::LOSSES, &self.losses)?;
+            k.set_scalar(arg::LOSS_SLOT, word(slot))?;
+            let event = self.queue.launch_event(k, &[round_up(items, wg)], &[wg])?;
+            if let Some(events) = &mut self.events {
+                events.push((stage.to_string(), event));
+            }
+        }
+        Ok(())
+    }
+
     fn run_sgd(&mut self, lr: f32, slot: usize) -> Result<()> {
         self.run_per_param(|k| &mut k.sgd, lr, slot)
     }
@@ -917,9 +974,18 @@ impl<M: Model> Inner<M> {
         Ok(())
     }
 
-    /// Enqueues the batch and the kernels of `mode` (loss, gradients or step), the loss
-    /// going to `slot`. Reads nothing back.
-    fn enqueue(&mut self, batch: Batch<'_, M::Storage>, lr: f32, mode: Mode, slot: usize) -> Result<()> {
+    /// Enqueues the batch and the kernels of `mode` (loss, gradients or a step of `step`),
+    /// the loss going to `slot`. Reads nothing back. Plain SGD's step runs inside the
+    /// path's kernels (tiny, fused, or the tiled `tb_check_update` and `tb_sgd`); every
+    /// other optimizer's runs the path's gradients, then `tb_opt_check` and `tb_opt_apply`.
+    fn enqueue(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer, mode: Mode, slot: usize) -> Result<()> {
+        let lr = step.lr();
+        if mode == Mode::Step && !step.is_plain_sgd() {
+            // Tiny steps waiting in the group go first (this step does not join it).
+            self.send_group()?;
+            self.enqueue(batch, step, Mode::Gradients, slot)?;
+            return self.run_opt(&step, slot);
+        }
         let input = self.upload_batch(batch)?;
         if self.plan.fused {
             return self.run_fused(input, batch.rows, lr, mode, slot, None);
@@ -979,7 +1045,7 @@ impl<M: Model> Inner<M> {
     pub(crate) fn train_step_deferred(
         &mut self,
         batch: Batch<'_, M::Storage>,
-        lr: f32,
+        step: M::Optimizer,
         record: &mut Vec<StepRecord>,
     ) -> Result<()> {
         if self.record.pending == LOSS_RING {
@@ -989,7 +1055,7 @@ impl<M: Model> Inner<M> {
         // Counted before the enqueue: a tiny step that joins the group is pending from now.
         self.record.pending += 1;
         self.deferring = true;
-        let enqueued = self.enqueue(batch, lr, Mode::Step, slot);
+        let enqueued = self.enqueue(batch, step, Mode::Step, slot);
         self.deferring = false;
         match enqueued {
             Err(err) => {
@@ -1029,19 +1095,19 @@ impl<M: Model> Inner<M> {
     }
 
     fn loss(&mut self, batch: Batch<'_, M::Storage>) -> Result<f32> {
-        self.enqueue(batch, 0.0, Mode::Loss, IMMEDIATE)?;
+        self.enqueue(batch, M::Optimizer::default(), Mode::Loss, IMMEDIATE)?;
         self.read_loss(IMMEDIATE)
     }
 
     fn gradients(&mut self, batch: Batch<'_, M::Storage>, out: &mut [f32]) -> Result<f32> {
-        self.enqueue(batch, 0.0, Mode::Gradients, IMMEDIATE)?;
+        self.enqueue(batch, M::Optimizer::default(), Mode::Gradients, IMMEDIATE)?;
         let loss = self.read_loss(IMMEDIATE)?;
         self.queue.read(&self.grads, 0, out)?;
         Ok(loss)
     }
 
-    fn train_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<f32> {
-        self.enqueue(batch, lr, Mode::Step, IMMEDIATE)?;
+    fn train_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<f32> {
+        self.enqueue(batch, step, Mode::Step, IMMEDIATE)?;
         match self.read_step(IMMEDIATE)? {
             Ok(loss) if !loss.is_finite() => Err(Error::NonFiniteLoss { loss }),
             record => record.map_err(|err| *err),
@@ -1049,7 +1115,7 @@ impl<M: Model> Inner<M> {
     }
 
     /// [`Inner::train_step`] with every command's event kept, then timed by stage.
-    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, lr: f32) -> Result<StepProfile> {
+    fn profile_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<StepProfile> {
         if !self.profiling {
             return Err(Error::Unsupported {
                 device: self.device.label(),
@@ -1057,7 +1123,7 @@ impl<M: Model> Inner<M> {
             });
         }
         self.events = Some(Vec::new());
-        let step = self.train_step(batch, lr);
+        let step = self.train_step(batch, step);
         let events = self.events.take().unwrap_or_default();
         // Before anything returns: the upload's event was kept here, not in its slot.
         let finished = self.queue.finish();
@@ -1168,19 +1234,6 @@ impl<M> Drop for Inner<M> {
     }
 }
 
-/// [`Error::Unsupported`]: the OpenCL kernels run plain SGD only (no weight decay, no
-/// momentum, no Adam); such models train on the CPU backend.
-fn unsupported_optimizer<M: Model>(device: &str) -> Error {
-    Error::Unsupported {
-        device: device.to_string(),
-        reason: format!(
-            "the OpenCL kernels run plain SGD only, not the optimizer `{}` with these hyperparameters; \
-             train this model on `Device::cpu()`",
-            <M::Optimizer as Optimizer>::NAME
-        ),
-    }
-}
-
 impl<M: Model> Backend<M> for OpenClBackend<M> {
     fn upload(&self, data: &[M::Storage]) -> Result<Box<dyn DeviceBuffer>> {
         let mem = Mem::from_slice(&self.device.context, data)?;
@@ -1215,28 +1268,33 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
     }
 
     fn train_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<f32> {
-        self.check_optimizer(&step)?;
-        self.ready_mut()?.train_step(batch, step.lr())
+        self.ready_mut()?.train_step(batch, step)
     }
 
-    /// The kernels run plain SGD only (the optimizer check at construction refuses models
-    /// declaring another optimizer).
-    fn check_optimizer(&self, step: &M::Optimizer) -> Result<()> {
-        match step.is_plain_sgd() {
-            true => Ok(()),
-            false => Err(unsupported_optimizer::<M>(&self.device.label())),
-        }
-    }
-
+    /// Reads the moment buffers and the step count from the device (after the steps
+    /// enqueued before).
     fn read_optimizer(&self, moments: &mut [f32]) -> Result<u32> {
-        // Plain SGD keeps no state.
-        let _ = moments;
-        Ok(0)
+        let inner = self.ready()?;
+        let at = opt_step_word::<M>();
+        let n = at.min(moments.len());
+        if n > 0 {
+            inner.queue.read(&inner.opt, 0, &mut moments[..n])?;
+        }
+        let mut step = [0u32];
+        inner.queue.read(&inner.opt, at, &mut step)?;
+        Ok(step[0])
     }
 
+    /// Writes the moment buffers and the step count to the device (ordered after the steps
+    /// enqueued before, before those enqueued after).
     fn write_optimizer(&mut self, moments: &[f32], step: u32) -> Result<()> {
-        let _ = (moments, step);
-        Ok(())
+        let inner = self.ready_mut()?;
+        let at = opt_step_word::<M>();
+        let n = at.min(moments.len());
+        if n > 0 {
+            inner.queue.write(&inner.opt, 0, &moments[..n])?;
+        }
+        inner.queue.write(&inner.opt, at, &[step, step])
     }
 
     fn train_step_deferred(
@@ -1245,8 +1303,7 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
         step: M::Optimizer,
         record: &mut Vec<StepRecord>,
     ) -> Result<()> {
-        self.check_optimizer(&step)?;
-        self.inner_mut().train_step_deferred(batch, step.lr(), record)
+        self.inner_mut().train_step_deferred(batch, step, record)
     }
 
     fn take_losses(&mut self, record: &mut Vec<StepRecord>) -> Result<()> {
@@ -1258,8 +1315,7 @@ impl<M: Model> Backend<M> for OpenClBackend<M> {
     }
 
     fn profile_step(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer) -> Result<StepProfile> {
-        self.check_optimizer(&step)?;
-        self.ready_mut()?.profile_step(batch, step.lr())
+        self.ready_mut()?.profile_step(batch, step)
     }
 
     fn upload_batch(&mut self, batch: Batch<'_, M::Storage>) -> Result<()> {
