@@ -366,7 +366,11 @@ fn f16_model_quantises_to_the_numpy_integers(device: &Device) {
     assert_eq!(q.shifts(), [&SHIFT0_F16[..], &SHIFT1_F16[..], &SHIFT2_F16[..]].concat());
     assert_eq!(bits(q.act_scales()), bits(&ACT_SCALES_F16));
     assert_eq!(q.act_zero_points(), &ACT_ZEROS_F16);
+    // The packed path (four products a `dot`), emulated where the device lacks
+    // cl_khr_integer_dot_product, on layers whose widths are not multiples of four.
+    let packed = q.clone().__on_emulating_dot_product(device).unwrap();
     for (t, (x, expected)) in TESTS_F16.iter().zip(&CODES_F16).enumerate() {
+        assert_eq!(device_codes_equal_core(&packed, &batch16(x)), device_codes_equal_core(&q, &batch16(x)));
         let codes = device_codes_equal_core(&q, &batch16(x));
         for r in 0..4 {
             for c in 0..3 {
