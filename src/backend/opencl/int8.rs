@@ -1,6 +1,7 @@
 //! The int8 model's integer forward pass on an OpenCL device: one launch of `tb_int8_layer`
 //! (`cl/int8.cl`) per layer, each work-item computing one output for a block of
-//! [`ROWS`] rows, the parameters uploaded once in the kernel's packed layout and every
+//! [`ROWS`] rows in 16-wide vector operations, the parameters uploaded once in the
+//! kernel's layout (rows and weight columns padded to whole blocks of 16 codes) and every
 //! launch's arguments set once; a call writes the input codes, launches, and reads the
 //! head's `int16` codes. The integers are the CPU core's, bit for bit (integer arithmetic is
 //! exact; `tests/int8.rs` checks it).
@@ -21,19 +22,29 @@ const GROUP: usize = 64;
 /// serves this many rows.
 const ROWS: usize = 8;
 
-/// Codes of a quad: the packed unit of the kernel's rows and weights.
-const QUAD: usize = 4;
+/// Codes of a block: the unit of the kernel's rows and weights (`char16`).
+const BLOCK: usize = 16;
+
+/// Each layer's weight codes (column by column, `w[o * fan_in + i]`, as
+/// [`Int8Model`](crate::quant::Int8Model) holds them).
+fn layer_weights<'a>(dims: &'a [usize], weights: &'a [i8]) -> impl Iterator<Item = &'a [i8]> + 'a {
+    dims.windows(2).scan(0, move |w, pair| {
+        let n = pair[0] * pair[1];
+        let layer = weights.get(*w..*w + n);
+        *w += n;
+        layer
+    })
+}
 
 /// The kernels (one a layer, its arguments set) and the row buffers, used by one call at a
 /// time.
 struct State {
     kernels: Vec<Kernel>,
-    /// The input codes, `[rows x quads]` (the input's quads).
+    /// The input codes, `[rows x blocks]`.
     input: Mem,
     /// The head's codes, `[rows x classes]`.
     head: Mem,
-    /// The hidden layers' codes, `[rows x quads]` each (their padding stays 0): the
-    /// kernels' arguments name them.
+    /// The hidden layers' codes, `[rows x blocks]` each: the kernels' arguments name them.
     _hidden: Vec<Mem>,
     /// The input codes of a call, padded (the padding stays 0).
     staging: Vec<i8>,
@@ -54,9 +65,9 @@ pub(crate) struct Int8Cl {
     _params: [Mem; 5],
 }
 
-/// `n` rounded up to whole quads.
-fn quads(n: usize) -> usize {
-    n.div_ceil(QUAD)
+/// `n` codes in whole blocks.
+fn blocks(n: usize) -> usize {
+    n.div_ceil(BLOCK)
 }
 
 impl Int8Cl {
@@ -82,32 +93,27 @@ impl Int8Cl {
         let context = &device.context;
         let layers = dims.len().saturating_sub(1);
         let rows = batch.next_multiple_of(ROWS);
-        // Weights in quads of inputs, output after output; the sums of each channel's codes.
+        // Weights output after output, each padded with zeros to whole blocks; the sums of
+        // each channel's codes.
         let (mut packed, mut wsum) = (Vec::new(), Vec::new());
-        let mut w = 0;
-        for l in 0..layers {
-            let (fan_in, fan_out) = (dims[l], dims[l + 1]);
-            let start = packed.len();
-            packed.resize(start + quads(fan_in) * QUAD * fan_out, 0i8);
-            for o in 0..fan_out {
-                let column = &weights[w + o * fan_in..w + (o + 1) * fan_in];
-                for (i, &v) in column.iter().enumerate() {
-                    packed[start + ((i / QUAD) * fan_out + o) * QUAD + i % QUAD] = v;
-                }
+        for (l, layer) in layer_weights(dims, weights).enumerate() {
+            let fan_in = dims[l];
+            for column in layer.chunks_exact(fan_in) {
+                packed.extend_from_slice(column);
+                packed.resize(packed.len() + blocks(fan_in) * BLOCK - fan_in, 0i8);
                 wsum.push(column.iter().map(|&v| i32::from(v)).sum::<i32>());
             }
-            w += fan_in * fan_out;
         }
         let weights = Mem::from_slice(context, &packed)?;
         let (biases, wsum) = (Mem::from_slice(context, biases)?, Mem::from_slice(context, &wsum)?);
         let (multipliers, shifts) = (Mem::from_slice(context, multipliers)?, Mem::from_slice(context, shifts)?);
-        // Hidden codes: a zeroed buffer per hidden layer, `[rows x quads]` (its padding stays 0).
+        // Hidden codes: a zeroed buffer per hidden layer, `[rows x blocks]`.
         let hidden = (1..layers)
-            .map(|l| Mem::from_slice(context, &vec![0i8; rows * quads(dims[l]) * QUAD]))
+            .map(|l| Mem::from_slice(context, &vec![0i8; rows * blocks(dims[l]) * BLOCK]))
             .collect::<Result<Vec<_>>>()?;
         let features = dims.first().copied().unwrap_or(1);
         let classes = dims.last().copied().unwrap_or(1);
-        let input = Mem::from_slice(context, &vec![0i8; rows * quads(features) * QUAD])?;
+        let input = Mem::from_slice(context, &vec![0i8; rows * blocks(features) * BLOCK])?;
         let head = Mem::from_slice(context, &vec![0i16; rows * classes])?;
         let (mut kernels, mut grids) = (Vec::new(), Vec::new());
         let (mut w_off, mut c_off) = (0usize, 0usize);
@@ -129,9 +135,9 @@ impl Int8Cl {
             for (index, value) in [
                 (arg::W_OFF, w_off),
                 (arg::C_OFF, c_off),
-                (arg::QUADS, quads(fan_in)),
+                (arg::BLOCKS, blocks(fan_in)),
                 (arg::FAN_OUT, fan_out),
-                (arg::OUT_STRIDE, quads(fan_out) * QUAD),
+                (arg::OUT_STRIDE, blocks(fan_out) * BLOCK),
             ] {
                 kernel.set_scalar(index, value as i32)?;
             }
@@ -143,15 +149,15 @@ impl Int8Cl {
             kernels.push(kernel);
             let group = fan_out.next_power_of_two().min(GROUP);
             grids.push(([fan_out.next_multiple_of(group), rows / ROWS], [group, 1]));
-            w_off += quads(fan_in) * fan_out;
+            w_off += blocks(fan_in) * fan_out;
             c_off += fan_out;
         }
-        let state = State { kernels, input, head, _hidden: hidden, staging: vec![0; rows * quads(features) * QUAD] };
+        let state = State { kernels, input, head, _hidden: hidden, staging: vec![0; rows * blocks(features) * BLOCK] };
         Ok(Int8Cl {
             queue: Queue::new(context, device.id, false)?,
             grids,
             features,
-            in_stride: quads(features) * QUAD,
+            in_stride: blocks(features) * BLOCK,
             batch,
             state: Mutex::new(state),
             _params: [weights, biases, wsum, multipliers, shifts],
