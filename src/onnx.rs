@@ -43,6 +43,33 @@
 //! (`w<l>` `[in, out]`, `b<l>` `[out]`) with the declaration's activation between (`Relu`,
 //! `Tanh`, `Sigmoid` or `Identity`); outputs `logits` and
 //! `probabilities` (their `Softmax`).
+//!
+//! # The int8 model (QDQ)
+//!
+//! [`Int8Model::save_onnx`] writes the int8 model (see [`quant`](crate::quant) for the
+//! scheme) in ONNX's QDQ form, opset 13: the integers and scales as constants, and
+//! `QuantizeLinear`/`DequantizeLinear` pairs where the integer pass quantises.
+//!
+//! - The input: `QuantizeLinear` then `DequantizeLinear` by `a0.scale` (`float`, `[]`) and
+//!   `a0.zero_point` (`int8`, `[]`).
+//! - Layer `l`: `w<l>.quantized` (`int8`, `[in, out]`) through `DequantizeLinear` by
+//!   `w<l>.scale` (`float`, `[out]`) and `w<l>.zero_point` (`int8` zeros), `axis` 1 (the
+//!   output channel); `b<l>.quantized` (`int32`, `[out]`) through `DequantizeLinear` by
+//!   `b<l>.scale` = `a<l>.scale · w<l>.scale` (zero point 0, `axis` 0); then `Gemm`.
+//! - A hidden layer's output: `Relu`, then `QuantizeLinear`/`DequantizeLinear` by
+//!   `a<l+1>.scale` and `a<l+1>.zero_point` (`int8`).
+//! - The head's output is `int16` in the scheme, which opset 13's `QuantizeLinear` (8-bit
+//!   outputs only) cannot write: it is `Div` by `a<L>.scale`, `Round`, `Clip` to
+//!   `[a<L>.code_min, a<L>.code_max]` (`−32768 − z`, `32767 − z`) and `Mul` by the scale,
+//!   which is the dequantised code `s · (q − z)`: the output `logits`, and
+//!   `probabilities` (their `Softmax`).
+//!
+//! A runtime computes this graph in floating point (or fuses it into integer operators with
+//! its own requantisation), where the integer pass requantises by a fixed-point multiplier
+//! and rounds half away from zero (ONNX rounds half to even), so a code can differ from ours
+//! by one step where a value lies within rounding of a half step: the logits agree to a few
+//! of the head's steps, the predictions as a rule exactly (`tests/int8_onnx.rs` measures
+//! both).
 
 mod proto;
 
@@ -63,6 +90,7 @@ use crate::host::{narrow, Standardizer};
 use crate::layout::layer_slots;
 use crate::math::activation::{after_layer, Activation};
 use crate::model::{Element, Model, Params, StorageElement};
+use crate::quant::Int8Model;
 
 use proto::{
     attribute_type, data_type, AttributeProto, Dimension, GraphProto, ModelProto, NodeProto, OperatorSetIdProto,
@@ -89,14 +117,8 @@ impl<M: Model> Engine<M> {
     /// [`Error::NonFinite`] for a NaN or infinite parameter.
     pub fn from_onnx(device: &Device, path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let bytes = read_file(path)?;
         let onnx_error = |kind| Error::Onnx { path: path.to_path_buf(), kind };
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if size > MAX_ONNX_BYTES {
-            return Err(onnx_error(Kind::TooLarge { size, max: MAX_ONNX_BYTES }));
-        }
-        let mut bytes = Vec::with_capacity(size as usize);
-        file.take(MAX_ONNX_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
         let (flat, standardizer) = read_onnx::<M>(&bytes).map_err(onnx_error)?;
         let mut engine = Engine::with_params(device, M::Params::from_flat(&flat))?;
         if let Some(s) = standardizer {
@@ -119,6 +141,18 @@ impl<M: Model> Engine<M> {
         let bytes = write_onnx::<M>(&flat, self.standardizer()).encode_to_vec();
         write_atomically(path.as_ref(), |file| file.write_all(&bytes))
     }
+}
+
+/// The bytes of the ONNX file at `path`, its size checked before reading.
+fn read_file(path: &Path) -> Result<Vec<u8>> {
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if size > MAX_ONNX_BYTES {
+        return Err(Error::Onnx { path: path.to_path_buf(), kind: Kind::TooLarge { size, max: MAX_ONNX_BYTES } });
+    }
+    let mut bytes = Vec::with_capacity(size as usize);
+    file.take(MAX_ONNX_BYTES + 1).read_to_end(&mut bytes).map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 /// The values of the model's parameters from an ONNX file's bytes, and its standardiser.
@@ -807,6 +841,316 @@ fn write_onnx<M: Model>(flat: &[M::Storage], standardizer: Option<&Standardizer>
     let graph = GraphProto {
         node: nodes,
         name: M::NAME.to_string(),
+        initializer,
+        sparse_initializer: vec![],
+        input: vec![value_info("input", M::FEATURES)],
+        output: vec![value_info("logits", M::CLASSES), value_info("probabilities", M::CLASSES)],
+    };
+    ModelProto {
+        ir_version: 7,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 13 }],
+        producer_name: "tensorbridge".into(),
+        producer_version: env!("CARGO_PKG_VERSION").into(),
+        graph: Some(graph),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Writing the int8 model: ONNX's QDQ form
+
+impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
+    /// Saves the int8 model as an ONNX graph in the QDQ form (opset 13) that onnxruntime
+    /// runs: see the [module docs](crate::onnx#the-int8-model-qdq). Atomic: on failure the
+    /// old file, if any, is intact.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be written; the old file, if any, is then intact.
+    pub fn save_onnx(&self, path: impl AsRef<Path>) -> Result<()> {
+        let bytes = write_qdq::<M>(
+            self.weights(),
+            self.biases(),
+            self.weight_scales(),
+            self.act_scales(),
+            self.act_zero_points(),
+        )
+        .encode_to_vec();
+        write_atomically(path.as_ref(), |file| file.write_all(&bytes))
+    }
+}
+
+/// An int8 model's parts as its accessors give them (what `__read_onnx_int8` returns; not
+/// a public API): weight codes (column-major, layer
+/// after layer), bias codes, weight scales, activation scales and zero points.
+#[doc(hidden)]
+pub type Int8Parts = (Vec<i8>, Vec<i32>, Vec<f32>, Vec<f32>, Vec<i16>);
+
+impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
+    /// Loads an int8 model that [`Int8Model::save_onnx`] wrote, on `device`: the graph must
+    /// be that QDQ form for this declaration, node for node and constant for constant
+    /// (another graph, even one that computes the same, is refused: the integers are read
+    /// from the form, not recomputed from a float graph).
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the file cannot be read; [`Error::Onnx`] if it is larger than
+    /// [`MAX_ONNX_BYTES`], not an ONNX model, or not the QDQ form of this declaration (the
+    /// error names the node or tensor at fault); [`Error::Quantize`] if the parts do not hold
+    /// together (see [`Int8Model::from_parts`]).
+    pub fn from_onnx(device: &Device, path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let bytes = read_file(path)?;
+        let onnx_error = |kind| Error::Onnx { path: path.to_path_buf(), kind };
+        let (weights, biases, weight_scales, act_scales, act_zeros) = read_qdq::<M>(&bytes).map_err(onnx_error)?;
+        let sizes = || onnx_error(Kind::Graph { reason: format!("the parts do not fit {}'s int8 model", M::NAME) });
+        Self::from_scales(
+            weights.try_into().map_err(|_| sizes())?,
+            biases.try_into().map_err(|_| sizes())?,
+            weight_scales.try_into().map_err(|_| sizes())?,
+            act_scales.try_into().map_err(|_| sizes())?,
+            act_zeros.try_into().map_err(|_| sizes())?,
+        )?
+        .on(device)
+    }
+}
+
+/// The parts of an int8 model from the bytes of its QDQ file. Public for the fuzz target;
+/// not a public API.
+#[doc(hidden)]
+pub fn __read_onnx_int8<M: Model>(bytes: &[u8]) -> std::result::Result<Int8Parts, OnnxErrorKind> {
+    read_qdq::<M>(bytes)
+}
+
+/// The integers of an `int8` or `int32` constant of shape `dims`, from its raw data (as
+/// [`Int8Model::save_onnx`] writes them).
+fn integers(t: &TensorProto, data_type: i32, dims: &[usize]) -> R<Vec<i32>> {
+    let bad = |reason: String| Kind::Tensor { name: t.name.clone(), reason };
+    let want: Vec<i64> = dims.iter().map(|&d| d as i64).collect();
+    if t.data_type != data_type || t.dims != want {
+        return Err(bad(format!(
+            "it is of data type {} and shape {:?}; the int8 model has data type {data_type} and shape {}",
+            t.data_type,
+            t.dims,
+            dims_text(dims)
+        )));
+    }
+    let size = if data_type == data_type::INT8 { 1 } else { 4 };
+    let count: usize = dims.iter().product();
+    if t.data_location != 0 || t.raw_data.len() != count * size {
+        return Err(bad(format!("its {count} values are not in its raw data, {} bytes", count * size)));
+    }
+    Ok(match size {
+        1 => t.raw_data.iter().map(|&b| i32::from(b as i8)).collect(),
+        _ => t.raw_data.chunks_exact(4).map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+    })
+}
+
+/// The `float` values of a constant of shape `dims`; `positive`: each must be a finite
+/// positive number (a scale).
+fn floats(t: &TensorProto, dims: &[usize], positive: bool) -> R<Vec<f32>> {
+    let bad = |reason: String| Kind::Tensor { name: t.name.clone(), reason };
+    let c = constant(t)?;
+    if t.data_type != data_type::FLOAT || c.dims != dims {
+        return Err(bad(format!("the int8 model has a float tensor of shape {} here", dims_text(dims))));
+    }
+    let values: Vec<f32> = c.values.iter().map(|&v| v as f32).collect();
+    if !values.iter().all(|v| v.is_finite() && (!positive || *v > 0.0)) {
+        return Err(bad(
+            if positive { "a scale is not a finite positive number" } else { "a value is not finite" }.into()
+        ));
+    }
+    Ok(values)
+}
+
+fn read_qdq<M: Model>(bytes: &[u8]) -> R<Int8Parts> {
+    let model = ModelProto::decode(bytes).map_err(|e| Kind::Decode { reason: e.to_string() })?;
+    let graph = model.graph.as_ref().ok_or_else(|| Kind::Graph { reason: "the model has no graph".into() })?;
+    let by_name: HashMap<&str, &TensorProto> = graph.initializer.iter().map(|t| (t.name.as_str(), t)).collect();
+    let get = |name: &str| {
+        by_name.get(name).copied().ok_or_else(|| Kind::Graph {
+            reason: format!("tensor '{name}' is missing: not the int8 QDQ form of {}", M::NAME),
+        })
+    };
+    let dims = M::LAYERS;
+    let layers = dims.len() - 1;
+    let (mut act_scales, mut act_zeros) = (Vec::new(), Vec::new());
+    for t in 0..layers {
+        act_scales.push(floats(get(&format!("a{t}.scale"))?, &[], true)?[0]);
+        act_zeros.push(integers(get(&format!("a{t}.zero_point"))?, data_type::INT8, &[])?[0] as i16);
+    }
+    // The head: its scale, and its zero point from the clip's lower bound, -32768 - z.
+    act_scales.push(floats(get(&format!("a{layers}.scale"))?, &[], true)?[0]);
+    let code_min = get(&format!("a{layers}.code_min"))?;
+    let z = -32768.0 - floats(code_min, &[], false)?[0];
+    if z.fract() != 0.0 || !(-32768.0..=32767.0).contains(&z) {
+        return Err(Kind::Tensor { name: code_min.name.clone(), reason: "not -32768 less an int16 zero point".into() });
+    }
+    act_zeros.push(z as i16);
+    let (mut weights, mut biases, mut weight_scales) = (Vec::new(), Vec::new(), Vec::new());
+    for l in 0..layers {
+        let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+        let codes = integers(get(&format!("w{l}.quantized"))?, data_type::INT8, &[fan_in, fan_out])?;
+        // Row-major `[in, out]` -> column-major `w[o * fan_in + i]`.
+        weights.extend((0..fan_in * fan_out).map(|k| codes[(k % fan_in) * fan_out + k / fan_in] as i8));
+        biases.extend(integers(get(&format!("b{l}.quantized"))?, data_type::INT32, &[fan_out])?);
+        weight_scales.extend(floats(get(&format!("w{l}.scale"))?, &[fan_out], true)?);
+    }
+    // Everything else must be what the writer makes of these parts.
+    let expected = write_qdq::<M>(&weights, &biases, &weight_scales, &act_scales, &act_zeros);
+    let not_ours = |reason: String| Kind::Graph { reason: format!("{reason}: not the int8 QDQ form of {}", M::NAME) };
+    if model.opset_import != expected.opset_import {
+        return Err(not_ours("the operator sets differ from opset 13".into()));
+    }
+    let want = expected.graph.as_ref().ok_or_else(|| not_ours("no graph".into()))?;
+    for (k, (found, node)) in graph.node.iter().zip(&want.node).enumerate() {
+        let same = found.op_type == node.op_type
+            && found.domain == node.domain
+            && found.input == node.input
+            && found.output == node.output
+            && found.attribute == node.attribute;
+        if !same {
+            return Err(Kind::Node {
+                node: node_label(found, k),
+                op: found.op_type.clone(),
+                reason: format!(
+                    "the int8 QDQ form of {} has {} '{}' here, taking {:?}",
+                    M::NAME,
+                    node.op_type,
+                    node.name,
+                    node.input
+                ),
+            });
+        }
+    }
+    if graph.node.len() != want.node.len() {
+        return Err(not_ours(format!("the graph has {} nodes, the form {}", graph.node.len(), want.node.len())));
+    }
+    if graph.initializer.len() != want.initializer.len() {
+        return Err(not_ours(format!(
+            "the graph has {} constants, the form {}",
+            graph.initializer.len(),
+            want.initializer.len()
+        )));
+    }
+    for t in &want.initializer {
+        if get(&t.name)? != t {
+            return Err(Kind::Tensor {
+                name: t.name.clone(),
+                reason: format!(
+                    "it is not the value that the int8 QDQ form of {} derives from its codes and scales",
+                    M::NAME
+                ),
+            });
+        }
+    }
+    if graph.input != want.input || graph.output != want.output || !graph.sparse_initializer.is_empty() {
+        return Err(not_ours("the graph's inputs or outputs differ".into()));
+    }
+    Ok((weights, biases, weight_scales, act_scales, act_zeros))
+}
+
+/// A constant of `data_type` from its little-endian bytes.
+fn raw_tensor(name: &str, dims: &[usize], data_type: i32, raw_data: Vec<u8>) -> TensorProto {
+    TensorProto {
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type,
+        name: name.to_string(),
+        raw_data,
+        ..Default::default()
+    }
+}
+
+/// Quantise then dequantise `value` by activation tensor `t`'s scale and `int8` zero point
+/// (`QuantizeLinear`, `DequantizeLinear`); returns the dequantised value's name.
+fn qdq_activation(
+    nodes: &mut Vec<NodeProto>,
+    initializer: &mut Vec<TensorProto>,
+    value: &str,
+    t: usize,
+    scale: f32,
+    zero: i16,
+) -> String {
+    let (s, z) = (format!("a{t}.scale"), format!("a{t}.zero_point"));
+    initializer.push(tensor(&s, &[], std::iter::once(scale)));
+    initializer.push(raw_tensor(&z, &[], data_type::INT8, vec![zero as i8 as u8]));
+    let (q, dq) = (format!("a{t}.quantized"), format!("a{t}"));
+    nodes.push(node("QuantizeLinear", &format!("quantize_a{t}"), &[value, &s, &z], &q, vec![]));
+    nodes.push(node("DequantizeLinear", &format!("dequantize_a{t}"), &[&q, &s, &z], &dq, vec![]));
+    dq
+}
+
+fn write_qdq<M: Model>(
+    weights: &[i8],
+    biases: &[i32],
+    weight_scales: &[f32],
+    act_scales: &[f32],
+    act_zeros: &[i16],
+) -> ModelProto {
+    let mut nodes = Vec::new();
+    let mut initializer = Vec::new();
+    let dims = M::LAYERS;
+    let layers = dims.len() - 1;
+    let mut current = qdq_activation(&mut nodes, &mut initializer, "input", 0, act_scales[0], act_zeros[0]);
+    let (mut w, mut c) = (0, 0);
+    for l in 0..layers {
+        let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+        let channels = c..c + fan_out;
+        // Column-major `w[o * fan_in + i]` -> row-major `[in, out]`.
+        let codes = (0..fan_in).flat_map(|i| (0..fan_out).map(move |o| weights[w + o * fan_in + i] as u8)).collect();
+        let (wq, ws, wz) = (format!("w{l}.quantized"), format!("w{l}.scale"), format!("w{l}.zero_point"));
+        initializer.push(raw_tensor(&wq, &[fan_in, fan_out], data_type::INT8, codes));
+        initializer.push(tensor(&ws, &[fan_out], weight_scales[channels.clone()].iter().copied()));
+        initializer.push(raw_tensor(&wz, &[fan_out], data_type::INT8, vec![0; fan_out]));
+        let per_channel = || vec![attribute_int("axis", 1)];
+        nodes.push(node(
+            "DequantizeLinear",
+            &format!("dequantize_w{l}"),
+            &[&wq, &ws, &wz],
+            &format!("w{l}"),
+            per_channel(),
+        ));
+        // The bias at the scale s_x * s_w[o], zero point 0 (DequantizeLinear's default).
+        let (bq, bs) = (format!("b{l}.quantized"), format!("b{l}.scale"));
+        let bias_codes = biases[channels.clone()].iter().flat_map(|v| v.to_le_bytes()).collect();
+        initializer.push(raw_tensor(&bq, &[fan_out], data_type::INT32, bias_codes));
+        initializer.push(tensor(&bs, &[fan_out], weight_scales[channels].iter().map(|&s| act_scales[l] * s)));
+        let axis0 = vec![attribute_int("axis", 0)];
+        nodes.push(node("DequantizeLinear", &format!("dequantize_b{l}"), &[&bq, &bs], &format!("b{l}"), axis0));
+        let attrs = vec![
+            attribute_float("alpha", 1.0),
+            attribute_float("beta", 1.0),
+            attribute_int("transA", 0),
+            attribute_int("transB", 0),
+        ];
+        let dense = format!("dense{l}");
+        nodes.push(node("Gemm", &dense, &[&current, &format!("w{l}"), &format!("b{l}")], &dense, attrs));
+        let t = l + 1;
+        if t < layers {
+            let relu = format!("relu{l}");
+            nodes.push(node("Relu", &relu, &[&dense], &relu, vec![]));
+            current = qdq_activation(&mut nodes, &mut initializer, &relu, t, act_scales[t], act_zeros[t]);
+        } else {
+            // The head's int16 codes (opset 13's QuantizeLinear has 8-bit outputs only):
+            // s * clip(round(y / s), -32768 - z, 32767 - z), which is s * (q - z) for
+            // q = clamp(round(y / s) + z, -32768, 32767).
+            let (s, z) = (act_scales[t], i32::from(act_zeros[t]));
+            let names = [format!("a{t}.scale"), format!("a{t}.code_min"), format!("a{t}.code_max")];
+            for (name, v) in names.iter().zip([s, (-32768 - z) as f32, (32767 - z) as f32]) {
+                initializer.push(tensor(name, &[], std::iter::once(v)));
+            }
+            let steps = format!("a{t}.steps");
+            nodes.push(node("Div", &steps, &[&dense, &names[0]], &steps, vec![]));
+            let rounded = format!("a{t}.rounded");
+            nodes.push(node("Round", &rounded, &[&steps], &rounded, vec![]));
+            let clipped = format!("a{t}.clipped");
+            nodes.push(node("Clip", &clipped, &[&rounded, &names[1], &names[2]], &clipped, vec![]));
+            nodes.push(node("Mul", "logits", &[&clipped, &names[0]], "logits", vec![]));
+        }
+        w += fan_in * fan_out;
+        c += fan_out;
+    }
+    nodes.push(node("Softmax", "softmax", &["logits"], "probabilities", vec![attribute_int("axis", 1)]));
+    let graph = GraphProto {
+        node: nodes,
+        name: format!("{}Int8", M::NAME),
         initializer,
         sparse_initializer: vec![],
         input: vec![value_info("input", M::FEATURES)],

@@ -701,6 +701,28 @@ fn multipliers_of<const NC: usize, const NT: usize>(
     Ok((multipliers, shifts))
 }
 
+impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {
+    /// [`Int8Model::from_parts`] with the multipliers and shifts derived from the scales
+    /// (for a file that does not carry them, as ONNX's QDQ form).
+    ///
+    /// # Errors
+    /// Those of [`Int8Model::from_parts`].
+    pub fn from_scales(
+        weights: [i8; NW],
+        biases: [i32; NC],
+        weight_scales: [f32; NC],
+        act_scales: [f32; NT],
+        act_zeros: [i16; NT],
+    ) -> Result<Self> {
+        let () = Self::SIZES_FIT;
+        if !weight_scales.iter().chain(&act_scales).all(|s| s.is_finite() && *s > 0.0) {
+            return Err(refuse(Text::from("a scale is not a finite positive number")));
+        }
+        let (m, n) = multipliers_of::<NC, NT>(M::LAYERS, &weight_scales, &act_scales)?;
+        Self::from_parts(weights, biases, weight_scales, m, n, act_scales, act_zeros)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,13 +108,9 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             crate::quant::check_codes_len::<M>(out)?;
             let flat = x.as_flat();
             crate::check::finite("input", flat, M::BATCH)?;
-            let (b, f, c) = (M::BATCH, M::FEATURES, M::CLASSES);
-            let mut input = vec![0i8; b * f];
-            for (k, q) in input.iter_mut().enumerate() {
-                *q = self.input_code(flat[(k % f) * b + k / f].to_f32());
-            }
+            let (b, c) = (M::BATCH, M::CLASSES);
             let mut head = vec![0i16; b * c];
-            cl.run(&input, &mut head)?;
+            cl.run(|r, i| self.input_code(flat[i * b + r].to_f32()), &mut head)?;
             for (k, &q) in head.iter().enumerate() {
                 out[(k % c) * b + k / c] = q;
             }

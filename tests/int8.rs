@@ -328,8 +328,61 @@ fn int8_codes_are_the_same_bits_on_every_device(device: &Device) {
     assert_eq!(labels.as_slice(), &tensorbridge::host::argmax_rows(&logits)[..]);
 }
 
+tensorbridge::model! {
+    /// `RefMlp` under `storage: f16`.
+    pub struct RefMlp16 { batch: 4, features: 5, hidden: [7, 6], classes: 3, storage: f16 }
+}
+
+/// `rows` (float16 values, widened) as an f16 batch: exact, no rounding.
+fn batch16<const R: usize, const C: usize>(rows: &[[f32; C]; R]) -> SMatrix<tensorbridge::half::f16, R, C> {
+    SMatrix::from_fn(|r, c| {
+        let v = tensorbridge::half::f16::from_f32(rows[r][c]);
+        assert_eq!(v.to_f32(), rows[r][c], "the fixture's f16 values are exact");
+        v
+    })
+}
+
+fn f16_model_quantises_to_the_numpy_integers(device: &Device) {
+    use reference::*;
+    let params = RefMlp16Params {
+        w0: batch16(&W0_F16),
+        b0: batch16(&[B0_F16]).transpose(),
+        w1: batch16(&W1_F16),
+        b1: batch16(&[B1_F16]).transpose(),
+        w2: batch16(&W2_F16),
+        b2: batch16(&[B2_F16]).transpose(),
+    };
+    let model = RefMlp16::with_params(device, params).unwrap();
+    let calibration: Vec<_> = CALIBRATION_F16.iter().map(batch16).collect();
+    let q = model.quantize(&calibration).unwrap();
+    let mut weights = column_major(&WQ0_F16, 5, 7);
+    weights.extend(column_major(&WQ1_F16, 7, 6));
+    weights.extend(column_major(&WQ2_F16, 6, 3));
+    assert_eq!(q.weights(), &weights[..]);
+    assert_eq!(q.biases(), [&BQ0_F16[..], &BQ1_F16[..], &BQ2_F16[..]].concat());
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(q.weight_scales()), bits(&[&WSCALE0_F16[..], &WSCALE1_F16[..], &WSCALE2_F16[..]].concat()));
+    assert_eq!(q.multipliers(), [&MULT0_F16[..], &MULT1_F16[..], &MULT2_F16[..]].concat());
+    assert_eq!(q.shifts(), [&SHIFT0_F16[..], &SHIFT1_F16[..], &SHIFT2_F16[..]].concat());
+    assert_eq!(bits(q.act_scales()), bits(&ACT_SCALES_F16));
+    assert_eq!(q.act_zero_points(), &ACT_ZEROS_F16);
+    // The packed path (four products a `dot`), emulated where the device lacks
+    // cl_khr_integer_dot_product, on layers whose widths are not multiples of four.
+    let packed = q.clone().__on_emulating_dot_product(device).unwrap();
+    for (t, (x, expected)) in TESTS_F16.iter().zip(&CODES_F16).enumerate() {
+        assert_eq!(device_codes_equal_core(&packed, &batch16(x)), device_codes_equal_core(&q, &batch16(x)));
+        let codes = device_codes_equal_core(&q, &batch16(x));
+        for r in 0..4 {
+            for c in 0..3 {
+                assert_eq!(codes[c * 4 + r], expected[r][c], "test batch {t}, row {r}, class {c}");
+            }
+        }
+    }
+}
+
 crate::tests! {
     device int8_codes_are_the_same_bits_on_every_device,
+    device f16_model_quantises_to_the_numpy_integers,
     plain integers_equal_the_numpy_reference,
     plain param_bytes_are_the_codes_and_scales,
     plain digits_int8_accuracy_within_one_point_of_f32,

@@ -16,6 +16,7 @@ mod files_and_inputs;
 mod gradcheck;
 mod harness;
 mod int8;
+mod int8_onnx;
 mod interop;
 mod layers;
 mod mlp_digits;
@@ -57,6 +58,7 @@ fn main() -> std::process::ExitCode {
         gradcheck::TESTS,
         harness::TESTS,
         int8::TESTS,
+        int8_onnx::TESTS,
         interop::TESTS,
         layers::TESTS,
         mlp_digits::TESTS,

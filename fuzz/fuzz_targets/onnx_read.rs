@@ -1,5 +1,6 @@
-//! Fuzzes the ONNX reader: any bytes must give a model's parameters or an error, never a
-//! panic, an abort or a huge allocation. Seed it with the repository's ONNX fixtures:
+//! Fuzzes the ONNX readers (the `f32` model's and the int8 model's QDQ form): any bytes
+//! must give a model's parameters or an error, never a panic, an abort or a huge
+//! allocation. Seed it with the repository's ONNX fixtures:
 //!
 //! ```text
 //! cd fuzz && cargo +nightly fuzz run onnx_read ../tests/fixtures/interop -- -max_total_time=300 -rss_limit_mb=512
@@ -22,5 +23,12 @@ fuzz_target!(|data: &[u8]| {
         if let Some(s) = standardizer {
             assert_eq!(s.len(), Mlp::FEATURES);
         }
+    }
+    // The int8 model's QDQ reader, on the same bytes.
+    if let Ok((weights, biases, weight_scales, act_scales, act_zeros)) =
+        tensorbridge::onnx::__read_onnx_int8::<Mlp>(data)
+    {
+        assert_eq!((weights.len(), biases.len(), weight_scales.len()), (4 * 8 + 8 * 3, 11, 11));
+        assert_eq!((act_scales.len(), act_zeros.len()), (3, 3));
     }
 });

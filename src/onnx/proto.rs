@@ -216,6 +216,10 @@ pub struct TensorProto {
 pub mod data_type {
     /// `FLOAT` (f32).
     pub const FLOAT: i32 = 1;
+    /// `INT8`.
+    pub const INT8: i32 = 3;
+    /// `INT32`.
+    pub const INT32: i32 = 6;
     /// `FLOAT16`.
     pub const FLOAT16: i32 = 10;
     /// `DOUBLE` (f64).
