@@ -150,34 +150,246 @@ pub fn requantize(acc: i32, mult: i32, shift: u8, zero: i32, lo: i32, hi: i32) -
     (r + zero as i64).clamp(lo as i64, hi as i64) as i32
 }
 
-/// `bias + Σ a[i] · w[i]`: the integer multiply-add loop of one output (`a` holds the
-/// input codes minus their zero point).
+/// Rows of a block of the integer forward pass: each weight is loaded once for this many
+/// rows. Four on the host (with two columns, eight vector sums in registers); two on a
+/// microcontroller, whose registers hold fewer sums.
+#[cfg(not(target_arch = "arm"))]
+const BLOCK_ROWS: usize = 4;
+#[cfg(target_arch = "arm")]
+const BLOCK_ROWS: usize = 2;
+
+/// Output channels of a block of the integer forward pass: each input code is loaded once
+/// for this many channels.
+const BLOCK_COLS: usize = 2;
+
+/// One row's input codes minus their zero point (or a hidden layer's), the operands of the
+/// integer products, at the index [`slot`] gives. Word-aligned, so that the Cortex-M4's
+/// dual multiply-adds load two at a time.
+#[derive(Clone, Copy)]
+#[repr(C, align(4))]
+struct Centred<const MAXW: usize>([i16; MAXW]);
+
+/// Where activation `i` of a layer of width `n` is stored in [`Centred`]: at `i`, except
+/// with the DSP extension, where every whole group of four, `a0 a1 a2 a3`, is stored
+/// `a0 a2 a1 a3`, so that one word holds the pair `(a0, a2)` that `SMLAD` multiplies with
+/// the weights `(w0, w2)` that `SXTB16` unpacks from the word `w0 w1 w2 w3` (and the next
+/// word `(a1, a3)` with `(w1, w3)`).
 #[inline(always)]
-pub fn dot(bias: i32, a: &[i16], w: &[i8]) -> i32 {
-    // The quantiser bounds every sum within `i32`, so the wrapping never happens.
-    let n = a.len().min(w.len());
-    let (a, w) = (&a[..n], &w[..n]);
-    let mut acc = 0i32;
-    // On a microcontroller, four products a step (fewer loop instructions); elsewhere the
-    // plain loop, which vectorises into widening multiply-adds. The same sum either way.
-    #[cfg(target_arch = "arm")]
-    {
-        let (a4, w4) = (a.chunks_exact(4), w.chunks_exact(4));
-        let (ra, rw) = (a4.remainder(), w4.remainder());
-        for (x, y) in a4.zip(w4) {
-            let s = x[0] as i32 * y[0] as i32 + x[1] as i32 * y[1] as i32;
-            let t = x[2] as i32 * y[2] as i32 + x[3] as i32 * y[3] as i32;
-            acc = acc.wrapping_add(s.wrapping_add(t));
-        }
-        for (&x, &y) in ra.iter().zip(rw) {
-            acc = acc.wrapping_add(x as i32 * y as i32);
+fn slot(i: usize, n: usize) -> usize {
+    if cfg!(tb_arm_dsp) && i < n & !3 {
+        (i & !3) | ((i & 1) << 1) | ((i >> 1) & 1)
+    } else {
+        i
+    }
+}
+
+/// The requantisation of one output channel, [`requantize`]'s integers in 32-bit
+/// arithmetic (one 32 x 32 -> 64-bit multiply, of which only the high word is used):
+/// prepared once per channel for a block of rows.
+///
+/// `requantize` rounds `p = acc · M / 2^n` half away from zero, that is
+/// `sign(acc) · r(|acc|)` with `r(u) = floor((u · M + 2^(n−1)) / 2^n)`. With `N ≥ 33`,
+/// `u · M + 2^(N−1) = (hi + 2^(N−33)) · 2^32 + lo` (`hi`, `lo` the words of `u · M`), and
+/// `lo < 2^32` cannot carry into the quotient, so `r(u) = (hi + 2^(N−33)) >> (N − 32)`.
+/// For `n ≥ 33` that is the form (`|acc| < 2^31` and `M < 2^31`: `hi < 2^30`, no
+/// overflow). For `3 ≤ n < 33`, `u` is first capped at `2^(n−2) − 1` and shifted left by
+/// `k = 33 − n` (below `2^31`), so that `N = 33`: the cap changes nothing, since already
+/// `r(2^(n−2) − 1) ≥ 2^27` saturates every output (`M ≥ 2^30`). For `n < 3`
+/// (`m ≥ 2^28`), every `u ≥ 1` saturates and `u = 0` gives 0, which `M = 2^30, n = 3`
+/// gives as well. `tests::fast_requantisation_equals_requantize` checks the two against
+/// each other.
+#[derive(Clone, Copy)]
+struct Requant {
+    /// The largest `u` kept (larger ones saturate anyway).
+    cap: u32,
+    /// The left shift `k`.
+    k: u32,
+    /// `M`.
+    mult: u32,
+    /// The rounding term `2^(N−33)`.
+    round: u32,
+    /// The right shift `N − 32`.
+    shift: u32,
+}
+
+impl Requant {
+    /// The form of the multiplier `mult` and shift `shift` (as [`multiplier`] gives them:
+    /// `mult` 0 or in `[2^30, 2^31)`, `shift` in `1..=62`).
+    #[inline(always)]
+    fn new(mult: i32, shift: u8) -> Self {
+        let (mult, n) = if shift < 3 { (1u32 << 30, 3u32) } else { (mult as u32, u32::from(shift)) };
+        if n >= 33 {
+            Self { cap: u32::MAX, k: 0, mult, round: 1 << (n - 33), shift: n - 32 }
+        } else {
+            Self { cap: (1 << (n - 2)) - 1, k: 33 - n, mult, round: 1, shift: 1 }
         }
     }
-    #[cfg(not(target_arch = "arm"))]
-    for (&x, &y) in a.iter().zip(w) {
-        acc = acc.wrapping_add(x as i32 * y as i32);
+
+    /// `r(u)` of a magnitude `u = |acc|` (see the type's docs).
+    #[inline(always)]
+    fn magnitude(&self, u: u32) -> u32 {
+        (mul_high(u.min(self.cap) << self.k, self.mult) + self.round) >> self.shift
     }
-    bias.wrapping_add(acc)
+}
+
+/// The high word of `a · b`, for `a, b < 2^31`.
+#[cfg(not(tb_arm_v6m))]
+#[inline(always)]
+fn mul_high(a: u32, b: u32) -> u32 {
+    ((u64::from(a) * u64::from(b)) >> 32) as u32
+}
+
+/// The high word of `a · b` on a Cortex-M0: [`mul_high_halves`].
+#[cfg(tb_arm_v6m)]
+#[inline(always)]
+fn mul_high(a: u32, b: u32) -> u32 {
+    mul_high_halves(a, b)
+}
+
+/// The high word of `a · b`, for `a, b < 2^31`, from four 16 x 16-bit products: a Cortex-M0
+/// has no 32 x 32 -> 64-bit multiply, and the library's 64 x 64-bit one costs a call.
+/// With `a = ah · 2^16 + al` and `b = bh · 2^16 + bl` (`ah, bh < 2^15`), the middle sum
+/// `ah · bl + al · bh + (al · bl >> 16)` is below `2^32`, and
+/// `floor(a · b / 2^32) = ah · bh + (middle >> 16)`.
+#[cfg(any(test, tb_arm_v6m))]
+#[inline(always)]
+fn mul_high_halves(a: u32, b: u32) -> u32 {
+    let (ah, al, bh, bl) = (a >> 16, a & 0xFFFF, b >> 16, b & 0xFFFF);
+    let middle = ah * bl + al * bh + ((al * bl) >> 16);
+    ah * bh + (middle >> 16)
+}
+
+/// The sums `bias[c] + Σ_i a[r][i] · col[c][i]` of `R` rows by `C` output channels: each
+/// weight is loaded once for the `R` rows, each activation once for the `C` channels, and
+/// the `R x C` sums stay in registers. On the host the loop over `i` vectorises into
+/// widening multiply-adds (`pmaddwd`, `vpdpwssd`). The quantiser bounds every sum within
+/// `i32`, so the wrapping never happens.
+#[cfg(not(tb_arm_dsp))]
+#[inline(always)]
+fn products<const R: usize, const C: usize, const MAXW: usize>(
+    a: &[Centred<MAXW>; R],
+    col: [&[i8]; C],
+    bias: [i32; C],
+) -> [[i32; C]; R] {
+    let n = col[0].len();
+    let a: [&[i16]; R] = core::array::from_fn(|r| &a[r].0[..n]);
+    let col: [&[i8]; C] = core::array::from_fn(|c| &col[c][..n]);
+    let mut acc = [[0i32; C]; R];
+    for i in 0..n {
+        for r in 0..R {
+            let x = i32::from(a[r][i]);
+            for c in 0..C {
+                acc[r][c] = acc[r][c].wrapping_add(x * i32::from(col[c][i]));
+            }
+        }
+    }
+    for row in &mut acc {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v = v.wrapping_add(b);
+        }
+    }
+    acc
+}
+
+/// [`products`] with the Cortex-M4's DSP extension: per group of four inputs, one word of
+/// four weights a channel, unpacked by two `SXTB16` into the pairs `(w0, w2)` and
+/// `(w1, w3)`, one word of two activations a pair (stored so by [`slot`]), and two `SMLAD`
+/// (two 16 x 16-bit products added to a sum, one instruction) per row and channel: four
+/// multiply-adds in two instructions. The same sums (every product is exact in 32 bits,
+/// and `SMLAD`'s sum wraps as `wrapping_add`).
+#[cfg(tb_arm_dsp)]
+#[inline(always)]
+fn products<const R: usize, const C: usize, const MAXW: usize>(
+    a: &[Centred<MAXW>; R],
+    col: [&[i8]; C],
+    bias: [i32; C],
+) -> [[i32; C]; R] {
+    let n = col[0].len();
+    let whole = n & !3;
+    let a: [&[i16]; R] = core::array::from_fn(|r| &a[r].0[..n]);
+    let col: [&[i8]; C] = core::array::from_fn(|c| &col[c][..n]);
+    let mut acc = [bias; R];
+    let mut i = 0;
+    while i < whole {
+        let w: [(u32, u32); C] = core::array::from_fn(|c| {
+            let b = &col[c][i..i + 4];
+            let word = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
+            (sxtb16(word), sxtb16_ror8(word))
+        });
+        for r in 0..R {
+            let x = &a[r][i..i + 4];
+            let even = u32::from(x[0] as u16) | (u32::from(x[1] as u16) << 16);
+            let odd = u32::from(x[2] as u16) | (u32::from(x[3] as u16) << 16);
+            for c in 0..C {
+                acc[r][c] = smlad(even, w[c].0, acc[r][c]);
+                acc[r][c] = smlad(odd, w[c].1, acc[r][c]);
+            }
+        }
+        i += 4;
+    }
+    while i < n {
+        for r in 0..R {
+            let x = i32::from(a[r][i]);
+            for c in 0..C {
+                acc[r][c] = acc[r][c].wrapping_add(x * i32::from(col[c][i]));
+            }
+        }
+        i += 1;
+    }
+    acc
+}
+
+/// `acc + lo(x) · lo(y) + hi(x) · hi(y)`, the halves signed 16-bit: `SMLAD`.
+#[cfg(tb_arm_dsp)]
+#[inline(always)]
+fn smlad(x: u32, y: u32, acc: i32) -> i32 {
+    let out: i32;
+    // SAFETY: SMLAD is an instruction of the DSP extension, which this target has (the
+    // build script sets `tb_arm_dsp` for the Armv7E-M targets only); it reads and writes
+    // registers alone (no memory, no stack). It may set the sticky Q flag on overflow,
+    // which no Rust code reads, so `preserves_flags` is not claimed.
+    unsafe {
+        core::arch::asm!(
+            "smlad {out}, {x}, {y}, {acc}",
+            out = lateout(reg) out,
+            x = in(reg) x,
+            y = in(reg) y,
+            acc = in(reg) acc,
+            options(pure, nomem, nostack),
+        );
+    }
+    out
+}
+
+/// The bytes 0 and 2 of `x`, sign-extended to the two halves of a word: `SXTB16`.
+#[cfg(tb_arm_dsp)]
+#[inline(always)]
+fn sxtb16(x: u32) -> u32 {
+    let out: u32;
+    // SAFETY: SXTB16 is an instruction of the DSP extension, which this target has (see
+    // `smlad`); registers only, no memory, no stack, no flags.
+    unsafe {
+        core::arch::asm!("sxtb16 {out}, {x}", out = lateout(reg) out, x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
+    }
+    out
+}
+
+/// The bytes 1 and 3 of `x`, sign-extended to the two halves of a word: `SXTB16` with a
+/// rotation by 8.
+#[cfg(tb_arm_dsp)]
+#[inline(always)]
+fn sxtb16_ror8(x: u32) -> u32 {
+    let out: u32;
+    // SAFETY: as `sxtb16`.
+    unsafe {
+        core::arch::asm!(
+            "sxtb16 {out}, {x}, ror #8",
+            out = lateout(reg) out,
+            x = in(reg) x,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    out
 }
 
 /// An int8 MLP: the quantised parameters of model `M`, and its integer forward pass.
@@ -385,7 +597,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
 
     /// The integer forward pass of one row: `input` holds the row's `FEATURES` input codes,
     /// `out` receives the head's `CLASSES` output codes (`int16`). No floating point, no
-    /// allocation.
+    /// allocation. For several rows, [`Int8Model::forward_rows`] is faster.
     ///
     /// # Errors
     /// [`Error::Quantize`] if `input` holds fewer than `FEATURES` codes or `out` has room
@@ -401,33 +613,115 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         Ok(())
     }
 
+    /// The integer forward pass of several rows, a block of rows at a time (every weight is
+    /// loaded once for the block's rows): `input` holds the rows' input codes one row after
+    /// another (`FEATURES` each), `out` receives the head's codes of every row, one row
+    /// after another (`CLASSES` each). The rows are `input.len() / FEATURES`. The same
+    /// integers as [`Int8Model::forward_codes`] row by row. No floating point, no
+    /// allocation.
+    ///
+    /// # Errors
+    /// [`Error::Quantize`] if `input`'s length is not a multiple of `FEATURES` or `out`
+    /// has room for fewer than `CLASSES` codes a row.
+    pub fn forward_rows(&self, input: &[i8], out: &mut [i16]) -> Result<()> {
+        let (f, c) = (M::FEATURES, M::CLASSES);
+        let rows = input.len() / f;
+        if input.len() % f != 0 || out.len() < rows * c {
+            return Err(refuse(Text::from(
+                "forward_rows takes whole rows of FEATURES input codes and room for CLASSES output codes a row",
+            )));
+        }
+        self.rows_inline(rows, |r, i| input[r * f + i], |r, k, q| out[r * c + k] = q);
+        Ok(())
+    }
+
     /// [`Int8Model::forward_codes`], inlined into its caller (which may be compiled for
     /// wider vector instructions), for callers whose `input` holds at least `FEATURES`
     /// codes and whose `out` has room for `CLASSES` (shorter ones panic on a slice bound).
     #[inline(always)]
     pub(crate) fn forward_codes_inline(&self, input: &[i8], out: &mut [i16]) {
+        self.block::<1>(|_, i| input[i], |_, k, q| out[k] = q);
+    }
+
+    /// The forward pass of `rows` rows, [`BLOCK_ROWS`] at a time, then the rest one by
+    /// one: `code(r, i)` is input code `i` of row `r`, `sink(r, k, q)` takes the head's
+    /// code `k` of row `r`. Inlined into its caller (which may be compiled for wider vector
+    /// instructions).
+    #[inline(always)]
+    pub(crate) fn rows_inline(
+        &self,
+        rows: usize,
+        code: impl Fn(usize, usize) -> i8,
+        mut sink: impl FnMut(usize, usize, i16),
+    ) {
+        let mut r0 = 0;
+        while r0 + BLOCK_ROWS <= rows {
+            self.block::<BLOCK_ROWS>(|r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
+            r0 += BLOCK_ROWS;
+        }
+        while r0 < rows {
+            self.block::<1>(|_, i| code(r0, i), |_, k, q| sink(r0, k, q));
+            r0 += 1;
+        }
+    }
+
+    /// The forward pass of `R` rows (see [`Int8Model::rows_inline`]): layer after layer,
+    /// the products of [`BLOCK_COLS`] output channels at a time for all `R` rows (each
+    /// weight loaded once for the `R` rows), then each channel's requantisation, prepared
+    /// once for the `R` rows.
+    #[inline(always)]
+    fn block<const R: usize>(&self, code: impl Fn(usize, usize) -> i8, mut sink: impl FnMut(usize, usize, i16)) {
         let dims = M::LAYERS;
-        let mut hidden = [0i8; MAXW];
-        let mut centred = [0i16; MAXW];
-        hidden[..dims[0]].copy_from_slice(&input[..dims[0]]);
+        let mut a = [Centred([0i16; MAXW]); R];
+        let mut next = [Centred([0i16; MAXW]); R];
+        let f = dims[0];
+        let z_in = self.act_zeros[0];
+        for (r, row) in a.iter_mut().enumerate() {
+            for i in 0..f {
+                row.0[slot(i, f)] = code(r, i) as i16 - z_in;
+            }
+        }
         let (mut w, mut channel) = (0, 0);
         for l in 0..dims.len() - 1 {
             let (fan_in, fan_out) = (dims[l], dims[l + 1]);
-            let z_in = self.act_zeros[l];
-            for (c, &q) in centred[..fan_in].iter_mut().zip(&hidden[..fan_in]) {
-                *c = q as i16 - z_in;
-            }
-            let z_out = self.act_zeros[l + 1] as i32;
             let weights = &self.weights[w..w + fan_in * fan_out];
+            let z = self.act_zeros[l + 1] as i32;
             let head = l + 2 == dims.len();
-            for (o, column) in weights.chunks_exact(fan_in).enumerate() {
-                let k = channel + o;
-                let acc = dot(self.biases[k], &centred[..fan_in], column);
-                if head {
-                    out[o] = requantize(acc, self.multipliers[k], self.shifts[k], z_out, -32768, 32767) as i16;
-                } else {
-                    hidden[o] = requantize(acc, self.multipliers[k], self.shifts[k], z_out, z_out, 127) as i8;
+            // What a hidden code minus its zero point can reach: 127 - z.
+            let top = (127 - z) as u32;
+            let mut store = |o: usize, acc: &[i32; R], k: usize| {
+                let q = Requant::new(self.multipliers[k], self.shifts[k]);
+                for (r, &v) in acc.iter().enumerate() {
+                    if head {
+                        let m = q.magnitude(v.unsigned_abs()) as i32;
+                        let y = if v < 0 { z - m } else { z + m };
+                        sink(r, o, y.clamp(-32768, 32767) as i16);
+                    } else {
+                        // The ReLU: a negative sum gives the zero point, 0 here.
+                        let m = q.magnitude(v.max(0) as u32);
+                        next[r].0[slot(o, fan_out)] = m.min(top) as i16;
+                    }
                 }
+            };
+            let mut o = 0;
+            while o + BLOCK_COLS <= fan_out {
+                let cols: [&[i8]; BLOCK_COLS] =
+                    core::array::from_fn(|c| &weights[(o + c) * fan_in..(o + c + 1) * fan_in]);
+                let bias: [i32; BLOCK_COLS] = core::array::from_fn(|c| self.biases[channel + o + c]);
+                let acc = products::<R, BLOCK_COLS, MAXW>(&a, cols, bias);
+                for c in 0..BLOCK_COLS {
+                    store(o + c, &core::array::from_fn(|r| acc[r][c]), channel + o + c);
+                }
+                o += BLOCK_COLS;
+            }
+            while o < fan_out {
+                let col = &weights[o * fan_in..(o + 1) * fan_in];
+                let acc = products::<R, 1, MAXW>(&a, [col], [self.biases[channel + o]]);
+                store(o, &core::array::from_fn(|r| acc[r][0]), channel + o);
+                o += 1;
+            }
+            if !head {
+                core::mem::swap(&mut a, &mut next);
             }
             w += fan_in * fan_out;
             channel += fan_out;
@@ -456,18 +750,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         check_codes_len::<M>(out)?;
         let flat = x.as_flat();
         crate::check::finite("input", flat, M::BATCH)?;
-        let (b, classes) = (M::BATCH, M::CLASSES);
-        let mut row = [0i8; MAXW];
-        let mut codes = [0i16; MAXW];
-        for r in 0..b {
-            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
-                *q = self.input_code(flat[i * b + r].to_f32());
-            }
-            self.forward_codes_inline(&row, &mut codes);
-            for c in 0..classes {
-                out[c * b + r] = codes[c];
-            }
-        }
+        let b = M::BATCH;
+        self.rows(b, |r, i| self.input_code(flat[i * b + r].to_f32()), |r, k, q| out[k * b + r] = q);
         Ok(())
     }
 
@@ -479,21 +763,15 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     pub fn cpu_logits(&self, x: &M::Input) -> Result<M::Logits> {
         let mut logits = M::Logits::zeroed();
         let out = logits.as_flat_mut();
-        let (b, classes) = (M::BATCH, M::CLASSES);
-        let mut row = [0i8; MAXW];
-        let mut codes = [0i16; MAXW];
+        let b = M::BATCH;
         let flat = x.as_flat();
         crate::check::finite("input", flat, b)?;
         let (s, z) = (self.act_scales[NT - 1], self.act_zeros[NT - 1] as i32);
-        for r in 0..b {
-            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
-                *q = self.input_code(flat[i * b + r].to_f32());
-            }
-            self.forward_codes_inline(&row, &mut codes);
-            for c in 0..classes {
-                out[c * b + r] = s * (codes[c] as i32 - z) as f32;
-            }
-        }
+        self.rows(
+            b,
+            |r, i| self.input_code(flat[i * b + r].to_f32()),
+            |r, k, q| out[k * b + r] = s * (q as i32 - z) as f32,
+        );
         Ok(logits)
     }
 
@@ -505,19 +783,68 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     pub fn cpu_predict(&self, x: &M::Input) -> Result<M::Labels> {
         let mut labels = M::Labels::zeroed();
         let out = labels.as_flat_mut();
-        let mut row = [0i8; MAXW];
-        let mut codes = [0i16; MAXW];
         let flat = x.as_flat();
         let b = M::BATCH;
         crate::check::finite("input", flat, b)?;
-        for (r, label) in out.iter_mut().enumerate() {
-            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
-                *q = self.input_code(flat[i * b + r].to_f32());
-            }
-            self.forward_codes_inline(&row, &mut codes);
-            *label = argmax(&codes[..M::CLASSES]);
-        }
+        // The head's codes of a row arrive class after class (the rows of a block
+        // interleaved, at most `BLOCK_ROWS` consecutive rows): the running best of each
+        // row (the first on ties).
+        let mut best = [i16::MIN; BLOCK_ROWS];
+        self.rows(
+            b,
+            |r, i| self.input_code(flat[i * b + r].to_f32()),
+            |r, k, q| {
+                let top = &mut best[r % BLOCK_ROWS];
+                if k == 0 || q > *top {
+                    *top = q;
+                    out[r] = k as u32;
+                }
+            },
+        );
         Ok(labels)
+    }
+
+    /// [`Int8Model::rows_inline`]; with the standard library on x86-64, compiled for the
+    /// widest vector extension the processor has (AVX-512 with VNNI's fused multiply-add of
+    /// 16-bit pairs, or AVX2; the same integers).
+    #[inline]
+    pub(crate) fn rows(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        {
+            use std::arch::is_x86_feature_detected as has;
+            if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
+                // SAFETY: the processor has every feature the function is compiled for
+                // (checked just above).
+                unsafe { self.rows_avx512(rows, code, sink) };
+                return;
+            }
+            if has!("avx2") {
+                // SAFETY: as above, AVX2.
+                unsafe { self.rows_avx2(rows, code, sink) };
+                return;
+            }
+        }
+        self.rows_inline(rows, code, sink)
+    }
+
+    /// [`Int8Model::rows_inline`] compiled for AVX-512 with VNNI.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512 F, BW, VL and VNNI.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn rows_avx512(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
+        self.rows_inline(rows, code, sink)
+    }
+
+    /// [`Int8Model::rows_inline`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The processor must have AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_avx2(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
+        self.rows_inline(rows, code, sink)
     }
 
     /// The dequantised logits of a batch (see [`Int8Model::cpu_logits`]).
@@ -719,6 +1046,91 @@ mod tests {
         assert_eq!(requantize(-10, m, n, -128, -128, 127), -128); // ReLU floor at the zero point
         assert_eq!(requantize(-10, m, n, 3, 3, 127), 3);
         assert_eq!(requantize(100_000, m, n, 7, -32768, 32767), 32767);
+    }
+
+    /// A xorshift generator for the tests below.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// The 32-bit requantisation (`Requant`) against `requantize`'s 64-bit formula, for
+    /// every shift, multipliers at both ends of their range and random, accumulators at
+    /// the rounding ties, near 0 and at the ends of `i32`, and zero points across the
+    /// range, as a hidden layer (ReLU) and as the head use it.
+    #[test]
+    fn fast_requantisation_equals_requantize() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut checked = 0u64;
+        for shift in 1u8..=62 {
+            let mut mults = vec![1 << 30, i32::MAX, 0x5A82_7999];
+            for _ in 0..12 {
+                mults.push((1 << 30) + (next(&mut state) % (1 << 30)) as i32);
+            }
+            if shift == 62 {
+                mults.push(0);
+            }
+            for &mult in &mults {
+                let q = Requant::new(mult, shift);
+                let mut accs = vec![0, 1, -1, 2, -2, i32::MAX, -i32::MAX, 1 << 20, -(1 << 20)];
+                // Accumulators around the ties and the saturation points of this multiplier.
+                let m = mult as f64 / 2f64.powi(shift as i32);
+                for target in [0.5, 1.5, 2.5, 126.5, 127.5, 255.5, 256.5, 32767.5, 65535.5, 65536.5] {
+                    let centre = target / m;
+                    if centre < 2e9 {
+                        for d in -2i64..=2 {
+                            let a = (centre as i64 + d).clamp(-(i32::MAX as i64), i32::MAX as i64) as i32;
+                            accs.push(a);
+                            accs.push(-a);
+                        }
+                    }
+                }
+                for _ in 0..64 {
+                    let bits = next(&mut state) % 31;
+                    let a = (next(&mut state) % (1u64 << bits)) as i32;
+                    accs.push(if next(&mut state) % 2 == 0 { a } else { -a });
+                }
+                for &acc in &accs {
+                    for z in [-128, -100, -1, 0, 5, 127] {
+                        let r = q.magnitude(acc.max(0) as u32);
+                        let hidden = z + r.min((127 - z) as u32) as i32;
+                        assert_eq!(
+                            hidden,
+                            requantize(acc, mult, shift, z, z, 127),
+                            "hidden acc {acc} M {mult} n {shift} z {z}"
+                        );
+                    }
+                    for z in [-32768, -7, 0, 12345, 32767] {
+                        let r = q.magnitude(acc.unsigned_abs()) as i32;
+                        let head = (if acc < 0 { z - r } else { z + r }).clamp(-32768, 32767);
+                        assert_eq!(
+                            head,
+                            requantize(acc, mult, shift, z, -32768, 32767),
+                            "head acc {acc} M {mult} n {shift} z {z}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
+    }
+
+    /// The Cortex-M0's high word of a product, from 16-bit halves, against the 64-bit
+    /// product.
+    #[test]
+    fn high_word_from_halves_equals_the_64_bit_product() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let ends = [0u32, 1, 0xFFFF, 0x1_0000, 0x7FFF_FFFF, 0x4000_0000, 0x7FFF_0000, 0xFFFF];
+        let mut pairs: Vec<(u32, u32)> = ends.iter().flat_map(|&a| ends.iter().map(move |&b| (a, b))).collect();
+        for _ in 0..100_000 {
+            pairs.push(((next(&mut state) >> 33) as u32, (next(&mut state) >> 33) as u32));
+        }
+        for (a, b) in pairs {
+            assert_eq!(mul_high_halves(a, b), ((a as u64 * b as u64) >> 32) as u32, "{a} x {b}");
+        }
     }
 
     #[test]
