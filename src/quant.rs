@@ -155,16 +155,19 @@ pub fn requantize(acc: i32, mult: i32, shift: u8, zero: i32, lo: i32, hi: i32) -
 /// microcontroller, whose registers hold fewer sums.
 #[cfg(not(target_arch = "arm"))]
 const BLOCK_ROWS: usize = 4;
+/// Rows of a block of the integer forward pass.
 #[cfg(target_arch = "arm")]
 const BLOCK_ROWS: usize = 2;
 
-/// Output channels of a block of the integer forward pass: each input code is loaded once
-/// for this many channels.
+/// Output channels of a block of the integer forward pass on the host: each input code is
+/// loaded once for this many channels (a microcontroller's kernel is two by two).
+#[cfg(not(target_arch = "arm"))]
 const BLOCK_COLS: usize = 2;
 
 /// One row's input codes minus their zero point (or a hidden layer's), the operands of the
 /// integer products, at the index [`slot`] gives. Word-aligned, so that the Cortex-M4's
 /// dual multiply-adds load two at a time.
+#[cfg(any(not(target_arch = "arm"), tb_arm_dsp))]
 #[derive(Clone, Copy)]
 #[repr(C, align(4))]
 struct Centred<const MAXW: usize>([i16; MAXW]);
@@ -174,6 +177,7 @@ struct Centred<const MAXW: usize>([i16; MAXW]);
 /// `a0 a2 a1 a3`, so that one word holds the pair `(a0, a2)` that `SMLAD` multiplies with
 /// the weights `(w0, w2)` that `SXTB16` unpacks from the word `w0 w1 w2 w3` (and the next
 /// word `(a1, a3)` with `(w1, w3)`).
+#[cfg(any(not(target_arch = "arm"), tb_arm_dsp))]
 #[inline(always)]
 fn slot(i: usize, n: usize) -> usize {
     if cfg!(tb_arm_dsp) && i < n & !3 {
@@ -230,6 +234,50 @@ impl Requant {
     fn magnitude(&self, u: u32) -> u32 {
         (mul_high(u.min(self.cap) << self.k, self.mult) + self.round) >> self.shift
     }
+
+    /// The head's code of the sum `acc`, zero point `z`: `clamp(z ± r(|acc|))`.
+    #[inline(always)]
+    fn head(&self, acc: i32, z: i32) -> i16 {
+        let m = self.magnitude(acc.unsigned_abs()) as i32;
+        let y = if acc < 0 { z - m } else { z + m };
+        y.clamp(-32768, 32767) as i16
+    }
+
+    /// A hidden layer's code of the sum `acc` minus its zero point `z`:
+    /// `min(r(acc), 127 − z)`, 0 for a negative sum (the ReLU).
+    #[inline(always)]
+    fn hidden(&self, acc: i32, z: i32) -> i16 {
+        self.magnitude(acc.max(0) as u32).min((127 - z) as u32) as i16
+    }
+}
+
+/// Requantises the sums `acc` of output channel `o` (of a layer `width` wide) of a block's
+/// rows with `q`: for the head, its codes `clamp(z ± r(|acc|))` go to `sink(row, o, code)`;
+/// for a hidden layer, the codes minus their zero point `z`, `min(r(acc), 127 − z)` (0 for
+/// a negative sum: the ReLU), go to `next`, the next layer's operands.
+#[cfg(not(target_arch = "arm"))]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn store<const R: usize, const MAXW: usize>(
+    q: &Requant,
+    acc: &[i32; R],
+    head: bool,
+    z: i32,
+    o: usize,
+    width: usize,
+    next: &mut [Centred<MAXW>; R],
+    sink: &mut impl FnMut(usize, usize, i16),
+) {
+    if head {
+        for (r, &v) in acc.iter().enumerate() {
+            sink(r, o, q.head(v, z));
+        }
+    } else {
+        let at = slot(o, width);
+        for (row, &v) in next.iter_mut().zip(acc) {
+            row.0[at] = q.hidden(v, z);
+        }
+    }
 }
 
 /// The high word of `a · b`, for `a, b < 2^31`.
@@ -264,7 +312,7 @@ fn mul_high_halves(a: u32, b: u32) -> u32 {
 /// the `R x C` sums stay in registers. On the host the loop over `i` vectorises into
 /// widening multiply-adds (`pmaddwd`, `vpdpwssd`). The quantiser bounds every sum within
 /// `i32`, so the wrapping never happens.
-#[cfg(not(tb_arm_dsp))]
+#[cfg(not(target_arch = "arm"))]
 #[inline(always)]
 fn products<const R: usize, const C: usize, const MAXW: usize>(
     a: &[Centred<MAXW>; R],
@@ -291,52 +339,314 @@ fn products<const R: usize, const C: usize, const MAXW: usize>(
     acc
 }
 
-/// [`products`] with the Cortex-M4's DSP extension: per group of four inputs, one word of
-/// four weights a channel, unpacked by two `SXTB16` into the pairs `(w0, w2)` and
+/// The products' instruction set, a const argument of the forward pass: plain Rust (which
+/// the compiler vectorises as it can), or intrinsics, only in code compiled for them.
+const PLAIN: u8 = 0;
+/// AVX2: [`products_avx2`], only in `rows_avx2`.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+const AVX2: u8 = 1;
+/// AVX-512 with VNNI: [`products_avx512`], only in `rows_avx512`.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+const AVX512: u8 = 2;
+
+/// [`products`], or with `SIMD` [`products_avx2`] or [`products_avx512`].
+#[cfg(not(target_arch = "arm"))]
+#[inline(always)]
+fn products_any<const R: usize, const C: usize, const MAXW: usize, const SIMD: u8>(
+    a: &[Centred<MAXW>; R],
+    col: [&[i8]; C],
+    bias: [i32; C],
+) -> [[i32; C]; R] {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if SIMD == AVX512 {
+        // SAFETY: `SIMD` is AVX512 only in `rows_avx512`, which runs on processors with
+        // AVX-512 F, BW and VNNI (its caller checks) and into which this function and
+        // `products_avx512` inline.
+        return unsafe { products_avx512(a, col, bias) };
+    }
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if SIMD == AVX2 {
+        // SAFETY: as above, AVX2 in `rows_avx2`.
+        return unsafe { products_avx2(a, col, bias) };
+    }
+    products(a, col, bias)
+}
+
+/// [`products_avx2`] with AVX-512: per 32 inputs, one `vpdpwssd` per row and channel (32
+/// products, added in pairs to 16 sums of 32 bits in one instruction; exact, and the
+/// sums wrap as `wrapping_add`).
+///
+/// # Safety
+/// The processor must have AVX-512 F, BW and VNNI, and this must be inlined into code
+/// compiled for them.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[inline(always)]
+unsafe fn products_avx512<const R: usize, const C: usize, const MAXW: usize>(
+    a: &[Centred<MAXW>; R],
+    col: [&[i8]; C],
+    bias: [i32; C],
+) -> [[i32; C]; R] {
+    use core::arch::x86_64::*;
+    let n = col[0].len();
+    let col: [&[i8]; C] = core::array::from_fn(|c| &col[c][..n]);
+    let rows: [&[i16]; R] = core::array::from_fn(|r| &a[r].0[..n]);
+    let whole = n & !31;
+    let mut acc = [[_mm512_setzero_si512(); C]; R];
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: `i + 32 <= whole <= n`, and every `col[c]` and `rows[r]` holds `n`
+        // elements (sliced above): the 32 bytes and the 32 `i16` read are in bounds
+        // (unaligned loads); the features are present (the function's contract).
+        unsafe {
+            let w: [__m512i; C] =
+                core::array::from_fn(|c| _mm512_cvtepi8_epi16(_mm256_loadu_si256(col[c].as_ptr().add(i).cast())));
+            for r in 0..R {
+                let x = _mm512_loadu_si512(rows[r].as_ptr().add(i).cast());
+                for c in 0..C {
+                    acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], x, w[c]);
+                }
+            }
+        }
+        i += 32;
+    }
+    let mut out = [[0i32; C]; R];
+    for r in 0..R {
+        for c in 0..C {
+            // SAFETY: the features are present (the function's contract).
+            let mut s = unsafe { _mm512_reduce_add_epi32(acc[r][c]) }.wrapping_add(bias[c]);
+            for k in whole..n {
+                s = s.wrapping_add(i32::from(rows[r][k]) * i32::from(col[c][k]));
+            }
+            out[r][c] = s;
+        }
+    }
+    out
+}
+
+/// [`products`] with AVX2's widening multiply-add: per 16 inputs, each channel's weights
+/// sign-extended to 16 bits once (`vpmovsxbw`) for the `R` rows, each row's 16 operands
+/// loaded once for the `C` channels, and one `vpmaddwd` (16 products, added in pairs into
+/// 8 sums of 32 bits: exact, `|2 · 255 · 127| < 2^31`) with one `vpaddd` per row and
+/// channel; the `R x C` vector sums stay in registers. The rest of the inputs one by one.
+/// The same sums (`vpaddd` wraps as `wrapping_add`).
+///
+/// # Safety
+/// The processor must have AVX2, and this must be inlined into code compiled for it.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[inline(always)]
+unsafe fn products_avx2<const R: usize, const C: usize, const MAXW: usize>(
+    a: &[Centred<MAXW>; R],
+    col: [&[i8]; C],
+    bias: [i32; C],
+) -> [[i32; C]; R] {
+    use core::arch::x86_64::*;
+    let n = col[0].len();
+    let col: [&[i8]; C] = core::array::from_fn(|c| &col[c][..n]);
+    let rows: [&[i16]; R] = core::array::from_fn(|r| &a[r].0[..n]);
+    let whole = n & !15;
+    let mut acc = [[_mm256_setzero_si256(); C]; R];
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: `i + 16 <= whole <= n`, and every `col[c]` and `rows[r]` holds `n`
+        // elements (sliced above): the 16 bytes and the 16 `i16` read are in bounds
+        // (unaligned loads); AVX2 is present (the function's contract).
+        unsafe {
+            let w: [__m256i; C] =
+                core::array::from_fn(|c| _mm256_cvtepi8_epi16(_mm_loadu_si128(col[c].as_ptr().add(i).cast())));
+            for r in 0..R {
+                let x = _mm256_loadu_si256(rows[r].as_ptr().add(i).cast());
+                for c in 0..C {
+                    acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(x, w[c]));
+                }
+            }
+        }
+        i += 16;
+    }
+    let mut out = [[0i32; C]; R];
+    for c in 0..C {
+        // The eight lanes of each sum added up, four rows at a time: two rounds of pairwise
+        // additions (`vphaddd`) leave row r's halves in lanes r and r + 4.
+        let mut r = 0;
+        while r + 4 <= R {
+            let mut lanes = [0i32; 4];
+            // SAFETY: AVX2 is present (the function's contract); `lanes` holds 16 bytes
+            // (an unaligned store).
+            unsafe {
+                let t01 = _mm256_hadd_epi32(acc[r][c], acc[r + 1][c]);
+                let t23 = _mm256_hadd_epi32(acc[r + 2][c], acc[r + 3][c]);
+                let t = _mm256_hadd_epi32(t01, t23);
+                let sum = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+                _mm_storeu_si128(lanes.as_mut_ptr().cast(), sum);
+            }
+            for k in 0..4 {
+                out[r + k][c] = lanes[k];
+            }
+            r += 4;
+        }
+        while r < R {
+            let mut lanes = [0i32; 8];
+            // SAFETY: AVX2 is present; `lanes` holds 32 bytes (an unaligned store).
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc[r][c]) };
+            out[r][c] = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+            r += 1;
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let mut s = out[r][c].wrapping_add(bias[c]);
+            for k in whole..n {
+                s = s.wrapping_add(i32::from(row[k]) * i32::from(col[c][k]));
+            }
+            out[r][c] = s;
+        }
+    }
+    out
+}
+
+/// The operands of two rows on a microcontroller, input (or hidden unit) `i` of each
+/// minus its zero point: with the DSP extension two [`Centred`] rows (for [`products_2x2`]);
+/// on a Cortex-M0 one word per input, row 0 in the low half and row 1 in the high half,
+/// loaded with one instruction (for [`products_2x1`]).
+#[cfg(target_arch = "arm")]
+#[derive(Clone, Copy)]
+struct RowPair<const MAXW: usize> {
+    #[cfg(tb_arm_dsp)]
+    rows: [Centred<MAXW>; 2],
+    #[cfg(not(tb_arm_dsp))]
+    words: [u32; MAXW],
+}
+
+#[cfg(target_arch = "arm")]
+impl<const MAXW: usize> RowPair<MAXW> {
+    /// All zeros.
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            #[cfg(tb_arm_dsp)]
+            rows: [Centred([0; MAXW]); 2],
+            #[cfg(not(tb_arm_dsp))]
+            words: [0; MAXW],
+        }
+    }
+
+    /// Stores operand `i` (of a layer `width` wide) of row 0, `v0`, and of row 1, `v1`.
+    #[inline(always)]
+    fn put(&mut self, i: usize, width: usize, v0: i16, v1: i16) {
+        #[cfg(tb_arm_dsp)]
+        {
+            let at = slot(i, width);
+            self.rows[0].0[at] = v0;
+            self.rows[1].0[at] = v1;
+        }
+        #[cfg(not(tb_arm_dsp))]
+        {
+            let _ = width;
+            self.words[i] = u32::from(v0 as u16) | (u32::from(v1 as u16) << 16);
+        }
+    }
+
+    /// The sums `[[row 0 x w0, row 0 x w1], [row 1 x w0, row 1 x w1]]` plus the biases
+    /// `b0`, `b1`, over the first `w0.len()` operands (`w1` as long).
+    #[inline(always)]
+    fn products(&self, w0: &[i8], w1: &[i8], b0: i32, b1: i32) -> [[i32; 2]; 2] {
+        #[cfg(tb_arm_dsp)]
+        {
+            products_2x2(&self.rows[0].0, &self.rows[1].0, w0, w1, b0, b1)
+        }
+        #[cfg(not(tb_arm_dsp))]
+        {
+            let (s00, s10) = products_2x1(&self.words, w0, b0);
+            let (s01, s11) = products_2x1(&self.words, w1, b1);
+            [[s00, s01], [s10, s11]]
+        }
+    }
+}
+
+/// The sums `b + Σ_i lo(words[i]) · w[i]` and `b + Σ_i hi(words[i]) · w[i]` (`w.len()`
+/// inputs; the halves signed 16-bit) on a Cortex-M0, whose compiled loops keep sums on the
+/// stack (eight low registers): a loop in assembly, two multiply-adds in eleven
+/// instructions, the sums in two high registers. The same sums as `wrapping_add` of the
+/// products (the M0's `MULS` and `ADD` wrap).
+#[cfg(all(target_arch = "arm", not(tb_arm_dsp)))]
+#[inline(always)]
+fn products_2x1(words: &[u32], w: &[i8], b: i32) -> (i32, i32) {
+    let n = w.len();
+    let words = &words[..n];
+    let (mut s0, mut s1) = (b, b);
+    if n == 0 {
+        return (s0, s1);
+    }
+    // SAFETY: the loop reads `words[0..n]` (4 bytes each, through `pa`, from
+    // `words.as_ptr()`, word-aligned as a `u32` slice) and `w[0..n]` (as `pw[k]` with `pw`
+    // the end of `w` and `k` from `-n` up to `-1`); `words` holds `n` words (sliced above)
+    // and `w` holds `n` bytes, and `n >= 1`, so every read is in bounds. It writes only
+    // the registers named (r8 and r10 as clobbers), reads memory but writes none, and uses
+    // no stack.
+    unsafe {
+        core::arch::asm!(
+            // r0: pa, r1: pw, r2: k, r3 and r4: the sums in and out (r8 and r10 in the
+            // loop), then x0 and x1; r5: y.
+            "mov r8, r3",
+            "mov r10, r4",
+            "2:",
+            "ldr r4, [r0]",
+            "ldrsb r5, [r1, r2]",
+            "sxth r3, r4",
+            "asrs r4, r4, #16",
+            "muls r3, r5, r3",
+            "muls r4, r5, r4",
+            "add r8, r3",
+            "add r10, r4",
+            "adds r0, #4",
+            "adds r2, #1",
+            "bne 2b",
+            "mov r3, r8",
+            "mov r4, r10",
+            inout("r0") words.as_ptr() => _,
+            in("r1") w.as_ptr().wrapping_add(n),
+            inout("r2") (n as isize).wrapping_neg() => _,
+            inout("r3") s0,
+            inout("r4") s1,
+            out("r5") _,
+            out("r8") _,
+            out("r10") _,
+            options(readonly, nostack),
+        );
+    }
+    (s0, s1)
+}
+
+/// [`products_2x2`] with the Cortex-M4's DSP extension: per group of four inputs, one word
+/// of four weights a channel, unpacked by two `SXTB16` into the pairs `(w0, w2)` and
 /// `(w1, w3)`, one word of two activations a pair (stored so by [`slot`]), and two `SMLAD`
 /// (two 16 x 16-bit products added to a sum, one instruction) per row and channel: four
 /// multiply-adds in two instructions. The same sums (every product is exact in 32 bits,
 /// and `SMLAD`'s sum wraps as `wrapping_add`).
 #[cfg(tb_arm_dsp)]
 #[inline(always)]
-fn products<const R: usize, const C: usize, const MAXW: usize>(
-    a: &[Centred<MAXW>; R],
-    col: [&[i8]; C],
-    bias: [i32; C],
-) -> [[i32; C]; R] {
-    let n = col[0].len();
-    let whole = n & !3;
-    let a: [&[i16]; R] = core::array::from_fn(|r| &a[r].0[..n]);
-    let col: [&[i8]; C] = core::array::from_fn(|c| &col[c][..n]);
-    let mut acc = [bias; R];
-    let mut i = 0;
-    while i < whole {
-        let w: [(u32, u32); C] = core::array::from_fn(|c| {
-            let b = &col[c][i..i + 4];
-            let word = u32::from_le_bytes([b[0] as u8, b[1] as u8, b[2] as u8, b[3] as u8]);
-            (sxtb16(word), sxtb16_ror8(word))
-        });
-        for r in 0..R {
-            let x = &a[r][i..i + 4];
-            let even = u32::from(x[0] as u16) | (u32::from(x[1] as u16) << 16);
-            let odd = u32::from(x[2] as u16) | (u32::from(x[3] as u16) << 16);
-            for c in 0..C {
-                acc[r][c] = smlad(even, w[c].0, acc[r][c]);
-                acc[r][c] = smlad(odd, w[c].1, acc[r][c]);
-            }
-        }
-        i += 4;
+fn products_2x2(a0: &[i16], a1: &[i16], w0: &[i8], w1: &[i8], b0: i32, b1: i32) -> [[i32; 2]; 2] {
+    let n = w0.len();
+    let (a0, a1, w1) = (&a0[..n], &a1[..n], &w1[..n]);
+    let (mut s00, mut s01, mut s10, mut s11) = (b0, b1, b0, b1);
+    let pair = |x: &[i16]| u32::from(x[0] as u16) | (u32::from(x[1] as u16) << 16);
+    let word = |w: &[i8]| u32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8]);
+    let groups = a0.chunks_exact(4).zip(a1.chunks_exact(4)).zip(w0.chunks_exact(4).zip(w1.chunks_exact(4)));
+    for ((x0, x1), (y0, y1)) in groups {
+        let (p0, q0, p1, q1) = (pair(&x0[..2]), pair(&x0[2..]), pair(&x1[..2]), pair(&x1[2..]));
+        let (v, u) = (word(y0), word(y1));
+        let (v02, v13, u02, u13) = (sxtb16(v), sxtb16_ror8(v), sxtb16(u), sxtb16_ror8(u));
+        s00 = smlad(q0, v13, smlad(p0, v02, s00));
+        s10 = smlad(q1, v13, smlad(p1, v02, s10));
+        s01 = smlad(q0, u13, smlad(p0, u02, s01));
+        s11 = smlad(q1, u13, smlad(p1, u02, s11));
     }
-    while i < n {
-        for r in 0..R {
-            let x = i32::from(a[r][i]);
-            for c in 0..C {
-                acc[r][c] = acc[r][c].wrapping_add(x * i32::from(col[c][i]));
-            }
-        }
-        i += 1;
+    for i in n & !3..n {
+        let (x0, x1) = (i32::from(a0[i]), i32::from(a1[i]));
+        let (y0, y1) = (i32::from(w0[i]), i32::from(w1[i]));
+        s00 = s00.wrapping_add(x0 * y0);
+        s01 = s01.wrapping_add(x0 * y1);
+        s10 = s10.wrapping_add(x1 * y0);
+        s11 = s11.wrapping_add(x1 * y1);
     }
-    acc
+    [[s00, s01], [s10, s11]]
 }
 
 /// `acc + lo(x) · lo(y) + hi(x) · hi(y)`, the halves signed 16-bit: `SMLAD`.
@@ -631,7 +941,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
                 "forward_rows takes whole rows of FEATURES input codes and room for CLASSES output codes a row",
             )));
         }
-        self.rows_inline(rows, |r, i| input[r * f + i], |r, k, q| out[r * c + k] = q);
+        self.rows(rows, |r, i| input[r * f + i], |r, k, q| out[r * c + k] = q);
         Ok(())
     }
 
@@ -640,7 +950,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// codes and whose `out` has room for `CLASSES` (shorter ones panic on a slice bound).
     #[inline(always)]
     pub(crate) fn forward_codes_inline(&self, input: &[i8], out: &mut [i16]) {
-        self.block::<1>(|_, i| input[i], |_, k, q| out[k] = q);
+        self.block::<1, PLAIN>(|_, i| input[i], |_, k, q| out[k] = q);
     }
 
     /// The forward pass of `rows` rows, [`BLOCK_ROWS`] at a time, then the rest one by
@@ -648,7 +958,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// code `k` of row `r`. Inlined into its caller (which may be compiled for wider vector
     /// instructions).
     #[inline(always)]
-    pub(crate) fn rows_inline(
+    pub(crate) fn rows_inline<const SIMD: u8>(
         &self,
         rows: usize,
         code: impl Fn(usize, usize) -> i8,
@@ -656,11 +966,11 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     ) {
         let mut r0 = 0;
         while r0 + BLOCK_ROWS <= rows {
-            self.block::<BLOCK_ROWS>(|r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
+            self.block::<BLOCK_ROWS, SIMD>(|r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
             r0 += BLOCK_ROWS;
         }
         while r0 < rows {
-            self.block::<1>(|_, i| code(r0, i), |_, k, q| sink(r0, k, q));
+            self.block::<1, SIMD>(|_, i| code(r0, i), |_, k, q| sink(r0, k, q));
             r0 += 1;
         }
     }
@@ -669,8 +979,13 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// the products of [`BLOCK_COLS`] output channels at a time for all `R` rows (each
     /// weight loaded once for the `R` rows), then each channel's requantisation, prepared
     /// once for the `R` rows.
+    #[cfg(not(target_arch = "arm"))]
     #[inline(always)]
-    fn block<const R: usize>(&self, code: impl Fn(usize, usize) -> i8, mut sink: impl FnMut(usize, usize, i16)) {
+    fn block<const R: usize, const SIMD: u8>(
+        &self,
+        code: impl Fn(usize, usize) -> i8,
+        mut sink: impl FnMut(usize, usize, i16),
+    ) {
         let dims = M::LAYERS;
         let mut a = [Centred([0i16; MAXW]); R];
         let mut next = [Centred([0i16; MAXW]); R];
@@ -687,38 +1002,93 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             let weights = &self.weights[w..w + fan_in * fan_out];
             let z = self.act_zeros[l + 1] as i32;
             let head = l + 2 == dims.len();
-            // What a hidden code minus its zero point can reach: 127 - z.
-            let top = (127 - z) as u32;
-            let mut store = |o: usize, acc: &[i32; R], k: usize| {
-                let q = Requant::new(self.multipliers[k], self.shifts[k]);
-                for (r, &v) in acc.iter().enumerate() {
-                    if head {
-                        let m = q.magnitude(v.unsigned_abs()) as i32;
-                        let y = if v < 0 { z - m } else { z + m };
-                        sink(r, o, y.clamp(-32768, 32767) as i16);
-                    } else {
-                        // The ReLU: a negative sum gives the zero point, 0 here.
-                        let m = q.magnitude(v.max(0) as u32);
-                        next[r].0[slot(o, fan_out)] = m.min(top) as i16;
-                    }
-                }
-            };
             let mut o = 0;
             while o + BLOCK_COLS <= fan_out {
                 let cols: [&[i8]; BLOCK_COLS] =
                     core::array::from_fn(|c| &weights[(o + c) * fan_in..(o + c + 1) * fan_in]);
                 let bias: [i32; BLOCK_COLS] = core::array::from_fn(|c| self.biases[channel + o + c]);
-                let acc = products::<R, BLOCK_COLS, MAXW>(&a, cols, bias);
+                let acc = products_any::<R, BLOCK_COLS, MAXW, SIMD>(&a, cols, bias);
                 for c in 0..BLOCK_COLS {
-                    store(o + c, &core::array::from_fn(|r| acc[r][c]), channel + o + c);
+                    let q = Requant::new(self.multipliers[channel + o + c], self.shifts[channel + o + c]);
+                    let sums = core::array::from_fn(|r| acc[r][c]);
+                    store(&q, &sums, head, z, o + c, fan_out, &mut next, &mut sink);
                 }
                 o += BLOCK_COLS;
             }
             while o < fan_out {
                 let col = &weights[o * fan_in..(o + 1) * fan_in];
-                let acc = products::<R, 1, MAXW>(&a, [col], [self.biases[channel + o]]);
-                store(o, &core::array::from_fn(|r| acc[r][0]), channel + o);
+                let acc = products_any::<R, 1, MAXW, SIMD>(&a, [col], [self.biases[channel + o]]);
+                let q = Requant::new(self.multipliers[channel + o], self.shifts[channel + o]);
+                let sums = core::array::from_fn(|r| acc[r][0]);
+                store(&q, &sums, head, z, o, fan_out, &mut next, &mut sink);
                 o += 1;
+            }
+            if !head {
+                core::mem::swap(&mut a, &mut next);
+            }
+            w += fan_in * fan_out;
+            channel += fan_out;
+        }
+    }
+
+    /// [`Int8Model::block`] on a microcontroller, written out for two rows (`R` is 1 or 2;
+    /// one row runs as two equal rows, the second's codes dropped), two channels at a time
+    /// ([`products_2x2`]), each pair of sums requantised at once ([`store_pair`]): a
+    /// size-optimised build unrolls no loop over the rows, and the Cortex-M0's eight
+    /// registers hold no more sums.
+    #[cfg(target_arch = "arm")]
+    #[inline(always)]
+    fn block<const R: usize, const SIMD: u8>(
+        &self,
+        code: impl Fn(usize, usize) -> i8,
+        mut sink: impl FnMut(usize, usize, i16),
+    ) {
+        let dims = M::LAYERS;
+        let mut a = RowPair::<MAXW>::new();
+        let mut next = RowPair::<MAXW>::new();
+        let f = dims[0];
+        let z_in = self.act_zeros[0];
+        for i in 0..f {
+            a.put(i, f, code(0, i) as i16 - z_in, code(R - 1, i) as i16 - z_in);
+        }
+        let (mut w, mut channel) = (0, 0);
+        for l in 0..dims.len() - 1 {
+            let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+            let weights = &self.weights[w..w + fan_in * fan_out];
+            let (biases, mults, shifts) = (
+                &self.biases[channel..channel + fan_out],
+                &self.multipliers[channel..channel + fan_out],
+                &self.shifts[channel..channel + fan_out],
+            );
+            let z = self.act_zeros[l + 1] as i32;
+            let head = l + 2 == dims.len();
+            // Channel pairs, then the last channel of an odd layer as a pair of itself.
+            let pairs = weights.chunks_exact(2 * fan_in);
+            let last = pairs.remainder();
+            let (even, odd) = (last.is_empty(), !last.is_empty());
+            let columns = pairs.map(|pair| pair.split_at(fan_in)).chain(odd.then_some((last, last)));
+            let step = |o: usize| if even || o + 1 < fan_out { 1 } else { 0 };
+            let mut o = 0;
+            for (w0, w1) in columns {
+                let o1 = o + step(o);
+                let s = a.products(w0, w1, biases[o], biases[o1]);
+                let (q0, q1) = (Requant::new(mults[o], shifts[o]), Requant::new(mults[o1], shifts[o1]));
+                if head {
+                    sink(0, o, q0.head(s[0][0], z));
+                    if R > 1 {
+                        sink(1, o, q0.head(s[1][0], z));
+                    }
+                    if o1 > o {
+                        sink(0, o1, q1.head(s[0][1], z));
+                        if R > 1 {
+                            sink(1, o1, q1.head(s[1][1], z));
+                        }
+                    }
+                } else {
+                    next.put(o, fan_out, q0.hidden(s[0][0], z), q0.hidden(s[1][0], z));
+                    next.put(o1, fan_out, q1.hidden(s[0][1], z), q1.hidden(s[1][1], z));
+                }
+                o += 2;
             }
             if !head {
                 core::mem::swap(&mut a, &mut next);
@@ -751,7 +1121,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         let flat = x.as_flat();
         crate::check::finite("input", flat, M::BATCH)?;
         let b = M::BATCH;
-        self.rows(b, |r, i| self.input_code(flat[i * b + r].to_f32()), |r, k, q| out[k * b + r] = q);
+        self.rows_of_batch(flat, 0, b, |r, k, q| out[k * b + r] = q);
         Ok(())
     }
 
@@ -767,11 +1137,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         let flat = x.as_flat();
         crate::check::finite("input", flat, b)?;
         let (s, z) = (self.act_scales[NT - 1], self.act_zeros[NT - 1] as i32);
-        self.rows(
-            b,
-            |r, i| self.input_code(flat[i * b + r].to_f32()),
-            |r, k, q| out[k * b + r] = s * (q as i32 - z) as f32,
-        );
+        self.rows_of_batch(flat, 0, b, |r, k, q| out[k * b + r] = s * (q as i32 - z) as f32);
         Ok(logits)
     }
 
@@ -790,61 +1156,86 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         // interleaved, at most `BLOCK_ROWS` consecutive rows): the running best of each
         // row (the first on ties).
         let mut best = [i16::MIN; BLOCK_ROWS];
-        self.rows(
-            b,
-            |r, i| self.input_code(flat[i * b + r].to_f32()),
-            |r, k, q| {
-                let top = &mut best[r % BLOCK_ROWS];
-                if k == 0 || q > *top {
-                    *top = q;
-                    out[r] = k as u32;
-                }
-            },
-        );
+        self.rows_of_batch(flat, 0, b, |r, k, q| {
+            let top = &mut best[r % BLOCK_ROWS];
+            if k == 0 || q > *top {
+                *top = q;
+                out[r] = k as u32;
+            }
+        });
         Ok(labels)
     }
 
-    /// [`Int8Model::rows_inline`]; with the standard library on x86-64, compiled for the
-    /// widest vector extension the processor has (AVX-512 with VNNI's fused multiply-add of
-    /// 16-bit pairs, or AVX2; the same integers).
+    /// The head's codes of rows `first..first + count` of a batch (`flat`, its inputs
+    /// column-major), to `sink(row, class, code)` (`row` from 0): with the standard
+    /// library, the inputs are quantised first, in one pass over `flat` (a loop that
+    /// vectorises), then the blocks of rows run; without it, each input is quantised as a
+    /// block reads it (no allocation).
+    #[inline]
+    pub(crate) fn rows_of_batch(
+        &self,
+        flat: &[M::Storage],
+        first: usize,
+        count: usize,
+        sink: impl FnMut(usize, usize, i16),
+    ) {
+        let b = M::BATCH;
+        #[cfg(feature = "std")]
+        {
+            let mut codes = std::vec![0i8; M::FEATURES * count];
+            for (i, chunk) in codes.chunks_exact_mut(count.max(1)).enumerate() {
+                let x = &flat[i * b + first..i * b + first + chunk.len()];
+                for (q, v) in chunk.iter_mut().zip(x) {
+                    *q = self.input_code(v.to_f32());
+                }
+            }
+            self.rows(count, |r, i| codes[i * count + r], sink);
+        }
+        #[cfg(not(feature = "std"))]
+        self.rows(count, |r, i| self.input_code(flat[i * b + first + r].to_f32()), sink);
+    }
+
+    /// [`Int8Model::rows_inline`]; with the standard library on x86-64, compiled for AVX2
+    /// where the processor has it, with its widening multiply-adds of 16-bit pairs
+    /// (`vpmaddwd`, [`products_avx2`]; the same integers).
     #[inline]
     pub(crate) fn rows(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512bw") && has!("avx512vl") && has!("avx512vnni") {
-                // SAFETY: the processor has every feature the function is compiled for
-                // (checked just above).
-                unsafe { self.rows_avx512(rows, code, sink) };
-                return;
-            }
-            if has!("avx2") {
-                // SAFETY: as above, AVX2.
-                unsafe { self.rows_avx2(rows, code, sink) };
-                return;
-            }
+        if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vnni") {
+            // SAFETY: the processor has every feature the function is compiled for (checked
+            // just above; AVX-512 BW implies F).
+            unsafe { self.rows_avx512(rows, code, sink) };
+            return;
         }
-        self.rows_inline(rows, code, sink)
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2 (checked just above), the one feature the
+            // function is compiled for.
+            unsafe { self.rows_avx2(rows, code, sink) };
+            return;
+        }
+        self.rows_inline::<PLAIN>(rows, code, sink)
     }
 
-    /// [`Int8Model::rows_inline`] compiled for AVX-512 with VNNI.
+    /// [`Int8Model::rows_inline`] compiled for AVX-512 with VNNI, its products by
+    /// [`products_avx512`].
     ///
     /// # Safety
-    /// The processor must have AVX-512 F, BW, VL and VNNI.
+    /// The processor must have AVX-512 F, BW and VNNI.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
     unsafe fn rows_avx512(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
-        self.rows_inline(rows, code, sink)
+        self.rows_inline::<AVX512>(rows, code, sink)
     }
 
-    /// [`Int8Model::rows_inline`] compiled for AVX2.
+    /// [`Int8Model::rows_inline`] compiled for AVX2, its products by [`products_avx2`].
     ///
     /// # Safety
     /// The processor must have AVX2.
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
     #[target_feature(enable = "avx2")]
     unsafe fn rows_avx2(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
-        self.rows_inline(rows, code, sink)
+        self.rows_inline::<AVX2>(rows, code, sink)
     }
 
     /// The dequantised logits of a batch (see [`Int8Model::cpu_logits`]).
@@ -1116,6 +1507,55 @@ mod tests {
             }
         }
         assert!(checked > 100_000, "{checked}");
+    }
+
+    /// The host's vector products (AVX2, AVX-512 VNNI, where this processor has them) and
+    /// the plain loop against a sum written out here, for lengths around the vectors'
+    /// widths, operands at the ends of their ranges and random.
+    #[cfg(not(target_arch = "arm"))]
+    #[test]
+    fn block_products_equal_the_plain_sums() {
+        const MAXW: usize = 100;
+        let mut state = 0x1234_5678_9ABC_DEF1u64;
+        for n in [0usize, 1, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100] {
+            let mut a = [Centred([0i16; MAXW]); 4];
+            let mut w = [[0i8; MAXW]; 2];
+            for (k, row) in a.iter_mut().enumerate() {
+                for (i, v) in row.0.iter_mut().enumerate() {
+                    *v = match (k + i) % 7 {
+                        0 => 255,
+                        1 => -255,
+                        _ => (next(&mut state) % 511) as i16 - 255,
+                    };
+                }
+            }
+            for (c, col) in w.iter_mut().enumerate() {
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = if (c + i) % 5 == 0 { -127 } else { ((next(&mut state) % 255) as i32 - 127) as i8 };
+                }
+            }
+            let bias = [123_456, -7];
+            let cols = [&w[0][..n], &w[1][..n]];
+            let mut want = [[0i32; 2]; 4];
+            for r in 0..4 {
+                for c in 0..2 {
+                    want[r][c] = bias[c] + (0..n).map(|i| a[r].0[i] as i32 * w[c][i] as i32).sum::<i32>();
+                }
+            }
+            assert_eq!(products(&a, cols, bias), want, "plain, n = {n}");
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the processor has AVX2 (checked); the intrinsics run as calls.
+                    assert_eq!(unsafe { products_avx2(&a, cols, bias) }, want, "avx2, n = {n}");
+                }
+                if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vnni")
+                {
+                    // SAFETY: as above, AVX-512 F, BW and VNNI.
+                    assert_eq!(unsafe { products_avx512(&a, cols, bias) }, want, "avx512, n = {n}");
+                }
+            }
+        }
     }
 
     /// The Cortex-M0's high word of a product, from 16-bit halves, against the 64-bit

@@ -136,11 +136,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             let mut rows = vec![0i16; b * c];
             rows.par_chunks_mut(c * ROWS_PER_TASK).enumerate().for_each(|(task, chunk)| {
                 let first = task * ROWS_PER_TASK;
-                self.rows(
-                    chunk.len() / c,
-                    |k, i| self.input_code(flat[i * b + first + k].to_f32()),
-                    |k, j, q| chunk[k * c + j] = q,
-                );
+                self.rows_of_batch(flat, first, chunk.len() / c, |k, j, q| chunk[k * c + j] = q);
             });
             for (k, &q) in rows.iter().enumerate() {
                 out[(k % c) * b + k / c] = q;
