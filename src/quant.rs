@@ -345,11 +345,8 @@ const PLAIN: u8 = 0;
 /// AVX2: [`products_avx2`], only in `rows_avx2`.
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 const AVX2: u8 = 1;
-/// AVX-512 with VNNI: [`products_avx512`], only in `rows_avx512`.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-const AVX512: u8 = 2;
 
-/// [`products`], or with `SIMD` [`products_avx2`] or [`products_avx512`].
+/// [`products`], or with `SIMD` [`products_avx2`].
 #[cfg(not(target_arch = "arm"))]
 #[inline(always)]
 fn products_any<const R: usize, const C: usize, const MAXW: usize, const SIMD: u8>(
@@ -358,69 +355,12 @@ fn products_any<const R: usize, const C: usize, const MAXW: usize, const SIMD: u
     bias: [i32; C],
 ) -> [[i32; C]; R] {
     #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    if SIMD == AVX512 {
-        // SAFETY: `SIMD` is AVX512 only in `rows_avx512`, which runs on processors with
-        // AVX-512 F, BW and VNNI (its caller checks) and into which this function and
-        // `products_avx512` inline.
-        return unsafe { products_avx512(a, col, bias) };
-    }
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
     if SIMD == AVX2 {
-        // SAFETY: as above, AVX2 in `rows_avx2`.
+        // SAFETY: `SIMD` is AVX2 only in `rows_avx2`, which runs on processors with AVX2
+        // (its caller checks) and into which this function and `products_avx2` inline.
         return unsafe { products_avx2(a, col, bias) };
     }
     products(a, col, bias)
-}
-
-/// [`products_avx2`] with AVX-512: per 32 inputs, one `vpdpwssd` per row and channel (32
-/// products, added in pairs to 16 sums of 32 bits in one instruction; exact, and the
-/// sums wrap as `wrapping_add`).
-///
-/// # Safety
-/// The processor must have AVX-512 F, BW and VNNI, and this must be inlined into code
-/// compiled for them.
-#[cfg(all(feature = "std", target_arch = "x86_64"))]
-#[inline(always)]
-unsafe fn products_avx512<const R: usize, const C: usize, const MAXW: usize>(
-    a: &[Centred<MAXW>; R],
-    col: [&[i8]; C],
-    bias: [i32; C],
-) -> [[i32; C]; R] {
-    use core::arch::x86_64::*;
-    let n = col[0].len();
-    let col: [&[i8]; C] = core::array::from_fn(|c| &col[c][..n]);
-    let rows: [&[i16]; R] = core::array::from_fn(|r| &a[r].0[..n]);
-    let whole = n & !31;
-    let mut acc = [[_mm512_setzero_si512(); C]; R];
-    let mut i = 0;
-    while i < whole {
-        // SAFETY: `i + 32 <= whole <= n`, and every `col[c]` and `rows[r]` holds `n`
-        // elements (sliced above): the 32 bytes and the 32 `i16` read are in bounds
-        // (unaligned loads); the features are present (the function's contract).
-        unsafe {
-            let w: [__m512i; C] =
-                core::array::from_fn(|c| _mm512_cvtepi8_epi16(_mm256_loadu_si256(col[c].as_ptr().add(i).cast())));
-            for r in 0..R {
-                let x = _mm512_loadu_si512(rows[r].as_ptr().add(i).cast());
-                for c in 0..C {
-                    acc[r][c] = _mm512_dpwssd_epi32(acc[r][c], x, w[c]);
-                }
-            }
-        }
-        i += 32;
-    }
-    let mut out = [[0i32; C]; R];
-    for r in 0..R {
-        for c in 0..C {
-            // SAFETY: the features are present (the function's contract).
-            let mut s = unsafe { _mm512_reduce_add_epi32(acc[r][c]) }.wrapping_add(bias[c]);
-            for k in whole..n {
-                s = s.wrapping_add(i32::from(rows[r][k]) * i32::from(col[c][k]));
-            }
-            out[r][c] = s;
-        }
-    }
-    out
 }
 
 /// [`products`] with AVX2's widening multiply-add: per 16 inputs, each channel's weights
@@ -1008,6 +948,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
                     core::array::from_fn(|c| &weights[(o + c) * fan_in..(o + c + 1) * fan_in]);
                 let bias: [i32; BLOCK_COLS] = core::array::from_fn(|c| self.biases[channel + o + c]);
                 let acc = products_any::<R, BLOCK_COLS, MAXW, SIMD>(&a, cols, bias);
+                // `c` picks a column of every row's sums.
+                #[allow(clippy::needless_range_loop)]
                 for c in 0..BLOCK_COLS {
                     let q = Requant::new(self.multipliers[channel + o + c], self.shifts[channel + o + c]);
                     let sums = core::array::from_fn(|r| acc[r][c]);
@@ -1201,13 +1143,6 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     #[inline]
     pub(crate) fn rows(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
         #[cfg(all(feature = "std", target_arch = "x86_64"))]
-        if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vnni") {
-            // SAFETY: the processor has every feature the function is compiled for (checked
-            // just above; AVX-512 BW implies F).
-            unsafe { self.rows_avx512(rows, code, sink) };
-            return;
-        }
-        #[cfg(all(feature = "std", target_arch = "x86_64"))]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the processor has AVX2 (checked just above), the one feature the
             // function is compiled for.
@@ -1215,17 +1150,6 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             return;
         }
         self.rows_inline::<PLAIN>(rows, code, sink)
-    }
-
-    /// [`Int8Model::rows_inline`] compiled for AVX-512 with VNNI, its products by
-    /// [`products_avx512`].
-    ///
-    /// # Safety
-    /// The processor must have AVX-512 F, BW and VNNI.
-    #[cfg(all(feature = "std", target_arch = "x86_64"))]
-    #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    unsafe fn rows_avx512(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
-        self.rows_inline::<AVX512>(rows, code, sink)
     }
 
     /// [`Int8Model::rows_inline`] compiled for AVX2, its products by [`products_avx2`].
@@ -1509,7 +1433,7 @@ mod tests {
         assert!(checked > 100_000, "{checked}");
     }
 
-    /// The host's vector products (AVX2, AVX-512 VNNI, where this processor has them) and
+    /// The host's vector products (AVX2, where this processor has it) and
     /// the plain loop against a sum written out here, for lengths around the vectors'
     /// widths, operands at the ends of their ranges and random.
     #[cfg(not(target_arch = "arm"))]
@@ -1548,11 +1472,6 @@ mod tests {
                 if std::arch::is_x86_feature_detected!("avx2") {
                     // SAFETY: the processor has AVX2 (checked); the intrinsics run as calls.
                     assert_eq!(unsafe { products_avx2(&a, cols, bias) }, want, "avx2, n = {n}");
-                }
-                if std::arch::is_x86_feature_detected!("avx512bw") && std::arch::is_x86_feature_detected!("avx512vnni")
-                {
-                    // SAFETY: as above, AVX-512 F, BW and VNNI.
-                    assert_eq!(unsafe { products_avx512(&a, cols, bias) }, want, "avx512, n = {n}");
                 }
             }
         }

@@ -6,7 +6,9 @@
 use crate::device::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{Element, HostTensor, Model, Params, StorageElement};
+#[cfg(feature = "opencl")]
+use crate::model::StorageElement;
+use crate::model::{Element, HostTensor, Model, Params};
 use crate::quant::Int8Model;
 
 /// Where an int8 model runs: its device, and on OpenCL its parameters there and its kernel.
