@@ -189,7 +189,7 @@ fn slot(i: usize, n: usize) -> usize {
 
 /// The requantisation of one output channel, [`requantize`]'s integers in 32-bit
 /// arithmetic (one 32 x 32 -> 64-bit multiply, of which only the high word is used):
-/// prepared once per channel for a block of rows.
+/// prepared once per channel for all the rows of a call.
 ///
 /// `requantize` rounds `p = acc · M / 2^n` half away from zero, that is
 /// `sign(acc) · r(|acc|)` with `r(u) = floor((u · M + 2^(n−1)) / 2^n)`. With `N ≥ 33`,
@@ -890,7 +890,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// codes and whose `out` has room for `CLASSES` (shorter ones panic on a slice bound).
     #[inline(always)]
     pub(crate) fn forward_codes_inline(&self, input: &[i8], out: &mut [i16]) {
-        self.block::<1, PLAIN>(|_, i| input[i], |_, k, q| out[k] = q);
+        self.block::<1, PLAIN>(&self.requants(), |_, i| input[i], |_, k, q| out[k] = q);
     }
 
     /// The forward pass of `rows` rows, [`BLOCK_ROWS`] at a time, then the rest one by
@@ -904,25 +904,33 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         code: impl Fn(usize, usize) -> i8,
         mut sink: impl FnMut(usize, usize, i16),
     ) {
+        let q = self.requants();
         let mut r0 = 0;
         while r0 + BLOCK_ROWS <= rows {
-            self.block::<BLOCK_ROWS, SIMD>(|r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
+            self.block::<BLOCK_ROWS, SIMD>(&q, |r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
             r0 += BLOCK_ROWS;
         }
         while r0 < rows {
-            self.block::<1, SIMD>(|_, i| code(r0, i), |_, k, q| sink(r0, k, q));
+            self.block::<1, SIMD>(&q, |_, i| code(r0, i), |_, k, q| sink(r0, k, q));
             r0 += 1;
         }
     }
 
+    /// The requantisation of every output channel, prepared once for all rows.
+    #[inline(always)]
+    fn requants(&self) -> [Requant; NC] {
+        core::array::from_fn(|k| Requant::new(self.multipliers[k], self.shifts[k]))
+    }
+
     /// The forward pass of `R` rows (see [`Int8Model::rows_inline`]): layer after layer,
     /// the products of [`BLOCK_COLS`] output channels at a time for all `R` rows (each
-    /// weight loaded once for the `R` rows), then each channel's requantisation, prepared
-    /// once for the `R` rows.
+    /// weight loaded once for the `R` rows), then each channel's requantisation
+    /// (`requants`, prepared once for all rows).
     #[cfg(not(target_arch = "arm"))]
     #[inline(always)]
     fn block<const R: usize, const SIMD: u8>(
         &self,
+        requants: &[Requant; NC],
         code: impl Fn(usize, usize) -> i8,
         mut sink: impl FnMut(usize, usize, i16),
     ) {
@@ -951,7 +959,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
                 // `c` picks a column of every row's sums.
                 #[allow(clippy::needless_range_loop)]
                 for c in 0..BLOCK_COLS {
-                    let q = Requant::new(self.multipliers[channel + o + c], self.shifts[channel + o + c]);
+                    let q = requants[channel + o + c];
                     let sums = core::array::from_fn(|r| acc[r][c]);
                     store(&q, &sums, head, z, o + c, fan_out, &mut next, &mut sink);
                 }
@@ -960,7 +968,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             while o < fan_out {
                 let col = &weights[o * fan_in..(o + 1) * fan_in];
                 let acc = products_any::<R, 1, MAXW, SIMD>(&a, [col], [self.biases[channel + o]]);
-                let q = Requant::new(self.multipliers[channel + o], self.shifts[channel + o]);
+                let q = requants[channel + o];
                 let sums = core::array::from_fn(|r| acc[r][0]);
                 store(&q, &sums, head, z, o, fan_out, &mut next, &mut sink);
                 o += 1;
@@ -982,6 +990,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     #[inline(always)]
     fn block<const R: usize, const SIMD: u8>(
         &self,
+        requants: &[Requant; NC],
         code: impl Fn(usize, usize) -> i8,
         mut sink: impl FnMut(usize, usize, i16),
     ) {
@@ -997,11 +1006,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         for l in 0..dims.len() - 1 {
             let (fan_in, fan_out) = (dims[l], dims[l + 1]);
             let weights = &self.weights[w..w + fan_in * fan_out];
-            let (biases, mults, shifts) = (
-                &self.biases[channel..channel + fan_out],
-                &self.multipliers[channel..channel + fan_out],
-                &self.shifts[channel..channel + fan_out],
-            );
+            let (biases, requants) = (&self.biases[channel..channel + fan_out], &requants[channel..channel + fan_out]);
             let z = self.act_zeros[l + 1] as i32;
             let head = l + 2 == dims.len();
             // Channel pairs, then the last channel of an odd layer as a pair of itself.
@@ -1014,7 +1019,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             for (w0, w1) in columns {
                 let o1 = o + step(o);
                 let s = a.products(w0, w1, biases[o], biases[o1]);
-                let (q0, q1) = (Requant::new(mults[o], shifts[o]), Requant::new(mults[o1], shifts[o1]));
+                let (q0, q1) = (&requants[o], &requants[o1]);
                 if head {
                     sink(0, o, q0.head(s[0][0], z));
                     if R > 1 {
