@@ -28,6 +28,7 @@ const TEMPLATES: &[(&str, &[&str])] = &[
 const SEPARATE: &[(&str, &str, &[&str])] = &[("int8.cl", "INT8_CL", &["tb_int8_layer"])];
 
 fn main() {
+    arm_cfgs();
     // Without the feature `opencl` (the `no_std` core, a firmware) nothing embeds the
     // templates: none is read, and none can reach the binary.
     if std::env::var_os("CARGO_FEATURE_OPENCL").is_none() {
@@ -140,4 +141,21 @@ fn arguments(src: &str, kernel: &str) -> Option<Vec<String>> {
             (!name.is_empty()).then_some(name)
         })
         .collect()
+}
+
+/// The integer forward pass's instruction sets on Arm microcontrollers (`src/quant.rs`):
+/// `tb_arm_dsp` where the target has the DSP extension's dual 16-bit multiply-add (`SMLAD`:
+/// Armv7E-M, the Cortex-M4 and M7), `tb_arm_v6m` where it has no 32 x 32 -> 64-bit multiply
+/// (Armv6-M and Armv8-M Baseline: the Cortex-M0, M0+, M1 and M23). Stable Rust sets no
+/// `target_feature` cfg for Arm, hence the target's name.
+fn arm_cfgs() {
+    println!("cargo:rustc-check-cfg=cfg(tb_arm_dsp)");
+    println!("cargo:rustc-check-cfg=cfg(tb_arm_v6m)");
+    let target = std::env::var("TARGET").unwrap_or_default();
+    if target.starts_with("thumbv7em") {
+        println!("cargo:rustc-cfg=tb_arm_dsp");
+    }
+    if target.starts_with("thumbv6m") || target.starts_with("thumbv8m.base") {
+        println!("cargo:rustc-cfg=tb_arm_v6m");
+    }
 }

@@ -150,34 +150,496 @@ pub fn requantize(acc: i32, mult: i32, shift: u8, zero: i32, lo: i32, hi: i32) -
     (r + zero as i64).clamp(lo as i64, hi as i64) as i32
 }
 
-/// `bias + Σ a[i] · w[i]`: the integer multiply-add loop of one output (`a` holds the
-/// input codes minus their zero point).
+/// Rows of a block of the integer forward pass: each weight is loaded once for this many
+/// rows. Four on the host (with two columns, eight vector sums in registers); two on a
+/// microcontroller, whose registers hold fewer sums.
+#[cfg(not(target_arch = "arm"))]
+const BLOCK_ROWS: usize = 4;
+/// Rows of a block of the integer forward pass.
+#[cfg(target_arch = "arm")]
+const BLOCK_ROWS: usize = 2;
+
+/// Output channels of a block of the integer forward pass on the host: each input code is
+/// loaded once for this many channels (a microcontroller's kernel is two by two).
+#[cfg(not(target_arch = "arm"))]
+const BLOCK_COLS: usize = 2;
+
+/// One row's input codes minus their zero point (or a hidden layer's), the operands of the
+/// integer products, at the index [`slot`] gives. Word-aligned, so that the Cortex-M4's
+/// dual multiply-adds load two at a time.
+#[cfg(any(not(target_arch = "arm"), tb_arm_dsp))]
+#[derive(Clone, Copy)]
+#[repr(C, align(4))]
+struct Centred<const MAXW: usize>([i16; MAXW]);
+
+/// Where activation `i` of a layer of width `n` is stored in [`Centred`]: at `i`, except
+/// with the DSP extension, where every whole group of four, `a0 a1 a2 a3`, is stored
+/// `a0 a2 a1 a3`, so that one word holds the pair `(a0, a2)` that `SMLAD` multiplies with
+/// the weights `(w0, w2)` that `SXTB16` unpacks from the word `w0 w1 w2 w3` (and the next
+/// word `(a1, a3)` with `(w1, w3)`).
+#[cfg(any(not(target_arch = "arm"), tb_arm_dsp))]
 #[inline(always)]
-pub fn dot(bias: i32, a: &[i16], w: &[i8]) -> i32 {
-    // The quantiser bounds every sum within `i32`, so the wrapping never happens.
-    let n = a.len().min(w.len());
-    let (a, w) = (&a[..n], &w[..n]);
-    let mut acc = 0i32;
-    // On a microcontroller, four products a step (fewer loop instructions); elsewhere the
-    // plain loop, which vectorises into widening multiply-adds. The same sum either way.
-    #[cfg(target_arch = "arm")]
-    {
-        let (a4, w4) = (a.chunks_exact(4), w.chunks_exact(4));
-        let (ra, rw) = (a4.remainder(), w4.remainder());
-        for (x, y) in a4.zip(w4) {
-            let s = x[0] as i32 * y[0] as i32 + x[1] as i32 * y[1] as i32;
-            let t = x[2] as i32 * y[2] as i32 + x[3] as i32 * y[3] as i32;
-            acc = acc.wrapping_add(s.wrapping_add(t));
-        }
-        for (&x, &y) in ra.iter().zip(rw) {
-            acc = acc.wrapping_add(x as i32 * y as i32);
+fn slot(i: usize, n: usize) -> usize {
+    if cfg!(tb_arm_dsp) && i < n & !3 {
+        (i & !3) | ((i & 1) << 1) | ((i >> 1) & 1)
+    } else {
+        i
+    }
+}
+
+/// The requantisation of one output channel, [`requantize`]'s integers in 32-bit
+/// arithmetic (one 32 x 32 -> 64-bit multiply, of which only the high word is used):
+/// prepared once per channel for all the rows of a call.
+///
+/// `requantize` rounds `p = acc · M / 2^n` half away from zero, that is
+/// `sign(acc) · r(|acc|)` with `r(u) = floor((u · M + 2^(n−1)) / 2^n)`. With `N ≥ 33`,
+/// `u · M + 2^(N−1) = (hi + 2^(N−33)) · 2^32 + lo` (`hi`, `lo` the words of `u · M`), and
+/// `lo < 2^32` cannot carry into the quotient, so `r(u) = (hi + 2^(N−33)) >> (N − 32)`.
+/// For `n ≥ 33` that is the form (`|acc| < 2^31` and `M < 2^31`: `hi < 2^30`, no
+/// overflow). For `3 ≤ n < 33`, `u` is first capped at `2^(n−2) − 1` and shifted left by
+/// `k = 33 − n` (below `2^31`), so that `N = 33`: the cap changes nothing, since already
+/// `r(2^(n−2) − 1) ≥ 2^27` saturates every output (`M ≥ 2^30`). For `n < 3`
+/// (`m ≥ 2^28`), every `u ≥ 1` saturates and `u = 0` gives 0, which `M = 2^30, n = 3`
+/// gives as well. `tests::fast_requantisation_equals_requantize` checks the two against
+/// each other.
+#[derive(Clone, Copy)]
+struct Requant {
+    /// The largest `u` kept (larger ones saturate anyway).
+    cap: u32,
+    /// The left shift `k`.
+    k: u32,
+    /// `M`.
+    mult: u32,
+    /// The rounding term `2^(N−33)`.
+    round: u32,
+    /// The right shift `N − 32`.
+    shift: u32,
+}
+
+impl Requant {
+    /// The form of the multiplier `mult` and shift `shift` (as [`multiplier`] gives them:
+    /// `mult` 0 or in `[2^30, 2^31)`, `shift` in `1..=62`).
+    #[inline(always)]
+    fn new(mult: i32, shift: u8) -> Self {
+        let (mult, n) = if shift < 3 { (1u32 << 30, 3u32) } else { (mult as u32, u32::from(shift)) };
+        if n >= 33 {
+            Self { cap: u32::MAX, k: 0, mult, round: 1 << (n - 33), shift: n - 32 }
+        } else {
+            Self { cap: (1 << (n - 2)) - 1, k: 33 - n, mult, round: 1, shift: 1 }
         }
     }
-    #[cfg(not(target_arch = "arm"))]
-    for (&x, &y) in a.iter().zip(w) {
-        acc = acc.wrapping_add(x as i32 * y as i32);
+
+    /// `r(u)` of a magnitude `u = |acc|` (see the type's docs).
+    #[inline(always)]
+    fn magnitude(&self, u: u32) -> u32 {
+        (mul_high(u.min(self.cap) << self.k, self.mult) + self.round) >> self.shift
     }
-    bias.wrapping_add(acc)
+
+    /// The head's code of the sum `acc`, zero point `z`: `clamp(z ± r(|acc|))`.
+    #[inline(always)]
+    fn head(&self, acc: i32, z: i32) -> i16 {
+        let m = self.magnitude(acc.unsigned_abs()) as i32;
+        let y = if acc < 0 { z - m } else { z + m };
+        y.clamp(-32768, 32767) as i16
+    }
+
+    /// A hidden layer's code of the sum `acc` minus its zero point `z`:
+    /// `min(r(acc), 127 − z)`, 0 for a negative sum (the ReLU).
+    #[inline(always)]
+    fn hidden(&self, acc: i32, z: i32) -> i16 {
+        self.magnitude(acc.max(0) as u32).min((127 - z) as u32) as i16
+    }
+}
+
+/// Requantises the sums `acc` of output channel `o` (of a layer `width` wide) of a block's
+/// rows with `q`: for the head, its codes `clamp(z ± r(|acc|))` go to `sink(row, o, code)`;
+/// for a hidden layer, the codes minus their zero point `z`, `min(r(acc), 127 − z)` (0 for
+/// a negative sum: the ReLU), go to `next`, the next layer's operands.
+#[cfg(not(target_arch = "arm"))]
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn store<const R: usize, const MAXW: usize>(
+    q: &Requant,
+    acc: &[i32; R],
+    head: bool,
+    z: i32,
+    o: usize,
+    width: usize,
+    next: &mut [Centred<MAXW>; R],
+    sink: &mut impl FnMut(usize, usize, i16),
+) {
+    if head {
+        for (r, &v) in acc.iter().enumerate() {
+            sink(r, o, q.head(v, z));
+        }
+    } else {
+        let at = slot(o, width);
+        for (row, &v) in next.iter_mut().zip(acc) {
+            row.0[at] = q.hidden(v, z);
+        }
+    }
+}
+
+/// The high word of `a · b`, for `a, b < 2^31`.
+#[cfg(not(tb_arm_v6m))]
+#[inline(always)]
+fn mul_high(a: u32, b: u32) -> u32 {
+    ((u64::from(a) * u64::from(b)) >> 32) as u32
+}
+
+/// The high word of `a · b` on a Cortex-M0: [`mul_high_halves`].
+#[cfg(tb_arm_v6m)]
+#[inline(always)]
+fn mul_high(a: u32, b: u32) -> u32 {
+    mul_high_halves(a, b)
+}
+
+/// The high word of `a · b`, for `a, b < 2^31`, from four 16 x 16-bit products: a Cortex-M0
+/// has no 32 x 32 -> 64-bit multiply, and the library's 64 x 64-bit one costs a call.
+/// With `a = ah · 2^16 + al` and `b = bh · 2^16 + bl` (`ah, bh < 2^15`), the middle sum
+/// `ah · bl + al · bh + (al · bl >> 16)` is below `2^32`, and
+/// `floor(a · b / 2^32) = ah · bh + (middle >> 16)`.
+#[cfg(any(test, tb_arm_v6m))]
+#[inline(always)]
+fn mul_high_halves(a: u32, b: u32) -> u32 {
+    let (ah, al, bh, bl) = (a >> 16, a & 0xFFFF, b >> 16, b & 0xFFFF);
+    let middle = ah * bl + al * bh + ((al * bl) >> 16);
+    ah * bh + (middle >> 16)
+}
+
+/// The sums `bias[c] + Σ_i a[r][i] · col[c][i]` of `R` rows by `C` output channels: each
+/// weight is loaded once for the `R` rows, each activation once for the `C` channels, and
+/// the `R x C` sums stay in registers. On the host the loop over `i` vectorises into
+/// widening multiply-adds (`pmaddwd`, `vpdpwssd`). The quantiser bounds every sum within
+/// `i32`, so the wrapping never happens.
+#[cfg(not(target_arch = "arm"))]
+#[inline(always)]
+fn products<const R: usize, const C: usize, const MAXW: usize>(
+    a: &[Centred<MAXW>; R],
+    col: [&[i8]; C],
+    bias: [i32; C],
+) -> [[i32; C]; R] {
+    let n = col[0].len();
+    let a: [&[i16]; R] = core::array::from_fn(|r| &a[r].0[..n]);
+    let col: [&[i8]; C] = core::array::from_fn(|c| &col[c][..n]);
+    let mut acc = [[0i32; C]; R];
+    for i in 0..n {
+        for r in 0..R {
+            let x = i32::from(a[r][i]);
+            for c in 0..C {
+                acc[r][c] = acc[r][c].wrapping_add(x * i32::from(col[c][i]));
+            }
+        }
+    }
+    for row in &mut acc {
+        for (v, b) in row.iter_mut().zip(bias) {
+            *v = v.wrapping_add(b);
+        }
+    }
+    acc
+}
+
+/// The products' instruction set, a const argument of the forward pass: plain Rust (which
+/// the compiler vectorises as it can), or intrinsics, only in code compiled for them.
+const PLAIN: u8 = 0;
+/// AVX2: [`products_avx2`], only in `rows_avx2`.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+const AVX2: u8 = 1;
+
+/// [`products`], or with `SIMD` [`products_avx2`].
+#[cfg(not(target_arch = "arm"))]
+#[inline(always)]
+fn products_any<const R: usize, const C: usize, const MAXW: usize, const SIMD: u8>(
+    a: &[Centred<MAXW>; R],
+    col: [&[i8]; C],
+    bias: [i32; C],
+) -> [[i32; C]; R] {
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    if SIMD == AVX2 {
+        // SAFETY: `SIMD` is AVX2 only in `rows_avx2`, which runs on processors with AVX2
+        // (its caller checks) and into which this function and `products_avx2` inline.
+        return unsafe { products_avx2(a, col, bias) };
+    }
+    products(a, col, bias)
+}
+
+/// [`products`] with AVX2's widening multiply-add: per 16 inputs, each channel's weights
+/// sign-extended to 16 bits once (`vpmovsxbw`) for the `R` rows, each row's 16 operands
+/// loaded once for the `C` channels, and one `vpmaddwd` (16 products, added in pairs into
+/// 8 sums of 32 bits: exact, `|2 · 255 · 127| < 2^31`) with one `vpaddd` per row and
+/// channel; the `R x C` vector sums stay in registers. The rest of the inputs one by one.
+/// The same sums (`vpaddd` wraps as `wrapping_add`).
+///
+/// # Safety
+/// The processor must have AVX2, and this must be inlined into code compiled for it.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+#[inline(always)]
+unsafe fn products_avx2<const R: usize, const C: usize, const MAXW: usize>(
+    a: &[Centred<MAXW>; R],
+    col: [&[i8]; C],
+    bias: [i32; C],
+) -> [[i32; C]; R] {
+    use core::arch::x86_64::*;
+    let n = col[0].len();
+    let col: [&[i8]; C] = core::array::from_fn(|c| &col[c][..n]);
+    let rows: [&[i16]; R] = core::array::from_fn(|r| &a[r].0[..n]);
+    let whole = n & !15;
+    let mut acc = [[_mm256_setzero_si256(); C]; R];
+    let mut i = 0;
+    while i < whole {
+        // SAFETY: `i + 16 <= whole <= n`, and every `col[c]` and `rows[r]` holds `n`
+        // elements (sliced above): the 16 bytes and the 16 `i16` read are in bounds
+        // (unaligned loads); AVX2 is present (the function's contract).
+        unsafe {
+            let w: [__m256i; C] =
+                core::array::from_fn(|c| _mm256_cvtepi8_epi16(_mm_loadu_si128(col[c].as_ptr().add(i).cast())));
+            for r in 0..R {
+                let x = _mm256_loadu_si256(rows[r].as_ptr().add(i).cast());
+                for c in 0..C {
+                    acc[r][c] = _mm256_add_epi32(acc[r][c], _mm256_madd_epi16(x, w[c]));
+                }
+            }
+        }
+        i += 16;
+    }
+    let mut out = [[0i32; C]; R];
+    for c in 0..C {
+        // The eight lanes of each sum added up, four rows at a time: two rounds of pairwise
+        // additions (`vphaddd`) leave row r's halves in lanes r and r + 4.
+        let mut r = 0;
+        while r + 4 <= R {
+            let mut lanes = [0i32; 4];
+            // SAFETY: AVX2 is present (the function's contract); `lanes` holds 16 bytes
+            // (an unaligned store).
+            unsafe {
+                let t01 = _mm256_hadd_epi32(acc[r][c], acc[r + 1][c]);
+                let t23 = _mm256_hadd_epi32(acc[r + 2][c], acc[r + 3][c]);
+                let t = _mm256_hadd_epi32(t01, t23);
+                let sum = _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256::<1>(t));
+                _mm_storeu_si128(lanes.as_mut_ptr().cast(), sum);
+            }
+            for k in 0..4 {
+                out[r + k][c] = lanes[k];
+            }
+            r += 4;
+        }
+        while r < R {
+            let mut lanes = [0i32; 8];
+            // SAFETY: AVX2 is present; `lanes` holds 32 bytes (an unaligned store).
+            unsafe { _mm256_storeu_si256(lanes.as_mut_ptr().cast(), acc[r][c]) };
+            out[r][c] = lanes.iter().fold(0i32, |s, &v| s.wrapping_add(v));
+            r += 1;
+        }
+        for (r, row) in rows.iter().enumerate() {
+            let mut s = out[r][c].wrapping_add(bias[c]);
+            for k in whole..n {
+                s = s.wrapping_add(i32::from(row[k]) * i32::from(col[c][k]));
+            }
+            out[r][c] = s;
+        }
+    }
+    out
+}
+
+/// The operands of two rows on a microcontroller, input (or hidden unit) `i` of each
+/// minus its zero point: with the DSP extension two [`Centred`] rows (for [`products_2x2`]);
+/// on a Cortex-M0 one word per input, row 0 in the low half and row 1 in the high half,
+/// loaded with one instruction (for [`products_2x1`]).
+#[cfg(target_arch = "arm")]
+#[derive(Clone, Copy)]
+struct RowPair<const MAXW: usize> {
+    #[cfg(tb_arm_dsp)]
+    rows: [Centred<MAXW>; 2],
+    #[cfg(not(tb_arm_dsp))]
+    words: [u32; MAXW],
+}
+
+#[cfg(target_arch = "arm")]
+impl<const MAXW: usize> RowPair<MAXW> {
+    /// All zeros.
+    #[inline(always)]
+    fn new() -> Self {
+        Self {
+            #[cfg(tb_arm_dsp)]
+            rows: [Centred([0; MAXW]); 2],
+            #[cfg(not(tb_arm_dsp))]
+            words: [0; MAXW],
+        }
+    }
+
+    /// Stores operand `i` (of a layer `width` wide) of row 0, `v0`, and of row 1, `v1`.
+    #[inline(always)]
+    fn put(&mut self, i: usize, width: usize, v0: i16, v1: i16) {
+        #[cfg(tb_arm_dsp)]
+        {
+            let at = slot(i, width);
+            self.rows[0].0[at] = v0;
+            self.rows[1].0[at] = v1;
+        }
+        #[cfg(not(tb_arm_dsp))]
+        {
+            let _ = width;
+            self.words[i] = u32::from(v0 as u16) | (u32::from(v1 as u16) << 16);
+        }
+    }
+
+    /// The sums `[[row 0 x w0, row 0 x w1], [row 1 x w0, row 1 x w1]]` plus the biases
+    /// `b0`, `b1`, over the first `w0.len()` operands (`w1` as long).
+    #[inline(always)]
+    fn products(&self, w0: &[i8], w1: &[i8], b0: i32, b1: i32) -> [[i32; 2]; 2] {
+        #[cfg(tb_arm_dsp)]
+        {
+            products_2x2(&self.rows[0].0, &self.rows[1].0, w0, w1, b0, b1)
+        }
+        #[cfg(not(tb_arm_dsp))]
+        {
+            let (s00, s10) = products_2x1(&self.words, w0, b0);
+            let (s01, s11) = products_2x1(&self.words, w1, b1);
+            [[s00, s01], [s10, s11]]
+        }
+    }
+}
+
+/// The sums `b + Σ_i lo(words[i]) · w[i]` and `b + Σ_i hi(words[i]) · w[i]` (`w.len()`
+/// inputs; the halves signed 16-bit) on a Cortex-M0, whose compiled loops keep sums on the
+/// stack (eight low registers): a loop in assembly, two multiply-adds in eleven
+/// instructions, the sums in two high registers. The same sums as `wrapping_add` of the
+/// products (the M0's `MULS` and `ADD` wrap).
+#[cfg(all(target_arch = "arm", not(tb_arm_dsp)))]
+#[inline(always)]
+fn products_2x1(words: &[u32], w: &[i8], b: i32) -> (i32, i32) {
+    let n = w.len();
+    let words = &words[..n];
+    let (mut s0, mut s1) = (b, b);
+    if n == 0 {
+        return (s0, s1);
+    }
+    // SAFETY: the loop reads `words[0..n]` (4 bytes each, through `pa`, from
+    // `words.as_ptr()`, word-aligned as a `u32` slice) and `w[0..n]` (as `pw[k]` with `pw`
+    // the end of `w` and `k` from `-n` up to `-1`); `words` holds `n` words (sliced above)
+    // and `w` holds `n` bytes, and `n >= 1`, so every read is in bounds. It writes only
+    // the registers named (r8 and r10 as clobbers), reads memory but writes none, and uses
+    // no stack.
+    unsafe {
+        core::arch::asm!(
+            // r0: pa, r1: pw, r2: k, r3 and r4: the sums in and out (r8 and r10 in the
+            // loop), then x0 and x1; r5: y.
+            "mov r8, r3",
+            "mov r10, r4",
+            "2:",
+            "ldr r4, [r0]",
+            "ldrsb r5, [r1, r2]",
+            "sxth r3, r4",
+            "asrs r4, r4, #16",
+            "muls r3, r5, r3",
+            "muls r4, r5, r4",
+            "add r8, r3",
+            "add r10, r4",
+            "adds r0, #4",
+            "adds r2, #1",
+            "bne 2b",
+            "mov r3, r8",
+            "mov r4, r10",
+            inout("r0") words.as_ptr() => _,
+            in("r1") w.as_ptr().wrapping_add(n),
+            inout("r2") (n as isize).wrapping_neg() => _,
+            inout("r3") s0,
+            inout("r4") s1,
+            out("r5") _,
+            out("r8") _,
+            out("r10") _,
+            options(readonly, nostack),
+        );
+    }
+    (s0, s1)
+}
+
+/// [`products_2x2`] with the Cortex-M4's DSP extension: per group of four inputs, one word
+/// of four weights a channel, unpacked by two `SXTB16` into the pairs `(w0, w2)` and
+/// `(w1, w3)`, one word of two activations a pair (stored so by [`slot`]), and two `SMLAD`
+/// (two 16 x 16-bit products added to a sum, one instruction) per row and channel: four
+/// multiply-adds in two instructions. The same sums (every product is exact in 32 bits,
+/// and `SMLAD`'s sum wraps as `wrapping_add`).
+#[cfg(tb_arm_dsp)]
+#[inline(always)]
+fn products_2x2(a0: &[i16], a1: &[i16], w0: &[i8], w1: &[i8], b0: i32, b1: i32) -> [[i32; 2]; 2] {
+    let n = w0.len();
+    let (a0, a1, w1) = (&a0[..n], &a1[..n], &w1[..n]);
+    let (mut s00, mut s01, mut s10, mut s11) = (b0, b1, b0, b1);
+    let pair = |x: &[i16]| u32::from(x[0] as u16) | (u32::from(x[1] as u16) << 16);
+    let word = |w: &[i8]| u32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8]);
+    let groups = a0.chunks_exact(4).zip(a1.chunks_exact(4)).zip(w0.chunks_exact(4).zip(w1.chunks_exact(4)));
+    for ((x0, x1), (y0, y1)) in groups {
+        let (p0, q0, p1, q1) = (pair(&x0[..2]), pair(&x0[2..]), pair(&x1[..2]), pair(&x1[2..]));
+        let (v, u) = (word(y0), word(y1));
+        let (v02, v13, u02, u13) = (sxtb16(v), sxtb16_ror8(v), sxtb16(u), sxtb16_ror8(u));
+        s00 = smlad(q0, v13, smlad(p0, v02, s00));
+        s10 = smlad(q1, v13, smlad(p1, v02, s10));
+        s01 = smlad(q0, u13, smlad(p0, u02, s01));
+        s11 = smlad(q1, u13, smlad(p1, u02, s11));
+    }
+    for i in n & !3..n {
+        let (x0, x1) = (i32::from(a0[i]), i32::from(a1[i]));
+        let (y0, y1) = (i32::from(w0[i]), i32::from(w1[i]));
+        s00 = s00.wrapping_add(x0 * y0);
+        s01 = s01.wrapping_add(x0 * y1);
+        s10 = s10.wrapping_add(x1 * y0);
+        s11 = s11.wrapping_add(x1 * y1);
+    }
+    [[s00, s01], [s10, s11]]
+}
+
+/// `acc + lo(x) · lo(y) + hi(x) · hi(y)`, the halves signed 16-bit: `SMLAD`.
+#[cfg(tb_arm_dsp)]
+#[inline(always)]
+fn smlad(x: u32, y: u32, acc: i32) -> i32 {
+    let out: i32;
+    // SAFETY: SMLAD is an instruction of the DSP extension, which this target has (the
+    // build script sets `tb_arm_dsp` for the Armv7E-M targets only); it reads and writes
+    // registers alone (no memory, no stack). It may set the sticky Q flag on overflow,
+    // which no Rust code reads, so `preserves_flags` is not claimed.
+    unsafe {
+        core::arch::asm!(
+            "smlad {out}, {x}, {y}, {acc}",
+            out = lateout(reg) out,
+            x = in(reg) x,
+            y = in(reg) y,
+            acc = in(reg) acc,
+            options(pure, nomem, nostack),
+        );
+    }
+    out
+}
+
+/// The bytes 0 and 2 of `x`, sign-extended to the two halves of a word: `SXTB16`.
+#[cfg(tb_arm_dsp)]
+#[inline(always)]
+fn sxtb16(x: u32) -> u32 {
+    let out: u32;
+    // SAFETY: SXTB16 is an instruction of the DSP extension, which this target has (see
+    // `smlad`); registers only, no memory, no stack, no flags.
+    unsafe {
+        core::arch::asm!("sxtb16 {out}, {x}", out = lateout(reg) out, x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
+    }
+    out
+}
+
+/// The bytes 1 and 3 of `x`, sign-extended to the two halves of a word: `SXTB16` with a
+/// rotation by 8.
+#[cfg(tb_arm_dsp)]
+#[inline(always)]
+fn sxtb16_ror8(x: u32) -> u32 {
+    let out: u32;
+    // SAFETY: as `sxtb16`.
+    unsafe {
+        core::arch::asm!(
+            "sxtb16 {out}, {x}, ror #8",
+            out = lateout(reg) out,
+            x = in(reg) x,
+            options(pure, nomem, nostack, preserves_flags),
+        );
+    }
+    out
 }
 
 /// An int8 MLP: the quantised parameters of model `M`, and its integer forward pass.
@@ -385,7 +847,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
 
     /// The integer forward pass of one row: `input` holds the row's `FEATURES` input codes,
     /// `out` receives the head's `CLASSES` output codes (`int16`). No floating point, no
-    /// allocation.
+    /// allocation. For several rows, [`Int8Model::forward_rows`] is faster.
     ///
     /// # Errors
     /// [`Error::Quantize`] if `input` holds fewer than `FEATURES` codes or `out` has room
@@ -401,33 +863,182 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         Ok(())
     }
 
+    /// The integer forward pass of several rows, a block of rows at a time (every weight is
+    /// loaded once for the block's rows): `input` holds the rows' input codes one row after
+    /// another (`FEATURES` each), `out` receives the head's codes of every row, one row
+    /// after another (`CLASSES` each). The rows are `input.len() / FEATURES`. The same
+    /// integers as [`Int8Model::forward_codes`] row by row. No floating point, no
+    /// allocation.
+    ///
+    /// # Errors
+    /// [`Error::Quantize`] if `input`'s length is not a multiple of `FEATURES` or `out`
+    /// has room for fewer than `CLASSES` codes a row.
+    pub fn forward_rows(&self, input: &[i8], out: &mut [i16]) -> Result<()> {
+        let (f, c) = (M::FEATURES, M::CLASSES);
+        let rows = input.len() / f;
+        if input.len() % f != 0 || out.len() < rows * c {
+            return Err(refuse(Text::from(
+                "forward_rows takes whole rows of FEATURES input codes and room for CLASSES output codes a row",
+            )));
+        }
+        self.rows(rows, |r, i| input[r * f + i], |r, k, q| out[r * c + k] = q);
+        Ok(())
+    }
+
     /// [`Int8Model::forward_codes`], inlined into its caller (which may be compiled for
     /// wider vector instructions), for callers whose `input` holds at least `FEATURES`
     /// codes and whose `out` has room for `CLASSES` (shorter ones panic on a slice bound).
     #[inline(always)]
     pub(crate) fn forward_codes_inline(&self, input: &[i8], out: &mut [i16]) {
+        self.block::<1, PLAIN>(&self.requants(), |_, i| input[i], |_, k, q| out[k] = q);
+    }
+
+    /// The forward pass of `rows` rows, [`BLOCK_ROWS`] at a time, then the rest one by
+    /// one: `code(r, i)` is input code `i` of row `r`, `sink(r, k, q)` takes the head's
+    /// code `k` of row `r`. Inlined into its caller (which may be compiled for wider vector
+    /// instructions).
+    #[inline(always)]
+    pub(crate) fn rows_inline<const SIMD: u8>(
+        &self,
+        rows: usize,
+        code: impl Fn(usize, usize) -> i8,
+        mut sink: impl FnMut(usize, usize, i16),
+    ) {
+        let q = self.requants();
+        let mut r0 = 0;
+        while r0 + BLOCK_ROWS <= rows {
+            self.block::<BLOCK_ROWS, SIMD>(&q, |r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
+            r0 += BLOCK_ROWS;
+        }
+        while r0 < rows {
+            self.block::<1, SIMD>(&q, |_, i| code(r0, i), |_, k, q| sink(r0, k, q));
+            r0 += 1;
+        }
+    }
+
+    /// The requantisation of every output channel, prepared once for all rows.
+    #[inline(always)]
+    fn requants(&self) -> [Requant; NC] {
+        core::array::from_fn(|k| Requant::new(self.multipliers[k], self.shifts[k]))
+    }
+
+    /// The forward pass of `R` rows (see [`Int8Model::rows_inline`]): layer after layer,
+    /// the products of [`BLOCK_COLS`] output channels at a time for all `R` rows (each
+    /// weight loaded once for the `R` rows), then each channel's requantisation
+    /// (`requants`, prepared once for all rows).
+    #[cfg(not(target_arch = "arm"))]
+    #[inline(always)]
+    fn block<const R: usize, const SIMD: u8>(
+        &self,
+        requants: &[Requant; NC],
+        code: impl Fn(usize, usize) -> i8,
+        mut sink: impl FnMut(usize, usize, i16),
+    ) {
         let dims = M::LAYERS;
-        let mut hidden = [0i8; MAXW];
-        let mut centred = [0i16; MAXW];
-        hidden[..dims[0]].copy_from_slice(&input[..dims[0]]);
+        let mut a = [Centred([0i16; MAXW]); R];
+        let mut next = [Centred([0i16; MAXW]); R];
+        let f = dims[0];
+        let z_in = self.act_zeros[0];
+        for (r, row) in a.iter_mut().enumerate() {
+            for i in 0..f {
+                row.0[slot(i, f)] = code(r, i) as i16 - z_in;
+            }
+        }
         let (mut w, mut channel) = (0, 0);
         for l in 0..dims.len() - 1 {
             let (fan_in, fan_out) = (dims[l], dims[l + 1]);
-            let z_in = self.act_zeros[l];
-            for (c, &q) in centred[..fan_in].iter_mut().zip(&hidden[..fan_in]) {
-                *c = q as i16 - z_in;
-            }
-            let z_out = self.act_zeros[l + 1] as i32;
             let weights = &self.weights[w..w + fan_in * fan_out];
+            let z = self.act_zeros[l + 1] as i32;
             let head = l + 2 == dims.len();
-            for (o, column) in weights.chunks_exact(fan_in).enumerate() {
-                let k = channel + o;
-                let acc = dot(self.biases[k], &centred[..fan_in], column);
-                if head {
-                    out[o] = requantize(acc, self.multipliers[k], self.shifts[k], z_out, -32768, 32767) as i16;
-                } else {
-                    hidden[o] = requantize(acc, self.multipliers[k], self.shifts[k], z_out, z_out, 127) as i8;
+            let mut o = 0;
+            while o + BLOCK_COLS <= fan_out {
+                let cols: [&[i8]; BLOCK_COLS] =
+                    core::array::from_fn(|c| &weights[(o + c) * fan_in..(o + c + 1) * fan_in]);
+                let bias: [i32; BLOCK_COLS] = core::array::from_fn(|c| self.biases[channel + o + c]);
+                let acc = products_any::<R, BLOCK_COLS, MAXW, SIMD>(&a, cols, bias);
+                // `c` picks a column of every row's sums.
+                #[allow(clippy::needless_range_loop)]
+                for c in 0..BLOCK_COLS {
+                    let q = requants[channel + o + c];
+                    let sums = core::array::from_fn(|r| acc[r][c]);
+                    store(&q, &sums, head, z, o + c, fan_out, &mut next, &mut sink);
                 }
+                o += BLOCK_COLS;
+            }
+            while o < fan_out {
+                let col = &weights[o * fan_in..(o + 1) * fan_in];
+                let acc = products_any::<R, 1, MAXW, SIMD>(&a, [col], [self.biases[channel + o]]);
+                let q = requants[channel + o];
+                let sums = core::array::from_fn(|r| acc[r][0]);
+                store(&q, &sums, head, z, o, fan_out, &mut next, &mut sink);
+                o += 1;
+            }
+            if !head {
+                core::mem::swap(&mut a, &mut next);
+            }
+            w += fan_in * fan_out;
+            channel += fan_out;
+        }
+    }
+
+    /// [`Int8Model::block`] on a microcontroller, written out for two rows (`R` is 1 or 2;
+    /// one row runs as two equal rows, the second's codes dropped), two channels at a time
+    /// ([`products_2x2`]), each pair of sums requantised at once ([`store_pair`]): a
+    /// size-optimised build unrolls no loop over the rows, and the Cortex-M0's eight
+    /// registers hold no more sums.
+    #[cfg(target_arch = "arm")]
+    #[inline(always)]
+    fn block<const R: usize, const SIMD: u8>(
+        &self,
+        requants: &[Requant; NC],
+        code: impl Fn(usize, usize) -> i8,
+        mut sink: impl FnMut(usize, usize, i16),
+    ) {
+        let dims = M::LAYERS;
+        let mut a = RowPair::<MAXW>::new();
+        let mut next = RowPair::<MAXW>::new();
+        let f = dims[0];
+        let z_in = self.act_zeros[0];
+        for i in 0..f {
+            a.put(i, f, code(0, i) as i16 - z_in, code(R - 1, i) as i16 - z_in);
+        }
+        let (mut w, mut channel) = (0, 0);
+        for l in 0..dims.len() - 1 {
+            let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+            let weights = &self.weights[w..w + fan_in * fan_out];
+            let (biases, requants) = (&self.biases[channel..channel + fan_out], &requants[channel..channel + fan_out]);
+            let z = self.act_zeros[l + 1] as i32;
+            let head = l + 2 == dims.len();
+            // Channel pairs, then the last channel of an odd layer as a pair of itself.
+            let pairs = weights.chunks_exact(2 * fan_in);
+            let last = pairs.remainder();
+            let (even, odd) = (last.is_empty(), !last.is_empty());
+            let columns = pairs.map(|pair| pair.split_at(fan_in)).chain(odd.then_some((last, last)));
+            let step = |o: usize| if even || o + 1 < fan_out { 1 } else { 0 };
+            let mut o = 0;
+            for (w0, w1) in columns {
+                let o1 = o + step(o);
+                let s = a.products(w0, w1, biases[o], biases[o1]);
+                let (q0, q1) = (&requants[o], &requants[o1]);
+                if head {
+                    sink(0, o, q0.head(s[0][0], z));
+                    if R > 1 {
+                        sink(1, o, q0.head(s[1][0], z));
+                    }
+                    if o1 > o {
+                        sink(0, o1, q1.head(s[0][1], z));
+                        if R > 1 {
+                            sink(1, o1, q1.head(s[1][1], z));
+                        }
+                    }
+                } else {
+                    next.put(o, fan_out, q0.hidden(s[0][0], z), q0.hidden(s[1][0], z));
+                    next.put(o1, fan_out, q1.hidden(s[0][1], z), q1.hidden(s[1][1], z));
+                }
+                o += 2;
+            }
+            if !head {
+                core::mem::swap(&mut a, &mut next);
             }
             w += fan_in * fan_out;
             channel += fan_out;
@@ -456,18 +1067,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         check_codes_len::<M>(out)?;
         let flat = x.as_flat();
         crate::check::finite("input", flat, M::BATCH)?;
-        let (b, classes) = (M::BATCH, M::CLASSES);
-        let mut row = [0i8; MAXW];
-        let mut codes = [0i16; MAXW];
-        for r in 0..b {
-            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
-                *q = self.input_code(flat[i * b + r].to_f32());
-            }
-            self.forward_codes_inline(&row, &mut codes);
-            for c in 0..classes {
-                out[c * b + r] = codes[c];
-            }
-        }
+        let b = M::BATCH;
+        self.rows_of_batch(flat, 0, b, |r, k, q| out[k * b + r] = q);
         Ok(())
     }
 
@@ -479,21 +1080,11 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     pub fn cpu_logits(&self, x: &M::Input) -> Result<M::Logits> {
         let mut logits = M::Logits::zeroed();
         let out = logits.as_flat_mut();
-        let (b, classes) = (M::BATCH, M::CLASSES);
-        let mut row = [0i8; MAXW];
-        let mut codes = [0i16; MAXW];
+        let b = M::BATCH;
         let flat = x.as_flat();
         crate::check::finite("input", flat, b)?;
         let (s, z) = (self.act_scales[NT - 1], self.act_zeros[NT - 1] as i32);
-        for r in 0..b {
-            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
-                *q = self.input_code(flat[i * b + r].to_f32());
-            }
-            self.forward_codes_inline(&row, &mut codes);
-            for c in 0..classes {
-                out[c * b + r] = s * (codes[c] as i32 - z) as f32;
-            }
-        }
+        self.rows_of_batch(flat, 0, b, |r, k, q| out[k * b + r] = s * (q as i32 - z) as f32);
         Ok(logits)
     }
 
@@ -505,19 +1096,75 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     pub fn cpu_predict(&self, x: &M::Input) -> Result<M::Labels> {
         let mut labels = M::Labels::zeroed();
         let out = labels.as_flat_mut();
-        let mut row = [0i8; MAXW];
-        let mut codes = [0i16; MAXW];
         let flat = x.as_flat();
         let b = M::BATCH;
         crate::check::finite("input", flat, b)?;
-        for (r, label) in out.iter_mut().enumerate() {
-            for (i, q) in row[..M::FEATURES].iter_mut().enumerate() {
-                *q = self.input_code(flat[i * b + r].to_f32());
+        // The head's codes of a row arrive class after class (the rows of a block
+        // interleaved, at most `BLOCK_ROWS` consecutive rows): the running best of each
+        // row (the first on ties).
+        let mut best = [i16::MIN; BLOCK_ROWS];
+        self.rows_of_batch(flat, 0, b, |r, k, q| {
+            let top = &mut best[r % BLOCK_ROWS];
+            if k == 0 || q > *top {
+                *top = q;
+                out[r] = k as u32;
             }
-            self.forward_codes_inline(&row, &mut codes);
-            *label = argmax(&codes[..M::CLASSES]);
-        }
+        });
         Ok(labels)
+    }
+
+    /// The head's codes of rows `first..first + count` of a batch (`flat`, its inputs
+    /// column-major), to `sink(row, class, code)` (`row` from 0): with the standard
+    /// library, the inputs are quantised first, in one pass over `flat` (a loop that
+    /// vectorises), then the blocks of rows run; without it, each input is quantised as a
+    /// block reads it (no allocation).
+    #[inline]
+    pub(crate) fn rows_of_batch(
+        &self,
+        flat: &[M::Storage],
+        first: usize,
+        count: usize,
+        sink: impl FnMut(usize, usize, i16),
+    ) {
+        let b = M::BATCH;
+        #[cfg(feature = "std")]
+        {
+            let mut codes = std::vec![0i8; M::FEATURES * count];
+            for (i, chunk) in codes.chunks_exact_mut(count.max(1)).enumerate() {
+                let x = &flat[i * b + first..i * b + first + chunk.len()];
+                for (q, v) in chunk.iter_mut().zip(x) {
+                    *q = self.input_code(v.to_f32());
+                }
+            }
+            self.rows(count, |r, i| codes[i * count + r], sink);
+        }
+        #[cfg(not(feature = "std"))]
+        self.rows(count, |r, i| self.input_code(flat[i * b + first + r].to_f32()), sink);
+    }
+
+    /// [`Int8Model::rows_inline`]; with the standard library on x86-64, compiled for AVX2
+    /// where the processor has it, with its widening multiply-adds of 16-bit pairs
+    /// (`vpmaddwd`, [`products_avx2`]; the same integers).
+    #[inline]
+    pub(crate) fn rows(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
+        #[cfg(all(feature = "std", target_arch = "x86_64"))]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the processor has AVX2 (checked just above), the one feature the
+            // function is compiled for.
+            unsafe { self.rows_avx2(rows, code, sink) };
+            return;
+        }
+        self.rows_inline::<PLAIN>(rows, code, sink)
+    }
+
+    /// [`Int8Model::rows_inline`] compiled for AVX2, its products by [`products_avx2`].
+    ///
+    /// # Safety
+    /// The processor must have AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2")]
+    unsafe fn rows_avx2(&self, rows: usize, code: impl Fn(usize, usize) -> i8, sink: impl FnMut(usize, usize, i16)) {
+        self.rows_inline::<AVX2>(rows, code, sink)
     }
 
     /// The dequantised logits of a batch (see [`Int8Model::cpu_logits`]).
@@ -741,6 +1388,135 @@ mod tests {
         assert_eq!(requantize(-10, m, n, -128, -128, 127), -128); // ReLU floor at the zero point
         assert_eq!(requantize(-10, m, n, 3, 3, 127), 3);
         assert_eq!(requantize(100_000, m, n, 7, -32768, 32767), 32767);
+    }
+
+    /// A xorshift generator for the tests below.
+    fn next(state: &mut u64) -> u64 {
+        *state ^= *state << 13;
+        *state ^= *state >> 7;
+        *state ^= *state << 17;
+        *state
+    }
+
+    /// The 32-bit requantisation (`Requant`) against `requantize`'s 64-bit formula, for
+    /// every shift, multipliers at both ends of their range and random, accumulators at
+    /// the rounding ties, near 0 and at the ends of `i32`, and zero points across the
+    /// range, as a hidden layer (ReLU) and as the head use it.
+    #[test]
+    fn fast_requantisation_equals_requantize() {
+        let mut state = 0x9E37_79B9_7F4A_7C15u64;
+        let mut checked = 0u64;
+        for shift in 1u8..=62 {
+            let mut mults = vec![1 << 30, i32::MAX, 0x5A82_7999];
+            for _ in 0..12 {
+                mults.push((1 << 30) + (next(&mut state) % (1 << 30)) as i32);
+            }
+            if shift == 62 {
+                mults.push(0);
+            }
+            for &mult in &mults {
+                let q = Requant::new(mult, shift);
+                let mut accs = vec![0, 1, -1, 2, -2, i32::MAX, -i32::MAX, 1 << 20, -(1 << 20)];
+                // Accumulators around the ties and the saturation points of this multiplier.
+                let m = mult as f64 / 2f64.powi(shift as i32);
+                for target in [0.5, 1.5, 2.5, 126.5, 127.5, 255.5, 256.5, 32767.5, 65535.5, 65536.5] {
+                    let centre = target / m;
+                    if centre < 2e9 {
+                        for d in -2i64..=2 {
+                            let a = (centre as i64 + d).clamp(-(i32::MAX as i64), i32::MAX as i64) as i32;
+                            accs.push(a);
+                            accs.push(-a);
+                        }
+                    }
+                }
+                for _ in 0..64 {
+                    let bits = next(&mut state) % 31;
+                    let a = (next(&mut state) % (1u64 << bits)) as i32;
+                    accs.push(if next(&mut state) % 2 == 0 { a } else { -a });
+                }
+                for &acc in &accs {
+                    for z in [-128, -100, -1, 0, 5, 127] {
+                        let r = q.magnitude(acc.max(0) as u32);
+                        let hidden = z + r.min((127 - z) as u32) as i32;
+                        assert_eq!(
+                            hidden,
+                            requantize(acc, mult, shift, z, z, 127),
+                            "hidden acc {acc} M {mult} n {shift} z {z}"
+                        );
+                    }
+                    for z in [-32768, -7, 0, 12345, 32767] {
+                        let r = q.magnitude(acc.unsigned_abs()) as i32;
+                        let head = (if acc < 0 { z - r } else { z + r }).clamp(-32768, 32767);
+                        assert_eq!(
+                            head,
+                            requantize(acc, mult, shift, z, -32768, 32767),
+                            "head acc {acc} M {mult} n {shift} z {z}"
+                        );
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 100_000, "{checked}");
+    }
+
+    /// The host's vector products (AVX2, where this processor has it) and
+    /// the plain loop against a sum written out here, for lengths around the vectors'
+    /// widths, operands at the ends of their ranges and random.
+    #[cfg(not(target_arch = "arm"))]
+    #[test]
+    fn block_products_equal_the_plain_sums() {
+        const MAXW: usize = 100;
+        let mut state = 0x1234_5678_9ABC_DEF1u64;
+        for n in [0usize, 1, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 100] {
+            let mut a = [Centred([0i16; MAXW]); 4];
+            let mut w = [[0i8; MAXW]; 2];
+            for (k, row) in a.iter_mut().enumerate() {
+                for (i, v) in row.0.iter_mut().enumerate() {
+                    *v = match (k + i) % 7 {
+                        0 => 255,
+                        1 => -255,
+                        _ => (next(&mut state) % 511) as i16 - 255,
+                    };
+                }
+            }
+            for (c, col) in w.iter_mut().enumerate() {
+                for (i, v) in col.iter_mut().enumerate() {
+                    *v = if (c + i) % 5 == 0 { -127 } else { ((next(&mut state) % 255) as i32 - 127) as i8 };
+                }
+            }
+            let bias = [123_456, -7];
+            let cols = [&w[0][..n], &w[1][..n]];
+            let mut want = [[0i32; 2]; 4];
+            for r in 0..4 {
+                for c in 0..2 {
+                    want[r][c] = bias[c] + (0..n).map(|i| a[r].0[i] as i32 * w[c][i] as i32).sum::<i32>();
+                }
+            }
+            assert_eq!(products(&a, cols, bias), want, "plain, n = {n}");
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            {
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: the processor has AVX2 (checked); the intrinsics run as calls.
+                    assert_eq!(unsafe { products_avx2(&a, cols, bias) }, want, "avx2, n = {n}");
+                }
+            }
+        }
+    }
+
+    /// The Cortex-M0's high word of a product, from 16-bit halves, against the 64-bit
+    /// product.
+    #[test]
+    fn high_word_from_halves_equals_the_64_bit_product() {
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let ends = [0u32, 1, 0xFFFF, 0x1_0000, 0x7FFF_FFFF, 0x4000_0000, 0x7FFF_0000, 0xFFFF];
+        let mut pairs: Vec<(u32, u32)> = ends.iter().flat_map(|&a| ends.iter().map(move |&b| (a, b))).collect();
+        for _ in 0..100_000 {
+            pairs.push(((next(&mut state) >> 33) as u32, (next(&mut state) >> 33) as u32));
+        }
+        for (a, b) in pairs {
+            assert_eq!(mul_high_halves(a, b), ((a as u64 * b as u64) >> 32) as u32, "{a} x {b}");
+        }
     }
 
     #[test]

@@ -6,7 +6,9 @@
 use crate::device::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-use crate::model::{Element, HostTensor, Model, Params, StorageElement};
+#[cfg(feature = "opencl")]
+use crate::model::StorageElement;
+use crate::model::{Element, HostTensor, Model, Params};
 use crate::quant::Int8Model;
 
 /// Where an int8 model runs: its device, and on OpenCL its parameters there and its kernel.
@@ -119,7 +121,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         self.backend_codes_into(x, out)
     }
 
-    /// The CPU backend: the core's rows, split over rayon's threads for large batches.
+    /// The CPU backend: the core's blocks of rows, split over rayon's threads for large
+    /// batches.
     fn backend_codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
         #[cfg(feature = "parallel")]
         if M::BATCH * Self::MACS_PER_ROW >= PARALLEL_MACS {
@@ -127,61 +130,18 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             crate::quant::check_codes_len::<M>(out)?;
             let flat = x.as_flat();
             crate::check::finite("input", flat, M::BATCH)?;
-            let (b, f, c) = (M::BATCH, M::FEATURES, M::CLASSES);
+            let (b, c) = (M::BATCH, M::CLASSES);
             let mut rows = vec![0i16; b * c];
             rows.par_chunks_mut(c * ROWS_PER_TASK).enumerate().for_each(|(task, chunk)| {
-                let mut input = vec![0i8; f];
-                for (k, codes) in chunk.chunks_mut(c).enumerate() {
-                    let r = task * ROWS_PER_TASK + k;
-                    for (i, q) in input.iter_mut().enumerate() {
-                        *q = self.input_code(flat[i * b + r].to_f32());
-                    }
-                    self.forward_codes_fast(&input, codes);
-                }
+                let first = task * ROWS_PER_TASK;
+                self.rows_of_batch(flat, first, chunk.len() / c, |k, j, q| chunk[k * c + j] = q);
             });
             for (k, &q) in rows.iter().enumerate() {
                 out[(k % c) * b + k / c] = q;
             }
             return Ok(());
         }
-        crate::quant::check_codes_len::<M>(out)?;
-        let flat = x.as_flat();
-        crate::check::finite("input", flat, M::BATCH)?;
-        let (b, f, c) = (M::BATCH, M::FEATURES, M::CLASSES);
-        let (mut input, mut codes) = (vec![0i8; f], vec![0i16; c]);
-        for r in 0..b {
-            for (i, q) in input.iter_mut().enumerate() {
-                *q = self.input_code(flat[i * b + r].to_f32());
-            }
-            self.forward_codes_fast(&input, &mut codes);
-            for (k, &q) in codes.iter().enumerate() {
-                out[k * b + r] = q;
-            }
-        }
-        Ok(())
-    }
-
-    /// [`Int8Model::forward_codes`] compiled for AVX2 where the processor has it (its
-    /// widening multiply-adds take 16 products an instruction); the same integers.
-    fn forward_codes_fast(&self, input: &[i8], out: &mut [i16]) {
-        #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx2") {
-            // SAFETY: the processor has AVX2 (checked just above), the one feature the
-            // function is compiled for.
-            unsafe { self.forward_codes_avx2(input, out) };
-            return;
-        }
-        self.forward_codes_inline(input, out)
-    }
-
-    /// The forward pass compiled for AVX2.
-    ///
-    /// # Safety
-    /// The processor must have AVX2.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2")]
-    unsafe fn forward_codes_avx2(&self, input: &[i8], out: &mut [i16]) {
-        self.forward_codes_inline(input, out)
+        self.cpu_codes_into(x, out)
     }
 
     /// Multiply-adds of one row's forward pass.

@@ -390,4 +390,40 @@ crate::tests! {
     plain seed_int8_predictions_equal_f32,
     plain int8_checkpoint_round_trips_and_refuses_bad_files,
     plain quantize_refuses_what_it_cannot_hold,
+    plain forward_rows_in_blocks_equal_the_numpy_reference,
+}
+
+/// The core's integer pass on input codes, rows in blocks (`forward_rows`, any number of
+/// rows at a time: whole blocks of rows and the rows left over) and row by row
+/// (`forward_codes`): the NumPy reference's integers, for every row of its test batches.
+fn forward_rows_in_blocks_equal_the_numpy_reference() {
+    use reference::{CODES, TESTS};
+    let q = ref_int8();
+    let (f, c) = (5, 3);
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    for (x, codes) in TESTS.iter().zip(&CODES) {
+        for (row, want) in x.iter().zip(codes) {
+            input.extend(row.iter().map(|&v| q.input_code(v)));
+            expected.extend_from_slice(want);
+        }
+    }
+    let rows = input.len() / f;
+    assert_eq!(rows, 12);
+    for group in 1..=rows {
+        let mut out = vec![i16::MIN; rows * c];
+        for (x, y) in input.chunks(group * f).zip(out.chunks_mut(group * c)) {
+            q.forward_rows(x, y).unwrap();
+        }
+        assert_eq!(out, expected, "{group} rows at a time");
+    }
+    for (x, want) in input.chunks(f).zip(expected.chunks(c)) {
+        let mut out = [0i16; 3];
+        q.forward_codes(x, &mut out).unwrap();
+        assert_eq!(&out[..], want);
+    }
+    // Not whole rows, or too little room: an error, not a panic; no rows: nothing to do.
+    assert!(matches!(q.forward_rows(&input[..7], &mut [0i16; 6]), Err(Error::Quantize { .. })));
+    assert!(matches!(q.forward_rows(&input[..10], &mut [0i16; 5]), Err(Error::Quantize { .. })));
+    assert!(q.forward_rows(&[], &mut []).is_ok());
 }

@@ -1,14 +1,14 @@
 //! The program the Cortex-M0 firmware runs, and the host too (`examples/firmware_m0_host.rs`
 //! includes this file): quantise `Big` to int8 with four calibration batches, then the
-//! head's integer codes and the predictions of four more batches. Every number is printed
-//! as an integer (or a float's bits), so that `.ci/run` can compare the board's output with
-//! the host's line by line.
+//! head's integer codes and the predictions of four more batches; the same for `Odd`. Every
+//! number is printed as an integer (or a float's bits), so that `.ci/run` can compare the
+//! board's output with the host's line by line.
 
 use core::fmt::Write;
 
 use tensorbridge::Model;
 
-use super::models::{batch, params, Big, BigInt8};
+use super::models::{batch, odd_batch, odd_params, params, Big, BigInt8, Odd, OddInt8};
 
 /// Why [`run`] stopped.
 #[derive(Debug)]
@@ -56,6 +56,25 @@ pub fn run(out: &mut dyn Write) -> Result<(), Failure> {
         let x = batch(k);
         q.codes_into(&x, &mut codes)?;
         write!(out, "int8 batch {k} codes")?;
+        for c in codes {
+            write!(out, " {c}")?;
+        }
+        let p = q.predict(&x)?;
+        write!(out, " predict")?;
+        for label in p.iter() {
+            write!(out, " {label}")?;
+        }
+        writeln!(out)?;
+    }
+    // Odd sizes: the ends of the integer pass's blocks (a lone row, an odd layer, inputs
+    // that are not a whole group of four).
+    let calibration: [_; 8] = core::array::from_fn(|k| odd_batch(k as u32));
+    let q = OddInt8::quantize_flat(&odd_params(), &calibration)?;
+    let mut codes = [0i16; Odd::BATCH * Odd::CLASSES];
+    for k in 100..104 {
+        let x = odd_batch(k);
+        q.codes_into(&x, &mut codes)?;
+        write!(out, "int8 odd batch {k} codes")?;
         for c in codes {
             write!(out, " {c}")?;
         }

@@ -38,3 +38,29 @@ pub fn batch(k: u32) -> <Big as Model>::Input {
     let mut state = 0x2545_F491u32 ^ k.wrapping_mul(0x9E37_79B9);
     <<Big as Model>::Input as HostTensor>::from_fn(|_| 4.0 * uniform(&mut state))
 }
+
+tensorbridge::model! {
+    /// Odd sizes for the integer pass's edges: 5 features (not a whole group of four),
+    /// hidden [7, 6] (an odd layer, then an even one), 3 classes, batches of 3 (a block of
+    /// two rows and one row alone).
+    pub struct Odd { batch: 3, features: 5, hidden: [7, 6], classes: 3 }
+}
+
+/// Parameters of [`Odd`], flat.
+pub const ODD_PARAMS: usize = <OddParams as Params>::LEN;
+
+/// Made-up parameters of [`Odd`], in the flat layout, uniform in `[-0.5, 0.5)`.
+pub fn odd_params() -> [f32; ODD_PARAMS] {
+    let mut state = 0x0DD5_EED5u32;
+    let mut flat = [0.0f32; ODD_PARAMS];
+    for v in flat.iter_mut() {
+        *v = uniform(&mut state);
+    }
+    flat
+}
+
+/// Batch `k` of made-up features of [`Odd`], uniform in `[-2, 2)`.
+pub fn odd_batch(k: u32) -> <Odd as Model>::Input {
+    let mut state = 0x7F4A_7C15u32 ^ k.wrapping_mul(0x9E37_79B9);
+    <<Odd as Model>::Input as HostTensor>::from_fn(|_| 4.0 * uniform(&mut state))
+}
