@@ -70,7 +70,7 @@
 use core::mem::MaybeUninit;
 
 use crate::check::{self, Batch};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, Text};
 use crate::layout::{
     layer_slot, locate, output_offset, outputs_len, FlatSpace, LayerSlot, ScratchParts, ScratchSpace, ZeroBuffer,
 };
@@ -1473,7 +1473,7 @@ pub(crate) fn update_limit<T: StorageElement>() -> f32 {
 #[inline(never)]
 pub(crate) fn update_overflow<T: StorageElement>(dims: &[usize], k: usize) -> Error {
     let (what, row, column) = locate(dims, k);
-    Error::UpdateOverflow { what: what.into(), row, column, storage: T::NAME, max: T::MAX }
+    Error::UpdateOverflow { what: Text::from(what), row, column, storage: T::NAME, max: T::MAX }
 }
 
 /// The SGD update `p - lr * g` of every parameter into `grads` (which the step no longer

@@ -97,6 +97,10 @@
 #![deny(missing_docs)]
 #![cfg_attr(not(feature = "std"), no_std)]
 
+// The unit tests of a `no_std` build still run on the host, with its `std`.
+#[cfg(all(test, not(feature = "std")))]
+extern crate std;
+
 // The modules form layers, described bottom-up in the `architecture` module;
 // `tests/layers.rs` checks from the sources that no import cycle exists.
 pub mod architecture;

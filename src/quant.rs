@@ -1373,6 +1373,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(not(feature = "std"))]
+    use std::{vec, vec::Vec};
 
     #[test]
     fn requantize_rounds_half_away_from_zero_and_saturates() {

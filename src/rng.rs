@@ -86,6 +86,8 @@ impl Rng {
 #[cfg(test)]
 mod tests {
     use super::Rng;
+    #[cfg(not(feature = "std"))]
+    use std::vec::Vec;
 
     #[test]
     fn splitmix64_matches_the_reference_sequence() {
