@@ -231,7 +231,7 @@ fn constant(t: &TensorProto) -> R<Constant> {
         other => return Err(bad(format!("data type {other} is not a float type (float, double, float16, bfloat16)"))),
     };
     let have = if raw { t.raw_data.len() / size } else { listed };
-    if (raw && t.raw_data.len() % size != 0) || have != count {
+    if (raw && !t.raw_data.len().is_multiple_of(size)) || have != count {
         return Err(bad(format!("its shape {} holds {count} values, but it has {have}", dims_text(&dims))));
     }
     let half = |bits: u16| match t.data_type {

@@ -126,7 +126,7 @@ impl Pool {
                     break gen;
                 }
                 spins = spins.wrapping_add(1);
-                if spins % 64 == 0 && idle.elapsed() >= SPIN {
+                if spins.is_multiple_of(64) && idle.elapsed() >= SPIN {
                     // Announce the sleep, then look once more: a caller publishes before it
                     // reads `sleeping`, so either it sees this worker asleep and wakes it, or
                     // this load sees its job (both sequentially consistent).

@@ -67,7 +67,7 @@ fn trace<M: Model>(device: &Device) -> Vec<u32> {
         for _ in 0..run {
             step += 1;
             let (x, y) = batch::<M>(step, 2.0);
-            let lr = if step % 3 == 0 { 0.2 } else { 0.05 };
+            let lr = if step.is_multiple_of(3) { 0.2 } else { 0.05 };
             if step % 4 == 1 {
                 model.train_step_deferred_rows(&x, &y, 1 + (step as usize) % M::BATCH, lr).unwrap();
             } else {

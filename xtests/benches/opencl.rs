@@ -127,7 +127,7 @@ fn adam_step<M: Model<Storage = f32>>(
     group.bench_function(format!("{name}/adam_step_deferred/opencl"), |b| {
         b.iter(|| {
             k += 1;
-            if k % 64 == 0 {
+            if k.is_multiple_of(64) {
                 let _ = model.set_params(&start);
                 let _ = model.reset_optimizer();
             }

@@ -50,7 +50,7 @@ fn bench_adam<M: Model<Storage = f32>>(c: &mut Criterion, name: &str) {
     group.bench_function("adam_step", |b| {
         b.iter(|| {
             k += 1;
-            if k % 64 == 0 {
+            if k.is_multiple_of(64) {
                 model.set_params(&start).expect("params");
                 model.reset_optimizer().expect("reset");
             }
