@@ -876,7 +876,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     pub fn forward_rows(&self, input: &[i8], out: &mut [i16]) -> Result<()> {
         let (f, c) = (M::FEATURES, M::CLASSES);
         let rows = input.len() / f;
-        if input.len() % f != 0 || out.len() < rows * c {
+        if !input.len().is_multiple_of(f) || out.len() < rows * c {
             return Err(refuse(Text::from(
                 "forward_rows takes whole rows of FEATURES input codes and room for CLASSES output codes a row",
             )));
@@ -1434,7 +1434,7 @@ mod tests {
                 for _ in 0..64 {
                     let bits = next(&mut state) % 31;
                     let a = (next(&mut state) % (1u64 << bits)) as i32;
-                    accs.push(if next(&mut state) % 2 == 0 { a } else { -a });
+                    accs.push(if next(&mut state).is_multiple_of(2) { a } else { -a });
                 }
                 for &acc in &accs {
                     for z in [-128, -100, -1, 0, 5, 127] {
