@@ -76,7 +76,7 @@ use crate::layout::{
 };
 use crate::math::activation::{after_layer, all_are, Activation};
 use crate::math::loss;
-use crate::math::optim::{self, Optimizer};
+use crate::math::optim::Optimizer;
 use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 
@@ -928,14 +928,191 @@ pub(crate) fn train_step<M: Model, P: Products>(
     let c = step.coeffs(t);
     let moments = &mut state.moments[..<M::Optimizer as Optimizer>::MOMENTS * n];
     let (params, grads) = (&mut params[..n], &s.grads[..n]);
-    if let Some(k) = optim::first_refused::<M::Optimizer>(&c, params, grads, moments, update_limit::<M::Storage>()) {
+    if let Some(k) =
+        optim_parts::first_refused::<M::Optimizer>(&c, params, grads, moments, update_limit::<M::Storage>())
+    {
         return Err(update_overflow::<M::Storage>(M::LAYERS, k));
     }
-    optim::apply::<M::Optimizer>(&c, params, grads, moments, M::Storage::round_f32);
+    optim_parts::apply::<M::Optimizer, M::Storage>(&c, params, grads, moments);
     *state.step = t;
     // The fused SGD path's bound no longer holds (the weight decay may change at run time).
     *state.bound = UpdateBound::UNKNOWN;
     Ok(loss)
+}
+
+/// [`optim::first_refused`] and [`optim::apply`] for [`train_step`]: with the feature
+/// `parallel` and at least 2^16 parameters, in one part per thread
+/// over the worker pool (each part compiled for AVX-512 or AVX2 where the processor has
+/// them). Both are elementwise and their arithmetic (`+`, `·`, `/`, `√`) is correctly
+/// rounded at every width, so the parts give the bits the whole slice gives.
+mod optim_parts {
+    use crate::math::optim::{self, Coeffs, Optimizer};
+    use crate::model::StorageElement;
+
+    /// Parameters from which the parts run on the pool: a pass over 2^16 parameters and
+    /// their moments (about a megabyte) takes tens of microseconds, the hand-off to a hot
+    /// worker under one.
+    #[cfg(feature = "parallel")]
+    const PARALLEL_MIN: usize = 1 << 16;
+
+    /// One part's parameters, gradients and moments.
+    #[cfg(feature = "parallel")]
+    type Part<'a> = (&'a mut [f32], &'a [f32], &'a mut [f32], &'a mut [f32]);
+
+    /// Splits `[0, n)` into `parts` ranges whose starts are multiples of 64 (whole vectors).
+    #[cfg(feature = "parallel")]
+    fn range(n: usize, parts: usize, k: usize) -> core::ops::Range<usize> {
+        let per = n.div_ceil(parts).next_multiple_of(64);
+        (k * per).min(n)..((k + 1) * per).min(n)
+    }
+
+    /// [`optim::first_refused`] (the first refused index over the whole slice).
+    #[inline(always)]
+    pub(super) fn first_refused<O: Optimizer>(
+        c: &Coeffs,
+        params: &[f32],
+        grads: &[f32],
+        moments: &[f32],
+        limit: f32,
+    ) -> Option<usize> {
+        let n = params.len();
+        #[cfg(feature = "parallel")]
+        if n >= PARALLEL_MIN && crate::pool::threads() > 1 {
+            use core::sync::atomic::{AtomicUsize, Ordering};
+            let parts = crate::pool::threads();
+            let first = AtomicUsize::new(usize::MAX);
+            let (m, v) = moments.split_at(moments.len().min(n));
+            crate::pool::run(parts, &|k| {
+                let r = range(n, parts, k);
+                let (m, v) = (m.get(r.clone()).unwrap_or(&[]), v.get(r.clone()).unwrap_or(&[]));
+                if let Some(j) = first_refused_part::<O>(c, &params[r.clone()], &grads[r.clone()], m, v, limit) {
+                    first.fetch_min(r.start + j, Ordering::Relaxed);
+                }
+            });
+            let k = first.into_inner();
+            return (k != usize::MAX).then_some(k);
+        }
+        let (m, v) = moments.split_at(moments.len().min(n));
+        optim::first_refused_split::<O>(c, params, grads, m, v, limit)
+    }
+
+    /// [`optim::apply`], each new parameter rounded to the storage `T`.
+    #[inline(always)]
+    pub(super) fn apply<O: Optimizer, T: StorageElement>(
+        c: &Coeffs,
+        params: &mut [f32],
+        grads: &[f32],
+        moments: &mut [f32],
+    ) {
+        let n = params.len();
+        let (m, v) = moments.split_at_mut(moments.len().min(n));
+        #[cfg(feature = "parallel")]
+        if n >= PARALLEL_MIN && crate::pool::threads() > 1 {
+            let parts = crate::pool::threads();
+            let (m_len, v_len) = (m.len(), v.len());
+            // One uncontended lock a part: each part takes its own disjoint slices.
+            let mut slots: std::vec::Vec<std::sync::Mutex<Part<'_>>> = std::vec::Vec::with_capacity(parts);
+            let (mut p_rest, mut g_rest, mut m_rest, mut v_rest) = (params, grads, m, v);
+            for k in 0..parts {
+                let r = range(n, parts, k);
+                let len = r.len();
+                let (p, pr) = core::mem::take(&mut p_rest).split_at_mut(len);
+                let (g, gr) = g_rest.split_at(len);
+                let (mm, mr) = core::mem::take(&mut m_rest).split_at_mut(len.min(m_len.saturating_sub(r.start)));
+                let (vv, vr) = core::mem::take(&mut v_rest).split_at_mut(len.min(v_len.saturating_sub(r.start)));
+                (p_rest, g_rest, m_rest, v_rest) = (pr, gr, mr, vr);
+                slots.push(std::sync::Mutex::new((p, g, mm, vv)));
+            }
+            crate::pool::run(parts, &|k| {
+                let mut slot = slots[k].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let (p, g, m, v) = &mut *slot;
+                apply_part::<O, T>(c, p, g, m, v);
+            });
+            return;
+        }
+        optim::apply_split::<O>(c, params, grads, m, v, T::round_f32);
+    }
+
+    /// One part of [`first_refused`], compiled for the widest vectors the processor has.
+    #[cfg(feature = "parallel")]
+    fn first_refused_part<O: Optimizer>(
+        c: &Coeffs,
+        p: &[f32],
+        g: &[f32],
+        m: &[f32],
+        v: &[f32],
+        limit: f32,
+    ) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the processor has AVX-512F, checked just above.
+                return unsafe { wide::first_refused_avx512::<O>(c, p, g, m, v, limit) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor has AVX2, checked just above.
+                return unsafe { wide::first_refused_avx2::<O>(c, p, g, m, v, limit) };
+            }
+        }
+        optim::first_refused_split::<O>(c, p, g, m, v, limit)
+    }
+
+    /// One part of [`apply`], compiled for the widest vectors the processor has.
+    #[cfg(feature = "parallel")]
+    fn apply_part<O: Optimizer, T: StorageElement>(c: &Coeffs, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the processor has AVX-512F, checked just above.
+                return unsafe { wide::apply_avx512::<O, T>(c, p, g, m, v) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor has AVX2, checked just above.
+                return unsafe { wide::apply_avx2::<O, T>(c, p, g, m, v) };
+            }
+        }
+        optim::apply_split::<O>(c, p, g, m, v, T::round_f32)
+    }
+
+    /// The parts' loops compiled with AVX-512F or AVX2 (the same bits: see [`optim_parts`]).
+    #[cfg(all(feature = "parallel", target_arch = "x86_64"))]
+    mod wide {
+        use crate::math::optim::{self, Coeffs, Optimizer};
+        use crate::model::StorageElement;
+
+        macro_rules! wide {
+            ($refused:ident, $apply:ident, $features:literal) => {
+                /// # Safety
+                /// The processor must have the target features.
+                #[target_feature(enable = $features)]
+                pub(super) unsafe fn $refused<O: Optimizer>(
+                    c: &Coeffs,
+                    p: &[f32],
+                    g: &[f32],
+                    m: &[f32],
+                    v: &[f32],
+                    limit: f32,
+                ) -> Option<usize> {
+                    optim::first_refused_split::<O>(c, p, g, m, v, limit)
+                }
+
+                /// # Safety
+                /// The processor must have the target features.
+                #[target_feature(enable = $features)]
+                pub(super) unsafe fn $apply<O: Optimizer, T: StorageElement>(
+                    c: &Coeffs,
+                    p: &mut [f32],
+                    g: &[f32],
+                    m: &mut [f32],
+                    v: &mut [f32],
+                ) {
+                    optim::apply_split::<O>(c, p, g, m, v, T::round_f32)
+                }
+            };
+        }
+        wide!(first_refused_avx512, apply_avx512, "avx512f,avx2");
+        wide!(first_refused_avx2, apply_avx2, "avx2");
+    }
 }
 
 /// Whether [`train_step`] fuses the first layer's update into its weight-gradient product:
@@ -1541,6 +1718,47 @@ mod tests {
     /// `mean_r(ln Σ_c e^(z[r, c]) - z[r, y_r])`, over confident, uncertain and mixed rows:
     /// within 4 units in the last place of the f64 value (or 1e-12 absolute near zero). The
     /// gradient `softmax / rows - onehot / rows` within 2e-7 of its f64 value.
+    /// The optimizer's check and update in parts over the pool give the whole slice's bits
+    /// and its first refused index (parts of 2^16 parameters and more; 3 threads or the
+    /// machine's).
+    #[cfg(feature = "parallel")]
+    #[test]
+    fn optimizer_parts_equal_the_whole_slice() {
+        use crate::math::optim::{self, Adam, Momentum, Optimizer};
+        let n = (1 << 16) + 4_321;
+        let mut rng = crate::rng::Rng::new(5);
+        let mut values = |scale: f64| -> Vec<f32> { (0..n).map(|_| (rng.normal() * scale) as f32).collect() };
+        let (p, g, m) = (values(1.0), values(0.1), values(0.01));
+        let v: Vec<f32> = values(0.001).iter().map(|x| x * x).collect();
+        let c = Adam::default().with_lr(0.01).coeffs(3);
+        let mut moments = [m.clone(), v.clone()].concat();
+        let (mut want_p, mut want_m) = (p.clone(), moments.clone());
+        optim::apply::<Adam>(&c, &mut want_p, &g, &mut want_m, |x| x);
+        let mut got_p = p.clone();
+        super::optim_parts::apply::<Adam, f32>(&c, &mut got_p, &g, &mut moments);
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&got_p), bits(&want_p));
+        assert_eq!(bits(&moments), bits(&want_m));
+        // One moment buffer (momentum): the parts' moment slices follow the parameters'.
+        let c = Momentum { momentum: 0.9, ..Momentum::default() }.coeffs(2);
+        let (mut want_p, mut want_m, mut got_p, mut got_m) = (p.clone(), m.clone(), p.clone(), m.clone());
+        optim::apply::<Momentum>(&c, &mut want_p, &g, &mut want_m, |x| x);
+        super::optim_parts::apply::<Momentum, f32>(&c, &mut got_p, &g, &mut got_m);
+        assert_eq!((bits(&got_p), bits(&got_m)), (bits(&want_p), bits(&want_m)));
+        // The first refused index, wherever the refusals lie (the first part, the last, both).
+        let c = Adam::default().coeffs(1);
+        let moments = [m.clone(), v.clone()].concat();
+        for bad in [vec![], vec![n - 1], vec![7], vec![n - 10, 40_000, 3], vec![65_600]] {
+            let mut g = g.clone();
+            for &k in &bad {
+                g[k] = f32::INFINITY;
+            }
+            let want = optim::first_refused::<Adam>(&c, &p, &g, &moments, f32::MAX);
+            assert_eq!(want, bad.iter().min().copied());
+            assert_eq!(super::optim_parts::first_refused::<Adam>(&c, &p, &g, &moments, f32::MAX), want, "{bad:?}");
+        }
+    }
+
     #[test]
     fn the_f32_loss_matches_an_f64_reference() {
         let mut rng = crate::rng::Rng::new(11);

@@ -509,8 +509,21 @@ pub fn first_refused<O: Optimizer>(
     moments: &[f32],
     limit: f32,
 ) -> Option<usize> {
-    let n = params.len();
-    let (m_buf, v_buf) = moments.split_at(moments.len().min(n));
+    let (m_buf, v_buf) = moments.split_at(moments.len().min(params.len()));
+    first_refused_split::<O>(c, params, grads, m_buf, v_buf, limit)
+}
+
+/// [`first_refused`] with the moment buffers apart: `m_buf` the first (empty without one),
+/// `v_buf` the second (empty without one), each as long as `params` or empty.
+#[inline(always)]
+pub fn first_refused_split<O: Optimizer>(
+    c: &Coeffs,
+    params: &[f32],
+    grads: &[f32],
+    m_buf: &[f32],
+    v_buf: &[f32],
+    limit: f32,
+) -> Option<usize> {
     let ok = |p: f32, m: f32, v: f32| (p.abs() < limit) & m.is_finite() & v.is_finite();
     let refused = |(p, g, m, v): (f32, f32, f32, f32)| {
         let (np, nm, nv) = O::update(c, p, g, m, v);
@@ -569,8 +582,20 @@ pub fn apply<O: Optimizer>(
     moments: &mut [f32],
     round: impl Fn(f32) -> f32,
 ) {
-    let n = params.len();
-    let (m_buf, v_buf) = moments.split_at_mut(moments.len().min(n));
+    let (m_buf, v_buf) = moments.split_at_mut(moments.len().min(params.len()));
+    apply_split::<O>(c, params, grads, m_buf, v_buf, round)
+}
+
+/// [`apply`] with the moment buffers apart, as [`first_refused_split`] takes them.
+#[inline(always)]
+pub fn apply_split<O: Optimizer>(
+    c: &Coeffs,
+    params: &mut [f32],
+    grads: &[f32],
+    m_buf: &mut [f32],
+    v_buf: &mut [f32],
+    round: impl Fn(f32) -> f32,
+) {
     match O::MOMENTS {
         0 => {
             for (p, &g) in params.iter_mut().zip(grads) {
