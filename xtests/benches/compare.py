@@ -168,11 +168,14 @@ def main():
             print(f"candle anchor skipped: {why}", file=sys.stderr)
             candle = False
     for r in range(args.rounds):
+        # The machine may be shared: its load average, before and after, goes with each round.
+        load = os.getloadavg()[0]
         ns = numpy_anchor(args.numpy_runs)
         us = ours(shapes)
         cn = candle_anchor(shapes) if candle else None
         if args.rounds > 1:
             print(f"round {r + 1} of {args.rounds}")
+        print(f"load average (1 min) {load:.2f} before, {os.getloadavg()[0]:.2f} after; {os.cpu_count()} CPUs")
         report(shapes, ns, us, cn)
         report_adam(shapes, ns, us)
 
