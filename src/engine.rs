@@ -167,6 +167,7 @@ impl<M: Model> Engine<M> {
     /// # Errors
     /// [`Error::NonFinite`] for a NaN or infinite input (or, under `storage: f16`, a
     /// standardised value beyond ±65504).
+    #[inline]
     pub fn logits(&self, x: &M::Input) -> Result<M::Logits> {
         let standardized;
         let flat = match &self.standardizer {
@@ -189,6 +190,7 @@ impl<M: Model> Engine<M> {
     ///
     /// # Errors
     /// [`Error::NonFinite`] for a non-finite input, or if the logits overflowed.
+    #[inline]
     pub fn predict(&self, x: &M::Input) -> Result<M::Labels> {
         let logits = self.logits(x)?;
         let mut classes = M::Labels::zeroed();
