@@ -287,7 +287,7 @@ impl<M: Model> Cpu<M> {
     }
 
     /// One step of the model's optimizer (SGD: `p -= lr * dL/dp`; see
-    /// [`optim`]) at learning rate `lr`, its other hyperparameters those of
+    /// [`optim`](crate::math::optim)) at learning rate `lr`, its other hyperparameters those of
     /// [`Cpu::set_optimizer`]; returns the loss before the step.
     ///
     /// # Errors
