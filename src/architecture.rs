@@ -16,6 +16,7 @@
 //! ------------------------------------------------------------------ no_std below
 //! core       cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)
 //!            quant (Int8Model: int8 quantisation and integer inference; no allocation)
+//!              -> quant::lanes (with std on x86-64: the AVX-512 VNNI pass; a leaf)
 //!            fixed (fixed-size products) -> gemm -> pool (feature `parallel`)
 //!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
 //! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error

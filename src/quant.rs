@@ -47,7 +47,9 @@
 //!
 //! Integer arithmetic is exact, so the codes are the same bits on every device: the CPU
 //! core, the CPU backend and a microcontroller (the integer loop uses no floating point, so
-//! a Cortex-M0, which has no FPU, runs it in integer instructions alone).
+//! a Cortex-M0, which has no FPU, runs it in integer instructions alone). With the standard
+//! library on an x86-64 processor with AVX-512 VNNI, a batch's pass runs with sixteen
+//! output channels in a vector's lanes (`quant::lanes`): the same integers.
 //!
 //! Hidden layers are ReLU (the one activation of an MLP here). An int8 model has no training
 //! calls: it cannot be trained (by type; quantise a trained `f32` model again instead).
@@ -150,14 +152,22 @@ pub fn requantize(acc: i32, mult: i32, shift: u8, zero: i32, lo: i32, hi: i32) -
     (r + zero as i64).clamp(lo as i64, hi as i64) as i32
 }
 
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+mod lanes;
+
+// `cpu_predict` keeps a running best per row of a block: the vector pass's blocks are
+// the scalar pass's.
+#[cfg(all(feature = "std", target_arch = "x86_64"))]
+const _: () = assert!(lanes::ROWS == BLOCK_ROWS);
+
 /// Rows of a block of the integer forward pass: each weight is loaded once for this many
 /// rows. Four on the host (with two columns, eight vector sums in registers); two on a
 /// microcontroller, whose registers hold fewer sums.
 #[cfg(not(target_arch = "arm"))]
-const BLOCK_ROWS: usize = 4;
+pub(crate) const BLOCK_ROWS: usize = 4;
 /// Rows of a block of the integer forward pass.
 #[cfg(target_arch = "arm")]
-const BLOCK_ROWS: usize = 2;
+pub(crate) const BLOCK_ROWS: usize = 2;
 
 /// Output channels of a block of the integer forward pass on the host: each input code is
 /// loaded once for this many channels (a microcontroller's kernel is two by two).
@@ -672,6 +682,10 @@ pub struct Int8Model<M: Model, const NW: usize, const NC: usize, const NT: usize
     /// CPU.
     #[cfg(feature = "std")]
     pub(crate) placed: Option<std::sync::Arc<dyn core::any::Any + Send + Sync>>,
+    /// The model regrouped for the host's vector pass (AVX-512 VNNI), made at its first
+    /// use.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    pub(crate) lanes: std::sync::OnceLock<lanes::Prepared>,
     pub(crate) model: core::marker::PhantomData<fn() -> M>,
 }
 
@@ -689,6 +703,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_zeros: self.act_zeros,
             #[cfg(feature = "std")]
             placed: self.placed.clone(),
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            lanes: std::sync::OnceLock::new(),
             model: core::marker::PhantomData,
         }
     }
@@ -841,6 +857,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_zeros,
             #[cfg(feature = "std")]
             placed: None,
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            lanes: std::sync::OnceLock::new(),
             model: core::marker::PhantomData,
         })
     }
@@ -1046,12 +1064,16 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     }
 
     /// The input code of a feature value (see the module docs).
-    #[inline]
+    #[inline(always)]
     pub fn input_code(&self, x: f32) -> i8 {
         // round(v), half away from zero, for |v| <= 1024 (anything beyond saturates):
         // truncate, then step away from zero when the (exact) remainder is half or more.
         let v = (x / self.act_scales[0]).clamp(-1024.0, 1024.0);
-        let t = v as i32;
+        // NaN (a NaN input) truncates to 0, as `as i32` would truncate it; the unchecked
+        // conversion vectorises, the saturating `as` does not.
+        let v = if v.is_nan() { 0.0 } else { v };
+        // SAFETY: `v` is a number within ±1024, so its truncation fits an `i32`.
+        let t: i32 = unsafe { v.to_int_unchecked() };
         let rest = v - t as f32;
         let r = t + i32::from(rest >= 0.5) - i32::from(rest <= -0.5);
         (r + self.act_zeros[0] as i32).clamp(-128, 127) as i8
@@ -1126,20 +1148,89 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         count: usize,
         sink: impl FnMut(usize, usize, i16),
     ) {
-        let b = M::BATCH;
         #[cfg(feature = "std")]
         {
             let mut codes = std::vec![0i8; M::FEATURES * count];
-            for (i, chunk) in codes.chunks_exact_mut(count.max(1)).enumerate() {
-                let x = &flat[i * b + first..i * b + first + chunk.len()];
-                for (q, v) in chunk.iter_mut().zip(x) {
-                    *q = self.input_code(v.to_f32());
-                }
+            self.input_codes(flat, first, count, &mut codes);
+            #[cfg(target_arch = "x86_64")]
+            if lanes::available(NW) {
+                let prepared = self.lanes.get_or_init(|| {
+                    let req: std::vec::Vec<lanes::Req> =
+                        self.requants().iter().map(|q| [q.cap, q.k, q.mult, q.round, q.shift]).collect();
+                    let net = lanes::Net {
+                        dims: M::LAYERS,
+                        weights: &self.weights,
+                        biases: &self.biases,
+                        req: &req,
+                        zeros: &self.act_zeros,
+                    };
+                    // SAFETY: `available` checked the processor; the model's arrays hold
+                    // its layers' weights, channels and tensors (`NW`, `NC`, `NT` are its
+                    // constants).
+                    unsafe { lanes::prepare(&net) }
+                });
+                // SAFETY: as above; `codes` holds the `FEATURES · count` input codes.
+                unsafe { lanes::rows(prepared, &codes, count, sink) };
+                return;
             }
             self.rows(count, |r, i| codes[i * count + r], sink);
         }
         #[cfg(not(feature = "std"))]
-        self.rows(count, |r, i| self.input_code(flat[i * b + first + r].to_f32()), sink);
+        self.rows(count, |r, i| self.input_code(flat[i * M::BATCH + first + r].to_f32()), sink);
+    }
+
+    /// The input codes of rows `first..first + count` of a batch (`flat`, column-major),
+    /// feature after feature, into `codes` (`FEATURES * count` of them): on x86-64 compiled
+    /// for AVX-512 or AVX2 where the processor has them (the division, the rounding and the
+    /// clamps of [`Int8Model::input_code`] give the same bits at every width).
+    #[cfg(feature = "std")]
+    fn input_codes(&self, flat: &[M::Storage], first: usize, count: usize, codes: &mut [i8]) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the processor has AVX-512F and AVX2 (which it implies), checked
+                // just above.
+                return unsafe { self.input_codes_avx512(flat, first, count, codes) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor has AVX2, checked just above.
+                return unsafe { self.input_codes_avx2(flat, first, count, codes) };
+            }
+        }
+        self.input_codes_inline(flat, first, count, codes)
+    }
+
+    /// [`Int8Model::input_codes`]' loop, inlined into its callers.
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    fn input_codes_inline(&self, flat: &[M::Storage], first: usize, count: usize, codes: &mut [i8]) {
+        let b = M::BATCH;
+        for (i, chunk) in codes.chunks_exact_mut(count.max(1)).enumerate() {
+            let x = &flat[i * b + first..i * b + first + chunk.len()];
+            for (q, v) in chunk.iter_mut().zip(x) {
+                *q = self.input_code(v.to_f32());
+            }
+        }
+    }
+
+    /// [`Int8Model::input_codes_inline`] compiled for AVX-512F.
+    ///
+    /// # Safety
+    /// The processor must have AVX-512F and AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx512f,avx2")]
+    unsafe fn input_codes_avx512(&self, flat: &[M::Storage], first: usize, count: usize, codes: &mut [i8]) {
+        self.input_codes_inline(flat, first, count, codes)
+    }
+
+    /// [`Int8Model::input_codes_inline`] compiled for AVX2.
+    ///
+    /// # Safety
+    /// The processor must have AVX2.
+    #[cfg(all(feature = "std", target_arch = "x86_64"))]
+    #[target_feature(enable = "avx2")]
+    unsafe fn input_codes_avx2(&self, flat: &[M::Storage], first: usize, count: usize, codes: &mut [i8]) {
+        self.input_codes_inline(flat, first, count, codes)
     }
 
     /// [`Int8Model::rows_inline`]; with the standard library on x86-64, compiled for AVX2
@@ -1276,6 +1367,8 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             act_zeros,
             #[cfg(feature = "std")]
             placed: None,
+            #[cfg(all(feature = "std", target_arch = "x86_64"))]
+            lanes: std::sync::OnceLock::new(),
             model: core::marker::PhantomData,
         })
     }

@@ -121,20 +121,22 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         self.backend_codes_into(x, out)
     }
 
-    /// The CPU backend: the core's blocks of rows, split over rayon's threads for large
-    /// batches.
+    /// The CPU backend: the core's blocks of rows, for large batches split into one part
+    /// per thread of the worker pool that the `f32` products use (a hand-off under a
+    /// microsecond to a hot worker, against tens for a rayon injection from outside its
+    /// pool). Each row's integers are the same whichever part computes it.
     fn backend_codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
         #[cfg(feature = "parallel")]
-        if M::BATCH * Self::MACS_PER_ROW >= PARALLEL_MACS {
-            use rayon::prelude::*;
+        if Self::splits() {
             crate::quant::check_codes_len::<M>(out)?;
             let flat = x.as_flat();
             crate::check::finite("input", flat, M::BATCH)?;
             let (b, c) = (M::BATCH, M::CLASSES);
+            // Whole blocks of rows a part, as few parts as threads.
+            let per = b.div_ceil(crate::pool::threads()).next_multiple_of(crate::quant::BLOCK_ROWS);
             let mut rows = vec![0i16; b * c];
-            rows.par_chunks_mut(c * ROWS_PER_TASK).enumerate().for_each(|(task, chunk)| {
-                let first = task * ROWS_PER_TASK;
-                self.rows_of_batch(flat, first, chunk.len() / c, |k, j, q| chunk[k * c + j] = q);
+            crate::pool::chunks_mut(&mut rows, c * per, |part, chunk| {
+                self.rows_of_batch(flat, part * per, chunk.len() / c, |k, j, q| chunk[k * c + j] = q);
             });
             for (k, &q) in rows.iter().enumerate() {
                 out[(k % c) * b + k / c] = q;
@@ -147,6 +149,22 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// Multiply-adds of one row's forward pass.
     #[cfg(feature = "parallel")]
     const MACS_PER_ROW: usize = NW;
+
+    /// Whether the CPU backend splits a batch's rows over threads.
+    fn splits() -> bool {
+        #[cfg(feature = "parallel")]
+        return M::BATCH * Self::MACS_PER_ROW >= PARALLEL_MACS && crate::pool::threads() > 1;
+        #[cfg(not(feature = "parallel"))]
+        false
+    }
+
+    /// Whether the model is on an OpenCL device.
+    fn on_opencl(&self) -> bool {
+        #[cfg(feature = "opencl")]
+        return self.placed().and_then(|p| p.cl.as_ref()).is_some();
+        #[cfg(not(feature = "opencl"))]
+        false
+    }
 
     /// The dequantised logits of a batch: `s_y · (q_y − z_y)` of the head's codes, which
     /// are the same bits on every device.
@@ -171,6 +189,10 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// # Errors
     /// Those of [`Int8Model::codes_into`].
     pub fn predict(&self, x: &M::Input) -> Result<M::Labels> {
+        if !self.on_opencl() && !Self::splits() {
+            // The core's pass, each row's best class kept as its codes arrive.
+            return self.cpu_predict(x);
+        }
         let (b, c) = (M::BATCH, M::CLASSES);
         let mut codes = vec![0i16; b * c];
         self.codes_into(x, &mut codes)?;
@@ -189,10 +211,6 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
 /// Multiply-adds of a batch above which the CPU backend splits its rows over threads.
 #[cfg(feature = "parallel")]
 const PARALLEL_MACS: usize = 1 << 18;
-
-/// Rows of one thread's task.
-#[cfg(feature = "parallel")]
-const ROWS_PER_TASK: usize = 8;
 
 #[cfg(feature = "train")]
 impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize> Int8Model<M, NW, NC, NT, MAXW> {

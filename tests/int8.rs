@@ -391,6 +391,52 @@ crate::tests! {
     plain int8_checkpoint_round_trips_and_refuses_bad_files,
     plain quantize_refuses_what_it_cannot_hold,
     plain forward_rows_in_blocks_equal_the_numpy_reference,
+    plain batch_pass_equals_the_row_by_row_pass,
+}
+
+tensorbridge::model! {
+    /// Widths that fill no vector: depths not a multiple of 4, layers not a multiple of
+    /// 16 wide, a head wider than 16, two hidden layers, a batch not a multiple of 4.
+    pub struct OddMlp { batch: 7, features: 37, hidden: [33, 17], classes: 18 }
+}
+
+/// The head's codes of a batch (`codes_into`: on the host, the vector pass where the
+/// processor has AVX-512 VNNI, the rows split over threads for MNIST's shape) against the
+/// scalar pass, row by row (`forward_codes`), on seeded weights and noise.
+fn batch_pass_equals_the_row_by_row_pass() {
+    fn check<M: Model<Storage = f32>, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize>(
+        q: &tensorbridge::quant::Int8Model<M, NW, NC, NT, MAXW>,
+        x: &M::Input,
+    ) {
+        let (b, f, c) = (M::BATCH, M::FEATURES, M::CLASSES);
+        let mut batch = vec![0i16; b * c];
+        q.codes_into(x, &mut batch).unwrap();
+        let flat = tensorbridge::HostTensor::as_flat(x);
+        for r in 0..b {
+            let input: Vec<i8> = (0..f).map(|i| q.input_code(flat[i * b + r])).collect();
+            let mut row = vec![0i16; c];
+            q.forward_codes(&input, &mut row).unwrap();
+            let from_batch: Vec<i16> = (0..c).map(|k| batch[k * b + r]).collect();
+            assert_eq!(from_batch, row, "{}, row {r}", M::NAME);
+        }
+    }
+    let device = Device::cpu();
+    let odd = OddMlp::new(&device).unwrap();
+    let noise = |seed: u64| SMatrix::<f32, 7, 37>::from_fn(|r, i| 3.0 * crate::support::noise(seed, r * 37 + i));
+    let q = odd.quantize(&[noise(1), noise(2)]).unwrap();
+    for seed in 3..6 {
+        check(&q, &noise(seed));
+    }
+    let mnist = MnistMlp::new(&device).unwrap();
+    let noise = |seed: u64| {
+        let mut x = tensorbridge::boxed_zeros::<f32, 128, 784>();
+        for (k, v) in x.iter_mut().enumerate() {
+            *v = 2.0 * crate::support::noise(seed, k);
+        }
+        x
+    };
+    let q = mnist.quantize(&[noise(1), noise(2)]).unwrap();
+    check(&q, &noise(3));
 }
 
 /// The core's integer pass on input codes, rows in blocks (`forward_rows`, any number of
