@@ -176,6 +176,9 @@ pub(crate) unsafe fn prepare(net: &Net<'_>) -> Prepared {
 }
 
 /// The high words of the lanes' 32 x 32-bit products.
+///
+/// # Safety
+/// AVX-512F must be present, and this inlined into code compiled for it.
 #[inline(always)]
 unsafe fn mul_high(a: __m512i, b: __m512i) -> __m512i {
     // SAFETY: AVX-512F is present (the callers' contract).
@@ -187,6 +190,9 @@ unsafe fn mul_high(a: __m512i, b: __m512i) -> __m512i {
 }
 
 /// `quant::Requant::magnitude` of sixteen lanes, `p` the parameters by lane.
+///
+/// # Safety
+/// AVX-512F must be present, and this inlined into code compiled for it.
 #[inline(always)]
 unsafe fn magnitude(u: __m512i, p: &[__m512i; 5]) -> __m512i {
     // SAFETY: AVX-512F is present (the callers' contract).
