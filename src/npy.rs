@@ -135,9 +135,13 @@ pub fn matrix_to_bytes<T: StorageElement, R: Dim, C: Dim, S: RawStorage<T, R, C>
     let (rows, cols) = matrix.shape();
     let descr = if T::IS_F16 { "<f2" } else { "<f4" };
     let mut out = npy_prelude(descr, &format!("({rows}, {cols})"), rows * cols * std::mem::size_of::<T>());
-    for r in 0..rows {
-        for c in 0..cols {
-            matrix[(r, c)].extend_le_bytes(&mut out);
+    // Row by row only when a row holds something: an empty array may still have a huge
+    // dimension (NumPy writes `(60000679014, 0)`), whose rows would take minutes to count.
+    if cols > 0 {
+        for r in 0..rows {
+            for c in 0..cols {
+                matrix[(r, c)].extend_le_bytes(&mut out);
+            }
         }
     }
     out
@@ -290,7 +294,9 @@ fn to_matrix(header: &Header, data: &[u8]) -> Result<DMatrix<f32>, DataError> {
     let (rows, cols) = matrix_shape(header)?;
     let values = decode_f32(header.dtype, data);
     check_f32_range(header, data, &values)?;
-    Ok(if header.fortran_order {
+    // Column-major data as it is, and an empty array as it is: nalgebra's row-major
+    // constructor counts every row, and an empty array may have 6·10^10 of them.
+    Ok(if header.fortran_order || values.is_empty() {
         DMatrix::from_vec(rows, cols, values)
     } else {
         DMatrix::from_row_slice(rows, cols, &values)

@@ -231,7 +231,20 @@ fn random_mutations_never_panic() {
     assert!(accepted > 0, "no mutant was valid: the loop is not exercising the decoder");
 }
 
+/// Empty arrays whose other dimension is huge (found by the fuzzer: writing one back
+/// counted its 6·10^10 empty rows) read, and write back, at once.
+fn empty_arrays_with_a_huge_dimension_round_trip() {
+    for shape in ["(60000679014, 0)", "(0, 60000679014)"] {
+        let header = format!("{{'descr': '>f2', 'fortran_order': False, 'shape': {shape}, }}\n");
+        let m = npy::matrix_from_bytes(&v1(&header, &[])).unwrap();
+        assert_eq!(m.len(), 0, "{shape}");
+        let again = npy::matrix_from_bytes(&npy::matrix_to_bytes(&m)).unwrap();
+        assert_eq!(again.shape(), m.shape(), "{shape}");
+    }
+}
+
 crate::tests! {
+    plain empty_arrays_with_a_huge_dimension_round_trip,
     plain a_valid_hand_made_file_reads,
     plain bad_magic_and_versions,
     plain truncation_anywhere_is_an_error,
