@@ -2,7 +2,8 @@
 //! (x86-64 with the standard library). A leaf: imports nothing of the crate; `quant` hands
 //! it the model as slices and checks the processor first.
 //!
-//! Per layer, the weights are regrouped once per call: sixteen output channels a vector,
+//! Per layer, the weights are regrouped once per model (at its first call): sixteen output
+//! channels a vector,
 //! each lane holding four consecutive weights of its channel (one "quad"). One `vpdpbusd`
 //! then multiplies a row's four operands (unsigned bytes, broadcast to every lane) with
 //! the quads of sixteen channels and adds each lane's four products into that channel's
