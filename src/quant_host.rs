@@ -54,6 +54,12 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         self.placed.as_ref().and_then(|p| p.downcast_ref::<Placed>())
     }
 
+    /// The model's parameters and kernel on OpenCL, if it is on an OpenCL device.
+    #[cfg(feature = "opencl")]
+    fn cl(&self) -> Option<&crate::backend::opencl::int8::Int8Cl> {
+        self.placed().and_then(|p| p.cl.as_ref())
+    }
+
     /// The same model on `device` (on OpenCL: its parameters uploaded, its kernel built).
     ///
     /// # Errors
@@ -106,7 +112,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// shorter than `BATCH * CLASSES`; [`Error::OpenCl`] if the device fails.
     pub fn codes_into(&self, x: &M::Input, out: &mut [i16]) -> Result<()> {
         #[cfg(feature = "opencl")]
-        if let Some(cl) = self.placed().and_then(|p| p.cl.as_ref()) {
+        if let Some(cl) = self.cl() {
             crate::quant::check_codes_len::<M>(out)?;
             let flat = x.as_flat();
             crate::check::finite("input", flat, M::BATCH)?;
@@ -161,7 +167,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// Whether the model is on an OpenCL device.
     fn on_opencl(&self) -> bool {
         #[cfg(feature = "opencl")]
-        return self.placed().and_then(|p| p.cl.as_ref()).is_some();
+        return self.cl().is_some();
         #[cfg(not(feature = "opencl"))]
         false
     }
