@@ -76,7 +76,7 @@ use crate::layout::{
 };
 use crate::math::activation::{after_layer, all_are, Activation};
 use crate::math::loss;
-use crate::math::optim::Optimizer;
+use crate::math::optim::{self, Maxima, Optimizer};
 use crate::model::{HostTensor, Model, Params, StorageElement};
 use crate::rng::Rng;
 
@@ -223,7 +223,7 @@ impl<M: Model> Cpu<M> {
     fn init_zeroed(slot: &mut MaybeUninit<Self>) -> &mut Self {
         // SAFETY: every field of `Cpu` is valid when all its bits are zero: `M::Flat`,
         // `M::Scratch` and `M::OptState` are `ZeroBuffer`s (a sealed trait of `#[repr(C)]`
-        // structs of `f32` arrays, zero being 0.0), `UpdateBound` holds an `f64` (0.0),
+        // structs of `f32` arrays, zero being 0.0), `UpdateBound` holds an `f64` and `f32`s (0.0),
         // `step` is a `u32`, and `M::Optimizer` is one of the sealed `optim` structs, of
         // `f32` and `bool` fields (0.0 and `false`). The slot is then fully initialised, and
         // `bound` and `optimizer` are set to the values a new model has.
@@ -287,7 +287,7 @@ impl<M: Model> Cpu<M> {
     }
 
     /// One step of the model's optimizer (SGD: `p -= lr * dL/dp`; see
-    /// [`optim`](crate::math::optim)) at learning rate `lr`, its other hyperparameters those of
+    /// [`optim`]) at learning rate `lr`, its other hyperparameters those of
     /// [`Cpu::set_optimizer`]; returns the loss before the step.
     ///
     /// # Errors
@@ -334,6 +334,7 @@ impl<M: Model> Cpu<M> {
     pub fn reset_optimizer(&mut self) {
         self.moments.values_mut().fill(0.0);
         self.step = 0;
+        self.bound = UpdateBound::UNKNOWN;
     }
 }
 
@@ -864,17 +865,25 @@ fn first_delta<'s, M: Model>(delta: &'s [f32], delta_below: &'s [f32]) -> &'s [f
     }
 }
 
-/// An upper bound on the magnitude of every weight of the first layer, which the model
-/// carries from one train step to the next; [`UpdateBound::UNKNOWN`] when the parameters
-/// were just set. With it, a step can prove before touching anything that its update of
-/// the first layer cannot overflow, and then apply that update in place, fused into the
-/// weight-gradient product (see [`train_step`]).
+/// What the model knows of its values from one train step to the next, so that a step can
+/// prove before touching anything that its update cannot overflow; [`UpdateBound::UNKNOWN`]
+/// when the parameters or the optimizer's state were just set.
+///
+/// - `first`: plain SGD's upper bound on the magnitude of every weight of the first layer,
+///   with which the update of that layer is applied in place, fused into the
+///   weight-gradient product (see [`train_step`]);
+/// - `tensors`: the other optimizers' [`Maxima`] of the parameters and moments, with which
+///   a step is [`optim::proven`] from the largest gradient alone, without the pass that
+///   checks each value.
 #[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct UpdateBound(f64);
+pub(crate) struct UpdateBound {
+    first: f64,
+    tensors: Maxima,
+}
 
 impl UpdateBound {
     /// Nothing known: the next step checks every value before storing any.
-    pub(crate) const UNKNOWN: Self = UpdateBound(f64::INFINITY);
+    pub(crate) const UNKNOWN: Self = UpdateBound { first: f64::INFINITY, tensors: Maxima::UNKNOWN };
 }
 
 /// The optimizer's state as a train step updates it: the moment buffers
@@ -898,7 +907,10 @@ pub(crate) struct OptimState<'a> {
 /// gradient out and reading it back; the state's `bound` decides where the result goes
 /// first (see [`UpdateBound`]). Either way the same product computes the same bits. Every
 /// other optimizer computes the whole gradient, then checks ([`optim::first_refused`]) and
-/// applies ([`optim::apply`]) its update.
+/// applies ([`optim::apply`]) its update; the check is skipped when the step is
+/// [`optim::proven`] from the maxima the last step's update left and the largest gradient
+/// (which costs one pass over the gradients instead of one over the parameters, gradients
+/// and moments).
 #[inline(always)]
 pub(crate) fn train_step<M: Model, P: Products>(
     params: &mut [f32],
@@ -922,21 +934,30 @@ pub(crate) fn train_step<M: Model, P: Products>(
             return Err(overflow_in::<M::Storage>(M::LAYERS, &s.grads[..n]));
         }
         params[..n].copy_from_slice(&s.grads[..n]);
+        // The parameters changed without their maxima (an SGD whose weight decay is set
+        // again later must not rely on older ones).
+        state.bound.tensors = Maxima::UNKNOWN;
         return Ok(loss);
     }
     let t = state.step.saturating_add(1);
     let c = step.coeffs(t);
     let moments = &mut state.moments[..<M::Optimizer as Optimizer>::MOMENTS * n];
     let (params, grads) = (&mut params[..n], &s.grads[..n]);
-    if let Some(k) =
-        optim_parts::first_refused::<M::Optimizer>(&c, params, grads, moments, update_limit::<M::Storage>())
-    {
-        return Err(update_overflow::<M::Storage>(M::LAYERS, k));
+    let limit = update_limit::<M::Storage>();
+    let known = state.bound.tensors;
+    // From the last step's maxima and this step's largest gradient (one pass over the
+    // gradients, against the check's pass over the parameters, gradients and moments).
+    let proven =
+        known.is_known() && optim::proven::<M::Optimizer>(&c, &known, optim_parts::max_magnitude(grads), limit);
+    if !proven {
+        if let Some(k) = optim_parts::first_refused::<M::Optimizer>(&c, params, grads, moments, limit) {
+            return Err(update_overflow::<M::Storage>(M::LAYERS, k));
+        }
     }
-    optim_parts::apply::<M::Optimizer, M::Storage>(&c, params, grads, moments);
+    let tensors = optim_parts::apply::<M::Optimizer, M::Storage>(&c, params, grads, moments);
     *state.step = t;
     // The fused SGD path's bound no longer holds (the weight decay may change at run time).
-    *state.bound = UpdateBound::UNKNOWN;
+    *state.bound = UpdateBound { first: f64::INFINITY, tensors };
     Ok(loss)
 }
 
@@ -946,7 +967,7 @@ pub(crate) fn train_step<M: Model, P: Products>(
 /// them). Both are elementwise and their arithmetic (`+`, `·`, `/`, `√`) is correctly
 /// rounded at every width, so the parts give the bits the whole slice gives.
 mod optim_parts {
-    use crate::math::optim::{self, Coeffs, Optimizer};
+    use crate::math::optim::{self, Coeffs, Maxima, Optimizer};
     use crate::model::StorageElement;
 
     /// Parameters from which the parts run on the pool: a pass over 2^16 parameters and
@@ -996,14 +1017,34 @@ mod optim_parts {
         optim::first_refused_split::<O>(c, params, grads, m, v, limit)
     }
 
-    /// [`optim::apply`], each new parameter rounded to the storage `T`.
+    /// [`optim::max_magnitude`] of the gradients (the largest over the parts).
+    #[inline(always)]
+    pub(super) fn max_magnitude(grads: &[f32]) -> f32 {
+        let n = grads.len();
+        #[cfg(feature = "parallel")]
+        if n >= PARALLEL_MIN && crate::pool::threads() > 1 {
+            use core::sync::atomic::{AtomicU32, Ordering};
+            let parts = crate::pool::threads();
+            // Magnitudes order as their bits do (see `optim::magnitude_bits`).
+            let max = AtomicU32::new(0);
+            crate::pool::run(parts, &|k| {
+                let part = max_magnitude_part(&grads[range(n, parts, k)]);
+                max.fetch_max(part.to_bits(), Ordering::Relaxed);
+            });
+            return f32::from_bits(max.into_inner());
+        }
+        optim::max_magnitude(&grads[..n])
+    }
+
+    /// [`optim::apply`], each new parameter rounded to the storage `T`: the [`Maxima`] of
+    /// what it stored (the largest over the parts).
     #[inline(always)]
     pub(super) fn apply<O: Optimizer, T: StorageElement>(
         c: &Coeffs,
         params: &mut [f32],
         grads: &[f32],
         moments: &mut [f32],
-    ) {
+    ) -> Maxima {
         let n = params.len();
         let (m, v) = moments.split_at_mut(moments.len().min(n));
         #[cfg(feature = "parallel")]
@@ -1023,14 +1064,38 @@ mod optim_parts {
                 (p_rest, g_rest, m_rest, v_rest) = (pr, gr, mr, vr);
                 slots.push(std::sync::Mutex::new((p, g, mm, vv)));
             }
+            use core::sync::atomic::{AtomicU32, Ordering};
+            // Magnitudes order as their bits do (see `optim::magnitude_bits`).
+            let maxima = [AtomicU32::new(0), AtomicU32::new(0), AtomicU32::new(0)];
             crate::pool::run(parts, &|k| {
                 let mut slot = slots[k].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (p, g, m, v) = &mut *slot;
-                apply_part::<O, T>(c, p, g, m, v);
+                let part = apply_part::<O, T>(c, p, g, m, v);
+                for (max, x) in maxima.iter().zip([part.params, part.m, part.v]) {
+                    max.fetch_max(x.to_bits(), Ordering::Relaxed);
+                }
             });
-            return;
+            let [p, m, v] = maxima.map(|max| f32::from_bits(max.into_inner()));
+            return Maxima { params: p, m, v };
         }
-        optim::apply_split::<O>(c, params, grads, m, v, T::round_f32);
+        optim::apply_split::<O>(c, params, grads, m, v, T::round_f32)
+    }
+
+    /// One part of [`max_magnitude`], compiled for the widest vectors the processor has.
+    #[cfg(feature = "parallel")]
+    fn max_magnitude_part(g: &[f32]) -> f32 {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f") {
+                // SAFETY: the processor has AVX-512F, checked just above.
+                return unsafe { wide::max_magnitude_avx512(g) };
+            }
+            if std::arch::is_x86_feature_detected!("avx2") {
+                // SAFETY: the processor has AVX2, checked just above.
+                return unsafe { wide::max_magnitude_avx2(g) };
+            }
+        }
+        optim::max_magnitude(g)
     }
 
     /// One part of [`first_refused`], compiled for the widest vectors the processor has.
@@ -1059,7 +1124,13 @@ mod optim_parts {
 
     /// One part of [`apply`], compiled for the widest vectors the processor has.
     #[cfg(feature = "parallel")]
-    fn apply_part<O: Optimizer, T: StorageElement>(c: &Coeffs, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) {
+    fn apply_part<O: Optimizer, T: StorageElement>(
+        c: &Coeffs,
+        p: &mut [f32],
+        g: &[f32],
+        m: &mut [f32],
+        v: &mut [f32],
+    ) -> Maxima {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -1077,11 +1148,11 @@ mod optim_parts {
     /// The parts' loops compiled with AVX-512F or AVX2 (the same bits: see [`optim_parts`]).
     #[cfg(all(feature = "parallel", target_arch = "x86_64"))]
     mod wide {
-        use crate::math::optim::{self, Coeffs, Optimizer};
+        use crate::math::optim::{self, Coeffs, Maxima, Optimizer};
         use crate::model::StorageElement;
 
         macro_rules! wide {
-            ($refused:ident, $apply:ident, $features:literal) => {
+            ($refused:ident, $apply:ident, $max:ident, $features:literal) => {
                 /// # Safety
                 /// The processor must have the target features.
                 #[target_feature(enable = $features)]
@@ -1105,13 +1176,20 @@ mod optim_parts {
                     g: &[f32],
                     m: &mut [f32],
                     v: &mut [f32],
-                ) {
+                ) -> Maxima {
                     optim::apply_split::<O>(c, p, g, m, v, T::round_f32)
+                }
+
+                /// # Safety
+                /// The processor must have the target features.
+                #[target_feature(enable = $features)]
+                pub(super) unsafe fn $max(g: &[f32]) -> f32 {
+                    optim::max_magnitude(g)
                 }
             };
         }
-        wide!(first_refused_avx512, apply_avx512, "avx512f,avx2");
-        wide!(first_refused_avx2, apply_avx2, "avx2");
+        wide!(first_refused_avx512, apply_avx512, max_magnitude_avx512, "avx512f,avx2");
+        wide!(first_refused_avx2, apply_avx2, max_magnitude_avx2, "avx2");
     }
 }
 
@@ -1163,14 +1241,14 @@ fn train_step_fused<M: Model, P: Products>(
     let growth = 2.0 * f64::from(lr) * rows as f64 * f64::from(P::max_abs(x)) * f64::from(P::max_abs(dz));
     let (w0, rest) = params[..n].split_at_mut(first.b);
     let (new_w0, new_rest) = grads[..n].split_at_mut(first.b);
-    let known = bound.0 + growth;
+    let known = bound.first + growth;
     if known < FUSED_LIMIT {
         if !sgd_values::<M::Storage>(rest, new_rest, lr) {
             return Err(overflow_in::<M::Storage>(M::LAYERS, &grads[..n]));
         }
         rest.copy_from_slice(new_rest);
         update_first::<M, P>(w0, x, dz, xt, rows, lr);
-        *bound = UpdateBound(known);
+        *bound = UpdateBound { first: known, tensors: Maxima::UNKNOWN };
     } else {
         new_w0.copy_from_slice(w0);
         update_first::<M, P>(new_w0, x, dz, xt, rows, lr);
@@ -1180,7 +1258,7 @@ fn train_step_fused<M: Model, P: Products>(
             return Err(overflow_in::<M::Storage>(M::LAYERS, new));
         }
         params[..n].copy_from_slice(new);
-        *bound = UpdateBound(f64::from(P::max_abs(&params[..first.b])));
+        *bound = UpdateBound { first: f64::from(P::max_abs(&params[..first.b])), tensors: Maxima::UNKNOWN };
     }
     Ok(loss)
 }
@@ -1714,13 +1792,9 @@ mod tests {
         assert!(worst <= 2);
     }
 
-    /// The loss in f32 (since single precision throughout) against the same formula in f64,
-    /// `mean_r(ln Σ_c e^(z[r, c]) - z[r, y_r])`, over confident, uncertain and mixed rows:
-    /// within 4 units in the last place of the f64 value (or 1e-12 absolute near zero). The
-    /// gradient `softmax / rows - onehot / rows` within 2e-7 of its f64 value.
-    /// The optimizer's check and update in parts over the pool give the whole slice's bits
-    /// and its first refused index (parts of 2^16 parameters and more; 3 threads or the
-    /// machine's).
+    /// The optimizer's check and update in parts over the pool give the whole slice's bits,
+    /// maxima and first refused index, and the largest gradient in parts the whole's (parts
+    /// of 2^16 parameters and more; 3 threads or the machine's).
     #[cfg(feature = "parallel")]
     #[test]
     fn optimizer_parts_equal_the_whole_slice() {
@@ -1735,10 +1809,20 @@ mod tests {
         let (mut want_p, mut want_m) = (p.clone(), moments.clone());
         optim::apply::<Adam>(&c, &mut want_p, &g, &mut want_m, |x| x);
         let mut got_p = p.clone();
-        super::optim_parts::apply::<Adam, f32>(&c, &mut got_p, &g, &mut moments);
+        let maxima = super::optim_parts::apply::<Adam, f32>(&c, &mut got_p, &g, &mut moments);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got_p), bits(&want_p));
         assert_eq!(bits(&moments), bits(&want_m));
+        // The maxima of what was stored, as a plain fold of the magnitudes finds them.
+        let largest = |v: &[f32]| v.iter().fold(0.0f32, |a, x| a.max(x.abs()));
+        let (new_m, new_v) = moments.split_at(n);
+        assert_eq!(maxima, optim::Maxima { params: largest(&want_p), m: largest(new_m), v: largest(new_v) });
+        assert_eq!(super::optim_parts::max_magnitude(&g), largest(&g));
+        for (k, bad) in [(n - 1, f32::INFINITY), (3, f32::NAN), (69_000, f32::NEG_INFINITY)] {
+            let mut g = g.clone();
+            g[k] = bad;
+            assert!(!super::optim_parts::max_magnitude(&g).is_finite(), "{bad} at {k}");
+        }
         // One moment buffer (momentum): the parts' moment slices follow the parameters'.
         let c = Momentum { momentum: 0.9, ..Momentum::default() }.coeffs(2);
         let (mut want_p, mut want_m, mut got_p, mut got_m) = (p.clone(), m.clone(), p.clone(), m.clone());
@@ -1759,6 +1843,10 @@ mod tests {
         }
     }
 
+    /// The loss in f32 (since single precision throughout) against the same formula in f64,
+    /// `mean_r(ln Σ_c e^(z[r, c]) - z[r, y_r])`, over confident, uncertain and mixed rows:
+    /// within 4 units in the last place of the f64 value (or 1e-12 absolute near zero). The
+    /// gradient `softmax / rows - onehot / rows` within 2e-7 of its f64 value.
     #[test]
     fn the_f32_loss_matches_an_f64_reference() {
         let mut rng = crate::rng::Rng::new(11);

@@ -316,6 +316,26 @@ fn a_refused_step_leaves_parameters_and_state_unchanged(device: &Device) {
     }
 }
 
+/// A step after new parameters is checked against them, not against what the earlier
+/// steps knew of the old ones (the CPU skips the check of a step proven from the last
+/// step's largest values): with the last bias at 3e38 (the softmax unchanged) and a weight
+/// decay of 0.01, the gradient's square overflows, and the step is refused.
+fn a_step_after_new_parameters_is_checked_against_them(device: &Device) {
+    for device in kernel_paths(device) {
+        let mut engine = start::<AdamMlp>(&device).unwrap();
+        engine.set_optimizer(adam()).unwrap();
+        steps(&mut engine, &reference::adam::LRS, 0, 10);
+        let mut huge = flat(&engine);
+        let n = huge.len();
+        huge[n - 3..].fill(3e38);
+        engine.set_params(&<AdamMlp as Model>::Params::from_flat(&huge)).unwrap();
+        let (x, y) = batch::<AdamMlp>(10);
+        let err = engine.train_step(&x, &y, 1e-3).unwrap_err();
+        assert!(matches!(err, Error::UpdateOverflow { .. }), "on {device}: {err}");
+        assert_eq!(flat(&engine), huge, "on {device}");
+    }
+}
+
 /// Out-of-range hyperparameters are typed errors, and leave the old ones in place.
 fn hyperparameters_out_of_range_are_refused(device: &Device) {
     let mut adam_model = start::<AdamMlp>(device).unwrap();
@@ -473,6 +493,7 @@ crate::tests! {
     device a_checkpoint_holds_the_state_as_named_tensors,
     device set_params_leaves_the_state_and_reset_clears_it,
     device a_refused_step_leaves_parameters_and_state_unchanged,
+    device a_step_after_new_parameters_is_checked_against_them,
     device hyperparameters_out_of_range_are_refused,
     plain the_defaults_are_pytorchs,
     plain the_core_and_the_backend_take_the_same_adam_steps,

@@ -49,7 +49,7 @@ const STACK_SCRATCH_BYTES: usize = 4096;
 pub(crate) struct CpuBackend<M: Model> {
     params: Box<M::Flat>,
     scratch: Mutex<Box<M::Scratch>>,
-    /// What the last train step knew of the first layer's weights (see [`cpu::train_step`]).
+    /// What the last train step knew of the parameters and moments (see [`cpu::train_step`]).
     bound: cpu::UpdateBound,
     /// The optimizer's moment buffers and step count.
     moments: Box<M::OptState>,
@@ -309,6 +309,8 @@ impl<M: Model> Backend<M> for CpuBackend<M> {
     fn write_optimizer(&mut self, moments: &[f32], step: u32) -> Result<()> {
         self.moments.values_mut().copy_from_slice(moments);
         self.step = step;
+        // What the last step knew of the moments no longer holds.
+        self.bound = cpu::UpdateBound::UNKNOWN;
         Ok(())
     }
 }

@@ -71,6 +71,20 @@ pub trait Optimizer: Copy + Default + core::fmt::Debug + PartialEq + Send + Sync
         let (p, m, v) = Self::update(c, p, g, m, v);
         (p.abs(), m, v)
     }
+    /// `[p, m, v]`: upper bounds of the magnitudes of every new parameter (before its
+    /// rounding to the storage) and new moment of a step whose parameters, gradients and
+    /// moments are at most `p`, `g`, `m` and `v` in magnitude (see [`proven`]), or
+    /// infinite or NaN where it has none. It is the update's own formula on those
+    /// magnitudes, every subtraction an addition and every factor's magnitude taken: the
+    /// rounding to nearest is monotone and symmetric, so each rounded operation on larger
+    /// magnitudes gives a magnitude at least as large, and a finite result means that no
+    /// intermediate of the exact update overflowed either. By default none (an optimizer
+    /// added without it is checked value by value).
+    #[inline(always)]
+    fn step_bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> [f32; 3] {
+        let _ = (c, p, g, m, v);
+        [f32::INFINITY; 3]
+    }
     /// The hyperparameters as the OpenCL kernels take them (a `float8`, in the order
     /// [`Optimizer::OPENCL_COEFFS`]' `tb_opt_coeffs` reads them; the learning rate first, unused
     /// slots 0).
@@ -297,6 +311,16 @@ fn adam_bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
     (p.abs() + c.step_size * (m.abs() * c.inv_eps_up), m, v)
 }
 
+/// [`Optimizer::step_bound`] of [`adam_update`] (the gradient's bound already includes any
+/// L2 term): `lerp`'s two forms on the magnitudes (`1 - β1` and `β1` are in `[0, 1]`), `v`'s
+/// update, and the parameter's as in [`adam_bound`] (the denominator is at least `ε`).
+#[inline(always)]
+fn adam_step_bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> [f32; 3] {
+    let m =
+        if c.one_minus_beta1 < 0.5 { m + c.one_minus_beta1 * (g + m) } else { g + (g + m) * (1.0 - c.one_minus_beta1) };
+    [p + c.step_size * (m * c.inv_eps_up), m, v * c.beta2 + c.one_minus_beta2 * (g * g)]
+}
+
 impl Optimizer for Sgd {
     const NAME: &'static str = "sgd";
     const MOMENTS: usize = 0;
@@ -320,6 +344,10 @@ impl Optimizer for Sgd {
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         let g = g + c.weight_decay * p;
         (p - c.lr * g, m, v)
+    }
+    #[inline(always)]
+    fn step_bound(c: &Coeffs, p: f32, g: f32, _m: f32, _v: f32) -> [f32; 3] {
+        [p + c.lr * (g + c.weight_decay * p), 0.0, 0.0]
     }
     fn opencl_hyper(&self) -> [f32; 8] {
         [self.lr, self.weight_decay, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]
@@ -376,6 +404,13 @@ impl Optimizer for Momentum {
         let g = if c.nesterov != 0.0 { g + c.momentum * b } else { b };
         (p - c.lr * g, b, v)
     }
+    #[inline(always)]
+    fn step_bound(c: &Coeffs, p: f32, g: f32, m: f32, _v: f32) -> [f32; 3] {
+        let g = g + c.weight_decay * p;
+        let b = if c.first != 0.0 { g } else { c.momentum * m + g };
+        let g = if c.nesterov != 0.0 { g + c.momentum * b } else { b };
+        [p + c.lr * g, b, 0.0]
+    }
     fn opencl_hyper(&self) -> [f32; 8] {
         let nesterov = if self.nesterov { 1.0 } else { 0.0 };
         [self.lr, self.momentum, nesterov, self.weight_decay, 0.0, 0.0, 0.0, 0.0]
@@ -425,6 +460,10 @@ impl Optimizer for Adam {
     fn bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_bound(c, p, g + c.weight_decay * p, m, v)
     }
+    #[inline(always)]
+    fn step_bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> [f32; 3] {
+        adam_step_bound(c, p, g + c.weight_decay * p, m, v)
+    }
     fn opencl_hyper(&self) -> [f32; 8] {
         [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, 0.0, 0.0, 0.0]
     }
@@ -466,6 +505,10 @@ impl Optimizer for AdamW {
     fn bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_bound(c, p * c.decay, g, m, v)
     }
+    #[inline(always)]
+    fn step_bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> [f32; 3] {
+        adam_step_bound(c, p * c.decay.abs(), g, m, v)
+    }
     fn opencl_hyper(&self) -> [f32; 8] {
         [self.lr, self.beta1, self.beta2, self.eps, self.weight_decay, 0.0, 0.0, 0.0]
     }
@@ -492,6 +535,56 @@ fn adam_invalid(lr: f32, beta1: f32, beta2: f32, eps: f32, weight_decay: f32) ->
         ("eps", eps, eps >= 0.0),
         ("weight_decay", weight_decay, weight_decay >= 0.0),
     ])
+}
+
+/// The largest magnitudes of a model's parameters and moments as a step left them (what
+/// [`apply`] returns), from which the next step may be proven safe without checking its
+/// values one by one ([`proven`]). [`Maxima::UNKNOWN`] after anything else changed them.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Maxima {
+    /// The largest `|p|` of the stored parameters.
+    pub params: f32,
+    /// The largest `|m|` of the first moment buffer (0 without one).
+    pub m: f32,
+    /// The largest `|v|` of the second moment buffer (0 without one).
+    pub v: f32,
+}
+
+impl Maxima {
+    /// Nothing known: the next step checks every value.
+    pub const UNKNOWN: Self = Maxima { params: f32::INFINITY, m: f32::INFINITY, v: f32::INFINITY };
+
+    /// Whether anything is known.
+    #[inline(always)]
+    pub fn is_known(&self) -> bool {
+        self.params.is_finite() && self.m.is_finite() && self.v.is_finite()
+    }
+}
+
+/// The bits of `|x|`: magnitudes order as their bits do (as unsigned integers), and NaN and
+/// infinity are the patterns from `0x7f80_0000` up, so one integer maximum (which
+/// vectorises, and skips no NaN) takes the largest magnitude.
+#[inline(always)]
+pub fn magnitude_bits(x: f32) -> u32 {
+    x.to_bits() & 0x7fff_ffff
+}
+
+/// The largest magnitude in `values` (0 when empty): infinite or NaN if one is.
+#[inline(always)]
+pub fn max_magnitude(values: &[f32]) -> f32 {
+    f32::from_bits(values.iter().fold(0, |acc, &x| acc.max(magnitude_bits(x))))
+}
+
+/// Whether a step of `O` from parameters and moments whose largest magnitudes are
+/// `maxima`, with gradients at most `g_max` in magnitude, certainly stores no refused
+/// value ([`first_refused`] would find none): [`Optimizer::step_bound`] of the maxima is
+/// below `limit` for the parameters and finite for the moments. A step so proven skips
+/// the check; for Adam at the usual hyperparameters that is every step whose maxima are
+/// known. NaN anywhere proves nothing.
+#[inline(always)]
+pub fn proven<O: Optimizer>(c: &Coeffs, maxima: &Maxima, g_max: f32, limit: f32) -> bool {
+    let [p, m, v] = O::step_bound(c, maxima.params, g_max, maxima.m, maxima.v);
+    p < limit && m.is_finite() && v.is_finite()
 }
 
 /// The index of the first parameter whose step is refused, or `None` if none is: its new
@@ -573,7 +666,7 @@ pub fn first_refused_split<O: Optimizer>(
 
 /// Applies one step to every parameter in place: the new value rounded by `round` (to the
 /// storage type) and the new moments (laid out as for [`first_refused`], which the caller
-/// runs first).
+/// runs first, or [`proven`]). Returns the [`Maxima`] of what it stored.
 #[inline(always)]
 pub fn apply<O: Optimizer>(
     c: &Coeffs,
@@ -581,7 +674,7 @@ pub fn apply<O: Optimizer>(
     grads: &[f32],
     moments: &mut [f32],
     round: impl Fn(f32) -> f32,
-) {
+) -> Maxima {
     let (m_buf, v_buf) = moments.split_at_mut(moments.len().min(params.len()));
     apply_split::<O>(c, params, grads, m_buf, v_buf, round)
 }
@@ -595,26 +688,35 @@ pub fn apply_split<O: Optimizer>(
     m_buf: &mut [f32],
     v_buf: &mut [f32],
     round: impl Fn(f32) -> f32,
-) {
+) -> Maxima {
+    // The maxima on the bits (see `magnitude_bits`), alongside the stores.
+    let (mut mp, mut mm, mut mv) = (0u32, 0u32, 0u32);
     match O::MOMENTS {
         0 => {
             for (p, &g) in params.iter_mut().zip(grads) {
                 *p = round(O::update(c, *p, g, 0.0, 0.0).0);
+                mp = mp.max(magnitude_bits(*p));
             }
         }
         1 => {
             for ((p, &g), m) in params.iter_mut().zip(grads).zip(m_buf) {
                 let (np, nm, _) = O::update(c, *p, g, *m, 0.0);
                 (*p, *m) = (round(np), nm);
+                mp = mp.max(magnitude_bits(*p));
+                mm = mm.max(magnitude_bits(nm));
             }
         }
         _ => {
             for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m_buf).zip(v_buf) {
                 let (np, nm, nv) = O::update(c, *p, g, *m, *v);
                 (*p, *m, *v) = (round(np), nm, nv);
+                mp = mp.max(magnitude_bits(*p));
+                mm = mm.max(magnitude_bits(nm));
+                mv = mv.max(magnitude_bits(nv));
             }
         }
     }
+    Maxima { params: f32::from_bits(mp), m: f32::from_bits(mm), v: f32::from_bits(mv) }
 }
 
 /// The OpenCL C of [`Coeffs`], [`one_minus_pow`] and [`adam_coeffs`] (`tb_adam_coeffs`),
@@ -710,6 +812,8 @@ pub fn write_opencl<O: Optimizer>(out: &mut impl core::fmt::Write) -> core::fmt:
 #[cfg(test)]
 mod tests {
     use super::*;
+    #[cfg(not(feature = "std"))]
+    use std::{format, vec::Vec};
 
     /// Values with many significant bits over many magnitudes (xorshift).
     fn values(n: usize, seed: u32, scale: f32) -> impl Iterator<Item = f32> {
@@ -749,6 +853,72 @@ mod tests {
                     }
                 }
             }
+        }
+    }
+
+    /// [`Optimizer::step_bound`] of a tensor's maxima is never below a new value's
+    /// magnitude, and a step [`proven`] safe is one that [`first_refused`] accepts: every
+    /// optimizer, at scales from tiny to near overflow, small and huge learning rates.
+    /// Both outcomes occur (proven, and refused), so that the check can fail either way.
+    #[test]
+    fn step_bounds_hold_and_proven_steps_are_accepted() {
+        fn run<O: Optimizer>(o: O, counts: &mut [usize; 2]) {
+            for (k, scale) in [1e-30f32, 1e-3, 1.0, 1e6, 1e18, 1e30, 1e37].into_iter().enumerate() {
+                for lr in [1e-3f32, 0.5, 1e20, 1e36] {
+                    for t in [1u32, 2, 50] {
+                        let c = o.with_lr(lr).coeffs(t);
+                        let n = 500;
+                        let p: Vec<f32> = values(n, 3 + k as u32, scale).collect();
+                        let g: Vec<f32> = values(n, 5 + t, scale).collect();
+                        let m: Vec<f32> = values(n, 11, scale * 0.1).collect();
+                        let v: Vec<f32> = values(n, 19, scale * 0.01).map(|x| x * x).collect();
+                        let moments = [m.clone(), v.clone()].concat();
+                        let (mm, mv) =
+                            if O::MOMENTS == 0 { (0.0, 0.0) } else { (max_magnitude(&m), max_magnitude(&v)) };
+                        let maxima =
+                            Maxima { params: max_magnitude(&p), m: mm, v: if O::MOMENTS == 2 { mv } else { 0.0 } };
+                        let [bp, bm, bv] = O::step_bound(&c, maxima.params, max_magnitude(&g), maxima.m, maxima.v);
+                        for i in 0..n {
+                            let (np, nm, nv) = O::update(&c, p[i], g[i], m[i], v[i]);
+                            let what = format!("{} scale {scale} lr {lr} t {t} at {i}", O::NAME);
+                            if bp.is_finite() {
+                                assert!(np.abs() <= bp, "{what}: {np} over {bp}");
+                            }
+                            if bm.is_finite() && O::MOMENTS >= 1 {
+                                assert!(nm.abs() <= bm, "{what}: m {nm} over {bm}");
+                            }
+                            if bv.is_finite() && O::MOMENTS == 2 {
+                                assert!(nv.abs() <= bv, "{what}: v {nv} over {bv}");
+                            }
+                        }
+                        for limit in [f32::INFINITY, 65520.0] {
+                            let refused = first_refused::<O>(&c, &p, &g, &moments[..O::MOMENTS * n], limit);
+                            if proven::<O>(&c, &maxima, max_magnitude(&g), limit) {
+                                assert_eq!(refused, None, "{} scale {scale} lr {lr} t {t}", O::NAME);
+                                counts[0] += 1;
+                            }
+                            counts[1] += usize::from(refused.is_some());
+                        }
+                    }
+                }
+            }
+        }
+        for o in [Sgd { lr: 0.1, weight_decay: 0.0 }, Sgd { lr: 0.1, weight_decay: 0.3 }] {
+            let mut counts = [0; 2];
+            run(o, &mut counts);
+            assert!(counts[0] > 0 && counts[1] > 0, "{o:?}: {counts:?}");
+        }
+        for nesterov in [false, true] {
+            let mut counts = [0; 2];
+            run(Momentum { lr: 0.1, momentum: 0.9, nesterov, weight_decay: 0.01 }, &mut counts);
+            assert!(counts[0] > 0 && counts[1] > 0, "nesterov {nesterov}: {counts:?}");
+        }
+        for eps in [1e-8f32, 1e-3, 0.0] {
+            let mut counts = [0; 2];
+            run(Adam { eps, weight_decay: 0.01, ..Adam::default() }, &mut counts);
+            run(AdamW { eps, beta1: 0.3, ..AdamW::default() }, &mut counts);
+            // With ε = 0 nothing is proven (the bound divides by it); steps still refuse.
+            assert!((counts[0] > 0) == (eps > 0.0) && counts[1] > 0, "eps {eps}: {counts:?}");
         }
     }
 
