@@ -28,8 +28,9 @@
 //! reports 32 for every kernel), the host builds it again for the largest power of two it
 //! allows (`-D TB_FUSED_WG`): its work-items stride over each stage, whatever their number.
 //!
-//! The optimizer's step: plain SGD's is part of the kernels above. Any other optimizer's
-//! (and SGD's with weight decay) runs after the path's gradients as `tb_opt_check` and
+//! The optimizer's step: plain SGD's is part of the kernels above, and on the tiny kernel
+//! momentum's, Adam's and AdamW's too (their state in its buffer: [`tiny_opt_words`]). Any
+//! other optimizer's step (and SGD's with weight decay) runs after the path's gradients as `tb_opt_check` and
 //! `tb_opt_apply` (`cl/update.cl`), two launches of one work-item per [`UPDATE_VEC`]
 //! parameters, on the formulas `crate::math::optim::write_opencl` emits.
 
@@ -204,6 +205,26 @@ pub(crate) fn tiny_plan<M: Model>() -> Option<TinyPlan> {
     })
 }
 
+/// Bytes to which the tiny kernel's state aligns the optimizer's state after the
+/// parameters: a multiple of any device's base address alignment (the backend checks it),
+/// so that the optimizer's state is also a sub-buffer, which the update kernels, the
+/// checkpoints and `reset_optimizer` read and write.
+pub(crate) const TINY_OPT_ALIGN: usize = 4096;
+
+/// Where the tiny kernel keeps an optimizer with moments (`TB_TINY_OPT_STATE`) in its
+/// state buffer, in words: `(TB_TINY_OPT, TB_TINY_HYPER)`, the optimizer's state
+/// ([`opt_words`]) after the parameters at [`TINY_OPT_ALIGN`], then its 8 hyperparameters
+/// (`opencl_hyper`, a `float8`). `None` for an optimizer without moments (plain SGD's step
+/// takes its rate alone, by value).
+pub(crate) fn tiny_opt_words<M: Model>() -> Option<(usize, usize)> {
+    if <M::Optimizer as Optimizer>::MOMENTS == 0 {
+        return None;
+    }
+    let param_bytes = (param_count(M::LAYERS) * core::mem::size_of::<M::Storage>()).max(1);
+    let opt = param_bytes.next_multiple_of(TINY_OPT_ALIGN) / 4;
+    Some((opt, opt + opt_words::<M>()))
+}
+
 /// Words of the optimizer's state buffer on the device (`opt` in `cl/update.cl`): the
 /// moment buffers ([`Optimizer::MOMENTS`] times the parameter count, `f32`), then the step
 /// count of the accepted steps at word [`opt_step_word`] (`TB_OPT_STEP`), then the step
@@ -267,6 +288,10 @@ pub fn defines<M: Model>() -> String {
     let _ = writeln!(s, "#define TB_TINY_CTRL {TINY_CTRL}");
     let _ = writeln!(s, "#define TB_TINY_STEP_WORDS {}", tiny.map_or(1, |t| t.step_words));
     let _ = writeln!(s, "#define TB_TINY_STEPS {}", tiny.map_or(1, |t| t.steps));
+    let opt_state = tiny_opt_words::<M>();
+    let _ = writeln!(s, "#define TB_TINY_OPT_STATE {}", u8::from(opt_state.is_some()));
+    let (opt, hyper) = opt_state.unwrap_or((0, 0));
+    let _ = writeln!(s, "#define TB_TINY_OPT {opt}\n#define TB_TINY_HYPER {hyper}");
     // The rows' loss reduction: the fused kernel's tree, cut to the rows it can hold.
     let _ = writeln!(s, "#define TB_TINY_RED {}", batch.next_power_of_two());
     for (name, args) in [("", tiny.map_or(1, |t| t.args)), ("_ONE", tiny.map_or(1, |t| t.one_args))] {

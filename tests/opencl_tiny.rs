@@ -9,9 +9,14 @@
 //!   `f32` and `f16` storage; and agree with the CPU backend;
 //! - a step inside a group whose update overflows, or whose loss is not finite, is
 //!   skipped alone, and reported as on the other kernels;
-//! - runs longer than the device's loss record (1024 steps) lose no loss.
+//! - runs longer than the device's loss record (1024 steps) lose no loss;
+//! - an optimizer with moments (momentum, Adam, AdamW) steps there too, its state and
+//!   hyperparameters in the kernel's buffer: the same bits as the fused kernel's gradients
+//!   and update kernels, hyperparameters changed between the steps of a group, and a refused
+//!   step in a group leaves the state as if it had not been tried.
 
 use crate::support::{assert_agree, noise, param_bits};
+use tensorbridge::optim::{Adam, AdamW, Momentum};
 use tensorbridge::{Device, Engine, Error, HostTensor, KernelPath, Model, StorageElement};
 
 tensorbridge::model! {
@@ -25,6 +30,18 @@ tensorbridge::model! {
 tensorbridge::model! {
     /// f16 storage, an odd number of halves (8 + 3 + 3 words a step).
     pub struct Odd16 { batch: 3, features: 5, classes: 7, storage: f16 }
+}
+tensorbridge::model! {
+    /// The seed's shape with Adam.
+    pub struct SeedAdam { batch: 2, features: 4, classes: 2, optimizer: adam }
+}
+tensorbridge::model! {
+    /// `Mlp` with momentum.
+    pub struct MlpMomentum { batch: 3, features: 5, classes: 7, hidden: [6, 4], optimizer: momentum }
+}
+tensorbridge::model! {
+    /// `Odd16` with AdamW.
+    pub struct Odd16AdamW { batch: 3, features: 5, classes: 7, storage: f16, optimizer: adamw }
 }
 tensorbridge::model! {
     /// A batch too large to go by value: the fused work-group kernel.
@@ -50,6 +67,9 @@ fn the_tiny_kernel_is_the_path_of_tiny_models_only(device: &Device) {
     assert_eq!(stages::<Seed>(device), ["tiny"]);
     assert_eq!(stages::<Mlp>(device), ["tiny"]);
     assert_eq!(stages::<Odd16>(device), ["tiny"]);
+    assert_eq!(stages::<SeedAdam>(device), ["tiny"]);
+    assert_eq!(stages::<MlpMomentum>(device), ["tiny"]);
+    assert_eq!(stages::<Odd16AdamW>(device), ["tiny"]);
     // Asked for by name, the fused work-group kernel; a batch too large for the
     // arguments, the same.
     assert_eq!(stages::<Seed>(&device.with_kernel_path(KernelPath::Fused)), ["fused"]);
@@ -59,13 +79,18 @@ fn the_tiny_kernel_is_the_path_of_tiny_models_only(device: &Device) {
 /// Everything a model shows through a sequence of deferred steps (runs of 1 to 9, with
 /// padded batches and two rates among them) and the calls that come between the runs, as
 /// bits. A run's steps are sent in groups; each call after it must see all of them.
-fn trace<M: Model>(device: &Device) -> Vec<u32> {
+/// With `optimizers`, the model's optimizer is set to the first, and to the second from the
+/// 20th step (which waits in a group behind steps of the first).
+fn trace<M: Model>(device: &Device, optimizers: Option<[M::Optimizer; 2]>) -> Vec<u32> {
     let mut model = Engine::<M>::with_seed(device, 11).unwrap();
     let mut seen = Vec::new();
     let mut step = 0u64;
     for (round, run) in [1usize, 2, 3, 4, 5, 7, 9, 3, 6, 2].into_iter().enumerate() {
         for _ in 0..run {
             step += 1;
+            if let Some(optimizers) = optimizers.filter(|_| step == 1 || step == 20) {
+                model.set_optimizer(optimizers[usize::from(step == 20)]).unwrap();
+            }
             let (x, y) = batch::<M>(step, 2.0);
             let lr = if step.is_multiple_of(3) { 0.2 } else { 0.05 };
             if step % 4 == 1 {
@@ -101,14 +126,14 @@ fn trace<M: Model>(device: &Device) -> Vec<u32> {
     seen
 }
 
-fn grouped<M: Model>(device: &Device) {
-    let tiny = trace::<M>(device);
-    let fused = trace::<M>(&device.with_kernel_path(KernelPath::Fused));
+fn grouped<M: Model>(device: &Device, optimizers: Option<[M::Optimizer; 2]>) {
+    let tiny = trace::<M>(device, optimizers);
+    let fused = trace::<M>(&device.with_kernel_path(KernelPath::Fused), optimizers);
     assert_eq!(tiny.len(), fused.len(), "{}", M::NAME);
     if let Some(k) = tiny.iter().zip(&fused).position(|(a, b)| a != b) {
         panic!("{}: value {k} differs: tiny {:#x}, fused {:#x}", M::NAME, tiny[k], fused[k]);
     }
-    let cpu = trace::<M>(&Device::cpu());
+    let cpu = trace::<M>(&Device::cpu(), optimizers);
     // The class predictions are small integers; everything else is f32 bits.
     let f = |v: &[u32]| v.iter().map(|&b| if b < 16 { b as f32 } else { f32::from_bits(b) }).collect::<Vec<_>>();
     let tol = if M::Storage::IS_F16 { 2e-2 } else { 1e-3 };
@@ -116,9 +141,42 @@ fn grouped<M: Model>(device: &Device) {
 }
 
 fn grouped_deferred_steps_are_the_steps_one_launch_each(device: &Device) {
-    grouped::<Seed>(device);
-    grouped::<Mlp>(device);
-    grouped::<Odd16>(device);
+    grouped::<Seed>(device, None);
+    grouped::<Mlp>(device, None);
+    grouped::<Odd16>(device, None);
+    let adam = Adam { eps: 1e-6, weight_decay: 0.01, ..Adam::default() };
+    grouped::<SeedAdam>(device, Some([adam, Adam { beta1: 0.5, beta2: 0.9, ..adam }]));
+    let momentum = Momentum { momentum: 0.9, ..Momentum::default() };
+    grouped::<MlpMomentum>(device, Some([momentum, Momentum { nesterov: true, weight_decay: 0.1, ..momentum }]));
+    grouped::<Odd16AdamW>(device, Some([AdamW::default(), AdamW { weight_decay: 0.5, ..AdamW::default() }]));
+}
+
+/// Deferred Adam steps on the batches and at the rates of `steps`, then what `take_losses`
+/// says and the parameters' bits.
+fn adam_run(device: &Device, steps: &[(u64, f32)]) -> (String, Vec<u32>) {
+    let mut model = Engine::<SeedAdam>::with_seed(device, 1).unwrap();
+    for &(k, lr) in steps {
+        let (x, y) = batch::<SeedAdam>(k, 40.0);
+        model.train_step_deferred(&x, &y, lr).unwrap();
+    }
+    let taken = match model.take_losses() {
+        Ok(losses) => format!("{} losses", losses.len()),
+        Err(err) => format!("{err:?}"),
+    };
+    (taken, param_bits(&model.params().unwrap()))
+}
+
+/// An Adam step refused inside a group (its update overflows at the rate 3e38) changes
+/// neither the parameters nor the moments nor the step count: the run equals the one
+/// without that step, and the fused kernel's and the CPU's.
+fn a_refused_adam_step_in_a_group_leaves_the_state(device: &Device) {
+    let steps = [(0, 0.01), (1, 0.01), (2, 3e38), (3, 0.01), (4, 0.01), (5, 0.01)];
+    let (tiny, tiny_params) = adam_run(device, &steps);
+    assert!(tiny.starts_with("UpdateOverflow"), "{tiny}");
+    assert_eq!((tiny.clone(), tiny_params.clone()), adam_run(&device.with_kernel_path(KernelPath::Fused), &steps));
+    let without: Vec<_> = steps.iter().copied().filter(|&(k, _)| k != 2).collect();
+    assert_eq!(adam_run(device, &without).1, tiny_params, "the refused step changed the state");
+    assert_eq!(adam_run(&Device::cpu(), &steps).0, tiny);
 }
 
 /// Deferred steps with `lrs`, on batches of `scale`, then what `take_losses` says and the
@@ -204,6 +262,7 @@ crate::tests! {
     opencl the_tiny_kernel_is_the_path_of_tiny_models_only,
     opencl grouped_deferred_steps_are_the_steps_one_launch_each,
     opencl a_failing_step_in_a_group_is_skipped_alone,
+    opencl a_refused_adam_step_in_a_group_leaves_the_state,
     opencl a_long_deferred_run_loses_no_loss,
     opencl errors_in_inputs_are_refused_before_a_step_joins_a_group,
 }

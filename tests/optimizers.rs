@@ -86,9 +86,9 @@ fn deferred_steps<M: Model>(engine: &mut Engine<M>, lrs: &[f32], from: usize, to
     engine.take_losses().unwrap()
 }
 
-/// The CPU as is; OpenCL through its automatic choice (for these shapes, the fused kernel's
-/// gradients and the update kernels; the tiny kernel for plain SGD's steps), the fused
-/// kernel and the tiled kernels, as `tests/activations.rs` forces them.
+/// The CPU as is; OpenCL through its automatic choice (for these shapes, the tiny kernel,
+/// which runs the optimizer's step in its one launch), the fused kernel (its gradients,
+/// then the update kernels) and the tiled kernels, as `tests/activations.rs` forces them.
 fn kernel_paths(device: &Device) -> Vec<Device> {
     if device.is_cpu() {
         vec![device.clone()]

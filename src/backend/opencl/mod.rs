@@ -19,10 +19,13 @@
 //! `float` inputs in every layer.
 //!
 //! Optimizers: plain SGD (no weight decay) updates the parameters inside the step's kernels
-//! (tiny, fused, or the tiled `tb_check_update` and `tb_sgd`). Every other step (momentum,
-//! Adam, AdamW, SGD with weight decay) runs the path's gradients, then `tb_opt_check` and
-//! `tb_opt_apply` (`cl/update.cl`), whose formulas `crate::math::optim` emits into the
-//! prelude. Their state lives in one device buffer (`opt`, `crate::kernels::opt_words`):
+//! (tiny, fused, or the tiled `tb_check_update` and `tb_sgd`). On the tiny kernel, so do
+//! momentum, Adam and AdamW, whose state and hyperparameters then live in the kernel's one
+//! buffer (`crate::kernels::tiny_opt_words`; the hyperparameters written when they change).
+//! Every other step (those on the fused and tiled paths, and SGD with weight decay) runs
+//! the path's gradients, then `tb_opt_check` and `tb_opt_apply` (`cl/update.cl`). The
+//! formulas are those `crate::math::optim` emits into the prelude. The state lives in one
+//! device buffer (`opt`, `crate::kernels::opt_words`; a sub-buffer of the tiny kernel's):
 //! the moments (`f32` whatever the storage), then the step count, which only an accepted
 //! step advances (a refused one writes no parameter, moment or count), so deferred steps
 //! need no round trip. Checkpoints read and write it (`read_optimizer`,
@@ -50,7 +53,7 @@ use crate::error::{Error, Result};
 use crate::info::{ClOptions, DeviceInfo, KernelPath, Upload};
 use crate::kernels::{
     argument_words, batch_words, fused_plan, kernel, kernel_source, opt_step_word, opt_words, scratch_offsets,
-    tiny_plan, Mode, TinyPlan, LOSS_MAX_WG, TINY_CTRL, UPDATE_VEC,
+    tiny_opt_words, tiny_plan, Mode, TinyPlan, LOSS_MAX_WG, TINY_CTRL, TINY_OPT_ALIGN, UPDATE_VEC,
 };
 use crate::layout::{acts_len, delta_len, param_count};
 use crate::math::optim::Optimizer;
@@ -305,13 +308,18 @@ struct Inner<M> {
     opt: Mem,
     slots: [Slot; 2],
     /// Tiny models: the one buffer that holds the parameters (`params` is a sub-buffer at
-    /// its start) and the loss record (`losses`, a sub-buffer at word `losses_word`), which
-    /// is all `tb_tiny_step` takes besides its words.
+    /// its start), an optimizer's state with moments (`opt`, a sub-buffer) and
+    /// hyperparameters (`kernels::tiny_opt_words`), and the loss record (`losses`, a
+    /// sub-buffer at word `losses_word`), which is all `tb_tiny_step` takes besides its
+    /// words.
     state: Option<Mem>,
     /// The word of `state` where `losses` starts.
     losses_word: usize,
     /// The tiny kernel's by-value words: the step count, then each step's words.
     tiny_words: Vec<u32>,
+    /// The hyperparameters last written to the tiny kernel's state (`tiny_opt_words`), the
+    /// rate's slot 0 (each step passes its own), as bits.
+    tiny_hyper: Option<[u32; 8]>,
     /// Steps in `tiny_words` not yet sent to the device, and how many of them are deferred
     /// ones (counted in `record.pending`).
     group: usize,
@@ -472,20 +480,29 @@ impl<M: Model> Inner<M> {
         // The tiny kernel: where the model would run fused with the batch by value, unless
         // the fused work-group kernel was asked for by name, and the fused kernel has a
         // work-item per row (then both sum the rows' losses in the same order).
+        // An optimizer with moments keeps its state in the tiny kernel's buffer too, at an
+        // origin that must suit the device's sub-buffers.
+        let opt_fits = tiny_opt_words::<M>().is_none() || TINY_OPT_ALIGN.is_multiple_of(device.base_align_bytes());
         let tiny = tiny_plan::<M>().filter(|_| {
-            path == KernelPath::Auto && fused && batch_path == BatchPath::Arguments && fused_wg >= b.next_power_of_two()
+            path == KernelPath::Auto
+                && fused
+                && batch_path == BatchPath::Arguments
+                && fused_wg >= b.next_power_of_two()
+                && opt_fits
         });
         let kernels_time = start.elapsed();
         let start = Instant::now();
         let context = &device.context;
         let queue = Arc::new(Queue::new(context, device.id, options.profiling)?);
         let loss_words = slot_start(LOSS_RING + 1);
-        let (state, params, losses, losses_word) = match tiny {
+        let (state, params, losses, losses_word, opt) = match tiny {
             Some(_) => {
-                // One buffer: the parameters, then the loss record at the first offset a
-                // sub-buffer may start from.
+                // One buffer: the parameters; an optimizer with moments, its state and its
+                // hyperparameters (`tiny_opt_words`); then the loss record at the first
+                // offset a sub-buffer may start from.
                 let param_bytes = std::mem::size_of_val(flat).max(1);
-                let origin = round_up(param_bytes, device.base_align_bytes());
+                let used = tiny_opt_words::<M>().map_or(param_bytes, |(_, hyper)| 4 * (hyper + 8));
+                let origin = round_up(used, device.base_align_bytes());
                 let words = origin / 4 + loss_words;
                 to_i32(words, device, "the tiny kernel's state")?;
                 let state = Mem::new::<u32>(context, words)?;
@@ -493,12 +510,31 @@ impl<M: Model> Inner<M> {
                 let losses = state.sub(origin, 4 * loss_words)?;
                 queue.write(&params, 0, flat)?;
                 queue.write(&losses, 0, &vec![0u32; loss_words])?;
-                (Some(state), params, losses, origin / 4)
+                let opt = match tiny_opt_words::<M>() {
+                    Some((opt, _)) => {
+                        // The state and the hyperparameters start as zeros (the host writes
+                        // the hyperparameters before a step reads them).
+                        let opt = state.sub(4 * opt, 4 * opt_words::<M>())?;
+                        queue.write(
+                            &state,
+                            param_bytes.div_ceil(4),
+                            &vec![0u32; used / 4 - param_bytes.div_ceil(4)],
+                        )?;
+                        opt
+                    }
+                    None => Mem::from_slice(context, &vec![0u32; opt_words::<M>()])?,
+                };
+                (Some(state), params, losses, origin / 4, opt)
             }
-            None => (None, Mem::from_slice(context, flat)?, Mem::from_slice(context, &vec![0.0f32; loss_words])?, 0),
+            None => (
+                None,
+                Mem::from_slice(context, flat)?,
+                Mem::from_slice(context, &vec![0.0f32; loss_words])?,
+                0,
+                Mem::from_slice(context, &vec![0u32; opt_words::<M>()])?,
+            ),
         };
         let grads = Mem::from_slice(context, &vec![0.0f32; param_count(dims)])?;
-        let opt = Mem::from_slice(context, &vec![0u32; opt_words::<M>()])?;
         // The fused kernel keeps activations and deltas in local memory.
         let (acts_n, delta_n) = if fused { (1, 1) } else { (acts, delta_len(dims, b)) };
         let acts_mem = Mem::new::<f32>(context, acts_n)?;
@@ -542,6 +578,7 @@ impl<M: Model> Inner<M> {
             state,
             losses_word,
             tiny_words: vec![0; 4 * tiny.map_or(0, |t| t.args)],
+            tiny_hyper: None,
             group: 0,
             group_deferred: 0,
             deferring: false,
@@ -592,7 +629,7 @@ impl<M: Model> Inner<M> {
             self.upload_batch(batch)?;
             self.run_tiny(plan, M::BATCH, f32::NAN, IMMEDIATE)?;
         }
-        if !self.plan.fused || <M::Optimizer as Optimizer>::MOMENTS > 0 {
+        if !self.plan.fused || (<M::Optimizer as Optimizer>::MOMENTS > 0 && self.plan.tiny.is_none()) {
             // A NaN loss: the updates write nothing (the check's candidate step count is
             // rewritten by every step's check before its update reads it).
             self.queue.write(&self.losses, slot_start(IMMEDIATE), &[f32::NAN])?;
@@ -980,6 +1017,24 @@ impl<M: Model> Inner<M> {
     /// other optimizer's runs the path's gradients, then `tb_opt_check` and `tb_opt_apply`.
     fn enqueue(&mut self, batch: Batch<'_, M::Storage>, step: M::Optimizer, mode: Mode, slot: usize) -> Result<()> {
         let lr = step.lr();
+        if let (Mode::Step, Some(plan), Some((_, hyper_word)), true) =
+            (mode, self.plan.tiny, tiny_opt_words::<M>(), self.state.is_some())
+        {
+            // An optimizer with moments on the tiny kernel: its hyperparameters in the
+            // state, written when they change (after the steps waiting in the group, which
+            // read the old ones), then the step joins the group as plain SGD's do.
+            let mut hyper = step.opencl_hyper().map(f32::to_bits);
+            hyper[0] = 0;
+            if self.tiny_hyper != Some(hyper) {
+                self.send_group()?;
+                if let Some(state) = &self.state {
+                    self.queue.write(state, hyper_word, &hyper)?;
+                }
+                self.tiny_hyper = Some(hyper);
+            }
+            self.upload_batch(batch)?;
+            return self.run_tiny(plan, batch.rows, lr, slot);
+        }
         if mode == Mode::Step && !step.is_plain_sgd() {
             // Tiny steps waiting in the group go first (this step does not join it).
             self.send_group()?;
