@@ -25,6 +25,9 @@
 #define TB_TINY_CTRL 3
 #define TB_TINY_STEP_WORDS 13
 #define TB_TINY_STEPS 4
+#define TB_TINY_OPT_STATE 0
+#define TB_TINY_OPT 0
+#define TB_TINY_HYPER 0
 #define TB_TINY_RED 2
 #define TB_TINY_WORDS 56
 #define TB_TINY_ARGS const uint4 a0, const uint4 a1, const uint4 a2, const uint4 a3, const uint4 a4, const uint4 a5, const uint4 a6, const uint4 a7, const uint4 a8, const uint4 a9, const uint4 a10, const uint4 a11, const uint4 a12, const uint4 a13
@@ -1093,7 +1096,10 @@ __kernel void tb_train_step(__global float *params) {
 // else in private memory. tb_tiny_steps runs up to TB_TINY_STEPS steps one after the other
 // (the host groups deferred steps; any other call sends the group first), tb_tiny_step one
 // (with fewer arguments: each one costs at every launch):
-//   state        the parameters (TB_P_T, from word 0), and further on the loss record:
+//   state        the parameters (TB_P_T, from word 0); for an optimizer with moments
+//                (TB_TINY_OPT_STATE), its state at word TB_TINY_OPT and its
+//                hyperparameters (a float8, the rate's slot unused) at TB_TINY_HYPER, both
+//                written by the host; and further on the loss record:
 //                each step writes its slot there, at a word the host passes: the loss,
 //                then the update status (0, or ~k of the first parameter k whose update
 //                would not fit the storage; then no parameter is written). A non-finite
@@ -1103,8 +1109,8 @@ __kernel void tb_train_step(__global float *params) {
 //                learning rate's bits, the rows that count), then the batch in the layout
 //                of the batch buffer (features, then the labels at TB_Y).
 // Activations are column-major [TB_BATCH x width] at TB_AIN_l / TB_AOUT_l, as in the fused
-// kernel; the loss is TB_ROW_LOSS, the update tb_sgd_value / tb_update_fits, so the
-// arithmetic is that of the other kernels.
+// kernel; the loss is TB_ROW_LOSS, the update tb_sgd_value / tb_update_fits (plain SGD) or
+// tb_opt_update / tb_opt_fits (the others), so the arithmetic is that of the other kernels.
 
 #if TB_TINY
 
@@ -1225,6 +1231,35 @@ inline void tb_tiny_one_step(__global uint *state, const uint *step) {
 #undef TB_TINY_BACKWARD
 
     // All or nothing: every update is checked before any is stored.
+#if TB_TINY_OPT_STATE
+    // The optimizer's step (tb_opt_update, src/math/optim.rs) on its state at TB_TINY_OPT
+    // (laid out as `opt` in update.cl), its hyperparameters at TB_TINY_HYPER with this
+    // step's rate; a refused step writes no parameter, no moment and no step count.
+    __global float *opt = (__global float *)(state + TB_TINY_OPT);
+    __global uint *opt_step = state + TB_TINY_OPT + TB_OPT_STEP;
+    float8 hyper = vload8(0, (__global const float *)(state + TB_TINY_HYPER));
+    hyper.s0 = lr;
+    const uint t = add_sat(*opt_step, 1u);
+    const tb_coeffs c = tb_opt_coeffs(hyper, t);
+    for (int k = 0; k < TB_PARAMS; ++k) {
+        float m = opt[k];
+        float v = TB_OPT_MOMENTS > 1 ? opt[TB_PARAMS + k] : 0.0f;
+        if (!tb_opt_fits(tb_opt_update(c, TB_LOAD_P(params, k), grads[k], &m, &v), m, v)) {
+            record[1] = ~(uint)k;
+            return;
+        }
+    }
+    for (int k = 0; k < TB_PARAMS; ++k) {
+        float m = opt[k];
+        float v = TB_OPT_MOMENTS > 1 ? opt[TB_PARAMS + k] : 0.0f;
+        TB_STORE_P(params, k, tb_opt_update(c, TB_LOAD_P(params, k), grads[k], &m, &v));
+        opt[k] = m;
+        if (TB_OPT_MOMENTS > 1) {
+            opt[TB_PARAMS + k] = v;
+        }
+    }
+    *opt_step = t;
+#else
     for (int k = 0; k < TB_PARAMS; ++k) {
         if (!tb_update_fits(tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr))) {
             record[1] = ~(uint)k;
@@ -1234,6 +1269,7 @@ inline void tb_tiny_one_step(__global uint *state, const uint *step) {
     for (int k = 0; k < TB_PARAMS; ++k) {
         TB_STORE_P(params, k, tb_sgd_value(TB_LOAD_P(params, k), grads[k], lr));
     }
+#endif
 }
 
 #define TB_TINY_COPY(i) vstore4(a##i, i, w);

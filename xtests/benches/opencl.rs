@@ -4,6 +4,8 @@
 //! MLP shapes of the NumPy anchor (`anchors/numpy_anchor.py`) (digits, mnist, wide: group `mlp`),
 //! each also with `optimizer: adam` (`adam_step_deferred`: the same deferred step, Adam's
 //! update kernels after the gradients; compare it with `train_step_deferred` as a ratio).
+//! The seed's shape with Adam too (`seed/adam_step`, `seed/adam_step_deferred`: the tiny
+//! kernel, Adam's step inside its one launch).
 //!
 //! ```text
 //! cargo bench -p tensorbridge-xtests --bench opencl                       # PoCL's default (pthread) device
@@ -35,6 +37,10 @@ tensorbridge::model! {
 tensorbridge::model! {
     /// The `wide` anchor shape.
     pub struct WideMlp { batch: 256, features: 1024, hidden: [1024], classes: 16 }
+}
+tensorbridge::model! {
+    /// The seed's shape, trained with Adam.
+    pub struct SeedAdam { batch: 2, features: 4, classes: 2, optimizer: adam }
 }
 tensorbridge::model! {
     /// The `digits` anchor shape, trained with Adam.
@@ -76,7 +82,38 @@ fn benches(c: &mut Criterion) {
         b.iter(|| cl.__empty_launch().expect("empty launch"));
     });
     step::<Seed>(c, "seed", &cl, "opencl");
+    seed_adam(c, &cl);
     step::<Wide>(c, "b64_f300_c10", &cl, "opencl");
+}
+
+/// The seed's Adam step on OpenCL, immediate and deferred: the tiny kernel, its state in
+/// the kernel's buffer. As in [`adam_step`], every 64 steps the model starts over (two
+/// blocking writes, which also wait for the queue: part of the figure).
+fn seed_adam(c: &mut Criterion, device: &Device) {
+    let (x, y) = bench_batch::<SeedAdam>();
+    let Ok(mut model) = Engine::<SeedAdam>::new(device) else { return };
+    let Ok(start) = model.params() else { return };
+    let mut k = 0u32;
+    let mut restart = |model: &mut Engine<SeedAdam>| {
+        k += 1;
+        if k.is_multiple_of(64) {
+            let _ = model.set_params(&start);
+            let _ = model.reset_optimizer();
+        }
+    };
+    c.bench_function("seed/adam_step/opencl", |b| {
+        b.iter(|| {
+            restart(&mut model);
+            model.train_step(&x, &y, 1e-3)
+        })
+    });
+    c.bench_function("seed/adam_step_deferred/opencl", |b| {
+        b.iter(|| {
+            restart(&mut model);
+            model.train_step_deferred(&x, &y, 1e-3)
+        })
+    });
+    let _ = model.take_losses();
 }
 
 /// The anchor MLP shapes, deferred steps on OpenCL; few samples, as a wide step takes
