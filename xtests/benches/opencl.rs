@@ -15,7 +15,7 @@
 //! Without an OpenCL device only the CPU benches run.
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use tensorbridge::{Device, Engine, Model};
+use tensorbridge::{Device, Engine, KernelPath, Model};
 use tensorbridge_xtests::bench_batch;
 
 tensorbridge::model! {
@@ -87,33 +87,39 @@ fn benches(c: &mut Criterion) {
 }
 
 /// The seed's Adam step on OpenCL, immediate and deferred: the tiny kernel, its state in
-/// the kernel's buffer. As in [`adam_step`], every 64 steps the model starts over (two
-/// blocking writes, which also wait for the queue: part of the figure).
+/// the kernel's buffer; and deferred on the fused path (`KernelPath::Fused`: the fused
+/// kernel's gradients, then the two update launches), for comparison. Every 1024 steps the
+/// model starts over (see [`adam_step`]; two blocking writes, which also wait for the
+/// queue, about 0.1 us a step here).
 fn seed_adam(c: &mut Criterion, device: &Device) {
     let (x, y) = bench_batch::<SeedAdam>();
-    let Ok(mut model) = Engine::<SeedAdam>::new(device) else { return };
-    let Ok(start) = model.params() else { return };
-    let mut k = 0u32;
-    let mut restart = |model: &mut Engine<SeedAdam>| {
-        k += 1;
-        if k.is_multiple_of(64) {
-            let _ = model.set_params(&start);
-            let _ = model.reset_optimizer();
+    for (label, device) in [("opencl", device.clone()), ("opencl-fused", device.with_kernel_path(KernelPath::Fused))] {
+        let Ok(mut model) = Engine::<SeedAdam>::new(&device) else { return };
+        let Ok(start) = model.params() else { return };
+        let mut k = 0u32;
+        let mut restart = |model: &mut Engine<SeedAdam>| {
+            k += 1;
+            if k.is_multiple_of(1024) {
+                let _ = model.set_params(&start);
+                let _ = model.reset_optimizer();
+            }
+        };
+        if label == "opencl" {
+            c.bench_function("seed/adam_step/opencl", |b| {
+                b.iter(|| {
+                    restart(&mut model);
+                    model.train_step(&x, &y, 1e-3)
+                })
+            });
         }
-    };
-    c.bench_function("seed/adam_step/opencl", |b| {
-        b.iter(|| {
-            restart(&mut model);
-            model.train_step(&x, &y, 1e-3)
-        })
-    });
-    c.bench_function("seed/adam_step_deferred/opencl", |b| {
-        b.iter(|| {
-            restart(&mut model);
-            model.train_step_deferred(&x, &y, 1e-3)
-        })
-    });
-    let _ = model.take_losses();
+        c.bench_function(&format!("seed/adam_step_deferred/{label}"), |b| {
+            b.iter(|| {
+                restart(&mut model);
+                model.train_step_deferred(&x, &y, 1e-3)
+            })
+        });
+        let _ = model.take_losses();
+    }
 }
 
 /// The anchor MLP shapes, deferred steps on OpenCL; few samples, as a wide step takes
