@@ -1086,12 +1086,12 @@ mod optim_parts {
     fn max_magnitude_part(g: &[f32]) -> f32 {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the processor has AVX-512F, checked just above.
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the processor has AVX-512F and FMA, checked just above.
                 return unsafe { wide::max_magnitude_avx512(g) };
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the processor has AVX2, checked just above.
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the processor has AVX2 and FMA, checked just above.
                 return unsafe { wide::max_magnitude_avx2(g) };
             }
         }
@@ -1110,12 +1110,12 @@ mod optim_parts {
     ) -> Option<usize> {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the processor has AVX-512F, checked just above.
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the processor has AVX-512F and FMA, checked just above.
                 return unsafe { wide::first_refused_avx512::<O>(c, p, g, m, v, limit) };
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the processor has AVX2, checked just above.
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the processor has AVX2 and FMA, checked just above.
                 return unsafe { wide::first_refused_avx2::<O>(c, p, g, m, v, limit) };
             }
         }
@@ -1133,12 +1133,12 @@ mod optim_parts {
     ) -> Maxima {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                // SAFETY: the processor has AVX-512F, checked just above.
+            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the processor has AVX-512F and FMA, checked just above.
                 return unsafe { wide::apply_avx512::<O, T>(c, p, g, m, v) };
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
-                // SAFETY: the processor has AVX2, checked just above.
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the processor has AVX2 and FMA, checked just above.
                 return unsafe { wide::apply_avx2::<O, T>(c, p, g, m, v) };
             }
         }
@@ -1177,7 +1177,7 @@ mod optim_parts {
                     m: &mut [f32],
                     v: &mut [f32],
                 ) -> Maxima {
-                    optim::apply_split::<O>(c, p, g, m, v, T::round_f32)
+                    optim::apply_split_fma::<O>(c, p, g, m, v, T::round_f32)
                 }
 
                 /// # Safety
@@ -1188,8 +1188,8 @@ mod optim_parts {
                 }
             };
         }
-        wide!(first_refused_avx512, apply_avx512, max_magnitude_avx512, "avx512f,avx2");
-        wide!(first_refused_avx2, apply_avx2, max_magnitude_avx2, "avx2");
+        wide!(first_refused_avx512, apply_avx512, max_magnitude_avx512, "avx512f,avx2,fma");
+        wide!(first_refused_avx2, apply_avx2, max_magnitude_avx2, "avx2,fma");
     }
 }
 

@@ -62,6 +62,14 @@ pub trait Optimizer: Copy + Default + core::fmt::Debug + PartialEq + Send + Sync
     /// its moments `m`, `v` (those an optimizer does not keep are passed as 0 and returned
     /// unchanged).
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32);
+    /// [`Optimizer::update`] with the same bits, for code compiled with fused
+    /// multiply-adds (the CPU backend's AVX2 and AVX-512 parts): Adam's divides by its bias
+    /// correction with [`div_fma`]. By default the update itself.
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    fn update_fma(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        Self::update(c, p, g, m, v)
+    }
     /// `(b, m, v)`: an upper bound `b >= |p|` of the new parameter's magnitude `p` of
     /// [`Optimizer::update`] whenever the new moments `m`, `v` (which it returns exactly) are
     /// finite, computed without a division or a square root where the update has them (see
@@ -139,6 +147,9 @@ pub struct Coeffs {
     pub decay: f32,
     /// Adam's upper bound of `1 / ε` (infinite for `ε = 0`), for [`Optimizer::bound`].
     pub inv_eps_up: f32,
+    /// Adam's `1 / √(1 - β2^t)`, rounded to nearest: with it, [`div_fma`] divides by
+    /// `bias2_sqrt` with fused multiply-adds, to the same bits.
+    pub inv_bias2_sqrt: f32,
 }
 
 /// Stochastic gradient descent (`torch.optim.SGD` with `momentum = 0`).
@@ -267,6 +278,7 @@ fn adam_coeffs(lr: f32, beta1: f32, beta2: f32, eps: f32, t: u32) -> Coeffs {
         // `1 / ε` is within half an ulp (2^-24 relative) of the real quotient; raised by
         // 2^-20 (rounded, again within 2^-24), it is above it: (1 + 2^-20)(1 - 2^-24)² > 1.
         inv_eps_up: (1.0 / eps) * (1.0 + 1.0 / (1u32 << 20) as f32),
+        inv_bias2_sqrt: 1.0 / sqrt(bias2),
         ..Coeffs::default()
     }
 }
@@ -294,9 +306,42 @@ fn adam_moments(c: &Coeffs, g: f32, m: f32, v: f32) -> (f32, f32) {
 /// Adam's moments and update from a gradient that already includes any L2 term.
 #[inline(always)]
 fn adam_update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+    adam_update_by(c, p, g, m, v, |s| s / c.bias2_sqrt)
+}
+
+/// [`adam_update`] with its division by `√(1 - β2^t)` as [`div_fma`]: the same bits.
+#[cfg(feature = "std")]
+#[inline(always)]
+fn adam_update_fma(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+    adam_update_by(c, p, g, m, v, |s| div_fma(s, c.bias2_sqrt, c.inv_bias2_sqrt))
+}
+
+/// Adam's formula, `unbias(√v)` the division `√v / √(1 - β2^t)`.
+#[inline(always)]
+fn adam_update_by(c: &Coeffs, p: f32, g: f32, m: f32, v: f32, unbias: impl Fn(f32) -> f32) -> (f32, f32, f32) {
     let (m, v) = adam_moments(c, g, m, v);
-    let denom = sqrt(v) / c.bias2_sqrt + c.eps;
+    let denom = unbias(sqrt(v)) + c.eps;
     (p - c.step_size * (m / denom), m, v)
+}
+
+/// `a / d` rounded to nearest, from `y`, the reciprocal `1 / d` rounded to nearest, with a
+/// multiplication and four fused multiply-adds instead of a division (which takes the
+/// divider, the bottleneck of Adam's update on x86: two divisions and a square root a
+/// parameter). `q0 = a·y` is within 1.5 ulps of `a / d`; one correction `q1 = q0 + (a -
+/// d·q0)·y` makes it faithful (within an ulp); the second is Markstein's theorem: with `y`
+/// within half an ulp of `1 / d` and `q1` faithful, `r = a - d·q1` is exact (an FMA) and
+/// `q1 + r·y` rounds to `a / d` rounded to nearest. It holds for finite `a ≥ 0` and `d` in
+/// `[2^-12, 1]` (Adam's `√v` and `√(1 - β2^t)`, `β2 < 1` in `f32`): no intermediate
+/// overflows or leaves the normal range (`a = 0` gives 0). Scaling `a` by a power of two
+/// scales every step exactly, so `tests::div_fma_is_the_division` checks every significand
+/// of `a` against the division for each `d` it tries. Only where `f32::mul_add` is one
+/// instruction (code compiled with FMA).
+#[cfg(feature = "std")]
+#[inline(always)]
+pub fn div_fma(a: f32, d: f32, y: f32) -> f32 {
+    let q0 = a * y;
+    let q1 = (-q0).mul_add(d, a).mul_add(y, q0);
+    (-q1).mul_add(d, a).mul_add(y, q1)
 }
 
 /// [`Optimizer::bound`] of [`adam_update`]: `|p| + step_size · |m| · inv_eps_up`, from the
@@ -456,6 +501,11 @@ impl Optimizer for Adam {
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_update(c, p, g + c.weight_decay * p, m, v)
     }
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    fn update_fma(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        adam_update_fma(c, p, g + c.weight_decay * p, m, v)
+    }
     #[inline(always)]
     fn bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_bound(c, p, g + c.weight_decay * p, m, v)
@@ -500,6 +550,11 @@ impl Optimizer for AdamW {
     #[inline(always)]
     fn update(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
         adam_update(c, p * c.decay, g, m, v)
+    }
+    #[cfg(feature = "std")]
+    #[inline(always)]
+    fn update_fma(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
+        adam_update_fma(c, p * c.decay, g, m, v)
     }
     #[inline(always)]
     fn bound(c: &Coeffs, p: f32, g: f32, m: f32, v: f32) -> (f32, f32, f32) {
@@ -689,18 +744,47 @@ pub fn apply_split<O: Optimizer>(
     v_buf: &mut [f32],
     round: impl Fn(f32) -> f32,
 ) -> Maxima {
+    apply_split_by::<O>(c, params, grads, m_buf, v_buf, round, O::update)
+}
+
+/// [`apply_split`] with [`Optimizer::update_fma`] (the same bits), for code compiled with
+/// fused multiply-adds.
+#[cfg(feature = "std")]
+#[inline(always)]
+pub fn apply_split_fma<O: Optimizer>(
+    c: &Coeffs,
+    params: &mut [f32],
+    grads: &[f32],
+    m_buf: &mut [f32],
+    v_buf: &mut [f32],
+    round: impl Fn(f32) -> f32,
+) -> Maxima {
+    apply_split_by::<O>(c, params, grads, m_buf, v_buf, round, O::update_fma)
+}
+
+/// [`apply_split`] with `update` as the optimizer's update.
+#[inline(always)]
+fn apply_split_by<O: Optimizer>(
+    c: &Coeffs,
+    params: &mut [f32],
+    grads: &[f32],
+    m_buf: &mut [f32],
+    v_buf: &mut [f32],
+    round: impl Fn(f32) -> f32,
+    update: impl Fn(&Coeffs, f32, f32, f32, f32) -> (f32, f32, f32),
+) -> Maxima {
     // The maxima on the bits (see `magnitude_bits`), alongside the stores.
     let (mut mp, mut mm, mut mv) = (0u32, 0u32, 0u32);
     match O::MOMENTS {
         0 => {
             for (p, &g) in params.iter_mut().zip(grads) {
-                *p = round(O::update(c, *p, g, 0.0, 0.0).0);
+                *p = round(update(c, *p, g, 0.0, 0.0).0);
                 mp = mp.max(magnitude_bits(*p));
             }
         }
         1 => {
             for ((p, &g), m) in params.iter_mut().zip(grads).zip(m_buf) {
-                let (np, nm, _) = O::update(c, *p, g, *m, 0.0);
+                let (np, nm, _) = update(c, *p, g, *m, 0.0);
                 (*p, *m) = (round(np), nm);
                 mp = mp.max(magnitude_bits(*p));
                 mm = mm.max(magnitude_bits(nm));
@@ -708,7 +792,7 @@ pub fn apply_split<O: Optimizer>(
         }
         _ => {
             for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m_buf).zip(v_buf) {
-                let (np, nm, nv) = O::update(c, *p, g, *m, *v);
+                let (np, nm, nv) = update(c, *p, g, *m, *v);
                 (*p, *m, *v) = (round(np), nm, nv);
                 mp = mp.max(magnitude_bits(*p));
                 mm = mm.max(magnitude_bits(nm));
@@ -919,6 +1003,33 @@ mod tests {
             run(AdamW { eps, beta1: 0.3, ..AdamW::default() }, &mut counts);
             // With ε = 0 nothing is proven (the bound divides by it); steps still refuse.
             assert!((counts[0] > 0) == (eps > 0.0) && counts[1] > 0, "eps {eps}: {counts:?}");
+        }
+    }
+
+    /// [`div_fma`] is the division, bit for bit: for divisors `√(1 - β2^t)` of Adam's (six
+    /// `β2`, steps 1 to 3000 and beyond) and the ends of its range, over every 64th
+    /// significand of `a` (the division and [`div_fma`] scale exactly with `a`'s exponent,
+    /// so one binade stands for every `a`), and at 0 and the largest `√v`.
+    #[cfg(feature = "std")]
+    #[test]
+    fn div_fma_is_the_division() {
+        let mut divisors = vec![1.0f32, 2.0f32.powi(-12), 1.0 - f32::EPSILON / 2.0];
+        for beta2 in [0.999f32, 0.99, 0.9, 0.5, 0.9999, 1.0 - f32::EPSILON / 2.0] {
+            for t in (1..3000).step_by(97).chain([5000, 20_000, 100_000]) {
+                divisors.push(Adam { beta2, ..Adam::default() }.coeffs(t).bias2_sqrt);
+            }
+        }
+        for d in divisors {
+            let y = 1.0 / d;
+            let mut wrong = 0;
+            for k in (0..1u32 << 23).step_by(64).chain([(1 << 23) - 1]) {
+                let a = f32::from_bits(0x3f80_0000 | k);
+                wrong += usize::from(div_fma(a, d, y).to_bits() != (a / d).to_bits());
+            }
+            assert_eq!(wrong, 0, "d {d}");
+            for a in [0.0f32, f32::MAX.sqrt(), 1e-22] {
+                assert_eq!(div_fma(a, d, y).to_bits(), (a / d).to_bits(), "a {a} d {d}");
+            }
         }
     }
 
