@@ -90,6 +90,10 @@ use crate::model::Product;
 /// train steps the CPU backend compiles for AVX-512 and for AVX2 + FMA. Both give the same
 /// bits (see `crate::fixed`).
 pub(crate) trait Products {
+    /// Whether the code these products are compiled into has fused multiply-adds (the
+    /// optimizer's update then divides with them: [`optim::div_fma`], the same bits).
+    const FMA: bool;
+
     /// Computes `p` for layer `layer` of `M` and returns `true`, or returns `false` and
     /// leaves it to the `gemm` crate.
     #[cfg(feature = "parallel")]
@@ -105,6 +109,8 @@ pub(crate) trait Products {
 pub(crate) struct Packed;
 
 impl Products for Packed {
+    const FMA: bool = false;
+
     #[cfg(feature = "parallel")]
     #[inline(always)]
     fn fixed<M: Model>(_: usize, _: Product<'_>) -> bool {
@@ -126,6 +132,8 @@ pub(crate) struct Fixed<const MR: usize, const NR: usize>;
 
 #[cfg(feature = "parallel")]
 impl<const MR: usize, const NR: usize> Products for Fixed<MR, NR> {
+    const FMA: bool = true;
+
     #[inline(always)]
     fn fixed<M: Model>(layer: usize, p: Product<'_>) -> bool {
         M::fixed_product::<MR, NR>(layer, p)
@@ -954,7 +962,7 @@ pub(crate) fn train_step<M: Model, P: Products>(
             return Err(update_overflow::<M::Storage>(M::LAYERS, k));
         }
     }
-    let tensors = optim_parts::apply::<M::Optimizer, M::Storage>(&c, params, grads, moments);
+    let tensors = optim_parts::apply::<M::Optimizer, M::Storage>(&c, params, grads, moments, P::FMA);
     *state.step = t;
     // The fused SGD path's bound no longer holds (the weight decay may change at run time).
     *state.bound = UpdateBound { first: f64::INFINITY, tensors };
@@ -1037,13 +1045,15 @@ mod optim_parts {
     }
 
     /// [`optim::apply`], each new parameter rounded to the storage `T`: the [`Maxima`] of
-    /// what it stored (the largest over the parts).
+    /// what it stored (the largest over the parts). With `fma` (the caller is compiled with
+    /// fused multiply-adds), on one thread too, [`optim::apply_split_fma`].
     #[inline(always)]
     pub(super) fn apply<O: Optimizer, T: StorageElement>(
         c: &Coeffs,
         params: &mut [f32],
         grads: &[f32],
         moments: &mut [f32],
+        fma: bool,
     ) -> Maxima {
         let n = params.len();
         let (m, v) = moments.split_at_mut(moments.len().min(n));
@@ -1078,6 +1088,11 @@ mod optim_parts {
             let [p, m, v] = maxima.map(|max| f32::from_bits(max.into_inner()));
             return Maxima { params: p, m, v };
         }
+        #[cfg(feature = "std")]
+        if fma {
+            return optim::apply_split_fma::<O>(c, params, grads, m, v, T::round_f32);
+        }
+        let _ = fma;
         optim::apply_split::<O>(c, params, grads, m, v, T::round_f32)
     }
 
@@ -1809,7 +1824,7 @@ mod tests {
         let (mut want_p, mut want_m) = (p.clone(), moments.clone());
         optim::apply::<Adam>(&c, &mut want_p, &g, &mut want_m, |x| x);
         let mut got_p = p.clone();
-        let maxima = super::optim_parts::apply::<Adam, f32>(&c, &mut got_p, &g, &mut moments);
+        let maxima = super::optim_parts::apply::<Adam, f32>(&c, &mut got_p, &g, &mut moments, false);
         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
         assert_eq!(bits(&got_p), bits(&want_p));
         assert_eq!(bits(&moments), bits(&want_m));
@@ -1823,11 +1838,20 @@ mod tests {
             g[k] = bad;
             assert!(!super::optim_parts::max_magnitude(&g).is_finite(), "{bad} at {k}");
         }
+        // On one thread (fewer than 2^16 parameters), with the division of fused
+        // multiply-adds (`optim::div_fma`): the division's bits.
+        let k = 5_000;
+        let mut small = [m[..k].to_vec(), v[..k].to_vec()].concat();
+        let (mut want_p, mut want_m) = (p[..k].to_vec(), small.clone());
+        optim::apply::<Adam>(&c, &mut want_p, &g[..k], &mut want_m, |x| x);
+        let mut got_p = p[..k].to_vec();
+        super::optim_parts::apply::<Adam, f32>(&c, &mut got_p, &g[..k], &mut small, true);
+        assert_eq!((bits(&got_p), bits(&small)), (bits(&want_p), bits(&want_m)));
         // One moment buffer (momentum): the parts' moment slices follow the parameters'.
         let c = Momentum { momentum: 0.9, ..Momentum::default() }.coeffs(2);
         let (mut want_p, mut want_m, mut got_p, mut got_m) = (p.clone(), m.clone(), p.clone(), m.clone());
         optim::apply::<Momentum>(&c, &mut want_p, &g, &mut want_m, |x| x);
-        super::optim_parts::apply::<Momentum, f32>(&c, &mut got_p, &g, &mut got_m);
+        super::optim_parts::apply::<Momentum, f32>(&c, &mut got_p, &g, &mut got_m, false);
         assert_eq!((bits(&got_p), bits(&got_m)), (bits(&want_p), bits(&want_m)));
         // The first refused index, wherever the refusals lie (the first part, the last, both).
         let c = Adam::default().coeffs(1);
