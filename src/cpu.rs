@@ -969,11 +969,13 @@ pub(crate) fn train_step<M: Model, P: Products>(
     Ok(loss)
 }
 
-/// [`optim::first_refused`] and [`optim::apply`] for [`train_step`]: with the feature
-/// `parallel` and at least 2^16 parameters, in one part per thread
-/// over the worker pool (each part compiled for AVX-512 or AVX2 where the processor has
-/// them). Both are elementwise and their arithmetic (`+`, `·`, `/`, `√`) is correctly
-/// rounded at every width, so the parts give the bits the whole slice gives.
+/// [`optim::first_refused`], [`optim::apply`] and [`optim::max_magnitude`] for
+/// [`train_step`]: with the feature `parallel` and at least 2^16 parameters, in one part per
+/// thread over the worker pool (each part compiled for AVX-512 or AVX2, with FMA, where the
+/// processor has them; the update then divides by Adam's bias correction with
+/// [`optim::div_fma`]). All are elementwise and their arithmetic (`+`, `·`, `/`, `√`, and
+/// `div_fma`, the division's bits) is correctly rounded at every width, so the parts give
+/// the bits the whole slice gives; the maxima are the largest of the parts'.
 mod optim_parts {
     use crate::math::optim::{self, Coeffs, Maxima, Optimizer};
     use crate::model::StorageElement;
