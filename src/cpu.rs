@@ -880,18 +880,53 @@ fn first_delta<'s, M: Model>(delta: &'s [f32], delta_below: &'s [f32]) -> &'s [f
 /// - `first`: plain SGD's upper bound on the magnitude of every weight of the first layer,
 ///   with which the update of that layer is applied in place, fused into the
 ///   weight-gradient product (see [`train_step`]);
-/// - `tensors`: the other optimizers' [`Maxima`] of the parameters and moments, with which
-///   a step is [`optim::proven`] from the largest gradient alone, without the pass that
-///   checks each value.
+/// - `tensors` (with `std`): the other optimizers' [`Maxima`] of the parameters and
+///   moments, with which a step is [`optim::proven`] from the largest gradient alone,
+///   without the pass that checks each value. The `no_std` core checks every step (on a
+///   microcontroller the flash it saves outweighs a pass), and keeps no maxima.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub(crate) struct UpdateBound {
     first: f64,
+    #[cfg(feature = "std")]
     tensors: Maxima,
 }
 
 impl UpdateBound {
     /// Nothing known: the next step checks every value before storing any.
-    pub(crate) const UNKNOWN: Self = UpdateBound { first: f64::INFINITY, tensors: Maxima::UNKNOWN };
+    pub(crate) const UNKNOWN: Self = Self::fused(f64::INFINITY);
+
+    /// The fused SGD path's bound `first`, nothing known of the tensors.
+    const fn fused(first: f64) -> Self {
+        UpdateBound {
+            first,
+            #[cfg(feature = "std")]
+            tensors: Maxima::UNKNOWN,
+        }
+    }
+
+    /// What a step of the other optimizers leaves: the maxima `tensors` of what it stored.
+    fn after_update(tensors: Maxima) -> Self {
+        let _ = tensors;
+        UpdateBound {
+            first: f64::INFINITY,
+            #[cfg(feature = "std")]
+            tensors,
+        }
+    }
+
+    /// Whether the next step of the other optimizers is proven from what is known (see
+    /// `tensors`), or must be checked; `g_max` computes the largest gradient.
+    #[inline(always)]
+    #[cfg_attr(not(feature = "std"), allow(clippy::extra_unused_type_parameters))]
+    fn proves<O: Optimizer>(&self, c: &optim::Coeffs, limit: f32, g_max: impl FnOnce() -> f32) -> bool {
+        #[cfg(feature = "std")]
+        return self.tensors.is_known() && optim::proven::<O>(c, &self.tensors, g_max(), limit);
+        #[cfg(not(feature = "std"))]
+        {
+            let _ = (c, limit, g_max);
+            false
+        }
+    }
 }
 
 /// The optimizer's state as a train step updates it: the moment buffers
@@ -944,7 +979,7 @@ pub(crate) fn train_step<M: Model, P: Products>(
         params[..n].copy_from_slice(&s.grads[..n]);
         // The parameters changed without their maxima (an SGD whose weight decay is set
         // again later must not rely on older ones).
-        state.bound.tensors = Maxima::UNKNOWN;
+        *state.bound = UpdateBound::fused(state.bound.first);
         return Ok(loss);
     }
     let t = state.step.saturating_add(1);
@@ -952,12 +987,9 @@ pub(crate) fn train_step<M: Model, P: Products>(
     let moments = &mut state.moments[..<M::Optimizer as Optimizer>::MOMENTS * n];
     let (params, grads) = (&mut params[..n], &s.grads[..n]);
     let limit = update_limit::<M::Storage>();
-    let known = state.bound.tensors;
     // From the last step's maxima and this step's largest gradient (one pass over the
     // gradients, against the check's pass over the parameters, gradients and moments).
-    let proven =
-        known.is_known() && optim::proven::<M::Optimizer>(&c, &known, optim_parts::max_magnitude(grads), limit);
-    if !proven {
+    if !state.bound.proves::<M::Optimizer>(&c, limit, || optim_parts::max_magnitude(grads)) {
         if let Some(k) = optim_parts::first_refused::<M::Optimizer>(&c, params, grads, moments, limit) {
             return Err(update_overflow::<M::Storage>(M::LAYERS, k));
         }
@@ -965,7 +997,7 @@ pub(crate) fn train_step<M: Model, P: Products>(
     let tensors = optim_parts::apply::<M::Optimizer, M::Storage>(&c, params, grads, moments, P::FMA);
     *state.step = t;
     // The fused SGD path's bound no longer holds (the weight decay may change at run time).
-    *state.bound = UpdateBound { first: f64::INFINITY, tensors };
+    *state.bound = UpdateBound::after_update(tensors);
     Ok(loss)
 }
 
@@ -1265,7 +1297,7 @@ fn train_step_fused<M: Model, P: Products>(
         }
         rest.copy_from_slice(new_rest);
         update_first::<M, P>(w0, x, dz, xt, rows, lr);
-        *bound = UpdateBound { first: known, tensors: Maxima::UNKNOWN };
+        *bound = UpdateBound::fused(known);
     } else {
         new_w0.copy_from_slice(w0);
         update_first::<M, P>(new_w0, x, dz, xt, rows, lr);
@@ -1275,7 +1307,7 @@ fn train_step_fused<M: Model, P: Products>(
             return Err(overflow_in::<M::Storage>(M::LAYERS, new));
         }
         params[..n].copy_from_slice(new);
-        *bound = UpdateBound { first: f64::from(P::max_abs(&params[..first.b])), tensors: Maxima::UNKNOWN };
+        *bound = UpdateBound::fused(f64::from(P::max_abs(&params[..first.b])));
     }
     Ok(loss)
 }

@@ -721,7 +721,8 @@ pub fn first_refused_split<O: Optimizer>(
 
 /// Applies one step to every parameter in place: the new value rounded by `round` (to the
 /// storage type) and the new moments (laid out as for [`first_refused`], which the caller
-/// runs first, or [`proven`]). Returns the [`Maxima`] of what it stored.
+/// runs first, or [`proven`]). Returns the [`Maxima`] of what it stored (with `std`;
+/// [`Maxima::UNKNOWN`] without, where nothing uses them).
 #[inline(always)]
 pub fn apply<O: Optimizer>(
     c: &Coeffs,
@@ -773,32 +774,43 @@ fn apply_split_by<O: Optimizer>(
     round: impl Fn(f32) -> f32,
     update: impl Fn(&Coeffs, f32, f32, f32, f32) -> (f32, f32, f32),
 ) -> Maxima {
-    // The maxima on the bits (see `magnitude_bits`), alongside the stores.
+    // The maxima on the bits (see `magnitude_bits`), alongside the stores; with `std` only
+    // (the `no_std` core checks every step, and keeps its flash).
     let (mut mp, mut mm, mut mv) = (0u32, 0u32, 0u32);
+    let track = cfg!(feature = "std");
     match O::MOMENTS {
         0 => {
             for (p, &g) in params.iter_mut().zip(grads) {
                 *p = round(update(c, *p, g, 0.0, 0.0).0);
-                mp = mp.max(magnitude_bits(*p));
+                if track {
+                    mp = mp.max(magnitude_bits(*p));
+                }
             }
         }
         1 => {
             for ((p, &g), m) in params.iter_mut().zip(grads).zip(m_buf) {
                 let (np, nm, _) = update(c, *p, g, *m, 0.0);
                 (*p, *m) = (round(np), nm);
-                mp = mp.max(magnitude_bits(*p));
-                mm = mm.max(magnitude_bits(nm));
+                if track {
+                    mp = mp.max(magnitude_bits(*p));
+                    mm = mm.max(magnitude_bits(nm));
+                }
             }
         }
         _ => {
             for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m_buf).zip(v_buf) {
                 let (np, nm, nv) = update(c, *p, g, *m, *v);
                 (*p, *m, *v) = (round(np), nm, nv);
-                mp = mp.max(magnitude_bits(*p));
-                mm = mm.max(magnitude_bits(nm));
-                mv = mv.max(magnitude_bits(nv));
+                if track {
+                    mp = mp.max(magnitude_bits(*p));
+                    mm = mm.max(magnitude_bits(nm));
+                    mv = mv.max(magnitude_bits(nv));
+                }
             }
         }
+    }
+    if !track {
+        return Maxima::UNKNOWN;
     }
     Maxima { params: f32::from_bits(mp), m: f32::from_bits(mm), v: f32::from_bits(mv) }
 }
