@@ -48,8 +48,9 @@
 //! Integer arithmetic is exact, so the codes are the same bits on every device: the CPU
 //! core, the CPU backend and a microcontroller (the integer loop uses no floating point, so
 //! a Cortex-M0, which has no FPU, runs it in integer instructions alone). With the standard
-//! library on an x86-64 processor with AVX-512 VNNI, a batch's pass runs with sixteen
-//! output channels in a vector's lanes (`quant::lanes`): the same integers.
+//! library on an x86-64 processor, a batch's pass runs with the output channels in a
+//! vector's lanes (`quant::lanes`): sixteen with AVX-512 VNNI, eight with AVX2; the same
+//! integers.
 //!
 //! Hidden layers are ReLU (the one activation of an MLP here). An int8 model has no training
 //! calls: it cannot be trained (by type; quantise a trained `f32` model again instead).
@@ -1153,7 +1154,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             let mut codes = std::vec![0i8; M::FEATURES * count];
             self.input_codes(flat, first, count, &mut codes);
             #[cfg(target_arch = "x86_64")]
-            if lanes::available(NW) {
+            if let Some(kind) = lanes::kind(NW) {
                 let prepared = self.lanes.get_or_init(|| {
                     let req: std::vec::Vec<lanes::Req> =
                         self.requants().iter().map(|q| [q.cap, q.k, q.mult, q.round, q.shift]).collect();
@@ -1164,12 +1165,14 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
                         req: &req,
                         zeros: &self.act_zeros,
                     };
-                    // SAFETY: `available` checked the processor; the model's arrays hold
-                    // its layers' weights, channels and tensors (`NW`, `NC`, `NT` are its
+                    // SAFETY: `kind` checked the processor; the model's arrays hold its
+                    // layers' weights, channels and tensors (`NW`, `NC`, `NT` are its
                     // constants).
-                    unsafe { lanes::prepare(&net) }
+                    unsafe { lanes::prepare(&net, kind) }
                 });
-                // SAFETY: as above; `codes` holds the `FEATURES · count` input codes.
+                // SAFETY: as above (the prepared pass is `kind`'s, or one found on this
+                // processor at the model's first call); `codes` holds the `FEATURES ·
+                // count` input codes.
                 unsafe { lanes::rows(prepared, &codes, count, sink) };
                 return;
             }

@@ -1,6 +1,7 @@
 //! The host's int8 forward pass with AVX-512 VNNI, the output channels in the vector lanes
-//! (x86-64 with the standard library). A leaf: imports nothing of the crate; `quant` hands
-//! it the model as slices and checks the processor first.
+//! (x86-64 with the standard library), and its AVX2 form for processors without VNNI
+//! ([`Kind::Avx2`], at the end of the module). A leaf: imports nothing of the crate; `quant`
+//! hands it the model as slices and checks the processor first.
 //!
 //! Per layer, the weights are regrouped once per model (at its first call): sixteen output
 //! channels a vector,
@@ -45,13 +46,35 @@ pub(crate) struct Net<'a> {
 /// Rows of a block: each regrouped weight vector is loaded once for this many rows.
 pub(crate) const ROWS: usize = 4;
 
-/// Whether this processor runs [`rows`] (AVX-512 F, BW, VL and VNNI), and the model's
-/// weights are few enough for 32-bit gather offsets.
-pub(crate) fn available(weights: usize) -> bool {
-    weights <= i32::MAX as usize
+/// The pass a processor runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kind {
+    /// AVX-512 F, BW, VL and VNNI: sixteen channels a vector, `vpdpbusd` on quads.
+    Vnni,
+    /// AVX2: eight channels a vector, `vpmaddwd` on pairs of 16-bit operands and weights.
+    Avx2,
+}
+
+/// The pass this processor runs, if any: [`Kind::Vnni`] where it has AVX-512 F, BW, VL and
+/// VNNI and the model's weights are few enough for 32-bit gather offsets, else
+/// [`Kind::Avx2`] where it has AVX2. `TENSORBRIDGE_SIMD` lowers the choice as it does the
+/// `f32` train step's: `avx2` picks the AVX2 pass on a processor with both, `baseline`
+/// neither (`quant`'s own pass).
+pub(crate) fn kind(weights: usize) -> Option<Kind> {
+    let asked = std::env::var("TENSORBRIDGE_SIMD");
+    if asked.as_deref().is_ok_and(|v| v == "baseline") {
+        return None;
+    }
+    let avx2_asked = asked.is_ok_and(|v| v == "avx2");
+    if !avx2_asked
+        && weights <= i32::MAX as usize
         && std::arch::is_x86_feature_detected!("avx512bw")
         && std::arch::is_x86_feature_detected!("avx512vl")
         && std::arch::is_x86_feature_detected!("avx512vnni")
+    {
+        return Some(Kind::Vnni);
+    }
+    std::arch::is_x86_feature_detected!("avx2").then_some(Kind::Avx2)
 }
 
 /// One layer, regrouped: `groups` vectors of sixteen channels, `quads` quads deep.
@@ -71,6 +94,9 @@ struct Layer {
 
 /// The model regrouped for [`rows`] ([`prepare`]), kept by the model once made.
 pub(crate) struct Prepared {
+    kind: Kind,
+    /// The input's zero point.
+    input_zero: i16,
     layers: Vec<Layer>,
     quads: Vec<i32>,
     /// Per group of sixteen lanes, six vectors: the biases, then the five parameters of
@@ -78,15 +104,43 @@ pub(crate) struct Prepared {
     params: Vec<u32>,
 }
 
+/// The model regrouped for the pass `kind` ([`kind`] must have found it).
+///
+/// # Safety
+/// The processor must have `kind`'s features, and `net`'s slices must hold `dims`'
+/// weights and channels.
+pub(crate) unsafe fn prepare(net: &Net<'_>, kind: Kind) -> Prepared {
+    match kind {
+        // SAFETY: the contract, passed on.
+        Kind::Vnni => unsafe { prepare_vnni(net) },
+        Kind::Avx2 => prepare_avx2(net),
+    }
+}
+
+/// Runs the forward pass of `count` rows of the model `prep`: `codes[i * count + r]` is
+/// input code `i` of row `r`; `sink(r, k, q)` takes the head's code `k` of row `r`.
+///
+/// # Safety
+/// The processor must have the features of `prep`'s pass ([`kind`]); `codes` must hold at
+/// least `FEATURES · count` codes.
+pub(crate) unsafe fn rows(prep: &Prepared, codes: &[i8], count: usize, sink: impl FnMut(usize, usize, i16)) {
+    match prep.kind {
+        // SAFETY: the contract, passed on.
+        Kind::Vnni => unsafe { rows_vnni(prep, codes, count, sink) },
+        // SAFETY: the contract, passed on.
+        Kind::Avx2 => unsafe { rows_avx2(prep, codes, count, sink) },
+    }
+}
+
 /// Regroups the weights (one masked gather of sixteen quads, a scalar fill where a
 /// channel's last quad is partial), the biases (the first layer's less its offsets) and
 /// the requantisations.
 ///
 /// # Safety
-/// The processor must have AVX-512 F, BW, VL and VNNI (see [`available`]), and `net`'s
+/// The processor must have AVX-512 F, BW, VL and VNNI (see [`kind`]), and `net`'s
 /// slices must hold `dims`' weights and channels.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-pub(crate) unsafe fn prepare(net: &Net<'_>) -> Prepared {
+unsafe fn prepare_vnni(net: &Net<'_>) -> Prepared {
     let mut layers = Vec::with_capacity(net.dims.len().saturating_sub(1));
     let (mut at, mut lane) = (0, 0);
     for (l, pair) in net.dims.windows(2).enumerate() {
@@ -173,7 +227,7 @@ pub(crate) unsafe fn prepare(net: &Net<'_>) -> Prepared {
         w += layer.fan_in * layer.fan_out;
         channel += layer.fan_out;
     }
-    Prepared { layers, quads, params }
+    Prepared { kind: Kind::Vnni, input_zero: net.zeros[0], layers, quads, params }
 }
 
 /// The high words of the lanes' 32 x 32-bit products.
@@ -203,14 +257,13 @@ unsafe fn magnitude(u: __m512i, p: &[__m512i; 5]) -> __m512i {
     }
 }
 
-/// Runs the forward pass of `count` rows of the model `prep`: `codes[i * count + r]` is
-/// input code `i` of row `r`; `sink(r, k, q)` takes the head's code `k` of row `r`.
+/// [`rows`] with AVX-512 VNNI.
 ///
 /// # Safety
-/// The processor must have AVX-512 F, BW, VL and VNNI ([`available`]); `codes` must hold
+/// The processor must have AVX-512 F, BW, VL and VNNI ([`kind`]); `codes` must hold
 /// at least `FEATURES · count` codes.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-pub(crate) unsafe fn rows(prep: &Prepared, codes: &[i8], count: usize, mut sink: impl FnMut(usize, usize, i16)) {
+unsafe fn rows_vnni(prep: &Prepared, codes: &[i8], count: usize, mut sink: impl FnMut(usize, usize, i16)) {
     let Some(first) = prep.layers.first() else { return };
     if count == 0 {
         return;
@@ -368,6 +421,252 @@ unsafe fn groups<const G: usize>(
                         for (c, &v) in codes.iter().enumerate().take(live) {
                             sink(r, 16 * g + c, v as i16);
                         }
+                    }
+                }
+            }
+        }
+    }
+}
+
+// ---- The AVX2 pass ([`Kind::Avx2`]): the same scheme on eight lanes. A lane holds a pair
+// of consecutive weights of its channel as two 16-bit halves; one `vpmaddwd` multiplies a
+// row's pair of operands (16-bit, broadcast to every lane) with the pairs of eight channels
+// and adds the two products of each lane into 32 bits (exact: |2 · 255 · 127| < 2^31), and
+// `vpaddd` adds that into the channel's sum. The operands are signed: an input's is its code
+// minus its zero point (`-255..=255`), so the first layer's biases need no offset; a hidden
+// unit's is its code minus its zero point, as in the VNNI pass. `Layer::quads` counts
+// pairs here, and `Prepared::quads` holds the pairs; `params` holds six vectors of eight
+// lanes a group.
+
+/// Lanes of an AVX2 group.
+const LANES2: usize = 8;
+
+/// Regroups the weights into pairs of eight channels, the biases and the requantisations
+/// for the AVX2 pass (plain loops: once per model).
+fn prepare_avx2(net: &Net<'_>) -> Prepared {
+    let mut layers = Vec::with_capacity(net.dims.len().saturating_sub(1));
+    let (mut at, mut lane) = (0, 0);
+    for (l, pair) in net.dims.windows(2).enumerate() {
+        let (fan_in, fan_out) = (pair[0], pair[1]);
+        let (groups, pairs) = (fan_out.div_ceil(LANES2), fan_in.div_ceil(2));
+        layers.push(Layer { fan_in, fan_out, groups, quads: pairs, at, lane, zero: i32::from(net.zeros[l + 1]) });
+        at += groups * pairs * LANES2;
+        lane += groups * LANES2;
+    }
+    let mut quads = std::vec![0i32; at];
+    let mut params = std::vec![0u32; lane * 6];
+    let slot = |lane: usize, p: usize| (lane / LANES2 * 6 + p) * LANES2 + lane % LANES2;
+    let (mut w, mut channel) = (0usize, 0usize);
+    for layer in &layers {
+        for o in 0..layer.fan_out {
+            let row = &net.weights[w + o * layer.fan_in..][..layer.fan_in];
+            let (g, c) = (o / LANES2, o % LANES2);
+            for (p, two) in row.chunks(2).enumerate() {
+                let lo = two[0] as i16 as u16 as u32;
+                let hi = two.get(1).map_or(0, |&v| v as i16 as u16 as u32);
+                quads[layer.at + (g * layer.quads + p) * LANES2 + c] = (lo | hi << 16) as i32;
+            }
+            let at = layer.lane + o;
+            params[slot(at, 0)] = net.biases[channel + o] as u32;
+            for (p, &v) in net.req[channel + o].iter().enumerate() {
+                params[slot(at, p + 1)] = v;
+            }
+        }
+        w += layer.fan_in * layer.fan_out;
+        channel += layer.fan_out;
+    }
+    Prepared { kind: Kind::Avx2, input_zero: net.zeros[0], layers, quads, params }
+}
+
+/// The high words of the lanes' 32 x 32-bit products (eight lanes).
+///
+/// # Safety
+/// AVX2 must be present, and this inlined into code compiled for it.
+#[inline(always)]
+unsafe fn mul_high2(a: __m256i, b: __m256i) -> __m256i {
+    // SAFETY: AVX2 is present (the callers' contract).
+    unsafe {
+        let even = _mm256_srli_epi64::<32>(_mm256_mul_epu32(a, b));
+        let odd = _mm256_mul_epu32(_mm256_srli_epi64::<32>(a), _mm256_srli_epi64::<32>(b));
+        _mm256_blend_epi32::<0xAA>(even, odd)
+    }
+}
+
+/// `quant::Requant::magnitude` of eight lanes, `p` the parameters by lane.
+///
+/// # Safety
+/// AVX2 must be present, and this inlined into code compiled for it.
+#[inline(always)]
+unsafe fn magnitude2(u: __m256i, p: &[__m256i; 5]) -> __m256i {
+    // SAFETY: AVX2 is present (the callers' contract).
+    unsafe {
+        let capped = _mm256_sllv_epi32(_mm256_min_epu32(u, p[0]), p[1]);
+        _mm256_srlv_epi32(_mm256_add_epi32(mul_high2(capped, p[2]), p[3]), p[4])
+    }
+}
+
+/// [`rows`] with AVX2.
+///
+/// # Safety
+/// The processor must have AVX2; `codes` must hold at least `FEATURES · count` codes.
+#[target_feature(enable = "avx2")]
+unsafe fn rows_avx2(prep: &Prepared, codes: &[i8], count: usize, mut sink: impl FnMut(usize, usize, i16)) {
+    let Some(first) = prep.layers.first() else { return };
+    if count == 0 {
+        return;
+    }
+    let f = first.fan_in;
+    let z_in = i32::from(prep.input_zero);
+    // The input operands, pair after pair, row after row: `ops[p · count + r]`, inputs
+    // `2p` and `2p + 1` minus the zero point as 16-bit halves (0 beyond the last input).
+    let mut ops = std::vec![0u32; first.quads * count];
+    for (p, chunk) in ops.chunks_exact_mut(count).enumerate() {
+        for (r, o) in chunk.iter_mut().enumerate() {
+            let x = |i: usize| if i < f { (i32::from(codes[i * count + r]) - z_in) as i16 as u16 as u32 } else { 0 };
+            *o = x(2 * p) | x(2 * p + 1) << 16;
+        }
+    }
+    // Hidden operands of a block: each row padded to whole groups (and a pair beyond).
+    let stride = prep.layers.iter().map(|l| l.groups * LANES2).max().unwrap_or(0) + 2;
+    let mut buffers = std::vec![0u16; 2 * ROWS * stride];
+    let (mut cur, mut next) = buffers.split_at_mut(ROWS * stride);
+    let last = prep.layers.len() - 1;
+    let mut r0 = 0;
+    while r0 < count {
+        let live = (count - r0).min(ROWS);
+        // Rows beyond the batch repeat its last row; their results are dropped.
+        let rows: [usize; ROWS] = core::array::from_fn(|r| r0 + r.min(live - 1));
+        let mut keep = |r: usize, k: usize, q: i16| {
+            if r < live {
+                sink(r0 + r, k, q);
+            }
+        };
+        for (l, layer) in prep.layers.iter().enumerate() {
+            let out = if l == last { None } else { Some(&mut *next) };
+            if l == 0 {
+                let ops = &ops[..];
+                // SAFETY: `p < first.quads` and `rows[r] < count`: inside `ops`.
+                let op = |r: usize, p: usize| unsafe { *ops.get_unchecked(p * count + rows[r]) } as i32;
+                // SAFETY: the contract, passed on.
+                unsafe { layer_pass2(prep, layer, op, out, stride, &mut keep) };
+            } else {
+                let cur = &*cur;
+                // SAFETY: `r < ROWS` and `p < quads`, so `2p + 2 <= groups · 8 + 2 <= stride`
+                // of the previous layer's width: the two halves are inside `cur`, an
+                // unaligned read.
+                let op = |r: usize, p: usize| unsafe {
+                    core::ptr::read_unaligned(cur.as_ptr().add(r * stride + 2 * p).cast::<i32>())
+                };
+                // SAFETY: the contract, passed on.
+                unsafe { layer_pass2(prep, layer, op, out, stride, &mut keep) };
+            }
+            if l != last {
+                core::mem::swap(&mut cur, &mut next);
+            }
+        }
+        r0 += ROWS;
+    }
+}
+
+/// One layer of a block of [`ROWS`] rows with AVX2, two groups of eight channels at a time.
+#[target_feature(enable = "avx2")]
+unsafe fn layer_pass2(
+    prep: &Prepared,
+    layer: &Layer,
+    op: impl Fn(usize, usize) -> i32,
+    mut out: Option<&mut [u16]>,
+    stride: usize,
+    sink: &mut dyn FnMut(usize, usize, i16),
+) {
+    let mut g = 0;
+    while g + 2 <= layer.groups {
+        // SAFETY: the contract, passed on; groups `g` and `g + 1` exist.
+        unsafe { groups2::<2>(prep, layer, g, &op, out.as_deref_mut(), stride, sink) };
+        g += 2;
+    }
+    if g < layer.groups {
+        // SAFETY: as above; group `g` exists.
+        unsafe { groups2::<1>(prep, layer, g, &op, out, stride, sink) };
+    }
+}
+
+/// Groups `g0 .. g0 + G` of [`layer_pass2`].
+///
+/// # Safety
+/// AVX2 must be present, and this inlined into code compiled for it; the groups must
+/// exist; `op` must read inside its operands.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn groups2<const G: usize>(
+    prep: &Prepared,
+    layer: &Layer,
+    g0: usize,
+    op: &impl Fn(usize, usize) -> i32,
+    mut out: Option<&mut [u16]>,
+    stride: usize,
+    sink: &mut dyn FnMut(usize, usize, i16),
+) {
+    let per = 6 * LANES2;
+    let params: [&[u32]; G] = core::array::from_fn(|k| &prep.params[(layer.lane / LANES2 + g0 + k) * per..][..per]);
+    let pairs: [&[i32]; G] =
+        core::array::from_fn(|k| &prep.quads[layer.at + (g0 + k) * layer.quads * LANES2..][..layer.quads * LANES2]);
+    // SAFETY: AVX2 is present (the contract); each `params[k]` holds its group's six
+    // vectors of eight lanes.
+    let mut acc: [[__m256i; G]; ROWS] =
+        [core::array::from_fn(|k| unsafe { _mm256_loadu_si256(params[k].as_ptr().cast()) }); ROWS];
+    for p in 0..layer.quads {
+        // SAFETY: each `pairs[k]` holds its group's `quads · 8` values; AVX2 is present.
+        unsafe {
+            let w: [__m256i; G] =
+                core::array::from_fn(|k| _mm256_loadu_si256(pairs[k].as_ptr().add(p * LANES2).cast()));
+            for (r, row) in acc.iter_mut().enumerate() {
+                let a = _mm256_set1_epi32(op(r, p));
+                for (sum, &w) in row.iter_mut().zip(&w) {
+                    *sum = _mm256_add_epi32(*sum, _mm256_madd_epi16(a, w));
+                }
+            }
+        }
+    }
+    for k in 0..G {
+        let g = g0 + k;
+        // SAFETY: AVX2 is present; `params[k]` holds six vectors.
+        let p: [__m256i; 5] =
+            core::array::from_fn(|j| unsafe { _mm256_loadu_si256(params[k].as_ptr().add(LANES2 * (j + 1)).cast()) });
+        let live = layer.fan_out.saturating_sub(LANES2 * g).min(LANES2);
+        for (r, row) in acc.iter().enumerate() {
+            let a = row[k];
+            let mut codes = [0i32; LANES2];
+            // SAFETY: AVX2 is present; `codes` holds eight `i32` (an unaligned store).
+            unsafe {
+                let zero = _mm256_setzero_si256();
+                match out {
+                    Some(_) => {
+                        let h = magnitude2(_mm256_max_epi32(a, zero), &p);
+                        let h = _mm256_min_epu32(h, _mm256_set1_epi32(127 - layer.zero));
+                        _mm256_storeu_si256(codes.as_mut_ptr().cast(), h);
+                    }
+                    None => {
+                        let m = magnitude2(_mm256_abs_epi32(a), &p);
+                        let z = _mm256_set1_epi32(layer.zero);
+                        let negative = _mm256_cmpgt_epi32(zero, a);
+                        let y = _mm256_blendv_epi8(_mm256_add_epi32(z, m), _mm256_sub_epi32(z, m), negative);
+                        let y =
+                            _mm256_max_epi32(_mm256_min_epi32(y, _mm256_set1_epi32(32767)), _mm256_set1_epi32(-32768));
+                        _mm256_storeu_si256(codes.as_mut_ptr().cast(), y);
+                    }
+                }
+            }
+            match out.as_deref_mut() {
+                // A padded lane's code is 0, and stored: the next layer's pairs read it
+                // (times a zero weight).
+                Some(out) => {
+                    for (dst, &v) in out[r * stride + LANES2 * g..][..LANES2].iter_mut().zip(&codes) {
+                        *dst = v as u16;
+                    }
+                }
+                None => {
+                    for (c, &v) in codes.iter().enumerate().take(live) {
+                        sink(r, LANES2 * g + c, v as i16);
                     }
                 }
             }
