@@ -520,10 +520,18 @@ unsafe fn rows_avx2(prep: &Prepared, codes: &[i8], count: usize, mut sink: impl 
     // The input operands, pair after pair, row after row: `ops[p · count + r]`, inputs
     // `2p` and `2p + 1` minus the zero point as 16-bit halves (0 beyond the last input).
     let mut ops = std::vec![0u32; first.quads * count];
+    let half = |c: i8| (i32::from(c) - z_in) as i16 as u16 as u32;
     for (p, chunk) in ops.chunks_exact_mut(count).enumerate() {
-        for (r, o) in chunk.iter_mut().enumerate() {
-            let x = |i: usize| if i < f { (i32::from(codes[i * count + r]) - z_in) as i16 as u16 as u32 } else { 0 };
-            *o = x(2 * p) | x(2 * p + 1) << 16;
+        let lo = &codes[2 * p * count..][..count];
+        if 2 * p + 1 < f {
+            let hi = &codes[(2 * p + 1) * count..][..count];
+            for (o, (&a, &b)) in chunk.iter_mut().zip(lo.iter().zip(hi)) {
+                *o = half(a) | half(b) << 16;
+            }
+        } else {
+            for (o, &a) in chunk.iter_mut().zip(lo) {
+                *o = half(a);
+            }
         }
     }
     // Hidden operands of a block: each row padded to whole groups (and a pair beyond).
