@@ -59,22 +59,31 @@ pub(crate) enum Kind {
 /// VNNI and the model's weights are few enough for 32-bit gather offsets, else
 /// [`Kind::Avx2`] where it has AVX2. `TENSORBRIDGE_SIMD` lowers the choice as it does the
 /// `f32` train step's: `avx2` picks the AVX2 pass on a processor with both, `baseline`
-/// neither (`quant`'s own pass).
+/// neither (`quant`'s own pass). The processor and the variable are read once, at the first
+/// call (every batch's pass asks).
 pub(crate) fn kind(weights: usize) -> Option<Kind> {
-    let asked = std::env::var("TENSORBRIDGE_SIMD");
-    if asked.as_deref().is_ok_and(|v| v == "baseline") {
-        return None;
+    static CHOICE: std::sync::OnceLock<Option<Kind>> = std::sync::OnceLock::new();
+    let choice = *CHOICE.get_or_init(|| {
+        let asked = std::env::var("TENSORBRIDGE_SIMD");
+        let asked = asked.as_deref().map(str::trim);
+        if asked == Ok("baseline") {
+            return None;
+        }
+        if asked != Ok("avx2")
+            && std::arch::is_x86_feature_detected!("avx512bw")
+            && std::arch::is_x86_feature_detected!("avx512vl")
+            && std::arch::is_x86_feature_detected!("avx512vnni")
+        {
+            return Some(Kind::Vnni);
+        }
+        std::arch::is_x86_feature_detected!("avx2").then_some(Kind::Avx2)
+    });
+    match choice {
+        Some(Kind::Vnni) if weights > i32::MAX as usize => {
+            std::arch::is_x86_feature_detected!("avx2").then_some(Kind::Avx2)
+        }
+        other => other,
     }
-    let avx2_asked = asked.is_ok_and(|v| v == "avx2");
-    if !avx2_asked
-        && weights <= i32::MAX as usize
-        && std::arch::is_x86_feature_detected!("avx512bw")
-        && std::arch::is_x86_feature_detected!("avx512vl")
-        && std::arch::is_x86_feature_detected!("avx512vnni")
-    {
-        return Some(Kind::Vnni);
-    }
-    std::arch::is_x86_feature_detected!("avx2").then_some(Kind::Avx2)
 }
 
 /// One layer, regrouped: `groups` vectors of sixteen channels, `quads` quads deep.
