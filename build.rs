@@ -25,7 +25,7 @@ const TEMPLATES: &[(&str, &[&str])] = &[
 
 /// Templates of programs of their own (not part of a model's training program): the
 /// int8 inference kernels, embedded as `INT8_CL`.
-const SEPARATE: &[(&str, &str, &[&str])] = &[("int8.cl", "INT8_CL", &["tb_int8_layer"])];
+const SEPARATE: &[(&str, &str, &[&str])] = &[("int8.cl", "INT8_CL", &["tb_int8_layers", "tb_int8_form"])];
 
 fn main() {
     arm_cfgs();

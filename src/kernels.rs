@@ -344,8 +344,63 @@ pub fn kernel_source<M: Model>() -> String {
 }
 
 /// The OpenCL C source of the int8 inference kernel (`cl/int8.cl`) for batches of `batch`
-/// rows: its one shape constant as a `#define`, then the template. The layer sizes, zero
-/// points and code ranges are the launch's arguments.
+/// rows: its shape constant and the index of each value of a layer's description
+/// ([`Int8Layer::META`]) as `#define`s, then the template. The layer sizes, zero points and
+/// code ranges are in the descriptions, a buffer of the launch.
 pub(crate) fn int8_source(batch: usize) -> String {
-    format!("#define TB_Q_BATCH {batch}\n\n{INT8_CL}")
+    let mut s = format!("#define TB_Q_BATCH {batch}\n");
+    for (index, name) in Int8Layer::META.iter().enumerate() {
+        let _ = writeln!(s, "#define TB_Q_M_{name} {index}");
+    }
+    let _ = writeln!(s, "#define TB_Q_M_COUNT {}\n", Int8Layer::META.len());
+    s + INT8_CL
+}
+
+/// One layer of the int8 kernel, as `cl/int8.cl` reads it from its `meta` buffer.
+pub(crate) struct Int8Layer {
+    /// Where its operands start in the operands buffer (in operands).
+    pub input: usize,
+    /// Where the operands it writes start (a hidden layer's).
+    pub output: usize,
+    /// Where its weights start (in quads).
+    pub w_off: usize,
+    /// Its first output channel.
+    pub c_off: usize,
+    /// Quads of operands of an input row.
+    pub quads: usize,
+    pub fan_out: usize,
+    /// Quads of operands of an output row.
+    pub out_stride: usize,
+    pub z_in: i32,
+    pub z_out: i32,
+    /// The range of its output codes.
+    pub lo: i32,
+    pub hi: i32,
+    /// Whether it is the head (which writes `short` codes).
+    pub head: bool,
+}
+
+impl Int8Layer {
+    /// The names of [`Int8Layer::values`], in order: `TB_Q_M_<name>` in the kernel.
+    pub(crate) const META: [&'static str; 12] =
+        ["IN", "OUT", "W_OFF", "C_OFF", "QUADS", "FAN_OUT", "OUT_STRIDE", "Z_IN", "Z_OUT", "LO", "HI", "HEAD"];
+
+    /// The description as the kernel reads it.
+    pub(crate) fn values(&self) -> [i32; 12] {
+        let n = |v: usize| v as i32;
+        [
+            n(self.input),
+            n(self.output),
+            n(self.w_off),
+            n(self.c_off),
+            n(self.quads),
+            n(self.fan_out),
+            n(self.out_stride),
+            self.z_in,
+            self.z_out,
+            self.lo,
+            self.hi,
+            i32::from(self.head),
+        ]
+    }
 }

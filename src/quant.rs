@@ -1187,7 +1187,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// for AVX-512 or AVX2 where the processor has them (the division, the rounding and the
     /// clamps of [`Int8Model::input_code`] give the same bits at every width).
     #[cfg(feature = "std")]
-    fn input_codes(&self, flat: &[M::Storage], first: usize, count: usize, codes: &mut [i8]) {
+    pub(crate) fn input_codes(&self, flat: &[M::Storage], first: usize, count: usize, codes: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f") {

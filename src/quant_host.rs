@@ -6,8 +6,6 @@
 use crate::device::Device;
 use crate::engine::Engine;
 use crate::error::{Error, Result};
-#[cfg(feature = "opencl")]
-use crate::model::StorageElement;
 use crate::model::{Element, HostTensor, Model, Params};
 use crate::quant::Int8Model;
 
@@ -76,6 +74,26 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         self.on_with(device, "-D TB_Q_DOT_EMULATED")
     }
 
+    /// As [`Int8Model::on`], with the products of `cl/int8.cl` in the form `madd`: 0 for
+    /// OpenCL C's vectors alone, 256 or 512 for a CPU device's `vpmaddwd` of that width
+    /// (where the device's compiler and processor have it: the build fails otherwise), so
+    /// that tests check every form the device can run. Not a public API.
+    #[doc(hidden)]
+    pub fn __on_with_products(self, device: &Device, madd: u32) -> Result<Self> {
+        self.on_with(device, &format!("-D TB_Q_MADD={madd}"))
+    }
+
+    /// On OpenCL, the form of the kernel's products (`TB_Q_MADD` in `cl/int8.cl`: 0 for
+    /// OpenCL C's vectors alone, 256 or 512 for a CPU device's `vpmaddwd`); `None` on the
+    /// CPU, or where the kernel takes the dot product. Not a public API.
+    #[doc(hidden)]
+    pub fn __products(&self) -> Option<u32> {
+        #[cfg(feature = "opencl")]
+        return self.cl().and_then(|cl| cl.products());
+        #[cfg(not(feature = "opencl"))]
+        None
+    }
+
     #[cfg_attr(not(feature = "opencl"), allow(unused_variables))]
     fn on_with(mut self, device: &Device, options: &str) -> Result<Self> {
         #[cfg(feature = "opencl")]
@@ -118,7 +136,11 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             crate::check::finite("input", flat, M::BATCH)?;
             let (b, c) = (M::BATCH, M::CLASSES);
             let mut head = vec![0i16; b * c];
-            cl.run(|r, i| self.input_code(flat[i * b + r].to_f32()), &mut head)?;
+            // The input codes first, in one pass over `flat` (a loop that vectorises),
+            // feature after feature.
+            let mut codes = vec![0i8; M::FEATURES * b];
+            self.input_codes(flat, 0, b, &mut codes);
+            cl.run(|r, i| codes[i * b + r], &mut head)?;
             for (k, &q) in head.iter().enumerate() {
                 out[(k % c) * b + k / c] = q;
             }

@@ -274,6 +274,19 @@ tensorbridge::model! {
     pub struct MnistMlp { batch: 128, features: 784, hidden: [128], classes: 10 }
 }
 
+/// The forms of the OpenCL int8 products (`TB_Q_MADD`) that `q`'s device runs: OpenCL C's
+/// vectors alone everywhere, and each narrower form of the processor's own multiply-add
+/// than the one the device picked (AVX-512's `vpmaddwd` implies AVX2's). None on the CPU
+/// backend, or where the kernel takes the dot product.
+fn product_forms<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize>(
+    q: &tensorbridge::quant::Int8Model<M, NW, NC, NT, MAXW>,
+) -> Vec<u32> {
+    match q.__products() {
+        Some(own) => [0, 256, 512].into_iter().filter(|&m| m <= own).collect(),
+        None => Vec::new(),
+    }
+}
+
 /// The head's codes of `x` on the model's device and on the CPU core: equal, bit for bit.
 fn device_codes_equal_core<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: usize>(
     q: &tensorbridge::quant::Int8Model<M, NW, NC, NT, MAXW>,
@@ -318,6 +331,13 @@ fn int8_codes_are_the_same_bits_on_every_device(device: &Device) {
     // cl_khr_integer_dot_product: the same integers.
     let packed = q.clone().__on_emulating_dot_product(device).unwrap();
     device_codes_equal_core(&packed, &x);
+    // The products in every form the device runs (OpenCL C's vectors alone; on a CPU
+    // device, the processor's own multiply-add on 256 and 512 bits where it has them):
+    // the same integers.
+    for madd in product_forms(&q) {
+        let form = q.clone().__on_with_products(device, madd).unwrap();
+        device_codes_equal_core(&form, &x);
+    }
     let mut codes = vec![0i16; 1280];
     q.codes_into(&x, &mut codes).unwrap();
     let mut packed_codes = vec![0i16; 1280];
@@ -368,9 +388,15 @@ fn f16_model_quantises_to_the_numpy_integers(device: &Device) {
     assert_eq!(q.act_zero_points(), &ACT_ZEROS_F16);
     // The packed path (four products a `dot`), emulated where the device lacks
     // cl_khr_integer_dot_product, on layers whose widths are not multiples of four.
+    // The portable products likewise.
     let packed = q.clone().__on_emulating_dot_product(device).unwrap();
+    let forms: Vec<_> =
+        product_forms(&q).into_iter().map(|madd| q.clone().__on_with_products(device, madd).unwrap()).collect();
     for (t, (x, expected)) in TESTS_F16.iter().zip(&CODES_F16).enumerate() {
         assert_eq!(device_codes_equal_core(&packed, &batch16(x)), device_codes_equal_core(&q, &batch16(x)));
+        for form in &forms {
+            assert_eq!(device_codes_equal_core(form, &batch16(x)), device_codes_equal_core(&q, &batch16(x)));
+        }
         let codes = device_codes_equal_core(&q, &batch16(x));
         for r in 0..4 {
             for c in 0..3 {

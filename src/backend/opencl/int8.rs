@@ -1,29 +1,40 @@
-//! The int8 model's integer forward pass on an OpenCL device: one launch of `tb_int8_layer`
-//! (`cl/int8.cl`) per layer, each work-item computing one output for a block of
-//! [`ROWS`] rows in 16-wide vector operations, the parameters uploaded once in the
-//! kernel's layout (rows and weight columns padded to whole blocks of 16 codes) and every
-//! launch's arguments set once; a call writes the input codes, launches, and reads the
-//! head's `int16` codes. The integers are the CPU core's, bit for bit (integer arithmetic is
-//! exact; `tests/int8.rs` checks it).
+//! The int8 model's integer forward pass on an OpenCL device: `tb_int8_layers`
+//! (`cl/int8.cl`), each work-item computing blocks of [`LANES`] outputs of [`ROWS`] rows in
+//! vectors across the outputs; on a CPU device one launch for every layer (a work-item a
+//! block of rows), elsewhere one launch a layer (the work-items across the blocks of
+//! outputs). The parameters are uploaded once in the kernel's layout (weights by blocks of
+//! outputs, rows padded to whole quads) and every launch's arguments set once; a call writes
+//! the input operands (without waiting), launches, and reads the head's `int16` codes. The
+//! integers are the CPU core's, bit for bit (integer arithmetic is exact; `tests/int8.rs`
+//! checks it, in every form of the products the device runs).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::cl::{Kernel, Mem, Queue};
 use super::{program, ClDevice};
 use crate::error::Result;
-use crate::kernels::{int8_source, kernel::tb_int8_layer as arg};
+use crate::info::DeviceType;
+use crate::kernels::{int8_source, kernel::tb_int8_layers as arg, Int8Layer};
+
+/// The kernel that tells which operands `tb_int8_layer` takes.
+const FORM: &str = "tb_int8_form";
 use crate::quant::code_range;
 
-/// Work-items of a work-group along the outputs, at most (the kernel returns past
-/// `fan_out`).
+/// Work-items of a work-group along the output blocks, at most, on a device other than a
+/// CPU (the kernel returns past `fan_out`).
 const GROUP: usize = 64;
+
+/// Outputs of a work-item's block (`TB_Q_LANES` in `cl/int8.cl`, the width of its vectors:
+/// 2, 4, 8 or 16): each row's operand serves this many outputs.
+const LANES: usize = 16;
 
 /// Rows of a work-item's block (`TB_Q_ROWS` in `cl/int8.cl`): each weight quad loaded
 /// serves this many rows.
 const ROWS: usize = 8;
 
-/// Codes of a block: the unit of the kernel's rows and weights (`char16`).
-const BLOCK: usize = 16;
+/// Operands of a quad: the unit of the kernel's rows and weights (`char4`, `short4`,
+/// `uchar4`).
+const QUAD: usize = 4;
 
 /// Each layer's weight codes (column by column, `w[o * fan_in + i]`, as
 /// [`Int8Model`](crate::quant::Int8Model) holds them).
@@ -36,18 +47,25 @@ fn layer_weights<'a>(dims: &'a [usize], weights: &'a [i8]) -> impl Iterator<Item
     })
 }
 
+/// The operands of a call's input rows, padded to whole quads (the padding stays 0), in
+/// the form the kernel takes (`tb_int8_form`).
+enum Staging {
+    /// The codes minus the input's zero point (`short`), without the dot product.
+    Centred(Vec<i16>),
+    /// The codes plus 128 (`uchar`), with it.
+    Lifted(Vec<u8>),
+}
+
 /// The kernels (one a layer, its arguments set) and the row buffers, used by one call at a
 /// time.
 struct State {
     kernels: Vec<Kernel>,
-    /// The input codes, `[rows x blocks]`.
-    input: Mem,
+    /// The operands: the input's, `[rows x quads x 4]` from the start (the kernels'
+    /// arguments name the buffer), then each hidden layer's.
+    ops: Mem,
     /// The head's codes, `[rows x classes]`.
     head: Mem,
-    /// The hidden layers' codes, `[rows x blocks]` each: the kernels' arguments name them.
-    _hidden: Vec<Mem>,
-    /// The input codes of a call, padded (the padding stays 0).
-    staging: Vec<i8>,
+    staging: Staging,
 }
 
 /// An int8 model's parameters on an OpenCL device, and its kernels.
@@ -56,26 +74,40 @@ pub(crate) struct Int8Cl {
     /// The grid of each layer's launch: (global, local).
     grids: Vec<([usize; 2], [usize; 2])>,
     features: usize,
-    /// Codes of a padded input row.
+    /// Operands of a padded input row.
     in_stride: usize,
+    /// The input's zero point.
+    z_in: i16,
+    /// The form of the products (`TB_Q_MADD`: 0, 256 or 512), where the kernel takes no dot
+    /// product.
+    madd: Option<u32>,
     batch: usize,
     state: Mutex<State>,
-    /// The parameters (weights, biases, weight sums, multipliers, shifts): the kernels'
-    /// arguments name them, so they live as long as the kernels.
-    _params: [Mem; 5],
+    /// The parameters (weights, biases, weight sums, multipliers, shifts) and the layers'
+    /// descriptions: the kernels' arguments name them, so they live as long as the kernels.
+    _params: [Mem; 6],
 }
 
-/// `n` codes in whole blocks.
-fn blocks(n: usize) -> usize {
-    n.div_ceil(BLOCK)
+/// `n` operands in whole quads.
+fn quads(n: usize) -> usize {
+    n.div_ceil(QUAD)
+}
+
+/// A zeroed buffer of `n` operands of the kernel's form (`lifted`: bytes, else `short`s).
+fn operands(context: &super::cl::Context, n: usize, lifted: bool) -> Result<Mem> {
+    if lifted {
+        Mem::from_slice(context, &vec![0u8; n])
+    } else {
+        Mem::from_slice(context, &vec![0i16; n])
+    }
 }
 
 impl Int8Cl {
-    /// Builds the program (kept by the device, keyed by its source and `options`), packs
-    /// and uploads the parameters (given in the layout of
-    /// [`Int8Model`](crate::quant::Int8Model)) and sets every launch's arguments.
-    /// `options` is empty, or `-D TB_Q_DOT_EMULATED` to run the packed path's arithmetic on
-    /// a device without `cl_khr_integer_dot_product` (for tests).
+    /// Builds the program (kept by the device, keyed by its source and `options`), asks it
+    /// which operands it takes (`tb_int8_form`), packs and uploads the parameters (given in
+    /// the layout of [`Int8Model`](crate::quant::Int8Model)) and sets every launch's
+    /// arguments. `options` is empty, or `-D TB_Q_DOT_EMULATED` to run the packed path's
+    /// arithmetic on a device without `cl_khr_integer_dot_product` (for tests).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         device: &Arc<ClDevice>,
@@ -88,80 +120,136 @@ impl Int8Cl {
         zeros: &[i16],
         options: &str,
     ) -> Result<Int8Cl> {
-        let source = format!("#define TB_Q_ROWS {ROWS}\n{}", int8_source(batch));
-        let program = program::build(device, &source, options, &[arg::NAME])?;
+        let source = format!("#define TB_Q_ROWS {ROWS}\n#define TB_Q_LANES {LANES}\n{}", int8_source(batch));
+        let program = program::build(device, &source, options, &[arg::NAME, FORM])?;
         let context = &device.context;
+        let queue = Queue::new(context, device.id, false)?;
+        // Which operands the kernel takes: one launch, once.
+        let (lifted, madd) = {
+            let form = Mem::from_slice(context, &[-1i32; 2])?;
+            let mut kernel = Kernel::new(&program, FORM)?;
+            kernel.set_mem(0, &form)?;
+            queue.launch(&kernel, &[1], &[1])?;
+            let mut out = [0i32; 2];
+            queue.read(&form, 0, &mut out)?;
+            (out[0] == 1, out[1] as u32)
+        };
+        let cpu = device.info.device_type == DeviceType::Cpu;
         let layers = dims.len().saturating_sub(1);
         let rows = batch.next_multiple_of(ROWS);
-        // Weights output after output, each padded with zeros to whole blocks; the sums of
-        // each channel's codes.
+        // Weights by blocks of `LANES` outputs, zero past fan_in and fan_out: with the dot
+        // product, by quads of inputs, then output (a `char4` each); without it, by input,
+        // then output. The sums of each channel's codes.
         let (mut packed, mut wsum) = (Vec::new(), Vec::new());
         for (l, layer) in layer_weights(dims, weights).enumerate() {
-            let fan_in = dims[l];
-            for column in layer.chunks_exact(fan_in) {
-                packed.extend_from_slice(column);
-                packed.resize(packed.len() + blocks(fan_in) * BLOCK - fan_in, 0i8);
-                wsum.push(column.iter().map(|&v| i32::from(v)).sum::<i32>());
+            let (fan_in, fan_out) = (dims[l], dims[l + 1]);
+            let code = |o: usize, i: usize| if o < fan_out && i < fan_in { layer[o * fan_in + i] } else { 0 };
+            for b in 0..fan_out.div_ceil(LANES) {
+                let outputs = b * LANES..(b + 1) * LANES;
+                for q in 0..quads(fan_in) {
+                    if lifted {
+                        for o in outputs.clone() {
+                            packed.extend((q * QUAD..(q + 1) * QUAD).map(|i| code(o, i)));
+                        }
+                    } else {
+                        for pair in [q * QUAD, q * QUAD + 2] {
+                            packed.extend(outputs.clone().flat_map(|o| [code(o, pair), code(o, pair + 1)]));
+                        }
+                    }
+                }
             }
+            wsum.extend(layer.chunks_exact(fan_in).map(|column| column.iter().map(|&v| i32::from(v)).sum::<i32>()));
         }
         let weights = Mem::from_slice(context, &packed)?;
         let (biases, wsum) = (Mem::from_slice(context, biases)?, Mem::from_slice(context, &wsum)?);
         let (multipliers, shifts) = (Mem::from_slice(context, multipliers)?, Mem::from_slice(context, shifts)?);
-        // Hidden codes: a zeroed buffer per hidden layer, `[rows x blocks]`.
-        let hidden = (1..layers)
-            .map(|l| Mem::from_slice(context, &vec![0i8; rows * blocks(dims[l]) * BLOCK]))
-            .collect::<Result<Vec<_>>>()?;
         let features = dims.first().copied().unwrap_or(1);
         let classes = dims.last().copied().unwrap_or(1);
-        let input = Mem::from_slice(context, &vec![0i8; rows * blocks(features) * BLOCK])?;
-        let head = Mem::from_slice(context, &vec![0i16; rows * classes])?;
-        let (mut kernels, mut grids) = (Vec::new(), Vec::new());
-        let (mut w_off, mut c_off) = (0usize, 0usize);
+        let in_stride = quads(features) * QUAD;
+        // Every layer's description, and where each tensor's operands start in `ops`.
+        let (mut meta, mut at, mut w_off, mut c_off) = (Vec::new(), 0usize, 0usize, 0usize);
         for l in 0..layers {
             let (fan_in, fan_out) = (dims[l], dims[l + 1]);
-            let is_head = l + 1 == layers;
+            let head = l + 1 == layers;
             let z_out = i32::from(zeros[l + 1]);
-            let (lo, hi) = if is_head { code_range(l + 1, dims.len()) } else { (z_out, 127) };
+            let (lo, hi) = if head { code_range(l + 1, dims.len()) } else { (z_out, 127) };
+            let input = at;
+            at += rows * quads(fan_in) * QUAD;
+            let layer = Int8Layer {
+                input,
+                output: if head { 0 } else { at },
+                w_off,
+                c_off,
+                quads: quads(fan_in),
+                fan_out,
+                out_stride: quads(fan_out),
+                z_in: i32::from(zeros[l]),
+                z_out,
+                lo,
+                hi,
+                head,
+            };
+            meta.extend(layer.values());
+            w_off += fan_out.div_ceil(LANES) * quads(fan_in) * LANES;
+            c_off += fan_out;
+        }
+        let ops = operands(context, at.max(1), lifted)?;
+        let head = Mem::from_slice(context, &vec![0i16; rows * classes])?;
+        let meta = Mem::from_slice(context, &meta)?;
+        let kernel = |first: usize, last: usize| -> Result<Kernel> {
             let mut kernel = Kernel::new(&program, arg::NAME)?;
-            kernel.set_mem(arg::IN, if l == 0 { &input } else { &hidden[l - 1] })?;
+            kernel.set_mem(arg::OPS, &ops)?;
             kernel.set_mem(arg::W, &weights)?;
             kernel.set_mem(arg::BIAS, &biases)?;
             kernel.set_mem(arg::WSUM, &wsum)?;
             kernel.set_mem(arg::MULT, &multipliers)?;
             kernel.set_mem(arg::SHIFT, &shifts)?;
-            // The head writes `out16`; `out8` then names a buffer it never writes.
-            kernel.set_mem(arg::OUT8, if is_head { &input } else { &hidden[l] })?;
             kernel.set_mem(arg::OUT16, &head)?;
-            for (index, value) in [
-                (arg::W_OFF, w_off),
-                (arg::C_OFF, c_off),
-                (arg::BLOCKS, blocks(fan_in)),
-                (arg::FAN_OUT, fan_out),
-                (arg::OUT_STRIDE, blocks(fan_out) * BLOCK),
-            ] {
-                kernel.set_scalar(index, value as i32)?;
+            kernel.set_mem(arg::META, &meta)?;
+            kernel.set_scalar(arg::FIRST, first as i32)?;
+            kernel.set_scalar(arg::LAST, last as i32)?;
+            Ok(kernel)
+        };
+        let (mut kernels, mut grids) = (Vec::new(), Vec::new());
+        if cpu {
+            // One launch: a work-item a block of rows, every layer (a CPU device's
+            // vectoriser would otherwise put neighbouring work-items in the lanes of the
+            // kernel's own vectors, and each launch costs as much as a small layer).
+            kernels.push(kernel(0, layers)?);
+            grids.push(([1, rows / ROWS], [1, 1]));
+        } else {
+            // A launch a layer, its work-items across the blocks of outputs.
+            for l in 0..layers {
+                kernels.push(kernel(l, l + 1)?);
+                let blocks = dims[l + 1].div_ceil(LANES);
+                let group = blocks.next_power_of_two().min(GROUP);
+                grids.push(([blocks.next_multiple_of(group), rows / ROWS], [group, 1]));
             }
-            kernel.set_scalar(arg::Z_IN, i32::from(zeros[l]))?;
-            kernel.set_scalar(arg::Z_OUT, z_out)?;
-            kernel.set_scalar(arg::LO, lo)?;
-            kernel.set_scalar(arg::HI, hi)?;
-            kernel.set_scalar(arg::HEAD, i32::from(is_head))?;
-            kernels.push(kernel);
-            let group = fan_out.next_power_of_two().min(GROUP);
-            grids.push(([fan_out.next_multiple_of(group), rows / ROWS], [group, 1]));
-            w_off += blocks(fan_in) * fan_out;
-            c_off += fan_out;
         }
-        let state = State { kernels, input, head, _hidden: hidden, staging: vec![0; rows * blocks(features) * BLOCK] };
+        let staging = if lifted {
+            Staging::Lifted(vec![0; rows * in_stride])
+        } else {
+            Staging::Centred(vec![0; rows * in_stride])
+        };
+        let state = State { kernels, ops, head, staging };
         Ok(Int8Cl {
-            queue: Queue::new(context, device.id, false)?,
+            queue,
             grids,
             features,
-            in_stride: blocks(features) * BLOCK,
+            in_stride,
+            z_in: zeros.first().copied().unwrap_or(0),
+            madd: (!lifted).then_some(madd),
             batch,
             state: Mutex::new(state),
-            _params: [weights, biases, wsum, multipliers, shifts],
+            _params: [weights, biases, wsum, multipliers, shifts, meta],
         })
+    }
+
+    /// The form of the kernel's products (`TB_Q_MADD` in `cl/int8.cl`: 0 for OpenCL C's
+    /// vectors alone, 256 or 512 for a CPU's `vpmaddwd`), or `None` where it takes the dot
+    /// product.
+    pub(crate) fn products(&self) -> Option<u32> {
+        self.madd
     }
 
     /// The head's codes of a batch: `code(r, i)` gives the input code of row `r`, feature
@@ -169,16 +257,41 @@ impl Int8Cl {
     /// `batch * classes`).
     pub(crate) fn run(&self, code: impl Fn(usize, usize) -> i8, out: &mut [i16]) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let State { kernels, input, head, staging, .. } = &mut *state;
-        for (r, row) in staging.chunks_exact_mut(self.in_stride).take(self.batch).enumerate() {
-            for (i, q) in row[..self.features].iter_mut().enumerate() {
-                *q = code(r, i);
+        let State { kernels, ops, head, staging } = &mut *state;
+        let (f, stride, z) = (self.features, self.in_stride, self.z_in);
+        // SAFETY (both arms): `staging` is neither written nor freed before the write has
+        // completed: the lock on `state` is held until this call returns, and it returns
+        // after the blocking read below (on this in-order queue, after the write), or after
+        // waiting on the write where a later command failed to be enqueued.
+        let write = match staging {
+            Staging::Centred(rows) => {
+                for (r, row) in rows.chunks_exact_mut(stride).take(self.batch).enumerate() {
+                    for (i, v) in row[..f].iter_mut().enumerate() {
+                        *v = i16::from(code(r, i)) - z;
+                    }
+                }
+                // SAFETY: see above.
+                unsafe { self.queue.write_async(ops, rows)? }
             }
+            Staging::Lifted(rows) => {
+                for (r, row) in rows.chunks_exact_mut(stride).take(self.batch).enumerate() {
+                    for (i, v) in row[..f].iter_mut().enumerate() {
+                        *v = (code(r, i) as u8) ^ 0x80;
+                    }
+                }
+                // SAFETY: see above.
+                unsafe { self.queue.write_async(ops, rows)? }
+            }
+        };
+        let result = kernels
+            .iter()
+            .zip(&self.grids)
+            .try_for_each(|(kernel, (global, local))| self.queue.launch(kernel, global, local))
+            .and_then(|()| self.queue.read(head, 0, out));
+        if result.is_err() {
+            // The error is the caller's; the wait only keeps `staging` in use until then.
+            let _ = write.wait();
         }
-        self.queue.write(input, 0, staging)?;
-        for (kernel, (global, local)) in kernels.iter().zip(&self.grids) {
-            self.queue.launch(kernel, global, local)?;
-        }
-        self.queue.read(head, 0, out)
+        result
     }
 }
