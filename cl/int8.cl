@@ -17,7 +17,8 @@
 //   with the dot product, by quad q of inputs, then output j: `char4` q * TB_Q_LANES + j
 //   holds w[4q..4q+3, j]; without it, by pair p of inputs, then output j, then input:
 //   `char2` p * TB_Q_LANES + j holds w[2p..2p+1, j].
-// - operands row-major, `quads` quads a row, in `ops` from the layer's offset: quad
+// - operands row-major, `quads` quads a row (the input's in `input`, a hidden layer's in
+//   `ops` from the layer's offset): quad
 //   `r * quads + q` holds the row's operands 4q..4q+3. Without the dot product, the
 //   operands are the codes minus their zero point (`short`: |code - z| <= 255); with it,
 //   the codes plus 128 (`uchar`). Each layer writes the next layer's operands in the same
@@ -95,16 +96,15 @@ __kernel void tb_int8_form(__global int *form) {
 }
 
 // Block `b` of the outputs of the layer that `m` describes (TB_Q_M_* index it), rows r0 to
-// r0 + TB_Q_ROWS - 1: its sums, requantised into the next layer's operands (or the head's
-// codes).
-static void tb_int8_block(__global tb_q_operand *ops, __global const char4 *w, __global const int *bias,
+// r0 + TB_Q_ROWS - 1, its operands `in`: its sums, requantised into the next layer's
+// operands in `ops` (or the head's codes).
+static void tb_int8_block(const __global tb_q_operands *in, __global tb_q_operand *ops, __global const char4 *w, __global const int *bias,
                           __global const int *wsum, __global const int *mult, __global const uchar *shift,
                           __global short *out16, __global const int *m, int b, int r0) {
     const int w_off = m[TB_Q_M_W_OFF], c_off = m[TB_Q_M_C_OFF], quads = m[TB_Q_M_QUADS];
     const int fan_out = m[TB_Q_M_FAN_OUT], out_stride = m[TB_Q_M_OUT_STRIDE];
     const int z_in = m[TB_Q_M_Z_IN], z_out = m[TB_Q_M_Z_OUT], lo = m[TB_Q_M_LO], hi = m[TB_Q_M_HI];
     const int head = m[TB_Q_M_HEAD];
-    const __global tb_q_operands *in = (const __global tb_q_operands *)(ops + m[TB_Q_M_IN]);
     __global tb_q_operand *out_ops = ops + m[TB_Q_M_OUT];
     const __global char4 *wb = w + (size_t)w_off + (size_t)b * quads * TB_Q_LANES;
     const __global tb_q_operands *x = in + (size_t)r0 * quads;
@@ -256,8 +256,8 @@ static void tb_int8_block(__global tb_q_operand *ops, __global const char4 *w, _
 // get_global_size(0)-th. The host launches every layer at once on a CPU device (one
 // work-item a block of rows does every block of outputs, layer after layer: it reads back
 // only what it wrote itself), else one launch a layer (the grid across the blocks).
-// `ops` holds every layer's operands (the input's, then each hidden layer's).
-__kernel void tb_int8_layers(__global tb_q_operand *ops, __global const char4 *w, __global const int *bias,
+// `input` holds the input's operands, `ops` each hidden layer's.
+__kernel void tb_int8_layers(__global const tb_q_operands *input, __global tb_q_operand *ops, __global const char4 *w, __global const int *bias,
                              __global const int *wsum, __global const int *mult, __global const uchar *shift,
                              __global short *out16, __global const int *meta, int first, int last) {
     const int r0 = (int)get_global_id(1) * TB_Q_ROWS;
@@ -266,8 +266,9 @@ __kernel void tb_int8_layers(__global tb_q_operand *ops, __global const char4 *w
     }
     for (int l = first; l < last; l++) {
         const __global int *m = meta + l * TB_Q_M_COUNT;
+        const __global tb_q_operands *in = l == 0 ? input : (const __global tb_q_operands *)(ops + m[TB_Q_M_IN]);
         for (int b = (int)get_global_id(0); b * TB_Q_LANES < m[TB_Q_M_FAN_OUT]; b += (int)get_global_size(0)) {
-            tb_int8_block(ops, w, bias, wsum, mult, shift, out16, m, b, r0);
+            tb_int8_block(in, ops, w, bias, wsum, mult, shift, out16, m, b, r0);
         }
     }
 }

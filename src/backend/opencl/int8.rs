@@ -60,9 +60,9 @@ enum Staging {
 /// time.
 struct State {
     kernels: Vec<Kernel>,
-    /// The operands: the input's, `[rows x quads x 4]` from the start (the kernels'
-    /// arguments name the buffer), then each hidden layer's.
-    ops: Mem,
+    /// The hidden layers' operands, `[rows x quads x 4]` each (the kernels' arguments name
+    /// the buffer).
+    _ops: Mem,
     /// The head's codes, `[rows x classes]`.
     head: Mem,
     staging: Staging,
@@ -70,6 +70,7 @@ struct State {
 
 /// An int8 model's parameters on an OpenCL device, and its kernels.
 pub(crate) struct Int8Cl {
+    device: Arc<ClDevice>,
     queue: Queue,
     /// The grid of each layer's launch: (global, local).
     grids: Vec<([usize; 2], [usize; 2])>,
@@ -173,8 +174,12 @@ impl Int8Cl {
             let head = l + 1 == layers;
             let z_out = i32::from(zeros[l + 1]);
             let (lo, hi) = if head { code_range(l + 1, dims.len()) } else { (z_out, 127) };
-            let input = at;
-            at += rows * quads(fan_in) * QUAD;
+            // The input's operands are a buffer of their own; each hidden layer's follow
+            // one another in `ops`.
+            let input = if l == 0 { 0 } else { at };
+            if l > 0 {
+                at += rows * quads(fan_in) * QUAD;
+            }
             let layer = Int8Layer {
                 input,
                 output: if head { 0 } else { at },
@@ -198,6 +203,9 @@ impl Int8Cl {
         let meta = Mem::from_slice(context, &meta)?;
         let kernel = |first: usize, last: usize| -> Result<Kernel> {
             let mut kernel = Kernel::new(&program, arg::NAME)?;
+            // Each call names its input's buffer (`run`); until then, one the kernel reads
+            // nothing from before the call.
+            kernel.set_mem(arg::INPUT, &ops)?;
             kernel.set_mem(arg::OPS, &ops)?;
             kernel.set_mem(arg::W, &weights)?;
             kernel.set_mem(arg::BIAS, &biases)?;
@@ -231,8 +239,9 @@ impl Int8Cl {
         } else {
             Staging::Centred(vec![0; rows * in_stride])
         };
-        let state = State { kernels, ops, head, staging };
+        let state = State { kernels, _ops: ops, head, staging };
         Ok(Int8Cl {
+            device: Arc::clone(device),
             queue,
             grids,
             features,
@@ -257,21 +266,18 @@ impl Int8Cl {
     /// `batch * classes`).
     pub(crate) fn run(&self, code: impl Fn(usize, usize) -> i8, out: &mut [i16]) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let State { kernels, ops, head, staging } = &mut *state;
+        let State { kernels, head, staging, .. } = &mut *state;
         let (f, stride, z) = (self.features, self.in_stride, self.z_in);
-        // SAFETY (both arms): `staging` is neither written nor freed before the write has
-        // completed: the lock on `state` is held until this call returns, and it returns
-        // after the blocking read below (on this in-order queue, after the write), or after
-        // waiting on the write where a later command failed to be enqueued.
-        let write = match staging {
+        // The input's operands go in a buffer made for the call (a copy at creation, no
+        // command on the queue: on PoCL, every command costs as much as a small layer).
+        let input = match staging {
             Staging::Centred(rows) => {
                 for (r, row) in rows.chunks_exact_mut(stride).take(self.batch).enumerate() {
                     for (i, v) in row[..f].iter_mut().enumerate() {
                         *v = i16::from(code(r, i)) - z;
                     }
                 }
-                // SAFETY: see above.
-                unsafe { self.queue.write_async(ops, rows)? }
+                Mem::from_slice(&self.device.context, rows)?
             }
             Staging::Lifted(rows) => {
                 for (r, row) in rows.chunks_exact_mut(stride).take(self.batch).enumerate() {
@@ -279,19 +285,22 @@ impl Int8Cl {
                         *v = (code(r, i) as u8) ^ 0x80;
                     }
                 }
-                // SAFETY: see above.
-                unsafe { self.queue.write_async(ops, rows)? }
+                Mem::from_slice(&self.device.context, rows)?
             }
         };
-        let result = kernels
-            .iter()
-            .zip(&self.grids)
-            .try_for_each(|(kernel, (global, local))| self.queue.launch(kernel, global, local))
-            .and_then(|()| self.queue.read(head, 0, out));
-        if result.is_err() {
-            // The error is the caller's; the wait only keeps `staging` in use until then.
-            let _ = write.wait();
+        // Only the first kernel reads the input (the others start at a hidden layer).
+        if let Some(first) = kernels.first_mut() {
+            first.set_mem(arg::INPUT, &input)?;
         }
-        result
+        for (kernel, (global, local)) in kernels.iter().zip(&self.grids) {
+            self.queue.launch(kernel, global, local)?;
+        }
+        // Blocking: the kernels are done with `input` when it returns.
+        let read = self.queue.read(head, 0, out);
+        if read.is_err() {
+            // Keep `input` until the kernels are done with it (the error is the caller's).
+            let _ = self.queue.finish();
+        }
+        read
     }
 }
