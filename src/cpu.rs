@@ -931,7 +931,8 @@ impl UpdateBound {
 
 /// The optimizer's state as a train step updates it: the moment buffers
 /// ([`Optimizer::MOMENTS`] times the parameter count), the count of steps taken, and the
-/// first layer's [`UpdateBound`].
+/// [`UpdateBound`] (plain SGD's bound on the first layer's weights; the other optimizers'
+/// maxima of the parameters and moments).
 pub(crate) struct OptimState<'a> {
     pub(crate) moments: &'a mut [f32],
     pub(crate) step: &'a mut u32,
@@ -1133,18 +1134,15 @@ mod optim_parts {
     /// One part of [`max_magnitude`], compiled for the widest vectors the processor has.
     #[cfg(feature = "parallel")]
     fn max_magnitude_part(g: &[f32]) -> f32 {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the processor has AVX-512F and FMA, checked just above.
-                return unsafe { wide::max_magnitude_avx512(g) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the processor has AVX2 and FMA, checked just above.
-                return unsafe { wide::max_magnitude_avx2(g) };
-            }
+        match widest() {
+            // SAFETY: `widest` names a width only where the processor has its features.
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx512 => unsafe { wide::max_magnitude_avx512(g) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx2 => unsafe { wide::max_magnitude_avx2(g) },
+            Width::Baseline => optim::max_magnitude(g),
         }
-        optim::max_magnitude(g)
     }
 
     /// One part of [`first_refused`], compiled for the widest vectors the processor has.
@@ -1157,18 +1155,15 @@ mod optim_parts {
         v: &[f32],
         limit: f32,
     ) -> Option<usize> {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the processor has AVX-512F and FMA, checked just above.
-                return unsafe { wide::first_refused_avx512::<O>(c, p, g, m, v, limit) };
-            }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the processor has AVX2 and FMA, checked just above.
-                return unsafe { wide::first_refused_avx2::<O>(c, p, g, m, v, limit) };
-            }
+        match widest() {
+            // SAFETY: `widest` names a width only where the processor has its features.
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx512 => unsafe { wide::first_refused_avx512::<O>(c, p, g, m, v, limit) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx2 => unsafe { wide::first_refused_avx2::<O>(c, p, g, m, v, limit) },
+            Width::Baseline => optim::first_refused_split::<O>(c, p, g, m, v, limit),
         }
-        optim::first_refused_split::<O>(c, p, g, m, v, limit)
     }
 
     /// One part of [`apply`], compiled for the widest vectors the processor has.
@@ -1180,18 +1175,47 @@ mod optim_parts {
         m: &mut [f32],
         v: &mut [f32],
     ) -> Maxima {
+        match widest() {
+            // SAFETY: `widest` names a width only where the processor has its features.
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx512 => unsafe { wide::apply_avx512::<O, T>(c, p, g, m, v) },
+            // SAFETY: as above.
+            #[cfg(target_arch = "x86_64")]
+            Width::Avx2 => unsafe { wide::apply_avx2::<O, T>(c, p, g, m, v) },
+            Width::Baseline => optim::apply_split::<O>(c, p, g, m, v, T::round_f32),
+        }
+    }
+
+    /// The widest vectors of the parts' loops on this processor ([`wide`]'s variants, all
+    /// with FMA).
+    #[cfg(feature = "parallel")]
+    #[derive(Clone, Copy)]
+    enum Width {
+        /// AVX-512F, AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Avx512,
+        /// AVX2 and FMA.
+        #[cfg(target_arch = "x86_64")]
+        Avx2,
+        /// The loops compiled for the build's target alone.
+        Baseline,
+    }
+
+    /// The processor's [`Width`]: the one place the parts ask which features it has.
+    #[cfg(feature = "parallel")]
+    #[inline]
+    fn widest() -> Width {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the processor has AVX-512F and FMA, checked just above.
-                return unsafe { wide::apply_avx512::<O, T>(c, p, g, m, v) };
+            let has = |f: bool| f && std::arch::is_x86_feature_detected!("fma");
+            if has(std::arch::is_x86_feature_detected!("avx512f")) {
+                return Width::Avx512;
             }
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the processor has AVX2 and FMA, checked just above.
-                return unsafe { wide::apply_avx2::<O, T>(c, p, g, m, v) };
+            if has(std::arch::is_x86_feature_detected!("avx2")) {
+                return Width::Avx2;
             }
         }
-        optim::apply_split::<O>(c, p, g, m, v, T::round_f32)
+        Width::Baseline
     }
 
     /// The parts' loops compiled with AVX-512F or AVX2 (the same bits: see [`optim_parts`]).
