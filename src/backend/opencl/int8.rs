@@ -3,8 +3,9 @@
 //! vectors across the outputs; on a CPU device one launch for every layer (a work-item a
 //! block of rows), elsewhere one launch a layer (the work-items across the blocks of
 //! outputs). The parameters are uploaded once in the kernel's layout (weights by blocks of
-//! outputs, rows padded to whole quads) and every launch's arguments set once; a call writes
-//! the input operands (without waiting), launches, and reads the head's `int16` codes. The
+//! outputs, rows padded to whole quads) and every launch's arguments set once; a call copies
+//! the input operands into a buffer made for it, launches, and reads the head's `int16`
+//! codes. The
 //! integers are the CPU core's, bit for bit (integer arithmetic is exact; `tests/int8.rs`
 //! checks it, in every form of the products the device runs).
 
@@ -15,21 +16,22 @@ use super::{program, ClDevice};
 use crate::error::Result;
 use crate::info::DeviceType;
 use crate::kernels::{int8_source, kernel::tb_int8_layers as arg, Int8Layer};
-
-/// The kernel that tells which operands `tb_int8_layer` takes.
-const FORM: &str = "tb_int8_form";
 use crate::quant::code_range;
+
+/// The kernel that tells which operands `tb_int8_layers` takes, and its form of products.
+const FORM: &str = "tb_int8_form";
 
 /// Work-items of a work-group along the output blocks, at most, on a device other than a
 /// CPU (the kernel returns past `fan_out`).
 const GROUP: usize = 64;
 
-/// Outputs of a work-item's block (`TB_Q_LANES` in `cl/int8.cl`, the width of its vectors:
-/// 2, 4, 8 or 16): each row's operand serves this many outputs.
+/// Outputs of a work-item's block (`TB_Q_LANES` in `cl/int8.cl`, the width of its vectors
+/// without the dot product, which takes 16 only): each row's operands serve this many
+/// outputs.
 const LANES: usize = 16;
 
-/// Rows of a work-item's block (`TB_Q_ROWS` in `cl/int8.cl`): each weight quad loaded
-/// serves this many rows.
+/// Rows of a work-item's block (`TB_Q_ROWS` in `cl/int8.cl`): each load of weights serves
+/// this many rows.
 const ROWS: usize = 8;
 
 /// Operands of a quad: the unit of the kernel's rows and weights (`char4`, `short4`,
@@ -48,7 +50,7 @@ fn layer_weights<'a>(dims: &'a [usize], weights: &'a [i8]) -> impl Iterator<Item
 }
 
 /// The operands of a call's input rows, padded to whole quads (the padding stays 0), in
-/// the form the kernel takes (`tb_int8_form`).
+/// the form the kernel takes (`tb_int8_form`): copied into a buffer made for the call.
 enum Staging {
     /// The codes minus the input's zero point (`short`), without the dot product.
     Centred(Vec<i16>),
@@ -56,8 +58,8 @@ enum Staging {
     Lifted(Vec<u8>),
 }
 
-/// The kernels (one a layer, its arguments set) and the row buffers, used by one call at a
-/// time.
+/// The kernels (one for every layer, or one a layer; their arguments set) and the row
+/// buffers, used by one call at a time.
 struct State {
     kernels: Vec<Kernel>,
     /// The hidden layers' operands, `[rows x quads x 4]` each (the kernels' arguments name
@@ -72,7 +74,7 @@ struct State {
 pub(crate) struct Int8Cl {
     device: Arc<ClDevice>,
     queue: Queue,
-    /// The grid of each layer's launch: (global, local).
+    /// The grid of each launch: (global, local).
     grids: Vec<([usize; 2], [usize; 2])>,
     features: usize,
     /// Operands of a padded input row.
@@ -107,8 +109,9 @@ impl Int8Cl {
     /// Builds the program (kept by the device, keyed by its source and `options`), asks it
     /// which operands it takes (`tb_int8_form`), packs and uploads the parameters (given in
     /// the layout of [`Int8Model`](crate::quant::Int8Model)) and sets every launch's
-    /// arguments. `options` is empty, or `-D TB_Q_DOT_EMULATED` to run the packed path's
-    /// arithmetic on a device without `cl_khr_integer_dot_product` (for tests).
+    /// arguments. `options` is empty, or (for tests) `-D TB_Q_DOT_EMULATED` to run the
+    /// packed path's arithmetic on a device without `cl_khr_integer_dot_product`, or
+    /// `-D TB_Q_MADD=0|256|512` to pick the form of the products.
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         device: &Arc<ClDevice>,
@@ -139,8 +142,9 @@ impl Int8Cl {
         let layers = dims.len().saturating_sub(1);
         let rows = batch.next_multiple_of(ROWS);
         // Weights by blocks of `LANES` outputs, zero past fan_in and fan_out: with the dot
-        // product, by quads of inputs, then output (a `char4` each); without it, by input,
-        // then output. The sums of each channel's codes.
+        // product, by quad of inputs, then output (a `char4` each); without it, by pair of
+        // inputs, then output, then input (a `char2` each). The sums of each channel's
+        // codes.
         let (mut packed, mut wsum) = (Vec::new(), Vec::new());
         for (l, layer) in layer_weights(dims, weights).enumerate() {
             let (fan_in, fan_out) = (dims[l], dims[l + 1]);
@@ -167,7 +171,7 @@ impl Int8Cl {
         let features = dims.first().copied().unwrap_or(1);
         let classes = dims.last().copied().unwrap_or(1);
         let in_stride = quads(features) * QUAD;
-        // Every layer's description, and where each tensor's operands start in `ops`.
+        // Every layer's description, and where each hidden layer's operands start in `ops`.
         let (mut meta, mut at, mut w_off, mut c_off) = (Vec::new(), 0usize, 0usize, 0usize);
         for l in 0..layers {
             let (fan_in, fan_out) = (dims[l], dims[l + 1]);
