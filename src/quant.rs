@@ -171,32 +171,17 @@ pub(crate) const BLOCK_ROWS: usize = 4;
 pub(crate) const BLOCK_ROWS: usize = 2;
 
 /// Output channels of a block of the integer forward pass on the host: each input code is
-/// loaded once for this many channels (a microcontroller's kernel is two by two).
+/// loaded once for this many channels (a microcontroller's kernel takes one channel of two
+/// rows).
 #[cfg(not(target_arch = "arm"))]
 const BLOCK_COLS: usize = 2;
 
 /// One row's input codes minus their zero point (or a hidden layer's), the operands of the
-/// integer products, at the index [`slot`] gives. Word-aligned, so that the Cortex-M4's
-/// dual multiply-adds load two at a time.
-#[cfg(any(not(target_arch = "arm"), tb_arm_dsp))]
+/// integer products on the host. Word-aligned.
+#[cfg(not(target_arch = "arm"))]
 #[derive(Clone, Copy)]
 #[repr(C, align(4))]
 struct Centred<const MAXW: usize>([i16; MAXW]);
-
-/// Where activation `i` of a layer of width `n` is stored in [`Centred`]: at `i`, except
-/// with the DSP extension, where every whole group of four, `a0 a1 a2 a3`, is stored
-/// `a0 a2 a1 a3`, so that one word holds the pair `(a0, a2)` that `SMLAD` multiplies with
-/// the weights `(w0, w2)` that `SXTB16` unpacks from the word `w0 w1 w2 w3` (and the next
-/// word `(a1, a3)` with `(w1, w3)`).
-#[cfg(any(not(target_arch = "arm"), tb_arm_dsp))]
-#[inline(always)]
-fn slot(i: usize, n: usize) -> usize {
-    if cfg!(tb_arm_dsp) && i < n & !3 {
-        (i & !3) | ((i & 1) << 1) | ((i >> 1) & 1)
-    } else {
-        i
-    }
-}
 
 /// The requantisation of one output channel, [`requantize`]'s integers in 32-bit
 /// arithmetic (one 32 x 32 -> 64-bit multiply, of which only the high word is used):
@@ -262,20 +247,18 @@ impl Requant {
     }
 }
 
-/// Requantises the sums `acc` of output channel `o` (of a layer `width` wide) of a block's
-/// rows with `q`: for the head, its codes `clamp(z ± r(|acc|))` go to `sink(row, o, code)`;
-/// for a hidden layer, the codes minus their zero point `z`, `min(r(acc), 127 − z)` (0 for
-/// a negative sum: the ReLU), go to `next`, the next layer's operands.
+/// Requantises the sums `acc` of output channel `o` of a block's rows with `q`: for the
+/// head, its codes `clamp(z ± r(|acc|))` go to `sink(row, o, code)`; for a hidden layer,
+/// the codes minus their zero point `z`, `min(r(acc), 127 − z)` (0 for a negative sum: the
+/// ReLU), go to `next`, the next layer's operands.
 #[cfg(not(target_arch = "arm"))]
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
 fn store<const R: usize, const MAXW: usize>(
     q: &Requant,
     acc: &[i32; R],
     head: bool,
     z: i32,
     o: usize,
-    width: usize,
     next: &mut [Centred<MAXW>; R],
     sink: &mut impl FnMut(usize, usize, i16),
 ) {
@@ -284,9 +267,8 @@ fn store<const R: usize, const MAXW: usize>(
             sink(r, o, q.head(v, z));
         }
     } else {
-        let at = slot(o, width);
         for (row, &v) in next.iter_mut().zip(acc) {
-            row.0[at] = q.hidden(v, z);
+            row.0[o] = q.hidden(v, z);
         }
     }
 }
@@ -453,15 +435,15 @@ unsafe fn products_avx2<const R: usize, const C: usize, const MAXW: usize>(
 }
 
 /// The operands of two rows on a microcontroller, input (or hidden unit) `i` of each
-/// minus its zero point: with the DSP extension two [`Centred`] rows (for [`products_2x2`]);
-/// on a Cortex-M0 one word per input, row 0 in the low half and row 1 in the high half,
-/// loaded with one instruction (for [`products_2x1`]).
+/// minus its zero point, one word per input: row 0's in the low half, row 1's in the high
+/// half (loaded with one instruction by [`products_2x1`] on a Cortex-M0). With the DSP
+/// extension, every whole group of four inputs `a0 a1 a2 a3` is stored instead as the four
+/// words `(a0, a2)` and `(a1, a3)` of row 0, then of row 1 (low half first), the pairs that
+/// `SMLAD` multiplies with the weights `(w0, w2)` and `(w1, w3)` that `SXTB16` unpacks from
+/// the word `w0 w1 w2 w3` (for [`products_1x2`], which loads a group's four in one `LDM`).
 #[cfg(target_arch = "arm")]
 #[derive(Clone, Copy)]
 struct RowPair<const MAXW: usize> {
-    #[cfg(tb_arm_dsp)]
-    rows: [Centred<MAXW>; 2],
-    #[cfg(not(tb_arm_dsp))]
     words: [u32; MAXW],
 }
 
@@ -470,44 +452,34 @@ impl<const MAXW: usize> RowPair<MAXW> {
     /// All zeros.
     #[inline(always)]
     fn new() -> Self {
-        Self {
-            #[cfg(tb_arm_dsp)]
-            rows: [Centred([0; MAXW]); 2],
-            #[cfg(not(tb_arm_dsp))]
-            words: [0; MAXW],
-        }
+        Self { words: [0; MAXW] }
     }
 
     /// Stores operand `i` (of a layer `width` wide) of row 0, `v0`, and of row 1, `v1`.
     #[inline(always)]
     fn put(&mut self, i: usize, width: usize, v0: i16, v1: i16) {
         #[cfg(tb_arm_dsp)]
-        {
-            let at = slot(i, width);
-            self.rows[0].0[at] = v0;
-            self.rows[1].0[at] = v1;
+        if i < width & !3 {
+            // Word `2 · row + (i & 1)` of the group, half `(i & 3) >> 1`.
+            let (first, half) = ((i & !3) + (i & 1), ((i & 3) >> 1) * 16);
+            let keep = !(0xFFFF << half);
+            let w0 = self.words[first];
+            self.words[first] = (w0 & keep) | (u32::from(v0 as u16) << half);
+            let w1 = self.words[first + 2];
+            self.words[first + 2] = (w1 & keep) | (u32::from(v1 as u16) << half);
+            return;
         }
-        #[cfg(not(tb_arm_dsp))]
-        {
-            let _ = width;
-            self.words[i] = u32::from(v0 as u16) | (u32::from(v1 as u16) << 16);
-        }
+        let _ = width;
+        self.words[i] = u32::from(v0 as u16) | (u32::from(v1 as u16) << 16);
     }
 
-    /// The sums `[[row 0 x w0, row 0 x w1], [row 1 x w0, row 1 x w1]]` plus the biases
-    /// `b0`, `b1`, over the first `w0.len()` operands (`w1` as long).
+    /// The sums `b + row 0 x w` and `b + row 1 x w` over the first `w.len()` operands.
     #[inline(always)]
-    fn products(&self, w0: &[i8], w1: &[i8], b0: i32, b1: i32) -> [[i32; 2]; 2] {
+    fn products(&self, w: &[i8], b: i32) -> (i32, i32) {
         #[cfg(tb_arm_dsp)]
-        {
-            products_2x2(&self.rows[0].0, &self.rows[1].0, w0, w1, b0, b1)
-        }
+        return products_1x2(&self.words, w, b);
         #[cfg(not(tb_arm_dsp))]
-        {
-            let (s00, s10) = products_2x1(&self.words, w0, b0);
-            let (s01, s11) = products_2x1(&self.words, w1, b1);
-            [[s00, s01], [s10, s11]]
-        }
+        products_2x1(&self.words, w, b)
     }
 }
 
@@ -565,92 +537,66 @@ fn products_2x1(words: &[u32], w: &[i8], b: i32) -> (i32, i32) {
     (s0, s1)
 }
 
-/// [`products_2x2`] with the Cortex-M4's DSP extension: per group of four inputs, one word
-/// of four weights a channel, unpacked by two `SXTB16` into the pairs `(w0, w2)` and
-/// `(w1, w3)`, one word of two activations a pair (stored so by [`slot`]), and two `SMLAD`
-/// (two 16 x 16-bit products added to a sum, one instruction) per row and channel: four
-/// multiply-adds in two instructions. The same sums (every product is exact in 32 bits,
-/// and `SMLAD`'s sum wraps as `wrapping_add`).
+/// The sums `b + Σ_i row0[i] · w[i]` and `b + Σ_i row1[i] · w[i]` (`w.len()` inputs) of
+/// a [`RowPair`] with the Cortex-M4's DSP extension: per group of four inputs, a loop in
+/// assembly loads one word of four weights, unpacks it by two `SXTB16` into the pairs
+/// `(w0, w2)` and `(w1, w3)`, loads the group's four words of operands with one `LDM`, and
+/// makes four `SMLAD` (two 16 x 16-bit products added to a sum, one instruction): eight
+/// multiply-adds in ten instructions. The rest of the inputs one by one. The same sums as
+/// `wrapping_add` of the products (every product is exact in 32 bits, and `SMLAD`'s sum
+/// wraps as `wrapping_add`).
 #[cfg(tb_arm_dsp)]
 #[inline(always)]
-fn products_2x2(a0: &[i16], a1: &[i16], w0: &[i8], w1: &[i8], b0: i32, b1: i32) -> [[i32; 2]; 2] {
-    let n = w0.len();
-    let (a0, a1, w1) = (&a0[..n], &a1[..n], &w1[..n]);
-    let (mut s00, mut s01, mut s10, mut s11) = (b0, b1, b0, b1);
-    let pair = |x: &[i16]| u32::from(x[0] as u16) | (u32::from(x[1] as u16) << 16);
-    let word = |w: &[i8]| u32::from_le_bytes([w[0] as u8, w[1] as u8, w[2] as u8, w[3] as u8]);
-    let groups = a0.chunks_exact(4).zip(a1.chunks_exact(4)).zip(w0.chunks_exact(4).zip(w1.chunks_exact(4)));
-    for ((x0, x1), (y0, y1)) in groups {
-        let (p0, q0, p1, q1) = (pair(&x0[..2]), pair(&x0[2..]), pair(&x1[..2]), pair(&x1[2..]));
-        let (v, u) = (word(y0), word(y1));
-        let (v02, v13, u02, u13) = (sxtb16(v), sxtb16_ror8(v), sxtb16(u), sxtb16_ror8(u));
-        s00 = smlad(q0, v13, smlad(p0, v02, s00));
-        s10 = smlad(q1, v13, smlad(p1, v02, s10));
-        s01 = smlad(q0, u13, smlad(p0, u02, s01));
-        s11 = smlad(q1, u13, smlad(p1, u02, s11));
+fn products_1x2(words: &[u32], w: &[i8], b: i32) -> (i32, i32) {
+    let n = w.len();
+    let words = &words[..n];
+    let whole = n & !3;
+    let (mut s0, mut s1) = (b, b);
+    if whole > 0 {
+        // SAFETY: the loop reads the weights `w[0..whole]` a word at a time (`ldr` from
+        // `pw`, post-incremented by 4 until it reaches `end = w + whole`; the Cortex-M4
+        // loads a word from any address) and the operands `words[0..whole]` four words at
+        // a time (`ldm` from `pa`, word-aligned as a `u32` slice, post-incremented by 16);
+        // `w` holds `n >= whole` bytes and `words` `n` words (sliced above), and `whole` is
+        // a positive multiple of 4, so every read is in bounds. SMLAD and SXTB16 are
+        // instructions of the DSP extension, which this target has (the build script sets
+        // `tb_arm_dsp` for the Armv7E-M targets only). It writes only the registers named
+        // (r8-r11 as clobbers) and the flags (`cmp`, and SMLAD's sticky Q flag, which no
+        // Rust code reads), reads memory but writes none, and uses no stack.
+        unsafe {
+            core::arch::asm!(
+                "2:",
+                "ldr {wt}, [{pw}], #4",
+                "ldm {pa}!, {{r8, r9, r10, r11}}",
+                "sxtb16 {t}, {wt}",
+                "sxtb16 {wt}, {wt}, ror #8",
+                "smlad {s0}, r8, {t}, {s0}",
+                "smlad {s0}, r9, {wt}, {s0}",
+                "smlad {s1}, r10, {t}, {s1}",
+                "smlad {s1}, r11, {wt}, {s1}",
+                "cmp {pw}, {end}",
+                "bne 2b",
+                pw = inout(reg) w.as_ptr() => _,
+                pa = inout(reg) words.as_ptr() => _,
+                end = in(reg) w.as_ptr().wrapping_add(whole),
+                s0 = inout(reg) s0,
+                s1 = inout(reg) s1,
+                wt = out(reg) _,
+                t = out(reg) _,
+                out("r8") _,
+                out("r9") _,
+                out("r10") _,
+                out("r11") _,
+                options(readonly, nostack),
+            );
+        }
     }
-    for i in n & !3..n {
-        let (x0, x1) = (i32::from(a0[i]), i32::from(a1[i]));
-        let (y0, y1) = (i32::from(w0[i]), i32::from(w1[i]));
-        s00 = s00.wrapping_add(x0 * y0);
-        s01 = s01.wrapping_add(x0 * y1);
-        s10 = s10.wrapping_add(x1 * y0);
-        s11 = s11.wrapping_add(x1 * y1);
+    for (&x, &y) in words[whole..].iter().zip(&w[whole..]) {
+        let y = i32::from(y);
+        s0 = s0.wrapping_add(i32::from(x as u16 as i16) * y);
+        s1 = s1.wrapping_add(i32::from((x >> 16) as u16 as i16) * y);
     }
-    [[s00, s01], [s10, s11]]
-}
-
-/// `acc + lo(x) · lo(y) + hi(x) · hi(y)`, the halves signed 16-bit: `SMLAD`.
-#[cfg(tb_arm_dsp)]
-#[inline(always)]
-fn smlad(x: u32, y: u32, acc: i32) -> i32 {
-    let out: i32;
-    // SAFETY: SMLAD is an instruction of the DSP extension, which this target has (the
-    // build script sets `tb_arm_dsp` for the Armv7E-M targets only); it reads and writes
-    // registers alone (no memory, no stack). It may set the sticky Q flag on overflow,
-    // which no Rust code reads, so `preserves_flags` is not claimed.
-    unsafe {
-        core::arch::asm!(
-            "smlad {out}, {x}, {y}, {acc}",
-            out = lateout(reg) out,
-            x = in(reg) x,
-            y = in(reg) y,
-            acc = in(reg) acc,
-            options(pure, nomem, nostack),
-        );
-    }
-    out
-}
-
-/// The bytes 0 and 2 of `x`, sign-extended to the two halves of a word: `SXTB16`.
-#[cfg(tb_arm_dsp)]
-#[inline(always)]
-fn sxtb16(x: u32) -> u32 {
-    let out: u32;
-    // SAFETY: SXTB16 is an instruction of the DSP extension, which this target has (see
-    // `smlad`); registers only, no memory, no stack, no flags.
-    unsafe {
-        core::arch::asm!("sxtb16 {out}, {x}", out = lateout(reg) out, x = in(reg) x, options(pure, nomem, nostack, preserves_flags));
-    }
-    out
-}
-
-/// The bytes 1 and 3 of `x`, sign-extended to the two halves of a word: `SXTB16` with a
-/// rotation by 8.
-#[cfg(tb_arm_dsp)]
-#[inline(always)]
-fn sxtb16_ror8(x: u32) -> u32 {
-    let out: u32;
-    // SAFETY: as `sxtb16`.
-    unsafe {
-        core::arch::asm!(
-            "sxtb16 {out}, {x}, ror #8",
-            out = lateout(reg) out,
-            x = in(reg) x,
-            options(pure, nomem, nostack, preserves_flags),
-        );
-    }
-    out
+    (s0, s1)
 }
 
 /// An int8 MLP: the quantised parameters of model `M`, and its integer forward pass.
@@ -960,7 +906,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         let z_in = self.act_zeros[0];
         for (r, row) in a.iter_mut().enumerate() {
             for i in 0..f {
-                row.0[slot(i, f)] = code(r, i) as i16 - z_in;
+                row.0[i] = code(r, i) as i16 - z_in;
             }
         }
         let (mut w, mut channel) = (0, 0);
@@ -980,7 +926,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
                 for c in 0..BLOCK_COLS {
                     let q = requants[channel + o + c];
                     let sums = core::array::from_fn(|r| acc[r][c]);
-                    store(&q, &sums, head, z, o + c, fan_out, &mut next, &mut sink);
+                    store(&q, &sums, head, z, o + c, &mut next, &mut sink);
                 }
                 o += BLOCK_COLS;
             }
@@ -989,7 +935,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
                 let acc = products_any::<R, 1, MAXW, SIMD>(&a, [col], [self.biases[channel + o]]);
                 let q = requants[channel + o];
                 let sums = core::array::from_fn(|r| acc[r][0]);
-                store(&q, &sums, head, z, o, fan_out, &mut next, &mut sink);
+                store(&q, &sums, head, z, o, &mut next, &mut sink);
                 o += 1;
             }
             if !head {
@@ -1001,10 +947,9 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     }
 
     /// [`Int8Model::block`] on a microcontroller, written out for two rows (`R` is 1 or 2;
-    /// one row runs as two equal rows, the second's codes dropped), two channels at a time
-    /// ([`products_2x2`]), each pair of sums requantised at once ([`store_pair`]): a
-    /// size-optimised build unrolls no loop over the rows, and the Cortex-M0's eight
-    /// registers hold no more sums.
+    /// one row runs as two equal rows, the second's codes dropped), a channel at a time
+    /// ([`RowPair::products`]), its two sums requantised at once: a size-optimised build
+    /// unrolls no loop over the rows, and a Cortex-M's registers hold no more sums.
     #[cfg(target_arch = "arm")]
     #[inline(always)]
     fn block<const R: usize, const SIMD: u8>(
@@ -1028,33 +973,17 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             let (biases, requants) = (&self.biases[channel..channel + fan_out], &requants[channel..channel + fan_out]);
             let z = self.act_zeros[l + 1] as i32;
             let head = l + 2 == dims.len();
-            // Channel pairs, then the last channel of an odd layer as a pair of itself.
-            let pairs = weights.chunks_exact(2 * fan_in);
-            let last = pairs.remainder();
-            let (even, odd) = (last.is_empty(), !last.is_empty());
-            let columns = pairs.map(|pair| pair.split_at(fan_in)).chain(odd.then_some((last, last)));
-            let step = |o: usize| if even || o + 1 < fan_out { 1 } else { 0 };
-            let mut o = 0;
-            for (w0, w1) in columns {
-                let o1 = o + step(o);
-                let s = a.products(w0, w1, biases[o], biases[o1]);
-                let (q0, q1) = (&requants[o], &requants[o1]);
+            let channels = weights.chunks_exact(fan_in).zip(biases).zip(requants);
+            for (o, ((column, &bias), q)) in channels.enumerate() {
+                let (s0, s1) = a.products(column, bias);
                 if head {
-                    sink(0, o, q0.head(s[0][0], z));
+                    sink(0, o, q.head(s0, z));
                     if R > 1 {
-                        sink(1, o, q0.head(s[1][0], z));
-                    }
-                    if o1 > o {
-                        sink(0, o1, q1.head(s[0][1], z));
-                        if R > 1 {
-                            sink(1, o1, q1.head(s[1][1], z));
-                        }
+                        sink(1, o, q.head(s1, z));
                     }
                 } else {
-                    next.put(o, fan_out, q0.hidden(s[0][0], z), q0.hidden(s[1][0], z));
-                    next.put(o1, fan_out, q1.hidden(s[0][1], z), q1.hidden(s[1][1], z));
+                    next.put(o, fan_out, q.hidden(s0, z), q.hidden(s1, z));
                 }
-                o += 2;
             }
             if !head {
                 core::mem::swap(&mut a, &mut next);
