@@ -358,7 +358,8 @@ pub(crate) fn int8_source(batch: usize) -> String {
 
 /// One layer of the int8 kernel, as `cl/int8.cl` reads it from its `meta` buffer.
 pub(crate) struct Int8Layer {
-    /// Where its operands start in the operands buffer (in operands).
+    /// Where its operands start in the operands buffer (in operands); a hidden layer's
+    /// only (the first layer reads the input's buffer, a launch argument of its own).
     pub input: usize,
     /// Where the operands it writes start (a hidden layer's).
     pub output: usize,

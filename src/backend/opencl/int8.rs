@@ -271,26 +271,12 @@ impl Int8Cl {
     pub(crate) fn run(&self, code: impl Fn(usize, usize) -> i8, out: &mut [i16]) -> Result<()> {
         let mut state = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let State { kernels, head, staging, .. } = &mut *state;
-        let (f, stride, z) = (self.features, self.in_stride, self.z_in);
+        let z = self.z_in;
         // The input's operands go in a buffer made for the call (a copy at creation, no
         // command on the queue: on PoCL, every command costs as much as a small layer).
         let input = match staging {
-            Staging::Centred(rows) => {
-                for (r, row) in rows.chunks_exact_mut(stride).take(self.batch).enumerate() {
-                    for (i, v) in row[..f].iter_mut().enumerate() {
-                        *v = i16::from(code(r, i)) - z;
-                    }
-                }
-                Mem::from_slice(&self.device.context, rows)?
-            }
-            Staging::Lifted(rows) => {
-                for (r, row) in rows.chunks_exact_mut(stride).take(self.batch).enumerate() {
-                    for (i, v) in row[..f].iter_mut().enumerate() {
-                        *v = (code(r, i) as u8) ^ 0x80;
-                    }
-                }
-                Mem::from_slice(&self.device.context, rows)?
-            }
+            Staging::Centred(rows) => self.upload(rows, &code, |c| i16::from(c) - z)?,
+            Staging::Lifted(rows) => self.upload(rows, &code, |c| (c as u8) ^ 0x80)?,
         };
         // Only the first kernel reads the input (the others start at a hidden layer).
         if let Some(first) = kernels.first_mut() {
@@ -306,5 +292,22 @@ impl Int8Cl {
             let _ = self.queue.finish();
         }
         read
+    }
+
+    /// A buffer of the input operands of a call: `operand(code(r, i))` for input `i` of
+    /// each row `r` of the batch, into `rows` (padded rows of `in_stride` operands), then
+    /// copied at the buffer's creation.
+    fn upload<T: Copy>(
+        &self,
+        rows: &mut [T],
+        code: &impl Fn(usize, usize) -> i8,
+        operand: impl Fn(i8) -> T,
+    ) -> Result<Mem> {
+        for (r, row) in rows.chunks_exact_mut(self.in_stride).take(self.batch).enumerate() {
+            for (i, v) in row[..self.features].iter_mut().enumerate() {
+                *v = operand(code(r, i));
+            }
+        }
+        Mem::from_slice(&self.device.context, rows)
     }
 }
