@@ -161,18 +161,17 @@ mod lanes;
 #[cfg(all(feature = "std", target_arch = "x86_64"))]
 const _: () = assert!(lanes::ROWS == BLOCK_ROWS);
 
-/// Rows of a block of the integer forward pass: each weight is loaded once for this many
-/// rows. Four on the host (with two columns, eight vector sums in registers); two on a
-/// microcontroller, whose registers hold fewer sums.
-#[cfg(not(target_arch = "arm"))]
-pub(crate) const BLOCK_ROWS: usize = 4;
-/// Rows of a block of the integer forward pass.
 #[cfg(target_arch = "arm")]
-pub(crate) const BLOCK_ROWS: usize = 2;
+mod arm;
+
+/// Rows of a block of the integer forward pass: each weight is loaded once for this many
+/// rows. Four on the host (with two columns, eight vector sums in registers); on a
+/// microcontroller four or two (see `quant::arm`), one channel at a time.
+pub(crate) const BLOCK_ROWS: usize = 4;
 
 /// Output channels of a block of the integer forward pass on the host: each input code is
-/// loaded once for this many channels (a microcontroller's kernel takes one channel of two
-/// rows).
+/// loaded once for this many channels (a microcontroller's kernels take one channel of
+/// four or two rows, `quant::arm`).
 #[cfg(not(target_arch = "arm"))]
 const BLOCK_COLS: usize = 2;
 
@@ -228,6 +227,12 @@ impl Requant {
     /// `r(u)` of a magnitude `u = |acc|` (see the type's docs).
     #[inline(always)]
     fn magnitude(&self, u: u32) -> u32 {
+        // SAFETY: `Requant::new`, the type's one constructor (its fields are private to
+        // this module, which writes them nowhere else), makes `k = 0` or `33 − n <= 30`
+        // (`n >= 3`) and `shift = 1` or `n − 32 <= 30` (`n <= 62`, or 3 where a shift
+        // below 3 is replaced). Told so, the compiler drops the masks that Rust's shifts
+        // put on their amounts (two instructions each on a Cortex-M0).
+        unsafe { core::hint::assert_unchecked(self.k < 32 && self.shift < 32) };
         (mul_high(u.min(self.cap) << self.k, self.mult) + self.round) >> self.shift
     }
 
@@ -243,6 +248,12 @@ impl Requant {
     /// `min(r(acc), 127 − z)`, 0 for a negative sum (the ReLU).
     #[inline(always)]
     fn hidden(&self, acc: i32, z: i32) -> i16 {
+        // A negative sum skips the multiply on a microcontroller (about half of a ReLU
+        // layer's); the host's vector loops take the select.
+        #[cfg(target_arch = "arm")]
+        if acc <= 0 {
+            return 0;
+        }
         self.magnitude(acc.max(0) as u32).min((127 - z) as u32) as i16
     }
 }
@@ -432,171 +443,6 @@ unsafe fn products_avx2<const R: usize, const C: usize, const MAXW: usize>(
         }
     }
     out
-}
-
-/// The operands of two rows on a microcontroller, input (or hidden unit) `i` of each
-/// minus its zero point, one word per input: row 0's in the low half, row 1's in the high
-/// half (loaded with one instruction by [`products_2x1`] on a Cortex-M0). With the DSP
-/// extension, every whole group of four inputs `a0 a1 a2 a3` is stored instead as the four
-/// words `(a0, a2)` and `(a1, a3)` of row 0, then of row 1 (low half first), the pairs that
-/// `SMLAD` multiplies with the weights `(w0, w2)` and `(w1, w3)` that `SXTB16` unpacks from
-/// the word `w0 w1 w2 w3` (for [`products_1x2`], which loads a group's four in one `LDM`).
-#[cfg(target_arch = "arm")]
-#[derive(Clone, Copy)]
-struct RowPair<const MAXW: usize> {
-    words: [u32; MAXW],
-}
-
-#[cfg(target_arch = "arm")]
-impl<const MAXW: usize> RowPair<MAXW> {
-    /// All zeros.
-    #[inline(always)]
-    fn new() -> Self {
-        Self { words: [0; MAXW] }
-    }
-
-    /// Stores operand `i` (of a layer `width` wide) of row 0, `v0`, and of row 1, `v1`.
-    #[inline(always)]
-    fn put(&mut self, i: usize, width: usize, v0: i16, v1: i16) {
-        #[cfg(tb_arm_dsp)]
-        if i < width & !3 {
-            // Word `2 · row + (i & 1)` of the group, half `(i & 3) >> 1`.
-            let (first, half) = ((i & !3) + (i & 1), ((i & 3) >> 1) * 16);
-            let keep = !(0xFFFF << half);
-            let w0 = self.words[first];
-            self.words[first] = (w0 & keep) | (u32::from(v0 as u16) << half);
-            let w1 = self.words[first + 2];
-            self.words[first + 2] = (w1 & keep) | (u32::from(v1 as u16) << half);
-            return;
-        }
-        let _ = width;
-        self.words[i] = u32::from(v0 as u16) | (u32::from(v1 as u16) << 16);
-    }
-
-    /// The sums `b + row 0 x w` and `b + row 1 x w` over the first `w.len()` operands.
-    #[inline(always)]
-    fn products(&self, w: &[i8], b: i32) -> (i32, i32) {
-        #[cfg(tb_arm_dsp)]
-        return products_1x2(&self.words, w, b);
-        #[cfg(not(tb_arm_dsp))]
-        products_2x1(&self.words, w, b)
-    }
-}
-
-/// The sums `b + Σ_i lo(words[i]) · w[i]` and `b + Σ_i hi(words[i]) · w[i]` (`w.len()`
-/// inputs; the halves signed 16-bit) on a Cortex-M0, whose compiled loops keep sums on the
-/// stack (eight low registers): a loop in assembly, two multiply-adds in eleven
-/// instructions, the sums in two high registers. The same sums as `wrapping_add` of the
-/// products (the M0's `MULS` and `ADD` wrap).
-#[cfg(all(target_arch = "arm", not(tb_arm_dsp)))]
-#[inline(always)]
-fn products_2x1(words: &[u32], w: &[i8], b: i32) -> (i32, i32) {
-    let n = w.len();
-    let words = &words[..n];
-    let (mut s0, mut s1) = (b, b);
-    if n == 0 {
-        return (s0, s1);
-    }
-    // SAFETY: the loop reads `words[0..n]` (4 bytes each, through `pa`, from
-    // `words.as_ptr()`, word-aligned as a `u32` slice) and `w[0..n]` (as `pw[k]` with `pw`
-    // the end of `w` and `k` from `-n` up to `-1`); `words` holds `n` words (sliced above)
-    // and `w` holds `n` bytes, and `n >= 1`, so every read is in bounds. It writes only
-    // the registers named (r8 and r10 as clobbers), reads memory but writes none, and uses
-    // no stack.
-    unsafe {
-        core::arch::asm!(
-            // r0: pa, r1: pw, r2: k, r3 and r4: the sums in and out (r8 and r10 in the
-            // loop), then x0 and x1; r5: y.
-            "mov r8, r3",
-            "mov r10, r4",
-            "2:",
-            "ldr r4, [r0]",
-            "ldrsb r5, [r1, r2]",
-            "sxth r3, r4",
-            "asrs r4, r4, #16",
-            "muls r3, r5, r3",
-            "muls r4, r5, r4",
-            "add r8, r3",
-            "add r10, r4",
-            "adds r0, #4",
-            "adds r2, #1",
-            "bne 2b",
-            "mov r3, r8",
-            "mov r4, r10",
-            inout("r0") words.as_ptr() => _,
-            in("r1") w.as_ptr().wrapping_add(n),
-            inout("r2") (n as isize).wrapping_neg() => _,
-            inout("r3") s0,
-            inout("r4") s1,
-            out("r5") _,
-            out("r8") _,
-            out("r10") _,
-            options(readonly, nostack),
-        );
-    }
-    (s0, s1)
-}
-
-/// The sums `b + Σ_i row0[i] · w[i]` and `b + Σ_i row1[i] · w[i]` (`w.len()` inputs) of
-/// a [`RowPair`] with the Cortex-M4's DSP extension: per group of four inputs, a loop in
-/// assembly loads one word of four weights, unpacks it by two `SXTB16` into the pairs
-/// `(w0, w2)` and `(w1, w3)`, loads the group's four words of operands with one `LDM`, and
-/// makes four `SMLAD` (two 16 x 16-bit products added to a sum, one instruction): eight
-/// multiply-adds in ten instructions. The rest of the inputs one by one. The same sums as
-/// `wrapping_add` of the products (every product is exact in 32 bits, and `SMLAD`'s sum
-/// wraps as `wrapping_add`).
-#[cfg(tb_arm_dsp)]
-#[inline(always)]
-fn products_1x2(words: &[u32], w: &[i8], b: i32) -> (i32, i32) {
-    let n = w.len();
-    let words = &words[..n];
-    let whole = n & !3;
-    let (mut s0, mut s1) = (b, b);
-    if whole > 0 {
-        // SAFETY: the loop reads the weights `w[0..whole]` a word at a time (`ldr` from
-        // `pw`, post-incremented by 4 until it reaches `end = w + whole`; the Cortex-M4
-        // loads a word from any address) and the operands `words[0..whole]` four words at
-        // a time (`ldm` from `pa`, word-aligned as a `u32` slice, post-incremented by 16);
-        // `w` holds `n >= whole` bytes and `words` `n` words (sliced above), and `whole` is
-        // a positive multiple of 4, so every read is in bounds. SMLAD and SXTB16 are
-        // instructions of the DSP extension, which this target has (the build script sets
-        // `tb_arm_dsp` for the Armv7E-M targets only). It writes only the registers named
-        // (r8-r11 as clobbers) and the flags (`cmp`, and SMLAD's sticky Q flag, which no
-        // Rust code reads), reads memory but writes none, and uses no stack.
-        unsafe {
-            core::arch::asm!(
-                "2:",
-                "ldr {wt}, [{pw}], #4",
-                "ldm {pa}!, {{r8, r9, r10, r11}}",
-                "sxtb16 {t}, {wt}",
-                "sxtb16 {wt}, {wt}, ror #8",
-                "smlad {s0}, r8, {t}, {s0}",
-                "smlad {s0}, r9, {wt}, {s0}",
-                "smlad {s1}, r10, {t}, {s1}",
-                "smlad {s1}, r11, {wt}, {s1}",
-                "cmp {pw}, {end}",
-                "bne 2b",
-                pw = inout(reg) w.as_ptr() => _,
-                pa = inout(reg) words.as_ptr() => _,
-                end = in(reg) w.as_ptr().wrapping_add(whole),
-                s0 = inout(reg) s0,
-                s1 = inout(reg) s1,
-                wt = out(reg) _,
-                t = out(reg) _,
-                out("r8") _,
-                out("r9") _,
-                out("r10") _,
-                out("r11") _,
-                options(readonly, nostack),
-            );
-        }
-    }
-    for (&x, &y) in words[whole..].iter().zip(&w[whole..]) {
-        let y = i32::from(y);
-        s0 = s0.wrapping_add(i32::from(x as u16 as i16) * y);
-        s1 = s1.wrapping_add(i32::from((x >> 16) as u16 as i16) * y);
-    }
-    (s0, s1)
 }
 
 /// An int8 MLP: the quantised parameters of model `M`, and its integer forward pass.
@@ -855,13 +701,23 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// codes and whose `out` has room for `CLASSES` (shorter ones panic on a slice bound).
     #[inline(always)]
     pub(crate) fn forward_codes_inline(&self, input: &[i8], out: &mut [i16]) {
+        #[cfg(not(target_arch = "arm"))]
         self.block::<1, PLAIN>(&self.requants(), |_, i| input[i], |_, k, q| out[k] = q);
+        #[cfg(target_arch = "arm")]
+        self.block(
+            &mut [arm::Operands::<2, 1, MAXW>::new(); 2],
+            1,
+            &self.requants(),
+            |_, i| input[i],
+            |_, k, q| out[k] = q,
+        );
     }
 
     /// The forward pass of `rows` rows, [`BLOCK_ROWS`] at a time, then the rest one by
     /// one: `code(r, i)` is input code `i` of row `r`, `sink(r, k, q)` takes the head's
     /// code `k` of row `r`. Inlined into its caller (which may be compiled for wider vector
     /// instructions).
+    #[cfg(not(target_arch = "arm"))]
     #[inline(always)]
     pub(crate) fn rows_inline<const SIMD: u8>(
         &self,
@@ -946,25 +802,58 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         }
     }
 
-    /// [`Int8Model::block`] on a microcontroller, written out for two rows (`R` is 1 or 2;
-    /// one row runs as two equal rows, the second's codes dropped), a channel at a time
-    /// ([`RowPair::products`]), its two sums requantised at once: a size-optimised build
-    /// unrolls no loop over the rows, and a Cortex-M's registers hold no more sums.
+    /// [`Int8Model::rows_inline`] on a microcontroller: blocks of four rows where
+    /// [`arm::quads`] allows (the model's widest layer within the stack it sets), then
+    /// blocks of two (a last single row runs as two equal rows, the second's codes dropped).
     #[cfg(target_arch = "arm")]
     #[inline(always)]
-    fn block<const R: usize, const SIMD: u8>(
+    pub(crate) fn rows_inline<const SIMD: u8>(
         &self,
+        rows: usize,
+        code: impl Fn(usize, usize) -> i8,
+        mut sink: impl FnMut(usize, usize, i16),
+    ) {
+        let q = self.requants();
+        let mut r0 = 0;
+        #[cfg(any(tb_arm_dsp, tb_arm_v6m))]
+        if const { arm::quads(MAXW) } && rows >= 4 {
+            let mut ops = [arm::Operands::<4, { arm::QUAD_WORDS }, MAXW>::new(); 2];
+            while r0 + 4 <= rows {
+                self.block(&mut ops, 4, &q, |r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
+                r0 += 4;
+            }
+        }
+        if r0 < rows {
+            let mut ops = [arm::Operands::<2, 1, MAXW>::new(); 2];
+            while r0 < rows {
+                let n = (rows - r0).min(2);
+                self.block(&mut ops, n, &q, |r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
+                r0 += n;
+            }
+        }
+    }
+
+    /// The forward pass of a block of `rows` rows (1 to `K`; the rows past them repeat the
+    /// last, their codes dropped) on a microcontroller, a channel at a time for the block's
+    /// `K` rows ([`arm::Operands::products`], `N` words an input), its `K` sums requantised
+    /// at once into the next layer's operands (or, for the head, to `sink`). `ops` holds a
+    /// layer's operands and the next's, in turn.
+    #[cfg(target_arch = "arm")]
+    #[inline(always)]
+    fn block<const K: usize, const N: usize>(
+        &self,
+        ops: &mut [arm::Operands<K, N, MAXW>; 2],
+        rows: usize,
         requants: &[Requant; NC],
         code: impl Fn(usize, usize) -> i8,
         mut sink: impl FnMut(usize, usize, i16),
     ) {
         let dims = M::LAYERS;
-        let mut a = RowPair::<MAXW>::new();
-        let mut next = RowPair::<MAXW>::new();
+        let last = rows.clamp(1, K) - 1;
         let f = dims[0];
         let z_in = self.act_zeros[0];
         for i in 0..f {
-            a.put(i, f, code(0, i) as i16 - z_in, code(R - 1, i) as i16 - z_in);
+            ops[0].put(i, f, |r| code(r.min(last), i) as i16 - z_in);
         }
         let (mut w, mut channel) = (0, 0);
         for l in 0..dims.len() - 1 {
@@ -973,20 +862,20 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             let (biases, requants) = (&self.biases[channel..channel + fan_out], &requants[channel..channel + fan_out]);
             let z = self.act_zeros[l + 1] as i32;
             let head = l + 2 == dims.len();
+            let [even, odd] = ops;
+            let (a, next) = if l % 2 == 0 { (&*even, odd) } else { (&*odd, even) };
             let channels = weights.chunks_exact(fan_in).zip(biases).zip(requants);
             for (o, ((column, &bias), q)) in channels.enumerate() {
-                let (s0, s1) = a.products(column, bias);
+                let s = a.products(column, bias);
                 if head {
-                    sink(0, o, q.head(s0, z));
-                    if R > 1 {
-                        sink(1, o, q.head(s1, z));
-                    }
+                    arm::each::<K>(|r| {
+                        if r <= last {
+                            sink(r, o, q.head(s[r], z));
+                        }
+                    });
                 } else {
-                    next.put(o, fan_out, q.hidden(s0, z), q.hidden(s1, z));
+                    next.put(o, fan_out, |r| q.hidden(s[r], z));
                 }
-            }
-            if !head {
-                core::mem::swap(&mut a, &mut next);
             }
             w += fan_in * fan_out;
             channel += fan_out;

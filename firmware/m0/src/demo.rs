@@ -83,6 +83,14 @@ pub fn run(out: &mut dyn Write) -> Result<(), Failure> {
         for label in p.iter() {
             write!(out, " {label}")?;
         }
+        // The last row alone, from its input codes (`forward_codes`, one row).
+        let input: [i8; Odd::FEATURES] = core::array::from_fn(|i| q.input_code(x[(Odd::BATCH - 1, i)]));
+        let mut row = [0i16; Odd::CLASSES];
+        q.forward_codes(&input, &mut row)?;
+        write!(out, " last row alone")?;
+        for c in row {
+            write!(out, " {c}")?;
+        }
         writeln!(out)?;
     }
     Ok(())

@@ -41,9 +41,9 @@ pub fn batch(k: u32) -> <Big as Model>::Input {
 
 tensorbridge::model! {
     /// Odd sizes for the integer pass's edges: 5 features (not a whole group of four),
-    /// hidden [7, 6] (an odd layer, then an even one), 3 classes, batches of 3 (a block of
-    /// two rows and one row alone).
-    pub struct Odd { batch: 3, features: 5, hidden: [7, 6], classes: 3 }
+    /// hidden [7, 6] (an odd layer, then an even one), 3 classes, batches of 7 (a block of
+    /// four rows, one of two, and one row alone).
+    pub struct Odd { batch: 7, features: 5, hidden: [7, 6], classes: 3 }
 }
 
 /// Parameters of [`Odd`], flat.
