@@ -1002,18 +1002,21 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
 
     /// The input codes of rows `first..first + count` of a batch (`flat`, column-major),
     /// feature after feature, into `codes` (`FEATURES * count` of them): on x86-64 compiled
-    /// for AVX-512 or AVX2 where the processor has them (the division, the rounding and the
-    /// clamps of [`Int8Model::input_code`] give the same bits at every width).
+    /// for AVX-512 or AVX2 where the processor has them and `TENSORBRIDGE_SIMD` allows them
+    /// (the division, the rounding and the clamps of [`Int8Model::input_code`] give the
+    /// same bits at every width).
     #[cfg(feature = "std")]
     pub(crate) fn input_codes(&self, flat: &[M::Storage], first: usize, count: usize, codes: &mut [i8]) {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::arch::is_x86_feature_detected!("avx512f") {
+            // As wide as the processor goes and `TENSORBRIDGE_SIMD` lets it.
+            let asked = lanes::widest_asked();
+            if asked == lanes::Asked::Any && std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the processor has AVX-512F and AVX2 (which it implies), checked
                 // just above.
                 return unsafe { self.input_codes_avx512(flat, first, count, codes) };
             }
-            if std::arch::is_x86_feature_detected!("avx2") {
+            if asked != lanes::Asked::Baseline && std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the processor has AVX2, checked just above.
                 return unsafe { self.input_codes_avx2(flat, first, count, codes) };
             }

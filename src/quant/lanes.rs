@@ -64,12 +64,11 @@ pub(crate) enum Kind {
 pub(crate) fn kind(weights: usize) -> Option<Kind> {
     static CHOICE: std::sync::OnceLock<Option<Kind>> = std::sync::OnceLock::new();
     let choice = *CHOICE.get_or_init(|| {
-        let asked = std::env::var("TENSORBRIDGE_SIMD");
-        let asked = asked.as_deref().map(str::trim);
-        if asked == Ok("baseline") {
+        let widest = widest_asked();
+        if widest == Asked::Baseline {
             return None;
         }
-        if asked != Ok("avx2")
+        if widest == Asked::Any
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512vnni")
@@ -84,6 +83,28 @@ pub(crate) fn kind(weights: usize) -> Option<Kind> {
         }
         other => other,
     }
+}
+
+/// The widest instructions `TENSORBRIDGE_SIMD` allows.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Asked {
+    /// Unset (or anything else): whatever the processor has.
+    Any,
+    /// `avx2`: nothing wider than AVX2.
+    Avx2,
+    /// `baseline`: no vector extension beyond the target's baseline.
+    Baseline,
+}
+
+/// `TENSORBRIDGE_SIMD`'s limit, read once (the variable the `f32` train step's choice
+/// reads too; the core cannot import the backend's reading of it).
+pub(crate) fn widest_asked() -> Asked {
+    static ASKED: std::sync::OnceLock<Asked> = std::sync::OnceLock::new();
+    *ASKED.get_or_init(|| match std::env::var("TENSORBRIDGE_SIMD").as_deref().map(str::trim) {
+        Ok("baseline") => Asked::Baseline,
+        Ok("avx2") => Asked::Avx2,
+        _ => Asked::Any,
+    })
 }
 
 /// One layer, regrouped: `groups` vectors of sixteen channels, `quads` quads deep.
