@@ -704,13 +704,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         #[cfg(not(target_arch = "arm"))]
         self.block::<1, PLAIN>(&self.requants(), |_, i| input[i], |_, k, q| out[k] = q);
         #[cfg(target_arch = "arm")]
-        self.block(
-            &mut [arm::Operands::<2, 1, MAXW>::new(); 2],
-            1,
-            &self.requants(),
-            |_, i| input[i],
-            |_, k, q| out[k] = q,
-        );
+        self.block(&mut [arm::Operands::<2, 1, MAXW>::new(); 2], 1, |_, i| input[i], |_, k, q| out[k] = q);
     }
 
     /// The forward pass of `rows` rows, [`BLOCK_ROWS`] at a time, then the rest one by
@@ -737,7 +731,10 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         }
     }
 
-    /// The requantisation of every output channel, prepared once for all rows.
+    /// The requantisation of every output channel, prepared once for all rows (on the
+    /// host; a microcontroller prepares a channel's as its block reaches it, which keeps
+    /// `NC` of them off its stack).
+    #[cfg(not(target_arch = "arm"))]
     #[inline(always)]
     fn requants(&self) -> [Requant; NC] {
         core::array::from_fn(|k| Requant::new(self.multipliers[k], self.shifts[k]))
@@ -813,13 +810,12 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         code: impl Fn(usize, usize) -> i8,
         mut sink: impl FnMut(usize, usize, i16),
     ) {
-        let q = self.requants();
         let mut r0 = 0;
         #[cfg(any(tb_arm_dsp, tb_arm_v6m))]
         if const { arm::quads(MAXW) } && rows >= 4 {
             let mut ops = [arm::Operands::<4, { arm::QUAD_WORDS }, MAXW>::new(); 2];
             while r0 + 4 <= rows {
-                self.block(&mut ops, 4, &q, |r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
+                self.block(&mut ops, 4, |r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
                 r0 += 4;
             }
         }
@@ -827,7 +823,7 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
             let mut ops = [arm::Operands::<2, 1, MAXW>::new(); 2];
             while r0 < rows {
                 let n = (rows - r0).min(2);
-                self.block(&mut ops, n, &q, |r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
+                self.block(&mut ops, n, |r, i| code(r0 + r, i), |r, k, q| sink(r0 + r, k, q));
                 r0 += n;
             }
         }
@@ -837,14 +833,15 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
     /// last, their codes dropped) on a microcontroller, a channel at a time for the block's
     /// `K` rows ([`arm::Operands::products`], `N` words an input), its `K` sums requantised
     /// at once into the next layer's operands (or, for the head, to `sink`). `ops` holds a
-    /// layer's operands and the next's, in turn.
+    /// layer's operands and the next's, in turn. Each channel's [`Requant`] is prepared as
+    /// the channel comes (a few instructions; an array of all of them would take 20 bytes
+    /// of stack a channel).
     #[cfg(target_arch = "arm")]
     #[inline(always)]
     fn block<const K: usize, const N: usize>(
         &self,
         ops: &mut [arm::Operands<K, N, MAXW>; 2],
         rows: usize,
-        requants: &[Requant; NC],
         code: impl Fn(usize, usize) -> i8,
         mut sink: impl FnMut(usize, usize, i16),
     ) {
@@ -859,14 +856,17 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         for l in 0..dims.len() - 1 {
             let (fan_in, fan_out) = (dims[l], dims[l + 1]);
             let weights = &self.weights[w..w + fan_in * fan_out];
-            let (biases, requants) = (&self.biases[channel..channel + fan_out], &requants[channel..channel + fan_out]);
+            let biases = &self.biases[channel..channel + fan_out];
+            let requants =
+                self.multipliers[channel..channel + fan_out].iter().zip(&self.shifts[channel..channel + fan_out]);
             let z = self.act_zeros[l + 1] as i32;
             let head = l + 2 == dims.len();
             let [even, odd] = ops;
             let (a, next) = if l % 2 == 0 { (&*even, odd) } else { (&*odd, even) };
             let channels = weights.chunks_exact(fan_in).zip(biases).zip(requants);
-            for (o, ((column, &bias), q)) in channels.enumerate() {
+            for (o, ((column, &bias), (&mult, &shift))) in channels.enumerate() {
                 let s = a.products(column, bias);
+                let q = Requant::new(mult, shift);
                 if head {
                     arm::each::<K>(|r| {
                         if r <= last {
