@@ -248,8 +248,9 @@ impl Requant {
     /// `min(r(acc), 127 − z)`, 0 for a negative sum (the ReLU).
     #[inline(always)]
     fn hidden(&self, acc: i32, z: i32) -> i16 {
-        // A negative sum skips the multiply on a microcontroller (about half of a ReLU
-        // layer's); the host's vector loops take the select.
+        // A sum of 0 or less (about half of a ReLU layer's) gives 0, as `r(0) = 0` does:
+        // on a microcontroller it skips the multiply; the host's vector loops take the
+        // select.
         #[cfg(target_arch = "arm")]
         if acc <= 0 {
             return 0;
