@@ -202,14 +202,14 @@ impl<const K: usize, const N: usize, const MAXW: usize> Operands<K, N, MAXW> {
             // `align(4)`, post-incremented by 16); `w` holds `n >= whole` bytes, the
             // operands `N · MAXW = 2 · MAXW >= 2n` words (`new` lets four rows have only
             // `N = QUAD_WORDS = 2` here, and `products` cut `w` to `MAXW`), and `whole` is
-            // a positive multiple of 4, so
-            // every read is in bounds. SMLAD and SXTB16 are instructions of the DSP
-            // extension, which this target has. r7 (which LLVM keeps as the frame pointer
-            // and lets no operand take) holds the unpacked weights `(w0, w2)`: it is pushed
-            // first and popped last, so it leaves with the value it came with. It writes
-            // only the registers named (r8-r11 as clobbers), the flags (`cmp`, SMLAD's
-            // sticky Q flag, which no Rust code reads) and the word below the stack pointer
-            // that the push takes back; it reads memory but writes no other.
+            // a positive multiple of 4, so every read is in bounds. SMLAD and SXTB16 are
+            // instructions of the DSP extension, which this target has. r7 (which LLVM
+            // keeps as the frame pointer and lets no operand take) holds the unpacked
+            // weights `(w0, w2)`: it is pushed first and popped last, so it leaves with the
+            // value it came with. It writes only the registers named (r8-r11 as clobbers),
+            // the flags (`cmp`, SMLAD's sticky Q flag, which no Rust code reads) and the
+            // word below the stack pointer that the push takes back; it reads memory but
+            // writes no other.
             unsafe {
                 core::arch::asm!(
                     "push {{r7}}",
