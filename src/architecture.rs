@@ -16,11 +16,12 @@
 //! ------------------------------------------------------------------ no_std below
 //! core       cpu (Cpu<M>: forward, loss, gradients, SGD; no allocation)
 //!            quant (Int8Model: int8 quantisation and integer inference; no allocation)
-//!              -> quant::lanes (with std on x86-64: the AVX-512 VNNI pass; a leaf)
+//!              -> quant::lanes (with std on x86-64: the AVX-512 VNNI pass)
 //!            fixed (fixed-size products) -> gemm -> pool (feature `parallel`)
 //!            check (input validation)   rng (SplitMix64)   macros (matrix!, vector!)
 //! bottom     model (Model, Params, HostTensor)   layout (flat layouts)   error
 //!            math (each formula once: activations, loss, optimizers; imports nothing of the crate)
+//!            simd (std: the x86-64 vector extension the CPU paths run; `TENSORBRIDGE_SIMD` read once)
 //! ```
 //!
 //! - [`math`](crate::math) is the single home of the network's formulas: the CPU core, the

@@ -1186,8 +1186,9 @@ mod optim_parts {
         }
     }
 
-    /// The widest vectors of the parts' loops on this processor ([`wide`]'s variants, all
-    /// with FMA).
+    /// The widest vectors of the parts' loops ([`wide`]'s variants, all with FMA): the
+    /// extension the `f32` paths run ([`crate::simd::chosen`]: the processor's widest,
+    /// lowered by `TENSORBRIDGE_SIMD`).
     #[cfg(feature = "parallel")]
     #[derive(Clone, Copy)]
     enum Width {
@@ -1201,21 +1202,20 @@ mod optim_parts {
         Baseline,
     }
 
-    /// The processor's [`Width`]: the one place the parts ask which features it has.
+    /// The parts' [`Width`].
     #[cfg(feature = "parallel")]
     #[inline]
     fn widest() -> Width {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let has = |f: bool| f && std::arch::is_x86_feature_detected!("fma");
-            if has(std::arch::is_x86_feature_detected!("avx512f")) {
-                return Width::Avx512;
-            }
-            if has(std::arch::is_x86_feature_detected!("avx2")) {
-                return Width::Avx2;
-            }
+        use crate::simd::{chosen, Simd};
+        match chosen() {
+            // `chosen` names an extension only where the processor has its features (a
+            // superset of the variants').
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx512 => Width::Avx512,
+            #[cfg(target_arch = "x86_64")]
+            Simd::Avx2 => Width::Avx2,
+            _ => Width::Baseline,
         }
-        Width::Baseline
     }
 
     /// The parts' loops compiled with AVX-512F or AVX2 (the same bits: see [`optim_parts`]).

@@ -151,6 +151,8 @@ pub mod quant;
 #[cfg(feature = "std")]
 mod quant_host;
 pub mod rng;
+#[cfg(feature = "std")]
+mod simd;
 #[cfg(feature = "opencl")]
 mod startup;
 #[cfg(feature = "std")]

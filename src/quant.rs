@@ -1011,13 +1011,13 @@ impl<M: Model, const NW: usize, const NC: usize, const NT: usize, const MAXW: us
         #[cfg(target_arch = "x86_64")]
         {
             // As wide as the processor goes and `TENSORBRIDGE_SIMD` lets it.
-            let asked = lanes::widest_asked();
-            if asked == lanes::Asked::Any && std::arch::is_x86_feature_detected!("avx512f") {
+            use crate::simd::{allows, Simd};
+            if allows(Simd::Avx512) && std::arch::is_x86_feature_detected!("avx512f") {
                 // SAFETY: the processor has AVX-512F and AVX2 (which it implies), checked
                 // just above.
                 return unsafe { self.input_codes_avx512(flat, first, count, codes) };
             }
-            if asked != lanes::Asked::Baseline && std::arch::is_x86_feature_detected!("avx2") {
+            if allows(Simd::Avx2) && std::arch::is_x86_feature_detected!("avx2") {
                 // SAFETY: the processor has AVX2, checked just above.
                 return unsafe { self.input_codes_avx2(flat, first, count, codes) };
             }

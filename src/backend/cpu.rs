@@ -17,6 +17,7 @@ use crate::cpu;
 use crate::error::Result;
 use crate::layout::{FlatSpace, ScratchParts, ScratchSpace, ZeroBuffer};
 use crate::model::{boxed_buffer, Model, StorageElement};
+use crate::simd;
 
 /// A batch in host memory (the CPU backend's "device"), widened to `f32` (exactly: every
 /// `f16` is an `f32`).
@@ -102,74 +103,12 @@ impl<M: Model> CpuBackend<M> {
     }
 }
 
-/// The vector extensions the CPU backend's train step can be compiled for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Simd {
-    /// As the crate is built (SSE2 on the baseline x86-64).
-    Baseline,
-    /// AVX2 and FMA.
-    Avx2,
-    /// AVX-512 F, BW, DQ and VL.
-    Avx512,
-}
-
-impl Simd {
-    fn name(self) -> &'static str {
-        match self {
-            Simd::Baseline => "baseline",
-            Simd::Avx2 => "avx2",
-            Simd::Avx512 => "avx512",
-        }
-    }
-}
-
-/// The widest extension this CPU has.
-fn detected() -> Simd {
-    #[cfg(target_arch = "x86_64")]
-    {
-        use std::arch::is_x86_feature_detected as has;
-        if has!("avx512f") && has!("avx512bw") && has!("avx512dq") && has!("avx512vl") && has!("avx2") && has!("fma") {
-            return Simd::Avx512;
-        }
-        if has!("avx2") && has!("fma") {
-            return Simd::Avx2;
-        }
-    }
-    Simd::Baseline
-}
-
-/// The extension the train step uses: the widest the CPU has, or a narrower one named by
-/// the environment variable `TENSORBRIDGE_SIMD` (`baseline`, `avx2` or `avx512`; read once),
-/// which can lower the choice (to compare, or to test every variant on one machine) but
-/// never raise it past what the CPU has. An unknown value is reported on stderr, once, and
-/// ignored.
-pub(crate) fn simd() -> Simd {
-    static CHOICE: std::sync::OnceLock<Simd> = std::sync::OnceLock::new();
-    *CHOICE.get_or_init(|| {
-        let best = detected();
-        let Some(asked) = std::env::var_os("TENSORBRIDGE_SIMD") else {
-            return best;
-        };
-        let asked = asked.to_string_lossy();
-        match [Simd::Baseline, Simd::Avx2, Simd::Avx512].into_iter().find(|s| s.name() == asked.trim()) {
-            Some(level) => level.min(best),
-            None => {
-                eprintln!(
-                    "tensorbridge: TENSORBRIDGE_SIMD={asked:?} is not one of baseline, avx2, avx512; using {}",
-                    best.name()
-                );
-                best
-            }
-        }
-    })
-}
-
 /// The CPU backend in a few words, e.g. `cpu (2 threads, avx512)`.
 pub(crate) fn describe() -> String {
-    format!("cpu ({} threads, {})", threads(), simd().name())
+    format!("cpu ({} threads, {})", threads(), simd::chosen().name())
 }
 
-/// [`cpu::train_step`] compiled for the extension [`simd`] picks (AVX-512, else AVX2 and
+/// [`cpu::train_step`] compiled for the extension [`simd::chosen`] picks (AVX-512, else AVX2 and
 /// FMA, on x86-64), else as built. A crate built for the baseline x86-64 otherwise runs the
 /// core's loops (softmax, bias and ReLU, the update, ...) on SSE2 alone; the GEMMs choose
 /// their kernels at run time themselves. These variants also run the model's fixed-size
@@ -190,13 +129,13 @@ fn train_step_simd<M: Model>(
     // Small models gain nothing (measured: seed and iris steps 5-10% slower on AVX-512).
     #[cfg(target_arch = "x86_64")]
     if M::BATCH * M::CLASSES >= cpu::VECTOR_SOFTMAX_MIN || cpu::has_fixed_layer::<M>() {
-        match simd() {
-            // SAFETY: `simd` picks a variant only when the CPU has every feature it is
-            // compiled for (`detected`); the function itself is safe code.
-            Simd::Avx512 => return unsafe { avx512::train_step::<M>(params, s, batch, step, state) },
+        match simd::chosen() {
+            // SAFETY: `simd::chosen` picks a variant only when the CPU has every feature it
+            // is compiled for (`simd::detected`); the function itself is safe code.
+            simd::Simd::Avx512 => return unsafe { avx512::train_step::<M>(params, s, batch, step, state) },
             // SAFETY: as above, for AVX2 and FMA.
-            Simd::Avx2 => return unsafe { avx2::train_step::<M>(params, s, batch, step, state) },
-            Simd::Baseline => {}
+            simd::Simd::Avx2 => return unsafe { avx2::train_step::<M>(params, s, batch, step, state) },
+            simd::Simd::Baseline => {}
         }
     }
     cpu::train_step::<M, cpu::Packed>(params, s, batch, step, state)

@@ -1,7 +1,8 @@
 //! The host's int8 forward pass with AVX-512 VNNI, the output channels in the vector lanes
 //! (x86-64 with the standard library), and its AVX2 form for processors without VNNI
-//! ([`Kind::Avx2`], at the end of the module). A leaf: imports nothing of the crate; `quant`
-//! hands it the model as slices and checks the processor first.
+//! ([`Kind::Avx2`], at the end of the module). It imports nothing of the crate but
+//! [`simd`](crate::simd)'s limit; `quant` hands it the model as slices and checks the
+//! processor first.
 //!
 //! Per layer, the weights are regrouped once per model (at its first call): sixteen output
 //! channels a vector,
@@ -25,6 +26,8 @@
 
 use core::arch::x86_64::*;
 use std::vec::Vec;
+
+use crate::simd::{self, Simd};
 
 /// One output channel's requantisation, `(cap, k, mult, round, shift)` of `quant::Requant`.
 pub(crate) type Req = [u32; 5];
@@ -64,11 +67,10 @@ pub(crate) enum Kind {
 pub(crate) fn kind(weights: usize) -> Option<Kind> {
     static CHOICE: std::sync::OnceLock<Option<Kind>> = std::sync::OnceLock::new();
     let choice = *CHOICE.get_or_init(|| {
-        let widest = widest_asked();
-        if widest == Asked::Baseline {
+        if !simd::allows(Simd::Avx2) {
             return None;
         }
-        if widest == Asked::Any
+        if simd::allows(Simd::Avx512)
             && std::arch::is_x86_feature_detected!("avx512bw")
             && std::arch::is_x86_feature_detected!("avx512vl")
             && std::arch::is_x86_feature_detected!("avx512vnni")
@@ -83,28 +85,6 @@ pub(crate) fn kind(weights: usize) -> Option<Kind> {
         }
         other => other,
     }
-}
-
-/// The widest instructions `TENSORBRIDGE_SIMD` allows.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Asked {
-    /// Unset (or anything else): whatever the processor has.
-    Any,
-    /// `avx2`: nothing wider than AVX2.
-    Avx2,
-    /// `baseline`: no vector extension beyond the target's baseline.
-    Baseline,
-}
-
-/// `TENSORBRIDGE_SIMD`'s limit, read once (the variable the `f32` train step's choice
-/// reads too; the core cannot import the backend's reading of it).
-pub(crate) fn widest_asked() -> Asked {
-    static ASKED: std::sync::OnceLock<Asked> = std::sync::OnceLock::new();
-    *ASKED.get_or_init(|| match std::env::var("TENSORBRIDGE_SIMD").as_deref().map(str::trim) {
-        Ok("baseline") => Asked::Baseline,
-        Ok("avx2") => Asked::Avx2,
-        _ => Asked::Any,
-    })
 }
 
 /// One layer, regrouped: `groups` vectors of sixteen channels, `quads` quads deep.
