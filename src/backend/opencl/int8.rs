@@ -96,12 +96,23 @@ fn quads(n: usize) -> usize {
     n.div_ceil(QUAD)
 }
 
-/// A zeroed buffer of `n` operands of the kernel's form (`lifted`: bytes, else `short`s).
-fn operands(context: &super::cl::Context, n: usize, lifted: bool) -> Result<Mem> {
-    if lifted {
-        Mem::from_slice(context, &vec![0u8; n])
-    } else {
-        Mem::from_slice(context, &vec![0i16; n])
+impl Staging {
+    /// `n` zeroed operands of the kernel's form (`lifted`: bytes, else `short`s): the one
+    /// place the form picks the operands' type.
+    fn new(lifted: bool, n: usize) -> Staging {
+        if lifted {
+            Staging::Lifted(vec![0; n])
+        } else {
+            Staging::Centred(vec![0; n])
+        }
+    }
+
+    /// A device buffer of `n` zeroed operands of the same type.
+    fn zeroed(&self, context: &super::cl::Context, n: usize) -> Result<Mem> {
+        match self {
+            Staging::Centred(_) => Mem::from_slice(context, &vec![0i16; n]),
+            Staging::Lifted(_) => Mem::from_slice(context, &vec![0u8; n]),
+        }
     }
 }
 
@@ -202,7 +213,8 @@ impl Int8Cl {
             w_off += fan_out.div_ceil(LANES) * quads(fan_in) * LANES;
             c_off += fan_out;
         }
-        let ops = operands(context, at.max(1), lifted)?;
+        let staging = Staging::new(lifted, rows * in_stride);
+        let ops = staging.zeroed(context, at.max(1))?;
         let head = Mem::from_slice(context, &vec![0i16; rows * classes])?;
         let meta = Mem::from_slice(context, &meta)?;
         let kernel = |first: usize, last: usize| -> Result<Kernel> {
@@ -238,11 +250,6 @@ impl Int8Cl {
                 grids.push(([blocks.next_multiple_of(group), rows / ROWS], [group, 1]));
             }
         }
-        let staging = if lifted {
-            Staging::Lifted(vec![0; rows * in_stride])
-        } else {
-            Staging::Centred(vec![0; rows * in_stride])
-        };
         let state = State { kernels, _ops: ops, head, staging };
         Ok(Int8Cl {
             device: Arc::clone(device),
