@@ -1049,7 +1049,9 @@ mod optim_parts {
             crate::pool::run(parts, &|k| {
                 let r = range(n, parts, k);
                 let (m, v) = (m.get(r.clone()).unwrap_or(&[]), v.get(r.clone()).unwrap_or(&[]));
-                if let Some(j) = first_refused_part::<O>(c, &params[r.clone()], &grads[r.clone()], m, v, limit) {
+                if let Some(j) =
+                    first_refused_part::<O>(widest(), c, &params[r.clone()], &grads[r.clone()], m, v, limit)
+                {
                     first.fetch_min(r.start + j, Ordering::Relaxed);
                 }
             });
@@ -1071,7 +1073,7 @@ mod optim_parts {
             // Magnitudes order as their bits do (see `optim::magnitude_bits`).
             let max = AtomicU32::new(0);
             crate::pool::run(parts, &|k| {
-                let part = max_magnitude_part(&grads[range(n, parts, k)]);
+                let part = max_magnitude_part(widest(), &grads[range(n, parts, k)]);
                 max.fetch_max(part.to_bits(), Ordering::Relaxed);
             });
             return f32::from_bits(max.into_inner());
@@ -1115,7 +1117,7 @@ mod optim_parts {
             crate::pool::run(parts, &|k| {
                 let mut slot = slots[k].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (p, g, m, v) = &mut *slot;
-                let part = apply_part::<O, T>(c, p, g, m, v);
+                let part = apply_part::<O, T>(widest(), c, p, g, m, v);
                 for (max, x) in maxima.iter().zip([part.params, part.m, part.v]) {
                     max.fetch_max(x.to_bits(), Ordering::Relaxed);
                 }
@@ -1131,11 +1133,11 @@ mod optim_parts {
         optim::apply_split::<O>(c, params, grads, m, v, T::round_f32)
     }
 
-    /// One part of [`max_magnitude`], compiled for the widest vectors the processor has.
+    /// One part of [`max_magnitude`], compiled for `width`.
     #[cfg(feature = "parallel")]
-    fn max_magnitude_part(g: &[f32]) -> f32 {
-        match widest() {
-            // SAFETY: `widest` names a width only where the processor has its features.
+    fn max_magnitude_part(width: Width, g: &[f32]) -> f32 {
+        match width {
+            // SAFETY: a `Width` names a variant only where the processor has its features.
             #[cfg(target_arch = "x86_64")]
             Width::Avx512 => unsafe { wide::max_magnitude_avx512(g) },
             // SAFETY: as above.
@@ -1145,9 +1147,10 @@ mod optim_parts {
         }
     }
 
-    /// One part of [`first_refused`], compiled for the widest vectors the processor has.
+    /// One part of [`first_refused`], compiled for `width`.
     #[cfg(feature = "parallel")]
     fn first_refused_part<O: Optimizer>(
+        width: Width,
         c: &Coeffs,
         p: &[f32],
         g: &[f32],
@@ -1155,8 +1158,8 @@ mod optim_parts {
         v: &[f32],
         limit: f32,
     ) -> Option<usize> {
-        match widest() {
-            // SAFETY: `widest` names a width only where the processor has its features.
+        match width {
+            // SAFETY: a `Width` names a variant only where the processor has its features.
             #[cfg(target_arch = "x86_64")]
             Width::Avx512 => unsafe { wide::first_refused_avx512::<O>(c, p, g, m, v, limit) },
             // SAFETY: as above.
@@ -1166,17 +1169,18 @@ mod optim_parts {
         }
     }
 
-    /// One part of [`apply`], compiled for the widest vectors the processor has.
+    /// One part of [`apply`], compiled for `width`.
     #[cfg(feature = "parallel")]
     fn apply_part<O: Optimizer, T: StorageElement>(
+        width: Width,
         c: &Coeffs,
         p: &mut [f32],
         g: &[f32],
         m: &mut [f32],
         v: &mut [f32],
     ) -> Maxima {
-        match widest() {
-            // SAFETY: `widest` names a width only where the processor has its features.
+        match width {
+            // SAFETY: a `Width` names a variant only where the processor has its features.
             #[cfg(target_arch = "x86_64")]
             Width::Avx512 => unsafe { wide::apply_avx512::<O, T>(c, p, g, m, v) },
             // SAFETY: as above.
@@ -1186,11 +1190,11 @@ mod optim_parts {
         }
     }
 
-    /// The widest vectors of the parts' loops ([`wide`]'s variants, all with FMA): the
-    /// extension the `f32` paths run ([`crate::simd::chosen`]: the processor's widest,
-    /// lowered by `TENSORBRIDGE_SIMD`).
+    /// The vectors of the parts' loops ([`wide`]'s variants, all with FMA). A `Width` names
+    /// a variant only where the processor has its features: it is made by [`widest`] and
+    /// (for tests) [`Width::available`] alone.
     #[cfg(feature = "parallel")]
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, Debug)]
     enum Width {
         /// AVX-512F, AVX2 and FMA.
         #[cfg(target_arch = "x86_64")]
@@ -1202,7 +1206,29 @@ mod optim_parts {
         Baseline,
     }
 
-    /// The parts' [`Width`].
+    #[cfg(feature = "parallel")]
+    impl Width {
+        /// Every width this processor runs, the widest first.
+        #[cfg(test)]
+        pub(super) fn available() -> std::vec::Vec<Width> {
+            let mut widths = std::vec::Vec::new();
+            #[cfg(target_arch = "x86_64")]
+            {
+                use std::arch::is_x86_feature_detected as has;
+                if has!("avx512f") && has!("avx2") && has!("fma") {
+                    widths.push(Width::Avx512);
+                }
+                if has!("avx2") && has!("fma") {
+                    widths.push(Width::Avx2);
+                }
+            }
+            widths.push(Width::Baseline);
+            widths
+        }
+    }
+
+    /// The parts' [`Width`]: the extension the `f32` paths run ([`crate::simd::chosen`]: the
+    /// processor's widest, lowered by `TENSORBRIDGE_SIMD`).
     #[cfg(feature = "parallel")]
     #[inline]
     fn widest() -> Width {
@@ -1263,6 +1289,72 @@ mod optim_parts {
         }
         wide!(first_refused_avx512, apply_avx512, max_magnitude_avx512, "avx512f,avx2,fma");
         wide!(first_refused_avx2, apply_avx2, max_magnitude_avx2, "avx2,fma");
+    }
+
+    /// Each variant of the parts' loops this processor runs (AVX-512, AVX2, as built; which
+    /// one `train_step` runs depends on the processor and `TENSORBRIDGE_SIMD`) gives the
+    /// whole slice's bits: every optimizer's update and maxima, in `f32` and rounded to
+    /// `f16`, the largest gradient and the first refused index.
+    #[cfg(all(test, feature = "parallel"))]
+    mod tests {
+        use super::*;
+        use crate::math::optim::{Adam, AdamW, Momentum, Sgd};
+
+        fn bits(v: &[f32]) -> std::vec::Vec<u32> {
+            v.iter().map(|x| x.to_bits()).collect()
+        }
+
+        /// `O`'s update over `p` and its moments (`moments` of them) by each width, against
+        /// the core's whole-slice update, stored as `T`.
+        fn same<O: Optimizer, T: StorageElement>(c: &Coeffs, p: &[f32], g: &[f32], mv: &[f32], moments: usize) {
+            let n = p.len();
+            let mv = &mv[..moments * n];
+            let (mut want_p, mut want_mv) = (p.to_vec(), mv.to_vec());
+            let want = optim::apply::<O>(c, &mut want_p, g, &mut want_mv, T::round_f32);
+            for width in Width::available() {
+                let (mut got_p, mut got_mv) = (p.to_vec(), mv.to_vec());
+                let (m, v) = got_mv.split_at_mut(n.min(moments * n));
+                let got = apply_part::<O, T>(width, c, &mut got_p, g, m, v);
+                assert_eq!((bits(&got_p), bits(&got_mv)), (bits(&want_p), bits(&want_mv)), "{} {width:?}", O::NAME);
+                assert_eq!(got, want, "{} {width:?}", O::NAME);
+            }
+        }
+
+        #[test]
+        fn every_width_gives_the_whole_slices_bits() {
+            // Not a multiple of any vector's lanes: every loop's tail runs too.
+            let n = 4_099;
+            let mut rng = crate::rng::Rng::new(17);
+            let mut values =
+                |scale: f64| -> std::vec::Vec<f32> { (0..n).map(|_| (rng.normal() * scale) as f32).collect() };
+            let (p, g, m) = (values(1.0), values(0.1), values(0.01));
+            let v: std::vec::Vec<f32> = values(0.001).iter().map(|x| x * x).collect();
+            let mv = [m, v].concat();
+            let sgd = Sgd { lr: 0.1, weight_decay: 1e-3 };
+            let momentum = Momentum { momentum: 0.9, nesterov: true, weight_decay: 1e-4, ..Momentum::default() };
+            let adam = Adam { weight_decay: 1e-2, ..Adam::default() }.with_lr(0.01);
+            let adamw = AdamW::default().with_lr(0.01);
+            same::<Sgd, f32>(&sgd.coeffs(1), &p, &g, &mv, 0);
+            same::<Momentum, f32>(&momentum.coeffs(4), &p, &g, &mv, 1);
+            same::<Adam, f32>(&adam.coeffs(3), &p, &g, &mv, 2);
+            same::<AdamW, f32>(&adamw.coeffs(9), &p, &g, &mv, 2);
+            same::<Adam, half::f16>(&adam.coeffs(3), &p, &g, &mv, 2);
+            same::<Momentum, half::f16>(&momentum.coeffs(2), &p, &g, &mv, 1);
+            let (mm, vv) = mv.split_at(n);
+            for width in Width::available() {
+                assert_eq!(max_magnitude_part(width, &g), optim::max_magnitude(&g), "{width:?}");
+                let c = Adam::default().coeffs(1);
+                for bad in [None, Some(n - 1), Some(5), Some(2_048)] {
+                    let mut g = g.clone();
+                    if let Some(k) = bad {
+                        g[k] = f32::INFINITY;
+                    }
+                    let got = first_refused_part::<Adam>(width, &c, &p, &g, mm, vv, f32::MAX);
+                    assert_eq!(got, bad, "{width:?}");
+                    assert_eq!(max_magnitude_part(width, &g).is_finite(), bad.is_none(), "{width:?}");
+                }
+            }
+        }
     }
 }
 
