@@ -108,10 +108,10 @@ pub(crate) fn describe() -> String {
     format!("cpu ({} threads, {})", threads(), simd::chosen().name())
 }
 
-/// [`cpu::train_step`] compiled for the extension [`simd::chosen`] picks (AVX-512, else AVX2 and
-/// FMA, on x86-64), else as built. A crate built for the baseline x86-64 otherwise runs the
-/// core's loops (softmax, bias and ReLU, the update, ...) on SSE2 alone; the GEMMs choose
-/// their kernels at run time themselves. These variants also run the model's fixed-size
+/// [`cpu::train_step`] compiled for the extension [`simd::chosen`] picks (AVX-512, else
+/// AVX2 and FMA, on x86-64), else as built. A crate built for the baseline x86-64 otherwise
+/// runs the core's loops (softmax, bias and ReLU, the update, ...) on SSE2 alone; the GEMMs
+/// choose their kernels at run time themselves. These variants also run the model's fixed-size
 /// products (`crate::fixed`) where the baseline runs the `gemm` crate. The numbers do not
 /// change: Rust never fuses a multiply and an add on its own, vectorising does not reorder a
 /// sum, and the fixed-size products compute the `gemm` crate's FMA chains
