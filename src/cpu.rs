@@ -128,6 +128,7 @@ impl Products for Packed {
 /// `MR x NR`, where it has them, else the `gemm` crate. `f32::mul_add` is one instruction
 /// only where FMA is a target feature: used only in code compiled with it.
 #[cfg(feature = "parallel")]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // Only the x86-64 variants run them.
 pub(crate) struct Fixed<const MR: usize, const NR: usize>;
 
 #[cfg(feature = "parallel")]
@@ -605,6 +606,7 @@ const fn widened_len(batch: usize, features: usize, f16: bool) -> usize {
 /// Whether a layer of `M` has the size of the fixed-size products (`crate::fixed`; none
 /// without the feature `parallel`).
 #[cfg(feature = "std")]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))] // Asked by the x86-64 variants alone.
 pub(crate) const fn has_fixed_layer<M: Model>() -> bool {
     let mut l = 0;
     while l + 1 < M::LAYERS.len() {
@@ -1208,21 +1210,21 @@ mod optim_parts {
 
     #[cfg(feature = "parallel")]
     impl Width {
-        /// Every width this processor runs, the widest first.
+        /// Every width this processor runs, the narrowest first.
         #[cfg(test)]
         pub(super) fn available() -> std::vec::Vec<Width> {
-            let mut widths = std::vec::Vec::new();
+            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
+            let mut widths = std::vec![Width::Baseline];
             #[cfg(target_arch = "x86_64")]
             {
                 use std::arch::is_x86_feature_detected as has;
-                if has!("avx512f") && has!("avx2") && has!("fma") {
-                    widths.push(Width::Avx512);
-                }
                 if has!("avx2") && has!("fma") {
                     widths.push(Width::Avx2);
                 }
+                if has!("avx512f") && has!("avx2") && has!("fma") {
+                    widths.push(Width::Avx512);
+                }
             }
-            widths.push(Width::Baseline);
             widths
         }
     }
@@ -1232,16 +1234,15 @@ mod optim_parts {
     #[cfg(feature = "parallel")]
     #[inline]
     fn widest() -> Width {
-        use crate::simd::{chosen, Simd};
-        match chosen() {
-            // `chosen` names an extension only where the processor has its features (a
-            // superset of the variants').
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx512 => Width::Avx512,
-            #[cfg(target_arch = "x86_64")]
-            Simd::Avx2 => Width::Avx2,
-            _ => Width::Baseline,
+        // `chosen` names an extension only where the processor has its features (a superset
+        // of the variants').
+        #[cfg(target_arch = "x86_64")]
+        match crate::simd::chosen() {
+            crate::simd::Simd::Avx512 => return Width::Avx512,
+            crate::simd::Simd::Avx2 => return Width::Avx2,
+            crate::simd::Simd::Baseline => {}
         }
+        Width::Baseline
     }
 
     /// The parts' loops compiled with AVX-512F or AVX2 (the same bits: see [`optim_parts`]).

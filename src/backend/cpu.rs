@@ -172,10 +172,10 @@ simd_variant!(avx512, "avx512f,avx512bw,avx512dq,avx512vl,avx2,fma", SimdProduct
 simd_variant!(avx2, "avx2,fma", SimdProducts<32, 3>);
 
 /// The products of the SIMD variants: the model's fixed-size kernels (feature `parallel`),
-/// else the core's own loops, compiled for the variant's target features.
-#[cfg(feature = "parallel")]
+/// else the core's own loops, compiled for the variant's target features (x86-64 only).
+#[cfg(all(feature = "parallel", target_arch = "x86_64"))]
 type SimdProducts<const MR: usize, const NR: usize> = cpu::Fixed<MR, NR>;
-#[cfg(not(feature = "parallel"))]
+#[cfg(all(not(feature = "parallel"), target_arch = "x86_64"))]
 type SimdProducts<const MR: usize, const NR: usize> = cpu::Packed;
 
 /// Threads the CPU backend may use (`TENSORBRIDGE_THREADS`, else the machine's).
