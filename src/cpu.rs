@@ -1045,15 +1045,13 @@ mod optim_parts {
         #[cfg(feature = "parallel")]
         if n >= PARALLEL_MIN && crate::pool::threads() > 1 {
             use core::sync::atomic::{AtomicUsize, Ordering};
-            let parts = crate::pool::threads();
+            let (parts, width) = (crate::pool::threads(), widest());
             let first = AtomicUsize::new(usize::MAX);
             let (m, v) = moments.split_at(moments.len().min(n));
             crate::pool::run(parts, &|k| {
                 let r = range(n, parts, k);
                 let (m, v) = (m.get(r.clone()).unwrap_or(&[]), v.get(r.clone()).unwrap_or(&[]));
-                if let Some(j) =
-                    first_refused_part::<O>(widest(), c, &params[r.clone()], &grads[r.clone()], m, v, limit)
-                {
+                if let Some(j) = first_refused_part::<O>(width, c, &params[r.clone()], &grads[r.clone()], m, v, limit) {
                     first.fetch_min(r.start + j, Ordering::Relaxed);
                 }
             });
@@ -1071,11 +1069,11 @@ mod optim_parts {
         #[cfg(feature = "parallel")]
         if n >= PARALLEL_MIN && crate::pool::threads() > 1 {
             use core::sync::atomic::{AtomicU32, Ordering};
-            let parts = crate::pool::threads();
+            let (parts, width) = (crate::pool::threads(), widest());
             // Magnitudes order as their bits do (see `optim::magnitude_bits`).
             let max = AtomicU32::new(0);
             crate::pool::run(parts, &|k| {
-                let part = max_magnitude_part(widest(), &grads[range(n, parts, k)]);
+                let part = max_magnitude_part(width, &grads[range(n, parts, k)]);
                 max.fetch_max(part.to_bits(), Ordering::Relaxed);
             });
             return f32::from_bits(max.into_inner());
@@ -1098,7 +1096,7 @@ mod optim_parts {
         let (m, v) = moments.split_at_mut(moments.len().min(n));
         #[cfg(feature = "parallel")]
         if n >= PARALLEL_MIN && crate::pool::threads() > 1 {
-            let parts = crate::pool::threads();
+            let (parts, width) = (crate::pool::threads(), widest());
             let (m_len, v_len) = (m.len(), v.len());
             // One uncontended lock a part: each part takes its own disjoint slices.
             let mut slots: std::vec::Vec<std::sync::Mutex<Part<'_>>> = std::vec::Vec::with_capacity(parts);
@@ -1119,7 +1117,7 @@ mod optim_parts {
             crate::pool::run(parts, &|k| {
                 let mut slot = slots[k].lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 let (p, g, m, v) = &mut *slot;
-                let part = apply_part::<O, T>(widest(), c, p, g, m, v);
+                let part = apply_part::<O, T>(width, c, p, g, m, v);
                 for (max, x) in maxima.iter().zip([part.params, part.m, part.v]) {
                     max.fetch_max(x.to_bits(), Ordering::Relaxed);
                 }
@@ -1193,8 +1191,9 @@ mod optim_parts {
     }
 
     /// The vectors of the parts' loops ([`wide`]'s variants, all with FMA). A `Width` names
-    /// a variant only where the processor has its features: it is made by [`widest`] and
-    /// (for tests) [`Width::available`] alone.
+    /// a variant only where the processor has its features: it is made by [`Width::of`] from
+    /// an extension no wider than [`crate::simd::detected`] ([`widest`], and
+    /// [`Width::available`] for tests) alone.
     #[cfg(feature = "parallel")]
     #[derive(Clone, Copy, Debug)]
     enum Width {
@@ -1210,22 +1209,25 @@ mod optim_parts {
 
     #[cfg(feature = "parallel")]
     impl Width {
+        /// The variant of `simd`, an extension the processor has (at most
+        /// [`crate::simd::detected`], whose features are a superset of the variants').
+        fn of(simd: crate::simd::Simd) -> Width {
+            #[cfg(target_arch = "x86_64")]
+            match simd {
+                crate::simd::Simd::Avx512 => return Width::Avx512,
+                crate::simd::Simd::Avx2 => return Width::Avx2,
+                crate::simd::Simd::Baseline => {}
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            let _ = simd;
+            Width::Baseline
+        }
+
         /// Every width this processor runs, the narrowest first.
         #[cfg(test)]
         pub(super) fn available() -> std::vec::Vec<Width> {
-            #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
-            let mut widths = std::vec![Width::Baseline];
-            #[cfg(target_arch = "x86_64")]
-            {
-                use std::arch::is_x86_feature_detected as has;
-                if has!("avx2") && has!("fma") {
-                    widths.push(Width::Avx2);
-                }
-                if has!("avx512f") && has!("avx2") && has!("fma") {
-                    widths.push(Width::Avx512);
-                }
-            }
-            widths
+            let best = crate::simd::detected();
+            crate::simd::Simd::ALL.into_iter().filter(|&s| s <= best).map(Width::of).collect()
         }
     }
 
@@ -1234,15 +1236,7 @@ mod optim_parts {
     #[cfg(feature = "parallel")]
     #[inline]
     fn widest() -> Width {
-        // `chosen` names an extension only where the processor has its features (a superset
-        // of the variants').
-        #[cfg(target_arch = "x86_64")]
-        match crate::simd::chosen() {
-            crate::simd::Simd::Avx512 => return Width::Avx512,
-            crate::simd::Simd::Avx2 => return Width::Avx2,
-            crate::simd::Simd::Baseline => {}
-        }
-        Width::Baseline
+        Width::of(crate::simd::chosen())
     }
 
     /// The parts' loops compiled with AVX-512F or AVX2 (the same bits: see [`optim_parts`]).

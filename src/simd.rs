@@ -24,7 +24,7 @@ pub(crate) enum Simd {
 
 impl Simd {
     /// Every extension, narrowest first.
-    const ALL: [Simd; 3] = [Simd::Baseline, Simd::Avx2, Simd::Avx512];
+    pub(crate) const ALL: [Simd; 3] = [Simd::Baseline, Simd::Avx2, Simd::Avx512];
 
     /// The name `TENSORBRIDGE_SIMD` takes (and the backend's description shows).
     pub(crate) fn name(self) -> &'static str {
