@@ -142,6 +142,144 @@ pub(crate) unsafe fn rows(prep: &Prepared, codes: &[i8], count: usize, sink: imp
     }
 }
 
+/// What [`blocks`] needs of a pass: the hidden operands' element and the layer's kernel.
+trait Pass {
+    /// A hidden unit's operand: a byte (VNNI's quads) or a 16-bit half (AVX2's pairs).
+    type Elem: Copy + Default;
+    /// Operands in one 32-bit word (a quad of bytes, a pair of halves).
+    const PER_WORD: usize;
+    /// Channels of a group (a vector's lanes).
+    const LANES: usize;
+
+    /// One layer of a block of [`ROWS`] rows: `op(r, w)` is row `r`'s operand word `w`; a
+    /// hidden layer's operands go to `out` (row `r` at `r · stride`), the head's codes to
+    /// `sink`.
+    ///
+    /// # Safety
+    /// The processor must have the pass's features; `op` must read inside its operands.
+    unsafe fn layer(
+        prep: &Prepared,
+        layer: &Layer,
+        op: impl Fn(usize, usize) -> i32,
+        out: Option<&mut [Self::Elem]>,
+        stride: usize,
+        sink: &mut dyn FnMut(usize, usize, i16),
+    );
+}
+
+/// The AVX-512 VNNI pass's part of [`blocks`].
+struct Vnni;
+
+impl Pass for Vnni {
+    type Elem = u8;
+    const PER_WORD: usize = 4;
+    const LANES: usize = 16;
+
+    /// Two groups of sixteen channels at a time (each operand broadcast once for both).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
+    unsafe fn layer(
+        prep: &Prepared,
+        layer: &Layer,
+        op: impl Fn(usize, usize) -> i32,
+        mut out: Option<&mut [u8]>,
+        stride: usize,
+        sink: &mut dyn FnMut(usize, usize, i16),
+    ) {
+        let mut g = 0;
+        while g + 2 <= layer.groups {
+            // SAFETY: the contract, passed on; groups `g` and `g + 1` exist.
+            unsafe { groups::<2>(prep, layer, g, &op, out.as_deref_mut(), stride, sink) };
+            g += 2;
+        }
+        if g < layer.groups {
+            // SAFETY: as above; group `g` exists.
+            unsafe { groups::<1>(prep, layer, g, &op, out, stride, sink) };
+        }
+    }
+}
+
+/// The AVX2 pass's part of [`blocks`].
+struct Avx2;
+
+impl Pass for Avx2 {
+    type Elem = u16;
+    const PER_WORD: usize = 2;
+    const LANES: usize = LANES2;
+
+    /// Two groups of eight channels at a time.
+    #[target_feature(enable = "avx2")]
+    unsafe fn layer(
+        prep: &Prepared,
+        layer: &Layer,
+        op: impl Fn(usize, usize) -> i32,
+        mut out: Option<&mut [u16]>,
+        stride: usize,
+        sink: &mut dyn FnMut(usize, usize, i16),
+    ) {
+        let mut g = 0;
+        while g + 2 <= layer.groups {
+            // SAFETY: the contract, passed on; groups `g` and `g + 1` exist.
+            unsafe { groups2::<2>(prep, layer, g, &op, out.as_deref_mut(), stride, sink) };
+            g += 2;
+        }
+        if g < layer.groups {
+            // SAFETY: as above; group `g` exists.
+            unsafe { groups2::<1>(prep, layer, g, &op, out, stride, sink) };
+        }
+    }
+}
+
+/// The blocks of [`ROWS`] rows of a pass, layer after layer: `ops[w · count + r]` is row
+/// `r`'s input operand word `w` (the first layer's); each hidden layer's operands go to one
+/// of two buffers, each row padded to whole groups and a word beyond, which the next layer
+/// reads. Rows beyond the batch repeat its last row, their codes dropped.
+///
+/// # Safety
+/// The processor must have `P`'s features, and this inlined into code compiled for them;
+/// `ops` must hold the first layer's `quads · count` words.
+#[inline(always)]
+unsafe fn blocks<P: Pass>(prep: &Prepared, ops: &[u32], count: usize, sink: &mut impl FnMut(usize, usize, i16)) {
+    let stride = prep.layers.iter().map(|l| l.groups * P::LANES).max().unwrap_or(0) + P::PER_WORD;
+    let mut buffers = std::vec![P::Elem::default(); 2 * ROWS * stride];
+    let (mut cur, mut next) = buffers.split_at_mut(ROWS * stride);
+    let last = prep.layers.len().saturating_sub(1);
+    let mut r0 = 0;
+    while r0 < count {
+        let live = (count - r0).min(ROWS);
+        let rows: [usize; ROWS] = core::array::from_fn(|r| r0 + r.min(live - 1));
+        let mut keep = |r: usize, k: usize, q: i16| {
+            if r < live {
+                sink(r0 + r, k, q);
+            }
+        };
+        for (l, layer) in prep.layers.iter().enumerate() {
+            let out = if l == last { None } else { Some(&mut *next) };
+            if l == 0 {
+                // SAFETY: `w < first.quads` and `rows[r] < count`: inside `ops` (the
+                // contract).
+                let op = |r: usize, w: usize| unsafe { *ops.get_unchecked(w * count + rows[r]) } as i32;
+                // SAFETY: the contract, passed on.
+                unsafe { P::layer(prep, layer, op, out, stride, &mut keep) };
+            } else {
+                let cur = &*cur;
+                // SAFETY: `r < ROWS` and `w < quads`, so the word's last operand is at
+                // `PER_WORD · (w + 1) <= groups · LANES + PER_WORD <= stride` of the
+                // previous layer's width (`fan_in = fan_out` of the one before): inside
+                // `cur`, an unaligned read.
+                let op = |r: usize, w: usize| unsafe {
+                    core::ptr::read_unaligned(cur.as_ptr().add(r * stride + P::PER_WORD * w).cast::<i32>())
+                };
+                // SAFETY: the contract, passed on.
+                unsafe { P::layer(prep, layer, op, out, stride, &mut keep) };
+            }
+            if l != last {
+                core::mem::swap(&mut cur, &mut next);
+            }
+        }
+        r0 += ROWS;
+    }
+}
+
 /// Regroups the weights (one masked gather of sixteen quads, a scalar fill where a
 /// channel's last quad is partial), the biases (the first layer's less its offsets) and
 /// the requantisations.
@@ -298,73 +436,12 @@ unsafe fn rows_vnni(prep: &Prepared, codes: &[i8], count: usize, mut sink: impl 
             *o = byte(a, o0) | byte(b, o1) << 8 | byte(c, o2) << 16 | byte(d, o3) << 24;
         }
     }
-    // Hidden operands of a block: each row padded to whole groups (and a quad beyond).
-    let stride = prep.layers.iter().map(|l| l.groups * 16).max().unwrap_or(0) + 4;
-    let mut buffers = std::vec![0u8; 2 * ROWS * stride];
-    let (mut cur, mut next) = buffers.split_at_mut(ROWS * stride);
-    let last = prep.layers.len() - 1;
-    let mut r0 = 0;
-    while r0 < count {
-        let live = (count - r0).min(ROWS);
-        // Rows beyond the batch repeat its last row; their results are dropped.
-        let rows: [usize; ROWS] = core::array::from_fn(|r| r0 + r.min(live - 1));
-        let mut keep = |r: usize, k: usize, q: i16| {
-            if r < live {
-                sink(r0 + r, k, q);
-            }
-        };
-        for (l, layer) in prep.layers.iter().enumerate() {
-            let out = if l == last { None } else { Some(&mut *next) };
-            if l == 0 {
-                let ops = &ops[..];
-                // SAFETY: `q < first.quads` and `rows[r] < count`: inside `ops`.
-                let op = |r: usize, q: usize| unsafe { *ops.get_unchecked(q * count + rows[r]) } as i32;
-                // SAFETY: the contract, passed on.
-                unsafe { layer_pass(prep, layer, op, out, stride, &mut keep) };
-            } else {
-                let cur = &*cur;
-                // SAFETY: `r < ROWS` and `q < quads`, so `4q + 4 <= groups · 16 + 4 <= stride`
-                // of the previous layer's width (`fan_in = fan_out` of the one before):
-                // the four bytes are inside `cur`, an unaligned read.
-                let op = |r: usize, q: usize| unsafe {
-                    core::ptr::read_unaligned(cur.as_ptr().add(r * stride + 4 * q).cast::<i32>())
-                };
-                // SAFETY: the contract, passed on.
-                unsafe { layer_pass(prep, layer, op, out, stride, &mut keep) };
-            }
-            if l != last {
-                core::mem::swap(&mut cur, &mut next);
-            }
-        }
-        r0 += ROWS;
-    }
+    // SAFETY: the contract (AVX-512 F, BW, VL and VNNI present); `ops` holds
+    // `first.quads · count` words.
+    unsafe { blocks::<Vnni>(prep, &ops, count, &mut sink) }
 }
 
-/// One layer of a block of [`ROWS`] rows, two groups of sixteen channels at a time (each
-/// operand broadcast once for both): `op(r, q)` is row `r`'s quad `q` of operands; a
-/// hidden layer's codes go to `out` (row `r` at `r · stride`), the head's to `sink`.
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,avx2")]
-unsafe fn layer_pass(
-    prep: &Prepared,
-    layer: &Layer,
-    op: impl Fn(usize, usize) -> i32,
-    mut out: Option<&mut [u8]>,
-    stride: usize,
-    sink: &mut dyn FnMut(usize, usize, i16),
-) {
-    let mut g = 0;
-    while g + 2 <= layer.groups {
-        // SAFETY: the contract, passed on; groups `g` and `g + 1` exist.
-        unsafe { groups::<2>(prep, layer, g, &op, out.as_deref_mut(), stride, sink) };
-        g += 2;
-    }
-    if g < layer.groups {
-        // SAFETY: as above; group `g` exists.
-        unsafe { groups::<1>(prep, layer, g, &op, out, stride, sink) };
-    }
-}
-
-/// Groups `g0 .. g0 + G` of [`layer_pass`].
+/// Groups `g0 .. g0 + G` of a layer of the VNNI pass ([`Vnni`]'s [`Pass::layer`]).
 ///
 /// # Safety
 /// AVX-512 F, BW, VL and VNNI must be present, and this inlined into code compiled for
@@ -544,71 +621,11 @@ unsafe fn rows_avx2(prep: &Prepared, codes: &[i8], count: usize, mut sink: impl 
             }
         }
     }
-    // Hidden operands of a block: each row padded to whole groups (and a pair beyond).
-    let stride = prep.layers.iter().map(|l| l.groups * LANES2).max().unwrap_or(0) + 2;
-    let mut buffers = std::vec![0u16; 2 * ROWS * stride];
-    let (mut cur, mut next) = buffers.split_at_mut(ROWS * stride);
-    let last = prep.layers.len() - 1;
-    let mut r0 = 0;
-    while r0 < count {
-        let live = (count - r0).min(ROWS);
-        // Rows beyond the batch repeat its last row; their results are dropped.
-        let rows: [usize; ROWS] = core::array::from_fn(|r| r0 + r.min(live - 1));
-        let mut keep = |r: usize, k: usize, q: i16| {
-            if r < live {
-                sink(r0 + r, k, q);
-            }
-        };
-        for (l, layer) in prep.layers.iter().enumerate() {
-            let out = if l == last { None } else { Some(&mut *next) };
-            if l == 0 {
-                let ops = &ops[..];
-                // SAFETY: `p < first.quads` and `rows[r] < count`: inside `ops`.
-                let op = |r: usize, p: usize| unsafe { *ops.get_unchecked(p * count + rows[r]) } as i32;
-                // SAFETY: the contract, passed on.
-                unsafe { layer_pass2(prep, layer, op, out, stride, &mut keep) };
-            } else {
-                let cur = &*cur;
-                // SAFETY: `r < ROWS` and `p < quads`, so `2p + 2 <= groups · 8 + 2 <= stride`
-                // of the previous layer's width: the two halves are inside `cur`, an
-                // unaligned read.
-                let op = |r: usize, p: usize| unsafe {
-                    core::ptr::read_unaligned(cur.as_ptr().add(r * stride + 2 * p).cast::<i32>())
-                };
-                // SAFETY: the contract, passed on.
-                unsafe { layer_pass2(prep, layer, op, out, stride, &mut keep) };
-            }
-            if l != last {
-                core::mem::swap(&mut cur, &mut next);
-            }
-        }
-        r0 += ROWS;
-    }
+    // SAFETY: the contract (AVX2 present); `ops` holds `first.quads · count` words.
+    unsafe { blocks::<Avx2>(prep, &ops, count, &mut sink) }
 }
 
-/// One layer of a block of [`ROWS`] rows with AVX2, two groups of eight channels at a time.
-#[target_feature(enable = "avx2")]
-unsafe fn layer_pass2(
-    prep: &Prepared,
-    layer: &Layer,
-    op: impl Fn(usize, usize) -> i32,
-    mut out: Option<&mut [u16]>,
-    stride: usize,
-    sink: &mut dyn FnMut(usize, usize, i16),
-) {
-    let mut g = 0;
-    while g + 2 <= layer.groups {
-        // SAFETY: the contract, passed on; groups `g` and `g + 1` exist.
-        unsafe { groups2::<2>(prep, layer, g, &op, out.as_deref_mut(), stride, sink) };
-        g += 2;
-    }
-    if g < layer.groups {
-        // SAFETY: as above; group `g` exists.
-        unsafe { groups2::<1>(prep, layer, g, &op, out, stride, sink) };
-    }
-}
-
-/// Groups `g0 .. g0 + G` of [`layer_pass2`].
+/// Groups `g0 .. g0 + G` of a layer of the AVX2 pass ([`Avx2`]'s [`Pass::layer`]).
 ///
 /// # Safety
 /// AVX2 must be present, and this inlined into code compiled for it; the groups must
