@@ -1193,7 +1193,7 @@ mod optim_parts {
     /// The vectors of the parts' loops ([`wide`]'s variants, all with FMA). A `Width` names
     /// a variant only where the processor has its features: it is made by [`Width::of`] from
     /// an extension no wider than [`crate::simd::detected`] ([`widest`], and
-    /// [`Width::available`] for tests) alone.
+    /// `Width::available` for tests) alone.
     #[cfg(feature = "parallel")]
     #[derive(Clone, Copy, Debug)]
     enum Width {
@@ -1239,7 +1239,7 @@ mod optim_parts {
         Width::of(crate::simd::chosen())
     }
 
-    /// The parts' loops compiled with AVX-512F or AVX2 (the same bits: see [`optim_parts`]).
+    /// The parts' loops compiled with AVX-512F or AVX2 (the same bits: see [`super::optim_parts`]).
     #[cfg(all(feature = "parallel", target_arch = "x86_64"))]
     mod wide {
         use crate::math::optim::{self, Coeffs, Maxima, Optimizer};

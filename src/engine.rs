@@ -323,7 +323,7 @@ impl<M: Model> Engine<M> {
     }
 
     /// Sets the optimizer's hyperparameters for the following steps. The optimizer is the
-    /// one the model declares (`optimizer:` in [`model!`](crate::model)), so that passing
+    /// one the model declares (`optimizer:` in [`model!`](macro@crate::model)), so that passing
     /// another is a compile error. Its state (moments, step count) is kept; see
     /// [`Engine::reset_optimizer`].
     ///

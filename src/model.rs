@@ -9,7 +9,7 @@ use crate::layout::{FlatSpace, ScratchSpace};
 use crate::math::activation::Activation;
 use crate::math::optim::Optimizer;
 
-/// A model declared with [`model!`](crate::model): its shapes as constants and its host
+/// A model declared with [`model!`](macro@crate::model): its shapes as constants and its host
 /// buffer types. Implemented by the macro; user code reads the constants and types.
 pub trait Model: Sized + 'static {
     /// The struct's name, for messages.
@@ -376,7 +376,7 @@ pub fn boxed_zeros<T: Element, const R: usize, const C: usize>() -> Box<SMatrix<
     unsafe { alloc_zeroed_box() }
 }
 
-/// A zeroed [`ZeroBuffer`] (a model's CPU scratch or flat parameters) allocated directly on
+/// A zeroed [`ZeroBuffer`](crate::layout::ZeroBuffer) (a model's CPU scratch or flat parameters) allocated directly on
 /// the heap.
 #[cfg(feature = "std")]
 pub(crate) fn boxed_buffer<B: crate::layout::ZeroBuffer>() -> Box<B> {

@@ -5,7 +5,7 @@
 //!   [`crate::Device`]), the program (compiled, loaded from the binary cache, or reused in
 //!   memory), kernel and buffer creation, and the first launch of every kernel a step
 //!   uses (PoCL compiles a work-group function there). Read it with
-//!   [`crate::Engine::startup_report`]; [`crate::Engine::warm_up`] and [`crate::prebuild`]
+//!   [`crate::Engine::startup_report`]; [`crate::Engine::warm_up`] and [`crate::prebuild()`]
 //!   fill in the first launch.
 //! - `TENSORBRIDGE_TRACE_STARTUP=1`: every OpenCL model warms up when created and prints
 //!   its report to stderr.
@@ -76,7 +76,7 @@ pub struct StartupReport {
     /// Creating the queue and the model's buffers (parameters uploaded).
     pub buffers: Duration,
     /// The first launch of every kernel a train step uses, and waiting for it; `None`
-    /// until [`crate::Engine::warm_up`] (or [`crate::prebuild`]) ran.
+    /// until [`crate::Engine::warm_up`] (or [`crate::prebuild()`]) ran.
     pub first_launch: Option<Duration>,
 }
 

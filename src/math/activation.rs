@@ -13,7 +13,7 @@
 
 use core::fmt::{self, Write};
 
-/// The function after a dense layer (`activation:` in [`model!`](crate::model)).
+/// The function after a dense layer (`activation:` in [`model!`](macro@crate::model)).
 ///
 /// NaN stays NaN through every one of them (so a diverged value still surfaces as a
 /// non-finite loss).

@@ -3,7 +3,7 @@
 //! single-tensor implementations), in `f32` with no allocation and no standard library.
 //!
 //! A model declares its optimizer (`optimizer: sgd | momentum | adam | adamw` in
-//! [`model!`](crate::model), `sgd` by default); its hyperparameters are one of the structs
+//! [`model!`](macro@crate::model), `sgd` by default); its hyperparameters are one of the structs
 //! here ([`Sgd`], [`Momentum`], [`Adam`], [`AdamW`]), set at run time with
 //! `set_optimizer`. Each learning rate a step is given (`train_step(&x, &y, lr)`) replaces
 //! the struct's `lr` for that step.

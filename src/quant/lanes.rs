@@ -1,7 +1,7 @@
 //! The host's int8 forward pass with AVX-512 VNNI, the output channels in the vector lanes
 //! (x86-64 with the standard library), and its AVX2 form for processors without VNNI
 //! ([`Kind::Avx2`], at the end of the module). It imports nothing of the crate but
-//! [`simd`](crate::simd)'s limit; `quant` hands it the model as slices and checks the
+//! [`crate::simd`]'s limit; `quant` hands it the model as slices and checks the
 //! processor first.
 //!
 //! Per layer, the weights are regrouped once per model (at its first call): sixteen output

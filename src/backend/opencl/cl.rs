@@ -78,7 +78,7 @@ handle!(
 );
 handle!(
     /// A `cl_kernel`. `clSetKernelArg` is not thread-safe, so the owner must hold it by
-    /// `&mut` to set arguments (see [`Kernel::set_arg`]).
+    /// `&mut` to set arguments (see [`Kernel::set_mem`] and [`Kernel::set_scalar`]).
     Kernel, cl_kernel, kn::release_kernel
 );
 /// A `cl_mem` buffer and its size in bytes.
@@ -121,7 +121,7 @@ unsafe impl Sync for Mem {}
 unsafe impl Send for Event {}
 unsafe impl Sync for Event {}
 // SAFETY: a kernel may move between threads; it is not `Sync` because setting its
-// arguments from two threads at once would race (`set_arg` takes `&mut self`).
+// arguments from two threads at once would race (the setters take `&mut self`).
 unsafe impl Send for Kernel {}
 
 impl Context {
@@ -289,7 +289,7 @@ impl Queue {
         let _held = self.hold();
         debug_assert_eq!(global.len(), local.len());
         // SAFETY: `global` and `local` have `global.len()` entries; every argument of the
-        // kernel was set by its owner (`Kernel::set_arg`) to a live buffer or scalar of the
+        // kernel was set by its owner (`Kernel::set_mem`, `set_scalar`, `set_words`) to a live buffer or scalar of the
         // declared type, and each kernel guards its own indices.
         let event = unsafe {
             cq::enqueue_nd_range_kernel(
