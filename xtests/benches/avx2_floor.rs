@@ -29,7 +29,7 @@
 
 use std::time::Instant;
 
-use tensorbridge::{Device, Engine, HostTensor, Model};
+use tensorbridge_xtests::median_step_us;
 
 tensorbridge::model! { struct Digits { batch: 32, features: 64, hidden: [32], classes: 10 } }
 
@@ -39,34 +39,6 @@ const STEP_MACS: f64 = (2 * 32 * (64 * 32 + 32 * 10) + 32 * 32 * 10) as f64;
 
 /// Independent multiply-add chains a run keeps in flight.
 const CHAINS: usize = 12;
-
-/// One train step's median time over 15 trials, in microseconds.
-fn time_step() -> f64 {
-    let x_flat: Vec<f32> = (0..Digits::BATCH * Digits::FEATURES).map(|k| (k % 17) as f32 / 17.0 - 0.5).collect();
-    let y_flat: Vec<u32> = (0..Digits::BATCH).map(|r| (r % Digits::CLASSES) as u32).collect();
-    let x = <Digits as Model>::Input::from_flat(&x_flat);
-    let y = <Digits as Model>::Labels::from_flat(&y_flat);
-    let mut model = Engine::<Digits>::new(&Device::cpu()).expect("model");
-    let mut step = || model.train_step(&x, &y, 1e-3).expect("step");
-    let t = Instant::now();
-    let mut n = 0;
-    while t.elapsed().as_secs_f64() < 0.3 {
-        step();
-        n += 1;
-    }
-    let reps = (n / 10).max(1);
-    let mut trials: Vec<f64> = (0..15)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                step();
-            }
-            t.elapsed().as_secs_f64() * 1e6 / reps as f64
-        })
-        .collect();
-    trials.sort_by(f64::total_cmp);
-    trials[7]
-}
 
 #[cfg(target_arch = "x86_64")]
 mod peak {
@@ -162,7 +134,7 @@ fn main() {
         let p256 = peak_rate(8, |n| unsafe { peak::run256(n) });
         // SAFETY: AVX-512F is present (checked above).
         let p512 = peak_rate(16, |n| unsafe { peak::run512(n) });
-        return println!("{p256} {p512} {}", time_step());
+        return println!("{p256} {p512} {}", median_step_us::<Digits>());
     }
     println!("digits step: {STEP_MACS} multiply-adds; FMA peaks of one thread ({CHAINS} chains, best of 20), in G multiply-adds a second, measured just before the AVX-512 step");
     println!(

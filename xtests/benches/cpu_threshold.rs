@@ -16,7 +16,8 @@
 
 use std::time::Instant;
 
-use tensorbridge::{Device, HostTensor, Model};
+use tensorbridge::Device;
+use tensorbridge_xtests::median_step_us;
 
 tensorbridge::model! { struct M17 { batch: 32, features: 64, classes: 64 } }
 tensorbridge::model! { struct M18 { batch: 64, features: 64, classes: 64 } }
@@ -28,45 +29,17 @@ tensorbridge::model! { struct M23 { batch: 128, features: 256, classes: 256 } }
 tensorbridge::model! { struct M24 { batch: 128, features: 512, classes: 256 } }
 tensorbridge::model! { struct M26 { batch: 256, features: 1024, classes: 256 } }
 
-/// Median over 15 trials of the mean time of one train step, in microseconds.
-fn time_step<M: Model<Storage = f32>>() -> f64 {
-    let x_flat: Vec<f32> = (0..M::BATCH * M::FEATURES).map(|k| (k % 11) as f32 / 11.0 - 0.5).collect();
-    let y_flat: Vec<u32> = (0..M::BATCH).map(|r| (r % M::CLASSES) as u32).collect();
-    let x = M::Input::from_flat(&x_flat);
-    let y = M::Labels::from_flat(&y_flat);
-    let mut model = tensorbridge::Engine::<M>::new(&Device::cpu()).expect("model");
-    let mut step = || model.train_step(&x, &y, 1e-3).expect("step");
-    let t = Instant::now();
-    let mut n = 0;
-    while t.elapsed().as_secs_f64() < 0.2 {
-        step();
-        n += 1;
-    }
-    let reps = (n / 10).max(1);
-    let mut trials: Vec<f64> = (0..15)
-        .map(|_| {
-            let t = Instant::now();
-            for _ in 0..reps {
-                step();
-            }
-            t.elapsed().as_secs_f64() * 1e6 / reps as f64
-        })
-        .collect();
-    trials.sort_by(f64::total_cmp);
-    trials[7]
-}
-
 fn child() {
     let rows = [
-        ("32x64x64", 32 * 64 * 64, time_step::<M17>()),
-        ("64x64x64", 64 * 64 * 64, time_step::<M18>()),
-        ("64x128x64", 64 * 128 * 64, time_step::<M19>()),
-        ("64x128x128", 64 * 128 * 128, time_step::<M20>()),
-        ("64x256x128", 64 * 256 * 128, time_step::<M21>()),
-        ("128x256x128", 128 * 256 * 128, time_step::<M22>()),
-        ("128x256x256", 128 * 256 * 256, time_step::<M23>()),
-        ("128x512x256", 128 * 512 * 256, time_step::<M24>()),
-        ("256x1024x256", 256 * 1024 * 256, time_step::<M26>()),
+        ("32x64x64", 32 * 64 * 64, median_step_us::<M17>()),
+        ("64x64x64", 64 * 64 * 64, median_step_us::<M18>()),
+        ("64x128x64", 64 * 128 * 64, median_step_us::<M19>()),
+        ("64x128x128", 64 * 128 * 128, median_step_us::<M20>()),
+        ("64x256x128", 64 * 256 * 128, median_step_us::<M21>()),
+        ("128x256x128", 128 * 256 * 128, median_step_us::<M22>()),
+        ("128x256x256", 128 * 256 * 256, median_step_us::<M23>()),
+        ("128x512x256", 128 * 512 * 256, median_step_us::<M24>()),
+        ("256x1024x256", 256 * 1024 * 256, median_step_us::<M26>()),
     ];
     for (name, macs, us) in rows {
         println!("{name} {macs} {us}");

@@ -15,6 +15,35 @@ pub fn bench_batch<M: Model<Storage = f32>>() -> (M::Input, M::Labels) {
     (M::Input::from_flat(&x), M::Labels::from_flat(&y))
 }
 
+/// One immediate CPU train step's time (lr 1e-3, on the [`bench_batch`]), in microseconds:
+/// after 0.2 s of warm-up, the median over 15 trials of a tenth of the warm-up's steps each.
+///
+/// # Panics
+/// If the model cannot be made or a step fails (a benchmark's model and batch are fixed).
+pub fn median_step_us<M: Model<Storage = f32>>() -> f64 {
+    let (x, y) = bench_batch::<M>();
+    let mut model = Engine::<M>::new(&tensorbridge::Device::cpu()).expect("model");
+    let mut step = || model.train_step(&x, &y, 1e-3).expect("step");
+    let t = Instant::now();
+    let mut n = 0;
+    while t.elapsed().as_secs_f64() < 0.2 {
+        step();
+        n += 1;
+    }
+    let reps = (n / 10).max(1);
+    let mut trials: Vec<f64> = (0..15)
+        .map(|_| {
+            let t = Instant::now();
+            for _ in 0..reps {
+                step();
+            }
+            t.elapsed().as_secs_f64() * 1e6 / reps as f64
+        })
+        .collect();
+    trials.sort_by(f64::total_cmp);
+    trials[7]
+}
+
 /// Seconds per step of `n` deferred train steps (lr 1e-4) and the `take_losses` that
 /// ends them; `None` if a step fails.
 pub fn deferred_step_seconds<M: Model>(model: &mut Engine<M>, x: &M::Input, y: &M::Labels, n: usize) -> Option<f64> {
