@@ -5,9 +5,9 @@
 //! Every variant computes the same sums in the same order, so the AVX2 variant issues
 //! twice as many fused multiply-adds on half the lanes. On a processor with two 512-bit
 //! FMA ports (this project's benchmark machines), a 256-bit FMA does half the work of a
-//! 512-bit one in the same slot, and the step's products take twice as long on AVX2
-//! whatever the code around them does; on one with a single 512-bit port, the two widths
-//! are closer. This program measures which it is:
+//! 512-bit one in the same slot, and at the same share of the peak the step's products
+//! take twice as long on AVX2, whatever the code around them does; on one with a single
+//! 512-bit port, the two widths are closer. This program measures which it is:
 //!
 //! 1. **Peaks.** Twelve independent chains of `vfmadd` (enough to cover the latency on
 //!    either width), `ymm` and `zmm`, best of 20 runs: multiply-adds a second.
@@ -18,8 +18,9 @@
 //! 3. **The floor.** The step's `M` = 161,792 multiply-adds take at least `M / peak` at each
 //!    width; the rest of the AVX-512 step, `t512 − M / peak512`, is taken as the code both
 //!    variants share. The lowest AVX2 ratio with the same bits is then
-//!    `(M / peak256 + t512 − M / peak512) / t512` (the rest taken at its AVX-512 time, which
-//!    flatters AVX2).
+//!    `(M / peak256 + t512 − M / peak512) / t512`: both products at their peaks and the rest
+//!    at its AVX-512 time, which flatters AVX2 unless its products ran nearer their peak than
+//!    AVX-512's do.
 //!
 //! Run: `cargo bench -p tensorbridge-xtests --bench avx2_floor` (x86-64 with AVX-512F and
 //! FMA; elsewhere it says so and stops).
