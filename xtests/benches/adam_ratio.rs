@@ -102,13 +102,13 @@ fn shape<S: Model<Storage = f32>, A: Model<Storage = f32>>(name: &str) {
     println!("{name:<8} {ms:>10.2} {ma:>10.2} {mr:>8.3}   {q1:.3}-{q3:.3}");
 }
 
-/// Adam's update pass over `p` (see the module's docs), compiled for AVX-512 as the CPU
-/// backend's widest variant is.
+/// Adam's update pass over `p` (see the module's docs), compiled with the features of the
+/// CPU backend's widest variant of it (`optim_parts::wide` in `src/cpu.rs`).
 ///
 /// # Safety
-/// The processor must have AVX-512F, AVX-512VL and FMA.
+/// The processor must have AVX-512F, AVX2 and FMA.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+#[target_feature(enable = "avx512f,avx2,fma")]
 unsafe fn update_avx512(c: &Coeffs, p: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> f32 {
     optim::apply_split_fma::<Adam>(c, p, g, m, v, |x| x).params
 }
@@ -117,7 +117,7 @@ unsafe fn update_avx512(c: &Coeffs, p: &mut [f32], g: &[f32], m: &mut [f32], v: 
 /// `None` without AVX-512.
 fn update_ns(n: usize) -> Option<f64> {
     #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") && is_x86_feature_detected!("fma") {
+    if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         let mut p: Vec<f32> = (0..n).map(|k| ((k * 37 % 101) as f32 / 101.0) - 0.5).collect();
         let g: Vec<f32> = (0..n).map(|k| ((k * 53 % 97) as f32 / 97.0 - 0.5) * 1e-2).collect();
         let (mut m, mut v) = (vec![0.0f32; n], vec![0.0f32; n]);
