@@ -5,17 +5,17 @@
 //! `train_step`'s criterion groups time SGD and Adam one after the other, and on a machine
 //! whose clock moves between (and within) processes their ratio scatters more than the
 //! target's margin. Here both models live in one process and take turns: a block of 64
-//! SGD steps, then a block of 64 Adam steps, each block timed alone, both models started
-//! over (parameters and state, not timed) after every block, so that each block is the
-//! first 64 steps from the same start (see `train_step.rs` on why Adam starts over). 41
-//! pairs a shape after 0.3 s of warm-up; it prints the median step of each, and the median
-//! and quartiles of the 41 pairs' ratios (a pair's two blocks run a few milliseconds
-//! apart, so that a change of clock touches both).
+//! SGD steps and a block of 64 Adam steps (which one first alternating from pair to pair),
+//! each block timed alone, both models started over (parameters and state, not timed)
+//! after every block, so that each block is the first 64 steps from the same start (see
+//! `train_step.rs` on why Adam starts over). 41 pairs a shape after 0.3 s of warm-up; it
+//! prints the median step of each, and the median and quartiles of the 41 pairs' ratios (a
+//! pair's two blocks run a few milliseconds apart, so that a change of clock touches both).
 //!
-//! Then the update pass alone, which is most of what an Adam step adds: `optim::apply` on
-//! `mnist`'s half of the parameters (one core's part of the step) with their moments, hot
-//! in the cache, on one core, best of 200, with the AVX-512 code the CPU backend runs
-//! (where the processor has it). Each parameter costs one square root and one division,
+//! Then the update pass alone, which is most of what an Adam step adds:
+//! `optim::apply_split_fma` over about half of `mnist`'s parameters (one core's part of the
+//! step) and their moments, hot in the cache, on one core, best of 200, compiled as the CPU
+//! backend's AVX-512 variant is (where the processor has AVX-512). Each parameter costs one square root and one division,
 //! the divider's work (PyTorch's formula, kept bit for bit).
 //!
 //! Run: `cargo bench -p tensorbridge-xtests --bench adam_ratio [-- SHAPE]`
